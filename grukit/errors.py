@@ -1,0 +1,53 @@
+"""grukit's errors: one base class, a few kinds, every message names the problem and the fix.
+
+All of them subclass ``ValueError`` as well as :class:`GrukitError`, so code written for
+``torch.nn.GRU`` (which raises ``ValueError``/``RuntimeError`` on bad shapes) keeps working.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class GrukitError(Exception):
+    """Base class of every error grukit raises on purpose (the CLI prints these without a traceback)."""
+
+
+class ShapeError(GrukitError, ValueError):
+    """A tensor has the wrong number of dimensions, size or dtype."""
+
+
+class ConfigError(GrukitError, ValueError):
+    """An option or combination of options that cannot be honoured."""
+
+
+class BackendError(ConfigError):
+    """A named backend cannot run the requested spec."""
+
+
+class DataError(GrukitError, ValueError):
+    """A data file cannot be used; names the file and, when known, the line/row and column."""
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None,
+                 column: str | None = None):
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.column = column
+        where = ""
+        if self.path is not None:
+            where = self.path
+            if line is not None:
+                where += f", line {line}"
+            if column is not None:
+                where += f", column {column!r}"
+            where += ": "
+        super().__init__(where + message)
+
+
+def collect(problems: list[str], kind: type[GrukitError] = ConfigError, what: str = "") -> None:
+    """Raise one ``kind`` error listing every problem found (nothing when the list is empty)."""
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise kind(problems[0])
+    head = f"{len(problems)} problems{(' in ' + what) if what else ''}:"
+    raise kind("\n  - ".join([head, *problems]))
