@@ -1,6 +1,7 @@
 """grukit.nn: the GRU engine."""
 from . import backends, equations
 from .gru import GRU, GRUCell, check_finite
+from .mingru import MinGRU
 from .spec import GRUSpec
 
-__all__ = ["GRU", "GRUCell", "GRUSpec", "backends", "equations", "check_finite"]
+__all__ = ["GRU", "GRUCell", "MinGRU", "GRUSpec", "backends", "equations", "check_finite"]
