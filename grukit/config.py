@@ -1,0 +1,315 @@
+"""Configuration dataclasses: the single home of every default.
+
+One set of names everywhere: a field ``hidden_size`` is the CLI option ``--hidden-size``, the config-file key
+``hidden_size`` (YAML, TOML or JSON; flat, or grouped in sections that are flattened) and the estimator
+argument ``hidden_size=``. Each field carries its one-line help in ``metadata["help"]`` (that is the comment,
+and the CLI shows it).
+
+This module imports neither torch nor lightning, so the CLI can build its options quickly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, collect
+
+__all__ = ["TaskConfig", "ForecastConfig", "ClassifyConfig", "AutoencoderConfig", "opt", "load_config_file",
+           "nearest", "coerce"]
+
+
+def opt(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the natural name here
+    """A dataclass field with its help text (the per-field comment, shown by ``--help``)."""
+    return field(default=default, metadata={"help": help})
+
+
+def nearest(name: str, choices, n: int = 1) -> str:
+    """' (did you mean 'x'?)' for the closest of ``choices``, or '' when nothing is close."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=n, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass
+class TaskConfig:
+    """Options shared by every task: the GRU encoder, the optimiser and the Trainer."""
+
+    # ---- data
+    data: str = opt("", "data file (CSV, Parquet, .npz, .ts) or a built-in data set name (see `grukit datasets`)")
+    # ---- model: grukit.nn.GRU arguments
+    hidden_size: int = opt(64, "GRU units per layer and direction")
+    num_layers: int = opt(1, "stacked GRU layers")
+    dropout: float = opt(0.0, "dropout between stacked GRU layers (needs num_layers > 1)")
+    bidirectional: bool = opt(False, "run a second GRU backwards in time (needs the whole sequence)")
+    layer_norm: bool = opt(False, "layer normalisation inside the GRU gates")
+    recurrent_dropout: float = opt(0.0, "variational dropout on the recurrent state")
+    zoneout: float = opt(0.0, "probability that a unit keeps its previous value at a step (training)")
+    reset_after: bool = opt(True, "reset gate after the recurrent matmul (torch/cuDNN); False = Cho et al.")
+    backend: str = opt("auto", "GRU backend: auto or a name from grukit.nn.backends.available()")
+    head_dropout: float = opt(0.0, "dropout on the features entering the output head")
+    # ---- optimisation
+    max_epochs: int = opt(50, "upper bound on training epochs (early stopping usually ends sooner)")
+    batch_size: int = opt(32, "sequences or windows per batch")
+    lr: float = opt(3e-3, "Adam learning rate")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    lr_schedule: str = opt("plateau", "learning-rate schedule: none, plateau (halve when val loss stalls), cosine")
+    gradient_clip_val: float = opt(1.0, "clip the gradient norm to this value (0 = off)")
+    patience: int = opt(10, "early stopping: epochs without validation-loss improvement before stopping")
+    val_fraction: float = opt(0.2, "fraction of the training data held out for validation / early stopping")
+    seed: int = opt(0, "random seed (Python, NumPy, torch, data-loader workers)")
+    # ---- hardware and Trainer
+    accelerator: str = opt("cpu", "Lightning accelerator: cpu, gpu, auto")
+    devices: str = opt("auto", "devices to use (Lightning syntax: auto, 1, 2, '0,1')")
+    num_nodes: int = opt(1, "machines for DDP")
+    strategy: str = opt("auto", "Lightning strategy: auto, ddp, ...")
+    precision: str = opt("32-true", "Lightning precision: 32-true, bf16-mixed, 16-mixed")
+    num_workers: int = opt(0, "data-loader worker processes")
+    deterministic: bool = opt(False, "bit-reproducible kernels (slower)")
+    progress: bool = opt(True, "show the rich progress bar")
+    limit_train_batches: float = opt(1.0, "fraction (<=1) or number (>1) of training batches per epoch")
+
+    # ------------------------------------------------------------ conversion
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-ready values (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TaskConfig":
+        """Build from a flat mapping, converting strings; unknown keys fail with the nearest valid name."""
+        names = cls.field_names()
+        hints = typing.get_type_hints(cls)
+        problems, kw = [], {}
+        for key, value in values.items():
+            k = str(key).replace("-", "_")
+            if k not in names:
+                problems.append(f"{source}: unknown option {key!r}{nearest(k, names)}")
+                continue
+            try:
+                kw[k] = coerce(value, hints[k])
+            except (TypeError, ValueError) as e:
+                problems.append(f"{source}: option {key!r}: {e}")
+        collect(problems, ConfigError, source)
+        cfg = cls(**kw)
+        cfg.validate()
+        return cfg
+
+    def replace(self, **changes) -> "TaskConfig":
+        merged = self.to_dict()
+        merged.update(changes)
+        return type(self).from_dict(merged)
+
+    def problems(self) -> list[str]:
+        """Every invalid value, as 'name=value: expectation' lines (subclasses extend)."""
+        p = []
+        for name in ("hidden_size", "num_layers", "max_epochs", "batch_size", "num_nodes"):
+            if getattr(self, name) < 1:
+                p.append(f"{name}={getattr(self, name)}: expected an integer >= 1")
+        for name in ("dropout", "recurrent_dropout", "zoneout", "head_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                p.append(f"{name}={getattr(self, name)}: expected a probability in [0, 1)")
+        if self.lr <= 0:
+            p.append(f"lr={self.lr}: expected a positive learning rate")
+        if not 0.0 <= self.val_fraction < 1.0:
+            p.append(f"val_fraction={self.val_fraction}: expected a fraction in [0, 1)")
+        if self.lr_schedule not in ("none", "plateau", "cosine"):
+            p.append(f"lr_schedule={self.lr_schedule!r}: expected none, plateau or cosine"
+                     f"{nearest(self.lr_schedule, ['none', 'plateau', 'cosine'])}")
+        if self.patience < 0 or self.gradient_clip_val < 0:
+            p.append("patience and gradient_clip_val must be >= 0")
+        return p
+
+    def validate(self) -> None:
+        collect(self.problems(), ConfigError, "the configuration")
+
+
+def _choice(p: list[str], name: str, value: str, choices: list[str]) -> None:
+    if value not in choices:
+        p.append(f"{name}={value!r}: expected one of {', '.join(choices)}{nearest(value, choices)}")
+
+
+@dataclass
+class ForecastConfig(TaskConfig):
+    """Multi-horizon forecasting of one or many series with a GRU over a lookback window."""
+
+    time_col: str = opt("", "time column (empty: a column named time/date/ds/timestamp if present, else row order)")
+    target: tuple[str, ...] = opt((), "target column(s), comma separated (empty: every numeric column not "
+                                      "otherwise used)")
+    known: tuple[str, ...] = opt((), "covariates known in the future (calendar, prices), comma separated")
+    past: tuple[str, ...] = opt((), "covariates observed only up to the forecast origin, comma separated")
+    id_col: str = opt("", "series-id column when the file holds many series")
+    lookback: int = opt(36, "time steps the GRU reads before each forecast origin")
+    horizon: int = opt(24, "time steps forecast at once (direct multi-horizon head)")
+    likelihood: str = opt("quantile", "output: point (MSE), gaussian (mean and scale) or quantile (pinball loss)")
+    quantiles: tuple[float, ...] = opt((0.1, 0.5, 0.9), "quantiles for likelihood=quantile; the outer pair "
+                                                       "gives the interval, 0.5 the point forecast")
+    interval: float = opt(0.8, "nominal coverage of the prediction interval for likelihood=gaussian")
+    transform: str = opt("auto", "target transform before scaling: none, log (positive data), auto (log "
+                                 "when every target value is > 0)")
+    linear_skip: bool = opt(True, "add a linear map from the lookback window to the horizon (residual head)")
+    backtests: int = opt(1, "rolling-origin evaluation folds; the last fold is the held-out tail of length "
+                            "horizon")
+    season_length: int = opt(0, "seasonal period for seasonal-naive, ETS and MASE (0: from the time "
+                                "frequency, 12 for monthly)")
+    ensemble: int = opt(1, "models trained with different seeds and averaged (evaluation and predict)")
+    batch_size: int = opt(16, "windows per batch")
+    max_epochs: int = opt(200, "upper bound on training epochs")
+    patience: int = opt(30, "early stopping patience in epochs")
+    hidden_size: int = opt(32, "GRU units")
+    lr: float = opt(1e-2, "Adam learning rate")
+
+    def problems(self) -> list[str]:
+        p = super().problems()
+        if self.lookback < 1 or self.horizon < 1:
+            p.append(f"lookback={self.lookback}, horizon={self.horizon}: both must be >= 1")
+        _choice(p, "likelihood", self.likelihood, ["point", "gaussian", "quantile"])
+        _choice(p, "transform", self.transform, ["none", "log", "auto"])
+        if self.likelihood == "quantile":
+            if not self.quantiles or any(not 0 < q < 1 for q in self.quantiles):
+                p.append(f"quantiles={list(self.quantiles)}: expected values strictly between 0 and 1")
+            elif list(self.quantiles) != sorted(set(self.quantiles)):
+                p.append(f"quantiles={list(self.quantiles)}: expected increasing, distinct values")
+        if not 0 < self.interval < 1:
+            p.append(f"interval={self.interval}: expected a coverage in (0, 1)")
+        if self.backtests < 1 or self.ensemble < 1 or self.season_length < 0:
+            p.append("backtests and ensemble must be >= 1, season_length >= 0")
+        return p
+
+
+@dataclass
+class ClassifyConfig(TaskConfig):
+    """Whole-sequence classification of variable-length multivariate sequences."""
+
+    pooling: str = opt("last", "sequence summary fed to the classifier: last (final state), mean, attention")
+    id_col: str = opt("id", "long-format CSV: sequence-id column")
+    time_col: str = opt("time", "long-format CSV: time/order column within a sequence")
+    label_col: str = opt("label", "long-format CSV: label column")
+    test_data: str = opt("", "held-out test file in the training file's format (built-in sets use their "
+                             "official test split)")
+    normalize: bool = opt(True, "standardise each feature with training-set mean and std")
+    label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
+    hidden_size: int = opt(64, "GRU units per direction")
+    max_epochs: int = opt(60, "upper bound on training epochs")
+    patience: int = opt(15, "early stopping patience in epochs")
+
+    def problems(self) -> list[str]:
+        p = super().problems()
+        _choice(p, "pooling", self.pooling, ["last", "mean", "attention"])
+        if not 0 <= self.label_smoothing < 1:
+            p.append(f"label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
+        return p
+
+
+@dataclass
+class AutoencoderConfig(TaskConfig):
+    """Unsupervised anomaly detection from the reconstruction error of a GRU seq2seq autoencoder."""
+
+    columns: tuple[str, ...] = opt((), "value columns (empty: every numeric column except time and label)")
+    time_col: str = opt("", "time column (optional, used for plots)")
+    label_col: str = opt("", "0/1 anomaly label column (optional; enables precision/recall/F1/ROC-AUC)")
+    train_fraction: float = opt(0.5, "leading fraction of the series used for training (assumed mostly "
+                                     "normal); built-in sets use their own train part")
+    window: int = opt(64, "window length the autoencoder reconstructs")
+    stride: int = opt(4, "step between training windows")
+    latent_size: int = opt(32, "size of the bottleneck between encoder and decoder")
+    threshold: str = opt("percentile", "how to set the anomaly threshold: percentile (of training scores) "
+                                       "or f1 (best F1 on a labelled validation part)")
+    percentile: float = opt(99.0, "percentile of the training scores used as threshold")
+    smooth: int = opt(0, "moving-average width applied to per-step scores (0 = window // 4)")
+    max_epochs: int = opt(40, "upper bound on training epochs")
+    patience: int = opt(8, "early stopping patience in epochs")
+
+    def problems(self) -> list[str]:
+        p = super().problems()
+        _choice(p, "threshold", self.threshold, ["percentile", "f1"])
+        if self.window < 2 or self.stride < 1 or self.latent_size < 1:
+            p.append(f"window={self.window}, stride={self.stride}, latent_size={self.latent_size}: expected "
+                     "window >= 2, stride >= 1, latent_size >= 1")
+        if not 0 < self.percentile <= 100:
+            p.append(f"percentile={self.percentile}: expected a value in (0, 100]")
+        if not 0 < self.train_fraction < 1:
+            p.append(f"train_fraction={self.train_fraction}: expected a fraction in (0, 1)")
+        return p
+
+
+# ---------------------------------------------------------------- conversion helpers
+def coerce(value: Any, hint: Any) -> Any:
+    """Convert a CLI/file value to the field's type (comma-separated strings become tuples)."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(coerce(v, item) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        s = str(value).strip().lower()
+        if s in ("1", "true", "yes", "on"):
+            return True
+        if s in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {value!r}") from None
+    if hint is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if hint is str:
+        return "" if value is None else str(value)
+    return value
+
+
+def load_config_file(path: str | Path, task: str | None = None) -> dict[str, Any]:
+    """Read a YAML, TOML or JSON config file into a flat dict.
+
+    Sections are flattened: ``{model: {hidden_size: 64}, train: {lr: 0.01}}`` reads as
+    ``{hidden_size: 64, lr: 0.01}``; a section named after another task is skipped.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+            raw = yaml.safe_load(text) or {}
+        elif p.suffix == ".toml":
+            import tomllib
+            raw = tomllib.loads(text)
+        elif p.suffix == ".json":
+            raw = json.loads(text)
+        else:
+            raise ConfigError(f"{p}: unknown config format {p.suffix!r}; expected .yaml, .yml, .toml or .json")
+    except ConfigError:
+        raise
+    except Exception as e:  # parse errors of the three formats
+        raise ConfigError(f"{p}: cannot parse: {str(e).splitlines()[0]}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of option names to values at the top level")
+    from .tasks.registry import names as task_names
+    flat: dict[str, Any] = {}
+    for k, v in raw.items():
+        if isinstance(v, dict):
+            if k in task_names() and task is not None and k != task:
+                continue
+            flat.update(v)
+        else:
+            flat[k] = v
+    return flat

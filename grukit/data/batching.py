@@ -1,0 +1,83 @@
+"""Batches as dicts of tensors: ``{"x": (B, T, F), "lengths": (B,), "y": ...}``; padding with lengths.
+
+Variable-length sequences are padded to the longest in the batch and always travel with ``lengths``, which
+the GRU uses so padding never enters a state (``grukit.nn.GRU(..., lengths=)``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["Prepared", "DictDataset", "pad_sequences", "collate", "loader"]
+
+
+@dataclass
+class Prepared:
+    """What a task's ``prepare(config)`` returns."""
+
+    train: DataLoader                      # training batches
+    val: DataLoader | None                 # validation batches (early stopping), or None
+    meta: dict[str, Any]                   # JSON-able: sizes, scalers, class names; saved as meta.json
+    extra: dict[str, Any] = field(default_factory=dict)   # anything evaluate() may reuse in-process
+
+
+class DictDataset(Dataset):
+    """Rows of named arrays: item i is ``{name: array[i]}``; ragged arrays (lists) allowed."""
+
+    def __init__(self, **arrays):
+        n = {len(v) for v in arrays.values()}
+        if len(n) != 1:
+            raise ValueError(f"arrays of different lengths: { {k: len(v) for k, v in arrays.items()} }")
+        self.arrays = arrays
+        self.n = n.pop()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {k: v[i] for k, v in self.arrays.items()}
+
+
+def pad_sequences(seqs: Sequence[np.ndarray], value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (T_i, F) arrays into (B, T_max, F) float32 and (B,) int64 lengths."""
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
+    T = int(lengths.max()) if len(seqs) else 0
+    F = seqs[0].shape[-1] if len(seqs) else 0
+    out = torch.full((len(seqs), T, F), value, dtype=torch.float32)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.float32)
+    return out, lengths
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack dict items; a ragged ``x`` is padded and gets ``lengths`` (given lengths are kept)."""
+    out: dict[str, torch.Tensor] = {}
+    keys = items[0].keys()
+    for k in keys:
+        vals = [it[k] for it in items]
+        if k == "x" and len({np.shape(v)[0] for v in vals}) > 1:
+            out["x"], lens = pad_sequences(vals)
+            out.setdefault("lengths", lens)
+            continue
+        arr = np.stack([np.asarray(v) for v in vals])
+        t = torch.from_numpy(arr)
+        if t.is_floating_point():
+            t = t.float()
+        out[k] = t
+    if "lengths" in out and "x" in out:
+        T = int(out["lengths"].max())
+        out["x"] = out["x"][:, :T]                                   # (B, T_max, F): trim shared padding
+    return out
+
+
+def loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0,
+           seed: int = 0) -> DataLoader:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
+                      num_workers=num_workers, generator=g if shuffle else None,
+                      persistent_workers=num_workers > 0)

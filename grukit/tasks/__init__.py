@@ -1,0 +1,37 @@
+"""grukit.tasks: the tasks built on :class:`grukit.tasks.base.SequenceTask`, and their registry.
+
+Importing this package is cheap (no torch): task classes load on first attribute access.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .registry import TaskEntry, get, names, register
+
+__all__ = ["TaskEntry", "get", "names", "register", "SequenceTask", "ForecastTask", "ClassifyTask",
+           "AutoencoderTask"]
+
+_LAZY = {"SequenceTask": ".base", "ForecastTask": ".forecast", "ClassifyTask": ".classify",
+         "AutoencoderTask": ".autoencoder"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---- built-in tasks: one register() line per task (other tasks add theirs here)
+register("forecast", config="grukit.config:ForecastConfig", module="grukit.tasks.forecast",
+         help="multi-horizon forecasting of one or many series (CSV/Parquet or a built-in series)",
+         examples=["grukit train forecast --data airline --horizon 24",
+                   "grukit train forecast --data sales.csv --time-col date --target sales --id-col store "
+                   "--known price --lookback 28 --horizon 7"])
+register("classify", config="grukit.config:ClassifyConfig", module="grukit.tasks.classify",
+         help="sequence classification (.npz, long-format CSV, .ts or a built-in set)",
+         examples=["grukit train classify --data japanese_vowels --bidirectional",
+                   "grukit train classify --data train.npz --test-data test.npz --pooling attention"])
+register("autoencoder", config="grukit.config:AutoencoderConfig", module="grukit.tasks.autoencoder",
+         help="unsupervised anomaly detection with a GRU seq2seq autoencoder",
+         examples=["grukit train autoencoder --data kdd_tsad_135",
+                   "grukit train autoencoder --data machine.csv --label-col anomaly --window 50"])

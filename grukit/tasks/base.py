@@ -1,0 +1,221 @@
+r"""SequenceTask: the one LightningModule every grukit task builds on.
+
+It holds the only training / validation / test / predict step, the optimiser and the metric logging. A task
+supplies small hooks and never copies the loop::
+
+    batch ──batch_to_inputs──> (inputs, target)
+    inputs, state ──encode──> (seq (B, T, D*H), h_n (L*D, B, H))        # grukit.nn.GRU by default
+    seq, h_n, inputs ──readout──> outputs                                # self.head(seq) by default
+    outputs, target, inputs ──loss──> scalar
+    outputs, target, inputs ──metric_inputs──> (preds, target) for self.val_metrics / self.test_metrics
+    outputs, inputs ──decode──> predictions                              # predict_step's return value
+
+Hooks (override what you need):
+
+``build_encoder()``
+    The encoder module; default ``grukit.nn.GRU(meta["input_size"], ...)`` from the config, batch_first.
+``build_head()``
+    The output module (``grukit.tasks.heads``: regression, classification, tied LM, multi-label, CTC).
+``build_metrics()``
+    A ``torchmetrics.MetricCollection`` (or None). Cloned with ``val_``/``test_`` prefixes and logged per epoch.
+``batch_to_inputs(batch)``
+    Returns ``(inputs, target)``. The default expects the dict batches of :mod:`grukit.data.batching`:
+    ``{"x": (B, T, F), "lengths": (B,), "y": ...}`` and returns ``(batch, batch["y"])``. Token tasks put
+    integer ids in ``x`` and embed them in ``encode``.
+``encode(inputs, state)``
+    Runs the encoder; default passes ``inputs["lengths"]`` so padding never reaches the state.
+``readout(seq, h_n, inputs)``
+    Turns encoder output into task outputs (pooling for classification, a decoder for the autoencoder).
+``loss(outputs, target, inputs)``
+    A scalar tensor. ``inputs`` carries lengths, masks or CTC target lengths.
+``metric_inputs(outputs, target, inputs)``
+    ``(preds, target)`` for the metric collection; default ``(outputs, target)``.
+``decode(outputs, inputs)``
+    What ``predict_step`` returns (labels, de-scaled forecasts, scores, transcripts...).
+
+Carrying state (truncated BPTT for language models): set the class attribute ``carry_state = True``. The
+state returned by ``encode`` is then detached and fed to the next batch of the same stage; it restarts from
+zeros at each epoch start and whenever the batch size changes. Override ``detach_state`` for non-tensor states.
+
+Examples of plugging in: language modelling = embedding in ``encode``, ``heads.TiedLMHead``, cross-entropy
+``loss``, ``carry_state = True``; music = ``heads.MultiLabelHead`` with ``BCEWithLogits`` loss summed over 88
+keys; speech = ``heads.CTCHead`` and ``loss`` calling ``F.ctc_loss`` with ``inputs["lengths"]`` and
+``inputs["target_lengths"]``, ``decode`` doing greedy CTC decoding.
+
+Checkpoints carry ``checkpoint["grukit"] = {"version", "task", "config", "meta"}`` (plain JSON values, so
+``torch.load(weights_only=True)`` reads them); loading a checkpoint of another task raises ConfigError.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from .. import __version__
+from ..errors import ConfigError
+from ..nn import GRU
+
+__all__ = ["SequenceTask"]
+
+
+class SequenceTask(L.LightningModule):
+    """Base LightningModule; subclasses set ``task_name`` and override hooks (see the module docstring)."""
+
+    task_name: ClassVar[str] = "sequence"
+    carry_state: ClassVar[bool] = False
+
+    def __init__(self, config, meta: dict[str, Any]):
+        super().__init__()
+        self.config = config
+        self.meta = dict(meta)
+        self.encoder = self.build_encoder()
+        self.head = self.build_head()
+        metrics = self.build_metrics()
+        self.val_metrics = metrics.clone(prefix="val_") if metrics is not None else None
+        self.test_metrics = metrics.clone(prefix="test_") if metrics is not None else None
+        self._states: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ hooks: construction
+    @property
+    def encoder_size(self) -> int:
+        """Features per time step of the encoder output (D*H)."""
+        c = self.config
+        return c.hidden_size * (2 if c.bidirectional else 1)
+
+    def build_encoder(self) -> nn.Module:
+        c = self.config
+        return GRU(int(self.meta["input_size"]), c.hidden_size, c.num_layers, batch_first=True,
+                   dropout=c.dropout if c.num_layers > 1 else 0.0, bidirectional=c.bidirectional,
+                   reset_after=c.reset_after, layer_norm=c.layer_norm, recurrent_dropout=c.recurrent_dropout,
+                   zoneout=c.zoneout, backend=c.backend, deterministic=c.deterministic)
+
+    def build_head(self) -> nn.Module:
+        raise NotImplementedError(f"{type(self).__name__} must define build_head()")
+
+    def build_metrics(self):
+        return None
+
+    # ------------------------------------------------------------------ hooks: computation
+    def batch_to_inputs(self, batch) -> tuple[Any, Any]:
+        return batch, batch.get("y")
+
+    def encode(self, inputs, state=None) -> tuple[Tensor, Any]:
+        return self.encoder(inputs["x"], state, lengths=inputs.get("lengths"))  # (B, T, D*H), (L*D, B, H)
+
+    def readout(self, seq: Tensor, h_n: Any, inputs) -> Any:
+        return self.head(seq)
+
+    def loss(self, outputs, target, inputs) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must define loss()")
+
+    def metric_inputs(self, outputs, target, inputs) -> tuple[Any, Any]:
+        return outputs, target
+
+    def decode(self, outputs, inputs) -> Any:
+        return outputs
+
+    def detach_state(self, state):
+        if isinstance(state, Tensor):
+            return state.detach()
+        if isinstance(state, (tuple, list)):
+            return type(state)(self.detach_state(s) for s in state)
+        return state
+
+    # ------------------------------------------------------------------ the one step
+    def forward(self, inputs, state=None) -> tuple[Any, Any]:
+        seq, h_n = self.encode(inputs, state)
+        return self.readout(seq, h_n, inputs), h_n
+
+    @staticmethod
+    def _batch_size(inputs) -> int:
+        x = inputs.get("x") if isinstance(inputs, dict) else inputs
+        return int(x.shape[0]) if isinstance(x, Tensor) else 1
+
+    def _state_for(self, stage: str, batch_size: int):
+        if not self.carry_state:
+            return None
+        state = self._states.get(stage)
+        if isinstance(state, Tensor) and state.shape[-2] != batch_size:   # (L*D, B, H): batch size changed
+            state = None
+        return state
+
+    def _step(self, batch, stage: str):
+        inputs, target = self.batch_to_inputs(batch)
+        B = self._batch_size(inputs)
+        outputs, state = self(inputs, self._state_for(stage, B))
+        if self.carry_state:
+            self._states[stage] = self.detach_state(state)
+        loss = self.loss(outputs, target, inputs)
+        on_step = stage == "train"
+        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=B)
+        metrics = {"val": self.val_metrics, "test": self.test_metrics}.get(stage)
+        if metrics is not None:
+            metrics.update(*self.metric_inputs(outputs.detach() if isinstance(outputs, Tensor) else outputs,
+                                               target, inputs))
+            self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=B)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        inputs, _ = self.batch_to_inputs(batch)
+        outputs, state = self(inputs, self._state_for("predict", self._batch_size(inputs)))
+        if self.carry_state:
+            self._states["predict"] = self.detach_state(state)
+        return self.decode(outputs, inputs)
+
+    def on_train_epoch_start(self) -> None:
+        self._states.pop("train", None)
+
+    def on_validation_epoch_start(self) -> None:
+        self._states.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._states.pop("test", None)
+
+    def on_predict_epoch_start(self) -> None:
+        self._states.pop("predict", None)
+
+    # ------------------------------------------------------------------ optimiser
+    def configure_optimizers(self):
+        c = self.config
+        opt = torch.optim.AdamW(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        if c.lr_schedule == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5,
+                                                               patience=max(1, c.patience // 3))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
+        if c.lr_schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, c.max_epochs))
+            return {"optimizer": opt, "lr_scheduler": sched}
+        return opt
+
+    @property
+    def monitor(self) -> str:
+        """The metric early stopping, the LR schedule and the best checkpoint follow."""
+        return "val_loss" if self.meta.get("has_val", True) else "train_loss"
+
+    # ------------------------------------------------------------------ checkpoints
+    def grukit_info(self) -> dict[str, Any]:
+        return {"version": __version__, "task": self.task_name, "config": self.config.to_dict(),
+                "meta": self.meta}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["grukit"] = self.grukit_info()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        info = checkpoint.get("grukit")
+        if info is None:
+            raise ConfigError("the checkpoint has no 'grukit' entry (version, task, config); it was not written "
+                              "by grukit")
+        if info.get("task") != self.task_name:
+            raise ConfigError(f"the checkpoint holds a {info.get('task')!r} model; it cannot be loaded into a "
+                              f"{self.task_name!r} task")

@@ -1,0 +1,185 @@
+"""fit(): train a registered task into a run directory with Lightning.
+
+The Trainer gets a rich progress bar (TQDM when rich is missing), early stopping on the validation loss,
+gradient clipping from the config, best/last checkpoints, a CSV metrics log and seeding. ``resume=True``
+continues an interrupted run from ``checkpoints/last.ckpt`` through Lightning's ``ckpt_path``.
+
+Checkpoint safety: checkpoints are written by :class:`AtomicCheckpointIO` (temp file, fsync, rename) and read
+with ``torch.load(weights_only=True)`` (we pass ``weights_only=True`` to ``Trainer.fit`` and the IO plugin
+forces it). That works because everything grukit puts in a checkpoint is tensors or plain JSON-like values;
+Lightning's own callback and loop states are too. After training, the best weights are exported to
+``model.safetensors``, which is what ``grukit evaluate/predict`` load.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .config import TaskConfig, load_config_file
+from .errors import ConfigError
+from .runs import Run, atomic_write, checkpoint_bytes, new_run_dir, save_weights, start_run
+
+__all__ = ["fit", "build_trainer", "resolve_config", "AtomicCheckpointIO"]
+
+
+def resolve_config(task: str, config: TaskConfig | str | Path | dict | None = None, **overrides) -> TaskConfig:
+    """The task's config from a dataclass, a config file or a dict, then ``overrides`` (None values ignored)."""
+    from .tasks import registry
+    cls = registry.get(task).config_class()
+    if isinstance(config, TaskConfig):
+        if not isinstance(config, cls):
+            raise ConfigError(f"task {task!r} takes a {cls.__name__}, got a {type(config).__name__}")
+        values = config.to_dict()
+    elif isinstance(config, (str, Path)):
+        values = load_config_file(config, task)
+    else:
+        values = dict(config or {})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls.from_dict(values, source=str(config) if isinstance(config, (str, Path)) else "options")
+
+
+def _checkpoint_io():
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class _Atomic(TorchCheckpointIO):
+        """Lightning checkpoint IO with atomic writes and ``weights_only=True`` loads."""
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            atomic_write(path, checkpoint_bytes(checkpoint))
+
+        def load_checkpoint(self, path, map_location=None, weights_only=None):
+            return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=True)
+
+    return _Atomic()
+
+
+AtomicCheckpointIO = _checkpoint_io  # factory: AtomicCheckpointIO() returns the plugin instance
+
+
+def build_trainer(cfg: TaskConfig, run_dir: Path, monitor: str = "val_loss", ckpt_dir: Path | None = None,
+                  extra_callbacks: list | None = None):
+    """A Lightning Trainer for ``cfg`` writing into ``run_dir``."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    ckpt_dir = ckpt_dir or run_dir / "checkpoints"
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
+                           save_last=True, enable_version_counter=False)
+    best.CHECKPOINT_NAME_LAST = "last"
+    callbacks = [best]
+    if cfg.patience > 0:
+        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=cfg.patience))
+    if cfg.progress:
+        try:
+            from lightning.pytorch.callbacks import RichProgressBar
+            import rich  # noqa: F401
+            callbacks.append(RichProgressBar(leave=True))
+        except (ImportError, ModuleNotFoundError):
+            from lightning.pytorch.callbacks import TQDMProgressBar
+            callbacks.append(TQDMProgressBar())
+    callbacks += extra_callbacks or []
+    devices: Any = cfg.devices
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    limit = cfg.limit_train_batches
+    return L.Trainer(
+        default_root_dir=run_dir, max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=devices,
+        num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision,
+        gradient_clip_val=cfg.gradient_clip_val or None, deterministic=cfg.deterministic or None,
+        callbacks=callbacks, logger=CSVLogger(run_dir, name="logs", version=""),
+        enable_progress_bar=cfg.progress, enable_model_summary=False, log_every_n_steps=1,
+        limit_train_batches=int(limit) if limit > 1 else limit, plugins=[_checkpoint_io()],
+        num_sanity_val_steps=0)
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*number of training batches.*smaller than the logging.*")
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory.*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)`.*")
+
+
+def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out: str | Path | None = None,
+        resume: bool = False, evaluate: bool = True, **overrides) -> Run:
+    """Train ``task`` and return its :class:`~grukit.runs.Run`.
+
+    Args:
+        task: a registered task name (``forecast``, ``classify``, ``autoencoder``...).
+        config: a config dataclass, a YAML/TOML/JSON file, or a dict; ``overrides`` (config field names) win.
+        out: the run directory (default ``runs/<task>``, numbered when taken). An existing run is never
+            overwritten: pass ``resume=True`` to continue it from ``checkpoints/last.ckpt``.
+        evaluate: evaluate on the held-out data after training and write ``metrics.json``.
+
+    Example::
+
+        run = grukit.train.fit("forecast", data="airline", horizon=24, max_epochs=50)
+        run.evaluate()["grukit"]["MASE"]
+    """
+    import lightning as L
+    from .tasks import registry
+
+    entry = registry.get(task)
+    if resume and out is not None and (Path(out) / "config.yaml").is_file():
+        base = load_config_file(Path(out) / "config.yaml")
+        cfg = resolve_config(task, base, **overrides)    # resume: saved config, CLI overrides (e.g. max_epochs)
+    else:
+        cfg = resolve_config(task, config, **overrides)
+    if not cfg.data:
+        raise ConfigError(f"no data: pass --data PATH or a built-in name (see `grukit datasets`) to "
+                          f"`grukit train {task}`")
+    _quiet_lightning()
+    module = entry.load()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    prepared = module.prepare(cfg)                       # bad input fails here, before anything is written
+    run_dir = new_run_dir(out, task, resume=resume)
+    run = start_run(run_dir, task, cfg, prepared.meta)
+    members = int(getattr(cfg, "ensemble", 1))
+    t0 = time.time()
+    for i in range(members):
+        weights = run_dir / ("model.safetensors" if i == 0 else f"model-{i}.safetensors")
+        if resume and weights.is_file():
+            continue                                     # this ensemble member finished before the interruption
+        ckpt_dir = run_dir / "checkpoints" / ("" if i == 0 else f"member-{i}")
+        L.seed_everything(cfg.seed + i, workers=True, verbose=False)
+        model = module.Task(cfg, prepared.meta)
+        monitor = model.monitor
+        trainer = build_trainer(cfg, run_dir, monitor=monitor, ckpt_dir=ckpt_dir)
+        last = ckpt_dir / "last.ckpt"
+        ckpt_path = str(last) if resume and last.is_file() else None
+        trainer.fit(model, train_dataloaders=prepared.train, val_dataloaders=prepared.val, ckpt_path=ckpt_path,
+                    weights_only=True)
+        best = ckpt_dir / "best.ckpt"
+        if best.is_file():
+            from .runs import load_checkpoint
+            model.load_state_dict(load_checkpoint(best, task)["state_dict"])
+        save_weights(model.state_dict(), weights, metadata={"task": task, "member": str(i)})
+    _collect_metrics(run_dir)
+    run.update_info(status="trained", train_seconds=round(time.time() - t0, 1))
+    if evaluate:
+        run.evaluate()
+    return run
+
+
+def _collect_metrics(run_dir: Path) -> None:
+    """Copy logs/metrics.csv to metrics.csv and draw the loss curve."""
+    src = run_dir / "logs" / "metrics.csv"
+    if not src.is_file():
+        return
+    atomic_write(run_dir / "metrics.csv", src.read_bytes())
+    try:
+        from .plots import loss_curve
+        loss_curve(run_dir / "metrics.csv", run_dir / "plots" / "loss.png")
+    except Exception as e:  # a plot must never lose a trained model
+        warnings.warn(f"could not draw the loss curve: {e}", stacklevel=2)
+
+
+def remove_checkpoints(run_dir: Path) -> None:
+    """Delete checkpoints/ once a run is finished and exported (optional; keeps the run small)."""
+    shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
