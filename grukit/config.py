@@ -154,6 +154,8 @@ class ForecastConfig(TaskConfig):
     transform: str = opt("auto", "target transform before scaling: none, log (positive data), auto (log "
                                  "when every target value is > 0)")
     linear_skip: bool = opt(True, "add a linear map from the lookback window to the horizon (residual head)")
+    window_norm: bool = opt(True, "subtract each input window's mean level from inputs and add it back to the "
+                                  "forecast (handles trends and level shifts)")
     backtests: int = opt(1, "rolling-origin evaluation folds; the last fold is the held-out tail of length "
                             "horizon")
     season_length: int = opt(0, "seasonal period for seasonal-naive, ETS and MASE (0: from the time "

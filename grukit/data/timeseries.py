@@ -1,0 +1,161 @@
+"""Reading and checking time-series tables (CSV, Parquet), .npz arrays and .ts files.
+
+Every problem is a :class:`~grukit.errors.DataError` naming the file, the row (as the line number in the file,
+header = line 1) and the column, and what was expected.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..config import nearest
+from ..errors import DataError
+
+__all__ = ["read_table", "require_columns", "numeric", "finite", "pick_time_col", "season_from_times",
+           "future_times", "load_table_or_builtin"]
+
+TIME_NAMES = ("time", "date", "ds", "timestamp", "datetime", "month", "year", "period")
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file into a DataFrame; empty or unreadable files raise DataError."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError("file not found; pass an existing CSV/Parquet file or a built-in name "
+                        "(`grukit datasets`)", path=p)
+    if p.is_dir():
+        raise DataError("is a directory; expected a CSV or Parquet file", path=p)
+    if p.stat().st_size == 0:
+        raise DataError("the file is empty; expected a header row and data rows", path=p)
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(p)
+        elif suffix in (".csv", ".txt", ".tsv", ""):
+            df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
+        else:
+            raise DataError(f"unknown file type {suffix!r}; expected .csv or .parquet", path=p)
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataError("the file is empty; expected a header row and data rows", path=p) from None
+    except Exception as e:  # parser errors of pandas / pyarrow
+        raise DataError(f"cannot be read as {suffix or 'CSV'}: {str(e).splitlines()[0]}", path=p) from e
+    if len(df) == 0:
+        raise DataError("has a header but no data rows", path=p)
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def require_columns(df: pd.DataFrame, cols: Iterable[str], path: str | Path, what: str = "column") -> None:
+    """Raise DataError for the first missing column, suggesting the nearest existing name."""
+    for c in cols:
+        if c and c not in df.columns:
+            raise DataError(f"no {what} {c!r}{nearest(c, df.columns)}; the file has columns "
+                            f"{', '.join(map(str, df.columns))}", path=path)
+
+
+def _line(df: pd.DataFrame, pos: int) -> int:
+    """File line of the DataFrame row at position ``pos`` (header is line 1)."""
+    return int(pos) + 2
+
+
+def numeric(df: pd.DataFrame, col: str, path: str | Path, allow_missing: bool = True) -> np.ndarray:
+    """Column ``col`` as float64; a non-numeric cell raises DataError naming its line and column."""
+    s = df[col]
+    if pd.api.types.is_bool_dtype(s):
+        s = s.astype(float)
+    vals = pd.to_numeric(s, errors="coerce")
+    bad = vals.isna() & s.notna() & (s.astype(str).str.strip() != "")
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"non-numeric value {str(s.iloc[pos])!r}; expected a number", path=path,
+                        line=_line(df, pos), column=col)
+    out = vals.to_numpy(dtype=np.float64)
+    if not allow_missing:
+        finite(out, df, col, path)
+    return out
+
+
+def finite(values: np.ndarray, df: pd.DataFrame | None, col: str, path: str | Path, offset: int = 0) -> None:
+    """Raise DataError at the first NaN or inf of ``values``."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        kind = "missing/NaN" if np.isnan(values[pos]) else "infinite"
+        raise DataError(f"{kind} value in a target; expected finite numbers (fill or drop the row)", path=path,
+                        line=(pos + offset + 2) if df is not None else None, column=col)
+
+
+def pick_time_col(df: pd.DataFrame, requested: str, path: str | Path) -> str:
+    if requested:
+        require_columns(df, [requested], path, "time column")
+        return requested
+    lower = {c.lower(): c for c in df.columns}
+    for name in TIME_NAMES:
+        if name in lower:
+            return lower[name]
+    return ""
+
+
+def parse_times(df: pd.DataFrame, col: str, path: str | Path) -> pd.Series:
+    """The time column as datetimes or numbers (years, steps)."""
+    s = df[col]
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_datetime64_any_dtype(s):
+        return s
+    num = pd.to_numeric(s, errors="coerce")
+    if num.notna().all():
+        return num
+    t = pd.to_datetime(s, errors="coerce")
+    if t.isna().any():
+        pos = int(np.flatnonzero(t.isna().to_numpy())[0])
+        raise DataError(f"cannot parse {str(s.iloc[pos])!r} as a date or number; expected e.g. 2024-01-31",
+                        path=path, line=_line(df, pos), column=col)
+    return t
+
+
+def season_from_times(times: pd.Series | None) -> int:
+    """A seasonal period from the time step: monthly 12, quarterly 4, weekly 52, daily 7, hourly 24, else 1."""
+    if times is None or len(times) < 3 or not pd.api.types.is_datetime64_any_dtype(times):
+        return 1
+    freq = pd.infer_freq(pd.DatetimeIndex(times.iloc[: min(len(times), 50)]))
+    if not freq:
+        return 1
+    f = freq.upper().split("-")[0]
+    for prefix, m in (("MS", 12), ("ME", 12), ("M", 12), ("QS", 4), ("QE", 4), ("Q", 4), ("W", 52),
+                      ("D", 7), ("B", 5), ("H", 24), ("h", 24)):
+        if f.startswith(prefix.upper()):
+            return m
+    return 1
+
+
+def future_times(times: pd.Series, n: int) -> list[Any]:
+    """The ``n`` time stamps after the last one, continuing the series' step."""
+    if len(times) == 0:
+        return list(range(n))
+    if pd.api.types.is_datetime64_any_dtype(times):
+        idx = pd.DatetimeIndex(times)
+        freq = pd.infer_freq(idx[-min(len(idx), 50):]) if len(idx) >= 3 else None
+        if freq:
+            return list(pd.date_range(idx[-1], periods=n + 1, freq=freq)[1:])
+        step = idx[-1] - idx[-2] if len(idx) > 1 else pd.Timedelta(1, "D")
+        return [idx[-1] + step * (i + 1) for i in range(n)]
+    v = np.asarray(times, dtype=float)
+    step = v[-1] - v[-2] if len(v) > 1 else 1.0
+    out = [v[-1] + step * (i + 1) for i in range(n)]
+    return [int(x) if float(x).is_integer() else x for x in out]
+
+
+def load_table_or_builtin(data: str, task: str) -> tuple[pd.DataFrame, dict[str, Any], str]:
+    """A DataFrame from a file or a built-in set, with the set's defaults (column roles) and display name."""
+    from . import builtin
+    p = Path(data)
+    if not p.exists() and builtin.is_builtin(data):
+        df, defaults = builtin.get(data, task).loader()
+        return df, defaults, data
+    if not p.exists() and p.suffix == "":
+        builtin.get(data, task)     # raises: not a file and not a built-in (with the nearest name)
+    return read_table(p), {}, str(p)
