@@ -1,0 +1,264 @@
+"""The grukit command line (typer). Heavy imports (torch, lightning) happen inside commands.
+
+Errors grukit raises on purpose (:class:`grukit.errors.GrukitError`) and usage errors print one line and exit
+with code 2; ``--debug`` anywhere on the command line shows the traceback instead.
+
+``grukit train <task>`` has one sub-command per registered task (:mod:`grukit.tasks.registry`); its options
+are generated from the task's config dataclass, so a new config field is a new CLI option with no edit here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from .errors import GrukitError
+
+__all__ = ["app", "main"]
+
+_DEBUG = False
+
+app = typer.Typer(name="grukit", add_completion=False, no_args_is_help=True,
+                  help="GRU sequence models end to end: train, evaluate and use forecasting, classification "
+                       "and anomaly-detection models (and more tasks as they register).",
+                  epilog="Examples:\n\n  grukit quickstart\n\n  grukit datasets\n\n"
+                         "  grukit train forecast --data airline --horizon 24\n\n"
+                         "  grukit evaluate runs/forecast\n\n  grukit predict runs/forecast --data airline "
+                         "--out forecast.csv\n\nAdd --debug to any command for a traceback on errors.")
+
+
+# ---------------------------------------------------------------- output helpers
+def _console():
+    from rich.console import Console
+    return Console()
+
+
+def print_table(metrics: dict[str, dict[str, float]], title: str = "") -> None:
+    """Rows: the model and its baselines; columns: metrics (side by side)."""
+    from rich.table import Table
+    cols: list[str] = []
+    for row in metrics.values():
+        if isinstance(row, dict):
+            cols += [c for c in row if c not in cols]
+    table = Table(title=title or None)
+    table.add_column("model")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for name, row in metrics.items():
+        if not isinstance(row, dict):
+            continue
+        cells = []
+        for c in cols:
+            v = row.get(c)
+            cells.append("-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)))
+        table.add_row(name, *cells)
+    _console().print(table)
+
+
+# ---------------------------------------------------------------- train <task>
+class _TaskGroup(TyperGroup):
+    """`grukit train` with a one-line error for an unknown task name (with the nearest name)."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            from .config import nearest
+            raise click.UsageError(f"unknown task {args[0]!r}{nearest(args[0], self.commands)}; expected one of "
+                                   f"{', '.join(self.commands)}")
+        return super().resolve_command(ctx, args)
+
+
+train_app = typer.Typer(cls=_TaskGroup, no_args_is_help=True,
+                        help="Train a model for TASK into a run directory (see `grukit train TASK --help`).")
+app.add_typer(train_app, name="train")
+
+
+def _option_for(f: dataclasses.Field, hint) -> tuple[Any, Any]:
+    """(annotation, typer.Option) for a config field; defaults stay None so only given options override."""
+    flag = "--" + f.name.replace("_", "-")
+    help_text = f"{f.metadata.get('help', '')} [default: {_show(f.default)}]"
+    if hint is bool:
+        return Optional[bool], typer.Option(None, f"{flag}/--no-{flag[2:]}", help=help_text, show_default=False)
+    if typing.get_origin(hint) is tuple:
+        return Optional[str], typer.Option(None, flag, help=help_text + " (comma separated)", show_default=False)
+    return Optional[hint], typer.Option(None, flag, help=help_text, show_default=False)
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, tuple):
+        return ",".join(map(str, v)) if v else "(none)"
+    return "(none)" if v == "" else str(v)
+
+
+def _train_command(entry) -> None:
+    cfg_cls = entry.config_class()
+    hints = typing.get_type_hints(cfg_cls)
+    fields = dataclasses.fields(cfg_cls)
+
+    def command(**kw):
+        config = kw.pop("config")
+        out = kw.pop("out")
+        resume = kw.pop("resume")
+        no_eval = kw.pop("no_eval")
+        from .train import fit
+        run = fit(entry.name, config, out=out, resume=resume, evaluate=not no_eval, **kw)
+        con = _console()
+        if not no_eval:
+            import json
+            print_table(json.loads((run.path / "metrics.json").read_text()), title=f"{entry.name}: held-out metrics")
+        con.print(f"run directory: [bold]{run.path}[/bold]  (use it with `grukit evaluate {run.path}` and "
+                  f"`grukit predict {run.path} --data ...`)")
+
+    params = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                                default=typer.Option(None, "--config", "-c", help="YAML, TOML or JSON file of "
+                                                     "options (names as below, without dashes)")),
+              inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                                default=typer.Option(None, "--out", "-o", help="run directory (default "
+                                                     f"runs/{entry.name}, numbered when taken)")),
+              inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                default=typer.Option(False, "--resume", help="continue the run in --out from "
+                                                     "its last checkpoint")),
+              inspect.Parameter("no_eval", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                default=typer.Option(False, "--no-eval", help="skip the held-out evaluation"))]
+    for f in fields:
+        ann, default = _option_for(f, hints[f.name])
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default))
+    command.__signature__ = inspect.Signature(params)
+    command.__name__ = f"train_{entry.name}"
+    examples = "\n\n".join(f"  {e}" for e in entry.examples)
+    train_app.command(entry.name, help=f"{entry.help}.\n\nEvery option is also a config-file key.",
+                      epilog=f"Examples:\n\n{examples}" if examples else None)(command)
+
+
+def _register_tasks() -> None:
+    from .tasks import registry
+    for name in registry.names():
+        _train_command(registry.get(name))
+
+
+_register_tasks()
+
+
+# ---------------------------------------------------------------- evaluate / predict
+@app.command(epilog="Examples:\n\n  grukit evaluate runs/forecast\n\n"
+                    "  grukit evaluate runs/classify --data test.npz")
+def evaluate(run: Path = typer.Argument(..., help="run directory written by `grukit train`"),
+             data: Optional[str] = typer.Option(None, "--data", help="data to evaluate on (default: the "
+                                                "held-out part of the training data)")) -> None:
+    """Evaluate a trained run; prints its metrics beside the baselines and writes plots."""
+    from .runs import Run
+    r = Run(run)
+    print_table(r.evaluate(data), title=f"{r.task}: {data or r.config.data}")
+
+
+@app.command(epilog="Examples:\n\n  grukit predict runs/forecast --data sales.csv --out forecast.csv\n\n"
+                    "  grukit predict runs/classify --data new.npz\n\n"
+                    "  grukit predict runs/autoencoder --data machine.csv --out scores.csv")
+def predict(run: Path = typer.Argument(..., help="run directory written by `grukit train`"),
+            data: Optional[str] = typer.Option(None, "--data", help="input file or built-in name (default: the "
+                                               "run's training data)"),
+            out: Optional[Path] = typer.Option(None, "--out", help="output CSV (default RUN/predictions.csv); a "
+                                               "PNG is written beside it")) -> None:
+    """Use a trained run: forecasts (with intervals), class labels or anomaly scores, as CSV (+ PNG)."""
+    from .runs import Run
+    for p in Run(run).predict(data, out):
+        _console().print(f"wrote {p}")
+
+
+# ---------------------------------------------------------------- datasets / quickstart / bench
+@app.command(epilog="Example:\n\n  grukit datasets")
+def datasets() -> None:
+    """List the built-in data sets (shipped by installed packages; nothing is downloaded)."""
+    from rich.table import Table
+    from .data import builtin
+    have = {b.name for b in builtin.available()}
+    table = Table(title="built-in data sets (use the name with --data)")
+    for c in ("name", "task", "package", "description"):
+        table.add_column(c)
+    for b in builtin.DATASETS.values():
+        table.add_row(b.name if b.name in have else f"[dim]{b.name} (install {b.package})[/dim]", b.task,
+                      b.package, b.description)
+    _console().print(table)
+
+
+QUICKSTART = dict(data="airline", lookback=36, horizon=24, backtests=1, hidden_size=32, max_epochs=150,
+                  patience=30, ensemble=3)
+
+
+@app.command(epilog="Example:\n\n  grukit quickstart --out runs/quickstart")
+def quickstart(out: Optional[Path] = typer.Option(None, "--out", help="run directory (default "
+                                                  "runs/forecast, numbered when taken)"),
+               progress: bool = typer.Option(True, "--progress/--no-progress", help="show the progress bar")) -> None:
+    """Train a forecaster on the airline series (last 24 months held out), compare it with naive,
+    seasonal-naive and ETS baselines, and write the forecast plot (about a minute on 2 CPU cores)."""
+    import time
+    from .train import fit
+    t0 = time.time()
+    con = _console()
+    con.print("[bold]grukit quickstart[/bold]: GRU forecaster on monthly airline passengers, the last 24 months "
+              "held out")
+    run = fit("forecast", out=out, progress=progress, **QUICKSTART)
+    import json
+    print_table(json.loads((run.path / "metrics.json").read_text()), title="airline, last 24 months")
+    con.print(f"plot: {run.path / 'plots' / 'forecast.png'}\nrun directory: {run.path}  "
+              f"({time.time() - t0:.0f} s)")
+
+
+@app.command(epilog="Example:\n\n  grukit bench")
+def bench() -> None:
+    """Engine speed: grukit's GRU against torch.nn.GRU (and onnxruntime where installed)."""
+    try:
+        import importlib
+        mod = importlib.import_module("grukit.bench")
+    except ModuleNotFoundError as e:
+        if e.name in ("grukit.bench",):
+            raise GrukitError("grukit.bench is not available in this installation yet; nothing to run") from None
+        raise
+    result = mod.run(short=True)
+    if result is not None:
+        if isinstance(result, dict) and all(isinstance(v, dict) for v in result.values()):
+            print_table(result, title="bench")
+        else:
+            _console().print(result)
+
+
+# ---------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: one-line errors with exit code 2 (``--debug`` for tracebacks)."""
+    global _DEBUG
+    args = list(sys.argv[1:] if argv is None else argv)
+    _DEBUG = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    command = typer.main.get_command(app)
+    try:
+        rc = command.main(args=args, prog_name="grukit", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except (click.exceptions.NoArgsIsHelpError if hasattr(click.exceptions, "NoArgsIsHelpError") else ()) as e:
+        click.echo(e.ctx.get_help() if e.ctx else str(e))
+        return 0
+    except click.UsageError as e:
+        if _DEBUG:
+            raise
+        click.echo(f"grukit: error: {e.format_message()}", err=True)
+        return 2
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except GrukitError as e:
+        if _DEBUG:
+            raise
+        msg = " ".join(str(e).split("\n")[:1]) if "\n" not in str(e) else str(e).replace("\n  - ", "; ")
+        click.echo(f"grukit: error: {msg}", err=True)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
