@@ -1,0 +1,262 @@
+"""The ``fused_cpu`` backend: the GRU recurrence as one compiled loop per layer and direction (numba).
+
+For each layer and direction the input projection of every step is one matmul (torch), then the whole
+recurrence runs in one numba kernel (``_fused/kernels.py``) that fuses the recurrent matmul with the gates and
+keeps ``W_hh`` hot in cache. Training runs through :class:`GRULayerFn`, a ``torch.autograd.Function`` whose
+backward is a numba BPTT kernel followed by three matmuls for the weight gradients. ``step`` runs every layer
+of one streaming step in a single kernel call.
+
+Supports (CPU, float32 and float64): reset_after True and False, any number of layers, bidirectional,
+``bias=False``, lengths, h0, dropout between layers, and in evaluation mode zoneout and recurrent_dropout
+(their evaluation-mode math). It declines layer_norm and the random masks of recurrent_dropout / zoneout in
+training. numba is imported, and kernels compile (or load from numba's on-disk cache), on first use only.
+"""
+from __future__ import annotations
+
+import importlib.util
+import weakref
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..spec import GRUSpec
+
+if importlib.util.find_spec("numba") is None:   # the registry skips this backend when numba is missing
+    raise ImportError("fused_cpu needs numba (pip install numba)")
+
+__all__ = ["FusedCPUBackend", "GRULayerFn", "layer_forward", "threads_for"]
+
+_DTYPES = (torch.float32, torch.float64)
+# Batch rows are split across threads only when one call has this much recurrent work (B * H * H * T
+# multiply-adds): below it one thread wins, the parallel region and a cold second core cost more.
+PARALLEL_MIN_WORK = 4_000_000
+
+
+def _k():
+    from ._fused import load
+    return load()
+
+
+def threads_for(B: int, H: int, T: int) -> int:
+    """How many batch chunks (threads) the kernels use for a call of this size."""
+    n = torch.get_num_threads()
+    if n < 2 or B < 2 or B * H * H * T < PARALLEL_MIN_WORK:
+        return 1
+    import numba
+    return max(1, min(n, numba.config.NUMBA_NUM_THREADS, B))
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def _lens(lengths: Tensor | None, T: int, B: int) -> np.ndarray:
+    if lengths is None:
+        return np.full(B, T, dtype=np.int64)
+    return np.ascontiguousarray(lengths.numpy(), dtype=np.int64)
+
+
+def _in_proj(x: Tensor, w_ih: Tensor, b_ih: Tensor | None) -> Tensor:
+    """``gi = x W_ih^T + b_ih`` for every step at once: ``(T, B, I)`` -> ``(T, B, 3H)``."""
+    T, B, I = x.shape
+    x2 = x.reshape(T * B, I)                                          # (T*B, I)
+    gi = torch.mm(x2, w_ih.t()) if b_ih is None else torch.addmm(b_ih, x2, w_ih.t())
+    return gi.view(T, B, -1)                                          # (T, B, 3H)
+
+
+def _bias_np(b_hh: Tensor | None, H: int, dtype) -> np.ndarray:
+    return np.zeros(3 * H, dtype=dtype) if b_hh is None else np.ascontiguousarray(_np(b_hh))
+
+
+def layer_forward(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+                  lens: np.ndarray, reverse: bool, reset_after: bool, zo: float,
+                  keep: bool = False):
+    """One layer and direction without autograd: ``x`` ``(T, B, I)``, ``h0`` ``(B, H)`` -> ``(out, h_T)``.
+
+    With ``keep`` it also returns the stash the backward pass reads (``hp``, ``gates``)."""
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    with torch.no_grad():
+        gi = _in_proj(x.detach(), w_ih.detach(), None if b_ih is None else b_ih.detach())
+        WT = w_hh.detach().t().contiguous()                            # (H, 3H)
+    out = torch.empty(T, B, H, dtype=x.dtype)
+    hT = torch.empty(B, H, dtype=x.dtype)
+    hp = torch.empty(T, B, H, dtype=x.dtype) if keep else None
+    gates = torch.empty(T, B, 4 * H, dtype=x.dtype) if keep else None
+    _k().forward(_np(gi), _np(WT), _bias_np(b_hh, H, gi.numpy().dtype), _np(h0.contiguous()), lens, reverse,
+                 reset_after, zo, out.numpy(), hT.numpy(), None if hp is None else hp.numpy(),
+                 None if gates is None else gates.numpy(), threads_for(B, H, T))
+    return out, hT, hp, gates
+
+
+class GRULayerFn(torch.autograd.Function):
+    """One layer and direction of the fused GRU as an autograd function (BPTT in numba).
+
+    ``apply(x (T,B,I), h0 (B,H), w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo) -> (out, h_T)``;
+    gradients flow to ``x``, ``h0`` and all four weights (``b_*`` may be ``None``).
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo):
+        out, hT, hp, gates = layer_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo,
+                                           keep=True)
+        ctx.save_for_backward(x, w_ih, w_hh, hp, gates)
+        ctx.cfg = (lens, reverse, reset_after, zo, b_ih is not None)
+        return out, hT
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dhT):
+        x, w_ih, w_hh, hp, gates = ctx.saved_tensors
+        lens, reverse, reset_after, zo, has_bias = ctx.cfg
+        T, B, I = x.shape
+        H = w_hh.shape[1]
+        dout = torch.zeros(T, B, H, dtype=x.dtype) if dout is None else dout.contiguous()
+        dhT = torch.zeros(B, H, dtype=x.dtype) if dhT is None else dhT.contiguous()
+        dgi = torch.empty(T, B, 3 * H, dtype=x.dtype)
+        dgh = torch.empty(T, B, 3 * H, dtype=x.dtype)
+        qp = torch.empty(T, B, H, dtype=x.dtype) if not reset_after else torch.empty(1, 1, 1, dtype=x.dtype)
+        dh0 = torch.empty(B, H, dtype=x.dtype)
+        _k().backward(dout.numpy(), dhT.numpy(), gates.numpy(), hp.numpy(), _np(w_hh.contiguous()), lens, reverse,
+                      reset_after, zo, dgi.numpy(), dgh.numpy(), qp.numpy(), dh0.numpy(), threads_for(B, H, T))
+        need = ctx.needs_input_grad
+        dgi2 = dgi.view(T * B, 3 * H)                                   # (T*B, 3H)
+        dgh2 = dgh.view(T * B, 3 * H)
+        dx = (dgi2 @ w_ih).view(T, B, I) if need[0] else None           # (T, B, I)
+        dw_ih = dgi2.t() @ x.reshape(T * B, I) if need[2] else None     # (3H, I)
+        dw_hh = None
+        if need[3]:
+            hp2 = hp.view(T * B, H)
+            if reset_after:
+                dw_hh = dgh2.t() @ hp2                                  # (3H, H)
+            else:                                                       # W_hn reads r*h, W_h[rz] read h
+                dw_hh = torch.cat([dgh2[:, :2 * H].t() @ hp2, dgh2[:, 2 * H:].t() @ qp.view(T * B, H)])
+        db_ih = dgi2.sum(0) if has_bias and need[4] else None
+        db_hh = dgh2.sum(0) if has_bias and need[5] else None
+        return dx, dh0 if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None, None, None, None
+
+
+def _needs_grad(module, *tensors: Tensor) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    return any(t.requires_grad for t in tensors) or any(p.requires_grad for p in module.parameters())
+
+
+class _StepWeights:
+    """``W_ih^T``, ``W_hh^T`` and biases of every layer packed for the step kernel, rebuilt when a parameter
+    changes (in-place update bumps its version; replacing it changes its id)."""
+
+    def __init__(self, module, key):
+        s: GRUSpec = module.spec
+        L, H = s.num_layers, s.hidden_size
+        dt = module.weight_ih_l0.detach().numpy().dtype
+        imax = max(s.input_size, H)
+        self.key = key
+        self.WihT = np.zeros((L, imax, 3 * H), dt)
+        self.WT = np.empty((L, H, 3 * H), dt)
+        self.b = np.zeros((L, 2, 3 * H), dt)
+        self.n_in = np.array([s.layer_input_size(l) for l in range(L)], dtype=np.int64)
+        for layer in range(L):
+            p = module.layer_params(layer, 0)
+            self.WihT[layer, :self.n_in[layer]] = _np(p.w_ih).T
+            self.WT[layer] = _np(p.w_hh).T
+            if p.b_ih is not None:
+                self.b[layer, 0] = _np(p.b_ih)
+                self.b[layer, 1] = _np(p.b_hh)
+        self.one = dt.type(1)
+        self.zo = dt.type(s.zoneout)
+        self.scratch: dict[int, tuple] = {}
+
+    def buffers(self, B: int, H: int):
+        if B not in self.scratch:
+            dt = self.WT.dtype
+            self.scratch = {B: (np.empty((B, 3 * H), dt), np.empty((B, 3 * H), dt), np.empty((B, H), dt))}
+        return self.scratch[B]
+
+
+def _param_key(module) -> tuple:
+    return tuple((id(p), p._version) for p in module._parameters.values())
+
+
+class FusedCPUBackend:
+    name = "fused_cpu"
+
+    def __init__(self) -> None:
+        self._step_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    # ------------------------------------------------------------------ what it runs
+    def supports(self, spec: GRUSpec, x: Tensor, training: bool) -> str | None:
+        if x.device.type != "cpu":
+            return f"it runs on the CPU only, the input is on {x.device}"
+        if x.dtype not in _DTYPES:
+            return f"it runs float32 and float64 only, got {x.dtype}"
+        if spec.layer_norm:
+            return "it has no layer_norm kernel"
+        if training and spec.recurrent_dropout > 0:
+            return "it has no recurrent_dropout masks in training (evaluation mode is fine)"
+        if training and spec.zoneout > 0:
+            return "it has no zoneout masks in training (evaluation mode is fine)"
+        return None
+
+    def supports_step(self, spec: GRUSpec, x: Tensor, training: bool) -> str | None:
+        reason = self.supports(spec, x, training)
+        if reason is None and spec.bidirectional:
+            return "step() streams one direction only"
+        if reason is None and training and spec.dropout > 0 and spec.num_layers > 1:
+            return "its step() has no dropout between layers in training"
+        return reason
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, module, x: Tensor, hx: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+        spec: GRUSpec = module.spec
+        T, B, _ = x.shape
+        D = spec.num_directions
+        lens = _lens(lengths, T, B)
+        zo = spec.zoneout if not module.training else 0.0
+        grad = _needs_grad(module, x, hx)
+        layer_in = x                                                   # (T, B, I)
+        h_n = []
+        for layer in range(spec.num_layers):
+            outs = []
+            for d in range(D):
+                p = module.layer_params(layer, d)
+                h0 = hx[layer * D + d]                                 # (B, H)
+                args = (layer_in, h0, p.w_ih, p.w_hh, p.b_ih, p.b_hh, lens, d == 1, spec.reset_after, zo)
+                if grad:
+                    out, hT = GRULayerFn.apply(*args)
+                else:
+                    out, hT, _, _ = layer_forward(*args)
+                outs.append(out)
+                h_n.append(hT)
+            layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)   # (T, B, D*H)
+            if layer < spec.num_layers - 1 and spec.dropout > 0 and module.training:
+                layer_in = F.dropout(layer_in, spec.dropout, training=True)
+        return layer_in, torch.stack(h_n)                              # (T, B, D*H), (L*D, B, H)
+
+    # ------------------------------------------------------------------ streaming
+    def step(self, module, x_t: Tensor, h: Tensor) -> Tensor:
+        if _needs_grad(module, x_t, h):                                # differentiable: T = 1 sequences
+            spec: GRUSpec = module.spec
+            zo = spec.zoneout if not module.training else 0.0
+            lens = np.ones(x_t.shape[0], dtype=np.int64)
+            layer_in = x_t[None]                                       # (1, B, I)
+            new = []
+            for layer in range(spec.num_layers):
+                p = module.layer_params(layer, 0)
+                out, hT = GRULayerFn.apply(layer_in, h[layer], p.w_ih, p.w_hh, p.b_ih, p.b_hh, lens, False,
+                                           spec.reset_after, zo)
+                new.append(hT)
+                layer_in = out
+            return torch.stack(new)                                    # (L, B, H)
+        key = _param_key(module)
+        w = self._step_cache.get(module)
+        if w is None or w.key != key:
+            w = self._step_cache[module] = _StepWeights(module, key)
+        L, B, H = h.shape
+        hout = torch.empty(L, B, H, dtype=h.dtype)
+        gi, gh, q = w.buffers(B, H)
+        _k().step(x_t.detach().numpy(), h.detach().numpy(), w.WihT, w.WT, w.b, w.n_in, module.spec.reset_after,
+                  w.zo, w.one, hout.numpy(), gi, gh, q)
+        return hout
