@@ -121,6 +121,8 @@ def _fwd_rows(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, trai
         for t in range(lens[r], T):
             for j in range(H):
                 out[t, r, j] = 0
+                if train:
+                    hp[t, r, j] = 0                              # read by dW_hh = dgh^T hp: must be finite
 
 
 @_jit(parallel=True)
