@@ -4,6 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# The suite runs tiny tensors: one intra-op thread avoids OpenMP spin-wait overhead on a busy 2-core box.
+torch.set_num_threads(1)
+
 DATA = Path(os.environ.get("GRUKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
