@@ -1,0 +1,230 @@
+r"""Unsupervised anomaly detection: a GRU seq2seq autoencoder on unlabelled windows.
+
+The encoder GRU reads a window of ``window`` steps; its final state becomes a ``latent_size`` code; a decoder
+GRU, started from the code and fed the code at every step, reconstructs the window. Anomaly scores are
+reconstruction errors: per window (mean squared error) and per time step (the squared error of that step,
+averaged over every window that covers it, optionally smoothed). The threshold is a percentile of the
+training scores, or the best-F1 threshold on labelled data (``threshold=f1``, which uses the labels it is then
+scored on: report it as an upper bound). With labels, evaluation reports precision, recall, F1 and ROC-AUC per
+time step beside a z-score baseline (largest |x - mean| / std over the features, same threshold rule).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import AutoencoderConfig
+from ..data.batching import DictDataset, Prepared, loader
+from ..data.timeseries import load_table_or_builtin, numeric, parse_times, pick_time_col, require_columns
+from ..errors import DataError
+from ..nn import GRU
+from .base import SequenceTask
+
+__all__ = ["AutoencoderTask", "prepare", "evaluate", "predict", "read_values"]
+
+
+# ====================================================================== data
+def read_values(cfg: AutoencoderConfig, data: str, roles: dict | None = None):
+    """(values (n, F), labels (n,) or None, times or None, train_end, roles, display name)."""
+    df, defaults, path = load_table_or_builtin(data, "autoencoder")
+    if roles is None:
+        time_col = pick_time_col(df, cfg.time_col or defaults.get("time_col", ""), path)
+        label_col = cfg.label_col or defaults.get("label_col", "")
+        require_columns(df, [label_col], path, "label column")
+        columns = list(cfg.columns or defaults.get("columns", ()))
+        require_columns(df, columns, path, "value column")
+        if not columns:
+            columns = [c for c in df.columns if c not in (time_col, label_col)
+                       and pd.api.types.is_numeric_dtype(df[c])]
+            if not columns:
+                raise DataError("no numeric value column; name them with --columns", path=path)
+        roles = {"time_col": time_col, "label_col": label_col, "columns": columns}
+    else:
+        require_columns(df, [roles["time_col"], *roles["columns"]], path)
+    values = np.stack([numeric(df, c, path) for c in roles["columns"]], 1)          # (n, F)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise DataError("missing or infinite value; expected finite numbers (fill or drop the row)", path=path,
+                        line=int(r) + 2, column=roles["columns"][c])
+    labels = None
+    if roles["label_col"] and roles["label_col"] in df.columns:
+        lab = numeric(df, roles["label_col"], path)
+        ok = np.isin(lab, (0, 1))
+        if not ok.all():
+            r = int(np.flatnonzero(~ok)[0])
+            raise DataError(f"label {lab[r]!r}; expected 0 (normal) or 1 (anomaly)", path=path, line=r + 2,
+                            column=roles["label_col"])
+        labels = lab.astype(int)
+    times = parse_times(df, roles["time_col"], path) if roles["time_col"] else None
+    train_end = int(defaults.get("train_end", round(cfg.train_fraction * len(values))))
+    return values, labels, times, train_end, roles, path
+
+
+def _windows(z: np.ndarray, window: int, stride: int) -> np.ndarray:
+    starts = np.arange(0, len(z) - window + 1, stride)
+    return np.stack([z[s:s + window] for s in starts]).astype(np.float32)             # (N, window, F)
+
+
+def prepare(cfg: AutoencoderConfig) -> Prepared:
+    values, labels, times, train_end, roles, path = read_values(cfg, cfg.data)
+    if train_end < cfg.window + 2:
+        raise DataError(f"too short: the training part has {train_end} rows but window = {cfg.window} needs at "
+                        f"least {cfg.window + 2}; lower --window or raise --train-fraction", path=path)
+    train = values[:train_end]
+    mean, std = train.mean(0), train.std(0)
+    std = np.where(std > 1e-8, std, 1.0)
+    z = (train - mean) / std
+    wins = _windows(z, cfg.window, cfg.stride)
+    n_val = int(round(cfg.val_fraction * len(wins))) if len(wins) > 4 else 0       # the last windows validate
+    meta = {"input_size": len(roles["columns"]), "roles": roles, "mean": mean.tolist(), "std": std.tolist(),
+            "train_end": train_end, "data_name": path, "has_val": n_val > 0}
+    tr = DictDataset(x=wins[: len(wins) - n_val])
+    va = DictDataset(x=wins[len(wins) - n_val:]) if n_val else None
+    return Prepared(loader(tr, cfg.batch_size, True, cfg.num_workers, cfg.seed),
+                    loader(va, cfg.batch_size, False, cfg.num_workers) if va else None, meta)
+
+
+# ====================================================================== model
+class _Decoder(nn.Module):
+    """Code (B, Z) -> reconstruction (B, T, F): a GRU started from and fed with the code."""
+
+    def __init__(self, latent: int, hidden: int, out: int, num_layers: int):
+        super().__init__()
+        self.init = nn.Linear(latent, hidden * num_layers)
+        self.gru = GRU(latent, hidden, num_layers, batch_first=True)
+        self.out = nn.Linear(hidden, out)
+        self.num_layers, self.hidden = num_layers, hidden
+
+    def forward(self, code, T: int):
+        B = code.shape[0]
+        h0 = torch.tanh(self.init(code)).view(B, self.num_layers, self.hidden).transpose(0, 1).contiguous()
+        inp = code.unsqueeze(1).expand(B, T, code.shape[-1])                     # (B, T, Z)
+        seq, _ = self.gru(inp, h0)                                              # (B, T, H)
+        return self.out(seq)                                                    # (B, T, F)
+
+
+class AutoencoderTask(SequenceTask):
+    """Encoder GRU -> latent code -> decoder GRU; loss = mean squared reconstruction error."""
+
+    task_name = "autoencoder"
+
+    def build_head(self):
+        c = self.config
+        self.to_code = nn.Linear(self.encoder_size, c.latent_size)
+        return _Decoder(c.latent_size, c.hidden_size, int(self.meta["input_size"]), c.num_layers)
+
+    def batch_to_inputs(self, batch):
+        return batch, batch["x"]
+
+    def readout(self, seq, h_n, inputs):
+        h = torch.cat([h_n[-2], h_n[-1]], -1) if self.config.bidirectional else h_n[-1]   # (B, D*H)
+        code = torch.tanh(self.to_code(h))                                      # (B, Z)
+        return self.head(code, inputs["x"].shape[1])                            # (B, T, F)
+
+    def loss(self, recon, x, inputs):
+        return F.mse_loss(recon, x)
+
+    def decode(self, recon, inputs):
+        return ((recon - inputs["x"]) ** 2).sum(-1)                             # (B, T) per-step error
+
+
+Task = AutoencoderTask
+
+
+# ====================================================================== scoring
+def step_scores(models, values: np.ndarray, meta: dict, cfg: AutoencoderConfig,
+                batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step scores (n,) and per-window scores (n - window + 1,), windows at stride 1."""
+    z = ((values - np.asarray(meta["mean"])) / np.asarray(meta["std"])).astype(np.float32)
+    W = cfg.window
+    if len(z) < W:
+        raise DataError(f"too short: {len(z)} rows but the model reads windows of {W}", path=meta["data_name"])
+    wins = _windows(z, W, 1)                                                    # (N, W, F)
+    errs = []
+    with torch.no_grad():
+        for i in range(0, len(wins), batch_size):
+            xb = {"x": torch.from_numpy(wins[i:i + batch_size])}
+            errs.append(np.mean([m.decode(m(xb)[0], xb).numpy() for m in models], axis=0))
+    err = np.concatenate(errs)                                                  # (N, W)
+    total, count = np.zeros(len(z)), np.zeros(len(z))
+    for k in range(W):                                                          # step s = window start + k
+        total[k:k + len(err)] += err[:, k]
+        count[k:k + len(err)] += 1
+    per_step = total / count
+    width = cfg.smooth or max(1, W // 4)
+    if width > 1:
+        per_step = np.convolve(per_step, np.ones(width) / width, mode="same")
+    return per_step, err.mean(1)
+
+
+def zscore_scores(values: np.ndarray, meta: dict) -> np.ndarray:
+    """The baseline: the largest |x - mean| / std over features, with training statistics."""
+    return np.abs((values - np.asarray(meta["mean"])) / np.asarray(meta["std"])).max(1)
+
+
+def _threshold(scores: np.ndarray, train_end: int, cfg: AutoencoderConfig, labels: np.ndarray | None) -> float:
+    if cfg.threshold == "f1" and labels is not None and labels[train_end:].any():
+        from sklearn.metrics import precision_recall_curve
+        p, r, t = precision_recall_curve(labels[train_end:], scores[train_end:])
+        f1 = 2 * p * r / np.clip(p + r, 1e-12, None)
+        return float(t[int(np.argmax(f1[:-1]))])
+    return float(np.percentile(scores[:train_end], cfg.percentile))
+
+
+def _detection_metrics(labels, scores, threshold) -> dict[str, float]:
+    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+    flagged = scores > threshold
+    out = {"precision": float(precision_score(labels, flagged, zero_division=0)),
+           "recall": float(recall_score(labels, flagged, zero_division=0)),
+           "F1": float(f1_score(labels, flagged, zero_division=0)),
+           "ROC_AUC": float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan"),
+           "flagged": float(flagged.mean())}
+    return out
+
+
+def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1, ROC-AUC after the training part (if labelled) beside the z-score baseline."""
+    cfg, meta = run.config, run.meta
+    values, labels, times, train_end, _, path = read_values(cfg, data or cfg.data, meta["roles"])
+    if data is not None:
+        train_end = meta["train_end"] if len(values) > meta["train_end"] else 0
+    scores, _ = step_scores(models, values, meta, cfg)
+    z = zscore_scores(values, meta)
+    thr = _threshold(scores, max(train_end, 1), cfg, labels)
+    thr_z = _threshold(z, max(train_end, 1), cfg, labels)
+    from ..plots import anomaly_plot
+    anomaly_plot(values, scores, thr, scores > thr, run.path / "plots" / "anomaly.png", labels, times,
+                 title=f"{Path(path).name}: flagged (red) and labelled (green)")
+    test = slice(train_end, None)
+    if labels is None or not labels[test].any():
+        return {"grukit": {"threshold": thr, "flagged": float((scores[test] > thr).mean())},
+                "zscore": {"threshold": thr_z, "flagged": float((z[test] > thr_z).mean())}}
+    return {"grukit": {**_detection_metrics(labels[test], scores[test], thr), "threshold": thr},
+            "zscore": {**_detection_metrics(labels[test], z[test], thr_z), "threshold": thr_z}}
+
+
+def predict(run, models, data: str | None, out: str | Path | None = None) -> list[Path]:
+    """Per-step anomaly score and flag (CSV) and a PNG marking the flagged regions."""
+    from ..plots import anomaly_plot
+    from ..runs import atomic_write
+    cfg, meta = run.config, run.meta
+    values, labels, times, _, roles, path = read_values(cfg, data or cfg.data, meta["roles"])
+    scores, _ = step_scores(models, values, meta, cfg)
+    thr = run.info.get("threshold")
+    if thr is None:
+        metrics_file = run.path / "metrics.json"
+        thr = float(pd.read_json(metrics_file).loc["threshold", "grukit"]) if metrics_file.is_file() else \
+            float(np.percentile(scores, cfg.percentile))
+    frame = pd.DataFrame({"step": np.arange(len(values)), "score": scores, "anomaly": (scores > thr).astype(int)})
+    if times is not None:
+        frame.insert(1, roles["time_col"], np.asarray(times))
+    out = Path(out) if out else run.path / "predictions.csv"
+    paths = [atomic_write(out, frame.to_csv(index=False))]
+    paths.append(anomaly_plot(values, scores, thr, scores > thr, out.with_suffix(".png"), labels, times))
+    return paths
