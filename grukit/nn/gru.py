@@ -242,9 +242,13 @@ class GRU(nn.Module):
             if not packed and bool((lengths == T).all()):
                 lengths = None
         hx = self._check_hx(hx, x, B, batched)
-        backend = backends.select(self.backend, s, x, self.training)
-        out, h_n = backend.forward(self, x, hx.contiguous(), lengths)   # (T, B, D*H), (L*D, B, H)
-        backends.record(backend.name)
+        if torch.onnx.is_in_onnx_export():   # emitted as ONNX GRU operators (grukit.export)
+            from ..export import gru_export_forward
+            out, h_n = gru_export_forward(self, x, hx, lengths)
+        else:
+            backend = backends.select(self.backend, s, x, self.training)
+            out, h_n = backend.forward(self, x, hx.contiguous(), lengths)   # (T, B, D*H), (L*D, B, H)
+            backends.record(backend.name)
         if packed:
             order = input.sorted_indices
             idx = order if order is not None else torch.arange(B)

@@ -1,0 +1,258 @@
+"""ONNX export of grukit GRUs and of whole task models, checked against onnxruntime before it is kept.
+
+A grukit :class:`~grukit.nn.GRU` becomes one ONNX ``GRU`` operator per layer (``linear_before_reset=1`` for
+the torch-style GRU, ``0`` for the Cho variant), gates reordered to ONNX's ``(z, r, h)``, with dynamic batch
+and time axes, the initial state as an input and ``sequence_lens`` for padded batches. Whole models (a task's
+network with its heads) export through ``torch.onnx.export``; every grukit GRU inside them is emitted as
+those ``GRU`` operators.
+
+Every export checks itself: the file runs in onnxruntime on random inputs with batch and time sizes other
+than the example's (and on ``check_inputs`` you pass, e.g. real data) and is deleted, with an
+:class:`ExportError`, when its outputs differ from PyTorch's by more than ``atol``.
+
+What has no ONNX operator is refused with a message naming the option: ``layer_norm=True`` and
+``zoneout > 0`` change the recurrence itself, and MinGRU's log-space scan has no ONNX counterpart.
+(``recurrent_dropout`` and inter-layer ``dropout`` are identities at inference and export fine.)
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError, GrukitError
+
+__all__ = ["ExportError", "Exported", "to_onnx", "export_module", "check_exportable"]
+
+OPSET = 17
+
+
+class ExportError(GrukitError, RuntimeError):
+    """The model cannot be exported, or the exported file does not reproduce PyTorch's outputs."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A verified ONNX file: where it is, and how far onnxruntime's outputs were from PyTorch's."""
+    path: Path
+    max_abs_diff: float          # worst |onnxruntime - PyTorch| over every checked input and output
+    checked: int                 # input tuples run through both
+
+
+def check_exportable(model: nn.Module) -> None:
+    """Raise :class:`ExportError` naming every module and option that has no ONNX form."""
+    from .nn import GRU, MinGRU
+
+    problems = []
+    for name, m in model.named_modules():
+        where = name or type(model).__name__
+        if isinstance(m, MinGRU):
+            problems.append(f"{where}: MinGRU's log-space parallel scan has no ONNX operator")
+        if isinstance(m, GRU):
+            if m.spec.layer_norm:
+                problems.append(f"{where}: layer_norm=True has no ONNX GRU form (train with layer_norm=False "
+                                "to export)")
+            if m.spec.zoneout > 0:
+                problems.append(f"{where}: zoneout={m.spec.zoneout} changes the recurrence at inference; the "
+                                "ONNX GRU operator cannot express it (train with zoneout=0 to export)")
+    if problems:
+        raise ExportError("cannot export to ONNX:\n  - " + "\n  - ".join(problems))
+
+
+def _placeholder(x: Tensor, hidden_size: int, bidirectional: int) -> tuple[Tensor, Tensor]:
+    """Right-shaped stand-ins for ``Y (T, D, B, H)`` and ``Y_h (D, B, H)`` while tracing.
+
+    Only the graph matters during export: ``export_module`` then checks the file's real outputs against
+    PyTorch in onnxruntime.
+    """
+    D = 2 if bidirectional else 1
+    return x.new_zeros(x.shape[0], D, x.shape[1], hidden_size), x.new_zeros(D, x.shape[1], hidden_size)
+
+
+class _OnnxGRULayer(torch.autograd.Function):
+    """One GRU layer, all directions, emitted as one ONNX GRU node."""
+
+    @staticmethod
+    def forward(ctx, x, h0, W, R, B, hidden_size, bidirectional, linear_before_reset):  # noqa: ARG004
+        return _placeholder(x, hidden_size, bidirectional)
+
+    @staticmethod
+    def symbolic(g, x, h0, W, R, B, hidden_size, bidirectional, linear_before_reset):
+        seq_lens = g.op("prim::Constant")      # an omitted optional input
+        seq_lens.setType(torch._C.OptionalType.ofTensor())
+        return _gru_node(g, x, h0, W, R, B, seq_lens, hidden_size, bidirectional, linear_before_reset)
+
+
+class _OnnxGRULayerLens(torch.autograd.Function):
+    """The same with ``sequence_lens`` (padded batches)."""
+
+    @staticmethod
+    def forward(ctx, x, h0, W, R, B, seq_lens, hidden_size, bidirectional, linear_before_reset):  # noqa: ARG004
+        return _placeholder(x, hidden_size, bidirectional)
+
+    @staticmethod
+    def symbolic(g, x, h0, W, R, B, seq_lens, hidden_size, bidirectional, linear_before_reset):
+        return _gru_node(g, x, h0, W, R, B, seq_lens, hidden_size, bidirectional, linear_before_reset)
+
+
+def _gru_node(g, x, h0, W, R, B, seq_lens, hidden_size, bidirectional, linear_before_reset):
+    return g.op("GRU", x, W, R, B, seq_lens, h0, hidden_size_i=hidden_size,
+                direction_s="bidirectional" if bidirectional else "forward",
+                linear_before_reset_i=linear_before_reset, outputs=2)
+
+
+def _zrh(t: Tensor, H: int) -> Tensor:
+    """(r, z, n)-packed rows -> ONNX's (z, r, h)."""
+    return torch.cat([t[H:2 * H], t[:H], t[2 * H:]], dim=0)
+
+
+def onnx_layer_weights(module, layer: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``W (D, 3H, I)``, ``R (D, 3H, H)``, ``B (D, 6H)`` of one layer as torch ops (folded at export)."""
+    H = module.spec.hidden_size
+    Ws, Rs, Bs = [], [], []
+    for d in range(module.spec.num_directions):
+        p = module.layer_params(layer, d)
+        Ws.append(_zrh(p.w_ih, H))
+        Rs.append(_zrh(p.w_hh, H))
+        if p.b_ih is None:
+            Bs.append(p.w_ih.new_zeros(6 * H))
+        else:
+            Bs.append(torch.cat([_zrh(p.b_ih, H), _zrh(p.b_hh, H)]))
+    return torch.stack(Ws), torch.stack(Rs), torch.stack(Bs)
+
+
+def gru_export_forward(module, x: Tensor, hx: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The GRU's forward as ONNX GRU nodes (called by ``GRU.forward`` while ``torch.onnx`` exports)."""
+    s = module.spec
+    D, H = s.num_directions, s.hidden_size
+    seq_lens = None if lengths is None else lengths.to(torch.int32)
+    layer_in, h_n = x, []
+    for layer in range(s.num_layers):
+        W, R, B = onnx_layer_weights(module, layer)
+        h0 = hx[layer * D:(layer + 1) * D]                                    # (D, B, H)
+        attrs = (H, int(s.bidirectional), int(s.reset_after))
+        if seq_lens is None:
+            y, y_h = _OnnxGRULayer.apply(layer_in, h0, W, R, B, *attrs)
+        else:
+            y, y_h = _OnnxGRULayerLens.apply(layer_in, h0, W, R, B, seq_lens, *attrs)
+        layer_in = y.transpose(1, 2).reshape(y.shape[0], y.shape[2], D * H)  # (T, D, B, H) -> (T, B, D*H)
+        h_n.append(y_h)
+    return layer_in, torch.cat(h_n, dim=0)
+
+
+@contextlib.contextmanager
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def export_module(model: nn.Module, path: str | os.PathLike, example_inputs: Sequence[Tensor], *,
+                  input_names: Sequence[str], output_names: Sequence[str],
+                  dynamic_axes: dict[str, dict[int, str]] | None = None,
+                  check_inputs: Sequence[Sequence[Tensor]] = (), atol: float = 1e-4) -> Exported:
+    """Export ``model(*example_inputs)`` to ``path`` and verify it in onnxruntime (see module docstring).
+
+    ``check_inputs`` are more input tuples to verify on (other batch/time sizes, real data). The file is
+    written to a temporary name and renamed only after it passed.
+    """
+    check_exportable(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with torch.no_grad(), _quiet():
+            torch.onnx.export(model, tuple(example_inputs), tmp, input_names=list(input_names),
+                              output_names=list(output_names), dynamic_axes=dynamic_axes or {},
+                              opset_version=OPSET, dynamo=False)
+        runs = [tuple(example_inputs), *[tuple(c) for c in check_inputs]]
+        worst = _verify(model, tmp, runs, list(input_names), atol)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        model.train(was_training)
+    return Exported(path, worst, len(runs))
+
+
+def _verify(model: nn.Module, file: str, inputs: list[tuple], names: list[str], atol: float) -> float:
+    try:
+        import onnxruntime as ort
+    except ImportError as e:  # pragma: no cover - onnxruntime is in grukit[export]
+        raise ExportError("verifying the export needs onnxruntime: pip install 'grukit[export]'") from e
+    sess = ort.InferenceSession(file, providers=["CPUExecutionProvider"])
+    feed_names = [i.name for i in sess.get_inputs()]
+    worst = 0.0
+    for args in inputs:
+        with torch.no_grad():
+            expected = model(*args)
+        expected = [expected] if isinstance(expected, Tensor) else list(expected)
+        feeds = {n: a.detach().cpu().numpy() for n, a in zip(names, args) if n in feed_names}
+        got = sess.run(None, feeds)
+        for i, (e, g) in enumerate(zip(expected, got)):
+            diff = float(np.max(np.abs(e.detach().cpu().numpy() - g))) if e.numel() else 0.0
+            worst = max(worst, diff)
+            if not diff <= atol:
+                raise ExportError(f"the ONNX file's output {i} differs from PyTorch by {diff:.3g} (> atol "
+                                  f"{atol:g}) on inputs of shapes {[tuple(a.shape) for a in args]}; the file "
+                                  "was not kept")
+    return worst
+
+
+class _BareGRU(nn.Module):
+    """``(x, h0[, lengths]) -> (output, h_n)`` around a grukit GRU, for export."""
+
+    def __init__(self, gru, with_lengths: bool):
+        super().__init__()
+        self.gru, self.with_lengths = gru, with_lengths
+
+    def forward(self, x, h0, lengths=None):
+        return self.gru(x, h0, lengths=lengths) if self.with_lengths else self.gru(x, h0)
+
+
+def to_onnx(model: nn.Module, path: str | os.PathLike, *, lengths: bool = False, atol: float = 1e-4,
+            check_inputs: Sequence[Sequence[Tensor]] = ()) -> Exported:
+    """Export a bare grukit ``GRU`` to ``path``: inputs ``x``, ``h0`` (and ``lengths``), outputs ``y``, ``h_n``.
+
+    Axes: ``x`` is ``(T, B, I)`` (``(B, T, I)`` with ``batch_first``), ``h0`` ``(L*D, B, H)``, ``lengths``
+    ``(B,)`` int64; batch and time are dynamic. Returns the verified :class:`Exported`; raises :class:`ExportError` (and writes
+    nothing) when the model has no ONNX form or onnxruntime disagrees with PyTorch beyond ``atol``.
+    """
+    from .nn import GRU
+
+    if not isinstance(model, GRU):
+        raise ConfigError(f"to_onnx exports a grukit.nn.GRU, got {type(model).__name__}; for a whole model use "
+                          "export_module (or `grukit export RUN`)")
+    s = model.spec
+    dtype = model.weight_ih_l0.dtype
+
+    def sample(B: int, T: int):
+        x = torch.randn((B, T, s.input_size) if s.batch_first else (T, B, s.input_size), dtype=dtype)
+        h0 = torch.randn(s.num_layers * s.num_directions, B, s.hidden_size, dtype=dtype)
+        if not lengths:
+            return (x, h0)
+        return (x, h0, torch.randint(1, T + 1, (B,)).index_fill_(0, torch.tensor([0]), T))
+
+    bt = {0: "batch", 1: "time"} if s.batch_first else {0: "time", 1: "batch"}
+    axes = {"x": bt, "h0": {1: "batch"}, "y": bt, "h_n": {1: "batch"}}
+    names = ["x", "h0"]
+    if lengths:
+        axes["lengths"] = {0: "batch"}
+        names.append("lengths")
+    torch.manual_seed(0)
+    wrapper = _BareGRU(model, lengths).train(model.training)   # restored to the GRU's own mode afterwards
+    return export_module(wrapper, path, sample(3, 7), input_names=names,
+                         output_names=["y", "h_n"], dynamic_axes=axes, atol=atol,
+                         check_inputs=[sample(1, 1), sample(5, 13), *check_inputs])

@@ -1,0 +1,74 @@
+"""ONNX export: GRU operators that onnxruntime runs with PyTorch's results, refusals, and the self-check."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from grukit import export as ex  # noqa: E402
+from grukit.nn import GRU, MinGRU  # noqa: E402
+
+CONFIGS = {
+    "plain": {},
+    "2-layer-bi-batch-first": dict(num_layers=2, bidirectional=True, batch_first=True),
+    "cho-2-layer": dict(reset_after=False, num_layers=2),
+    "cho-bi-3-layer": dict(reset_after=False, bidirectional=True, num_layers=3),
+    "no-bias-dropouts": dict(bias=False, num_layers=2, dropout=0.3, recurrent_dropout=0.2),
+}
+
+
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_gru_exports_as_onnx_gru_ops_and_matches(tmp_path, name, lengths):
+    gru = GRU(4, 6, **CONFIGS[name]).eval()
+    res = ex.to_onnx(gru, tmp_path / "gru.onnx", lengths=lengths)
+    assert res.path.is_file() and res.max_abs_diff < 1e-5 and res.checked == 3
+    model = onnx.load(str(res.path))
+    grus = [n for n in model.graph.node if n.op_type == "GRU"]
+    assert len(grus) == gru.num_layers
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in grus[0].attribute}
+    assert attrs["linear_before_reset"] == int(gru.spec.reset_after)
+    assert attrs["direction"] == (b"bidirectional" if gru.bidirectional else b"forward")
+    assert (grus[0].input[4] != "") == lengths            # sequence_lens wired only when asked
+    # dynamic axes: a batch and length never seen at export time
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
+    B, T = 9, 21
+    x = torch.randn((B, T, 4) if gru.batch_first else (T, B, 4))
+    h0 = torch.randn(gru.num_layers * (2 if gru.bidirectional else 1), B, 6)
+    feeds = {"x": x.numpy(), "h0": h0.numpy()}
+    lens = torch.randint(1, T + 1, (B,))
+    if lengths:
+        feeds["lengths"] = lens.numpy()
+    y, h_n = sess.run(None, feeds)
+    with torch.no_grad():
+        ref_y, ref_h = gru(x, h0, lengths=lens) if lengths else gru(x, h0)
+    torch.testing.assert_close(torch.from_numpy(y), ref_y, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(h_n), ref_h, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("model,pattern", [
+    (GRU(3, 4, layer_norm=True), "layer_norm=True has no ONNX GRU form"),
+    (GRU(3, 4, zoneout=0.1), "zoneout=0.1 changes the recurrence"),
+    (torch.nn.Sequential(MinGRU(3, 4)), "MinGRU's log-space parallel scan"),
+])
+def test_refuses_what_onnx_cannot_express(tmp_path, model, pattern):
+    with pytest.raises(ex.ExportError, match=pattern):
+        ex.export_module(model, tmp_path / "m.onnx", (torch.randn(5, 2, 3),), input_names=["x"],
+                         output_names=["y", "h"])
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_file_that_disagrees_with_pytorch_is_not_kept(tmp_path, monkeypatch):
+    """Break the gate reordering: onnxruntime then disagrees, and the export deletes its file."""
+    monkeypatch.setattr(ex, "_zrh", lambda t, H: t)                   # torch's (r, z, n) left as is
+    with pytest.raises(ex.ExportError, match="differs from PyTorch"):
+        ex.to_onnx(GRU(3, 4), tmp_path / "bad.onnx")
+    assert not list(tmp_path.iterdir())
+
+
+def test_to_onnx_wants_a_gru(tmp_path):
+    with pytest.raises(ValueError, match="exports a grukit.nn.GRU"):
+        ex.to_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
