@@ -61,7 +61,7 @@ AtomicCheckpointIO = _checkpoint_io  # factory: AtomicCheckpointIO() returns the
 
 
 def build_trainer(cfg: TaskConfig, run_dir: Path, monitor: str = "val_loss", ckpt_dir: Path | None = None,
-                  extra_callbacks: list | None = None):
+                  extra_callbacks: list | None = None, log_version: str = ""):
     """A Lightning Trainer for ``cfg`` writing into ``run_dir``."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -91,7 +91,7 @@ def build_trainer(cfg: TaskConfig, run_dir: Path, monitor: str = "val_loss", ckp
         default_root_dir=run_dir, max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=devices,
         num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision,
         gradient_clip_val=cfg.gradient_clip_val or None, deterministic=cfg.deterministic or None,
-        callbacks=callbacks, logger=CSVLogger(run_dir, name="logs", version=""),
+        callbacks=callbacks, logger=CSVLogger(run_dir, name="logs", version=log_version),
         enable_progress_bar=cfg.progress, enable_model_summary=False, log_every_n_steps=1,
         limit_train_batches=int(limit) if limit > 1 else limit, plugins=[_checkpoint_io()],
         num_sanity_val_steps=0)
@@ -144,13 +144,16 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
     t0 = time.time()
     for i in range(members):
         weights = run_dir / ("model.safetensors" if i == 0 else f"model-{i}.safetensors")
-        if resume and weights.is_file():
-            continue                                     # this ensemble member finished before the interruption
         ckpt_dir = run_dir / "checkpoints" / ("" if i == 0 else f"member-{i}")
+        if resume and weights.is_file() and not (ckpt_dir / "last.ckpt").is_file():
+            continue                                     # finished, and its checkpoints were removed
         L.seed_everything(cfg.seed + i, workers=True, verbose=False)
         model = module.Task(cfg, prepared.meta)
         monitor = model.monitor
-        trainer = build_trainer(cfg, run_dir, monitor=monitor, ckpt_dir=ckpt_dir)
+        log_version = "" if i == 0 else f"member-{i}"
+        log_file = run_dir / "logs" / log_version / "metrics.csv"
+        previous = log_file.read_bytes() if resume and log_file.is_file() else None   # CSVLogger restarts it
+        trainer = build_trainer(cfg, run_dir, monitor=monitor, ckpt_dir=ckpt_dir, log_version=log_version)
         last = ckpt_dir / "last.ckpt"
         ckpt_path = str(last) if resume and last.is_file() else None
         trainer.fit(model, train_dataloaders=prepared.train, val_dataloaders=prepared.val, ckpt_path=ckpt_path,
@@ -160,11 +163,24 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
             from .runs import load_checkpoint
             model.load_state_dict(load_checkpoint(best, task)["state_dict"])
         save_weights(model.state_dict(), weights, metadata={"task": task, "member": str(i)})
+        if previous is not None:
+            _merge_log(log_file, previous)
     _collect_metrics(run_dir)
     run.update_info(status="trained", train_seconds=round(time.time() - t0, 1))
     if evaluate:
         run.evaluate()
     return run
+
+
+def _merge_log(log_file: Path, previous: bytes) -> None:
+    """Put the epochs logged before a resume back in front of the resumed run's rows."""
+    import io
+    import pandas as pd
+    old = pd.read_csv(io.BytesIO(previous))
+    new = pd.read_csv(log_file) if log_file.is_file() else old.iloc[:0]
+    if len(new) and "epoch" in new and "epoch" in old:
+        old = old[old["epoch"] < new["epoch"].min()]
+    atomic_write(log_file, pd.concat([old, new], ignore_index=True).to_csv(index=False))
 
 
 def _collect_metrics(run_dir: Path) -> None:

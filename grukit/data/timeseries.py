@@ -109,7 +109,7 @@ def parse_times(df: pd.DataFrame, col: str, path: str | Path) -> pd.Series:
     num = pd.to_numeric(s, errors="coerce")
     if num.notna().all():
         return num
-    t = pd.to_datetime(s, errors="coerce")
+    t = pd.to_datetime(s, errors="coerce", format="mixed")
     if t.isna().any():
         pos = int(np.flatnonzero(t.isna().to_numpy())[0])
         raise DataError(f"cannot parse {str(s.iloc[pos])!r} as a date or number; expected e.g. 2024-01-31",

@@ -247,6 +247,8 @@ class ForecastTask(SequenceTask):
     def decode(self, out, inputs=None) -> dict[str, Tensor]:
         """Point forecast and interval bounds, each (B, horizon, C), in scaled units."""
         c = self.config
+        if c.likelihood == "quantile":
+            out = out.sort(dim=-1).values                              # rearrange crossed quantiles
         point = self._point(out)
         if c.likelihood == "quantile" and len(c.quantiles) >= 2:
             return {"point": point, "lo": out[..., 0], "hi": out[..., -1]}
