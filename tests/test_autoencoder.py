@@ -1,0 +1,59 @@
+"""Autoencoder anomaly detection on a tiny labelled synthetic series."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from grukit.errors import DataError
+from grukit.runs import Run
+from grukit.train import fit
+
+TINY = dict(window=16, stride=2, hidden_size=8, latent_size=4, batch_size=16, progress=False, patience=0,
+            lr=1e-2, train_fraction=0.5)
+
+
+def make_series(path, n=400):
+    t = np.arange(n)
+    x = np.sin(t * 2 * np.pi / 20)
+    label = np.zeros(n, int)
+    x[300:310] += 3.0
+    label[300:310] = 1
+    pd.DataFrame({"t": t, "value": x, "anomaly": label}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ae")
+    data = make_series(d / "s.csv")
+    return fit("autoencoder", data=str(data), label_col="anomaly", out=d / "run", max_epochs=4, **TINY), data
+
+
+def test_trains_scores_and_metrics(trained):
+    run, _ = trained
+    loss = pd.read_csv(run.path / "metrics.csv")["train_loss_epoch"].dropna().to_numpy()
+    assert loss[-1] < loss[0]
+    m = run.evaluate()
+    for k in ("precision", "recall", "F1", "ROC_AUC"):
+        assert 0 <= m["grukit"][k] <= 1 and k in m["zscore"]
+    assert (run.path / "plots" / "anomaly.png").is_file()
+
+
+def test_predict_files(trained, tmp_path):
+    run, data = trained
+    paths = Run(run.path).predict(str(data), tmp_path / "scores.csv")
+    df = pd.read_csv(paths[0])
+    assert len(df) == 400 and {"score", "anomaly"} <= set(df.columns)
+    assert paths[1].suffix == ".png"
+
+
+def test_bad_inputs(tmp_path):
+    make_series(tmp_path / "s.csv", n=30)
+    with pytest.raises(DataError, match="too short"):
+        fit("autoencoder", data=str(tmp_path / "s.csv"), out=tmp_path / "r", **TINY)
+    pd.DataFrame({"value": [1.0, np.nan, 2.0] * 50}).to_csv(tmp_path / "n.csv", index=False)
+    with pytest.raises(DataError, match="line 3, column 'value'"):
+        fit("autoencoder", data=str(tmp_path / "n.csv"), out=tmp_path / "r", **TINY)
+    with pytest.raises(DataError, match="did you mean 'anomaly'"):
+        fit("autoencoder", data=str(tmp_path / "s.csv"), label_col="anomally", out=tmp_path / "r", **TINY)

@@ -1,0 +1,91 @@
+"""Classification on tiny synthetic sequences: npz with lengths, long CSV, predict, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from grukit.errors import DataError
+from grukit.runs import Run
+from grukit.train import fit
+
+TINY = dict(hidden_size=8, batch_size=8, progress=False, patience=0, lr=2e-2, val_fraction=0.25)
+
+
+def make_npz(path, n=40, T=12, F=2, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    lengths = rng.integers(4, T + 1, n)
+    X = rng.normal(size=(n, T, F)).astype(np.float32) + y[:, None, None] * 1.5
+    for i in range(n):
+        X[i, lengths[i]:] = np.nan if i == 0 else 0.0        # padding is never read (even NaN padding)
+    np.savez(path, X=X, y=np.where(y == 1, "up", "down"), lengths=lengths)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clf")
+    data = make_npz(d / "train.npz")
+    test = make_npz(d / "test.npz", n=20, seed=1)
+    run = fit("classify", data=str(data), test_data=str(test), out=d / "run", max_epochs=8, pooling="mean",
+              **TINY)
+    return run, data, test
+
+
+def test_trains_and_evaluates(trained):
+    run, _, _ = trained
+    loss = pd.read_csv(run.path / "metrics.csv")["train_loss_epoch"].dropna().to_numpy()
+    assert loss[-1] < loss[0]
+    m = run.evaluate()
+    assert m["grukit"]["accuracy"] >= 0.8 and 0 <= m["grukit"]["macro_F1"] <= 1
+    assert (run.path / "plots" / "confusion_matrix.png").is_file()
+
+
+def test_predict_csv(trained, tmp_path):
+    run, _, test = trained
+    paths = Run(run.path).predict(str(test), tmp_path / "p.csv")
+    df = pd.read_csv(paths[0])
+    assert len(df) == 20 and set(df["predicted"]) <= {"up", "down"}
+    assert np.allclose(df[["p_down", "p_up"]].sum(axis=1), 1, atol=1e-5)
+
+
+def test_long_csv_and_pooling(tmp_path):
+    rows = []
+    rng = np.random.default_rng(0)
+    for sid in range(24):
+        lab = sid % 3
+        for t in range(5 + sid % 4):
+            rows.append({"id": sid, "time": t, "f1": rng.normal() + lab, "f2": rng.normal(), "label": f"c{lab}"})
+    pd.DataFrame(rows).sample(frac=1, random_state=0).to_csv(tmp_path / "long.csv", index=False)
+    run = fit("classify", data=str(tmp_path / "long.csv"), out=tmp_path / "run", max_epochs=2,
+              pooling="attention", bidirectional=True, evaluate=False, **TINY)
+    assert run.meta["classes"] == ["c0", "c1", "c2"] and run.meta["input_size"] == 2
+    m = run.evaluate(str(tmp_path / "long.csv"))
+    assert set(m) == {"grukit", "majority_class"}
+
+
+def test_bad_inputs(tmp_path):
+    p = tmp_path / "bad.npz"
+    np.savez(p, X=np.zeros((4, 5, 2)), y=np.arange(4), lengths=np.array([5, 5, 9, 5]))
+    with pytest.raises(DataError, match=r"inconsistent sequence lengths: lengths\[2\] = 9"):
+        fit("classify", data=str(p), out=tmp_path / "r", **TINY)
+    np.savez(p, X=np.zeros((4, 5, 2)), y=np.arange(3))
+    with pytest.raises(DataError, match="y has 3 labels but X holds 4"):
+        fit("classify", data=str(p), out=tmp_path / "r", **TINY)
+    np.savez(p, X=np.zeros((4, 5, 2)), y=np.arange(4), lengths=np.array([5, 5]))
+    with pytest.raises(DataError, match="inconsistent sequence lengths"):
+        fit("classify", data=str(p), out=tmp_path / "r", **TINY)
+    X = np.zeros((4, 5, 2))
+    X[1, 2, 0] = np.inf
+    np.savez(p, X=X, y=np.arange(4))
+    with pytest.raises(DataError, match=r"X\[1, 2, 0\]"):
+        fit("classify", data=str(p), out=tmp_path / "r", **TINY)
+    pd.DataFrame({"id": [1, 1, 2], "time": [0, 1, 0], "f": [1, "x", 2], "label": [0, 0, 1]}).to_csv(
+        tmp_path / "l.csv", index=False)
+    with pytest.raises(DataError, match="line 3, column 'f'"):
+        fit("classify", data=str(tmp_path / "l.csv"), out=tmp_path / "r", **TINY)
+    pd.DataFrame({"id": [1], "time": [0], "f": [1], "lable": [0]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DataError, match="did you mean 'lable'"):
+        fit("classify", data=str(tmp_path / "m.csv"), out=tmp_path / "r", **TINY)
+    assert not (tmp_path / "r").exists()

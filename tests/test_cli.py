@@ -1,0 +1,90 @@
+"""The command line: help with examples, one-line errors with exit code 2, train/evaluate/predict round trip."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from grukit.cli import main
+
+
+def run_cli(capsys, *args):
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["train", "forecast"], ["train", "classify"],
+                                 ["train", "autoencoder"], ["evaluate"], ["predict"], ["datasets"],
+                                 ["quickstart"], ["bench"]])
+def test_help_shows_examples(capsys, cmd):
+    rc, out, _ = run_cli(capsys, *cmd, "--help")
+    assert rc == 0
+    assert "Usage" in out
+    if cmd and cmd != ["train"]:
+        assert "Example" in out
+
+
+def test_unknown_task_one_line_exit_2(capsys):
+    rc, _, err = run_cli(capsys, "train", "forcast", "--data", "x.csv")
+    assert rc == 2 and "unknown task 'forcast' (did you mean 'forecast'?)" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_data_errors_are_one_line(capsys, tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    rc, _, err = run_cli(capsys, "train", "forecast", "--data", str(tmp_path / "empty.csv"), "--no-progress")
+    assert rc == 2 and "empty.csv" in err and "empty" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = run_cli(capsys, "train", "forecast", "--data", "airlin")
+    assert rc == 2 and "did you mean 'airline'" in err
+    rc, _, err = run_cli(capsys, "train", "forecast", "--data", "airline", "--hidden-size", "0")
+    assert rc == 2 and "hidden_size=0" in err
+    rc, _, err = run_cli(capsys, "evaluate", str(tmp_path))
+    assert rc == 2 and "not a grukit run directory" in err
+
+
+def test_debug_shows_traceback(tmp_path):
+    (tmp_path / "e.csv").write_text("")
+    p = subprocess.run([sys.executable, "-m", "grukit.cli", "train", "forecast", "--data",
+                        str(tmp_path / "e.csv"), "--debug"], capture_output=True, text=True)
+    assert p.returncode != 0 and "Traceback" in p.stderr
+
+
+def test_datasets_lists_builtins(capsys):
+    rc, out, _ = run_cli(capsys, "datasets")
+    assert rc == 0
+    for name in ("airline", "sunspots", "japanese_vowels", "kdd_tsad_135"):
+        assert name in out
+
+
+def test_bench_without_module_says_so(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "grukit.bench", None)
+    rc, _, err = run_cli(capsys, "bench")
+    assert rc == 2 and "grukit.bench" in err
+
+
+def test_train_evaluate_predict_round_trip(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 6, 2)).astype(np.float32)
+    y = (X[:, :, 0].mean(1) > 0).astype(int)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  hidden_size: 4\ntrain:\n  max_epochs: 1\n  progress: false\n")
+    rc, out, err = run_cli(capsys, "train", "classify", "--data", str(tmp_path / "d.npz"), "--config", str(cfg),
+                           "--out", str(tmp_path / "run"), "--test-data", str(tmp_path / "d.npz"))
+    assert rc == 0, err
+    assert "accuracy" in out and "run directory" in out
+    import yaml
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["hidden_size"] == 4
+    rc, out, err = run_cli(capsys, "evaluate", str(tmp_path / "run"))
+    assert rc == 0 and "macro_F1" in out
+    rc, out, err = run_cli(capsys, "predict", str(tmp_path / "run"), "--data", str(tmp_path / "d.npz"),
+                           "--out", str(tmp_path / "p.csv"))
+    assert rc == 0 and (tmp_path / "p.csv").is_file()
+    rc, _, err = run_cli(capsys, "train", "classify", "--data", str(tmp_path / "d.npz"), "--out",
+                         str(tmp_path / "run"))
+    assert rc == 2 and "already exists" in err                 # an existing run is never overwritten
+    assert (tmp_path / "run" / "model.safetensors").is_file()
