@@ -35,3 +35,9 @@ register("autoencoder", config="grukit.config:AutoencoderConfig", module="grukit
          help="unsupervised anomaly detection with a GRU seq2seq autoencoder",
          examples=["grukit train autoencoder --data kdd_tsad_135",
                    "grukit train autoencoder --data machine.csv --label-col anomaly --window 50"])
+register("music", config="grukit.tasks.music_config:MusicConfig", module="grukit.tasks.music",
+         help="polyphonic music: a GRU over piano-roll frames (.mat rolls, MIDI folders, bach_chorales); "
+              "use it with `grukit generate`",
+         examples=["grukit train music --data ../shared/data/polyphonic_mat/JSB_Chorales.mat",
+                   "grukit train music --data midi/ --quantize beats --frames-per-beat 4 --output nade",
+                   "grukit generate runs/music --prompt data:0 --length 30s --temperature 0.9 --seed 1"])

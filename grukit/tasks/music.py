@@ -1,0 +1,532 @@
+r"""Polyphonic music: a GRU over piano-roll frames, trained with teacher forcing.
+
+The model of Chung et al. 2014: frame :math:`v_t \in \{0,1\}^P` (P = 88 piano keys by default) is predicted
+from the state after reading :math:`v_{<t}` (the input at step t is :math:`v_{t-1}`, zeros at t = 0)::
+
+    output=bernoulli   p(v_t | v_<t) = prod_k Bernoulli(v_tk; sigmoid(W h_t + b)_k)             (Chung et al.)
+    output=nade        p(v_t | v_<t) = prod_k p(v_tk | v_t,<k, h_t), a NADE whose biases come from h_t
+                       (RNN-NADE, Boulanger-Lewandowski et al. 2012, with a GRU)
+
+Metrics (``evaluate``): the negative log-likelihood per time step, :math:`-\frac{1}{\sum_i T_i}\sum_i\sum_t
+\log p(v_t | v_{<t})` in nats (for the Bernoulli output: the sum of the P per-pitch Bernoulli NLLs of a frame,
+averaged over frames), and the frame-level accuracy of Bay et al. 2009, :math:`\sum_t TP_t / \sum_t (TP_t +
+FP_t + FN_t)` with each frame predicted from the true past (notes with probability > 0.5; greedy note by
+note for NADE). Letters: B batch, T frames, P pitches, E GRU features, N frames flattened, K NADE units.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.batching import Prepared
+from ..data.music import MusicSource, RollSpec, read_rolls, roll_png, write_midi
+from ..errors import ConfigError, DataError
+from .base import SequenceTask
+from .heads import length_mask
+from .music_config import MusicConfig
+
+__all__ = ["MusicTask", "NADEHead", "BernoulliHead", "frame_nll", "frame_accuracy", "prepare", "evaluate",
+           "predict", "generate", "split_pieces", "PAPER"]
+
+# Chung et al. 2014, Table 2: test NLL per time step (GRU, LSTM), about 20K parameters each
+PAPER = {"jsb_chorales": (8.54, 8.67), "nottingham": (3.23, 3.20), "musedata": (5.99, 6.23),
+         "piano_midi": (8.82, 9.03)}
+
+
+# ====================================================================== metrics (pure functions)
+def frame_nll(logits: Tensor, v: Tensor) -> Tensor:
+    """(B, T) NLL of each frame in nats: the sum over pitches of the Bernoulli NLLs of ``v`` under ``logits``."""
+    return F.binary_cross_entropy_with_logits(logits, v, reduction="none").sum(-1)   # (B, T, P) -> (B, T)
+
+
+def frame_accuracy(pred: Tensor, v: Tensor, mask: Tensor | None = None) -> tuple[float, float]:
+    """(TP, TP + FP + FN) summed over valid frames (Bay et al. 2009); accuracy = first / second."""
+    pred, v = pred.bool(), v.bool()
+    if mask is not None:
+        m = mask.unsqueeze(-1)                                                      # (B, T, 1)
+        pred, v = pred & m, v & m
+    tp = (pred & v).sum()
+    return float(tp), float(tp + (pred & ~v).sum() + (~pred & v).sum())
+
+
+# ====================================================================== output distributions
+class BernoulliHead(nn.Module):
+    """Independent Bernoulli per pitch: logits ``W h_t + b`` (Chung et al. 2014)."""
+
+    def __init__(self, in_size: int, n_pitches: int, dropout: float = 0.0):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.proj = nn.Linear(in_size, n_pitches)
+
+    def forward(self, seq: Tensor, v: Tensor | None = None) -> Tensor:
+        return self.proj(self.drop(seq))                                            # (B, T, P) logits
+
+    def greedy(self, seq: Tensor) -> Tensor:
+        return (self(seq) > 0).float()
+
+    def sample(self, e: Tensor, temperature: float = 1.0, generator=None) -> Tensor:
+        p = torch.sigmoid(self.proj(e) / temperature)                               # (N, P)
+        return torch.bernoulli(p, generator=generator)
+
+
+class NADEHead(nn.Module):
+    r"""NADE over the pitches of a frame, its biases given by the GRU output (RNN-NADE).
+
+    .. math::
+        a_k = c(h_t) + \sum_{j<k} W_j v_{tj}, \quad
+        p(v_{tk} = 1 | v_{t,<k}, h_t) = \sigma\big(b_k(h_t) + V_k \cdot \sigma(a_k)\big)
+
+    with :math:`b(h) = W_b h + b_b` (P values) and :math:`c(h) = W_c h + b_c` (K values). Under teacher forcing
+    all the :math:`a_k` come from one exclusive cumulative sum over pitches, so training is parallel; sampling
+    takes P sequential steps per frame.
+    """
+
+    def __init__(self, in_size: int, n_pitches: int, hidden: int = 64, dropout: float = 0.0):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.b = nn.Linear(in_size, n_pitches)
+        self.c = nn.Linear(in_size, hidden)
+        self.W = nn.Parameter(torch.randn(n_pitches, hidden) / math.sqrt(hidden))
+        self.V = nn.Parameter(torch.randn(n_pitches, hidden) / math.sqrt(hidden))
+
+    def _logits(self, b: Tensor, c: Tensor, v: Tensor) -> Tensor:
+        contrib = v.unsqueeze(-1) * self.W                                          # (..., P, K)
+        a = c.unsqueeze(-2) + contrib.cumsum(-2) - contrib                          # (..., P, K) exclusive sum
+        return b + (torch.sigmoid(a) * self.V).sum(-1)                              # (..., P)
+
+    def forward(self, seq: Tensor, v: Tensor, block: int = 256) -> Tensor:
+        e = self.drop(seq)
+        b, c = self.b(e), self.c(e)                                                 # (B, T, P), (B, T, K)
+        if torch.is_grad_enabled() or seq.shape[1] <= block:
+            return self._logits(b, c, v)
+        return torch.cat([self._logits(b[:, s:s + block], c[:, s:s + block], v[:, s:s + block])
+                          for s in range(0, seq.shape[1], block)], dim=1)           # bounded memory in eval
+
+    def _autoregress(self, e: Tensor, choose) -> Tensor:
+        b, a = self.b(e), self.c(e)                                                 # (N, P), (N, K)
+        out = torch.zeros_like(b)
+        for k in range(b.shape[-1]):
+            logit = b[:, k] + (torch.sigmoid(a) * self.V[k]).sum(-1)                # (N,)
+            out[:, k] = choose(logit)
+            a = a + out[:, k:k + 1] * self.W[k]                                     # (N, K)
+        return out
+
+    def greedy(self, seq: Tensor) -> Tensor:
+        B, T, _ = seq.shape
+        return self._autoregress(seq.reshape(B * T, -1), lambda z: (z > 0).to(seq.dtype)).view(B, T, -1)
+
+    def sample(self, e: Tensor, temperature: float = 1.0, generator=None) -> Tensor:
+        return self._autoregress(e, lambda z: torch.bernoulli(torch.sigmoid(z / temperature),
+                                                              generator=generator))
+
+
+# ====================================================================== torchmetrics
+def _metrics():
+    from torchmetrics import Metric
+
+    class FrameNLL(Metric):
+        """NLL per time step over every valid frame seen (not a mean of batch means)."""
+
+        full_state_update = False
+
+        def __init__(self):
+            super().__init__()
+            self.add_state("nll", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state("frames", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+        def update(self, out: dict, target) -> None:
+            self.nll += out["nll"].sum().double()
+            self.frames += out["frames"]
+
+        def compute(self):
+            return (self.nll / self.frames.clamp_min(1)).float()
+
+    class FrameAccuracy(Metric):
+        """Bay et al. 2009 frame-level accuracy, TP / (TP + FP + FN) summed over frames."""
+
+        full_state_update = False
+
+        def __init__(self):
+            super().__init__()
+            self.add_state("tp", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state("den", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+        def update(self, out: dict, target) -> None:
+            tp, den = out["acc"]
+            self.tp += tp
+            self.den += den
+
+        def compute(self):
+            return (self.tp / self.den.clamp_min(1)).float()
+
+    from torchmetrics import MetricCollection
+    return MetricCollection({"nll": FrameNLL(), "acc": FrameAccuracy()})
+
+
+# ====================================================================== the task
+class MusicTask(SequenceTask):
+    """GRU over frames; the Bernoulli or NADE head gives ``log p(v_t | v_<t)``."""
+
+    task_name = "music"
+
+    def build_head(self):
+        c, P = self.config, int(self.meta["input_size"])
+        self.input_drop = nn.Dropout(c.input_dropout)
+        head = (NADEHead(self.encoder_size, P, c.nade_hidden, c.head_dropout) if c.output == "nade" else
+                BernoulliHead(self.encoder_size, P, c.head_dropout))
+        freq = self.meta.get("pitch_frequency")
+        if freq is not None and len(freq) == P:                                     # start at the marginals
+            q = torch.as_tensor(freq, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)
+            with torch.no_grad():
+                (head.b if c.output == "nade" else head.proj).bias.copy_(torch.log(q) - torch.log1p(-q))
+        return head
+
+    def build_metrics(self):
+        return _metrics()
+
+    @property
+    def monitor(self) -> str:
+        return "val_nll" if self.meta.get("has_val", True) else "train_loss"
+
+    def encode(self, inputs, state=None):
+        x = self.input_drop(inputs["x"])                                            # (B, T, P) previous frames
+        return self.encoder(x, state, lengths=inputs.get("lengths"))                # (B, T, E), (L, B, H)
+
+    def readout(self, seq, h_n, inputs):
+        return self.head(seq, inputs["y"]), seq                                     # logits (B, T, P), (B, T, E)
+
+    def loss(self, outputs, target, inputs):
+        logits, _ = outputs
+        nll = frame_nll(logits, target)                                             # (B, T)
+        mask = length_mask(inputs.get("lengths"), nll.shape[1], nll.device)
+        if mask is None:
+            return nll.mean()
+        return (nll * mask).sum() / mask.sum()
+
+    def metric_inputs(self, outputs, target, inputs):
+        logits, seq = outputs
+        nll = frame_nll(logits.detach(), target)
+        mask = length_mask(inputs.get("lengths"), nll.shape[1], nll.device)
+        if mask is None:
+            mask = torch.ones_like(nll, dtype=torch.bool)
+        with torch.no_grad():
+            pred = self.head.greedy(seq.detach())
+        return {"nll": nll * mask, "frames": float(mask.sum()), "acc": frame_accuracy(pred, target, mask)}, target
+
+    def decode(self, outputs, inputs):
+        logits, _ = outputs
+        return torch.sigmoid(logits)                                                # (B, T, P) p(v_tk | past)
+
+    # ---- a time budget (minutes) on top of early stopping
+    def on_train_start(self) -> None:
+        self._t_start, self._t_epoch = time.time(), time.time()
+
+    def on_train_epoch_end(self) -> None:
+        limit = 60.0 * self.config.time_limit
+        now = time.time()
+        last, self._t_epoch = now - self._t_epoch, now
+        if limit > 0 and now - self._t_start + 0.8 * last > limit:
+            self.trainer.should_stop = True
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._t_start = self._t_epoch = time.time()
+
+    def configure_optimizers(self):
+        c = self.config
+        opt = torch.optim.Adam(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        if c.lr_schedule == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, c.patience // 3))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
+        return super().configure_optimizers()
+
+    # ---- sampling
+    @torch.no_grad()
+    def sample(self, n_frames: int, primer: np.ndarray | None = None, temperature: float = 1.0,
+               seed: int | None = None) -> np.ndarray:
+        """Primer frames (if any) then ``n_frames`` sampled frames, as a (T, P) uint8 roll."""
+        if self.config.bidirectional:
+            raise ConfigError("a bidirectional GRU cannot generate; train with --no-bidirectional")
+        g = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**31))
+        P = int(self.meta["input_size"])
+        dtype = next(self.parameters()).dtype
+        prev, h = torch.zeros(1, P, dtype=dtype), None                              # (1, P)
+        out = []
+        if primer is not None and len(primer):
+            for frame in torch.as_tensor(np.asarray(primer), dtype=dtype):          # teacher-force the primer
+                _, h = self.encoder.step(prev, h)
+                prev = frame.unsqueeze(0)
+                out.append(prev)
+        for _ in range(n_frames):
+            y, h = self.encoder.step(prev, h)                                       # (1, E), (L, 1, H)
+            prev = self.head.sample(y, temperature, g)                              # (1, P)
+            out.append(prev)
+        if not out:
+            return np.zeros((0, P), np.uint8)
+        return torch.cat(out).numpy().astype(np.uint8)
+
+
+Task = MusicTask
+
+
+# ====================================================================== data
+def split_pieces(source: MusicSource, cfg: MusicConfig) -> dict[str, list[np.ndarray]]:
+    """train/valid/test rolls: the file's own split, else a seeded split of the pieces by fraction."""
+    if "train" in source.splits:
+        return {k: source.splits.get(k, []) for k in ("train", "valid", "test")}
+    rolls = source.splits["all"]
+    n = len(rolls)
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    n_test = int(round(cfg.test_fraction * n)) if n >= 3 else 0
+    n_val = int(round(cfg.val_fraction * n)) if n >= 3 else 0
+    if n >= 3:
+        n_test, n_val = max(n_test, 1 if cfg.test_fraction > 0 else 0), max(n_val, 1 if cfg.val_fraction > 0 else 0)
+    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+    return {"train": [rolls[i] for i in train], "valid": [rolls[i] for i in val], "test": [rolls[i] for i in test]}
+
+
+class _Pieces(torch.utils.data.Dataset):
+    """(input, target) pairs: input = the roll shifted one frame later (zeros first), target = the roll."""
+
+    def __init__(self, rolls: list[np.ndarray], chunk: int = 0):
+        self.items = []
+        for r in rolls:
+            r = np.asarray(r, np.float32)
+            x = np.vstack([np.zeros((1, r.shape[1]), np.float32), r[:-1]])          # (T, P) previous frames
+            step = chunk if chunk > 0 else len(r)
+            for s in range(0, len(r), step):
+                if len(r[s:s + step]) >= (2 if chunk > 0 and s > 0 else 1):
+                    self.items.append((x[s:s + step], r[s:s + step]))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def frames(self) -> int:
+        return sum(len(y) for _, y in self.items)
+
+
+def _collate(items):
+    """Pad (x, y) pairs to (B, T, P) with (B,) lengths."""
+    lengths = torch.tensor([len(y) for _, y in items])
+    B, T, P = len(items), int(lengths.max()), items[0][1].shape[1]
+    x, y = torch.zeros(B, T, P), torch.zeros(B, T, P)
+    for i, (a, b) in enumerate(items):
+        x[i, : len(a)], y[i, : len(b)] = torch.from_numpy(a), torch.from_numpy(b)
+    return {"x": x, "y": y, "lengths": lengths}
+
+
+def _budget_batches(lengths: list[int], frames: int) -> list[list[int]]:
+    """Indices grouped by similar length, each group padded to at most ``frames`` frames (at least one piece)."""
+    order = np.argsort(lengths)[::-1]
+    batches, cur = [], []
+    for i in order:
+        if cur and (len(cur) + 1) * lengths[cur[0]] > frames:
+            batches.append(cur)
+            cur = []
+        cur.append(int(i))
+    return batches + ([cur] if cur else [])
+
+
+def _eval_loader(rolls: list[np.ndarray], frames: int = 16384):
+    ds = _Pieces(rolls, chunk=0)
+    return torch.utils.data.DataLoader(ds, batch_sampler=_budget_batches([len(y) for _, y in ds.items], frames),
+                                       collate_fn=_collate)
+
+
+def _spec(cfg: MusicConfig) -> RollSpec:
+    return RollSpec.from_config(cfg)
+
+
+def prepare(cfg: MusicConfig) -> Prepared:
+    source = read_rolls(cfg.data, _spec(cfg), cfg.max_files)
+    parts = split_pieces(source, cfg)
+    if not parts["train"]:
+        raise DataError("no training pieces after the validation/test split; add pieces or lower "
+                        "--val-fraction/--test-fraction", path=cfg.data)
+    train = _Pieces(parts["train"], cfg.chunk)
+    g = torch.Generator().manual_seed(cfg.seed)
+    tr = torch.utils.data.DataLoader(train, batch_size=cfg.batch_size, shuffle=True, collate_fn=_collate,
+                                     generator=g, num_workers=cfg.num_workers)
+    va = _eval_loader(parts["valid"]) if parts["valid"] else None
+    cat = np.concatenate(parts["train"])
+    meta = {"input_size": int(cat.shape[1]), "data_name": source.name, "frame_seconds": source.frame_seconds,
+            "low_pitch": cfg.low_pitch, "has_val": va is not None,
+            "pieces": {k: len(v) for k, v in parts.items()},
+            "frames": {k: int(sum(len(r) for r in v)) for k, v in parts.items()},
+            "pitch_frequency": cat.mean(0).round(6).tolist(), "mean_notes_per_frame": float(cat.sum(1).mean())}
+    return Prepared(tr, va, meta, extra={"parts": parts})
+
+
+# ====================================================================== use a trained run
+@torch.no_grad()
+def _score(model: MusicTask, rolls: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Per-piece (NLL sum, frames), (TP, TP+FP+FN) and per-piece probabilities p(v_tk=1 | past) (T, P)."""
+    model.eval()
+    ds = _Pieces(rolls, chunk=0)
+    nll, acc, probs = np.zeros((len(rolls), 2)), np.zeros((len(rolls), 2)), [None] * len(rolls)
+    for idx in _budget_batches([len(y) for _, y in ds.items], 16384):
+        batch = _collate([ds[i] for i in idx])
+        (logits, seq), _ = model(batch)
+        f = frame_nll(logits, batch["y"])                                           # (B, T)
+        pred = model.head.greedy(seq)                                               # (B, T, P)
+        for j, i in enumerate(idx):
+            T = int(batch["lengths"][j])
+            nll[i] = float(f[j, :T].sum()), T
+            acc[i] = frame_accuracy(pred[j, :T], batch["y"][j, :T])
+            probs[i] = torch.sigmoid(logits[j, :T]).numpy()
+    return nll, acc, probs
+
+
+def _eval_rolls(run, data: str | None) -> tuple[list[np.ndarray], str]:
+    cfg = run.config
+    if data is None:
+        source = read_rolls(cfg.data, _spec(cfg), cfg.max_files)
+        return split_pieces(source, cfg)["test"], f"{source.name} (test)"
+    source = read_rolls(data, _spec(cfg), cfg.max_files)
+    if "test" in source.splits:
+        return source.splits["test"], f"{source.name} (test)"
+    return source.splits.get("all", []), source.name
+
+
+def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]]:
+    """NLL per time step (nats) and frame accuracy on the test pieces, beside a per-pitch frequency baseline
+    and, for the four benchmark sets, the numbers of Chung et al. 2014."""
+    rolls, name = _eval_rolls(run, data)
+    if not rolls:
+        raise DataError("no test pieces: raise --test-fraction when training, or pass `grukit evaluate RUN "
+                        "--data FILE`", path=data or run.config.data)
+    _check_width(rolls, run.meta, name)
+    model = models[0]
+    nll, acc, probs = _score(model, rolls)
+    frames = nll[:, 1].sum()
+    table = {"grukit": {"nll": float(nll[:, 0].sum() / frames), "accuracy": float(acc[:, 0].sum() /
+                                                                                  max(acc[:, 1].sum(), 1)),
+                        "frames": float(frames), "pieces": float(len(rolls)),
+                        "params": float(sum(p.numel() for p in model.parameters()))}}
+    if len(models) > 1:
+        warnings.warn("music evaluation uses the first ensemble member only", stacklevel=2)
+    q = np.clip(np.asarray(run.meta["pitch_frequency"], np.float64), 1e-4, 1 - 1e-4)
+    cat = np.concatenate(rolls).astype(np.float64)                                 # (N, P)
+    base_nll = -(cat * np.log(q) + (1 - cat) * np.log1p(-q)).sum(1).mean()
+    pred = np.broadcast_to(q > 0.5, cat.shape)
+    tp = float((pred & (cat > 0)).sum())
+    den = tp + float((pred & (cat == 0)).sum()) + float((~pred & (cat > 0)).sum())
+    table["pitch_frequency"] = {"nll": float(base_nll), "accuracy": tp / max(den, 1.0), "frames": float(frames),
+                                "pieces": float(len(rolls))}
+    key = str(run.meta.get("data_name", "")).lower()
+    if data is None and key in PAPER:
+        table["Chung2014_GRU"] = {"nll": PAPER[key][0], "params": 2.0e4}
+        table["Chung2014_LSTM"] = {"nll": PAPER[key][1], "params": 2.0e4}
+    i = int(np.argmax([len(r) for r in rolls[:20]]))
+    n = min(len(rolls[i]), 400)
+    roll_png(run.path / "plots" / "test_piece.png",
+             [("test piece (truth)", rolls[i][:n]),
+              (f"p(note | past){' (NADE conditionals)' if run.config.output == 'nade' else ''}", probs[i][:n])],
+             low_pitch=run.config.low_pitch, frame_seconds=run.meta.get("frame_seconds"))
+    return table
+
+
+def _check_width(rolls, meta, name) -> None:
+    P = int(meta["input_size"])
+    if rolls and rolls[0].shape[1] != P:
+        raise DataError(f"rolls have {rolls[0].shape[1]} pitches but the model was trained on {P}", path=name)
+
+
+def predict(run, models, data: str | None, out: str | Path | None = None) -> list[Path]:
+    """Per-piece NLL per time step and accuracy as CSV, and the first piece's probabilities as PNG."""
+    import pandas as pd
+    from ..runs import atomic_write
+    source = read_rolls(data or run.config.data, _spec(run.config), run.config.max_files)
+    split = "test" if "test" in source.splits else "all"
+    rolls, names = source.splits[split], source.names[split]
+    _check_width(rolls, run.meta, source.name)
+    nll, acc, probs = _score(models[0], rolls)
+    frame = pd.DataFrame({"piece": names, "frames": nll[:, 1].astype(int), "nll_per_step": nll[:, 0] / nll[:, 1],
+                          "accuracy": acc[:, 0] / np.maximum(acc[:, 1], 1)})
+    out = Path(out) if out else run.path / "predictions.csv"
+    n = min(len(rolls[0]), 400)
+    png = roll_png(out.with_suffix(".png"), [(f"{names[0]} (truth)", rolls[0][:n]),
+                                              ("p(note | past)", probs[0][:n])],
+                   low_pitch=run.config.low_pitch, frame_seconds=run.meta.get("frame_seconds"))
+    return [atomic_write(out, frame.to_csv(index=False)), png]
+
+
+def _primer(run, prompt: str | None, primer_frames: int | None) -> np.ndarray | None:
+    """The primer roll: none, a MIDI file, or ``data[:N]`` (test piece N of the run's data)."""
+    if not prompt:
+        return None
+    cfg = run.config
+    if prompt == "data" or prompt.startswith("data:"):
+        idx = int(prompt.partition(":")[2] or 0)
+        source = read_rolls(cfg.data, _spec(cfg), cfg.max_files)
+        parts = split_pieces(source, cfg)
+        pool = parts["test"] or parts["valid"] or parts["train"]
+        if not 0 <= idx < len(pool):
+            raise ConfigError(f"--prompt {prompt}: the data has {len(pool)} held-out pieces; expected data:0 to "
+                              f"data:{len(pool) - 1}")
+        roll = pool[idx]
+        n = primer_frames if primer_frames else min(len(roll), 4 * max(1, cfg.frames_per_beat) * 4)
+    else:
+        p = Path(prompt)
+        if not p.is_file():
+            raise ConfigError(f"--prompt {prompt!r}: expected a MIDI file to continue, 'data' or 'data:N' (a "
+                              "held-out piece of the training data)")
+        source = read_rolls(str(p), _spec(cfg))
+        roll = source.splits["all"][0]
+        n = primer_frames or len(roll)
+    return roll[:n]
+
+
+def generate(run, models, prompt: str | None = None, length: int | str | None = None, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+             out: str | Path | None = None, seconds: float | None = None, primer_frames: int | None = None,
+             **_ignored) -> list[Path]:
+    """Sample a piece and write it as MIDI, with a piano-roll PNG beside it.
+
+    Args:
+        prompt: a MIDI file to continue, ``data`` / ``data:N`` (held-out piece N of the run's data as primer), or
+            None to start from silence.
+        length: frames to generate, or a string with seconds such as ``"30s"`` (default 16 s).
+        temperature: divides the logits before each Bernoulli draw (< 1: more conservative).
+        top_k, top_p: token-sampling options; they have no meaning for piano-roll frames and must stay unset.
+        seed: makes the sample reproducible.
+        seconds, primer_frames: length in seconds instead of frames; how many primer frames to use.
+    """
+    if (top_k not in (None, 0)) or (top_p not in (None, 0.0, 1.0)):
+        raise ConfigError("--top-k/--top-p pick among tokens; a music frame samples each key independently (or "
+                          "note by note with NADE): use --temperature instead")
+    if temperature is None or temperature <= 0:
+        raise ConfigError(f"--temperature={temperature}: expected a positive number (1 = the model's "
+                          "distribution, < 1 more conservative)")
+    fsec = float(run.meta.get("frame_seconds", 0.25))
+    if isinstance(length, str) and length.strip().lower().endswith("s"):
+        seconds, length = float(length.strip()[:-1]), None
+    if length is not None and seconds is not None:
+        raise ConfigError("give the length in frames (--length) or in seconds, not both")
+    n = int(round(seconds / fsec)) if seconds is not None else int(length) if length is not None else \
+        int(round(16.0 / fsec))
+    if n < 1:
+        raise ConfigError(f"length={length or seconds}: expected at least one frame")
+    primer = _primer(run, prompt, primer_frames)
+    roll = models[0].sample(n, primer, float(temperature), seed)
+    out = Path(out) if out else run.path / "generated.mid"
+    if out.suffix.lower() not in (".mid", ".midi"):
+        out = out.with_suffix(".mid")
+    low = run.config.low_pitch
+    mid = write_midi(roll, out, fsec, low)
+    k = 0 if primer is None else len(primer)
+    png = roll_png(out.with_suffix(".png"), [(f"{out.name}: {len(roll) - k} generated frames at temperature "
+                                              f"{temperature:g}" + (f" after a {k}-frame primer" if k else ""),
+                                              roll)],
+                   low_pitch=low, frame_seconds=fsec, split_at=k or None)
+    return [mid, png]

@@ -1,0 +1,224 @@
+"""Music task: the NLL metric by hand, NADE normalisation, MIDI round trips, reproducible generation, bad input,
+and train/evaluate/generate from Python and the CLI on a MIDI folder, a .mat file and the chorales."""
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from grukit.data.music import RollSpec, read_rolls, roll_to_midi, write_midi
+from grukit.errors import ConfigError, DataError
+from grukit.tasks.music import NADEHead, frame_accuracy, frame_nll
+
+pytest.importorskip("pretty_midi")
+
+TINY = dict(hidden_size=8, max_epochs=1, batch_size=4, chunk=16, progress=False, patience=0, nade_hidden=4)
+
+
+def _roll(T=24, P=88, seed=0, density=0.06) -> np.ndarray:
+    r = (np.random.default_rng(seed).random((T, P)) < density).astype(np.uint8)
+    r[0, 40] = 1                                          # never an empty piece
+    return r
+
+
+@pytest.fixture
+def midi_dir(tmp_path) -> Path:
+    d = tmp_path / "midi"
+    d.mkdir()
+    for i in range(6):
+        write_midi(_roll(40 + 8 * i, seed=i), d / f"piece{i}.mid", frame_seconds=0.125)
+    return d
+
+
+# ------------------------------------------------------------------ metrics
+def test_frame_nll_matches_hand_computation():
+    logits = torch.tensor([[[0.0, 2.0, -1.0], [1.5, -0.5, 0.3]]])             # (B=1, T=2, P=3)
+    v = torch.tensor([[[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]])
+
+    def nll(z, x):
+        p = 1 / (1 + math.exp(-z))
+        return -math.log(p) if x else -math.log(1 - p)
+
+    hand = [sum(nll(z, x) for z, x in zip(zs, xs)) for zs, xs in zip(logits[0].tolist(), v[0].tolist())]
+    assert frame_nll(logits, v)[0].tolist() == pytest.approx(hand, rel=1e-6)
+    # the per-time-step average over frames, as the task's loss computes it with padding masked out
+    from grukit.tasks.music import MusicTask
+    from grukit.tasks.music_config import MusicConfig
+    task = MusicTask(MusicConfig(hidden_size=4), {"input_size": 3})
+    padded = torch.cat([logits, torch.zeros(1, 1, 3)], 1), torch.cat([v, torch.ones(1, 1, 3)], 1)
+    loss = task.loss((padded[0], None), padded[1], {"lengths": torch.tensor([2])})
+    assert float(loss) == pytest.approx(sum(hand) / 2, rel=1e-6)
+
+
+def test_frame_accuracy_bay_2009():
+    pred = torch.tensor([[[1, 1, 0, 0], [0, 0, 0, 1]]])
+    true = torch.tensor([[[1, 0, 1, 0], [0, 0, 0, 1]]])
+    tp, den = frame_accuracy(pred, true)
+    assert (tp, den) == (2.0, 4.0)                         # TP=2, FP=1, FN=1
+
+
+def test_nade_is_normalised_and_matches_sequential_sampling_logits():
+    torch.manual_seed(0)
+    P = 4
+    head = NADEHead(3, P, hidden=5).eval()
+    h = torch.randn(1, 1, 3)
+    frames = torch.tensor(list(itertools.product([0.0, 1.0], repeat=P)))   # all 16 frames
+    with torch.no_grad():
+        logits = head(h.expand(1, len(frames), 3), frames.unsqueeze(0))      # (1, 16, P)
+    total = torch.exp(-frame_nll(logits, frames.unsqueeze(0))).sum()
+    assert float(total) == pytest.approx(1.0, abs=1e-5)
+    # the parallel (cumsum) logits equal the note-by-note computation used for sampling
+    e = h[0].detach()
+    for v in frames[[3, 10, 15]]:
+        seen = []
+        head._autoregress(e, lambda z, it=iter(v.tolist()): (seen.append(float(z)), torch.tensor([next(it)]))[1])
+        k = int(frames.tolist().index(v.tolist()))
+        assert seen == pytest.approx(logits[0, k].tolist(), abs=1e-5)
+
+
+# ------------------------------------------------------------------ MIDI
+@pytest.mark.parametrize("quantize", ["time", "beats"])
+def test_roll_midi_roll_round_trip(tmp_path, quantize):
+    roll = _roll(50, seed=3)
+    roll[10:20, 5] = 1                                    # a long note and a note at the top key
+    roll[49, 87] = 1
+    path = write_midi(roll, tmp_path / "a.mid", frame_seconds=0.125)
+    spec = RollSpec(quantize=quantize, fs=8.0, frames_per_beat=4)
+    back = read_rolls(str(path), spec).splits["all"][0]
+    np.testing.assert_array_equal(back, roll)
+
+
+def test_pitch_range_drop_and_fold(tmp_path):
+    roll = np.zeros((4, 88), np.uint8)
+    roll[0, 0] = roll[1, 87] = roll[2, 40] = 1            # A0, C8, C#4
+    pm = roll_to_midi(roll, 0.125)
+    path = tmp_path / "r.mid"
+    pm.write(str(path))
+    with pytest.warns(UserWarning, match="2 note"):
+        narrow = read_rolls(str(path), RollSpec(low_pitch=48, high_pitch=72, quantize="time")).splits["all"][0]
+    assert narrow.shape[1] == 25 and narrow.sum() == 1   # only C#4 (MIDI 61) is in 48-72
+    folded = read_rolls(str(path), RollSpec(low_pitch=48, high_pitch=72, quantize="time",
+                                            out_of_range="fold")).splits["all"][0]
+    assert folded.sum() == 3
+
+
+def test_drums_and_programs(tmp_path):
+    import pretty_midi
+    pm = pretty_midi.PrettyMIDI()
+    for prog, drum, pitch in ((0, False, 60), (40, False, 64), (0, True, 38)):
+        inst = pretty_midi.Instrument(program=prog, is_drum=drum)
+        inst.notes.append(pretty_midi.Note(velocity=90, pitch=pitch, start=0.0, end=0.5))
+        pm.instruments.append(inst)
+    path = tmp_path / "band.mid"
+    pm.write(str(path))
+    count = lambda **kw: int(read_rolls(str(path), RollSpec(quantize="time", **kw)).splits["all"][0][0].sum())
+    assert count() == 2 and count(drums=True) == 3 and count(programs=(40,)) == 1
+
+
+# ------------------------------------------------------------------ bad input
+def test_corrupt_and_empty_midi_files_are_skipped_with_a_warning(midi_dir):
+    (midi_dir / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    (midi_dir / "empty.mid").write_bytes(b"")
+    import pretty_midi
+    pretty_midi.PrettyMIDI().write(str(midi_dir / "silent.mid"))
+    with pytest.warns(UserWarning) as rec:
+        src = read_rolls(str(midi_dir), RollSpec(quantize="time"))
+    msg = " ".join(str(w.message) for w in rec)
+    assert "skipped 3 of 9" in msg and all(n in msg for n in ("broken.mid", "empty.mid", "silent.mid"))
+    assert len(src.splits["all"]) == 6
+
+
+def test_nothing_usable_is_an_error(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "x.mid").write_bytes(b"not midi at all")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataError, match="none of the 1 MIDI"):
+            read_rolls(str(d), RollSpec())
+    (tmp_path / "none").mkdir()
+    with pytest.raises(DataError, match="no MIDI files"):
+        read_rolls(str(tmp_path / "none"), RollSpec())
+    with pytest.raises(DataError, match="bach_chorales"):
+        read_rolls("bach_chorale", RollSpec())
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(DataError, match="unknown file type"):
+        read_rolls(str(tmp_path / "a.txt"), RollSpec())
+    from scipy.io import savemat
+    savemat(tmp_path / "m.mat", {"foo": np.zeros(3)})
+    with pytest.raises(DataError, match="traindata"):
+        read_rolls(str(tmp_path / "m.mat"), RollSpec())
+
+
+def test_bad_config_names_every_problem():
+    from grukit.tasks.music_config import MusicConfig
+    with pytest.raises(ConfigError) as e:
+        MusicConfig.from_dict({"low_pitch": 90, "high_pitch": 60, "output": "nad", "chunk": 1})
+    text = str(e.value)
+    assert "high_pitch" in text and "did you mean 'nade'" in text and "chunk=1" in text
+
+
+# ------------------------------------------------------------------ train / evaluate / generate
+def test_train_evaluate_generate_midi_folder_python(midi_dir, tmp_path):
+    from grukit.train import fit
+    run = fit("music", data=str(midi_dir), out=tmp_path / "run", quantize="time", fs=8.0, **TINY)
+    m = run.evaluate()
+    assert set(m) >= {"grukit", "pitch_frequency"} and m["grukit"]["nll"] > 0
+    assert (run.path / "plots" / "test_piece.png").is_file()
+    from grukit.tasks import music
+    a = music.generate(run, run.models(), length=20, seed=7, out=tmp_path / "a.mid")
+    b = music.generate(run, run.models(), length=20, seed=7, out=tmp_path / "b.mid")
+    c = music.generate(run, run.models(), length=20, seed=8, out=tmp_path / "c.mid", temperature=2.0)
+    assert a[1].suffix == ".png" and a[1].is_file()
+    ra, rb, rc = (read_rolls(str(p[0]), RollSpec(quantize="time", fs=8.0)).splits["all"][0] for p in (a, b, c))
+    np.testing.assert_array_equal(ra, rb)
+    assert ra.shape != rc.shape or (ra != rc).any()
+    primed = music.generate(run, run.models(), prompt=str(midi_dir / "piece0.mid"), length="1s", seed=1,
+                            out=tmp_path / "p.mid", primer_frames=8)
+    roll = read_rolls(str(primed[0]), RollSpec(quantize="time", fs=8.0)).splits["all"][0]
+    ref = read_rolls(str(midi_dir / "piece0.mid"), RollSpec(quantize="time", fs=8.0)).splits["all"][0]
+    np.testing.assert_array_equal(roll[:8], ref[:8])      # the primer is kept, then 8 frames (1 s) follow
+    assert len(roll) <= 16
+    with pytest.raises(ConfigError, match="top-k"):
+        music.generate(run, run.models(), top_k=5)
+    with pytest.raises(ConfigError, match="data:0 to"):
+        music.generate(run, run.models(), prompt="data:99")
+
+
+def test_nade_output_on_mat_file_cli(data_dir, tmp_path):
+    from tests.conftest import need
+    mat = need(data_dir / "polyphonic_mat" / "JSB_Chorales.mat")
+    from grukit.cli import main
+    out = tmp_path / "jsb"
+    rc = main(["train", "music", "--data", str(mat), "--out", str(out), "--output", "nade", "--hidden-size", "8",
+               "--nade-hidden", "4", "--max-epochs", "1", "--limit-train-batches", "2", "--no-progress"])
+    assert rc == 0
+    import json
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["grukit"]["frames"] == 4725 and m["Chung2014_GRU"]["nll"] == 8.54
+    assert main(["evaluate", str(out)]) == 0
+    assert main(["generate", str(out), "--prompt", "data:2", "--length", "12", "--seed", "3", "--out",
+                 str(tmp_path / "g.mid")]) == 0
+    assert (tmp_path / "g.mid").is_file() and (tmp_path / "g.png").is_file()
+    assert main(["generate", str(out), "--top-k", "3"]) == 2
+
+
+def test_bach_chorales_builtin(tmp_path, monkeypatch):
+    pytest.importorskip("music21", reason="the built-in chorales ship with music21")
+    monkeypatch.setenv("GRUKIT_CACHE_DIR", str(tmp_path / "cache"))
+    spec = RollSpec(frames_per_beat=2)
+    src = read_rolls("bach_chorales", spec, max_files=4)
+    assert len(src.splits["all"]) == 4 and all(r.sum() > 0 for r in src.splits["all"])
+    assert list((tmp_path / "cache" / "music").glob("bach_chorales-*.npz"))
+    again = read_rolls("bach_chorales", spec, max_files=4)                   # from the cache
+    for a, b in zip(src.splits["all"], again.splits["all"]):
+        np.testing.assert_array_equal(a, b)
+    from grukit.train import fit
+    run = fit("music", data="bach_chorales", out=tmp_path / "run", max_files=4, frames_per_beat=2,
+              val_fraction=0.25, test_fraction=0.25, **TINY)
+    assert run.evaluate()["grukit"]["pieces"] == 1
