@@ -41,3 +41,9 @@ register("music", config="grukit.tasks.music_config:MusicConfig", module="grukit
          examples=["grukit train music --data ../shared/data/polyphonic_mat/JSB_Chorales.mat",
                    "grukit train music --data midi/ --quantize beats --frames-per-beat 4 --output nade",
                    "grukit generate runs/music --prompt data:0 --length 30s --temperature 0.9 --seed 1"])
+register("speech", config="grukit.tasks.speech_config:SpeechConfig", module="grukit.tasks.speech",
+         help="speech recognition: conv front end, GRU stack, CTC (manifest of path,transcript or an "
+              "FSDD-style word folder built into digit strings); use it with `grukit transcribe`",
+         examples=["grukit train speech --data ../shared/data/fsdd/recordings --max-epochs 30",
+                   "grukit train speech --data train.tsv --test-data test.tsv --bidirectional",
+                   "grukit transcribe runs/speech clip.wav --stream"])

@@ -1,7 +1,9 @@
 """Sequence classification: a (bi)GRU over variable-length sequences, pooled, then a small MLP.
 
 Inputs: ``.npz`` with ``X`` (N, T, F) (or (N, T)), optional ``lengths`` (N,) and ``y`` (N,); a long-format CSV
-(``id_col``, ``time_col``, feature columns..., ``label_col``); a ``.ts`` file (sktime/aeon); or a built-in set.
+(``id_col``, ``time_col``, feature columns..., ``label_col``); a ``.ts`` file (sktime/aeon); a built-in set; or
+audio (a folder of ``label_speaker_index.wav`` files or class sub-folders, or a path,label manifest), read as
+log-mel frames by :func:`grukit.data.audio.labelled_features`.
 Sequences keep their own lengths: padding goes to the GRU with ``lengths``, so it never enters a state, and
 pooling masks it. Metrics: accuracy and macro-F1 (torchmetrics), confusion-matrix PNG.
 """
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ClassifyConfig
-from ..data import builtin
+from ..data import audio, builtin
 from ..data.batching import DictDataset, Prepared, loader
 from ..data.timeseries import numeric, read_table, require_columns
 from ..errors import DataError
@@ -29,6 +31,8 @@ __all__ = ["ClassifyTask", "prepare", "evaluate", "predict", "read_sequences"]
 def read_sequences(data: str, cfg: ClassifyConfig, split: str = "train", need_labels: bool = True
                    ) -> tuple[list[np.ndarray], np.ndarray | None, str]:
     """(sequences (T_i, F) float32, labels as strings or None, display name) from a file or built-in set."""
+    if audio.is_audio_source(data):              # audio folder or manifest: log-mel features (grukit.data.audio)
+        return audio.labelled_features(data, split)
     p = Path(data)
     if not p.exists() and builtin.is_builtin(data):
         seqs, y = builtin.get(data, "classify").loader(split)
@@ -245,7 +249,7 @@ def _eval_data(run, data):
     cfg = run.config
     if data is not None:
         return read_sequences(data, cfg, "test")
-    if builtin.is_builtin(cfg.data) and not Path(cfg.data).exists():
+    if (builtin.is_builtin(cfg.data) and not Path(cfg.data).exists()) or audio.has_split(cfg.data):
         return read_sequences(cfg.data, cfg, "test")
     if cfg.test_data:
         return read_sequences(cfg.test_data, cfg, "test")

@@ -1,0 +1,494 @@
+r"""Speech recognition: causal conv front end, (bi)GRU stack, per-frame CTC outputs; greedy and beam decoding.
+
+Letters: B batch, T feature frames, T' frames after the front end (``ceil(T / stride)``), F features,
+C front-end channels, E encoder features (D*H), S+1 output symbols (index 0 is the CTC blank).
+
+::
+
+    audio ──grukit.data.audio──> (T, F) log-mel/MFCC, normalised ──CausalConv──> (T', C) ──GRU──> (T', E)
+          ──CTCHead──> (T', S+1) log-probs ──greedy / prefix beam search──> "seven three nine"
+
+Data: a CSV/TSV manifest (path, transcript; ``test_data`` another manifest) or a folder of single-word FSDD-style
+files, from which :func:`grukit.data.audio.concat_utterances` builds multi-word utterances (training ones from
+the training recordings, test ones only from test recordings). Features are computed once per run.
+
+Streaming (:class:`Streamer`): a unidirectional model runs frame by frame. Samples arrive in chunks, frames come
+out of :class:`~grukit.data.audio.StreamingFeatures`, the causal front end keeps its last ``k-1`` inputs and the
+GRU advances with :meth:`grukit.nn.GRU.step`; the transcript equals the whole-utterance one.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data import audio
+from ..data.batching import DictDataset, Prepared, loader
+from ..errors import ConfigError, DataError
+from ..nn import GRU
+from .base import SequenceTask
+from .heads import CTCHead
+from .speech_config import SpeechConfig
+
+__all__ = ["SpeechTask", "Task", "prepare", "evaluate", "predict", "transcribe", "Streamer", "Vocabulary",
+           "CausalConv", "greedy_decode", "beam_search", "error_rates"]
+
+
+# ====================================================================== vocabulary and decoding
+class Vocabulary:
+    """Symbols 1..S (0 is the CTC blank): characters or whole words."""
+
+    def __init__(self, symbols: list[str], units: str):
+        self.symbols, self.units = list(symbols), units
+        self.index = {s: i + 1 for i, s in enumerate(self.symbols)}
+
+    @staticmethod
+    def clean(text: str) -> str:
+        return " ".join(text.lower().split())
+
+    @classmethod
+    def build(cls, texts: list[str], units: str) -> "Vocabulary":
+        items = set()
+        for t in texts:
+            items.update(cls.clean(t).split() if units == "word" else cls.clean(t))
+        return cls(sorted(items), units)
+
+    def encode(self, text: str) -> list[int]:
+        items = self.clean(text).split() if self.units == "word" else self.clean(text)
+        return [self.index[s] for s in items if s in self.index]
+
+    def decode(self, ids) -> str:
+        sym = [self.symbols[i - 1] for i in ids if 0 < i <= len(self.symbols)]
+        return " ".join(sym) if self.units == "word" else "".join(sym).strip()
+
+
+def greedy_decode(log_probs: Tensor | np.ndarray, blank: int = 0) -> list[int]:
+    """Best path of one utterance (T, S+1): argmax per frame, merge repeats, drop blanks."""
+    best = torch.as_tensor(log_probs).argmax(-1)
+    return [int(i) for i in torch.unique_consecutive(best) if int(i) != blank]
+
+
+def _lse(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    m = max(a, b)
+    return m + math.log1p(math.exp(-abs(a - b)))
+
+
+def beam_search(log_probs: Tensor | np.ndarray, beam: int = 8, blank: int = 0, prune: float = -12.0
+                ) -> list[int]:
+    """CTC prefix beam search (Hannun et al. 2014) over one utterance's (T, S+1) log-probabilities.
+
+    Each prefix keeps two scores, ending in blank (``pb``) and in its last symbol (``pnb``); a repeated symbol
+    extends the prefix only after a blank. Symbols below ``prune`` (log-prob) at a frame are skipped.
+    Returns the most probable label sequence (summed over its alignments), not the best single path.
+    """
+    lp = np.asarray(torch.as_tensor(log_probs).detach().cpu(), dtype=np.float64)    # (T, S+1)
+    ninf = -math.inf
+    beams: dict[tuple, tuple[float, float]] = {(): (0.0, ninf)}
+    for t in range(lp.shape[0]):
+        row = lp[t]
+        cands = [int(s) for s in np.flatnonzero(row >= min(prune, row.max())) if s != blank]
+        nxt: dict[tuple, list[float]] = {}
+        for prefix, (pb, pnb) in beams.items():
+            total = _lse(pb, pnb)
+            e = nxt.setdefault(prefix, [ninf, ninf])
+            e[0] = _lse(e[0], total + row[blank])                   # prefix + blank
+            last = prefix[-1] if prefix else None
+            for s in cands:
+                p = row[s]
+                if s == last:
+                    e[1] = _lse(e[1], pnb + p)                      # repeat collapses into the prefix
+                    n = nxt.setdefault(prefix + (s,), [ninf, ninf])
+                    n[1] = _lse(n[1], pb + p)                       # a new symbol only after a blank
+                else:
+                    n = nxt.setdefault(prefix + (s,), [ninf, ninf])
+                    n[1] = _lse(n[1], total + p)
+        beams = dict(sorted(((k, (v[0], v[1])) for k, v in nxt.items()),
+                            key=lambda kv: -_lse(*kv[1]))[:beam])
+    return list(max(beams.items(), key=lambda kv: _lse(*kv[1]))[0])
+
+
+def error_rates(hyps: list[str], refs: list[str]) -> dict[str, float]:
+    """Corpus WER and CER (jiwer), as fractions."""
+    import jiwer
+    refs = [r if r.strip() else "<empty>" for r in refs]
+    return {"WER": float(jiwer.wer(refs, hyps)), "CER": float(jiwer.cer(refs, hyps)), "n": float(len(refs))}
+
+
+# ====================================================================== front end
+class CausalConv(nn.Module):
+    """Causal 1-D convolutions over time (the first one strided), GELU after each; streams chunk by chunk.
+
+    Output frame j of a layer with kernel k and stride s reads input frames ``j*s-k+1 .. j*s`` (zeros before
+    the start), so it never looks ahead: ``T' = ceil(T / s)``.
+    """
+
+    def __init__(self, in_size: int, channels: int, layers: int = 2, stride: int = 2, kernel: int = 5):
+        super().__init__()
+        self.kernel = kernel
+        self.strides = [stride] + [1] * (layers - 1)
+        self.convs = nn.ModuleList(nn.Conv1d(in_size if i == 0 else channels, channels, kernel, stride=s)
+                                   for i, s in enumerate(self.strides))
+
+    def out_lengths(self, lengths: Tensor) -> Tensor:
+        for s in self.strides:
+            lengths = torch.div(lengths + s - 1, s, rounding_mode="floor")
+        return lengths
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x.transpose(1, 2)                                                   # (B, T, F) -> (B, F, T)
+        for conv in self.convs:
+            y = F.gelu(conv(F.pad(y, (self.kernel - 1, 0))))                    # (B, C, ceil(T/s))
+        return y.transpose(1, 2)                                                # (B, T', C)
+
+    def initial_state(self, batch: int, like: Tensor) -> list[tuple[Tensor, int]]:
+        """Per layer: the last k-1 inputs (zeros at the start) and how many inputs it has seen."""
+        return [(like.new_zeros(batch, conv.in_channels, self.kernel - 1), 0) for conv in self.convs]
+
+    def stream(self, x: Tensor, state: list[tuple[Tensor, int]]) -> tuple[Tensor, list[tuple[Tensor, int]]]:
+        """Frames ``x`` (B, n, F) -> the outputs they complete (B, n', C) and the new state."""
+        y, new = x.transpose(1, 2), []                                          # (B, F, n)
+        for conv, s, (tail, seen) in zip(self.convs, self.strides, state):
+            n = y.shape[2]
+            full = torch.cat([tail, y], dim=2)                                  # (B, F, k-1+n): inputs seen-k+1..
+            first = -(-seen // s) * s - seen                                    # offset of the next output's end
+            avail = full.shape[2] - first - self.kernel
+            out = (F.gelu(conv(full[:, :, first:])) if avail >= 0
+                   else full.new_zeros(full.shape[0], conv.out_channels, 0))    # (B, C, n')
+            new.append((full[:, :, full.shape[2] - (self.kernel - 1):], seen + n))
+            y = out
+        return y.transpose(1, 2), new                                           # (B, n', C)
+
+
+# ====================================================================== model
+class SpeechTask(SequenceTask):
+    """Front end + GRU + :class:`~grukit.tasks.heads.CTCHead`; WER and CER on validation."""
+
+    task_name = "speech"
+
+    def build_encoder(self):
+        c, n_in = self.config, int(self.meta["input_size"])
+        self.frontend = (CausalConv(n_in, c.conv_channels, c.conv_layers, c.conv_stride)
+                         if c.conv_channels > 0 else None)
+        size = c.conv_channels if self.frontend is not None else n_in
+        return GRU(size, c.hidden_size, c.num_layers, batch_first=True,
+                   dropout=c.dropout if c.num_layers > 1 else 0.0, bidirectional=c.bidirectional,
+                   reset_after=c.reset_after, layer_norm=c.layer_norm, recurrent_dropout=c.recurrent_dropout,
+                   zoneout=c.zoneout, backend=c.backend, deterministic=c.deterministic)
+
+    def build_head(self):
+        self.vocab = Vocabulary(self.meta["symbols"], self.meta["units"])
+        return CTCHead(self.encoder_size, len(self.vocab.symbols), blank=0, dropout=self.config.head_dropout)
+
+    def build_metrics(self):
+        from torchmetrics import MetricCollection
+        from torchmetrics.text import CharErrorRate, WordErrorRate
+        return MetricCollection({"wer": WordErrorRate(), "cer": CharErrorRate()})
+
+    def batch_to_inputs(self, batch):
+        c = self.config
+        if self.training and c.specaugment:
+            batch = dict(batch, x=audio.spec_augment(batch["x"], batch.get("lengths"), freq_width=c.freq_mask,
+                                                     time_width=c.time_mask))
+        return batch, batch.get("y")
+
+    def out_lengths(self, lengths: Tensor) -> Tensor:
+        return self.frontend.out_lengths(lengths) if self.frontend is not None else lengths
+
+    def encode(self, inputs, state=None):
+        x, lengths = inputs["x"], inputs.get("lengths")                         # (B, T, F), (B,)
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64)
+        if self.frontend is not None:
+            x = self.frontend(x)                                                # (B, T', C)
+        inputs["out_lengths"] = self.out_lengths(lengths)
+        return self.encoder(x, state, lengths=inputs["out_lengths"])            # (B, T', E), (L*D, B, H)
+
+    def loss(self, log_probs, target, inputs):
+        return F.ctc_loss(log_probs.transpose(0, 1), target, inputs["out_lengths"],  # (T', B, S+1)
+                          inputs["target_lengths"], blank=0, reduction="mean", zero_infinity=True)
+
+    def transcripts(self, log_probs: Tensor, lengths: Tensor, decoder: str = "greedy") -> list[str]:
+        out = []
+        for b in range(log_probs.shape[0]):
+            lp = log_probs[b, : int(lengths[b])]                                # (T'_b, S+1)
+            ids = greedy_decode(lp) if decoder == "greedy" else beam_search(lp, self.config.beam_size)
+            out.append(self.vocab.decode(ids))
+        return out
+
+    def metric_inputs(self, log_probs, target, inputs):
+        hyps = self.transcripts(log_probs, inputs["out_lengths"])
+        refs = [self.vocab.decode(target[b, : int(inputs["target_lengths"][b])].tolist())
+                for b in range(target.shape[0])]
+        return hyps, refs
+
+    def decode(self, log_probs, inputs):
+        return self.transcripts(log_probs, inputs["out_lengths"], self.config.decoder)
+
+
+Task = SpeechTask
+
+
+# ====================================================================== data
+def _spec(cfg: SpeechConfig, rate: int) -> audio.FeatureSpec:
+    spec = audio.FeatureSpec(kind=cfg.features, rate=rate, n_mels=cfg.n_mels, n_mfcc=cfg.n_mfcc,
+                             win_ms=cfg.win_ms, hop_ms=cfg.hop_ms)
+    if spec.problems():
+        raise ConfigError("; ".join(spec.problems()))
+    return spec
+
+
+def _read_kw(cfg) -> dict[str, Any]:
+    return {"resample": cfg.resample, "clip_fraction": cfg.clip_fraction}
+
+
+def _is_word_folder(data: str) -> bool:
+    return audio.parse_source(data)[0].is_dir()
+
+
+def utterances(cfg: SpeechConfig, split: str, data: str | None = None, rate: int = 0
+               ) -> tuple[list[audio.Utterance], str, int]:
+    """(utterances, display name, sample rate): a manifest's rows, or utterances built from a word folder.
+
+    ``rate`` 0 takes ``cfg.sample_rate``, else the first file's rate.
+    """
+    src = data or (cfg.data if split == "train" or not cfg.test_data else cfg.test_data)
+    path, opts = audio.parse_source(src)
+    if _is_word_folder(src):
+        words, _ = audio.read_labelled(src, "all")
+        pool = audio.split_utterances(words, split, opts, str(path))
+        rate = rate or cfg.sample_rate or audio.file_rate(words[0].path)
+        for u in pool:                                                      # check (and cache) every file
+            audio.load(u, rate, **_read_kw(cfg))
+        n = cfg.n_train_utterances if split == "train" else cfg.n_test_utterances
+        seed = cfg.seed if split == "train" else cfg.seed + 7919            # test strings: their own seed
+        built = audio.concat_utterances(pool, n, rate, min_words=cfg.words_min, max_words=cfg.words_max,
+                                        seed=seed)
+        return built, f"{path} ({split}: {n} utterances of {cfg.words_min}-{cfg.words_max} words)", rate
+    utts, _ = audio.read_labelled(src, "all")
+    return utts, str(path), rate or cfg.sample_rate or audio.file_rate(utts[0].path)
+
+
+def featurise(utts: list[audio.Utterance], spec: audio.FeatureSpec, cfg) -> list[np.ndarray]:
+    return [audio.features(audio.load(u, spec.rate, **_read_kw(cfg)), spec) for u in utts]
+
+
+def _dataset(feats, texts, vocab: Vocabulary, max_target: int | None = None) -> DictDataset:
+    ids = [vocab.encode(t) for t in texts]
+    S = max_target or max(1, max(len(i) for i in ids))
+    y = np.zeros((len(ids), S), dtype=np.int64)                             # (N, S) padded targets
+    for i, t in enumerate(ids):
+        y[i, : len(t)] = t[:S]
+    return DictDataset(x=feats, lengths=np.array([len(f) for f in feats]), y=y,
+                       target_lengths=np.array([min(len(t), S) for t in ids]))
+
+
+def prepare(cfg: SpeechConfig) -> Prepared:
+    utts, name, rate = utterances(cfg, "train")
+    spec = _spec(cfg, rate)
+    feats = featurise(utts, spec, cfg)
+    texts = [Vocabulary.clean(u.text) for u in utts]
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(utts))
+    n_val = int(round(cfg.val_fraction * len(utts)))
+    val, train = order[:n_val].tolist(), order[n_val:].tolist()
+    vocab = Vocabulary.build([texts[i] for i in train], cfg.units)
+    cat = np.concatenate([feats[i] for i in train])                         # (sum T, F)
+    mean, std = cat.mean(0), np.maximum(cat.std(0), 1e-5)
+    norm = audio.normalise(feats, cfg.normalize, mean, std)
+    meta = {"input_size": spec.size, "features": spec.to_dict(), "feature_mean": mean.tolist(),
+            "feature_std": std.tolist(), "symbols": vocab.symbols, "units": cfg.units, "data_name": name,
+            "has_val": bool(val), "n_train": len(train), "n_val": len(val),
+            "max_frames": int(max(len(f) for f in feats))}
+    tr = _dataset([norm[i] for i in train], [texts[i] for i in train], vocab)
+    va = _dataset([norm[i] for i in val], [texts[i] for i in val], vocab) if val else None
+    return Prepared(loader(tr, cfg.batch_size, True, cfg.num_workers, cfg.seed),
+                    loader(va, cfg.batch_size, False, cfg.num_workers) if va else None, meta)
+
+
+def _features_of(meta, cfg, samples_or_utts) -> list[np.ndarray]:
+    spec = audio.FeatureSpec.from_dict(meta["features"])
+    feats = featurise(samples_or_utts, spec, cfg)
+    return audio.normalise(feats, cfg.normalize, meta["feature_mean"], meta["feature_std"])
+
+
+@torch.no_grad()
+def _log_probs(model: SpeechTask, feats: list[np.ndarray], batch_size: int = 32) -> list[Tensor]:
+    """Per utterance (T'_i, S+1) log-probabilities, batched in length order."""
+    order = np.argsort([len(f) for f in feats])
+    out: list[Tensor | None] = [None] * len(feats)
+    ds = DictDataset(x=[feats[i] for i in order], lengths=np.array([len(feats[i]) for i in order]))
+    k = 0
+    for batch in loader(ds, batch_size, False):
+        lp, _ = model(batch)                                                   # (B, T', S+1)
+        for b in range(lp.shape[0]):
+            out[int(order[k])] = lp[b, : int(batch["out_lengths"][b])]
+            k += 1
+    return out  # type: ignore[return-value]
+
+
+def _transcribe_all(models, feats, decoder: str) -> list[str]:
+    m = models[0]
+    lps = _log_probs(m, feats)
+    if len(models) > 1:                                                       # ensemble: average posteriors
+        others = [_log_probs(o, feats) for o in models[1:]]
+        lps = [torch.logsumexp(torch.stack([lp] + [o[i] for o in others]), 0) - math.log(len(models))
+               for i, lp in enumerate(lps)]
+    dec = (lambda lp: greedy_decode(lp)) if decoder == "greedy" else (
+        lambda lp: beam_search(lp, m.config.beam_size))
+    return [m.vocab.decode(dec(lp)) for lp in lps]
+
+
+# ====================================================================== use a trained run
+def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]]:
+    """WER and CER of greedy and beam decoding on the held-out utterances."""
+    cfg = run.config
+    if data is None and not cfg.test_data and not audio.has_split(cfg.data):
+        raise DataError("no test data: train with --test-data MANIFEST or pass `grukit evaluate RUN --data "
+                        "MANIFEST`", path=cfg.data)
+    utts, name, _ = utterances(cfg, "test", data, rate=run.meta["features"]["rate"])
+    feats = _features_of(run.meta, cfg, utts)
+    refs = [Vocabulary.clean(u.text) for u in utts]
+    table = {}
+    for decoder in ("greedy", "beam"):
+        t0 = time.perf_counter()
+        hyps = _transcribe_all(models, feats, decoder)
+        table[f"grukit_{decoder}"] = dict(error_rates(hyps, refs), seconds=round(time.perf_counter() - t0, 2))
+    from ..runs import atomic_write
+    import pandas as pd
+    atomic_write(run.path / "test_transcripts.csv", pd.DataFrame(
+        {"utterance": [u.path for u in utts], "reference": refs, "greedy": hyps}).to_csv(index=False))
+    return table
+
+
+def _files_of(data: str) -> list[audio.Utterance]:
+    p, _ = audio.parse_source(data)
+    if p.is_file() and p.suffix.lower() in audio.AUDIO_EXTENSIONS:
+        return [audio.Utterance(str(p), "")]
+    return audio.read_labelled(data, "all")[0] if not audio.has_split(data) else \
+        audio.read_labelled(data, "test")[0]
+
+
+def predict(run, models, data: str | None, out: str | Path | None = None) -> list[Path]:
+    """Transcripts of an audio file, folder or manifest, as CSV (with the reference when it is known)."""
+    import pandas as pd
+    from ..runs import atomic_write
+    if not data:
+        raise DataError("pass --data AUDIO_FILE, FOLDER or MANIFEST to transcribe", path=run.path)
+    utts = _files_of(data)
+    hyps = _transcribe_all(models, _features_of(run.meta, run.config, utts), run.config.decoder)
+    frame = pd.DataFrame({"path": [u.path for u in utts], "transcript": hyps})
+    if any(u.text for u in utts):
+        frame["reference"] = [u.text for u in utts]
+    out = Path(out) if out else run.path / "predictions.csv"
+    return [atomic_write(out, frame.to_csv(index=False))]
+
+
+# ====================================================================== streaming
+class Streamer:
+    """Frame-by-frame transcription of one utterance with a unidirectional model.
+
+    ``push(samples)`` feeds a chunk of audio (at the model's rate) and returns the partial transcript;
+    ``finish()`` flushes the last frames and returns the final one (beam search over the stored posteriors
+    when ``decoder="beam"``). ``log_probs()`` gives every frame's output so far, (T', S+1).
+    """
+
+    def __init__(self, model: SpeechTask, decoder: str | None = None):
+        if model.config.bidirectional:
+            raise ConfigError("streaming needs a unidirectional model; this run was trained with "
+                              "--bidirectional (transcribe without --stream, or retrain with "
+                              "--no-bidirectional)")
+        if model.config.normalize == "utterance":
+            raise ConfigError("streaming needs normalize=global or none; this run normalises per utterance, "
+                              "which needs the whole utterance (transcribe without --stream)")
+        self.model = model.eval()
+        self.spec = audio.FeatureSpec.from_dict(model.meta["features"])
+        self.feats = audio.StreamingFeatures(self.spec)
+        self.mean = torch.tensor(model.meta["feature_mean"], dtype=torch.float32)
+        self.std = torch.tensor(model.meta["feature_std"], dtype=torch.float32)
+        self.decoder = decoder or model.config.decoder
+        self.h: Tensor | None = None
+        self.conv = None
+        self.prev, self.ids, self.outputs = 0, [], []
+
+    @torch.no_grad()
+    def _frames(self, frames: np.ndarray) -> None:
+        if len(frames) == 0:
+            return
+        x = torch.from_numpy(frames).float()                                    # (n, F)
+        if self.model.config.normalize == "global":
+            x = (x - self.mean) / self.std
+        x = x.unsqueeze(0)                                                      # (1, n, F)
+        m = self.model
+        if m.frontend is not None:
+            if self.conv is None:
+                self.conv = m.frontend.initial_state(1, x)
+            x, self.conv = m.frontend.stream(x, self.conv)                      # (1, n', C)
+        for t in range(x.shape[1]):
+            y, self.h = m.encoder.step(x[:, t], self.h)                         # (1, H), (L, 1, H)
+            lp = m.head(y)[0]                                                   # (S+1,)
+            self.outputs.append(lp)
+            k = int(lp.argmax())
+            if k != 0 and k != self.prev:
+                self.ids.append(k)
+            self.prev = k
+
+    def push(self, samples: np.ndarray) -> str:
+        self._frames(self.feats.push(samples))
+        return self.model.vocab.decode(self.ids)
+
+    def finish(self) -> str:
+        self._frames(self.feats.finish())
+        if self.decoder == "beam" and self.outputs:
+            return self.model.vocab.decode(beam_search(self.log_probs(), self.model.config.beam_size))
+        return self.model.vocab.decode(self.ids)
+
+    def log_probs(self) -> Tensor:
+        return torch.stack(self.outputs) if self.outputs else torch.zeros(0, len(self.model.vocab.symbols) + 1)
+
+
+def transcribe(run, files: list[str | Path], *, stream: bool = False, chunk_ms: float = 100.0,
+               decoder: str | None = None, on_partial=None) -> list[dict[str, Any]]:
+    """Transcribe audio files with a trained run: ``[{path, text, seconds, audio_seconds, rtf}, ...]``.
+
+    ``stream=True`` reads each file in ``chunk_ms`` chunks through :class:`Streamer` and calls
+    ``on_partial(path, text)`` whenever the partial transcript changes. The real-time factor ``rtf`` is
+    processing time over audio duration (below 1 is faster than real time).
+    """
+    from ..runs import Run
+    run = run if not isinstance(run, (str, Path)) else Run(run)
+    if run.task != "speech":
+        raise ConfigError(f"{run.path} is a {run.task!r} run; transcribe needs a speech run")
+    model = run.models()[0]
+    spec = audio.FeatureSpec.from_dict(run.meta["features"])
+    kw = _read_kw(run.config)
+    results = []
+    for f in files:
+        samples, rate = audio.read_audio(f, spec.rate, **kw)
+        dur = len(samples) / rate
+        t0 = time.perf_counter()
+        if stream:
+            s = Streamer(model, decoder)
+            step, last = max(1, int(rate * chunk_ms / 1000)), ""
+            for i in range(0, len(samples), step):
+                part = s.push(samples[i: i + step])
+                if on_partial is not None and part != last:
+                    on_partial(str(f), part)
+                last = part
+            text = s.finish()
+        else:
+            feats = audio.normalise([audio.features(samples, spec)], run.config.normalize,
+                                    run.meta["feature_mean"], run.meta["feature_std"])
+            text = _transcribe_all([model], feats, decoder or run.config.decoder)[0]
+        sec = time.perf_counter() - t0
+        results.append({"path": str(f), "text": text, "seconds": sec, "audio_seconds": dur, "rtf": sec / dur})
+    return results
