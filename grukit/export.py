@@ -256,3 +256,56 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, *, lengths: bool = False,
     return export_module(wrapper, path, sample(3, 7), input_names=names,
                          output_names=["y", "h_n"], dynamic_axes=axes, atol=atol,
                          check_inputs=[sample(1, 1), sample(5, 13), *check_inputs])
+
+
+# ---------------------------------------------------------------- whole task models
+class _TaskGraph(nn.Module):
+    """``(*tensors) -> outputs``: a task model with its batch dict flattened into positional inputs."""
+
+    def __init__(self, task: nn.Module, keys: Sequence[str]):
+        super().__init__()
+        self.task, self.keys = task, list(keys)
+
+    def forward(self, *tensors):
+        outputs, _ = self.task(dict(zip(self.keys, tensors)))
+        return outputs
+
+
+def _random_like(key: str, t: Tensor, time_len: int) -> Tensor:
+    if key == "lengths":
+        lens = torch.randint(1, time_len + 1, t.shape, dtype=t.dtype)
+        return lens.index_fill_(0, torch.tensor([0]), time_len)     # one full-length sequence
+    if t.is_floating_point():
+        return torch.randn_like(t)
+    return t.clone()                                                  # ids and the like: the real values
+
+
+def export_run(run, out: str | os.PathLike | None = None, data: str | None = None, member: int = 0,
+               atol: float = 1e-4) -> Exported:
+    """Export a trained run's model (a task module may define ``export_model(run, model, batch)``).
+
+    The graph's inputs are the tensors of one input batch of the task (``x``, ``lengths``, ...) with a
+    dynamic batch axis (and time axis for ``x``); it is verified in onnxruntime on a real batch of ``data``
+    (default: the run's training data) and on random inputs of the same shapes.
+    """
+    model = run.models()[member]
+    cfg = run.config if data is None else run.config.replace(data=data)
+    module = run.module()
+    try:
+        prepared = module.prepare(cfg)
+    except GrukitError as e:
+        raise ExportError(f"exporting checks the file on real inputs, but the run's data could not be read "
+                          f"({e}); pass --data PATH") from None
+    batch = next(iter(prepared.val or prepared.train))
+    out = Path(out) if out is not None else run.path / "model.onnx"
+    if hasattr(module, "export_model"):
+        return module.export_model(run, model, batch, out)
+    inputs, _ = model.batch_to_inputs(batch)
+    keys = [k for k, v in inputs.items() if isinstance(v, Tensor) and k not in ("y", "target")]
+    real = tuple(inputs[k] for k in keys)
+    T = int(inputs["x"].shape[1]) if inputs["x"].ndim >= 2 else 1
+    axes = {k: ({0: "batch", 1: "time"} if k == "x" and inputs[k].ndim == 3 else {0: "batch"}) for k in keys}
+    axes["output"] = {0: "batch"}
+    rand = tuple(_random_like(k, v, T) for k, v in zip(keys, real))
+    return export_module(_TaskGraph(model, keys), out, real, input_names=keys, output_names=["output"],
+                         dynamic_axes=axes, check_inputs=[rand], atol=atol)

@@ -72,3 +72,24 @@ def test_a_file_that_disagrees_with_pytorch_is_not_kept(tmp_path, monkeypatch):
 def test_to_onnx_wants_a_gru(tmp_path):
     with pytest.raises(ValueError, match="exports a grukit.nn.GRU"):
         ex.to_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
+
+
+def test_task_model_export_from_a_run(tmp_path):
+    """A trained classifier run exports whole (GRU + pooling + head) and is verified on its real data."""
+    import numpy as np
+
+    from grukit.cli import main
+    from grukit.runs import open_run
+    from grukit.train import fit
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 12, 3)).astype("float32")
+    y = (X[:, :, 0].mean(1) > 0).astype(int)
+    np.savez(tmp_path / "d.npz", X=X, y=y, lengths=rng.integers(4, 13, 40))
+    fit("classify", data=str(tmp_path / "d.npz"), max_epochs=1, hidden_size=8, out=tmp_path / "run",
+        progress=False, evaluate=False)
+    res = ex.export_run(open_run(tmp_path / "run"))
+    assert res.path == tmp_path / "run" / "model.onnx" and res.max_abs_diff < 1e-4
+    names = [i.name for i in onnx.load(str(res.path)).graph.input]
+    assert names[:2] == ["x", "lengths"]
+    assert main(["export", str(tmp_path / "run"), "--format", "tflite"]) == 2
