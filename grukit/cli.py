@@ -198,6 +198,32 @@ def generate(run: Path = typer.Argument(..., help="run directory written by `gru
         click.echo(f"wrote {p}", err=True)
 
 
+@app.command(epilog="Examples:\n\n  grukit transcribe runs/speech clip.wav other.flac\n\n"
+                    "  grukit transcribe runs/speech clip.wav --stream --chunk-ms 100\n\n"
+                    "  grukit transcribe runs/speech clip.wav --decoder beam")
+def transcribe(run: Path = typer.Argument(..., help="speech run directory written by `grukit train speech`"),
+               audio: list[Path] = typer.Argument(..., help="audio files (wav, flac, ogg)"),
+               stream: bool = typer.Option(False, "--stream", help="run a unidirectional model frame by frame "
+                                           "on audio read in chunks, printing partial transcripts"),
+               chunk_ms: float = typer.Option(100.0, "--chunk-ms", help="--stream: audio chunk length (ms)"),
+               decoder: Optional[str] = typer.Option(None, "--decoder", help="greedy or beam (default: the "
+                                                     "run's)")) -> None:
+    """Print the transcript of each audio file; --stream also reports the real-time factor."""
+    from .tasks.speech import transcribe as run_transcribe
+    if decoder not in (None, "greedy", "beam"):
+        raise click.UsageError(f"--decoder {decoder!r}: expected greedy or beam")
+
+    def partial(path: str, text: str) -> None:
+        click.echo(f"  ... {text}", err=True)
+
+    for r in run_transcribe(run, audio, stream=stream, chunk_ms=chunk_ms, decoder=decoder,
+                            on_partial=partial if stream else None):
+        click.echo(f"{r['path']}\t{r['text']}")
+        if stream:
+            click.echo(f"  real-time factor {r['rtf']:.3f} ({r['seconds']:.2f} s for {r['audio_seconds']:.2f} s "
+                       "of audio)", err=True)
+
+
 # ---------------------------------------------------------------- datasets / quickstart / bench
 @app.command(epilog="Example:\n\n  grukit datasets")
 def datasets() -> None:
@@ -267,6 +293,8 @@ def bench() -> None:
         if e.name in ("grukit.bench",):
             raise GrukitError("grukit.bench is not available in this installation yet; nothing to run") from None
         raise
+    if not hasattr(mod, "run"):
+        raise GrukitError("grukit.bench has no run(short=True) yet; nothing to run")
     result = mod.run(short=True)
     if result is not None:
         if isinstance(result, dict) and all(isinstance(v, dict) for v in result.values()):
