@@ -24,7 +24,7 @@ from numba import njit, prange
 from .act import sigmoid, tanh
 
 _FM = {"reassoc", "contract", "nsz"}
-_JT = 64                                  # output columns per tile of _gemm_acc
+_TILE = 4096                              # floats of C that _gemm_acc keeps in L1 per tile
 
 
 def _jit(fn=None, **kw):
@@ -35,27 +35,38 @@ def _jit(fn=None, **kw):
 
 @_jit
 def _gemm_acc(A, a0, M, k0, k1, c0, c1, C, cc0, r0, r1):
-    """``C[r, cc0:cc0+n] += sum_i A[r, a0+i] * M[k0+i, c0:c1]`` for rows ``r`` in ``[r0, r1)``, ``n = c1-c0``."""
+    """``C[r, cc0:cc0+n] += sum_i A[r, a0+i] * M[k0+i, c0:c1]`` for rows ``r`` in ``[r0, r1)``, ``n = c1-c0``.
+
+    The innermost loops index 0-based views only: an offset index (``c0 + j``) makes numba emit a negative-
+    index check per element, which stops LLVM from vectorising."""
     n = c1 - c0
-    for jt in range(0, n, _JT):
-        je = min(jt + _JT, n)
+    rows = max(r1 - r0, 1)
+    jw = n if rows * n <= _TILE else max(16, (_TILE // rows) // 16 * 16)   # keep a C tile in L1
+    for jt in range(0, n, jw):
+        w = min(jw, n - jt)
         k = k0
         while k + 8 <= k1:
             i = a0 + k - k0
+            m0, m1 = M[k, c0 + jt:c0 + jt + w], M[k + 1, c0 + jt:c0 + jt + w]
+            m2, m3 = M[k + 2, c0 + jt:c0 + jt + w], M[k + 3, c0 + jt:c0 + jt + w]
+            m4, m5 = M[k + 4, c0 + jt:c0 + jt + w], M[k + 5, c0 + jt:c0 + jt + w]
+            m6, m7 = M[k + 6, c0 + jt:c0 + jt + w], M[k + 7, c0 + jt:c0 + jt + w]
             for r in range(r0, r1):
                 v0, v1, v2, v3 = A[r, i], A[r, i + 1], A[r, i + 2], A[r, i + 3]
                 v4, v5, v6, v7 = A[r, i + 4], A[r, i + 5], A[r, i + 6], A[r, i + 7]
-                for j in range(jt, je):
-                    m = c0 + j
-                    C[r, cc0 + j] += ((v0 * M[k, m] + v1 * M[k + 1, m]) + (v2 * M[k + 2, m] + v3 * M[k + 3, m])) \
-                        + ((v4 * M[k + 4, m] + v5 * M[k + 5, m]) + (v6 * M[k + 6, m] + v7 * M[k + 7, m]))
+                c = C[r, cc0 + jt:cc0 + jt + w]
+                for j in range(w):
+                    c[j] += ((v0 * m0[j] + v1 * m1[j]) + (v2 * m2[j] + v3 * m3[j])) \
+                        + ((v4 * m4[j] + v5 * m5[j]) + (v6 * m6[j] + v7 * m7[j]))
             k += 8
         while k < k1:
             i = a0 + k - k0
+            m0 = M[k, c0 + jt:c0 + jt + w]
             for r in range(r0, r1):
                 v0 = A[r, i]
-                for j in range(jt, je):
-                    C[r, cc0 + j] += v0 * M[k, c0 + j]
+                c = C[r, cc0 + jt:cc0 + jt + w]
+                for j in range(w):
+                    c[j] += v0 * m0[j]
             k += 1
 
 
