@@ -241,7 +241,7 @@ def datasets() -> None:
 
 
 QUICKSTART = dict(data="airline", lookback=36, horizon=24, backtests=1, hidden_size=32, max_epochs=150,
-                  patience=30, ensemble=3)
+                  patience=30, ensemble=2)
 
 
 @app.command(epilog="Example:\n\n  grukit quickstart --out runs/quickstart")
