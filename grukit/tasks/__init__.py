@@ -35,6 +35,11 @@ register("autoencoder", config="grukit.config:AutoencoderConfig", module="grukit
          help="unsupervised anomaly detection with a GRU seq2seq autoencoder",
          examples=["grukit train autoencoder --data kdd_tsad_135",
                    "grukit train autoencoder --data machine.csv --label-col anomaly --window 50"])
+register("lm", config="grukit.tasks.language_config:LMConfig", module="grukit.tasks.language",
+         help="character, word or byte language model on any text (TBPTT); use it with `grukit generate`",
+         examples=["grukit train lm --data input.txt --tokenize char --hidden-size 512 --bptt 128",
+                   "grukit train lm --data ptb/ --tokenize word --hidden-size 650 --dropout 0.5 --bptt 35",
+                   "grukit generate runs/lm --prompt 'ROMEO:' --length 500 --temperature 0.8 --seed 1"])
 register("music", config="grukit.tasks.music_config:MusicConfig", module="grukit.tasks.music",
          help="polyphonic music: a GRU over piano-roll frames (.mat rolls, MIDI folders, bach_chorales); "
               "use it with `grukit generate`",

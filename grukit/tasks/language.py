@@ -1,0 +1,451 @@
+r"""Language modelling and text generation: embedding -> stacked GRU -> dropout -> (tied) decoder.
+
+Training reads the text as B contiguous streams in windows of ``bptt`` tokens (truncated BPTT, Zaremba et al.
+2014): ``carry_state = True`` makes :class:`~grukit.tasks.base.SequenceTask` feed each window the detached final
+state of the previous one and restart from zeros at each epoch. The loss is the mean next-token cross-entropy
+(nats); validation and test report perplexity :math:`e^{\text{loss}}` for words and bits per character
+:math:`\text{loss} / \ln 2` for chars and bytes.
+
+Generation primes the GRU with the prompt in one forward pass, then advances one token at a time with the
+engine's streaming :meth:`grukit.nn.GRU.step` and the carried state, so each new token costs one step, never
+a re-run of the prompt. Python API::
+
+    from grukit.tasks.language import generate_text
+    text = generate_text("runs/lm", prompt="ROMEO:", length=300, temperature=0.8, seed=1)
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ..data.batching import Prepared
+from ..data.text import (EOS, StreamBatches, Vocab, encode_file, find_splits, read_bytes, read_text, streams,
+                         tokenize)
+from ..errors import ConfigError, DataError
+from ..nn import GRU
+from .base import SequenceTask
+from .heads import RegressionHead, TiedLMHead
+from .language_config import LMConfig
+
+__all__ = ["LMTask", "Task", "prepare", "evaluate", "predict", "generate", "generate_text", "sample",
+           "stream_nll", "split_ids"]
+
+LN2 = math.log(2.0)
+
+
+# ====================================================================== data
+def _tokens_of(path: str, cfg: LMConfig) -> list:
+    if cfg.tokenize == "byte":
+        return list(read_bytes(path))
+    return tokenize(read_text(path, cfg.encoding, cfg.errors), cfg.tokenize)
+
+
+def _split_tokens(cfg: LMConfig) -> tuple[dict[str, list], dict[str, str]]:
+    """Tokens of train / valid / test and where each came from (file path or 'tail of FILE')."""
+    sources: dict[str, str] = {}
+    layout = find_splits(cfg.data) if not cfg.valid_data else None
+    if cfg.valid_data or layout:
+        files = dict(layout or {})
+        files["train"] = files.get("train", cfg.data)
+        if cfg.valid_data:
+            files["valid"] = cfg.valid_data
+        if cfg.test_data:
+            files["test"] = cfg.test_data
+        out = {k: _tokens_of(str(v), cfg) for k, v in files.items()}
+        sources = {k: str(v) for k, v in files.items()}
+        return out, sources
+    toks = _tokens_of(cfg.data, cfg)
+    n = len(toks)
+    t_frac = 0.0 if cfg.test_data else cfg.test_fraction
+    a, b = int(n * (1 - cfg.val_fraction - t_frac)), int(n * (1 - t_frac))
+    out = {"train": toks[:a]}
+    sources["train"] = cfg.data
+    if b > a:
+        out["valid"], sources["valid"] = toks[a:b], f"tail {cfg.val_fraction:g} of {cfg.data}"
+    if cfg.test_data:
+        out["test"], sources["test"] = _tokens_of(cfg.test_data, cfg), cfg.test_data
+    elif n > b:
+        out["test"], sources["test"] = toks[b:], f"tail {t_frac:g} of {cfg.data}"
+    return out, sources
+
+
+def split_ids(cfg: LMConfig, vocab: Vocab | None = None) -> tuple[Vocab, dict[str, np.ndarray], dict[str, str]]:
+    """(vocabulary, ids per split, sources): the vocabulary is built from train unless given."""
+    toks, sources = _split_tokens(cfg)
+    if vocab is None:
+        vocab = Vocab.build(toks["train"], cfg.tokenize, cfg.min_freq, cfg.max_size)
+    return vocab, {k: vocab.encode(v) for k, v in toks.items()}, sources
+
+
+def _eval_streams(ids: np.ndarray, cfg: LMConfig, name: str) -> StreamBatches:
+    if len(ids) < 2:
+        raise DataError(f"holds {len(ids)} token(s); a language model needs at least 2 (a token and its "
+                        "successor) to be evaluated", path=name)
+    B = max(1, min(cfg.eval_batch_size, len(ids) // (cfg.bptt + 1)))
+    return StreamBatches(streams(ids, B), cfg.bptt)
+
+
+def _loader(batches: StreamBatches) -> DataLoader:
+    return DataLoader(batches, batch_size=None, shuffle=False)      # ready-made (B, T) batches, in order
+
+
+def prepare(cfg: LMConfig) -> Prepared:
+    vocab, ids, sources = split_ids(cfg)
+    train = ids["train"]
+    T, B = cfg.bptt, cfg.batch_size
+    if len(train) == 0:
+        raise DataError("no training text (empty after the validation/test split)", path=sources["train"])
+    if len(train) < T + 1:
+        raise DataError(f"the training text has {len(train)} {cfg.tokenize} tokens, shorter than one window of "
+                        f"bptt + 1 = {T + 1}; use a longer text or a smaller --bptt", path=sources["train"])
+    if len(train) // B < T + 1:
+        raise DataError(f"{len(train)} training tokens cut into batch_size={B} streams leave "
+                        f"{len(train) // B} tokens per stream, shorter than one window of bptt + 1 = {T + 1}; "
+                        "lower --batch-size or --bptt", path=sources["train"])
+    val = _eval_streams(ids["valid"], cfg, sources["valid"]) if "valid" in ids else None
+    V = len(vocab)
+    meta = {"vocab": vocab.to_dict(), "vocab_size": V, "tokenize": cfg.tokenize, "input_size": cfg.embedding_size,
+            "has_val": val is not None, "sources": sources, "data_name": cfg.data,
+            "tokens": {k: int(len(v)) for k, v in ids.items()},
+            "unigram_counts": np.bincount(train, minlength=V).tolist()}
+    return Prepared(_loader(StreamBatches(streams(train, B), T)), _loader(val) if val is not None else None, meta)
+
+
+# ====================================================================== model
+class TokenNLL:
+    """torchmetrics Metric (built lazily): mean next-token NLL as perplexity (words) or bits per token."""
+
+    @staticmethod
+    def make(kind: str):
+        from torchmetrics import Metric
+
+        class _NLL(Metric):
+            full_state_update = False
+
+            def __init__(self):
+                super().__init__()
+                self.add_state("nll", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+                self.add_state("n", torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+            def update(self, logits: Tensor, target: Tensor) -> None:
+                V = logits.shape[-1]
+                self.nll += F.cross_entropy(logits.reshape(-1, V).float(), target.reshape(-1),
+                                            reduction="sum").double()
+                self.n += target.numel()
+
+            def compute(self) -> Tensor:
+                mean = self.nll / self.n.clamp_min(1)
+                return torch.exp(mean) if kind == "word" else mean / LN2
+
+        return _NLL()
+
+
+class LMTask(SequenceTask):
+    """Embedding -> grukit.nn.GRU (any engine option) -> dropout -> decoder (tied to the embedding if asked)."""
+
+    task_name = "lm"
+    carry_state = True
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    def build_encoder(self) -> nn.Module:
+        c = self.config
+        self.embedding = nn.Embedding(self.vocab_size, c.embedding_size)
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)              # small logits at start when tied
+        self.drop = nn.Dropout(c.dropout)
+        return GRU(c.embedding_size, c.hidden_size, c.num_layers, batch_first=True,
+                   dropout=c.dropout if c.num_layers > 1 else 0.0, reset_after=c.reset_after,
+                   layer_norm=c.layer_norm, recurrent_dropout=c.recurrent_dropout, zoneout=c.zoneout,
+                   backend=c.backend, deterministic=c.deterministic)
+
+    def build_head(self) -> nn.Module:
+        c = self.config
+        if c.tie_weights:
+            return TiedLMHead(self.embedding, c.hidden_size, c.dropout)
+        return RegressionHead(c.hidden_size, self.vocab_size, c.dropout)
+
+    def build_metrics(self):
+        from torchmetrics import MetricCollection
+        name = "ppl" if self.meta.get("tokenize") == "word" else "bpc"
+        return MetricCollection({name: TokenNLL.make(self.meta.get("tokenize", "char"))})
+
+    def encode(self, inputs, state=None):
+        x = self.drop(self.embedding(inputs["x"]))                      # (B, T) -> (B, T, E)
+        return self.encoder(x, state)                                   # (B, T, H), (L, B, H)
+
+    def loss(self, logits, y, inputs) -> Tensor:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))   # (B*T, V), (B*T,)
+
+    def decode(self, logits, inputs=None):
+        return torch.log_softmax(logits, -1)                            # (B, T, V) log-probabilities
+
+    # ---- training extras: optimiser, wall-clock budget, throughput
+    def configure_optimizers(self):
+        c = self.config
+        if c.optimizer == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        else:
+            opt = torch.optim.AdamW(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        if c.lr_schedule == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=c.lr_decay, patience=c.lr_patience)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
+        if c.lr_schedule == "cosine":
+            return {"optimizer": opt,
+                    "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, c.max_epochs))}
+        return opt
+
+    def configure_callbacks(self):
+        if self.config.max_minutes > 0:
+            from lightning.pytorch.callbacks import Timer
+            return [Timer(duration=timedelta(minutes=self.config.max_minutes), interval="step", verbose=False)]
+        return []
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self._tokens, self._t0 = 0, time.perf_counter()
+
+    def training_step(self, batch, batch_idx):
+        self._tokens = getattr(self, "_tokens", 0) + int(batch["y"].numel())
+        return super().training_step(batch, batch_idx)
+
+    def on_train_epoch_end(self) -> None:
+        dt = time.perf_counter() - getattr(self, "_t0", time.perf_counter())
+        if dt > 0:
+            self.log("train_tokens_per_s", getattr(self, "_tokens", 0) / dt, on_epoch=True, on_step=False)
+
+
+Task = LMTask
+
+
+# ====================================================================== evaluation
+@torch.no_grad()
+def stream_nll(model: LMTask, batches: StreamBatches, per_token: bool = False):
+    """Summed NLL (nats) and token count over ``batches``, carrying the state across windows.
+
+    With ``per_token`` also returns the (B, L-1) NLL of every predicted token.
+    """
+    model.eval()
+    state, total, n, rows = None, 0.0, 0, []
+    for batch in batches:
+        seq, state = model.encode(batch, state)                         # (B, T, H), (L, B, H)
+        logits = model.readout(seq, state, batch)                       # (B, T, V)
+        nll = F.cross_entropy(logits.transpose(1, 2), batch["y"], reduction="none")   # (B, T)
+        total += float(nll.sum(dtype=torch.float64))
+        n += nll.numel()
+        if per_token:
+            rows.append(nll)
+    if per_token:
+        return total, n, torch.cat(rows, 1) if rows else torch.zeros(0, 0)
+    return total, n
+
+
+def _row(nll: float, n: int, kind: str, prefix: str) -> dict[str, float]:
+    loss = nll / max(1, n)
+    score = {f"{prefix}ppl": math.exp(min(loss, 700))} if kind == "word" else {f"{prefix}bpc": loss / LN2}
+    return {f"{prefix}loss": loss, **score}
+
+
+def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]]:
+    """Loss and perplexity (words) or bits per character (char/byte) on valid and test (or on ``data``),
+    beside an add-one unigram model of the training text."""
+    cfg, meta = run.config, run.meta
+    vocab = Vocab.from_dict(meta["vocab"])
+    if data is not None:
+        sets = {"": encode_file(data, vocab, cfg.encoding, cfg.errors)}
+        names = {"": data}
+    else:
+        _, ids, sources = split_ids(cfg, vocab)
+        sets = {f"{k}_": ids[k] for k in ("valid", "test") if k in ids}
+        names = {f"{k}_": sources[k] for k in ("valid", "test") if k in ids}
+        if not sets:
+            raise DataError("no validation or test text to evaluate on; pass `grukit evaluate RUN --data FILE`",
+                            path=cfg.data)
+    counts = np.asarray(meta["unigram_counts"], dtype=np.float64)
+    logp = np.log((counts + 1.0) / (counts.sum() + len(counts)))
+    kind = meta["tokenize"]
+    table: dict[str, dict[str, float]] = {"grukit": {}, "unigram": {}}
+    speed: dict[str, float | None] = {}
+    for prefix, ids in sets.items():
+        batches = _eval_streams(ids, cfg, names[prefix])
+        t0 = time.perf_counter()
+        nlls = [stream_nll(m, batches) for m in models]
+        dt = time.perf_counter() - t0
+        n = nlls[0][1]
+        table["grukit"].update(_row(float(np.mean([s for s, _ in nlls])), n, kind, prefix))
+        targets = batches.data[:, 1:].numpy().reshape(-1)
+        table["unigram"].update(_row(float(-logp[targets].sum()), n, kind, prefix))
+        speed[f"{prefix}tokens"] = n
+        speed[f"{prefix}eval_tokens_per_s"] = round(n * len(models) / dt, 1) if dt > 0 else None
+    if hasattr(run, "update_info"):
+        run.update_info(evaluation=speed)                               # token counts and speed, in run.json
+    return table
+
+
+def predict(run, models, data: str | None, out: str | Path | None = None) -> list[Path]:
+    """Per-token surprisal of ``data`` (default: the validation text) as CSV: position, token, nll, bits."""
+    import pandas as pd
+    from ..runs import atomic_write
+    cfg, vocab = run.config, Vocab.from_dict(run.meta["vocab"])
+    if data is not None:
+        ids, name = encode_file(data, vocab, cfg.encoding, cfg.errors), data
+    else:
+        _, split, sources = split_ids(cfg, vocab)
+        key = "valid" if "valid" in split else "train"
+        ids, name = split[key], sources[key]
+    if len(ids) < 2:
+        raise DataError(f"holds {len(ids)} token(s); at least 2 are needed", path=name)
+    batches = StreamBatches(ids[None, :], cfg.bptt)                     # one stream: keeps the text order
+    _, _, nll = stream_nll(models[0], batches, per_token=True)
+    nll = nll[0].numpy()                                                # (N-1,)
+    frame = pd.DataFrame({"position": np.arange(1, len(ids)), "token": [vocab.token(i) for i in ids[1:]],
+                          "nll": nll, "bits": nll / LN2})
+    out = Path(out) if out else run.path / "predictions.csv"
+    return [atomic_write(out, frame.to_csv(index=False))]
+
+
+# ====================================================================== generation
+def _check_sampling(length: int, temperature: float, top_k: int, top_p: float) -> None:
+    problems = []
+    if length < 0:
+        problems.append(f"length={length}: expected a number of tokens >= 0")
+    if temperature < 0:
+        problems.append(f"temperature={temperature}: expected >= 0 (0 = always the most likely token)")
+    if top_k < 0:
+        problems.append(f"top_k={top_k}: expected >= 0 (0 = no limit)")
+    if not 0 < top_p <= 1:
+        problems.append(f"top_p={top_p}: expected a probability in (0, 1] (1 = no nucleus cut)")
+    if problems:
+        from ..errors import collect
+        collect(problems, ConfigError, "the generation options")
+
+
+def _choose(logits: Tensor, temperature: float, top_k: int, top_p: float, gen: torch.Generator) -> int:
+    """One token id from (V,) logits: greedy at temperature 0, else top-k / nucleus (top-p) sampling."""
+    if temperature == 0:
+        return int(logits.argmax())
+    logits = logits.double() / temperature
+    if 0 < top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, -1)
+    if top_p < 1:
+        p_sorted, idx = torch.sort(probs, descending=True)
+        cut = torch.cumsum(p_sorted, 0) - p_sorted >= top_p            # drop tokens after mass top_p is reached
+        p_sorted = p_sorted.masked_fill(cut, 0.0)
+        probs = torch.zeros_like(probs).scatter(0, idx, p_sorted)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def _prompt_ids(prompt: str, vocab: Vocab) -> list[int]:
+    if vocab.kind == "byte":
+        ids = list(prompt.encode("utf-8"))
+        return ids or [10]                                               # start after a newline
+    if vocab.kind == "word":
+        ids = vocab.encode(tokenize(prompt, "word")[:-1] if prompt.strip() else []).tolist()
+        return ([vocab.stoi[EOS]] if EOS in vocab.stoi else [0]) + ids   # a sentence boundary first
+    ids = vocab.encode(list(prompt)).tolist()
+    return ids or [vocab.stoi.get("\n", 0)]
+
+
+@torch.no_grad()
+def sample(model: LMTask, vocab: Vocab, prompt: str = "", length: int = 200, temperature: float = 1.0,
+           top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+           on_text: Callable[[str], None] | None = None) -> str:
+    """Continue ``prompt`` by ``length`` tokens; returns the continuation (without the prompt).
+
+    The prompt primes the state in one forward pass; each new token is one :meth:`GRU.step` from the carried
+    state. ``on_text`` receives each piece of text as soon as it is produced (streaming); the pieces joined are
+    the returned string. The same ``seed`` gives the same text.
+    """
+    _check_sampling(length, temperature, top_k, top_p)
+    model.eval()
+    gen = torch.Generator()
+    gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % (2 ** 63)))
+    ids = torch.tensor([_prompt_ids(prompt, vocab)], dtype=torch.int64)  # (1, P)
+    seq, h = model.encode({"x": ids})                                  # (1, P, H), (L, 1, H): priming
+    logits = model.head(seq[:, -1])                                     # (1, V)
+    decoder = vocab.decoder()
+    pieces: list[str] = []
+    for _ in range(length):
+        tok = _choose(logits[0], temperature, top_k, top_p, gen)
+        piece = decoder([tok])
+        if piece:
+            pieces.append(piece)
+            if on_text is not None:
+                on_text(piece)
+        x = model.embedding(torch.tensor([tok]))                        # (1, E)
+        y, h = model.encoder.step(x, h)                                 # (1, H), (L, 1, H)
+        logits = model.head(y)                                          # (1, V)
+    tail = decoder([], True)
+    if tail:
+        pieces.append(tail)
+        if on_text is not None:
+            on_text(tail)
+    return "".join(pieces)
+
+
+def _joiner(prompt: str, kind: str) -> str:
+    return " " if kind == "word" and prompt and not prompt[-1].isspace() else ""
+
+
+def generate_text(run, prompt: str = "", length: int = 200, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0, seed: int | None = None, include_prompt: bool = True,
+                  on_text: Callable[[str], None] | None = None) -> str:
+    """Python API: text from a trained run (a :class:`~grukit.runs.Run` or its directory)."""
+    from ..runs import open_run
+    if not hasattr(run, "models"):
+        run = open_run(run, "lm")
+    vocab = Vocab.from_dict(run.meta["vocab"])
+    model = run.models()[0]
+    head = prompt + _joiner(prompt, vocab.kind) if include_prompt else ""
+    if head and on_text is not None:
+        on_text(head)
+    return head + sample(model, vocab, prompt, length, temperature, top_k, top_p, seed, on_text)
+
+
+def generate(run, models, prompt: str = "", length: int = 500, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, seed: int | None = None, out: str | Path | None = None,
+             stream=None, **unknown) -> list[Path]:
+    """`grukit generate RUN`: stream the prompt and its continuation to stdout as produced, or write ``out``.
+
+    Returns the written paths (none when streaming to stdout).
+    """
+    if unknown:
+        raise ConfigError(f"the lm task has no generation option(s) {', '.join(sorted(unknown))}; it takes "
+                          "--prompt, --length, --temperature, --top-k, --top-p, --seed, --out")
+    vocab = Vocab.from_dict(run.meta["vocab"])
+    _check_sampling(length, temperature, top_k, top_p)
+    stream = stream if stream is not None else (None if out else sys.stdout)
+
+    def emit(s: str) -> None:
+        stream.write(s)
+        stream.flush()
+
+    on_text = emit if stream is not None else None
+    head = prompt + _joiner(prompt, vocab.kind)
+    if on_text:
+        on_text(head)
+    t0 = time.perf_counter()
+    text = head + sample(models[0], vocab, prompt, length, temperature, top_k, top_p, seed, on_text)
+    dt = time.perf_counter() - t0
+    if on_text:
+        on_text("\n")
+    print(f"[{length} tokens in {dt:.2f} s: {length / dt if dt > 0 else float('nan'):.0f} tokens/s]",
+          file=sys.stderr)
+    if out:
+        from ..runs import atomic_write
+        return [atomic_write(out, text)]
+    return []
+
