@@ -172,7 +172,8 @@ def predict(run: Path = typer.Argument(..., help="run directory written by `gruk
 
 
 @app.command(epilog="Examples:\n\n  grukit generate runs/lm --prompt 'ROMEO:' --length 500 --temperature 0.8\n\n"
-                    "  grukit generate runs/lm --top-p 0.9 --seed 1 --out sample.txt")
+                    "  grukit generate runs/lm --top-p 0.9 --seed 1 --out sample.txt\n\n"
+                    "  grukit generate runs/music --prompt data:0 --seconds 20 --seed 1 --out song.mid")
 def generate(run: Path = typer.Argument(..., help="run directory written by `grukit train`"),
              prompt: Optional[str] = typer.Option(None, "--prompt", help="text that primes the model's state"),
              length: Optional[int] = typer.Option(None, "--length", help="tokens to generate"),
@@ -184,7 +185,11 @@ def generate(run: Path = typer.Argument(..., help="run directory written by `gru
                                                    "tokens with this probability mass (1 = all)"),
              seed: Optional[int] = typer.Option(None, "--seed", help="random seed (same seed, same output)"),
              out: Optional[Path] = typer.Option(None, "--out", help="write to this file instead of streaming "
-                                                "to stdout")) -> None:
+                                                "to stdout"),
+             seconds: Optional[float] = typer.Option(None, "--seconds", help="music: length in seconds instead "
+                                                     "of --length frames"),
+             primer_frames: Optional[int] = typer.Option(None, "--primer-frames", help="music: frames of the "
+                                                         "--prompt MIDI file or data:N piece used as primer")) -> None:
     """Generate from a trained run (text for lm): streamed to stdout as produced, or written to --out."""
     from .runs import Run
     r = Run(run)
@@ -193,7 +198,8 @@ def generate(run: Path = typer.Argument(..., help="run directory written by `gru
         raise GrukitError(f"{r.task!r} runs cannot generate; `grukit generate` works with generative tasks "
                           "such as lm")
     options = {k: v for k, v in dict(prompt=prompt, length=length, temperature=temperature, top_k=top_k,
-                                     top_p=top_p, seed=seed, out=out).items() if v is not None}
+                                     top_p=top_p, seed=seed, out=out, seconds=seconds,
+                                     primer_frames=primer_frames).items() if v is not None}
     for p in module.generate(r, r.models(), **options) or []:
         click.echo(f"wrote {p}", err=True)
 
