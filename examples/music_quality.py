@@ -23,14 +23,14 @@ FILES = {"jsb_chorales": "JSB_Chorales.mat", "nottingham": "Nottingham.mat", "mu
 
 # per data set: options and the training budget in minutes (per output distribution)
 SETTINGS = {
-    "jsb_chorales": dict(minutes=3.0, hidden_size=128, chunk=0, batch_size=16, head_dropout=0.3,
-                         input_dropout=0.1, patience=15),
-    "nottingham": dict(minutes=7.0, hidden_size=160, chunk=100, batch_size=16, head_dropout=0.2,
-                       input_dropout=0.0, patience=8, limit_train_batches=0.5),
-    "musedata": dict(minutes=8.0, hidden_size=160, chunk=100, batch_size=16, head_dropout=0.2,
-                     input_dropout=0.0, patience=8, limit_train_batches=0.34),
-    "piano_midi": dict(minutes=6.0, hidden_size=160, chunk=100, batch_size=16, head_dropout=0.3,
-                       input_dropout=0.1, patience=10),
+    "jsb_chorales": dict(minutes={"bernoulli": 3.0, "nade": 4.0}, hidden_size=128, chunk=0, batch_size=8,
+                         lr=5e-3, head_dropout=0.3, input_dropout=0.1, patience=15),
+    "nottingham": dict(minutes={"bernoulli": 5.0, "nade": 6.0}, hidden_size=128, chunk=100, batch_size=16,
+                       lr=5e-3, head_dropout=0.2, input_dropout=0.0, patience=8, limit_train_batches=1.0),
+    "musedata": dict(minutes={"bernoulli": 5.0, "nade": 7.0}, hidden_size=128, chunk=100, batch_size=16,
+                     lr=5e-3, head_dropout=0.2, input_dropout=0.0, patience=8, limit_train_batches=0.5),
+    "piano_midi": dict(minutes={"bernoulli": 4.0, "nade": 6.0}, hidden_size=128, chunk=100, batch_size=16,
+                       lr=5e-3, head_dropout=0.3, input_dropout=0.1, patience=10),
 }
 
 
@@ -65,7 +65,7 @@ def main() -> None:
             if (name, output) in done:
                 continue
             s = dict(SETTINGS[name])
-            minutes = s.pop("minutes") * args.budget_scale
+            minutes = s.pop("minutes")[output] * args.budget_scale
             run_dir = out / f"{name}-{output}"
             t0 = time.time()
             print(f"== {name} / {output}: up to {minutes:.1f} min", flush=True)

@@ -57,6 +57,13 @@ def frame_accuracy(pred: Tensor, v: Tensor, mask: Tensor | None = None) -> tuple
 
 
 # ====================================================================== output distributions
+def _draw(logits: Tensor, temperature: float, generator=None) -> Tensor:
+    """Bernoulli draws from ``sigmoid(logits / temperature)``; temperature 0 keeps the notes with p > 0.5."""
+    if temperature == 0:
+        return (logits > 0).to(logits.dtype)
+    return torch.bernoulli(torch.sigmoid(logits / temperature), generator=generator)
+
+
 class BernoulliHead(nn.Module):
     """Independent Bernoulli per pitch: logits ``W h_t + b`` (Chung et al. 2014)."""
 
@@ -72,8 +79,7 @@ class BernoulliHead(nn.Module):
         return (self(seq) > 0).float()
 
     def sample(self, e: Tensor, temperature: float = 1.0, generator=None) -> Tensor:
-        p = torch.sigmoid(self.proj(e) / temperature)                               # (N, P)
-        return torch.bernoulli(p, generator=generator)
+        return _draw(self.proj(e), temperature, generator)                          # (N, P)
 
 
 class NADEHead(nn.Module):
@@ -123,8 +129,7 @@ class NADEHead(nn.Module):
         return self._autoregress(seq.reshape(B * T, -1), lambda z: (z > 0).to(seq.dtype)).view(B, T, -1)
 
     def sample(self, e: Tensor, temperature: float = 1.0, generator=None) -> Tensor:
-        return self._autoregress(e, lambda z: torch.bernoulli(torch.sigmoid(z / temperature),
-                                                              generator=generator))
+        return self._autoregress(e, lambda z: _draw(z, temperature, generator))
 
 
 # ====================================================================== torchmetrics
@@ -226,18 +231,21 @@ class MusicTask(SequenceTask):
 
     # ---- a time budget (minutes) on top of early stopping
     def on_train_start(self) -> None:
-        self._t_start, self._t_epoch = time.time(), time.time()
+        self._t_start, self._t_epoch, self._epoch_times = time.time(), time.time(), []
 
     def on_train_epoch_end(self) -> None:
         limit = 60.0 * self.config.time_limit
         now = time.time()
-        last, self._t_epoch = now - self._t_epoch, now
-        if limit > 0 and now - self._t_start + 0.8 * last > limit:
+        self._epoch_times.append(now - self._t_epoch)
+        self._t_epoch = now
+        # stop when the budget is spent, or when the next epoch (as fast as the fastest so far) would overrun it
+        if limit > 0 and now - self._t_start + 0.8 * min(self._epoch_times) > limit:
             self.trainer.should_stop = True
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         self._t_start = self._t_epoch = time.time()
+        self._epoch_times = []
 
     def configure_optimizers(self):
         c = self.config
@@ -497,7 +505,8 @@ def generate(run, models, prompt: str | None = None, length: int | str | None = 
         prompt: a MIDI file to continue, ``data`` / ``data:N`` (held-out piece N of the run's data as primer), or
             None to start from silence.
         length: frames to generate, or a string with seconds such as ``"30s"`` (default 16 s).
-        temperature: divides the logits before each Bernoulli draw (< 1: more conservative).
+        temperature: divides the logits before each Bernoulli draw (< 1: more conservative; 0: no sampling,
+            every note with probability > 0.5).
         top_k, top_p: token-sampling options; they have no meaning for piano-roll frames and must stay unset.
         seed: makes the sample reproducible.
         seconds, primer_frames: length in seconds instead of frames; how many primer frames to use.
@@ -505,9 +514,9 @@ def generate(run, models, prompt: str | None = None, length: int | str | None = 
     if (top_k not in (None, 0)) or (top_p not in (None, 0.0, 1.0)):
         raise ConfigError("--top-k/--top-p pick among tokens; a music frame samples each key independently (or "
                           "note by note with NADE): use --temperature instead")
-    if temperature is None or temperature <= 0:
-        raise ConfigError(f"--temperature={temperature}: expected a positive number (1 = the model's "
-                          "distribution, < 1 more conservative)")
+    if temperature is None or temperature < 0:
+        raise ConfigError(f"--temperature={temperature}: expected a number >= 0 (1 = the model's distribution, "
+                          "< 1 more conservative, 0 = every note with probability > 0.5)")
     fsec = float(run.meta.get("frame_seconds", 0.25))
     if isinstance(length, str) and length.strip().lower().endswith("s"):
         seconds, length = float(length.strip()[:-1]), None

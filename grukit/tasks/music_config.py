@@ -32,7 +32,7 @@ class MusicConfig(TaskConfig):
     # ---- model
     output: str = opt("bernoulli", "frame distribution: bernoulli (independent per pitch, Chung et al. 2014) "
                                    "or nade (autoregressive over the pitches of a frame)")
-    nade_hidden: int = opt(64, "hidden units of the NADE output (output=nade)")
+    nade_hidden: int = opt(32, "hidden units of the NADE output (output=nade)")
     input_dropout: float = opt(0.0, "dropout on the input frames (training)")
     hidden_size: int = opt(128, "GRU units per layer")
     head_dropout: float = opt(0.3, "dropout on the GRU outputs entering the output distribution")
