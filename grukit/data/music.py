@@ -68,6 +68,7 @@ class MusicSource:
     names: dict[str, list[str]]
     name: str                            # display name of the source
     frame_seconds: float                 # seconds per frame for MIDI output (beats at 120 bpm for beat grids)
+    frames_per_beat: int = 4             # frames per beat, for the tempo written to MIDI output
 
 
 # ====================================================================== pitch range
@@ -122,8 +123,8 @@ def read_mat(path: str | Path, spec: RollSpec) -> MusicSource:
         raise DataError(f"no 'traindata' variable; expected traindata, validdata, testdata cells of (T, 88) "
                         f"rolls, found {have}", path=p)
     # JSB Chorales are sampled every quarter note (0.5 s at 120 bpm); the others at an eighth note
-    frame_seconds = 0.5 if "jsb" in p.stem.lower() else 0.25
-    return MusicSource(splits, names, p.stem, frame_seconds)
+    fpb = 1 if "jsb" in p.stem.lower() else 2
+    return MusicSource(splits, names, p.stem, 0.5 / fpb, fpb)
 
 
 # ====================================================================== MIDI files
@@ -218,7 +219,7 @@ def read_midi_folder(path: str | Path, spec: RollSpec, max_files: int = 0) -> Mu
         warnings.warn(f"{p}: {dropped} note(s) outside MIDI {spec.low_pitch}-{spec.high_pitch} were dropped "
                       "(widen --low-pitch/--high-pitch or pass --out-of-range fold)", stacklevel=2)
     frame_seconds = 0.5 / spec.frames_per_beat if spec.quantize == "beats" else 1.0 / spec.fs
-    return MusicSource({"all": rolls}, {"all": names}, p.name, frame_seconds)
+    return MusicSource({"all": rolls}, {"all": names}, p.name, frame_seconds, spec.frames_per_beat)
 
 
 # ====================================================================== the Bach chorales (music21)
@@ -270,7 +271,7 @@ def bach_chorales(spec: RollSpec, max_files: int = 0) -> MusicSource:
             z = np.load(cache, allow_pickle=False)
             rolls = np.split(z["rolls"], np.cumsum(z["lengths"])[:-1])
             return MusicSource({"all": rolls}, {"all": [str(n) for n in z["names"]]}, "bach_chorales",
-                               0.5 / spec.frames_per_beat)
+                               0.5 / spec.frames_per_beat, spec.frames_per_beat)
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
             pass
     from music21 import corpus
@@ -295,7 +296,8 @@ def bach_chorales(spec: RollSpec, max_files: int = 0) -> MusicSource:
         atomic_write(cache, buf.getvalue())
     except OSError as e:
         warnings.warn(f"could not cache the chorales in {cache}: {e}", stacklevel=2)
-    return MusicSource({"all": rolls}, {"all": names}, "bach_chorales", 0.5 / spec.frames_per_beat)
+    return MusicSource({"all": rolls}, {"all": names}, "bach_chorales", 0.5 / spec.frames_per_beat,
+                       spec.frames_per_beat)
 
 
 # ====================================================================== dispatch
@@ -320,11 +322,12 @@ def read_rolls(data: str, spec: RollSpec, max_files: int = 0) -> MusicSource:
 
 # ====================================================================== writing
 def roll_to_midi(roll: np.ndarray, frame_seconds: float, low_pitch: int = 21, program: int = 0,
-                 velocity: int = 80):
-    """A ``pretty_midi.PrettyMIDI`` with one note per run of 1s in each column of ``roll`` (T, P)."""
+                 velocity: int = 80, frames_per_beat: int = 4):
+    """A ``pretty_midi.PrettyMIDI`` with one note per run of 1s in each column of ``roll`` (T, P); its tempo
+    puts a beat every ``frames_per_beat`` frames."""
     import pretty_midi
     roll = np.asarray(roll) > 0
-    tempo = 60.0 / (frame_seconds * 4) if frame_seconds > 0 else 120.0
+    tempo = 60.0 / (frame_seconds * frames_per_beat)
     pm = pretty_midi.PrettyMIDI(initial_tempo=float(np.clip(tempo, 20, 400)))
     inst = pretty_midi.Instrument(program=program, name="grukit")
     T = roll.shape[0]
@@ -342,11 +345,11 @@ def roll_to_midi(roll: np.ndarray, frame_seconds: float, low_pitch: int = 21, pr
 
 
 def write_midi(roll: np.ndarray, path: str | Path, frame_seconds: float, low_pitch: int = 21,
-               program: int = 0) -> Path:
+               program: int = 0, frames_per_beat: int = 4) -> Path:
     """Write ``roll`` as a MIDI file (atomically)."""
     from ..runs import atomic_write
     buf = io.BytesIO()
-    roll_to_midi(roll, frame_seconds, low_pitch, program).write(buf)
+    roll_to_midi(roll, frame_seconds, low_pitch, program, frames_per_beat=frames_per_beat).write(buf)
     return atomic_write(path, buf.getvalue())
 
 

@@ -368,6 +368,7 @@ def prepare(cfg: MusicConfig) -> Prepared:
     va = _eval_loader(parts["valid"]) if parts["valid"] else None
     cat = np.concatenate(parts["train"])
     meta = {"input_size": int(cat.shape[1]), "data_name": source.name, "frame_seconds": source.frame_seconds,
+            "frames_per_beat": source.frames_per_beat,
             "low_pitch": cfg.low_pitch, "has_val": va is not None,
             "pieces": {k: len(v) for k, v in parts.items()},
             "frames": {k: int(sum(len(r) for r in v)) for k, v in parts.items()},
@@ -532,7 +533,7 @@ def generate(run, models, prompt: str | None = None, length: int | str | None = 
     if out.suffix.lower() not in (".mid", ".midi"):
         out = out.with_suffix(".mid")
     low = run.config.low_pitch
-    mid = write_midi(roll, out, fsec, low)
+    mid = write_midi(roll, out, fsec, low, frames_per_beat=int(run.meta.get("frames_per_beat", 4)))
     k = 0 if primer is None else len(primer)
     png = roll_png(out.with_suffix(".png"), [(f"{out.name}: {len(roll) - k} generated frames at temperature "
                                               f"{temperature:g}" + (f" after a {k}-frame primer" if k else ""),
