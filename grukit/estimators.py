@@ -1,0 +1,287 @@
+"""scikit-learn estimators: GRURegressor, GRUClassifier and GRUForecaster.
+
+They follow scikit-learn to the letter: ``__init__`` stores its arguments unchanged (the names are those of
+:mod:`grukit.config`, with scikit-learn's ``random_state`` for ``seed``), fitted state ends in ``_``, and they
+clone, pickle and work in ``Pipeline`` / ``GridSearchCV`` / ``cross_val_score``. Training runs through the
+shared :class:`~grukit.tasks.base.SequenceTask` step and a Lightning ``Trainer`` (no loop of their own).
+
+Sequence input ``X`` may be:
+
+* a 3-D array ``(N, T, F)``;
+* a 2-D array ``(N, T)``: N univariate sequences (so scikit-learn's 2-D tools and checks apply);
+* a list of ``(T_i, F)`` (or ``(T_i,)``) arrays of different lengths: padded, with lengths given to the GRU
+  so padding never reaches the state;
+* a pandas DataFrame in long format: one row per (sequence, step), ``id_col`` naming the sequence and
+  ``time_col`` (optional) the order; the other numeric columns are features. Sequences come out in sorted
+  id order, which ``y`` must follow.
+
+scikit-learn checks that cannot apply: none are skipped in the test suite; the estimators declare
+``poor_score`` (a few epochs on the checks' tiny random sets need not reach the checks' accuracy bar) and
+``non_deterministic = False`` (with ``random_state`` set, fits are reproducible).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
+
+__all__ = ["GRURegressor", "GRUClassifier", "GRUForecaster"]
+
+
+# ---------------------------------------------------------------- input conversion
+def _sequences(est, X, fitting: bool):
+    """``X`` in any accepted form -> (padded (N, T, F) float32 array, lengths (N,) or None)."""
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover
+        pd = None
+    if pd is not None and isinstance(X, pd.DataFrame) and est.id_col is not None:
+        if est.id_col not in X.columns:
+            raise ValueError(f"X has no column {est.id_col!r} (id_col); its columns are {list(X.columns)}")
+        frame = X.sort_values([est.id_col] + ([est.time_col] if est.time_col in X.columns else []),
+                              kind="stable")
+        feats = [c for c in frame.columns if c not in (est.id_col, est.time_col)]
+        X = [check_array(g[feats].to_numpy(), dtype=np.float32, input_name="X")
+             for _, g in frame.groupby(est.id_col, sort=True)]
+    two_d = False
+    if isinstance(X, (list, tuple)) and len(X) and not np.isscalar(X[0]) and \
+            len({np.shape(x)[0] for x in X}) > 1:
+        seqs = [check_array(np.asarray(x).reshape(len(x), -1), dtype=np.float32, input_name="X") for x in X]
+        lengths = np.array([len(s) for s in seqs])
+        F = seqs[0].shape[1]
+        if any(s.shape[1] != F for s in seqs):
+            raise ValueError(f"every sequence must have {F} features, got {sorted({s.shape[1] for s in seqs})}")
+        arr = np.zeros((len(seqs), lengths.max(), F), dtype=np.float32)   # (N, T_max, F)
+        for i, s in enumerate(seqs):
+            arr[i, :len(s)] = s
+    else:
+        arr = check_array(X, dtype=np.float32, allow_nd=True, input_name="X", ensure_min_features=1)
+        two_d = arr.ndim == 2
+        if two_d:
+            arr = arr[:, :, None]                                          # (N, T) -> (N, T, 1)
+        elif arr.ndim != 3:
+            raise ValueError(f"X must be (N, T, F), (N, T) or a list of (T_i, F) arrays, got {arr.ndim}-D")
+        lengths = None
+    n_feat = arr.shape[2]
+    if fitting:
+        est.n_features_in_ = arr.shape[1] if two_d else n_feat   # scikit-learn's meaning for 2-D input
+        est.n_input_channels_ = n_feat
+        est._two_d = two_d
+    else:
+        expected = est.n_input_channels_
+        if n_feat != expected:
+            raise ValueError(f"X has {n_feat} features per step, but {type(est).__name__} is expecting "
+                             f"{expected} features as input")
+        if two_d and est._two_d and arr.shape[1] != est.n_features_in_:
+            raise ValueError(f"X has {arr.shape[1]} features, but {type(est).__name__} is expecting "
+                             f"{est.n_features_in_} features as input")
+    return arr, lengths
+
+
+class _GRUEstimatorBase(BaseEstimator):
+    _kind = "regression"
+
+    def __init__(self, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0, layer_norm=False,
+                 reset_after=True, pooling="last", max_epochs=50, batch_size=32, lr=3e-3, weight_decay=0.0,
+                 gradient_clip_val=1.0, random_state=None, id_col=None, time_col=None, verbose=False):
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.dropout = dropout
+        self.layer_norm = layer_norm
+        self.reset_after = reset_after
+        self.pooling = pooling
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.gradient_clip_val = gradient_clip_val
+        self.random_state = random_state
+        self.id_col = id_col
+        self.time_col = time_col
+        self.verbose = verbose
+
+    def _adjust_tags(self, tags):
+        """Called by the concrete classes after their mixin filled in its tags."""
+        tags.non_deterministic = False
+        tags.target_tags.multi_output = self._kind == "regression"
+        if tags.regressor_tags is not None:
+            tags.regressor_tags.poor_score = True
+        if tags.classifier_tags is not None:
+            tags.classifier_tags.poor_score = True
+        return tags
+
+    # ------------------------------------------------------------------ training
+    def _config(self):
+        from .config import TaskConfig
+        if self.pooling not in ("last", "mean", "attention"):
+            raise ValueError(f"pooling={self.pooling!r}: expected last, mean or attention")
+        seed = self.random_state if isinstance(self.random_state, numbers.Integral) else \
+            int(np.random.RandomState(self.random_state).randint(2 ** 31 - 1))
+        return TaskConfig.from_dict(dict(
+            hidden_size=self.hidden_size, num_layers=self.num_layers, bidirectional=self.bidirectional,
+            dropout=self.dropout if self.num_layers > 1 else 0.0, layer_norm=self.layer_norm,
+            reset_after=self.reset_after, max_epochs=self.max_epochs, batch_size=self.batch_size, lr=self.lr,
+            weight_decay=self.weight_decay, gradient_clip_val=self.gradient_clip_val, seed=seed,
+            lr_schedule="none", val_fraction=0.0), source=type(self).__name__)
+
+    def _check_y(self, y):
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+
+    def _fit_arrays(self, arr, lengths, target, out_size: int):
+        import lightning as L
+        import torch
+
+        from .data.batching import DictDataset, loader
+
+        cfg = self._config()
+        meta = {"input_size": arr.shape[2], "out_size": out_size, "pooling": self.pooling, "has_val": False,
+                "kind": self._kind}
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            from .tasks.estimator_task import EstimatorTask
+            self.model_ = EstimatorTask(cfg, meta)
+            cols = {"x": arr, "y": target}
+            if lengths is not None:
+                cols["lengths"] = lengths
+            train = loader(DictDataset(**cols), cfg.batch_size, True, 0, cfg.seed)
+            trainer = L.Trainer(max_epochs=cfg.max_epochs, accelerator="cpu", devices=1, logger=False,
+                                enable_checkpointing=False, enable_progress_bar=bool(self.verbose),
+                                enable_model_summary=False, gradient_clip_val=cfg.gradient_clip_val or None)
+            _quiet()
+            trainer.fit(self.model_, train_dataloaders=train)
+        self.model_.eval()
+        return self
+
+    def _forward(self, X):
+        import torch
+        check_is_fitted(self, "model_")
+        arr, lengths = _sequences(self, X, fitting=False)
+        with torch.no_grad():
+            inputs = {"x": torch.from_numpy(arr)}
+            if lengths is not None:
+                inputs["lengths"] = torch.from_numpy(lengths)
+            out, _ = self.model_(inputs)
+        return out.numpy()
+
+
+def _quiet() -> None:
+    import logging
+    import warnings
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*number of training batches.*")
+
+
+class GRURegressor(RegressorMixin, _GRUEstimatorBase):
+    """Sequence -> value(s): a GRU, pooling over time (``last``, ``mean``, ``attention``) and a linear layer.
+
+    ``y`` is ``(N,)`` or ``(N, K)``; targets are standardised inside and predictions returned in their units.
+    """
+
+    def __sklearn_tags__(self):
+        return self._adjust_tags(super().__sklearn_tags__())
+
+    def fit(self, X, y):
+        self._check_y(y)
+        arr, lengths = _sequences(self, X, fitting=True)
+        y = check_array(y, ensure_2d=False, dtype=np.float32, input_name="y")
+        if len(y) != len(arr):
+            raise ValueError(f"X has {len(arr)} sequences but y has {len(y)} targets")
+        self._y_1d = y.ndim == 1
+        y2 = y.reshape(len(y), -1)
+        self.y_mean_, self.y_scale_ = y2.mean(0), np.where(y2.std(0) > 0, y2.std(0), 1.0)
+        return self._fit_arrays(arr, lengths, ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32),
+                                y2.shape[1])
+
+    def predict(self, X):
+        out = self._forward(X).astype(np.float64) * self.y_scale_ + self.y_mean_
+        return out[:, 0] if self._y_1d else out
+
+
+class GRUClassifier(ClassifierMixin, _GRUEstimatorBase):
+    """Sequence -> class: a GRU, pooling over time and a softmax layer; ``classes_`` may be any labels."""
+    _kind = "classification"
+
+    def __sklearn_tags__(self):
+        return self._adjust_tags(super().__sklearn_tags__())
+
+    def fit(self, X, y):
+        self._check_y(y)
+        arr, lengths = _sequences(self, X, fitting=True)
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if len(y) != len(arr):
+            raise ValueError(f"X has {len(arr)} sequences but y has {len(y)} labels")
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        return self._fit_arrays(arr, lengths, y_idx.astype(np.int64), len(self.classes_))
+
+    def predict_proba(self, X):
+        logits = self._forward(X).astype(np.float64)
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    def predict(self, X):
+        logits = self._forward(X)
+        return self.classes_[np.argmax(logits, axis=1)]
+
+
+class GRUForecaster(_GRUEstimatorBase):
+    """Series -> its next ``horizon`` values, from windows of ``lookback`` steps (direct multi-horizon).
+
+    ``fit(y)`` takes a series ``(n,)`` or ``(n, C)``; ``predict(y=None)`` forecasts the ``horizon`` steps after
+    ``y`` (default: after the training series), shape ``(horizon,)`` or ``(horizon, C)``. ``score(y_future, y)``
+    is the negative mean absolute error of that forecast. Not a scikit-learn regressor (its input is one
+    series, not N samples), so scikit-learn's estimator checks do not apply to it; clone, get_params and
+    pickle do.
+    """
+
+    def __init__(self, lookback=24, horizon=12, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0,
+                 layer_norm=False, reset_after=True, pooling="last", max_epochs=100, batch_size=32, lr=3e-3,
+                 weight_decay=0.0, gradient_clip_val=1.0, random_state=None, verbose=False):
+        super().__init__(hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional,
+                         dropout=dropout, layer_norm=layer_norm, reset_after=reset_after, pooling=pooling,
+                         max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         gradient_clip_val=gradient_clip_val, random_state=random_state, verbose=verbose)
+        self.lookback = lookback
+        self.horizon = horizon
+
+    def _series(self, y):
+        y = check_array(np.asarray(y, dtype=np.float32).reshape(len(y), -1), dtype=np.float32, input_name="y")
+        return y                                                                # (n, C)
+
+    def fit(self, y, X=None):  # noqa: ARG002 - X is accepted for Pipeline compatibility, unused
+        s = self._series(y)
+        n, C = s.shape
+        if n < self.lookback + self.horizon:
+            raise ValueError(f"the series has {n} steps; lookback={self.lookback} + horizon={self.horizon} "
+                             f"needs at least {self.lookback + self.horizon}")
+        self._y_1d = np.ndim(y) == 1
+        self.mean_, self.scale_ = s.mean(0), np.where(s.std(0) > 0, s.std(0), 1.0)
+        z = (s - self.mean_) / self.scale_
+        starts = range(n - self.lookback - self.horizon + 1)
+        Xw = np.stack([z[i:i + self.lookback] for i in starts]).astype(np.float32)              # (N, L, C)
+        Yw = np.stack([z[i + self.lookback:i + self.lookback + self.horizon].reshape(-1)
+                       for i in starts]).astype(np.float32)                                    # (N, h*C)
+        self.n_input_channels_ = C
+        self.n_features_in_ = C
+        self.history_ = s[-self.lookback:]
+        return self._fit_arrays(Xw, None, Yw, self.horizon * C)
+
+    def predict(self, y=None):
+        check_is_fitted(self, "model_")
+        hist = self.history_ if y is None else self._series(y)[-self.lookback:]
+        if len(hist) < self.lookback:
+            raise ValueError(f"need at least lookback={self.lookback} past values, got {len(hist)}")
+        z = ((hist - self.mean_) / self.scale_)[None].astype(np.float32)                      # (1, L, C)
+        out = self._forward(z)[0].reshape(self.horizon, -1) * self.scale_ + self.mean_
+        return out[:, 0] if self._y_1d else out
+
+    def score(self, y_future, y=None):
+        pred = self.predict(y)
+        return -float(np.mean(np.abs(np.asarray(y_future, dtype=np.float64).reshape(pred.shape) - pred)))

@@ -1,0 +1,28 @@
+"""The small task behind the scikit-learn estimators: GRU -> pooling -> linear (module-level, so it pickles)."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+
+from .base import SequenceTask
+from .heads import Pooling
+
+__all__ = ["EstimatorTask"]
+
+
+class EstimatorTask(SequenceTask):
+    """MSE loss for regression, cross-entropy for classification (``meta["kind"]``)."""
+
+    task_name = "estimator"
+
+    def build_head(self):
+        self.pool = Pooling(self.meta["pooling"], self.encoder_size, self.config.bidirectional)
+        return nn.Linear(self.encoder_size, int(self.meta["out_size"]))
+
+    def readout(self, seq, h_n, inputs):
+        return self.head(self.pool(seq, h_n, inputs.get("lengths")))          # (B, out)
+
+    def loss(self, outputs, target, inputs):
+        if self.meta["kind"] == "classification":
+            return F.cross_entropy(outputs, target.long())
+        return F.mse_loss(outputs, target.to(outputs.dtype))
