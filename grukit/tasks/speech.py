@@ -420,10 +420,18 @@ class Streamer:
         self.conv = None
         self.prev, self.ids, self.outputs = 0, [], []
 
-    @torch.no_grad()
     def _frames(self, frames: np.ndarray) -> None:
         if len(frames) == 0:
             return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)                # one frame's tiny ops: thread start-up would dominate
+        try:
+            self._run(frames)
+        finally:
+            torch.set_num_threads(threads)
+
+    @torch.no_grad()
+    def _run(self, frames: np.ndarray) -> None:
         x = torch.from_numpy(frames).float()                                    # (n, F)
         if self.model.config.normalize == "global":
             x = (x - self.mean) / self.std
