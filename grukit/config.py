@@ -197,6 +197,7 @@ class ClassifyConfig(TaskConfig):
                              "official test split)")
     normalize: bool = opt(True, "standardise each feature with training-set mean and std")
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
+    ensemble: int = opt(1, "models trained with different seeds whose probabilities are averaged")
     hidden_size: int = opt(64, "GRU units per direction")
     max_epochs: int = opt(60, "upper bound on training epochs")
     patience: int = opt(15, "early stopping patience in epochs")
@@ -206,6 +207,8 @@ class ClassifyConfig(TaskConfig):
         _choice(p, "pooling", self.pooling, ["last", "mean", "attention"])
         if not 0 <= self.label_smoothing < 1:
             p.append(f"label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
+        if self.ensemble < 1:
+            p.append(f"ensemble={self.ensemble}: expected an integer >= 1")
         return p
 
 
