@@ -9,8 +9,8 @@ layout (separate train / valid / test files, one sentence per line). Tokenisatio
 ``word``
     whitespace-separated words, an end-of-sentence token ``<eos>`` after every line (PTB convention). The
     vocabulary comes from the training text, keeping words seen ``min_freq`` times or more and at most
-    ``max_size`` of the most frequent (0 = no limit); every other word, and a literal ``<unk>`` in the text, is
-    ``<unk>``.
+    ``max_size`` entries (specials included, 0 = no limit); every other word, and a literal ``<unk>`` in the
+    text, is ``<unk>``. Ids are in frequency order after the specials (``<unk>`` = 0, ``<eos>`` = 1).
 ``byte``
     the raw bytes of the file: 256 symbols, never an unknown, no decoding at all.
 
@@ -145,10 +145,10 @@ class Vocab:
         counts = Counter(tokens)
         counts.pop(UNK, None)
         keep = [t for t, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_freq]
+        specials = [UNK] + ([EOS] if kind == "word" else [])            # <eos> is structure, always kept
+        rest = [t for t in keep if t not in specials]                   # most frequent first
         if max_size > 0:
-            keep = keep[: max(0, max_size - 1)]                  # <unk> takes one of the max_size places
-        specials = [UNK] + ([EOS] if kind == "word" and EOS in keep else [])
-        rest = sorted(t for t in keep if t not in specials)
+            rest = rest[: max(0, max_size - len(specials))]
         return cls(kind, specials + rest)
 
     def __len__(self) -> int:
