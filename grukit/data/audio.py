@@ -36,25 +36,16 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["AUDIO_EXTENSIONS", "FeatureSpec", "read_audio", "AudioInfo", "features", "StreamingFeatures",
+__all__ = ["AUDIO_EXTENSIONS", "FeatureSpec", "read_audio", "file_rate", "features", "StreamingFeatures",
            "Utterance", "parse_source", "is_audio_source", "read_labelled", "read_manifest", "scan_folder",
-           "split_utterances", "has_split", "labelled_features", "concat_utterances", "write_wav", "spec_augment", "normalise", "DIGIT_WORDS"]
+           "split_utterances", "has_split", "labelled_features", "load", "concat_utterances", "write_wav",
+           "spec_augment", "normalise", "DIGIT_WORDS"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 # ============================================================================ reading
-@dataclass(frozen=True)
-class AudioInfo:
-    """What was read: the file's own rate and whether it was resampled."""
-
-    path: str
-    file_rate: int
-    rate: int
-    seconds: float
-
-
 def read_audio(path: str | Path, rate: int = 0, *, resample: bool = True, clip_fraction: float = 1e-3,
                mono: bool = True) -> tuple[np.ndarray, int]:
     """Read ``path`` into float32 samples in [-1, 1] (mono: channels averaged) at ``rate`` Hz.

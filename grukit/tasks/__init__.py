@@ -9,10 +9,10 @@ import importlib
 from .registry import TaskEntry, get, names, register
 
 __all__ = ["TaskEntry", "get", "names", "register", "SequenceTask", "ForecastTask", "ClassifyTask",
-           "AutoencoderTask"]
+           "AutoencoderTask", "SpeechTask"]
 
 _LAZY = {"SequenceTask": ".base", "ForecastTask": ".forecast", "ClassifyTask": ".classify",
-         "AutoencoderTask": ".autoencoder"}
+         "AutoencoderTask": ".autoencoder", "SpeechTask": ".speech"}
 
 
 def __getattr__(name: str):

@@ -302,6 +302,7 @@ def prepare(cfg: SpeechConfig) -> Prepared:
     n_val = int(round(cfg.val_fraction * len(utts)))
     val, train = order[:n_val].tolist(), order[n_val:].tolist()
     vocab = Vocabulary.build([texts[i] for i in train], cfg.units)
+    _check_alignable(utts, feats, texts, vocab, cfg, name)
     cat = np.concatenate([feats[i] for i in train])                         # (sum T, F)
     mean, std = cat.mean(0), np.maximum(cat.std(0), 1e-5)
     norm = audio.normalise(feats, cfg.normalize, mean, std)
@@ -313,6 +314,21 @@ def prepare(cfg: SpeechConfig) -> Prepared:
     va = _dataset([norm[i] for i in val], [texts[i] for i in val], vocab) if val else None
     return Prepared(loader(tr, cfg.batch_size, True, cfg.num_workers, cfg.seed),
                     loader(va, cfg.batch_size, False, cfg.num_workers) if va else None, meta)
+
+
+def _check_alignable(utts, feats, texts, vocab, cfg, name) -> None:
+    """CTC needs at least as many output frames as symbols (plus one blank between repeats)."""
+    stride = cfg.conv_stride if cfg.conv_channels > 0 else 1
+    short = []
+    for u, f, t in zip(utts, feats, texts):
+        ids = vocab.encode(t)
+        need = len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
+        if -(-len(f) // stride) < need:
+            short.append(u.path)
+    if len(short) > 0.02 * len(utts):
+        raise DataError(f"{len(short)} of {len(utts)} utterances are too short for their transcripts after "
+                        f"the front end's stride {stride} (CTC needs a frame per symbol), e.g. {short[0]}; "
+                        "lower --conv-stride or --hop-ms, or use --units word", path=name)
 
 
 def _features_of(meta, cfg, samples_or_utts) -> list[np.ndarray]:
