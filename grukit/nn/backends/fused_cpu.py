@@ -70,24 +70,61 @@ def _bias_np(b_hh: Tensor | None, H: int, dtype) -> np.ndarray:
     return np.zeros(3 * H, dtype=dtype) if b_hh is None else np.ascontiguousarray(_np(b_hh))
 
 
+def _transposed_np(w: Tensor, b: Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+    """``W^T`` ``(K, 3H)`` and ``b`` ``(3H,)`` (zeros when absent) as contiguous numpy arrays."""
+    WT = np.ascontiguousarray(_np(w).T)                                # (K, 3H)
+    return WT, _bias_np(b, w.shape[0] // 3, WT.dtype)
+
+
+def _version(t: Tensor | None):
+    return None if t is None else (id(t), t._version)
+
+
+class _WeightCache:
+    """Per module: ``W_hh^T``, ``b_hh``, ``W_ih^T``, ``b_ih`` of each layer and direction as numpy, rebuilt when
+    a parameter changes (an in-place update bumps its version; replacing it changes its id). Saves the
+    transposes of every inference call."""
+
+    def __init__(self) -> None:
+        self._by_module: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get(self, module, layer: int, d: int, p) -> tuple[np.ndarray, ...]:
+        key = tuple(_version(t) for t in p[:4])
+        per = self._by_module.setdefault(module, {})
+        hit = per.get((layer, d))
+        if hit is None or hit[0] != key:
+            hit = per[(layer, d)] = (key, *_transposed_np(p.w_hh, p.b_hh), *_transposed_np(p.w_ih, p.b_ih))
+        return hit[1:]
+
+
+# Input projections up to this many multiply-adds run in one numba thread; larger ones in torch (BLAS threads).
+SMALL_PROJECTION = 25_000_000
+
+
 def layer_forward(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
                   lens: np.ndarray, reverse: bool, reset_after: bool, zo: float,
-                  keep: bool = False):
+                  keep: bool = False, recurrent: tuple[np.ndarray, ...] | None = None):
     """One layer and direction without autograd: ``x`` ``(T, B, I)``, ``h0`` ``(B, H)`` -> ``(out, h_T)``.
 
-    With ``keep`` it also returns the stash the backward pass reads (``hp``, ``gates``)."""
-    T, B, _ = x.shape
+    With ``keep`` it also returns the stash the backward pass reads (``hp``, ``gates``). ``recurrent`` is
+    ``(W_hh^T, b_hh, W_ih^T, b_ih)`` as numpy when the caller has them cached."""
+    T, B, I = x.shape
     H = h0.shape[1]
-    with torch.no_grad():
-        gi = _in_proj(x.detach(), w_ih.detach(), None if b_ih is None else b_ih.detach())
-        WT = w_hh.detach().t().contiguous()                            # (H, 3H)
+    if recurrent is not None and T * B * I * 3 * H <= SMALL_PROJECTION:
+        WT, bh, WihT, bi = recurrent
+        gi = torch.empty(T, B, 3 * H, dtype=x.dtype)
+        _k().project(_np(x.reshape(T * B, I).contiguous()), WihT, bi, gi.numpy().reshape(T * B, 3 * H))
+    else:
+        with torch.no_grad():
+            gi = _in_proj(x.detach(), w_ih.detach(), None if b_ih is None else b_ih.detach())
+        WT, bh = recurrent[:2] if recurrent is not None else _transposed_np(w_hh, b_hh)
     out = torch.empty(T, B, H, dtype=x.dtype)
     hT = torch.empty(B, H, dtype=x.dtype)
     hp = torch.empty(T, B, H, dtype=x.dtype) if keep else None
     gates = torch.empty(T, B, 4 * H, dtype=x.dtype) if keep else None
-    _k().forward(_np(gi), _np(WT), _bias_np(b_hh, H, gi.numpy().dtype), _np(h0.contiguous()), lens, reverse,
-                 reset_after, zo, out.numpy(), hT.numpy(), None if hp is None else hp.numpy(),
-                 None if gates is None else gates.numpy(), threads_for(B, H, T))
+    _k().forward(gi.numpy(), WT, bh, _np(h0.contiguous()), lens, reverse, reset_after, zo, out.numpy(),
+                 hT.numpy(), None if hp is None else hp.numpy(), None if gates is None else gates.numpy(),
+                 threads_for(B, H, T))
     return out, hT, hp, gates
 
 
@@ -167,6 +204,8 @@ class _StepWeights:
                 self.b[layer, 1] = _np(p.b_hh)
         self.one = dt.type(1)
         self.zo = dt.type(s.zoneout)
+        self.reset_after = s.reset_after
+        self.kernel = _k().step
         self.scratch: dict[int, tuple] = {}
 
     def buffers(self, B: int, H: int):
@@ -185,6 +224,7 @@ class FusedCPUBackend:
 
     def __init__(self) -> None:
         self._step_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._weights = _WeightCache()
 
     # ------------------------------------------------------------------ what it runs
     def supports(self, spec: GRUSpec, x: Tensor, training: bool) -> str | None:
@@ -227,7 +267,8 @@ class FusedCPUBackend:
                 if grad:
                     out, hT = GRULayerFn.apply(*args)
                 else:
-                    out, hT, _, _ = layer_forward(*args)
+                    rec = self._weights.get(module, layer, d, p)
+                    out, hT, _, _ = layer_forward(*args, recurrent=rec)
                 outs.append(out)
                 h_n.append(hT)
             layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)   # (T, B, D*H)
@@ -257,6 +298,6 @@ class FusedCPUBackend:
         L, B, H = h.shape
         hout = torch.empty(L, B, H, dtype=h.dtype)
         gi, gh, q = w.buffers(B, H)
-        _k().step(x_t.detach().numpy(), h.detach().numpy(), w.WihT, w.WT, w.b, w.n_in, module.spec.reset_after,
-                  w.zo, w.one, hout.numpy(), gi, gh, q)
+        w.kernel(x_t.numpy(force=True), h.numpy(force=True), w.WihT, w.WT, w.b, w.n_in, w.reset_after, w.zo, w.one,
+                 hout.numpy(), gi, gh, q)
         return hout

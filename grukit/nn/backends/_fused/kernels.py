@@ -71,6 +71,55 @@ def _gemm_acc(A, a0, M, k0, k1, c0, c1, C, cc0, r0, r1):
 
 
 @_jit
+def _row_after(ir, iz, i_n, gr, gz, gn, h, out, nrow, zo):
+    """One reset-after step of one row (1-D views of length H, 0-based so LLVM vectorises the loop).
+
+    ``h`` becomes ``h'`` (also written to ``out``); ``gr``, ``gz``, ``nrow`` are left holding ``r``, ``z``, ``n``."""
+    for j in range(h.shape[0]):
+        rr = sigmoid(ir[j] + gr[j])
+        zz = sigmoid(iz[j] + gz[j])
+        nn = tanh(i_n[j] + rr * gn[j])
+        hprev = h[j]
+        hnew = nn + zz * (hprev - nn)
+        hnew = hnew + zo * (hprev - hnew)
+        gr[j] = rr
+        gz[j] = zz
+        nrow[j] = nn
+        out[j] = hnew
+        h[j] = hnew
+
+
+@_jit
+def _row_cho_r(ir, gr, h, q):
+    """Cho form, first half: ``r`` into ``gr`` and ``q = r * h``, the input of ``W_hn``."""
+    for j in range(h.shape[0]):
+        rr = sigmoid(ir[j] + gr[j])
+        gr[j] = rr
+        q[j] = rr * h[j]
+
+
+@_jit
+def _row_cho(iz, i_n, gz, gn, h, out, nrow, zo):
+    """Cho form, second half (``gn`` holds ``W_hn (r*h) + b_hn``); leaves ``z``, ``n`` in ``gz``, ``nrow``."""
+    for j in range(h.shape[0]):
+        zz = sigmoid(iz[j] + gz[j])
+        nn = tanh(i_n[j] + gn[j])
+        hprev = h[j]
+        hnew = nn + zz * (hprev - nn)
+        hnew = hnew + zo * (hprev - hnew)
+        gz[j] = zz
+        nrow[j] = nn
+        out[j] = hnew
+        h[j] = hnew
+
+
+@_jit
+def _copy(dst, src):
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@_jit
 def _fwd_rows(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, train, hp, gates, h, gh, q, r0, r1):
     """Forward recurrence of rows ``[r0, r1)``; ``train`` also stores ``hp`` (h before each step) and
     ``gates`` ``(T, B, 4H)`` = ``(r, z, n, W_hn h + b_hn)`` for the backward pass."""
@@ -79,61 +128,43 @@ def _fwd_rows(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, trai
     H2 = 2 * H
     G = 3 * H
     for r in range(r0, r1):
-        for j in range(H):
-            h[r, j] = h0[r, j]
-            q[r, j] = 0
+        _copy(h[r], h0[r])
+        q[r, :] = 0
+    nrz = G if reset_after else H2
     for s in range(T):
-        nrz = G if reset_after else H2
         for r in range(r0, r1):
-            for j in range(nrz):
-                gh[r, j] = bh[j]
+            _copy(gh[r, :nrz], bh[:nrz])
         _gemm_acc(h, 0, WT, 0, H, 0, nrz, gh, 0, r0, r1)           # gh[:, :nrz] = bh + h W^T
         if not reset_after:                                       # Cho: r first, then W_hn (r * h)
             for r in range(r0, r1):
                 L = lens[r]
                 t = (L - 1 - s if reverse else s) if s < L else 0
-                for j in range(H):
-                    rr = sigmoid(gi[t, r, j] + gh[r, j])
-                    gh[r, j] = rr
-                    q[r, j] = rr * h[r, j]
-                    gh[r, H2 + j] = bh[H2 + j]
+                _row_cho_r(gi[t, r, :H], gh[r, :H], h[r], q[r])
+                _copy(gh[r, H2:], bh[H2:])
             _gemm_acc(q, 0, WT, 0, H, H2, G, gh, H2, r0, r1)       # gh[:, 2H:] = b_hn + (r*h) W_hn^T
         for r in range(r0, r1):
             L = lens[r]
             if s >= L:
                 continue
             t = L - 1 - s if reverse else s
-            ts = t if train else 0
-            rs = r if train else 0
-            for j in range(H):
-                if reset_after:
-                    rr = sigmoid(gi[t, r, j] + gh[r, j])
-                    hn = gh[r, H2 + j]
-                    nn = tanh(gi[t, r, H2 + j] + rr * hn)
-                else:
-                    rr = gh[r, j]
-                    hn = gh[r, H2 + j]
-                    nn = tanh(gi[t, r, H2 + j] + hn)
-                zz = sigmoid(gi[t, r, H + j] + gh[r, H + j])
-                hprev = h[r, j]
-                hnew = nn + zz * (hprev - nn)
-                hnew = hnew + zo * (hprev - hnew)
-                out[t, r, j] = hnew
-                h[r, j] = hnew
-                if train:
-                    hp[ts, rs, j] = hprev
-                    gates[ts, rs, j] = rr
-                    gates[ts, rs, H + j] = zz
-                    gates[ts, rs, H2 + j] = nn
-                    gates[ts, rs, G + j] = hn
+            if train:
+                _copy(hp[t, r], h[r])
+            nrow = q[r]                                           # free again: n of this step lands here
+            if reset_after:
+                _row_after(gi[t, r, :H], gi[t, r, H:H2], gi[t, r, H2:], gh[r, :H], gh[r, H:H2], gh[r, H2:],
+                           h[r], out[t, r], nrow, zo)
+            else:
+                _row_cho(gi[t, r, H:H2], gi[t, r, H2:], gh[r, H:H2], gh[r, H2:], h[r], out[t, r], nrow, zo)
+            if train:
+                _copy(gates[t, r, :H2], gh[r, :H2])              # r, z
+                _copy(gates[t, r, H2:G], nrow)                   # n
+                _copy(gates[t, r, G:], gh[r, H2:])               # W_hn h + b_hn (reset-after form)
     for r in range(r0, r1):
-        for j in range(H):
-            hT[r, j] = h[r, j]
+        _copy(hT[r], h[r])
         for t in range(lens[r], T):
-            for j in range(H):
-                out[t, r, j] = 0
-                if train:
-                    hp[t, r, j] = 0                              # read by dW_hh = dgh^T hp: must be finite
+            out[t, r, :] = 0
+            if train:
+                hp[t, r, :] = 0                                   # read by dW_hh = dgh^T hp: must be finite
 
 
 @_jit(parallel=True)
@@ -165,6 +196,46 @@ def forward(gi, WT, bh, h0, lens, reverse, reset_after, zo, out, hT, hp, gates, 
 
 
 @_jit
+def _row_bwd(dh, dout, gr, gz, gn, gq, hprev, zo, one, reset_after, a_r, a_z, a_n, dgi_r, dgi_z, dgi_n):
+    """BPTT through the gates of one row and step (1-D views). ``dh`` becomes the direct part of the grad of
+    ``h_{t-1}``; ``a_*`` get the grads of the recurrent pre-activations (the reset-after form: all three;
+    the Cho form: ``z`` and the candidate's, ``r`` follows in :func:`_row_bwd_cho_r`)."""
+    for j in range(dh.shape[0]):
+        d = dh[j] + dout[j]
+        direct = zo * d                                           # zoneout's path straight to h
+        d = d - direct
+        zz = gz[j]
+        nn = gn[j]
+        dan = d * (one - zz) * (one - nn * nn)
+        daz = d * (hprev[j] - nn) * zz * (one - zz)
+        dh[j] = d * zz + direct
+        a_z[j] = daz
+        dgi_z[j] = daz
+        dgi_n[j] = dan
+        if reset_after:
+            rr = gr[j]
+            dar = dan * gq[j] * rr * (one - rr)
+            a_r[j] = dar
+            a_n[j] = dan * rr
+            dgi_r[j] = dar
+        else:
+            a_n[j] = dan
+
+
+@_jit
+def _row_bwd_cho_r(dh, dq, gr, hprev, one, a_r, dgi_r, qp):
+    """Cho form: the grad ``dq`` of ``q = r*h`` (from ``W_hn``) reaches ``r`` and ``h``."""
+    for j in range(dh.shape[0]):
+        rr = gr[j]
+        hj = hprev[j]
+        dar = dq[j] * hj * rr * (one - rr)
+        dh[j] += dq[j] * rr
+        a_r[j] = dar
+        dgi_r[j] = dar
+        qp[j] = rr * hj
+
+
+@_jit
 def _bwd_rows(dout, dhT, gates, hp, W, lens, reverse, reset_after, zo, one, dgi, dgh, qp, dh0, dh, A, dq,
               r0, r1):
     """BPTT of rows ``[r0, r1)``: writes ``dgi``/``dgh`` (pre-activation grads of the input and recurrent
@@ -174,74 +245,40 @@ def _bwd_rows(dout, dhT, gates, hp, W, lens, reverse, reset_after, zo, one, dgi,
     H2 = 2 * H
     G = 3 * H
     for r in range(r0, r1):
-        for j in range(H):
-            dh[r, j] = dhT[r, j]
+        _copy(dh[r], dhT[r])
     for s in range(T - 1, -1, -1):
         for r in range(r0, r1):
             L = lens[r]
             if s >= L:
-                for j in range(G):
-                    A[r, j] = 0
+                A[r, :] = 0                                       # adds nothing in the matmuls below
                 continue
             t = L - 1 - s if reverse else s
-            for j in range(H):
-                d = dh[r, j] + dout[t, r, j]
-                direct = zo * d                                   # zoneout's path straight to h
-                d = d - direct
-                rr = gates[t, r, j]
-                zz = gates[t, r, H + j]
-                nn = gates[t, r, H2 + j]
-                hprev = hp[t, r, j]
-                dan = d * (one - zz) * (one - nn * nn)
-                daz = d * (hprev - nn) * zz * (one - zz)
-                dh[r, j] = d * zz + direct
-                A[r, H + j] = daz
-                if reset_after:
-                    dar = dan * gates[t, r, G + j] * rr * (one - rr)
-                    A[r, j] = dar
-                    A[r, H2 + j] = dan * rr
-                    dgi[t, r, j] = dar
-                    dgh[t, r, j] = dar
-                    dgh[t, r, H + j] = daz
-                    dgh[t, r, H2 + j] = dan * rr
-                else:
-                    A[r, H2 + j] = dan
-                    dgh[t, r, H + j] = daz
-                    dgh[t, r, H2 + j] = dan
-                dgi[t, r, H + j] = daz
-                dgi[t, r, H2 + j] = dan
+            g = gates[t, r]
+            _row_bwd(dh[r], dout[t, r], g[:H], g[H:H2], g[H2:G], g[G:], hp[t, r], zo, one, reset_after,
+                     A[r, :H], A[r, H:H2], A[r, H2:], dgi[t, r, :H], dgi[t, r, H:H2], dgi[t, r, H2:])
+            if reset_after:
+                _copy(dgh[t, r], A[r])
         if reset_after:
             _gemm_acc(A, 0, W, 0, G, 0, H, dh, 0, r0, r1)          # dh += dgh W_hh
         else:
             for r in range(r0, r1):
-                for j in range(H):
-                    dq[r, j] = 0
+                dq[r, :] = 0
             _gemm_acc(A, H2, W, H2, G, 0, H, dq, 0, r0, r1)        # dq = dn_pre W_hn  (grad of r*h)
             for r in range(r0, r1):
                 L = lens[r]
                 if s >= L:
                     continue
                 t = L - 1 - s if reverse else s
-                for j in range(H):
-                    rr = gates[t, r, j]
-                    hprev = hp[t, r, j]
-                    dar = dq[r, j] * hprev * rr * (one - rr)
-                    dh[r, j] += dq[r, j] * rr
-                    A[r, j] = dar
-                    dgi[t, r, j] = dar
-                    dgh[t, r, j] = dar
-                    qp[t, r, j] = rr * hprev
+                _row_bwd_cho_r(dh[r], dq[r], gates[t, r, :H], hp[t, r], one, A[r, :H], dgi[t, r, :H], qp[t, r])
+                _copy(dgh[t, r], A[r])
             _gemm_acc(A, 0, W, 0, H2, 0, H, dh, 0, r0, r1)         # dh += [dr, dz] W_h[rz]
     for r in range(r0, r1):
-        for j in range(H):
-            dh0[r, j] = dh[r, j]
+        _copy(dh0[r], dh[r])
         for t in range(lens[r], T):
-            for j in range(G):
-                dgi[t, r, j] = 0
-                dgh[t, r, j] = 0
+            dgi[t, r, :] = 0
+            dgh[t, r, :] = 0
             if not reset_after:
-                for j in range(H):
-                    qp[t, r, j] = 0
+                qp[t, r, :] = 0
 
 
 @_jit(parallel=True)
@@ -277,36 +314,36 @@ def step(x, h, WihT, WT, b, n_in, reset_after, zo, one, hout, gi, gh, q):
     H = h.shape[2]
     H2 = 2 * H
     G = 3 * H
+    nrz = G if reset_after else H2
     for layer in range(L):
         for r in range(B):
-            for j in range(G):
-                gi[r, j] = b[layer, 0, j]
+            _copy(gi[r], b[layer, 0])
+            _copy(gh[r, :nrz], b[layer, 1, :nrz])
+            _copy(hout[layer, r], h[layer, r])
         if layer == 0:
             _gemm_acc(x, 0, WihT[0], 0, n_in[0], 0, G, gi, 0, 0, B)
         else:
             _gemm_acc(hout[layer - 1], 0, WihT[layer], 0, n_in[layer], 0, G, gi, 0, 0, B)
-        hl = h[layer]
-        nrz = G if reset_after else H2
-        for r in range(B):
-            for j in range(nrz):
-                gh[r, j] = b[layer, 1, j]
+        hl = hout[layer]                                          # starts as h, becomes h'
         _gemm_acc(hl, 0, WT[layer], 0, H, 0, nrz, gh, 0, 0, B)
         if not reset_after:
             for r in range(B):
-                for j in range(H):
-                    rr = sigmoid(gi[r, j] + gh[r, j])
-                    gh[r, j] = rr
-                    q[r, j] = rr * hl[r, j]
-                    gh[r, H2 + j] = b[layer, 1, H2 + j]
+                _row_cho_r(gi[r, :H], gh[r, :H], hl[r], q[r])
+                _copy(gh[r, H2:], b[layer, 1, H2:])
             _gemm_acc(q, 0, WT[layer], 0, H, H2, G, gh, H2, 0, B)
         for r in range(B):
-            for j in range(H):
-                if reset_after:
-                    rr = sigmoid(gi[r, j] + gh[r, j])
-                    nn = tanh(gi[r, H2 + j] + rr * gh[r, H2 + j])
-                else:
-                    nn = tanh(gi[r, H2 + j] + gh[r, H2 + j])
-                zz = sigmoid(gi[r, H + j] + gh[r, H + j])
-                hprev = hl[r, j]
-                hnew = nn + zz * (hprev - nn)
-                hout[layer, r, j] = hnew + zo * (hprev - hnew)
+            if reset_after:
+                _row_after(gi[r, :H], gi[r, H:H2], gi[r, H2:], gh[r, :H], gh[r, H:H2], gh[r, H2:], hl[r], hl[r],
+                           q[r], zo)
+            else:
+                _row_cho(gi[r, H:H2], gi[r, H2:], gh[r, H:H2], gh[r, H2:], hl[r], hl[r], q[r], zo)
+
+
+@_jit
+def project(x, WT, b, out):
+    """``out = x W^T + b``: ``x`` ``(M, I)``, ``WT`` ``(I, N)``, ``b`` ``(N,)``, ``out`` ``(M, N)``, one thread
+    (the input projection of small problems, where a multi-threaded BLAS call costs more than it saves)."""
+    M = x.shape[0]
+    for m in range(M):
+        _copy(out[m], b)
+    _gemm_acc(x, 0, WT, 0, x.shape[1], 0, WT.shape[1], out, 0, 0, M)
