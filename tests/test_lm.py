@@ -303,3 +303,21 @@ def test_bad_options():
         lm._check_sampling(10, -1.0, -2, 1.0)
     with pytest.raises(ConfigError, match="no generation option"):
         lm.generate(None, [], primer="x")
+
+
+def test_adaptive_softmax_model(tmp_path):
+    """softmax=adaptive: training path, exact NLL in evaluation and a distribution for sampling."""
+    cfg = _cfg(data="x", softmax="adaptive", tie_weights=False, cutoffs=(4, 10))
+    model = lm.LMTask(cfg, {"vocab_size": 20, "tokenize": "word", "input_size": 16}).eval()
+    batches = StreamBatches(torch.randint(0, 20, (2, 30)).numpy(), 8)
+    total, n = lm.stream_nll(model, batches)
+    with torch.no_grad():
+        seq, _ = model.encode({"x": batches.data[:, :-1]})
+        logp = model.logits(seq)                                                   # (2, 29, 20) log-probs
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 29))
+    ref = -logp.gather(-1, batches.data[:, 1:, None]).sum()
+    assert n == 58 and math.isclose(total, float(ref), rel_tol=1e-4)
+    vocab = Vocab("word", [UNK, EOS] + [f"w{i}" for i in range(18)])
+    assert lm.sample(model, vocab, "w1 w2", 5, seed=0) == lm.sample(model, vocab, "w1 w2", 5, seed=0)
+    with pytest.raises(ConfigError, match="no-tie-weights"):
+        LMConfig.from_dict({"data": "x", "softmax": "adaptive"})

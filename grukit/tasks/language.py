@@ -137,10 +137,13 @@ class TokenNLL:
                 self.add_state("nll", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
                 self.add_state("n", torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
-            def update(self, logits: Tensor, target: Tensor) -> None:
-                V = logits.shape[-1]
-                self.nll += F.cross_entropy(logits.reshape(-1, V).float(), target.reshape(-1),
-                                            reduction="sum").double()
+            def update(self, preds: Tensor, target: Tensor) -> None:
+                if preds.shape == target.shape:                         # per-token NLL already
+                    self.nll += preds.double().sum()
+                else:                                                   # logits (..., V)
+                    V = preds.shape[-1]
+                    self.nll += F.cross_entropy(preds.reshape(-1, V).float(), target.reshape(-1),
+                                                reduction="sum").double()
                 self.n += target.numel()
 
             def compute(self) -> Tensor:
@@ -148,6 +151,27 @@ class TokenNLL:
                 return torch.exp(mean) if kind == "word" else mean / LN2
 
         return _NLL()
+
+
+class AdaptiveHead(nn.Module):
+    """Dropout, then :class:`torch.nn.AdaptiveLogSoftmaxWithLoss` (ids must be in frequency order, as
+    :class:`~grukit.data.text.Vocab` builds them)."""
+
+    def __init__(self, in_size: int, V: int, cutoffs: tuple[int, ...] = (), dropout: float = 0.0):
+        super().__init__()
+        cuts = [c for c in (cutoffs or (round(V * 0.2), round(V * 0.6))) if 0 < c < V]
+        if not cuts:
+            raise ConfigError(f"softmax=adaptive needs cutoffs inside the vocabulary of {V}; pass --cutoffs or "
+                              "--softmax full")
+        self.drop = nn.Dropout(dropout)
+        self.asm = nn.AdaptiveLogSoftmaxWithLoss(in_size, V, sorted(set(cuts)), div_value=4.0)
+
+    def loss(self, feats: Tensor, y: Tensor) -> Tensor:
+        return self.asm(feats.reshape(-1, feats.shape[-1]), y.reshape(-1)).loss    # (B*T, H), (B*T,)
+
+    def log_prob(self, feats: Tensor) -> Tensor:
+        flat = self.asm.log_prob(feats.reshape(-1, feats.shape[-1]))             # (B*T, V)
+        return flat.view(*feats.shape[:-1], flat.shape[-1])
 
 
 class LMTask(SequenceTask):
@@ -172,6 +196,8 @@ class LMTask(SequenceTask):
 
     def build_head(self) -> nn.Module:
         c = self.config
+        if c.softmax == "adaptive":
+            return AdaptiveHead(c.hidden_size, self.vocab_size, c.cutoffs, c.dropout)
         if c.tie_weights:
             return TiedLMHead(self.embedding, c.hidden_size, c.dropout)
         return RegressionHead(c.hidden_size, self.vocab_size, c.dropout)
@@ -185,11 +211,35 @@ class LMTask(SequenceTask):
         x = self.drop(self.embedding(inputs["x"]))                      # (B, T) -> (B, T, E)
         return self.encoder(x, state)                                   # (B, T, H), (L, B, H)
 
-    def loss(self, logits, y, inputs) -> Tensor:
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))   # (B*T, V), (B*T,)
+    @property
+    def adaptive(self) -> bool:
+        return isinstance(self.head, AdaptiveHead)
 
-    def decode(self, logits, inputs=None):
-        return torch.log_softmax(logits, -1)                            # (B, T, V) log-probabilities
+    def readout(self, seq, h_n, inputs):
+        return self.head.drop(seq) if self.adaptive else self.head(seq)  # features (B, T, H) or logits (B, T, V)
+
+    def logits(self, seq: Tensor) -> Tensor:
+        """(..., V) next-token scores (logits, or log-probabilities for the adaptive softmax) of GRU outputs."""
+        return self.head.log_prob(seq) if self.adaptive else self.head(seq)
+
+    def loss(self, outputs, y, inputs) -> Tensor:
+        if self.adaptive:
+            return self.head.loss(outputs, y)
+        return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), y.reshape(-1))   # (B*T, V), (B*T,)
+
+    def token_nll(self, seq: Tensor, y: Tensor) -> Tensor:
+        """(B, T) NLL in nats of the targets ``y`` (B, T) after GRU outputs ``seq`` (B, T, H) (eval: no dropout)."""
+        if self.adaptive:
+            return -self.head.asm(seq.reshape(-1, seq.shape[-1]), y.reshape(-1)).output.view(y.shape)
+        return F.cross_entropy(self.head(seq).transpose(1, 2), y, reduction="none")   # (B, V, T) vs (B, T)
+
+    def metric_inputs(self, outputs, y, inputs):
+        if self.adaptive:                                               # target log-probs only: cheap
+            return -self.head.asm(outputs.reshape(-1, outputs.shape[-1]), y.reshape(-1)).output, y.reshape(-1)
+        return outputs, y
+
+    def decode(self, outputs, inputs=None):
+        return self.head.log_prob(outputs) if self.adaptive else torch.log_softmax(outputs, -1)   # (B, T, V)
 
     # ---- training extras: optimiser, wall-clock budget, throughput
     def configure_optimizers(self):
@@ -240,8 +290,7 @@ def stream_nll(model: LMTask, batches: StreamBatches, per_token: bool = False):
     state, total, n, rows = None, 0.0, 0, []
     for batch in batches:
         seq, state = model.encode(batch, state)                         # (B, T, H), (L, B, H)
-        logits = model.readout(seq, state, batch)                       # (B, T, V)
-        nll = F.cross_entropy(logits.transpose(1, 2), batch["y"], reduction="none")   # (B, T)
+        nll = model.token_nll(seq, batch["y"])                          # (B, T)
         total += float(nll.sum(dtype=torch.float64))
         n += nll.numel()
         if per_token:
@@ -375,7 +424,7 @@ def sample(model: LMTask, vocab: Vocab, prompt: str = "", length: int = 200, tem
     gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % (2 ** 63)))
     ids = torch.tensor([_prompt_ids(prompt, vocab)], dtype=torch.int64)  # (1, P)
     seq, h = model.encode({"x": ids})                                  # (1, P, H), (L, 1, H): priming
-    logits = model.head(seq[:, -1])                                     # (1, V)
+    logits = model.logits(seq[:, -1])                                   # (1, V)
     decoder = vocab.decoder()
     pieces: list[str] = []
     for _ in range(length):
@@ -387,7 +436,7 @@ def sample(model: LMTask, vocab: Vocab, prompt: str = "", length: int = 200, tem
                 on_text(piece)
         x = model.embedding(torch.tensor([tok]))                        # (1, E)
         y, h = model.encoder.step(x, h)                                 # (1, H), (L, 1, H)
-        logits = model.head(y)                                          # (1, V)
+        logits = model.logits(y)                                        # (1, V)
     tail = decoder([], True)
     if tail:
         pieces.append(tail)

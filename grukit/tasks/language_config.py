@@ -34,6 +34,10 @@ class LMConfig(TaskConfig):
     hidden_size: int = opt(256, "GRU units per layer")
     num_layers: int = opt(2, "stacked GRU layers")
     dropout: float = opt(0.2, "dropout on embeddings, between GRU layers and before the decoder")
+    softmax: str = opt("full", "output layer: full softmax, or adaptive (Grave et al. 2017: frequent words in a "
+                               "small head, rare ones in cheaper clusters; much faster for large word vocabularies)")
+    cutoffs: tuple[int, ...] = opt((), "adaptive softmax cluster boundaries in vocabulary ids (frequency order); "
+                                       "empty: 20% and 60% of the vocabulary")
     optimizer: str = opt("adam", "adam (AdamW) or sgd (plain SGD, Zaremba et al.)")
     lr: float = opt(2e-3, "learning rate")
     lr_decay: float = opt(0.5, "factor applied to the learning rate when validation loss stalls")
@@ -48,6 +52,12 @@ class LMConfig(TaskConfig):
         p = super().problems()
         _choice(p, "tokenize", self.tokenize, ["char", "word", "byte"])
         _choice(p, "optimizer", self.optimizer, ["adam", "sgd"])
+        _choice(p, "softmax", self.softmax, ["full", "adaptive"])
+        if self.softmax == "adaptive" and self.tie_weights:
+            p.append("tie_weights=True with softmax=adaptive: the adaptive softmax has its own cluster weights; "
+                     "pass --no-tie-weights")
+        if list(self.cutoffs) != sorted(set(self.cutoffs)) or any(c < 1 for c in self.cutoffs):
+            p.append(f"cutoffs={list(self.cutoffs)}: expected increasing positive vocabulary ids")
         _choice(p, "errors", self.errors, ["strict", "replace", "ignore"])
         if self.bptt < 1 or self.eval_batch_size < 1 or self.embedding_size < 1:
             p.append(f"bptt={self.bptt}, eval_batch_size={self.eval_batch_size}, embedding_size="
