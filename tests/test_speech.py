@@ -198,3 +198,29 @@ def test_speech_and_classify_end_to_end_cli(tmp_path, capsys):
     assert cm["grukit"]["n"] == 2 * 3 * 5
     assert main(["transcribe", str(cout), str(wav)]) == 2                   # not a speech run
     assert "transcribe needs a speech run" in capsys.readouterr().err
+
+
+def test_speech_from_manifests_python_api(tmp_path):
+    from grukit.train import fit
+    data = _folder(tmp_path / "rec")
+    rows = {}
+    for split, seed in (("train", 1), ("test", 2)):
+        utts = audio.concat_utterances(audio.read_labelled(str(data), split)[0], 12 if split == "train" else 3,
+                                       RATE, min_words=2, max_words=3, seed=seed)
+        lines = ["path\ttranscript"]
+        for i, u in enumerate(utts):
+            audio.write_wav(tmp_path / "clips" / f"{split}{i}.wav", u.samples, RATE)
+            lines.append(f"clips/{split}{i}.wav\t{u.text}")
+        (tmp_path / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+        rows[split] = utts
+    run = fit("speech", data=str(tmp_path / "train.tsv"), test_data=str(tmp_path / "test.tsv"),
+              out=tmp_path / "run", units="word", bidirectional=True, decoder="beam", hidden_size=12,
+              num_layers=1, conv_channels=0, max_epochs=1, batch_size=4, progress=False, backend="aten")
+    assert run.meta["symbols"] == ["one", "two", "zero"]
+    m = run.evaluate()
+    assert m["grukit_beam"]["n"] == 3.0 and 0 <= m["grukit_greedy"]["CER"]
+    [csv] = run.predict(str(tmp_path / "test.tsv"), out=tmp_path / "pred.csv")
+    assert csv.read_text().splitlines()[0] == "path,transcript,reference"
+    with pytest.raises(ConfigError, match="unidirectional"):
+        speech.transcribe(run, [tmp_path / "clips" / "test0.wav"], stream=True)
+    assert isinstance(speech.transcribe(run, [tmp_path / "clips" / "test0.wav"])[0]["text"], str)
