@@ -69,7 +69,7 @@ def test_carry_state_across_batches():
         def loss(self, out, y, inputs):
             return ((out.squeeze(-1) - y) ** 2).mean()
 
-    cfg = TaskConfig(hidden_size=4)
+    cfg = TaskConfig(hidden_size=4, backend="aten")
     task = Echo(cfg, {"input_size": 1})
     batch = {"x": torch.randn(2, 5, 1), "y": torch.randn(2, 5)}
     out1, h1 = task(batch, task._state_for("train", 2))
