@@ -108,6 +108,8 @@ def _train_command(entry) -> None:
         no_eval = kw.pop("no_eval")
         from .train import fit
         run = fit(entry.name, config, out=out, resume=resume, evaluate=not no_eval, **kw)
+        if run is None:                                  # a DDP rank other than 0: rank 0 reports
+            return
         con = _console()
         if not no_eval:
             import json
@@ -246,8 +248,8 @@ def datasets() -> None:
     _console().print(table)
 
 
-QUICKSTART = dict(data="airline", lookback=36, horizon=24, backtests=1, hidden_size=32, max_epochs=150,
-                  patience=30, ensemble=2)
+QUICKSTART = dict(data="airline", lookback=24, horizon=24, backtests=1, hidden_size=32, max_epochs=150,
+                  patience=30, val_fraction=0.1, ensemble=2)
 
 
 @app.command(epilog="Example:\n\n  grukit quickstart --out runs/quickstart")
