@@ -75,7 +75,10 @@ class _TaskGroup(TyperGroup):
 
 
 train_app = typer.Typer(cls=_TaskGroup, no_args_is_help=True,
-                        help="Train a model for TASK into a run directory (see `grukit train TASK --help`).")
+                        help="Train a model for TASK into a run directory (see `grukit train TASK --help`).",
+                        epilog="Examples:\n\n  grukit train forecast --data airline --horizon 24\n\n"
+                               "  grukit train classify --data japanese_vowels --bidirectional\n\n"
+                               "  grukit train autoencoder --data kdd_tsad_135 --out runs/ae")
 app.add_typer(train_app, name="train")
 
 
