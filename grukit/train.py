@@ -13,6 +13,7 @@ Lightning's own callback and loop states are too. After training, the best weigh
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -106,8 +107,35 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)`.*")
 
 
+RUN_DIR_ENV = "GRUKIT_RUN_DIR"
+
+
+def process_rank() -> int:
+    """This process's global rank under DDP (0 when not distributed).
+
+    Lightning's subprocess launcher sets ``LOCAL_RANK``/``NODE_RANK`` for the processes it starts; torchrun and
+    cluster schedulers set ``RANK`` (SLURM: ``SLURM_PROCID``).
+    """
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    local, node = os.environ.get("LOCAL_RANK", "0"), os.environ.get("NODE_RANK", "0")
+    return int(local) + int(node) if local.isdigit() and node.isdigit() else 0
+
+
+def _rank_run_dir(out) -> Path:
+    """The run directory of rank 0, seen from another rank (never created or written here)."""
+    shared = os.environ.get(RUN_DIR_ENV)
+    if shared:
+        return Path(shared)
+    if out is None:
+        raise ConfigError("multi-process training started by torchrun or a scheduler needs --out DIR (the same "
+                          "on every rank) so that all ranks agree on the run directory")
+    return Path(out)
+
+
 def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out: str | Path | None = None,
-        resume: bool = False, evaluate: bool = True, **overrides) -> Run:
+        resume: bool = False, evaluate: bool = True, **overrides) -> Run | None:
     """Train ``task`` and return its :class:`~grukit.runs.Run`.
 
     Args:
@@ -116,6 +144,9 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
         out: the run directory (default ``runs/<task>``, numbered when taken). An existing run is never
             overwritten: pass ``resume=True`` to continue it from ``checkpoints/last.ckpt``.
         evaluate: evaluate on the held-out data after training and write ``metrics.json``.
+
+    Under DDP (``devices``/``num_nodes``/``strategy="ddp"``) every rank trains and only rank 0 writes the run
+    directory and returns the Run; the other ranks return None.
 
     Example::
 
@@ -138,8 +169,13 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
     module = entry.load()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     prepared = module.prepare(cfg)                       # bad input fails here, before anything is written
-    run_dir = new_run_dir(out, task, resume=resume)
-    run = start_run(run_dir, task, cfg, prepared.meta)
+    rank = process_rank()
+    if rank == 0:
+        run_dir = new_run_dir(out, task, resume=resume)
+        run = start_run(run_dir, task, cfg, prepared.meta)
+        os.environ[RUN_DIR_ENV] = str(run_dir.resolve())  # DDP ranks that Lightning starts later inherit it
+    else:                                                # only rank 0 writes the run directory
+        run_dir, run = _rank_run_dir(out), None
     members = int(getattr(cfg, "ensemble", 1))
     t0 = time.time()
     for i in range(members):
@@ -158,6 +194,8 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
         ckpt_path = str(last) if resume and last.is_file() else None
         trainer.fit(model, train_dataloaders=prepared.train, val_dataloaders=prepared.val, ckpt_path=ckpt_path,
                     weights_only=True)
+        if process_rank() != 0:                          # training is done; rank 0 saves and evaluates
+            continue
         best = ckpt_dir / "best.ckpt"
         if best.is_file():
             from .runs import load_checkpoint
@@ -165,6 +203,8 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
         save_weights(model.state_dict(), weights, metadata={"task": task, "member": str(i)})
         if previous is not None:
             _merge_log(log_file, previous)
+    if process_rank() != 0:
+        return None
     _collect_metrics(run_dir)
     run.update_info(status="trained", train_seconds=round(time.time() - t0, 1))
     if evaluate:

@@ -149,7 +149,8 @@ class SequenceTask(L.LightningModule):
             self._states[stage] = self.detach_state(state)
         loss = self.loss(outputs, target, inputs)
         on_step = stage == "train"
-        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=B)
+        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=B,
+                 sync_dist=not on_step)                 # epoch values averaged over DDP ranks
         metrics = {"val": self.val_metrics, "test": self.test_metrics}.get(stage)
         if metrics is not None:
             metrics.update(*self.metric_inputs(outputs.detach() if isinstance(outputs, Tensor) else outputs,
