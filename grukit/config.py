@@ -151,8 +151,8 @@ class ForecastConfig(TaskConfig):
     quantiles: tuple[float, ...] = opt((0.1, 0.5, 0.9), "quantiles for likelihood=quantile; the outer pair "
                                                        "gives the interval, 0.5 the point forecast")
     interval: float = opt(0.8, "nominal coverage of the prediction interval for likelihood=gaussian")
-    transform: str = opt("auto", "target transform before scaling: none, log (positive data), auto (log "
-                                 "when every target value is > 0)")
+    transform: str = opt("auto", "target transform before scaling: none, log (positive data), sqrt "
+                                 "(non-negative counts), auto (log when every target value is > 0)")
     linear_skip: bool = opt(True, "add a linear map from the lookback window to the horizon (residual head)")
     window_norm: bool = opt(True, "subtract each input window's mean level from inputs and add it back to the "
                                   "forecast (handles trends and level shifts)")
@@ -172,7 +172,7 @@ class ForecastConfig(TaskConfig):
         if self.lookback < 1 or self.horizon < 1:
             p.append(f"lookback={self.lookback}, horizon={self.horizon}: both must be >= 1")
         _choice(p, "likelihood", self.likelihood, ["point", "gaussian", "quantile"])
-        _choice(p, "transform", self.transform, ["none", "log", "auto"])
+        _choice(p, "transform", self.transform, ["none", "log", "sqrt", "auto"])
         if self.likelihood == "quantile":
             if not self.quantiles or any(not 0 < q < 1 for q in self.quantiles):
                 p.append(f"quantiles={list(self.quantiles)}: expected values strictly between 0 and 1")

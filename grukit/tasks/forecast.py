@@ -113,10 +113,14 @@ def _transform(cfg_transform: str, series: list[Series]) -> str:
 
 
 def _fwd(y: np.ndarray, transform: str) -> np.ndarray:
+    if transform == "sqrt":
+        return np.sqrt(y)
     return np.log(y) if transform == "log" else y
 
 
 def _inv(y: np.ndarray, transform: str) -> np.ndarray:
+    if transform == "sqrt":
+        return np.square(np.clip(y, 0, None))
     return np.exp(np.clip(y, -50, 50)) if transform == "log" else y
 
 
@@ -154,6 +158,8 @@ def prepare(cfg: ForecastConfig) -> Prepared:
     transform = _transform(cfg.transform, series)
     if transform == "log" and any((s.y[: s.n_obs] <= 0).any() for s in series):
         raise DataError("transform=log needs positive targets; use --transform none", path=path)
+    if transform == "sqrt" and any((s.y[: s.n_obs] < 0).any() for s in series):
+        raise DataError("transform=sqrt needs non-negative targets; use --transform none", path=path)
     m = cfg.season_length or season_from_times(series[0].times)
     scalers, train_rows, val_rows = {}, [], []
     covs = np.concatenate([np.concatenate([s.known, s.past], 1)[: s.n_obs - hold] for s in series])
