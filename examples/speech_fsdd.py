@@ -90,7 +90,12 @@ def main() -> None:
     ap.add_argument("--classify-epochs", type=int, default=15)
     ap.add_argument("--ctc-epochs", type=int, default=10)
     ap.add_argument("--stream-utterances", type=int, default=100)
+    ap.add_argument("--units", default="char", help="CTC output units: char or word")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a busy "
+                    "machine: small GRU ops lose more to thread hand-offs than they gain)")
     a = ap.parse_args()
+    import torch
+    torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     summary_file = out / "summary.json"
@@ -102,7 +107,8 @@ def main() -> None:
         print(json.dumps(summary, indent=2), flush=True)
 
     if "ctc" in stages:
-        summary["ctc_digit_strings"] = ctc(a.data, out, a.ctc_epochs, a.stream_utterances)
+        summary[f"ctc_digit_strings_{a.units}"] = ctc(a.data, out, a.ctc_epochs, a.stream_utterances,
+                                                       units=a.units)
         save()
     if "classify" in stages:
         summary["classify_official_split"] = classify(a.data, out, "classify_official", a.classify_epochs)
