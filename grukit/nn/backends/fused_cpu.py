@@ -97,8 +97,10 @@ class _WeightCache:
         return hit[1:]
 
 
-# Input projections up to this many multiply-adds run in one numba thread; larger ones in torch (BLAS threads).
-SMALL_PROJECTION = 25_000_000
+# Input projections up to this many multiply-adds run in one numba thread (no BLAS call and thread wake-up);
+# larger ones in torch, whose BLAS is several times faster on a whole GEMM when its threads get the cores
+# (on a loaded machine a two-thread BLAS call can stall for a scheduler slice; one numba thread does not).
+SMALL_PROJECTION = 20_000_000
 
 
 def layer_forward(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
