@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     import pandas as pd
     log = pd.read_csv(run.path / "metrics.csv")
     tok_s = log["train_tokens_per_s"].dropna()
+    generate_text(run, prompt="the company said", length=5, seed=0)       # warm-up: first step() call compiles
     t1 = time.time()
     sample = generate_text(run, prompt="the company said", length=60, temperature=0.8, seed=1)
     gen_s = 60 / (time.time() - t1)

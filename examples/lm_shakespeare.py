@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     log = pd.read_csv(run.path / "metrics.csv")
     tok_s = log["train_tokens_per_s"].dropna()
     epochs = int(log["epoch"].max()) + 1
+    generate_text(run, prompt="ROMEO:", length=5, seed=0)       # warm-up: first step() call compiles
     t1 = time.time()
     sample = generate_text(run, prompt="ROMEO:", length=500, temperature=0.8, seed=1)
     gen_s = 500 / (time.time() - t1)
