@@ -14,6 +14,7 @@ training. numba is imported, and kernels compile (or load from numba's on-disk c
 from __future__ import annotations
 
 import importlib.util
+import threading
 import weakref
 
 import numpy as np
@@ -208,13 +209,19 @@ class _StepWeights:
         self.zo = dt.type(s.zoneout)
         self.reset_after = s.reset_after
         self.kernel = _k().step
-        self.scratch: dict[int, tuple] = {}
+        self.scratch: dict[tuple[int, int], tuple] = {}
 
     def buffers(self, B: int, H: int):
-        if B not in self.scratch:
+        """Scratch of the step kernel, one set per batch size and Python thread (the kernel releases the GIL,
+        so two threads streaming through one module must not share it)."""
+        key = (B, threading.get_ident())
+        hit = self.scratch.get(key)
+        if hit is None:
+            if len(self.scratch) >= 16:
+                self.scratch = {}
             dt = self.WT.dtype
-            self.scratch = {B: (np.empty((B, 3 * H), dt), np.empty((B, 3 * H), dt), np.empty((B, H), dt))}
-        return self.scratch[B]
+            hit = self.scratch[key] = (np.empty((B, 3 * H), dt), np.empty((B, 3 * H), dt), np.empty((B, H), dt))
+        return hit
 
 
 def _param_key(module) -> tuple:
