@@ -291,7 +291,7 @@ def test_folder_of_files_is_one_text(tmp_path):
     (tmp_path / "b.txt").write_text("second")
     (tmp_path / "a.txt").write_text("first")
     (tmp_path / ".hidden").write_text("skip")
-    assert read_text(tmp_path) == "first\nsecond\n"
+    assert read_text(tmp_path) == "first\nsecond"                                 # newline between files
 
 
 def test_bad_options():

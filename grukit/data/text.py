@@ -88,12 +88,15 @@ def decode(data: bytes, path: str | Path, encoding: str = "utf-8", errors: str =
 
 def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> str:
     """The text of a file or folder (see :func:`read_bytes` and :func:`decode`)."""
-    data = read_bytes(path)
-    files = _files(Path(path))
-    if len(files) == 1:
-        return decode(data, files[0], encoding, errors)
-    return "".join(decode(read_bytes(f), f, encoding, errors) + ("" if read_bytes(f).endswith(b"\n") else "\n")
-                   for f in files)
+    parts = []
+    for f in _files(Path(path)):
+        text = decode(f.read_bytes(), f, encoding, errors)             # errors name the file they are in
+        if parts and not parts[-1].endswith("\n"):
+            parts.append("\n")
+        parts.append(text)
+    if not any(parts):
+        raise DataError("empty: no text to learn from", path=path)
+    return "".join(parts)
 
 
 def find_splits(path: str | Path) -> dict[str, Path] | None:
