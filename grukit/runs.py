@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 __all__ = ["atomic_write", "write_json", "read_json", "write_yaml", "save_weights", "load_weights",
            "load_checkpoint", "new_run_dir", "Run", "open_run"]
@@ -101,9 +101,37 @@ def save_weights(state_dict: dict, path: str | Path, metadata: dict[str, str] | 
 
 
 def load_weights(path: str | Path) -> dict:
-    """Load a safetensors state_dict (no pickle involved)."""
+    """Load a safetensors state_dict (no pickle involved); anything else is refused with a DataError."""
     from safetensors.torch import load
-    return load(Path(path).read_bytes())
+    data = Path(path).read_bytes()
+    try:
+        return load(data)
+    except Exception as e:  # safetensors raises its own SafetensorError (and others) on foreign bytes
+        raise DataError(f"not a safetensors weight file ({type(e).__name__}: {e}); grukit never unpickles "
+                        "weights, so a file of any other format is refused", path=path) from None
+
+
+def safe_torch_load(path: str | Path):
+    """``torch.load(weights_only=True)``: tensors and plain containers only; a pickle that would build or call
+    anything else is refused with a :class:`DataError` and never executed."""
+    import pickle
+
+    import torch
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"refused to load this checkpoint: it is not a plain tensor checkpoint ({first[:200]}). "
+                        "grukit loads checkpoints with torch.load(weights_only=True) and never runs code from "
+                        "them", path=path) from None
+
+
+def check_version(version, path) -> None:
+    """A checkpoint from another major version of grukit (or none) fails with what it is and what is expected."""
+    ours = __version__.split(".")[0]
+    if not isinstance(version, str) or version.split(".")[0] != ours:
+        raise ConfigError(f"{path} was written by grukit {version!r}; this is grukit {__version__} and reads "
+                          f"checkpoints of grukit {ours}.x; retrain, or load it with the version that wrote it")
 
 
 def load_checkpoint(path: str | Path, task: str | None = None) -> dict:
@@ -112,11 +140,12 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {str(path)!r} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    info = ckpt.get("grukit")
+    ckpt = safe_torch_load(path)
+    info = ckpt.get("grukit") if isinstance(ckpt, dict) else None
     if info is None:
         raise ConfigError(f"{path} is not a grukit checkpoint (it has no 'grukit' entry with version, task and "
                           "config)")
+    check_version(info.get("version"), path)
     if task is not None and info.get("task") != task:
         raise ConfigError(f"{path} holds a {info.get('task')!r} model, not {task!r}; load it with the "
                           f"{info.get('task')!r} task")

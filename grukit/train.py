@@ -53,7 +53,8 @@ def _checkpoint_io():
             atomic_write(path, checkpoint_bytes(checkpoint))
 
         def load_checkpoint(self, path, map_location=None, weights_only=None):
-            return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=True)
+            from .runs import safe_torch_load
+            return safe_torch_load(path)
 
     return _Atomic()
 

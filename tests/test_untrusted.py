@@ -1,0 +1,82 @@
+"""Untrusted run directories: planted pickles are refused, never executed; foreign checkpoints are named."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from grukit.errors import ConfigError, DataError
+from grukit.runs import load_checkpoint, open_run
+from grukit.train import fit
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, 'w')``: the attack a weights_only load must refuse."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("untrusted")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((24, 6, 2)).astype("float32")
+    np.savez(tmp / "d.npz", X=X, y=(X[:, :, 0].mean(1) > 0).astype(int))
+    fit("classify", data=str(tmp / "d.npz"), max_epochs=1, hidden_size=4, out=tmp / "run", progress=False,
+        evaluate=False)
+    return tmp / "run"
+
+
+def test_planted_pickle_checkpoint_is_refused_not_run(run_dir, tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}, "payload": _Payload(marker)}, evil)       # a real torch pickle with a payload
+    with pytest.raises(DataError, match=r"refused to load this checkpoint.*never runs code"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+    # through --resume: Lightning reads checkpoints/last.ckpt with the same safe loader
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    good = ckpt.read_bytes()
+    try:
+        ckpt.write_bytes(evil.read_bytes())
+        with pytest.raises(DataError, match="refused to load"):
+            fit("classify", out=run_dir, resume=True, max_epochs=3, progress=False, evaluate=False)
+        assert not marker.exists()
+    finally:
+        ckpt.write_bytes(good)
+
+
+def test_planted_pickle_weights_are_refused(run_dir, tmp_path):
+    marker = tmp_path / "pwned"
+    weights = run_dir / "model.safetensors"
+    good = weights.read_bytes()
+    try:
+        weights.write_bytes(pickle.dumps(_Payload(marker)))
+        with pytest.raises(DataError, match="not a safetensors weight file"):
+            open_run(run_dir).models()
+        assert not marker.exists()
+    finally:
+        weights.write_bytes(good)
+    assert len(open_run(run_dir).models()) == 1
+
+
+def test_checkpoint_of_another_task_or_version_is_named(run_dir, tmp_path):
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    with pytest.raises(ConfigError, match="holds a 'classify' model, not 'forecast'"):
+        load_checkpoint(run_dir / "checkpoints" / "last.ckpt", task="forecast")
+    ckpt["grukit"]["version"] = "7.0.0"
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    with pytest.raises(ConfigError, match=r"written by grukit '7.0.0'.*reads checkpoints of grukit 0.x"):
+        load_checkpoint(tmp_path / "old.ckpt")
+    del ckpt["grukit"]
+    torch.save(ckpt, tmp_path / "foreign.ckpt")
+    with pytest.raises(ConfigError, match="not a grukit checkpoint"):
+        load_checkpoint(tmp_path / "foreign.ckpt")
+    assert os.listdir(run_dir)   # nothing in the run was touched
