@@ -204,7 +204,7 @@ class ForecastTask(SequenceTask):
     def build_head(self):
         c, m = self.config, self.meta
         return DirectForecastHead(self.encoder_size, c.horizon, m["n_targets"], self.n_params, c.lookback,
-                                  m["n_known"], c.linear_skip, c.head_dropout)
+                                  m["n_known"], c.linear_skip, c.head_dropout, int(m.get("season_length", 1)))
 
     def build_metrics(self):
         from torchmetrics import MeanAbsoluteError, MetricCollection

@@ -126,16 +126,25 @@ class DirectForecastHead(nn.Module):
 
     ``y = W [h_T ; known_future] + skip(window)``: a linear layer on the final GRU state (and the flattened
     known-future covariates), plus an optional linear map from each target's own lookback window to its horizon
-    (shared by the targets), a strong base the GRU corrects. Output shape (B, horizon, C, P).
+    (shared by the targets), a strong base the GRU corrects. The linear map starts as the seasonal-naive
+    forecast (period ``season``; the naive one when ``season`` is 1 or longer than the lookback), so training
+    starts from that baseline and learns corrections to it. Output shape (B, horizon, C, P).
     """
 
     def __init__(self, in_size: int, horizon: int, n_targets: int, n_params: int, lookback: int,
-                 n_known: int = 0, linear_skip: bool = True, dropout: float = 0.0):
+                 n_known: int = 0, linear_skip: bool = True, dropout: float = 0.0, season: int = 1):
         super().__init__()
         self.horizon, self.C, self.P = horizon, n_targets, n_params
         self.drop = nn.Dropout(dropout)
         self.proj = nn.Linear(in_size + horizon * n_known, horizon * n_targets * n_params)
         self.skip = nn.Linear(lookback, horizon) if linear_skip else None
+        if self.skip is not None:
+            m = season if 1 < season <= lookback else 1
+            with torch.no_grad():
+                self.skip.weight.zero_()
+                self.skip.bias.zero_()
+                for h in range(horizon):                                      # y[h] = x[L - m + h mod m]
+                    self.skip.weight[h, lookback - m + (h % m)] = 1.0
 
     def forward(self, h: Tensor, window: Tensor, known_future: Tensor | None = None) -> Tensor:
         B = h.shape[0]
