@@ -24,8 +24,9 @@ torch.set_num_threads(2)
 
 SETUPS = {
     "airline": ("forecast", dict(QUICKSTART, ensemble=3)),
-    "sunspots": ("forecast", dict(data="sunspots", lookback=44, horizon=11, backtests=2, season_length=11,
-                                  hidden_size=32, max_epochs=150, patience=30, ensemble=3)),
+    "sunspots": ("forecast", dict(data="sunspots", lookback=33, horizon=11, backtests=2, season_length=11,
+                                  transform="sqrt", window_norm=False, val_fraction=0.1, hidden_size=32,
+                                  max_epochs=150, patience=30, ensemble=3)),
     # all 270 training sequences, a fixed cosine schedule, no early stopping (a 10% split left 27 sequences)
     "japanese_vowels": ("classify", dict(data="japanese_vowels", bidirectional=True, hidden_size=128,
                                          pooling="mean", head_dropout=0.2, label_smoothing=0.1, val_fraction=0.0,
