@@ -10,7 +10,7 @@ from grukit.nn import GRU, backends
 @pytest.mark.parametrize("backend", [b for b in backends.available() if b != "reference"])
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_gru_finite_for_100k_steps_and_huge_inputs(backend, reset_after):
-    gru = GRU(4, 8, num_layers=2, reset_after=reset_after)
+    gru = GRU(4, 8, reset_after=reset_after)
     x = torch.randn(100_000, 1, 4) * 1e4
     if backends.get(backend).supports(gru.spec, x, False) is not None:
         pytest.skip(f"backend {backend} does not run reset_after={reset_after}")
