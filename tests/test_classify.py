@@ -89,3 +89,20 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(DataError, match="did you mean 'lable'"):
         fit("classify", data=str(tmp_path / "m.csv"), out=tmp_path / "r", **TINY)
     assert not (tmp_path / "r").exists()
+
+
+def test_ts_files(tmp_path):
+    import aeon
+    from pathlib import Path
+
+    from grukit.config import ClassifyConfig
+    from grukit.tasks.classify import read_sequences
+    ts = Path(aeon.__file__).parent / "datasets" / "data" / "JapaneseVowels" / "JapaneseVowels_TEST.ts"
+    if not ts.is_file():
+        pytest.skip(f"{ts} is not shipped by this aeon version")
+    seqs, y, _ = read_sequences(str(ts), ClassifyConfig())
+    assert len(seqs) == 370 and seqs[0].shape[1] == 12 and len(set(y)) == 9
+    assert {len(s) for s in seqs} != {len(seqs[0])}           # variable lengths kept, not padded
+    (tmp_path / "bad.ts").write_text("@problemName x\n@data\n1,2,:a\n")
+    with pytest.raises(DataError, match="bad.ts"):
+        read_sequences(str(tmp_path / "bad.ts"), ClassifyConfig())
