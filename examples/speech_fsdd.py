@@ -2,12 +2,13 @@
 
     python examples/speech_fsdd.py --data ../shared/data/fsdd/recordings --out runs/speech_fsdd
 
-Stages (``--stages ctc,classify,speaker``):
+Stages (``--stages ctc,classify,speaker,speaker_cmvn``):
 
 * ``classify``: ``grukit train classify`` on the audio folder (log-mel frames, bidirectional GRU), official
   split: recordings 0-4 of every speaker and digit are the test set. Target: accuracy >= 98 %.
 * ``speaker``: the speaker-independent split, trained on five speakers, tested on the sixth
   (``DIR?test_speaker=NAME``).
+* ``speaker_cmvn``: the same with per-utterance mean/variance normalisation (``DIR?norm=utterance``).
 * ``ctc``: ``grukit train speech``: utterances of 3-7 digits of one speaker concatenated with random silences
   (training strings from training recordings only, test strings only from test recordings), a causal conv
   front end, a unidirectional GRU and character CTC. Reports greedy/beam WER and CER, then streams the test
@@ -85,12 +86,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/fsdd/recordings"))
     ap.add_argument("--out", default="runs/speech_fsdd")
-    ap.add_argument("--stages", default="ctc,classify,speaker")
+    ap.add_argument("--stages", default="ctc,classify,speaker,speaker_cmvn")
     ap.add_argument("--test-speaker", default="theo")
     ap.add_argument("--classify-epochs", type=int, default=15)
-    ap.add_argument("--ctc-epochs", type=int, default=10)
+    ap.add_argument("--ctc-epochs", type=int, default=24)
     ap.add_argument("--stream-utterances", type=int, default=100)
     ap.add_argument("--units", default="char", help="CTC output units: char or word")
+    ap.add_argument("--ctc-batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a busy "
                     "machine: small GRU ops lose more to thread hand-offs than they gain)")
     a = ap.parse_args()
@@ -108,7 +110,7 @@ def main() -> None:
 
     if "ctc" in stages:
         summary[f"ctc_digit_strings_{a.units}"] = ctc(a.data, out, a.ctc_epochs, a.stream_utterances,
-                                                       units=a.units)
+                                                       units=a.units, batch_size=a.ctc_batch_size)
         save()
     if "classify" in stages:
         summary["classify_official_split"] = classify(a.data, out, "classify_official", a.classify_epochs)
@@ -117,6 +119,11 @@ def main() -> None:
         summary[f"classify_speaker_independent_{a.test_speaker}"] = classify(
             f"{a.data}?test_speaker={a.test_speaker}", out, f"classify_speaker_{a.test_speaker}",
             a.classify_epochs)
+        save()
+    if "speaker_cmvn" in stages:                        # per-utterance mean/variance normalisation first
+        summary[f"classify_speaker_independent_{a.test_speaker}_cmvn"] = classify(
+            f"{a.data}?test_speaker={a.test_speaker}&norm=utterance", out,
+            f"classify_speaker_{a.test_speaker}_cmvn", a.classify_epochs)
         save()
 
 

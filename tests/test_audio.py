@@ -146,6 +146,10 @@ def test_fsdd_folder_splits(tmp_path):
         audio.read_labelled(f"{root}?test_speaker=eve", "test")
     feats, labels, _ = audio.labelled_features(str(root), "test")
     assert len(feats) == len(labels) == 30 and feats[0].shape[1] == 40
+    cmvn, _, _ = audio.labelled_features(f"{root}?norm=utterance&features=mfcc", "test")
+    assert cmvn[0].shape[1] == 13 and np.allclose(cmvn[0].mean(0), 0, atol=1e-4)
+    with pytest.raises(DataError, match="norm='bad'"):
+        audio.labelled_features(f"{root}?norm=bad", "test")
 
 
 def test_class_subfolders(tmp_path):

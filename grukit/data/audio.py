@@ -471,8 +471,8 @@ def file_rate(path: str | Path) -> int:
 def labelled_features(data: str, split: str = "train") -> tuple[list[np.ndarray], np.ndarray, str]:
     """For classification: (features (T_i, F) per file, labels, display name) of an audio folder/manifest.
 
-    Feature options come from the source's query string: ``DIR?features=mfcc&n_mels=40&rate=16000``
-    (defaults: log-mel, 40 bands, the first file's rate).
+    Feature options come from the source's query string: ``DIR?features=mfcc&n_mels=40&rate=16000&norm=utterance``
+    (defaults: log-mel, 40 bands, the first file's rate, no per-utterance mean/variance normalisation).
     """
     p, opts = parse_source(data)
     everything, _ = read_labelled(data, "all")
@@ -486,4 +486,7 @@ def labelled_features(data: str, split: str = "train") -> tuple[list[np.ndarray]
     if spec.problems():
         raise DataError("; ".join(spec.problems()), path=p)
     feats = [features(load(u, spec.rate), spec) for u in utts]
-    return feats, np.asarray([u.text for u in utts]), str(p)
+    norm = opts.get("norm", "none")
+    if norm not in ("none", "utterance"):
+        raise DataError(f"norm={norm!r} in {data!r}: expected none or utterance", path=p)
+    return normalise(feats, norm), np.asarray([u.text for u in utts]), str(p)
