@@ -313,3 +313,21 @@ def test_bench_sections_agree_on_a_tiny_grid():
         assert row["backend"] == "fused_cpu"
         assert row.get("max_err", row.get("max_grad_err")) < 1e-4
     assert "x_torch" in bench.format_rows("t", rows[:1])
+
+
+def test_inference_sees_replaced_and_updated_weights():
+    ref, ours = _pair(torch.float32, num_layers=2)
+    ref.eval()
+    ours.eval()
+    x = torch.randn(T, B, I)
+    with torch.no_grad():
+        ours(x)                                                  # fills the transposed-weight cache
+        for m in (ref, ours):
+            m.weight_hh_l1 = torch.nn.Parameter(m.weight_hh_l1 * -1.0)
+            m.weight_ih_l0.mul_(0.5)
+        out_r, _ = ref(x)
+        out_o, _ = ours(x)
+        _, h_step = ours.step(x[0])
+        _, h_ref = ref.step(x[0])
+    _close(out_o, out_r, torch.float32)
+    _close(h_step, h_ref, torch.float32)

@@ -1,6 +1,7 @@
 """The ``fused_cpu`` backend: the GRU recurrence as one compiled loop per layer and direction (numba).
 
-For each layer and direction the input projection of every step is one matmul (torch), then the whole
+For each layer and direction the input projection of every step is one matmul (torch's BLAS; one numba
+thread for small problems), then the whole
 recurrence runs in one numba kernel (``_fused/kernels.py``) that fuses the recurrent matmul with the gates and
 keeps ``W_hh`` hot in cache. Training runs through :class:`GRULayerFn`, a ``torch.autograd.Function`` whose
 backward is a numba BPTT kernel followed by three matmuls for the weight gradients. ``step`` runs every layer
@@ -10,6 +11,11 @@ Supports (CPU, float32 and float64): reset_after True and False, any number of l
 ``bias=False``, lengths, h0, dropout between layers, and in evaluation mode zoneout and recurrent_dropout
 (their evaluation-mode math). It declines layer_norm and the random masks of recurrent_dropout / zoneout in
 training. numba is imported, and kernels compile (or load from numba's on-disk cache), on first use only.
+
+Threads: one for small problems; above ``PARALLEL_MIN_WORK`` the batch rows are split into one chunk per
+thread (``min(torch.get_num_threads(), numba.get_num_threads(), B)``), one parallel region per call. Every
+row's arithmetic is the same whatever the split, so results are bit-identical run to run and across thread
+counts, which is what ``deterministic=True`` asks: the backend honours it at no cost.
 """
 from __future__ import annotations
 
@@ -46,7 +52,7 @@ def threads_for(B: int, H: int, T: int) -> int:
     if n < 2 or B < 2 or B * H * H * T < PARALLEL_MIN_WORK:
         return 1
     import numba
-    return max(1, min(n, numba.config.NUMBA_NUM_THREADS, B))
+    return max(1, min(n, numba.get_num_threads(), B))
 
 
 def _np(t: Tensor) -> np.ndarray:
@@ -93,9 +99,9 @@ class _WeightCache:
         key = tuple(_version(t) for t in p[:4])
         per = self._by_module.setdefault(module, {})
         hit = per.get((layer, d))
-        if hit is None or hit[0] != key:
-            hit = per[(layer, d)] = (key, *_transposed_np(p.w_hh, p.b_hh), *_transposed_np(p.w_ih, p.b_ih))
-        return hit[1:]
+        if hit is None or hit[0] != key:      # p[:4] is held so no new tensor can take a cached id
+            hit = per[(layer, d)] = (key, p[:4], *_transposed_np(p.w_hh, p.b_hh), *_transposed_np(p.w_ih, p.b_ih))
+        return hit[2:]
 
 
 # Input projections up to this many multiply-adds run in one numba thread (no BLAS call and thread wake-up);
@@ -194,6 +200,7 @@ class _StepWeights:
         dt = module.weight_ih_l0.detach().numpy().dtype
         imax = max(s.input_size, H)
         self.key = key
+        self.params = list(module._parameters.values())   # held: no new tensor can take a cached id
         self.WihT = np.zeros((L, imax, 3 * H), dt)
         self.WT = np.empty((L, H, 3 * H), dt)
         self.b = np.zeros((L, 2, 3 * H), dt)
