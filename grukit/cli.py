@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         msg = " ".join(str(e).split("\n")[:1]) if "\n" not in str(e) else str(e).replace("\n  - ", "; ")
         click.echo(f"grukit: error: {msg}", err=True)
-        return 2
+        return getattr(e, "exit_code", 2)             # 2 for bad input; 128+signal for an interrupted run
 
 
 if __name__ == "__main__":  # pragma: no cover

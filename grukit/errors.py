@@ -51,3 +51,15 @@ def collect(problems: list[str], kind: type[GrukitError] = ConfigError, what: st
         raise kind(problems[0])
     head = f"{len(problems)} problems{(' in ' + what) if what else ''}:"
     raise kind("\n  - ".join([head, *problems]))
+
+
+class TrainingError(GrukitError, RuntimeError):
+    """Training cannot go on (a non-finite loss, ...); the last good checkpoint is kept."""
+
+
+class Interrupted(GrukitError):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint; ``exit_code`` is 130 or 143."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

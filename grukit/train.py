@@ -73,7 +73,8 @@ def build_trainer(cfg: TaskConfig, run_dir: Path, monitor: str = "val_loss", ckp
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
                            save_last=True, enable_version_counter=False)
     best.CHECKPOINT_NAME_LAST = "last"
-    callbacks = [best]
+    from .callbacks import GracefulStop, GradientWatch, NonFiniteGuard
+    callbacks = [best, NonFiniteGuard(ckpt_dir), GradientWatch(cfg.gradient_clip_val), GracefulStop(ckpt_dir)]
     if cfg.patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=cfg.patience))
     if cfg.progress:
@@ -196,6 +197,7 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
         ckpt_path = str(last) if resume and last.is_file() else None
         trainer.fit(model, train_dataloaders=prepared.train, val_dataloaders=prepared.val, ckpt_path=ckpt_path,
                     weights_only=True)
+        _raise_if_interrupted(trainer, run, task, run_dir)
         if process_rank() != 0:                          # training is done; rank 0 saves and evaluates
             continue
         best = ckpt_dir / "best.ckpt"
@@ -212,6 +214,24 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
     if evaluate:
         run.evaluate()
     return run
+
+
+def _raise_if_interrupted(trainer, run, task: str, run_dir: Path) -> None:
+    """After a SIGINT/SIGTERM stop: record it and raise :class:`Interrupted` saying how to resume."""
+    import signal
+
+    from .callbacks import GracefulStop
+    from .errors import Interrupted
+    stop = next((c for c in trainer.callbacks if isinstance(c, GracefulStop)), None)
+    if stop is None or stop.signal_received is None:
+        return
+    name = signal.Signals(stop.signal_received).name
+    if run is not None:
+        run.update_info(status="interrupted")
+    raise Interrupted(f"training stopped on {name} at epoch {trainer.current_epoch}, global step "
+                      f"{trainer.global_step}; checkpoint written to {stop.ckpt_dir / 'last.ckpt'}; continue with "
+                      f"`grukit train {task} --out {run_dir} --resume`",
+                      exit_code=128 + int(stop.signal_received))
 
 
 def _merge_log(log_file: Path, previous: bytes) -> None:

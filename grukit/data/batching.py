@@ -74,10 +74,29 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return out
 
 
+class EpochShuffle(torch.utils.data.Sampler):
+    """A random order that depends only on ``(seed, epoch)``, so a resumed run sees the batches it would have.
+
+    Lightning calls ``set_epoch`` before every epoch (as for ``DistributedSampler``).
+    """
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0,
            seed: int = 0) -> DataLoader:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
-                      num_workers=num_workers, generator=g if shuffle else None,
+    """Batches of ``dataset``; shuffled with :class:`EpochShuffle` (reproducible across resumes) if asked."""
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
+                      sampler=EpochShuffle(len(dataset), seed) if shuffle else None,
                       persistent_workers=num_workers > 0)

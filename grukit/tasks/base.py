@@ -211,6 +211,7 @@ class SequenceTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["grukit"] = self.grukit_info()
+        checkpoint["grukit_rng"] = torch.get_rng_state()   # dropout/zoneout masks continue as uninterrupted
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         info = checkpoint.get("grukit")
@@ -220,3 +221,6 @@ class SequenceTask(L.LightningModule):
         if info.get("task") != self.task_name:
             raise ConfigError(f"the checkpoint holds a {info.get('task')!r} model; it cannot be loaded into a "
                               f"{self.task_name!r} task")
+        rng = checkpoint.get("grukit_rng")
+        if isinstance(rng, Tensor) and rng.dtype == torch.uint8:
+            torch.set_rng_state(rng)
