@@ -153,6 +153,26 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict:
 
 
 # ------------------------------------------------------------------ run directories
+MIN_FREE_BYTES = 50 * 2 ** 20   # refuse to start a run on a disk with less free space than this
+
+
+def check_writable(path: Path) -> None:
+    """Fail before training when ``path`` cannot take files: unwritable, or the disk nearly full."""
+    import shutil
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"cannot write the run directory {str(path)!r}: {e.strerror or e}; choose another "
+                          "--out") from None
+    free = shutil.disk_usage(path).free
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(f"only {free / 2 ** 20:.0f} MiB free on the disk of {str(path)!r}; checkpoints need "
+                          f"more (at least {MIN_FREE_BYTES // 2 ** 20} MiB): free space or choose another --out")
+
+
 def new_run_dir(out: str | Path | None, task: str, resume: bool = False) -> Path:
     """The directory for a new run: ``out`` if given, else ``runs/<task>`` (``-2``, ``-3``... if taken).
 
@@ -164,11 +184,12 @@ def new_run_dir(out: str | Path | None, task: str, resume: bool = False) -> Path
             if not (p / RUN_FILE).is_file():
                 raise ConfigError(f"--resume: {p} is not a run directory (no {RUN_FILE}); train without "
                                   "--resume first")
+            check_writable(p)
             return p
         if p.exists() and any(p.iterdir()):
             raise ConfigError(f"run directory {str(p)!r} already exists and is not empty; pass --resume to "
                               "continue that run or choose another --out")
-        p.mkdir(parents=True, exist_ok=True)
+        check_writable(p)
         return p
     if resume:
         raise ConfigError("--resume needs --out DIR naming the run to continue")
@@ -177,7 +198,7 @@ def new_run_dir(out: str | Path | None, task: str, resume: bool = False) -> Path
     while p.exists():
         i += 1
         p = base.with_name(f"{base.name}-{i}")
-    p.mkdir(parents=True)
+    check_writable(p)
     return p
 
 

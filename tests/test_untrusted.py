@@ -80,3 +80,18 @@ def test_checkpoint_of_another_task_or_version_is_named(run_dir, tmp_path):
     with pytest.raises(ConfigError, match="not a grukit checkpoint"):
         load_checkpoint(tmp_path / "foreign.ckpt")
     assert os.listdir(run_dir)   # nothing in the run was touched
+
+
+def test_unwritable_or_full_output_is_reported_before_training(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from grukit import runs
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")                      # unwritable as a parent, even for root
+    with pytest.raises(ConfigError, match="cannot write the run directory"):
+        runs.new_run_dir(blocker / "run", "classify")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 ** 9, 10 ** 9 - 2 ** 20, 2 ** 20))
+    with pytest.raises(ConfigError, match=r"only 1 MiB free .* choose another --out"):
+        runs.new_run_dir(tmp_path / "full", "classify")
