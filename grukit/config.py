@@ -290,7 +290,13 @@ def load_config_file(path: str | Path, task: str | None = None) -> dict[str, Any
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
-    text = p.read_text(encoding="utf-8")
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{p}, line {line}: not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r}); "
+                          "save the config file as UTF-8") from None
     try:
         if p.suffix in (".yaml", ".yml"):
             import yaml
