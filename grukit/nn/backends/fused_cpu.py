@@ -104,10 +104,11 @@ class _WeightCache:
         return hit[2:]
 
 
-# Input projections up to this many multiply-adds run in one numba thread (no BLAS call and thread wake-up);
-# larger ones in torch, whose BLAS is several times faster on a whole GEMM when its threads get the cores
-# (on a loaded machine a two-thread BLAS call can stall for a scheduler slice; one numba thread does not).
-SMALL_PROJECTION = 20_000_000
+# Inference input projections up to this many multiply-adds per thread run inside the recurrence kernel (each
+# thread projects its own batch rows: no BLAS call, no second thread pool to wake); larger ones in torch, whose
+# BLAS is faster on a whole GEMM when its threads get the cores (on a loaded machine a two-thread BLAS call can
+# stall for a scheduler slice, the kernel's own rows cannot).
+SMALL_PROJECTION = 50_000_000
 
 
 def layer_forward(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
@@ -119,21 +120,22 @@ def layer_forward(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tenso
     ``(W_hh^T, b_hh, W_ih^T, b_ih)`` as numpy when the caller has them cached."""
     T, B, I = x.shape
     H = h0.shape[1]
-    if recurrent is not None and T * B * I * 3 * H <= SMALL_PROJECTION:
-        WT, bh, WihT, bi = recurrent
-        gi = torch.empty(T, B, 3 * H, dtype=x.dtype)
-        _k().project(_np(x.reshape(T * B, I).contiguous()), WihT, bi, gi.numpy().reshape(T * B, 3 * H))
+    nchunks = threads_for(B, H, T)
+    proj = {}
+    if recurrent is not None and T * B * I * 3 * H <= SMALL_PROJECTION * nchunks:
+        WT, bh, WihT, bi = recurrent                                   # the kernel projects its own rows
+        gi = np.empty((T, B, 3 * H), dtype=WT.dtype)
+        proj = dict(x=_np(x.contiguous()), WihT=WihT, bi=bi)
     else:
         with torch.no_grad():
-            gi = _in_proj(x.detach(), w_ih.detach(), None if b_ih is None else b_ih.detach())
+            gi = _in_proj(x.detach(), w_ih.detach(), None if b_ih is None else b_ih.detach()).numpy()
         WT, bh = recurrent[:2] if recurrent is not None else _transposed_np(w_hh, b_hh)
     out = torch.empty(T, B, H, dtype=x.dtype)
     hT = torch.empty(B, H, dtype=x.dtype)
     hp = torch.empty(T, B, H, dtype=x.dtype) if keep else None
     gates = torch.empty(T, B, 4 * H, dtype=x.dtype) if keep else None
-    _k().forward(gi.numpy(), WT, bh, _np(h0.contiguous()), lens, reverse, reset_after, zo, out.numpy(),
-                 hT.numpy(), None if hp is None else hp.numpy(), None if gates is None else gates.numpy(),
-                 threads_for(B, H, T))
+    _k().forward(gi, WT, bh, _np(h0.contiguous()), lens, reverse, reset_after, zo, out.numpy(), hT.numpy(),
+                 None if hp is None else hp.numpy(), None if gates is None else gates.numpy(), nchunks, **proj)
     return out, hT, hp, gates
 
 

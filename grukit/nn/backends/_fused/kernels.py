@@ -120,13 +120,20 @@ def _copy(dst, src):
 
 
 @_jit
-def _fwd_rows(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, train, hp, gates, h, gh, q, r0, r1):
+def _fwd_rows(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, train, hp, gates, h, gh, q,
+              proj, x, WihT, bi, r0, r1):
     """Forward recurrence of rows ``[r0, r1)``; ``train`` also stores ``hp`` (h before each step) and
-    ``gates`` ``(T, B, 4H)`` = ``(r, z, n, W_hn h + b_hn)`` for the backward pass."""
+    ``gates`` ``(T, B, 4H)`` = ``(r, z, n, W_hn h + b_hn)`` for the backward pass. With ``proj`` the rows'
+    input projection ``gi = x W_ih^T + b_ih`` is computed here first (``x`` ``(T, B, I)``, ``WihT`` ``(I, 3H)``)."""
     T = gi.shape[0]
     H = h0.shape[1]
     H2 = 2 * H
     G = 3 * H
+    if proj:
+        for t in range(T):
+            for r in range(r0, r1):
+                _copy(gi[t, r], bi)
+                _gemm_acc(x[t], 0, WihT, 0, WihT.shape[0], 0, G, gi[t], 0, r, r + 1)
     for r in range(r0, r1):
         _copy(h[r], h0[r])
         q[r, :] = 0
@@ -168,27 +175,35 @@ def _fwd_rows(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, trai
 
 
 @_jit(parallel=True)
-def _fwd_par(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, train, hp, gates, h, gh, q, nchunks):
+def _fwd_par(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, train, hp, gates, h, gh, q,
+             proj, x, WihT, bi, nchunks):
     B = h0.shape[0]
     for c in prange(nchunks):
         _fwd_rows(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, train, hp, gates, h, gh, q,
-                  c * B // nchunks, (c + 1) * B // nchunks)
+                  proj, x, WihT, bi, c * B // nchunks, (c + 1) * B // nchunks)
 
 
-def forward(gi, WT, bh, h0, lens, reverse, reset_after, zo, out, hT, hp, gates, nchunks):
+def forward(gi, WT, bh, h0, lens, reverse, reset_after, zo, out, hT, hp, gates, nchunks, x=None, WihT=None,
+            bi=None):
     """Run the forward recurrence (numpy views in, results written to ``out``, ``hT``, ``hp``, ``gates``).
 
-    ``hp``/``gates`` are ``None`` for inference. ``nchunks`` > 1 splits the batch rows across threads."""
+    ``hp``/``gates`` are ``None`` for inference. ``nchunks`` > 1 splits the batch rows across threads. With
+    ``x``, ``WihT``, ``bi`` given, ``gi`` is scratch that the kernel fills with the input projection itself."""
     B, H = h0.shape
-    dt = gi.dtype.type
+    dtype = gi.dtype
+    dt = dtype.type
     train = hp is not None
     if not train:
-        hp = np.empty((1, 1, 1), gi.dtype)
-        gates = np.empty((1, 1, 1), gi.dtype)
-    h = np.empty((B, H), gi.dtype)
-    gh = np.empty((B, 3 * H), gi.dtype)
-    q = np.empty((B, H), gi.dtype)
-    args = (gi, WT, bh, h0, lens, reverse, reset_after, dt(zo), dt(1), out, hT, train, hp, gates, h, gh, q)
+        hp = np.empty((1, 1, 1), dtype)
+        gates = np.empty((1, 1, 1), dtype)
+    proj = x is not None
+    if not proj:
+        x, WihT, bi = np.empty((1, 1, 1), dtype), np.empty((1, 1), dtype), np.empty(1, dtype)
+    h = np.empty((B, H), dtype)
+    gh = np.empty((B, 3 * H), dtype)
+    q = np.empty((B, H), dtype)
+    args = (gi, WT, bh, h0, lens, reverse, reset_after, dt(zo), dt(1), out, hT, train, hp, gates, h, gh, q,
+            proj, x, WihT, bi)
     if nchunks > 1:
         _fwd_par(*args, nchunks)
     else:
