@@ -72,6 +72,9 @@ def _kdd_tsad_135():
     df = pd.DataFrame({"t": np.arange(len(x)), "value": x.astype(float), "anomaly": y.astype(int)})
     return df, {"time_col": "t", "label_col": "anomaly", "columns": ("value",), "train_end": len(train_x)}
 
+def _bach_chorales(**spec):
+    from .music import RollSpec, bach_chorales
+    return bach_chorales(RollSpec(**spec))
 
 
 DATASETS: dict[str, Builtin] = {b.name: b for b in [
@@ -89,6 +92,8 @@ DATASETS: dict[str, Builtin] = {b.name: b for b in [
             _classification("GunPoint")),
     Builtin("italy_power_demand", "classify", "aeon", "UCR ItalyPowerDemand: 67/1029, 1 x 24, 2 classes",
             _classification("ItalyPowerDemand")),
+    Builtin("bach_chorales", "music", "music21", "the 371 four-part Bach chorales of music21's corpus as "
+            "piano rolls (parsed once, cached)", _bach_chorales),
     Builtin("kdd_tsad_135", "autoencoder", "aeon", "UCR anomaly InternalBleeding16: 7,501 points, first "
             "1,200 normal (train), one labelled anomaly", _kdd_tsad_135),
 ]}
