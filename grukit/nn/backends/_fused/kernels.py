@@ -353,11 +353,3 @@ def step(x, h, WihT, WT, b, n_in, reset_after, zo, one, hout, gi, gh, q):
             else:
                 _row_cho(gi[r, H:H2], gi[r, H2:], gh[r, H:H2], gh[r, H2:], hl[r], hl[r], q[r], zo)
 
-
-@_jit
-def project(x, WT, b, out):
-    """``out = x W^T + b``: ``x`` ``(M, I)``, ``WT`` ``(I, N)``, ``b`` ``(N,)``, ``out`` ``(M, N)``, one thread
-    (the input projection of small problems, where a multi-threaded BLAS call costs more than it saves)."""
-    for m in range(x.shape[0]):                                   # row by row: full-width inner loops
-        _copy(out[m], b)
-        _gemm_acc(x, 0, WT, 0, x.shape[1], 0, WT.shape[1], out, 0, m, m + 1)
