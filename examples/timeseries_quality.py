@@ -30,7 +30,8 @@ SETUPS = {
     # all 270 training sequences, a fixed cosine schedule, no early stopping (a 10% split left 27 sequences)
     "japanese_vowels": ("classify", dict(data="japanese_vowels", bidirectional=True, hidden_size=128,
                                          pooling="mean", head_dropout=0.2, label_smoothing=0.1, val_fraction=0.0,
-                                         lr_schedule="cosine", max_epochs=60, patience=0, lr=3e-3)),
+                                         lr_schedule="cosine", max_epochs=60, patience=0, lr=3e-3,
+                                         ensemble=3)),
     "kdd_tsad_135": ("autoencoder", dict(data="kdd_tsad_135", window=64, stride=2, hidden_size=64,
                                          latent_size=16, max_epochs=30, patience=8)),
 }
