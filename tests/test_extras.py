@@ -230,3 +230,17 @@ def test_deterministic_bit_identical(extra):
         results.append((out, h, *g))
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+def test_pickle_and_deepcopy_round_trip_after_streaming():
+    import copy
+    import pickle
+    gru = GRU(I, H, num_layers=2).eval()
+    x = torch.randn(T, B, I)
+    with torch.no_grad():
+        gru.step(x[0])                                   # fills step()'s backend cache
+        for clone in (pickle.loads(pickle.dumps(gru)), copy.deepcopy(gru)):
+            torch.testing.assert_close(clone(x)[0], gru(x)[0])
+            torch.testing.assert_close(clone.step(x[0])[0], gru.step(x[0])[0])
+        gru.double()                                     # dtype change: the step backend is chosen again
+        assert gru.step(x[0].double())[0].dtype == torch.float64

@@ -96,6 +96,7 @@ class GRU(nn.Module):
         if backend != "auto":
             backends.get(backend)  # unknown names fail here, at construction
         self.backend = backend
+        self._step_backends: dict = {}     # step()'s backend choice per (backend, dtype, device, mode, grad)
         if dropout > 0 and num_layers == 1:
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero "
                           f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
@@ -146,6 +147,20 @@ class GRU(nn.Module):
             for name, p in self.named_parameters():
                 if name.startswith("layer_norm_"):
                     nn.init.ones_(p) if "_weight" in name else nn.init.zeros_(p)
+
+    def __setattr__(self, name, value) -> None:
+        if name == "backend" and "_step_backends" in self.__dict__:
+            self._step_backends.clear()                              # a new backend request: choose again
+        super().__setattr__(name, value)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_step_backends"] = {}                                 # backends are chosen again after unpickling
+        return state
+
+    def _apply(self, fn, recurse=True):
+        self._step_backends.clear()                                  # dtype or device may change
+        return super()._apply(fn, recurse)
 
     def flatten_parameters(self) -> None:
         """No-op kept for torch.nn.GRU compatibility (the aten backend takes the weights as they are)."""
@@ -305,8 +320,11 @@ class GRU(nn.Module):
                 raise ShapeError(f"reset must be a bool tensor of shape ({B},), got {reset.dtype} "
                                  f"{_shape(reset)}")
             h = h.masked_fill(reset[None, :, None], 0.0)
-        backend = backends.select_step(self.backend, s, x, self.training)
-        h_new = backend.step(self, x, h.contiguous())                # (L, B, H)
+        key = (self.backend, x.dtype, x.device.type, self.training, torch.is_grad_enabled())
+        backend = self._step_backends.get(key)                       # streaming calls this per frame:
+        if backend is None:                                          # choose once per (dtype, device, mode)
+            backend = self._step_backends[key] = backends.select_step(self.backend, s, x, self.training)
+        h_new = backend.step(self, x, h if h.is_contiguous() else h.contiguous())   # (L, B, H)
         backends.record(backend.name)
         if not batched:
             h_new = h_new.squeeze(1)
