@@ -60,7 +60,7 @@ class GradientWatch(Callback):
         grads = [p.grad.detach() for p in pl_module.parameters() if p.grad is not None]
         if not grads:
             return
-        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        norm = float(torch.nn.utils.get_total_norm(grads))          # one fused (foreach) pass
         limit = self.factor * (self.clip if self.clip > 0 else 1.0)
         if math.isfinite(norm) and norm <= limit:
             return

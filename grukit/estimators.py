@@ -69,13 +69,13 @@ def _sequences(est, X, fitting: bool):
     if fitting:
         est.n_features_in_ = arr.shape[1] if two_d else n_feat   # scikit-learn's meaning for 2-D input
         est.n_input_channels_ = n_feat
-        est._two_d = two_d
+        est.input_2d_ = two_d          # fitted on (N, T) samples: T is n_features_in_
     else:
         expected = est.n_input_channels_
         if n_feat != expected:
             raise ValueError(f"X has {n_feat} features per step, but {type(est).__name__} is expecting "
                              f"{expected} features as input")
-        if two_d and est._two_d and arr.shape[1] != est.n_features_in_:
+        if two_d and est.input_2d_ and arr.shape[1] != est.n_features_in_:
             raise ValueError(f"X has {arr.shape[1]} features, but {type(est).__name__} is expecting "
                              f"{est.n_features_in_} features as input")
     return arr, lengths
@@ -137,6 +137,7 @@ class _GRUEstimatorBase(BaseEstimator):
         import torch
 
         from .data.batching import DictDataset, loader
+        from .train import _quiet_lightning
 
         cfg = self._config()
         meta = {"input_size": arr.shape[2], "out_size": out_size, "pooling": self.pooling, "has_val": False,
@@ -152,7 +153,7 @@ class _GRUEstimatorBase(BaseEstimator):
             trainer = L.Trainer(max_epochs=cfg.max_epochs, accelerator="cpu", devices=1, logger=False,
                                 enable_checkpointing=False, enable_progress_bar=bool(self.verbose),
                                 enable_model_summary=False, gradient_clip_val=cfg.gradient_clip_val or None)
-            _quiet()
+            _quiet_lightning()
             trainer.fit(self.model_, train_dataloaders=train)
         self.model_.eval()
         return self
@@ -167,15 +168,6 @@ class _GRUEstimatorBase(BaseEstimator):
                 inputs["lengths"] = torch.from_numpy(lengths)
             out, _ = self.model_(inputs)
         return out.numpy()
-
-
-def _quiet() -> None:
-    import logging
-    import warnings
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*number of training batches.*")
 
 
 class GRURegressor(RegressorMixin, _GRUEstimatorBase):
@@ -193,7 +185,7 @@ class GRURegressor(RegressorMixin, _GRUEstimatorBase):
         y = check_array(y, ensure_2d=False, dtype=np.float32, input_name="y")
         if len(y) != len(arr):
             raise ValueError(f"X has {len(arr)} sequences but y has {len(y)} targets")
-        self._y_1d = y.ndim == 1
+        self.y_1d_ = y.ndim == 1
         y2 = y.reshape(len(y), -1)
         self.y_mean_, self.y_scale_ = y2.mean(0), np.where(y2.std(0) > 0, y2.std(0), 1.0)
         return self._fit_arrays(arr, lengths, ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32),
@@ -201,7 +193,7 @@ class GRURegressor(RegressorMixin, _GRUEstimatorBase):
 
     def predict(self, X):
         out = self._forward(X).astype(np.float64) * self.y_scale_ + self.y_mean_
-        return out[:, 0] if self._y_1d else out
+        return out[:, 0] if self.y_1d_ else out
 
 
 class GRUClassifier(ClassifierMixin, _GRUEstimatorBase):
@@ -261,7 +253,7 @@ class GRUForecaster(_GRUEstimatorBase):
         if n < self.lookback + self.horizon:
             raise ValueError(f"the series has {n} steps; lookback={self.lookback} + horizon={self.horizon} "
                              f"needs at least {self.lookback + self.horizon}")
-        self._y_1d = np.ndim(y) == 1
+        self.y_1d_ = np.ndim(y) == 1
         self.mean_, self.scale_ = s.mean(0), np.where(s.std(0) > 0, s.std(0), 1.0)
         z = (s - self.mean_) / self.scale_
         starts = range(n - self.lookback - self.horizon + 1)
@@ -280,7 +272,7 @@ class GRUForecaster(_GRUEstimatorBase):
             raise ValueError(f"need at least lookback={self.lookback} past values, got {len(hist)}")
         z = ((hist - self.mean_) / self.scale_)[None].astype(np.float32)                      # (1, L, C)
         out = self._forward(z)[0].reshape(self.horizon, -1) * self.scale_ + self.mean_
-        return out[:, 0] if self._y_1d else out
+        return out[:, 0] if self.y_1d_ else out
 
     def score(self, y_future, y=None):
         pred = self.predict(y)

@@ -180,7 +180,9 @@ def test_config_files(data, suffix):
         assert str(e).strip()
 
 
-def test_report_how_many_inputs_were_tried():
-    """Runs last in this file: prints the count per loader (the number quoted in the closing note)."""
-    print("fuzzed inputs per loader:", TRIED)
+@pytest.fixture(scope="module", autouse=True)
+def _report_how_many_inputs_were_tried():
+    """After this file's tests: print the count per loader (the number quoted in the closing note)."""
+    yield
+    print("\nfuzzed inputs per loader:", TRIED)
     assert sum(TRIED.values()) > 0

@@ -103,3 +103,27 @@ def test_nan_loss_stops_with_the_batch_and_keeps_the_last_good_checkpoint(tmp_pa
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert ckpt["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def test_exploding_gradients_warn_once_with_advice():
+    from types import SimpleNamespace
+
+    from grukit.callbacks import GradientWatch
+
+    net = torch.nn.Linear(3, 2)
+    for p in net.parameters():
+        p.grad = torch.full_like(p, 1e3)                              # norm sqrt(8) * 1e3 > 100 x clip 1.0
+    trainer = SimpleNamespace(global_step=7)
+    watch = GradientWatch(clip=1.0)
+    with pytest.warns(RuntimeWarning, match=r"exploding gradients: norm 2\.83e\+03 at global step 7.*lower --lr"):
+        watch.on_before_optimizer_step(trainer, net, None)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                # warned once: silent afterwards
+        watch.on_before_optimizer_step(trainer, net, None)
+    calm = GradientWatch(clip=1.0)
+    for p in net.parameters():
+        p.grad = torch.full_like(p, 1e-2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        calm.on_before_optimizer_step(trainer, net, None)            # a normal norm says nothing
