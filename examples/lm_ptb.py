@@ -35,10 +35,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="/tmp/lm_ptb")
     ap.add_argument("--minutes", type=float, default=60.0, help="training wall-clock budget")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
-    ap.add_argument("--hidden-size", type=int, default=384)
+    ap.add_argument("--hidden-size", type=int, default=512)
     ap.add_argument("--num-layers", type=int, default=1)
-    ap.add_argument("--embedding-size", type=int, default=256)
-    ap.add_argument("--dropout", type=float, default=0.3)
+    ap.add_argument("--embedding-size", type=int, default=400)
+    ap.add_argument("--dropout", type=float, default=0.5)
+    ap.add_argument("--weight-drop", type=float, default=0.3, help="DropConnect on the recurrent weights")
     ap.add_argument("--softmax", default="adaptive", choices=["full", "adaptive"])
     ap.add_argument("--tie-weights", action="store_true", help="tie embedding and decoder (softmax full)")
     ap.add_argument("--bptt", type=int, default=35)
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     run = fit("lm", data=args.data, out=args.out, tokenize="word", hidden_size=args.hidden_size,
               num_layers=args.num_layers, embedding_size=args.embedding_size, dropout=args.dropout,
-              softmax=args.softmax, tie_weights=args.tie_weights, bptt=args.bptt, batch_size=args.batch_size,
+              weight_drop=args.weight_drop, softmax=args.softmax, tie_weights=args.tie_weights, bptt=args.bptt, batch_size=args.batch_size,
               eval_batch_size=10, optimizer=args.optimizer, lr=args.lr, lr_decay=0.5, lr_patience=0,
               gradient_clip_val=0.5 if args.optimizer == "adam" else 5.0, max_epochs=args.max_epochs,
               patience=3, max_minutes=args.minutes, progress=False, seed=0)
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
               "epochs": int(log["epoch"].max()) + 1,
               "train_tokens_per_s": round(float(tok_s.mean()), 1) if len(tok_s) else None,
               "generate_tokens_per_s": round(gen_s, 1), "eval": info.get("evaluation"),
-              "threads": torch.get_num_threads(), "target_met": g["test_ppl"] <= 100}
+              "threads": torch.get_num_threads(), "config": vars(args), "target_met": g["test_ppl"] <= 100}
     print(json.dumps(report, indent=2))
     print("---- sample (temperature 0.8) ----")
     print(sample)

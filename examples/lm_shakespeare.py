@@ -70,7 +70,7 @@ def main(argv=None) -> int:
               "train_seconds": info.get("train_seconds"), "wall_seconds": round(wall, 1), "epochs": epochs,
               "train_tokens_per_s": round(float(tok_s.mean()), 1) if len(tok_s) else None,
               "generate_tokens_per_s": round(gen_s, 1), "eval": info.get("evaluation"),
-              "threads": torch.get_num_threads(), "target_met": val <= 1.55}
+              "threads": torch.get_num_threads(), "config": vars(args), "target_met": val <= 1.55}
     print(json.dumps(report, indent=2))
     print("---- sample (temperature 0.8) ----")
     print(sample)

@@ -8,7 +8,8 @@ grid.
 Sections:
 
 * **inference**: ``GRU(I, H)(x)`` for a whole sequence (T steps), microseconds per time step.
-* **streaming**: one call per time step at B=1 (``GRU.step`` / ``GRUCell`` / an ONNX GRU of one step).
+* **streaming**: one call per time step at B=1: ``GRU.step``, a :class:`grukit.nn.GRUStream` fed torch frames
+  (``stream``) and numpy frames (``stream_np``), against ``GRUCell`` and an ONNX GRU of one step.
 * **training**: forward + backward of ``GRU(H, H)`` over ``(T, B, H)``, steps per second.
 
 ``floor`` is the cell's multiply-adds at the matmul peak this run measured (a large ``torch.mm``), a bound no
@@ -167,6 +168,21 @@ def streaming(Hs: list[int], s: Settings, B: int = 1) -> list[dict]:
                 h = backend.step(ours, xs[t], h)
             return h
 
+        stream = ours.stream(batch_size=B)
+        xs_np = [xs[t].numpy() for t in range(n)]
+
+        def run_stream():
+            stream.reset()
+            for t in range(n):
+                y = stream(xs[t])
+            return y
+
+        def run_stream_np():
+            stream.reset()
+            for t in range(n):
+                y = stream(xs_np[t])
+            return y
+
         xn = xs.numpy()[:, None]                 # (n, 1, B, H): one ONNX sequence of T=1 per step
 
         def run_ort():
@@ -178,16 +194,22 @@ def streaming(Hs: list[int], s: Settings, B: int = 1) -> list[dict]:
         with torch.no_grad():
             h_ref = run_cell()
             err = float((run_ours()[-1] - h_ref).abs().max())
-            fns = {"torch": run_cell, "grukit": run_ours, "kernel": run_kernel}
+            err = max(err, float((run_stream() - h_ref).abs().max()),
+                      float(np.abs(run_stream_np() - h_ref.numpy()).max()))
+            fns = {"torch": run_cell, "grukit": run_ours, "kernel": run_kernel, "stream": run_stream,
+                   "stream_np": run_stream_np}
             if sess is not None:
                 err = max(err, float(np.abs(run_ort()[0] - h_ref.numpy()).max()))
                 fns["ort"] = run_ort
             t = _interleaved(fns, max(3, s.repeats // 2))
             used = backends.last_used()
         us = {k: v / n * 1e6 for k, v in t.items()}
-        rows.append(dict(B=B, H=H, torch_cell=us["torch"], ort=us.get("ort"), grukit=us["grukit"],
-                         kernel=us["kernel"], x_torch=us["torch"] / us["grukit"],
-                         x_ort=None if "ort" not in us else us["ort"] / us["grukit"], backend=used, max_err=err))
+        best = min(us["stream"], us["stream_np"])
+        rows.append(dict(B=B, H=H, torch_cell=us["torch"], ort=us.get("ort"), step=us["grukit"],
+                         backend_step=us["kernel"], stream=us["stream"], stream_np=us["stream_np"],
+                         x_torch_step=us["torch"] / us["grukit"], x_torch_stream=us["torch"] / us["stream"],
+                         x_torch_best=us["torch"] / best, x_ort_best=None if "ort" not in us else us["ort"] / best,
+                         backend=used, max_err=err))
     return rows
 
 

@@ -225,9 +225,12 @@ class AutoencoderConfig(TaskConfig):
     stride: int = opt(4, "step between training windows")
     latent_size: int = opt(32, "size of the bottleneck between encoder and decoder")
     threshold: str = opt("percentile", "how to set the anomaly threshold: percentile (of training scores) "
-                                       "or f1 (best F1 on a labelled validation part)")
-    percentile: float = opt(99.0, "percentile of the training scores used as threshold")
-    smooth: int = opt(0, "moving-average width applied to per-step scores (0 = window // 4)")
+                                       "or f1 (best F1 on the labelled --valid-data file)")
+    percentile: float = opt(99.9, "percentile of the training scores used as threshold (100 = the largest "
+                                  "score seen on normal training data)")
+    valid_data: str = opt("", "labelled validation series (same columns) for threshold=f1; the test labels "
+                              "are never used to choose the threshold")
+    smooth: int = opt(0, "moving-average width applied to per-step scores (0 = window // 16)")
     max_epochs: int = opt(40, "upper bound on training epochs")
     patience: int = opt(8, "early stopping patience in epochs")
 
@@ -237,6 +240,8 @@ class AutoencoderConfig(TaskConfig):
         if self.window < 2 or self.stride < 1 or self.latent_size < 1:
             p.append(f"window={self.window}, stride={self.stride}, latent_size={self.latent_size}: expected "
                      "window >= 2, stride >= 1, latent_size >= 1")
+        if self.threshold == "f1" and not self.valid_data:
+            p.append("threshold=f1 needs --valid-data: a labelled validation series to choose the threshold on")
         if not 0 < self.percentile <= 100:
             p.append(f"percentile={self.percentile}: expected a value in (0, 100]")
         if not 0 < self.train_fraction < 1:

@@ -57,3 +57,42 @@ def test_bad_inputs(tmp_path):
         fit("autoencoder", data=str(tmp_path / "n.csv"), out=tmp_path / "r", **TINY)
     with pytest.raises(DataError, match="did you mean 'anomaly'"):
         fit("autoencoder", data=str(tmp_path / "s.csv"), label_col="anomally", out=tmp_path / "r", **TINY)
+
+
+def test_event_metrics_by_hand():
+    from grukit.tasks.autoencoder import point_adjusted_f1, segments, ucr_hit
+    labels = np.zeros(400, int)
+    labels[100:110] = 1
+    labels[300:304] = 1
+    assert segments(labels) == [(100, 110), (300, 304)]
+    flagged = np.zeros(400, bool)
+    flagged[[105, 200]] = True                        # one step of the first segment and one false alarm
+    # adjusted: 10 true positives, 1 false positive, 4 missed -> 2*10 / (11 + 14)
+    assert point_adjusted_f1(labels, flagged) == pytest.approx(20 / 25)
+    assert point_adjusted_f1(labels, np.zeros(400, bool)) == 0.0
+    scores = np.zeros(400)
+    scores[250] = 1.0
+    assert ucr_hit(labels, scores) == 1.0             # 250 is within 100 of [300, 304)
+    assert ucr_hit(labels, scores, margin=20) == 0.0
+
+
+def test_threshold_from_labelled_validation_series(trained, tmp_path):
+    """threshold=f1 takes the best-F1 threshold of a separate labelled series; the run keeps the threshold and
+    evaluating a series without a training part reuses it."""
+    from grukit.runs import open_run
+    from grukit.tasks import autoencoder as ae
+    run, data = trained
+    valid = make_series(tmp_path / "valid.csv")
+    run2 = open_run(run.path)
+    run2.config = run2.config.replace(threshold="f1", valid_data=str(valid))
+    m = ae.evaluate(run2, run2.models())
+    values, labels, *_ = ae.read_values(run2.config, str(valid), run2.meta["roles"])
+    v_scores, _ = ae.step_scores(run2.models(), values, run2.meta, run2.config)
+    assert m["grukit"]["threshold"] == pytest.approx(ae._best_f1_threshold(labels, v_scores))
+    assert {"PA_F1", "UCR_hit"} <= set(m["grukit"]) and {"PA_F1", "UCR_hit"} <= set(m["zscore"])
+    stored = Run(run.path).info["threshold"]
+    short = tmp_path / "short.csv"
+    pd.read_csv(data).iloc[:150].to_csv(short, index=False)            # shorter than the training part
+    assert Run(run.path).evaluate(str(short))["grukit"]["threshold"] == stored
+    with pytest.raises(Exception, match="threshold=f1 needs --valid-data"):
+        run2.config.replace(valid_data="")

@@ -321,3 +321,31 @@ def test_adaptive_softmax_model(tmp_path):
     assert lm.sample(model, vocab, "w1 w2", 5, seed=0) == lm.sample(model, vocab, "w1 w2", 5, seed=0)
     with pytest.raises(ConfigError, match="no-tie-weights"):
         LMConfig.from_dict({"data": "x", "softmax": "adaptive"})
+
+
+def test_weight_drop_masks_recurrent_weights_in_training_only():
+    """weight_drop: DropConnect on W_hh in training (same result as a GRU given the masked weights, gradient
+    zero where the mask dropped), untouched parameters, and the plain model in evaluation."""
+    cfg = _cfg(data="x", hidden_size=8, num_layers=2, weight_drop=0.5)
+    model = lm.LMTask(cfg, {"vocab_size": 7, "tokenize": "char", "input_size": 16})
+    x = {"x": torch.randint(0, 7, (3, 5))}
+    gru = model.encoder
+    before = gru.weight_hh_l1.detach().clone()
+    model.train()
+    torch.manual_seed(3)
+    seq, _ = model.encode(x)
+    torch.manual_seed(3)
+    emb = model.drop(model.embedding(x["x"]))
+    masked = {n: torch.nn.functional.dropout(getattr(gru, n), 0.5) for n in gru._flat_weights_names
+              if n.startswith("weight_hh")}
+    ref, _ = torch.func.functional_call(gru, masked, (emb, None))
+    torch.testing.assert_close(seq, ref)
+    seq.sum().backward()
+    dropped = masked["weight_hh_l1"] == 0
+    assert dropped.any() and (gru.weight_hh_l1.grad[dropped] == 0).all()
+    assert (gru.weight_hh_l1.grad[~dropped] != 0).any() and torch.equal(gru.weight_hh_l1, before)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(x)[0], gru(model.embedding(x["x"]))[0])
+    with pytest.raises(ConfigError, match="weight_drop=1.0"):
+        LMConfig.from_dict({"data": "x", "weight_drop": 1.0})

@@ -3,5 +3,6 @@ from . import backends, equations
 from .gru import GRU, GRUCell, check_finite
 from .mingru import MinGRU
 from .spec import GRUSpec
+from .stream import GRUStream
 
-__all__ = ["GRU", "GRUCell", "MinGRU", "GRUSpec", "backends", "equations", "check_finite"]
+__all__ = ["GRU", "GRUCell", "MinGRU", "GRUSpec", "GRUStream", "backends", "equations", "check_finite"]

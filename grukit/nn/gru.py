@@ -331,6 +331,13 @@ class GRU(nn.Module):
         return h_new[-1], h_new
 
 
+    def stream(self, batch_size: int = 1, h0: Tensor | None = None):
+        """A :class:`grukit.nn.stream.GRUStream`: low-latency frame-by-frame inference with the state kept
+        inside (``y = stream(x_t)``), equal to :meth:`step` and :meth:`forward`."""
+        from .stream import GRUStream
+        return GRUStream(self, batch_size, h0)
+
+
 class GRUCell(nn.Module):
     r"""A single GRU step, a drop-in for :class:`torch.nn.GRUCell` (same arguments, parameters, init).
 

@@ -3,10 +3,12 @@ r"""Unsupervised anomaly detection: a GRU seq2seq autoencoder on unlabelled wind
 The encoder GRU reads a window of ``window`` steps; its final state becomes a ``latent_size`` code; a decoder
 GRU, started from the code and fed the code at every step, reconstructs the window. Anomaly scores are
 reconstruction errors: per window (mean squared error) and per time step (the squared error of that step,
-averaged over every window that covers it, optionally smoothed). The threshold is a percentile of the
-training scores, or the best-F1 threshold on labelled data (``threshold=f1``, which uses the labels it is then
-scored on: report it as an upper bound). With labels, evaluation reports precision, recall, F1 and ROC-AUC per
-time step beside a z-score baseline (largest |x - mean| / std over the features, same threshold rule).
+averaged over every window that covers it, lightly smoothed). The threshold is a percentile of the training
+scores (default 99.9), or the best-F1 threshold on a separate labelled validation series (``threshold=f1`` with
+``valid_data``; the test labels never choose it). With labels, evaluation reports per-time-step precision,
+recall, F1 and ROC-AUC, the point-adjusted F1 of Xu et al. 2018 (a labelled segment counts as found when any of
+its steps is flagged) and the UCR-archive hit (Wu & Keogh 2021: the highest score lies within 100 steps of a
+labelled segment), beside a z-score baseline (largest |x - mean| / std over the features, same threshold rule).
 """
 from __future__ import annotations
 
@@ -157,7 +159,7 @@ def step_scores(models, values: np.ndarray, meta: dict, cfg: AutoencoderConfig,
         total[k:k + len(err)] += err[:, k]
         count[k:k + len(err)] += 1
     per_step = total / count
-    width = cfg.smooth or max(1, W // 4)
+    width = cfg.smooth or max(1, W // 16)
     if width > 1:
         per_step = np.convolve(per_step, np.ones(width) / width, mode="same")
     return per_step, err.mean(1)
@@ -168,13 +170,48 @@ def zscore_scores(values: np.ndarray, meta: dict) -> np.ndarray:
     return np.abs((values - np.asarray(meta["mean"])) / np.asarray(meta["std"])).max(1)
 
 
-def _threshold(scores: np.ndarray, train_end: int, cfg: AutoencoderConfig, labels: np.ndarray | None) -> float:
-    if cfg.threshold == "f1" and labels is not None and labels[train_end:].any():
-        from sklearn.metrics import precision_recall_curve
-        p, r, t = precision_recall_curve(labels[train_end:], scores[train_end:])
-        f1 = 2 * p * r / np.clip(p + r, 1e-12, None)
-        return float(t[int(np.argmax(f1[:-1]))])
-    return float(np.percentile(scores[:train_end], cfg.percentile))
+def _best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import precision_recall_curve
+    p, r, t = precision_recall_curve(labels, scores)
+    f1 = 2 * p * r / np.clip(p + r, 1e-12, None)
+    return float(t[int(np.argmax(f1[:-1]))])
+
+
+def _thresholds(run, models, cfg: AutoencoderConfig, scores: np.ndarray, z: np.ndarray,
+                train_end: int) -> tuple[float, float]:
+    """(grukit, z-score) thresholds: a percentile of the training part, or best F1 on ``cfg.valid_data``."""
+    if cfg.threshold == "f1":
+        values, labels, _, _, _, path = read_values(cfg, cfg.valid_data, run.meta["roles"])
+        if labels is None or not labels.any() or labels.all():
+            raise DataError("threshold=f1 needs both normal and anomalous labelled steps in the validation "
+                            "series", path=path)
+        v_scores, _ = step_scores(models, values, run.meta, cfg)
+        return (_best_f1_threshold(labels, v_scores),
+                _best_f1_threshold(labels, zscore_scores(values, run.meta)))
+    return (float(np.percentile(scores[:train_end], cfg.percentile)),
+            float(np.percentile(z[:train_end], cfg.percentile)))
+
+
+def segments(labels: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of every run of nonzero labels."""
+    edges = np.diff(np.concatenate([[0], (np.asarray(labels) > 0).astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+def point_adjusted_f1(labels: np.ndarray, flagged: np.ndarray) -> float:
+    """F1 after marking a whole labelled segment as flagged when any of its steps is (Xu et al. 2018)."""
+    labels, adj = np.asarray(labels) > 0, np.asarray(flagged, bool).copy()
+    for a, b in segments(labels):
+        if adj[a:b].any():
+            adj[a:b] = True
+    tp = int((adj & labels).sum())
+    return 2 * tp / max(int(adj.sum()) + int(labels.sum()), 1)
+
+
+def ucr_hit(labels: np.ndarray, scores: np.ndarray, margin: int = 100) -> float:
+    """1.0 when the highest score lies within ``margin`` steps of a labelled segment (the UCR archive rule)."""
+    top = int(np.argmax(scores))
+    return float(any(a - margin <= top < b + margin for a, b in segments(labels)))
 
 
 def _detection_metrics(labels, scores, threshold) -> dict[str, float]:
@@ -183,21 +220,30 @@ def _detection_metrics(labels, scores, threshold) -> dict[str, float]:
     out = {"precision": float(precision_score(labels, flagged, zero_division=0)),
            "recall": float(recall_score(labels, flagged, zero_division=0)),
            "F1": float(f1_score(labels, flagged, zero_division=0)),
+           "PA_F1": point_adjusted_f1(labels, flagged),
            "ROC_AUC": float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan"),
+           "UCR_hit": ucr_hit(labels, scores),
            "flagged": float(flagged.mean())}
     return out
 
 
 def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]]:
-    """Precision, recall, F1, ROC-AUC after the training part (if labelled) beside the z-score baseline."""
+    """Detection metrics after the training part (if labelled) beside the z-score baseline."""
     cfg, meta = run.config, run.meta
     values, labels, times, train_end, _, path = read_values(cfg, data or cfg.data, meta["roles"])
     if data is not None:
         train_end = meta["train_end"] if len(values) > meta["train_end"] else 0
     scores, _ = step_scores(models, values, meta, cfg)
     z = zscore_scores(values, meta)
-    thr = _threshold(scores, max(train_end, 1), cfg, labels)
-    thr_z = _threshold(z, max(train_end, 1), cfg, labels)
+    if train_end < 1 and cfg.threshold != "f1":                  # a new series: keep the training threshold
+        thr, thr_z = run.info.get("threshold"), run.info.get("threshold_zscore")
+        if thr is None:
+            raise DataError("this series has no training part to take a percentile of and the run stores no "
+                            "threshold; evaluate on the training data first or pass threshold=f1", path=path)
+    else:
+        thr, thr_z = _thresholds(run, models, cfg, scores, z, max(train_end, 1))
+        if data is None:
+            run.update_info(threshold=thr, threshold_zscore=thr_z)
     from ..plots import anomaly_plot
     anomaly_plot(values, scores, thr, scores > thr, run.path / "plots" / "anomaly.png", labels, times,
                  title=f"{Path(path).name}: flagged (red) and labelled (green)")

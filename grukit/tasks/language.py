@@ -209,6 +209,11 @@ class LMTask(SequenceTask):
 
     def encode(self, inputs, state=None):
         x = self.drop(self.embedding(inputs["x"]))                      # (B, T) -> (B, T, E)
+        p = self.config.weight_drop
+        if p > 0 and self.training:                                     # DropConnect on W_hh, one mask per batch
+            dropped = {n: F.dropout(getattr(self.encoder, n), p) for n in self.encoder._flat_weights_names
+                       if n.startswith("weight_hh")}
+            return torch.func.functional_call(self.encoder, dropped, (x, state))
         return self.encoder(x, state)                                   # (B, T, H), (L, B, H)
 
     @property

@@ -34,6 +34,8 @@ class LMConfig(TaskConfig):
     hidden_size: int = opt(256, "GRU units per layer")
     num_layers: int = opt(2, "stacked GRU layers")
     dropout: float = opt(0.2, "dropout on embeddings, between GRU layers and before the decoder")
+    weight_drop: float = opt(0.0, "DropConnect on the GRU's recurrent weights (Merity et al. 2018, AWD): one "
+                                  "mask per batch, so the fused kernels still run; 0 = off")
     softmax: str = opt("full", "output layer: full softmax, or adaptive (Grave et al. 2017: frequent words in a "
                                "small head, rare ones in cheaper clusters; much faster for large word vocabularies)")
     cutoffs: tuple[int, ...] = opt((), "adaptive softmax cluster boundaries in vocabulary ids (frequency order); "
@@ -71,6 +73,8 @@ class LMConfig(TaskConfig):
         if not 0.0 < self.lr_decay <= 1.0 or self.lr_patience < 0:
             p.append(f"lr_decay={self.lr_decay}, lr_patience={self.lr_patience}: expected 0 < lr_decay <= 1, "
                      "lr_patience >= 0")
+        if not 0.0 <= self.weight_drop < 1.0:
+            p.append(f"weight_drop={self.weight_drop}: expected a probability in [0, 1)")
         if self.max_minutes < 0:
             p.append(f"max_minutes={self.max_minutes}: expected minutes >= 0 (0 = no budget)")
         if self.bidirectional:

@@ -36,6 +36,7 @@ if importlib.util.find_spec("numba") is None:   # the registry skips this backen
 __all__ = ["FusedCPUBackend", "GRULayerFn", "layer_forward", "threads_for"]
 
 _DTYPES = (torch.float32, torch.float64)
+_NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 # Batch rows are split across threads only when one call has this much recurrent work (B * H * H * T
 # multiply-adds): below it one thread wins, the parallel region and a cold second core cost more.
 PARALLEL_MIN_WORK = 4_000_000
@@ -87,42 +88,58 @@ def _version(t: Tensor | None):
     return None if t is None else (id(t), t._version)
 
 
-class _WeightCache:
-    """Per module: ``W_hh^T``, ``b_hh``, ``W_ih^T``, ``b_ih`` of each layer and direction as numpy, rebuilt when
-    a parameter changes (an in-place update bumps its version; replacing it changes its id). Saves the
-    transposes of every inference call."""
+class _InferencePlan:
+    """Everything an inference forward of one module reads, built once per set of weights: per layer and
+    direction the detached ``W_ih``/``b_ih`` tensors (for the projection GEMM) and ``W_hh^T``, ``b_hh``,
+    ``W_ih^T``, ``b_ih`` as numpy, plus reusable kernel scratch. ``key`` holds each parameter's id and version
+    (an in-place update bumps the version; replacing a parameter changes the id), so a stale plan is rebuilt."""
 
-    def __init__(self) -> None:
-        self._by_module: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    def __init__(self, module, key) -> None:
+        s: GRUSpec = module.spec
+        self.key = key
+        self.params = list(module._parameters.values())   # held: no new tensor can take a cached id
+        self.layers = []
+        for layer in range(s.num_layers):
+            per = []
+            for d in range(s.num_directions):
+                p = module.layer_params(layer, d)
+                w_ih = p.w_ih.detach()
+                b_ih = None if p.b_ih is None else p.b_ih.detach()
+                per.append((w_ih, b_ih, *_transposed_np(p.w_hh, p.b_hh), *_transposed_np(p.w_ih, p.b_ih)))
+            self.layers.append(per)
+        self.scratch: dict = {}
 
-    def get(self, module, layer: int, d: int, p) -> tuple[np.ndarray, ...]:
-        key = tuple(_version(t) for t in p[:4])
-        per = self._by_module.setdefault(module, {})
-        hit = per.get((layer, d))
-        if hit is None or hit[0] != key:      # p[:4] is held so no new tensor can take a cached id
-            hit = per[(layer, d)] = (key, p[:4], *_transposed_np(p.w_hh, p.b_hh), *_transposed_np(p.w_ih, p.b_ih))
-        return hit[2:]
+    def buffers(self, B: int, H: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        key = (B, threading.get_ident())                  # the kernel releases the GIL: one set per thread
+        hit = self.scratch.get(key)
+        if hit is None:
+            if len(self.scratch) >= 16:
+                self.scratch = {}
+            hit = self.scratch[key] = (np.empty((B, H), dtype), np.empty((B, 3 * H), dtype),
+                                       np.empty((B, H), dtype))
+        return hit
 
 
-# Inference input projections up to this many multiply-adds per thread run inside the recurrence kernel (each
-# thread projects its own batch rows: no BLAS call, no second thread pool to wake); larger ones in torch, whose
-# BLAS is faster on a whole GEMM when its threads get the cores (on a loaded machine a two-thread BLAS call can
-# stall for a scheduler slice, the kernel's own rows cannot).
+# Multi-threaded inference input projections up to this many multiply-adds per thread run inside the recurrence
+# kernel (each thread projects its own batch rows: no BLAS call, no second thread pool to wake); larger ones,
+# and every single-thread call, go to torch's BLAS, whose whole-GEMM kernel is 2-3x faster than the kernel's
+# per-row projection (B=1, T=100, 1 thread: 0.35 vs 1.17 us per step at H=64, 6.0 vs 13.5 at H=256).
 SMALL_PROJECTION = 50_000_000
 
 
 def layer_forward(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
                   lens: np.ndarray, reverse: bool, reset_after: bool, zo: float,
-                  keep: bool = False, recurrent: tuple[np.ndarray, ...] | None = None):
+                  keep: bool = False, recurrent: tuple[np.ndarray, ...] | None = None, scratch=None):
     """One layer and direction without autograd: ``x`` ``(T, B, I)``, ``h0`` ``(B, H)`` -> ``(out, h_T)``.
 
     With ``keep`` it also returns the stash the backward pass reads (``hp``, ``gates``). ``recurrent`` is
-    ``(W_hh^T, b_hh, W_ih^T, b_ih)`` as numpy when the caller has them cached."""
+    ``(W_hh^T, b_hh, W_ih^T, b_ih)`` as numpy when the caller has them cached; ``scratch`` the kernel's
+    ``(h, gh, q)`` work arrays when the caller keeps them."""
     T, B, I = x.shape
     H = h0.shape[1]
     nchunks = threads_for(B, H, T)
     proj = {}
-    if recurrent is not None and T * B * I * 3 * H <= SMALL_PROJECTION * nchunks:
+    if recurrent is not None and nchunks > 1 and T * B * I * 3 * H <= SMALL_PROJECTION * nchunks:
         WT, bh, WihT, bi = recurrent                                   # the kernel projects its own rows
         gi = np.empty((T, B, 3 * H), dtype=WT.dtype)
         proj = dict(x=_np(x.contiguous()), WihT=WihT, bi=bi)
@@ -135,7 +152,8 @@ def layer_forward(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tenso
     hp = torch.empty(T, B, H, dtype=x.dtype) if keep else None
     gates = torch.empty(T, B, 4 * H, dtype=x.dtype) if keep else None
     _k().forward(gi, WT, bh, _np(h0.contiguous()), lens, reverse, reset_after, zo, out.numpy(), hT.numpy(),
-                 None if hp is None else hp.numpy(), None if gates is None else gates.numpy(), nchunks, **proj)
+                 None if hp is None else hp.numpy(), None if gates is None else gates.numpy(), nchunks,
+                 scratch=scratch, **proj)
     return out, hT, hp, gates
 
 
@@ -242,7 +260,7 @@ class FusedCPUBackend:
 
     def __init__(self) -> None:
         self._step_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._weights = _WeightCache()
+        self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ what it runs
     def supports(self, spec: GRUSpec, x: Tensor, training: bool) -> str | None:
@@ -273,7 +291,8 @@ class FusedCPUBackend:
         D = spec.num_directions
         lens = _lens(lengths, T, B)
         zo = spec.zoneout if not module.training else 0.0
-        grad = _needs_grad(module, x, hx)
+        if not _needs_grad(module, x, hx):
+            return self._infer(module, x, hx, lens, zo)
         layer_in = x                                                   # (T, B, I)
         h_n = []
         for layer in range(spec.num_layers):
@@ -281,12 +300,8 @@ class FusedCPUBackend:
             for d in range(D):
                 p = module.layer_params(layer, d)
                 h0 = hx[layer * D + d]                                 # (B, H)
-                args = (layer_in, h0, p.w_ih, p.w_hh, p.b_ih, p.b_hh, lens, d == 1, spec.reset_after, zo)
-                if grad:
-                    out, hT = GRULayerFn.apply(*args)
-                else:
-                    rec = self._weights.get(module, layer, d, p)
-                    out, hT, _, _ = layer_forward(*args, recurrent=rec)
+                out, hT = GRULayerFn.apply(layer_in, h0, p.w_ih, p.w_hh, p.b_ih, p.b_hh, lens, d == 1,
+                                           spec.reset_after, zo)
                 outs.append(out)
                 h_n.append(hT)
             layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)   # (T, B, D*H)
@@ -294,7 +309,49 @@ class FusedCPUBackend:
                 layer_in = F.dropout(layer_in, spec.dropout, training=True)
         return layer_in, torch.stack(h_n)                              # (T, B, D*H), (L*D, B, H)
 
+    def _infer(self, module, x: Tensor, hx: Tensor, lens: np.ndarray, zo: float) -> tuple[Tensor, Tensor]:
+        """Inference (no autograd): the same kernels, with the per-call Python work cut to the bone (weights,
+        transposes and scratch come from a plan built once per set of weights)."""
+        spec: GRUSpec = module.spec
+        key = _param_key(module)
+        plan = self._plans.get(module)
+        if plan is None or plan.key != key:
+            plan = self._plans[module] = _InferencePlan(module, key)
+        T, B, _ = x.shape
+        D, H = spec.num_directions, spec.hidden_size
+        scratch = plan.buffers(B, H, _NP_DTYPES[x.dtype])
+        layer_in = x                                                   # (T, B, I)
+        h_n = torch.empty(spec.num_layers * D, B, H, dtype=x.dtype)
+        for layer, per in enumerate(plan.layers):
+            outs = []
+            for d, (w_ih, b_ih, WT, bh, WihT, bi) in enumerate(per):
+                i = layer * D + d
+                out, hT, _, _ = layer_forward(layer_in, hx[i], w_ih, None, b_ih, None, lens, d == 1,
+                                              spec.reset_after, zo, recurrent=(WT, bh, WihT, bi), scratch=scratch)
+                outs.append(out)
+                h_n[i] = hT
+            layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)   # (T, B, D*H)
+        return layer_in, h_n                                           # (T, B, D*H), (L*D, B, H)
+
     # ------------------------------------------------------------------ streaming
+    def packed_stream(self, module, B: int):
+        """``(kernel, ws, meta, h)`` for :class:`grukit.nn.stream.GRUStream`: the weights, state and scratch of
+        ``B`` streams in one buffer ``ws`` (``h`` is the ``(L, B, H)`` state inside it), advanced in place by
+        ``kernel(x (B, I), ws, meta)``. ``None`` when this backend cannot run the module's step."""
+        s: GRUSpec = module.spec
+        if module.weight_ih_l0.device.type != "cpu" or module.weight_ih_l0.dtype not in _DTYPES:
+            return None
+        w = _StepWeights(module, _param_key(module))
+        L, H, G = s.num_layers, s.hidden_size, 3 * s.hidden_size
+        parts = [w.WihT.ravel(), w.WT.ravel(), w.b.ravel()]
+        n_w = sum(a.size for a in parts)
+        ws = np.zeros(n_w + L * B * H + 2 * B * G + B * H + 2, dtype=w.WT.dtype)
+        ws[:n_w] = np.concatenate(parts)
+        ws[-2], ws[-1] = w.zo, w.one
+        meta = np.array([L, B, H, w.WihT.shape[1], int(w.reset_after), *w.n_in], dtype=np.int64)
+        h = ws[n_w:n_w + L * B * H].reshape(L, B, H)
+        return _k().step_packed, ws, meta, h
+
     def step(self, module, x_t: Tensor, h: Tensor) -> Tensor:
         if _needs_grad(module, x_t, h):                                # differentiable: T = 1 sequences
             spec: GRUSpec = module.spec
