@@ -163,16 +163,19 @@ def evaluate(run: Path = typer.Argument(..., help="run directory written by `gru
 
 
 @app.command(epilog="Examples:\n\n  grukit predict runs/forecast --data sales.csv --out forecast.csv\n\n"
+                    "  grukit predict runs/forecast --data sales.csv --holdout 24  (back-test: actuals beside the forecast)\n\n"
                     "  grukit predict runs/classify --data new.npz\n\n"
                     "  grukit predict runs/autoencoder --data machine.csv --out scores.csv")
 def predict(run: Path = typer.Argument(..., help="run directory written by `grukit train`"),
             data: Optional[str] = typer.Option(None, "--data", help="input file or built-in name (default: the "
                                                "run's training data)"),
             out: Optional[Path] = typer.Option(None, "--out", help="output CSV (default RUN/predictions.csv); a "
-                                               "PNG is written beside it")) -> None:
+                                               "PNG is written beside it"),
+            holdout: Optional[int] = typer.Option(None, "--holdout", min=1, help="forecast: start the forecast this "
+                                                  "many steps before the end and report the actuals beside it")) -> None:
     """Use a trained run: forecasts (with intervals), class labels or anomaly scores, as CSV (+ PNG)."""
     from .runs import Run
-    for p in Run(run).predict(data, out):
+    for p in Run(run).predict(data, out, holdout=holdout):
         _console().print(f"wrote {p}")
 
 

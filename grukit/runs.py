@@ -255,9 +255,18 @@ class Run:
         write_json(self.path / ("metrics.json" if data is None else "metrics-eval.json"), metrics)
         return metrics
 
-    def predict(self, data: str | None = None, out: str | Path | None = None) -> list[Path]:
-        """Write predictions for ``data`` (CSV, and a PNG where the task has one); returns the paths."""
-        return self.module().predict(self, self.models(), data, out)
+    def predict(self, data: str | None = None, out: str | Path | None = None, **options) -> list[Path]:
+        """Write predictions for ``data`` (CSV, and a PNG where the task has one); returns the paths.
+
+        ``options`` are task-specific (forecast: ``holdout``); ``None`` values are ignored."""
+        options = {k: v for k, v in options.items() if v is not None}
+        if options:
+            import inspect
+            accepted = inspect.signature(self.module().predict).parameters
+            unknown = [k for k in options if k not in accepted]
+            if unknown:
+                raise ConfigError(f"predict option(s) {unknown} do not apply to a {self.task!r} run")
+        return self.module().predict(self, self.models(), data, out, **options)
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, task={self.task!r})"

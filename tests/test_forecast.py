@@ -73,6 +73,26 @@ def test_predict_shapes_and_files(trained, tmp_path):
     assert paths[1].suffix == ".png" and paths[1].stat().st_size > 1000
 
 
+def test_predict_holdout_reports_actuals(trained, tmp_path):
+    """--holdout N: the forecast starts N steps before the end; the CSV carries the actuals, the PNG plots them."""
+    from grukit.errors import ConfigError
+    run, data = trained
+    df = pd.read_csv(data)
+    paths = Run(run.path).predict(str(data), tmp_path / "bt.csv", holdout=4)
+    pred = pd.read_csv(paths[0])
+    assert len(pred) == 2 * 4 and "actual" in pred.columns
+    for sid in ("a", "b"):
+        tail = df[df.store == sid].tail(4)
+        got = pred[pred.series == sid]
+        np.testing.assert_allclose(got["actual"].to_numpy(), tail["sales"].to_numpy(), rtol=1e-6)
+        assert list(pd.to_datetime(got["time"])) == list(pd.to_datetime(tail["date"]))
+    assert paths[1].stat().st_size > 1000
+    with pytest.raises(DataError, match="--holdout 1000 leaves"):
+        Run(run.path).predict(str(data), tmp_path / "x.csv", holdout=1000)
+    with pytest.raises(ConfigError, match=r"\['bogus'\] do not apply to a 'forecast' run"):
+        Run(run.path).predict(str(data), tmp_path / "x.csv", bogus=1)
+
+
 def test_checkpoint_round_trip_and_wrong_task(trained):
     import torch
     run, _ = trained

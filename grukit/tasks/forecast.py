@@ -350,8 +350,12 @@ def evaluate(run, models: list[ForecastTask], data: str | None = None) -> dict[s
     return table
 
 
-def predict(run, models: list[ForecastTask], data: str | None, out: str | Path | None = None) -> list[Path]:
-    """Forecast ``horizon`` steps after each series' last observed target; CSV (with intervals) and PNG."""
+def predict(run, models: list[ForecastTask], data: str | None, out: str | Path | None = None,
+            holdout: int = 0) -> list[Path]:
+    """Forecast ``horizon`` steps after each series' last observed target; CSV (with intervals) and PNG.
+
+    ``holdout`` > 0 forecasts from ``holdout`` steps before the end instead, so the CSV gets an ``actual``
+    column and the PNG the actuals beside the forecast (a back-test of one origin)."""
     from ..runs import atomic_write
     cfg, meta = run.config, run.meta
     series, path = _load(run, data, allow_future=True)
@@ -362,24 +366,34 @@ def predict(run, models: list[ForecastTask], data: str | None, out: str | Path |
         if s.n_obs < cfg.lookback:
             raise DataError(f"series {s.id!r} has {s.n_obs} observed points; the model reads lookback = "
                             f"{cfg.lookback}", path=path)
-        fc = _forecast(models, s, s.n_obs, meta, cfg, _scaler_for(s, meta, s.n_obs))
-        times = future_times(s.times.iloc[: s.n_obs], H) if s.times is not None else \
-            list(range(s.n_obs, s.n_obs + H))
+        origin = s.n_obs - holdout
+        if origin < cfg.lookback:
+            raise DataError(f"series {s.id!r}: --holdout {holdout} leaves {origin} observed points before the "
+                            f"forecast origin; the model reads lookback = {cfg.lookback}", path=path)
+        fc = _forecast(models, s, origin, meta, cfg, _scaler_for(s, meta, origin))
+        if s.times is None:
+            times = list(range(origin, origin + H))
+        elif holdout and origin + H <= len(s.times):
+            times = list(s.times.iloc[origin:origin + H])
+        else:
+            times = future_times(s.times.iloc[:origin], H)
         for i in range(H):
             for c in range(C):
                 rec = {"series": s.id, "time": times[i], "step": i + 1, "target": target_names[c],
                        "forecast": fc["point"][i, c]}
                 if "lo" in fc:
                     rec["lower"], rec["upper"] = fc["lo"][i, c], fc["hi"][i, c]
+                if holdout:
+                    rec["actual"] = s.y[origin + i, c] if origin + i < s.n_obs else np.nan
                 records.append(rec)
         if len(plotted) < 4:
-            plotted.append((s.id, s.times, s.y[: s.n_obs], s.n_obs, fc))
+            plotted.append((s.id, s.times, s.y[: s.n_obs], origin, fc))
     out = Path(out) if out else run.path / "predictions.csv"
     frame = pd.DataFrame.from_records(records)
     if not meta["roles"]["id_col"]:
         frame = frame.drop(columns="series")
     paths = [atomic_write(out, frame.to_csv(index=False))]
     from ..plots import forecast_plot
-    paths.append(forecast_plot(plotted, target_names, out.with_suffix(".png"), title="forecast",
-                               future_times=True))
+    paths.append(forecast_plot(plotted, target_names, out.with_suffix(".png"),
+                               title="back-test forecast" if holdout else "forecast", future_times=not holdout))
     return paths
