@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden-size", type=int, default=512)
     ap.add_argument("--num-layers", type=int, default=1)
     ap.add_argument("--embedding-size", type=int, default=400)
-    ap.add_argument("--dropout", type=float, default=0.5)
+    ap.add_argument("--dropout", type=float, default=0.4)
     ap.add_argument("--weight-drop", type=float, default=0.3, help="DropConnect on the recurrent weights")
     ap.add_argument("--softmax", default="adaptive", choices=["full", "adaptive"])
     ap.add_argument("--tie-weights", action="store_true", help="tie embedding and decoder (softmax full)")

@@ -47,6 +47,21 @@ def _k():
     return load()
 
 
+# Inference at a batch too small to split by rows runs with the hidden units split across threads (one
+# parallel region per step, see kernels._fwd_split) from this hidden size up: below it a step is too short to
+# pay for a parallel region.
+SPLIT_MIN_H = 256
+
+
+def split_threads(B: int, H: int, T: int) -> int:
+    """Threads for the hidden-unit split of an inference call (1 = do not split)."""
+    n = torch.get_num_threads()
+    if n < 2 or H < SPLIT_MIN_H or threads_for(B, H, T) > 1:
+        return 1
+    import numba
+    return max(1, min(n, numba.get_num_threads()))
+
+
 def threads_for(B: int, H: int, T: int) -> int:
     """How many batch chunks (threads) the kernels use for a call of this size."""
     n = torch.get_num_threads()
@@ -149,6 +164,10 @@ def layer_forward(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tenso
         WT, bh = recurrent[:2] if recurrent is not None else _transposed_np(w_hh, b_hh)
     out = torch.empty(T, B, H, dtype=x.dtype)
     hT = torch.empty(B, H, dtype=x.dtype)
+    split = 1 if keep or not reset_after or proj else split_threads(B, H, T)
+    if split > 1:
+        _k().forward_split(gi, WT, bh, _np(h0.contiguous()), lens, reverse, zo, out.numpy(), hT.numpy(), split)
+        return out, hT, None, None
     hp = torch.empty(T, B, H, dtype=x.dtype) if keep else None
     gates = torch.empty(T, B, 4 * H, dtype=x.dtype) if keep else None
     _k().forward(gi, WT, bh, _np(h0.contiguous()), lens, reverse, reset_after, zo, out.numpy(), hT.numpy(),
