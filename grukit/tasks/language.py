@@ -20,7 +20,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -95,8 +95,39 @@ def _eval_streams(ids: np.ndarray, cfg: LMConfig, name: str) -> StreamBatches:
     return StreamBatches(streams(ids, B), cfg.bptt)
 
 
-def _loader(batches: StreamBatches) -> DataLoader:
-    return DataLoader(batches, batch_size=None, shuffle=False)      # ready-made (B, T) batches, in order
+class RankStreams(torch.utils.data.IterableDataset):
+    """The windows of a :class:`StreamBatches`, in order, restricted under DDP to this rank's share of the
+    streams (rank r of W reads streams ``[r*B/W, (r+1)*B/W)``), so every rank carries its state across
+    consecutive windows and the W ranks together see the same global batch as one process. (Lightning's
+    DistributedSampler would hand each rank every W-th *window*, breaking the state carrying; an iterable
+    dataset is left alone.)"""
+
+    def __init__(self, batches: StreamBatches, even: bool = True) -> None:
+        self.batches, self.even = batches, even                        # even: equal shares (training)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def rows(self) -> slice:
+        import torch.distributed as dist
+        B = self.batches.data.shape[0]
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return slice(0, B)
+        W, r = dist.get_world_size(), dist.get_rank()
+        if B % W if self.even else B < W:
+            raise ConfigError(f"{B} parallel streams cannot be shared {'evenly ' if self.even else ''}by {W} DDP "
+                              f"processes; use a {'batch_size' if self.even else 'eval_batch_size'} "
+                              f"{'divisible by' if self.even else 'of at least'} {W}")
+        return slice(r * B // W, (r + 1) * B // W)
+
+    def __iter__(self) -> Iterator[dict]:
+        rows = self.rows()
+        for b in self.batches:
+            yield {"x": b["x"][rows], "y": b["y"][rows]}               # (B/W, T) each
+
+
+def _loader(batches: StreamBatches, even: bool = True) -> DataLoader:
+    return DataLoader(RankStreams(batches, even), batch_size=None)    # ready-made (B, T) batches, in order
 
 
 def prepare(cfg: LMConfig) -> Prepared:
@@ -118,7 +149,8 @@ def prepare(cfg: LMConfig) -> Prepared:
             "has_val": val is not None, "sources": sources, "data_name": cfg.data,
             "tokens": {k: int(len(v)) for k, v in ids.items()},
             "unigram_counts": np.bincount(train, minlength=V).tolist()}
-    return Prepared(_loader(StreamBatches(streams(train, B), T)), _loader(val) if val is not None else None, meta)
+    return Prepared(_loader(StreamBatches(streams(train, B), T)), _loader(val, even=False) if val is not None else None,
+                    meta)
 
 
 # ====================================================================== model
