@@ -42,9 +42,15 @@ _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 PARALLEL_MIN_WORK = 4_000_000
 
 
+_KERNELS: list = []
+
+
 def _k():
-    from ._fused import load
-    return load()
+    """The numba kernels module (imported, and compiled or loaded from cache, on first use)."""
+    if not _KERNELS:
+        from ._fused import load
+        _KERNELS.append(load())
+    return _KERNELS[0]
 
 
 # Inference at a batch too small to split by rows runs with the hidden units split across threads (one
@@ -75,9 +81,17 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
+_FULL_LENS: dict = {}
+
+
 def _lens(lengths: Tensor | None, T: int, B: int) -> np.ndarray:
-    if lengths is None:
-        return np.full(B, T, dtype=np.int64)
+    if lengths is None:                                               # read-only to the kernels: shared
+        hit = _FULL_LENS.get((B, T))
+        if hit is None:
+            if len(_FULL_LENS) > 256:
+                _FULL_LENS.clear()
+            hit = _FULL_LENS[(B, T)] = np.full(B, T, dtype=np.int64)
+        return hit
     return np.ascontiguousarray(lengths.numpy(), dtype=np.int64)
 
 
