@@ -212,6 +212,24 @@ def test_deterministic_across_runs_and_thread_counts():
             assert torch.equal(a, b)
 
 
+def test_deterministic_inference_across_thread_counts():
+    """Inference with deterministic=True projects the inputs inside the kernel whatever the thread count (the
+    2-thread call splits rows, the 1-thread call does not): bit-identical outputs."""
+    torch.manual_seed(0)
+    gru = GRU(16, 64, num_layers=2, deterministic=True).eval()
+    x = torch.randn(100, 16, 16)
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                outs.append(gru(x))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
 # ---------------------------------------------------------------------------------------------- cache
 def test_cache_goes_to_user_dir_when_install_is_read_only(tmp_path, monkeypatch):
     import numba

@@ -158,17 +158,19 @@ SMALL_PROJECTION = 50_000_000
 
 def layer_forward(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
                   lens: np.ndarray, reverse: bool, reset_after: bool, zo: float,
-                  keep: bool = False, recurrent: tuple[np.ndarray, ...] | None = None, scratch=None):
+                  keep: bool = False, recurrent: tuple[np.ndarray, ...] | None = None, scratch=None,
+                  fixed_proj: bool = False):
     """One layer and direction without autograd: ``x`` ``(T, B, I)``, ``h0`` ``(B, H)`` -> ``(out, h_T)``.
 
     With ``keep`` it also returns the stash the backward pass reads (``hp``, ``gates``). ``recurrent`` is
     ``(W_hh^T, b_hh, W_ih^T, b_ih)`` as numpy when the caller has them cached; ``scratch`` the kernel's
-    ``(h, gh, q)`` work arrays when the caller keeps them."""
+    ``(h, gh, q)`` work arrays when the caller keeps them. ``fixed_proj`` (deterministic inference) keeps the
+    input projection in the kernel whatever the thread count, so results do not depend on it."""
     T, B, I = x.shape
     H = h0.shape[1]
     nchunks = threads_for(B, H, T)
     proj = {}
-    if recurrent is not None and nchunks > 1 and T * B * I * 3 * H <= SMALL_PROJECTION * nchunks:
+    if recurrent is not None and (nchunks > 1 or fixed_proj) and T * B * I * 3 * H <= SMALL_PROJECTION * nchunks:
         WT, bh, WihT, bi = recurrent                                   # the kernel projects its own rows
         gi = np.empty((T, B, 3 * H), dtype=WT.dtype)
         proj = dict(x=_np(x.contiguous()), WihT=WihT, bi=bi)
@@ -360,7 +362,8 @@ class FusedCPUBackend:
             for d, (w_ih, b_ih, WT, bh, WihT, bi) in enumerate(per):
                 i = layer * D + d
                 out, hT, _, _ = layer_forward(layer_in, hx[i], w_ih, None, b_ih, None, lens, d == 1,
-                                              spec.reset_after, zo, recurrent=(WT, bh, WihT, bi), scratch=scratch)
+                                              spec.reset_after, zo, recurrent=(WT, bh, WihT, bi), scratch=scratch,
+                                              fixed_proj=spec.deterministic)
                 outs.append(out)
                 h_n[i] = hT
             layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)   # (T, B, D*H)

@@ -133,7 +133,7 @@ def _fwd_rows(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, trai
         for t in range(T):
             for r in range(r0, r1):
                 _copy(gi[t, r], bi)
-                _gemm_acc(x[t], 0, WihT, 0, WihT.shape[0], 0, G, gi[t], 0, r, r + 1)
+            _gemm_acc(x[t], 0, WihT, 0, WihT.shape[0], 0, G, gi[t], 0, r0, r1)     # all rows of the chunk
     for r in range(r0, r1):
         _copy(h[r], h0[r])
         q[r, :] = 0
