@@ -387,3 +387,20 @@ def test_hidden_split_inference_is_bitwise_the_row_kernel(reverse, monkeypatch):
         want = ref(x)
     torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)
+
+
+def test_no_grad_training_mode_keeps_inter_layer_dropout():
+    """A training-mode GRU run under no_grad (the inference path) still drops between layers, as torch does."""
+    torch.manual_seed(0)
+    gru = GRU(4, 8, num_layers=2, dropout=0.5, backend="fused_cpu").train()
+    ref = GRU(4, 8, num_layers=2, dropout=0.5, backend="reference").train()
+    ref.load_state_dict(gru.state_dict())
+    x = torch.randn(5, 3, 4)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a, _ = gru(x)
+        torch.manual_seed(1)
+        b, _ = ref(x)
+        c, _ = gru.eval()(x)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(a, c, atol=1e-3)

@@ -367,6 +367,8 @@ class FusedCPUBackend:
                 outs.append(out)
                 h_n[i] = hT
             layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)   # (T, B, D*H)
+            if layer < spec.num_layers - 1 and spec.dropout > 0 and module.training:   # training mode, no grad
+                layer_in = F.dropout(layer_in, spec.dropout, training=True)
         return layer_in, h_n                                           # (T, B, D*H), (L*D, B, H)
 
     # ------------------------------------------------------------------ streaming
