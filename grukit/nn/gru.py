@@ -96,7 +96,7 @@ class GRU(nn.Module):
         if backend != "auto":
             backends.get(backend)  # unknown names fail here, at construction
         self.backend = backend
-        self._step_backends: dict = {}     # step()'s backend choice per (backend, dtype, device, mode, grad)
+        self._step_backends: dict = {}     # forward's and step()'s backend choice per (backend, dtype, device, mode)
         if dropout > 0 and num_layers == 1:
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero "
                           f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
@@ -237,7 +237,7 @@ class GRU(nn.Module):
             batched = True
         else:
             x = input
-            _check_float(x, "input", self.weight_ih_l0)
+            _check_float(x, "input", self._parameters["weight_ih_l0"])
             if x.ndim not in (2, 3):
                 raise ShapeError(f"input must be 3-D {'(B, T, I)' if s.batch_first else '(T, B, I)'} or "
                                  f"2-D (T, I) unbatched, got {x.ndim}-D with shape {_shape(x)}")
@@ -257,11 +257,14 @@ class GRU(nn.Module):
             if not packed and bool((lengths == T).all()):
                 lengths = None
         hx = self._check_hx(hx, x, B, batched)
-        if torch.onnx.is_in_onnx_export():   # emitted as ONNX GRU operators (grukit.export)
+        if torch._C._get_tracing_state() is not None and torch.onnx.is_in_onnx_export():   # -> ONNX GRU nodes
             from ..export import gru_export_forward
             out, h_n = gru_export_forward(self, x, hx, lengths)
         else:
-            backend = backends.select(self.backend, s, x, self.training)
+            key = ("forward", self.backend, x.dtype, x.device.type, self.training)
+            backend = self._step_backends.get(key)                   # a backend's support depends on these only
+            if backend is None:
+                backend = self._step_backends[key] = backends.select(self.backend, s, x, self.training)
             out, h_n = backend.forward(self, x, hx.contiguous(), lengths)   # (T, B, D*H), (L*D, B, H)
             backends.record(backend.name)
         if packed:

@@ -157,38 +157,20 @@ SMALL_PROJECTION = 50_000_000
 
 
 def layer_forward(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
-                  lens: np.ndarray, reverse: bool, reset_after: bool, zo: float,
-                  keep: bool = False, recurrent: tuple[np.ndarray, ...] | None = None, scratch=None,
-                  fixed_proj: bool = False):
-    """One layer and direction without autograd: ``x`` ``(T, B, I)``, ``h0`` ``(B, H)`` -> ``(out, h_T)``.
-
-    With ``keep`` it also returns the stash the backward pass reads (``hp``, ``gates``). ``recurrent`` is
-    ``(W_hh^T, b_hh, W_ih^T, b_ih)`` as numpy when the caller has them cached; ``scratch`` the kernel's
-    ``(h, gh, q)`` work arrays when the caller keeps them. ``fixed_proj`` (deterministic inference) keeps the
-    input projection in the kernel whatever the thread count, so results do not depend on it."""
+                  lens: np.ndarray, reverse: bool, reset_after: bool, zo: float):
+    """One layer and direction of the training forward, without autograd: ``x`` ``(T, B, I)``, ``h0``
+    ``(B, H)`` -> ``(out, h_T, hp, gates)``, the last two the stash the backward pass reads."""
     T, B, I = x.shape
     H = h0.shape[1]
-    nchunks = threads_for(B, H, T)
-    proj = {}
-    if recurrent is not None and (nchunks > 1 or fixed_proj) and T * B * I * 3 * H <= SMALL_PROJECTION * nchunks:
-        WT, bh, WihT, bi = recurrent                                   # the kernel projects its own rows
-        gi = np.empty((T, B, 3 * H), dtype=WT.dtype)
-        proj = dict(x=_np(x.contiguous()), WihT=WihT, bi=bi)
-    else:
-        with torch.no_grad():
-            gi = _in_proj(x.detach(), w_ih.detach(), None if b_ih is None else b_ih.detach()).numpy()
-        WT, bh = recurrent[:2] if recurrent is not None else _transposed_np(w_hh, b_hh)
+    with torch.no_grad():
+        gi = _in_proj(x.detach(), w_ih.detach(), None if b_ih is None else b_ih.detach()).numpy()
+    WT, bh = _transposed_np(w_hh, b_hh)
     out = torch.empty(T, B, H, dtype=x.dtype)
     hT = torch.empty(B, H, dtype=x.dtype)
-    split = 1 if keep or not reset_after or proj else split_threads(B, H, T)
-    if split > 1:
-        _k().forward_split(gi, WT, bh, _np(h0.contiguous()), lens, reverse, zo, out.numpy(), hT.numpy(), split)
-        return out, hT, None, None
-    hp = torch.empty(T, B, H, dtype=x.dtype) if keep else None
-    gates = torch.empty(T, B, 4 * H, dtype=x.dtype) if keep else None
+    hp = torch.empty(T, B, H, dtype=x.dtype)
+    gates = torch.empty(T, B, 4 * H, dtype=x.dtype)
     _k().forward(gi, WT, bh, _np(h0.contiguous()), lens, reverse, reset_after, zo, out.numpy(), hT.numpy(),
-                 None if hp is None else hp.numpy(), None if gates is None else gates.numpy(), nchunks,
-                 scratch=scratch, **proj)
+                 hp.numpy(), gates.numpy(), threads_for(B, H, T))
     return out, hT, hp, gates
 
 
@@ -201,8 +183,7 @@ class GRULayerFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo):
-        out, hT, hp, gates = layer_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo,
-                                           keep=True)
+        out, hT, hp, gates = layer_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo)
         ctx.save_for_backward(x, w_ih, w_hh, hp, gates)
         ctx.cfg = (lens, reverse, reset_after, zo, b_ih is not None)
         return out, hT
@@ -345,8 +326,9 @@ class FusedCPUBackend:
         return layer_in, torch.stack(h_n)                              # (T, B, D*H), (L*D, B, H)
 
     def _infer(self, module, x: Tensor, hx: Tensor, lens: np.ndarray, zo: float) -> tuple[Tensor, Tensor]:
-        """Inference (no autograd): the same kernels, with the per-call Python work cut to the bone (weights,
-        transposes and scratch come from a plan built once per set of weights)."""
+        """Inference (no autograd): the same kernels, with the per-call Python and torch work cut to the bone
+        (weights, transposes and scratch come from a plan built once per set of weights; outputs are numpy
+        buffers the kernels write into, handed back as tensors without a copy)."""
         spec: GRUSpec = module.spec
         key = _param_key(module)
         plan = self._plans.get(module)
@@ -354,22 +336,39 @@ class FusedCPUBackend:
             plan = self._plans[module] = _InferencePlan(module, key)
         T, B, _ = x.shape
         D, H = spec.num_directions, spec.hidden_size
-        scratch = plan.buffers(B, H, _NP_DTYPES[x.dtype])
+        dtype = _NP_DTYPES[x.dtype]
+        scratch = plan.buffers(B, H, dtype)
+        hx_np = hx.detach().numpy()                                    # (L*D, B, H), contiguous
+        h_n = np.empty((spec.num_layers * D, B, H), dtype)
+        nchunks = threads_for(B, H, T)
+        split = split_threads(B, H, T) if spec.reset_after and nchunks == 1 else 1
+        k = _k()
         layer_in = x                                                   # (T, B, I)
-        h_n = torch.empty(spec.num_layers * D, B, H, dtype=x.dtype)
         for layer, per in enumerate(plan.layers):
-            outs = []
+            outs = np.empty((T, B, D * H), dtype)
             for d, (w_ih, b_ih, WT, bh, WihT, bi) in enumerate(per):
                 i = layer * D + d
-                out, hT, _, _ = layer_forward(layer_in, hx[i], w_ih, None, b_ih, None, lens, d == 1,
-                                              spec.reset_after, zo, recurrent=(WT, bh, WihT, bi), scratch=scratch,
-                                              fixed_proj=spec.deterministic)
-                outs.append(out)
-                h_n[i] = hT
-            layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)   # (T, B, D*H)
+                out = outs[:, :, d * H:(d + 1) * H] if D > 1 else outs
+                o = out if D == 1 else np.empty((T, B, H), dtype)      # kernels write contiguous buffers
+                I = WihT.shape[0]
+                if (nchunks > 1 or spec.deterministic) and T * B * I * 3 * H <= SMALL_PROJECTION * nchunks:
+                    gi = np.empty((T, B, 3 * H), dtype)                # the kernel projects its own rows
+                    k.forward(gi, WT, bh, hx_np[i], lens, d == 1, spec.reset_after, zo, o, h_n[i], None, None,
+                              nchunks, x=layer_in.detach().contiguous().numpy(), WihT=WihT, bi=bi,
+                              scratch=scratch)
+                else:
+                    gi = _in_proj(layer_in, w_ih, b_ih).numpy()        # one BLAS GEMM for every step
+                    if split > 1:
+                        k.forward_split(gi, WT, bh, hx_np[i], lens, d == 1, zo, o, h_n[i], split)
+                    else:
+                        k.forward(gi, WT, bh, hx_np[i], lens, d == 1, spec.reset_after, zo, o, h_n[i], None,
+                                  None, 1, scratch=scratch)
+                if D > 1:
+                    out[...] = o
+            layer_in = torch.from_numpy(outs)                          # (T, B, D*H)
             if layer < spec.num_layers - 1 and spec.dropout > 0 and module.training:   # training mode, no grad
                 layer_in = F.dropout(layer_in, spec.dropout, training=True)
-        return layer_in, h_n                                           # (T, B, D*H), (L*D, B, H)
+        return layer_in, torch.from_numpy(h_n)                         # (T, B, D*H), (L*D, B, H)
 
     # ------------------------------------------------------------------ streaming
     def packed_stream(self, module, B: int):
