@@ -157,9 +157,10 @@ SMALL_PROJECTION = 50_000_000
 
 
 def layer_forward(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
-                  lens: np.ndarray, reverse: bool, reset_after: bool, zo: float):
+                  lens: np.ndarray, reverse: bool, reset_after: bool, zo: float, blas: bool | None = None):
     """One layer and direction of the training forward, without autograd: ``x`` ``(T, B, I)``, ``h0``
-    ``(B, H)`` -> ``(out, h_T, hp, gates)``, the last two the stash the backward pass reads."""
+    ``(B, H)`` -> ``(out, h_T, hp, gates)``, the last two the stash the backward pass reads. ``blas=False``
+    keeps the fixed-order matmul loop (deterministic=True); ``None`` lets the kernels choose."""
     T, B, I = x.shape
     H = h0.shape[1]
     with torch.no_grad():
@@ -170,29 +171,29 @@ def layer_forward(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tenso
     hp = torch.empty(T, B, H, dtype=x.dtype)
     gates = torch.empty(T, B, 4 * H, dtype=x.dtype)
     _k().forward(gi, WT, bh, _np(h0.contiguous()), lens, reverse, reset_after, zo, out.numpy(), hT.numpy(),
-                 hp.numpy(), gates.numpy(), threads_for(B, H, T))
+                 hp.numpy(), gates.numpy(), threads_for(B, H, T), blas=blas)
     return out, hT, hp, gates
 
 
 class GRULayerFn(torch.autograd.Function):
     """One layer and direction of the fused GRU as an autograd function (BPTT in numba).
 
-    ``apply(x (T,B,I), h0 (B,H), w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo) -> (out, h_T)``;
+    ``apply(x (T,B,I), h0 (B,H), w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo[, blas]) -> (out, h_T)``;
     gradients flow to ``x``, ``h0`` and all four weights (``b_*`` may be ``None``).
     """
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo):
-        out, hT, hp, gates = layer_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo)
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo, blas=None):
+        out, hT, hp, gates = layer_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo, blas)
         ctx.save_for_backward(x, w_ih, w_hh, hp, gates)
-        ctx.cfg = (lens, reverse, reset_after, zo, b_ih is not None)
+        ctx.cfg = (lens, reverse, reset_after, zo, b_ih is not None, blas)
         return out, hT
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout, dhT):
         x, w_ih, w_hh, hp, gates = ctx.saved_tensors
-        lens, reverse, reset_after, zo, has_bias = ctx.cfg
+        lens, reverse, reset_after, zo, has_bias, blas = ctx.cfg
         T, B, I = x.shape
         H = w_hh.shape[1]
         dout = torch.zeros(T, B, H, dtype=x.dtype) if dout is None else dout.contiguous()
@@ -202,7 +203,8 @@ class GRULayerFn(torch.autograd.Function):
         qp = torch.empty(T, B, H, dtype=x.dtype) if not reset_after else torch.empty(1, 1, 1, dtype=x.dtype)
         dh0 = torch.empty(B, H, dtype=x.dtype)
         _k().backward(dout.numpy(), dhT.numpy(), gates.numpy(), hp.numpy(), _np(w_hh.contiguous()), lens, reverse,
-                      reset_after, zo, dgi.numpy(), dgh.numpy(), qp.numpy(), dh0.numpy(), threads_for(B, H, T))
+                      reset_after, zo, dgi.numpy(), dgh.numpy(), qp.numpy(), dh0.numpy(), threads_for(B, H, T),
+                      blas=blas)
         need = ctx.needs_input_grad
         dgi2 = dgi.view(T * B, 3 * H)                                   # (T*B, 3H)
         dgh2 = dgh.view(T * B, 3 * H)
@@ -217,7 +219,7 @@ class GRULayerFn(torch.autograd.Function):
                 dw_hh = torch.cat([dgh2[:, :2 * H].t() @ hp2, dgh2[:, 2 * H:].t() @ qp.view(T * B, H)])
         db_ih = dgi2.sum(0) if has_bias and need[4] else None
         db_hh = dgh2.sum(0) if has_bias and need[5] else None
-        return dx, dh0 if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None, None, None, None
+        return dx, dh0 if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None, None, None, None, None
 
 
 def _needs_grad(module, *tensors: Tensor) -> bool:
@@ -317,7 +319,7 @@ class FusedCPUBackend:
                 p = module.layer_params(layer, d)
                 h0 = hx[layer * D + d]                                 # (B, H)
                 out, hT = GRULayerFn.apply(layer_in, h0, p.w_ih, p.w_hh, p.b_ih, p.b_hh, lens, d == 1,
-                                           spec.reset_after, zo)
+                                           spec.reset_after, zo, False if spec.deterministic else None)
                 outs.append(out)
                 h_n.append(hT)
             layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)   # (T, B, D*H)
@@ -342,6 +344,7 @@ class FusedCPUBackend:
         h_n = np.empty((spec.num_layers * D, B, H), dtype)
         nchunks = threads_for(B, H, T)
         split = split_threads(B, H, T) if spec.reset_after and nchunks == 1 else 1
+        blas = False if spec.deterministic else None
         k = _k()
         layer_in = x                                                   # (T, B, I)
         for layer, per in enumerate(plan.layers):
@@ -355,14 +358,14 @@ class FusedCPUBackend:
                     gi = np.empty((T, B, 3 * H), dtype)                # the kernel projects its own rows
                     k.forward(gi, WT, bh, hx_np[i], lens, d == 1, spec.reset_after, zo, o, h_n[i], None, None,
                               nchunks, x=layer_in.detach().contiguous().numpy(), WihT=WihT, bi=bi,
-                              scratch=scratch)
+                              scratch=scratch, blas=blas)
                 else:
                     gi = _in_proj(layer_in, w_ih, b_ih).numpy()        # one BLAS GEMM for every step
                     if split > 1:
                         k.forward_split(gi, WT, bh, hx_np[i], lens, d == 1, zo, o, h_n[i], split)
                     else:
                         k.forward(gi, WT, bh, hx_np[i], lens, d == 1, spec.reset_after, zo, o, h_n[i], None,
-                                  None, 1, scratch=scratch)
+                                  None, 1, scratch=scratch, blas=blas)
                 if D > 1:
                     out[...] = o
             layer_in = torch.from_numpy(outs)                          # (T, B, D*H)
@@ -399,7 +402,7 @@ class FusedCPUBackend:
             for layer in range(spec.num_layers):
                 p = module.layer_params(layer, 0)
                 out, hT = GRULayerFn.apply(layer_in, h[layer], p.w_ih, p.w_hh, p.b_ih, p.b_hh, lens, False,
-                                           spec.reset_after, zo)
+                                           spec.reset_after, zo, False if spec.deterministic else None)
                 new.append(hT)
                 layer_in = out
             return torch.stack(new)                                    # (L, B, H)

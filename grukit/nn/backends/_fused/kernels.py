@@ -120,8 +120,14 @@ def _copy(dst, src):
 
 
 @_jit
+def _add(dst, src):
+    for j in range(dst.shape[0]):
+        dst[j] += src[j]
+
+
+@_jit
 def _fwd_rows(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, train, hp, gates, h, gh, q,
-              proj, x, WihT, bi, r0, r1):
+              proj, x, WihT, bi, blas, r0, r1):
     """Forward recurrence of rows ``[r0, r1)``; ``train`` also stores ``hp`` (h before each step) and
     ``gates`` ``(T, B, 4H)`` = ``(r, z, n, W_hn h + b_hn)`` for the backward pass. With ``proj`` the rows'
     input projection ``gi = x W_ih^T + b_ih`` is computed here first (``x`` ``(T, B, I)``, ``WihT`` ``(I, 3H)``)."""
@@ -139,9 +145,14 @@ def _fwd_rows(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, trai
         q[r, :] = 0
     nrz = G if reset_after else H2
     for s in range(T):
-        for r in range(r0, r1):
-            _copy(gh[r, :nrz], bh[:nrz])
-        _gemm_acc(h, 0, WT, 0, H, 0, nrz, gh, 0, r0, r1)           # gh[:, :nrz] = bh + h W^T
+        if blas:                                                  # many rows (reset-after): a BLAS GEMM
+            np.dot(h[r0:r1], WT, gh[r0:r1])
+            for r in range(r0, r1):
+                _add(gh[r], bh)
+        else:
+            for r in range(r0, r1):
+                _copy(gh[r, :nrz], bh[:nrz])
+            _gemm_acc(h, 0, WT, 0, H, 0, nrz, gh, 0, r0, r1)       # gh[:, :nrz] = bh + h W^T
         if not reset_after:                                       # Cho: r first, then W_hn (r * h)
             for r in range(r0, r1):
                 L = lens[r]
@@ -176,11 +187,11 @@ def _fwd_rows(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, trai
 
 @_jit(parallel=True)
 def _fwd_par(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, train, hp, gates, h, gh, q,
-             proj, x, WihT, bi, nchunks):
+             proj, x, WihT, bi, blas, nchunks):
     B = h0.shape[0]
     for c in prange(nchunks):
         _fwd_rows(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, train, hp, gates, h, gh, q,
-                  proj, x, WihT, bi, c * B // nchunks, (c + 1) * B // nchunks)
+                  proj, x, WihT, bi, blas, c * B // nchunks, (c + 1) * B // nchunks)
 
 
 @_jit(parallel=True)
@@ -244,13 +255,45 @@ def _dummies(dtype):
     return hit
 
 
+# From this many batch rows per thread the recurrent matmul of a step (reset-after form) is a BLAS GEMM
+# (numba's np.dot: scipy's OpenBLAS, held to one thread per kernel thread): about 2x the k-blocked loop's
+# throughput at B=64, while for a handful of rows the loop wins (no call overhead, no packing).
+BLAS_MIN_ROWS = 16
+_CONTROLLER: list = []
+
+
+def use_blas(B: int, nchunks: int, reset_after: bool) -> bool:
+    return reset_after and B // max(nchunks, 1) >= BLAS_MIN_ROWS
+
+
+class _NoLimit:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _one_blas_thread(active: bool):
+    """Hold the BLAS library numba calls to one thread while a kernel runs (each kernel thread makes its own
+    calls: a multi-threaded BLAS inside would oversubscribe the cores)."""
+    if not active:
+        return _NoLimit()
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+
+
 def forward(gi, WT, bh, h0, lens, reverse, reset_after, zo, out, hT, hp, gates, nchunks, x=None, WihT=None,
-            bi=None, scratch=None):
+            bi=None, scratch=None, blas=None):
     """Run the forward recurrence (numpy views in, results written to ``out``, ``hT``, ``hp``, ``gates``).
 
     ``hp``/``gates`` are ``None`` for inference. ``nchunks`` > 1 splits the batch rows across threads. With
     ``x``, ``WihT``, ``bi`` given, ``gi`` is scratch that the kernel fills with the input projection itself.
-    ``scratch`` = ``(h, gh, q)`` work arrays ``(B, H)``, ``(B, 3H)``, ``(B, H)`` the caller reuses, if any."""
+    ``scratch`` = ``(h, gh, q)`` work arrays ``(B, H)``, ``(B, 3H)``, ``(B, H)`` the caller reuses, if any.
+    ``blas``: run each step's recurrent matmul as a BLAS GEMM (default: :func:`use_blas`; ``False`` keeps the
+    fixed-order loop, which ``deterministic=True`` asks for)."""
     B, H = h0.shape
     dtype = gi.dtype
     dt = dtype.type
@@ -265,12 +308,15 @@ def forward(gi, WT, bh, h0, lens, reverse, reset_after, zo, out, hT, hp, gates, 
         h, gh, q = np.empty((B, H), dtype), np.empty((B, 3 * H), dtype), np.empty((B, H), dtype)
     else:
         h, gh, q = scratch
+    if blas is None:
+        blas = use_blas(B, nchunks, reset_after)
     args = (gi, WT, bh, h0, lens, reverse, reset_after, dt(zo), dt(1), out, hT, train, hp, gates, h, gh, q,
-            proj, x, WihT, bi)
-    if nchunks > 1:
-        _fwd_par(*args, nchunks)
-    else:
-        _fwd_rows(*args, 0, B)
+            proj, x, WihT, bi, blas)
+    with _one_blas_thread(blas):
+        if nchunks > 1:
+            _fwd_par(*args, nchunks)
+        else:
+            _fwd_rows(*args, 0, B)
 
 
 @_jit
@@ -315,7 +361,7 @@ def _row_bwd_cho_r(dh, dq, gr, hprev, one, a_r, dgi_r, qp):
 
 @_jit
 def _bwd_rows(dout, dhT, gates, hp, W, lens, reverse, reset_after, zo, one, dgi, dgh, qp, dh0, dh, A, dq,
-              r0, r1):
+              blas, r0, r1):
     """BPTT of rows ``[r0, r1)``: writes ``dgi``/``dgh`` (pre-activation grads of the input and recurrent
     projections), ``qp`` (``r*h``, the input of ``W_hn`` in the Cho form) and ``dh0``."""
     T = dout.shape[0]
@@ -336,7 +382,11 @@ def _bwd_rows(dout, dhT, gates, hp, W, lens, reverse, reset_after, zo, one, dgi,
                      A[r, :H], A[r, H:H2], A[r, H2:], dgi[t, r, :H], dgi[t, r, H:H2], dgi[t, r, H2:])
             if reset_after:
                 _copy(dgh[t, r], A[r])
-        if reset_after:
+        if reset_after and blas:                                  # dh += dgh W_hh as a BLAS GEMM
+            np.dot(A[r0:r1], W, dq[r0:r1])
+            for r in range(r0, r1):
+                _add(dh[r], dq[r])
+        elif reset_after:
             _gemm_acc(A, 0, W, 0, G, 0, H, dh, 0, r0, r1)          # dh += dgh W_hh
         else:
             for r in range(r0, r1):
@@ -360,25 +410,30 @@ def _bwd_rows(dout, dhT, gates, hp, W, lens, reverse, reset_after, zo, one, dgi,
 
 
 @_jit(parallel=True)
-def _bwd_par(dout, dhT, gates, hp, W, lens, reverse, reset_after, zo, one, dgi, dgh, qp, dh0, dh, A, dq, nchunks):
+def _bwd_par(dout, dhT, gates, hp, W, lens, reverse, reset_after, zo, one, dgi, dgh, qp, dh0, dh, A, dq, blas,
+             nchunks):
     B = dhT.shape[0]
     for c in prange(nchunks):
         _bwd_rows(dout, dhT, gates, hp, W, lens, reverse, reset_after, zo, one, dgi, dgh, qp, dh0, dh, A, dq,
-                  c * B // nchunks, (c + 1) * B // nchunks)
+                  blas, c * B // nchunks, (c + 1) * B // nchunks)
 
 
-def backward(dout, dhT, gates, hp, W, lens, reverse, reset_after, zo, dgi, dgh, qp, dh0, nchunks):
-    """Run BPTT; results written to ``dgi``, ``dgh``, ``qp`` (Cho form only; else a dummy) and ``dh0``."""
+def backward(dout, dhT, gates, hp, W, lens, reverse, reset_after, zo, dgi, dgh, qp, dh0, nchunks, blas=None):
+    """Run BPTT; results written to ``dgi``, ``dgh``, ``qp`` (Cho form only; else a dummy) and ``dh0``.
+    ``blas`` as in :func:`forward`."""
     B, H = dhT.shape
     dt = dout.dtype.type
     dh = np.empty((B, H), dout.dtype)
     A = np.empty((B, 3 * H), dout.dtype)
     dq = np.empty((B, H), dout.dtype)
-    args = (dout, dhT, gates, hp, W, lens, reverse, reset_after, dt(zo), dt(1), dgi, dgh, qp, dh0, dh, A, dq)
-    if nchunks > 1:
-        _bwd_par(*args, nchunks)
-    else:
-        _bwd_rows(*args, 0, B)
+    if blas is None:
+        blas = use_blas(B, nchunks, reset_after)
+    args = (dout, dhT, gates, hp, W, lens, reverse, reset_after, dt(zo), dt(1), dgi, dgh, qp, dh0, dh, A, dq, blas)
+    with _one_blas_thread(blas):
+        if nchunks > 1:
+            _bwd_par(*args, nchunks)
+        else:
+            _bwd_rows(*args, 0, B)
 
 
 @_jit
