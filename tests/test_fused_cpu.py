@@ -412,7 +412,7 @@ def test_blas_matmul_path_matches_reference(threads):
     gradient still equal the reference backend, with lengths and both directions; deterministic=True keeps
     the fixed-order loop instead."""
     from grukit.nn.backends._fused import kernels
-    B = 16 * threads
+    B = 32 * threads
     assert kernels.use_blas(B, threads, True) and not kernels.use_blas(B, threads, False)
     assert not kernels.use_blas(B - 1, threads, True)
     torch.manual_seed(0)
@@ -421,7 +421,7 @@ def test_blas_matmul_path_matches_reference(threads):
     ref.load_state_dict(ours.state_dict())
     x = torch.randn(40, B, 6)
     lengths = torch.randint(1, 41, (B,))
-    assert fused_cpu.threads_for(B, 64, 40) == 1 or threads == 2                 # 2 threads: 16 rows each
+    assert fused_cpu.threads_for(B, 64, 40) == 1 or threads == 2                 # 2 threads: 32 rows each
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(threads)
