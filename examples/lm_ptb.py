@@ -46,7 +46,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--max-epochs", type=int, default=40)
+    ap.add_argument("--max-epochs", type=int, default=9, help="epochs (the cosine schedule anneals over them; 9 "
+                                                                "fit in 60 minutes on one core here)")
+    ap.add_argument("--lr-schedule", default="cosine", choices=["cosine", "plateau", "none"])
     args = ap.parse_args(argv)
     if not (Path(args.data) / "ptb.train.txt").is_file():
         print(f"skipping: {args.data}/ptb.train.txt not found", file=sys.stderr)
@@ -59,7 +61,8 @@ def main(argv=None) -> int:
     run = fit("lm", data=args.data, out=args.out, tokenize="word", hidden_size=args.hidden_size,
               num_layers=args.num_layers, embedding_size=args.embedding_size, dropout=args.dropout,
               weight_drop=args.weight_drop, softmax=args.softmax, tie_weights=args.tie_weights, bptt=args.bptt, batch_size=args.batch_size,
-              eval_batch_size=10, optimizer=args.optimizer, lr=args.lr, lr_decay=0.5, lr_patience=0,
+              eval_batch_size=10, optimizer=args.optimizer, lr=args.lr, lr_schedule=args.lr_schedule,
+              lr_decay=0.5, lr_patience=0,
               gradient_clip_val=0.5 if args.optimizer == "adam" else 5.0, max_epochs=args.max_epochs,
               patience=3, max_minutes=args.minutes, progress=False, seed=0)
     wall = time.time() - t0
