@@ -136,7 +136,6 @@ def check_version(version, path) -> None:
 
 def load_checkpoint(path: str | Path, task: str | None = None) -> dict:
     """Load a Lightning checkpoint with ``torch.load(weights_only=True)``; check it belongs to ``task``."""
-    import torch
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {str(path)!r} does not exist")

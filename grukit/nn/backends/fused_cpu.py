@@ -114,10 +114,6 @@ def _transposed_np(w: Tensor, b: Tensor | None) -> tuple[np.ndarray, np.ndarray]
     return WT, _bias_np(b, w.shape[0] // 3, WT.dtype)
 
 
-def _version(t: Tensor | None):
-    return None if t is None else (id(t), t._version)
-
-
 class _InferencePlan:
     """Everything an inference forward of one module reads, built once per set of weights: per layer and
     direction the detached ``W_ih``/``b_ih`` tensors (for the projection GEMM) and ``W_hh^T``, ``b_hh``,
