@@ -46,6 +46,9 @@ def test_fallback_backend_and_unbatched_frames():
         ref, _ = gru(x)
     got = torch.stack([stream(x[t]) for t in range(7)])                         # (I,) frames -> (H,)
     torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-6)
+    stream.reset()
+    first = stream(x[0].numpy())                                                # numpy in, numpy out
+    assert isinstance(first, np.ndarray) and np.allclose(first, ref[0].numpy(), atol=1e-6)
 
 
 def test_reset_mask_state_setter_and_refresh():

@@ -113,7 +113,8 @@ class GRUStream:
             self._kernel(x_t, self._ws, self._meta)
             return self._h_np[-1].copy()
         if not isinstance(x_t, Tensor):
-            x_t = torch.as_tensor(x_t)
+            y = self(torch.as_tensor(x_t))                            # the fallback path, numpy in and out
+            return y.numpy() if isinstance(x_t, np.ndarray) else y
         if x_t.shape != self._x_shape:
             shape = tuple(x_t.shape)
             if self.B == 1 and shape == self._x_shape[1:]:
