@@ -108,6 +108,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory.*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)`.*")
     warnings.filterwarnings("ignore", message=r".*defined a `validation_step` but have no `val_dataloader`.*")
+    warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")   # lm: no workers
 
 
 RUN_DIR_ENV = "GRUKIT_RUN_DIR"
