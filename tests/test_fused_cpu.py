@@ -351,44 +351,6 @@ def test_inference_sees_replaced_and_updated_weights():
     _close(h_step, h_ref, torch.float32)
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-def test_hidden_split_inference_is_bitwise_the_row_kernel(reverse, monkeypatch):
-    """B=1 inference with the hidden units split across threads gives exactly the single-thread result, with
-    lengths, reverse direction and eval-mode zoneout; dispatch goes through it when threads allow."""
-    from grukit.nn.backends import fused_cpu
-    k = fused_cpu._k()
-    rng = np.random.default_rng(0)
-    T, B, H = 7, 3, 12
-    gi = rng.standard_normal((T, B, 3 * H)).astype(np.float32)
-    WT = (rng.standard_normal((H, 3 * H)) * 0.3).astype(np.float32)
-    bh = rng.standard_normal(3 * H).astype(np.float32)
-    h0 = rng.standard_normal((B, H)).astype(np.float32)
-    lens = np.array([T, 4, 1], np.int64)
-    ref_o, ref_h = np.empty((T, B, H), np.float32), np.empty((B, H), np.float32)
-    k.forward(gi, WT, bh, h0, lens, reverse, True, 0.2, ref_o, ref_h, None, None, 1)
-    for n in (1, 2, 3):
-        o, h = np.full((T, B, H), np.nan, np.float32), np.empty((B, H), np.float32)
-        k.forward_split(gi, WT, bh, h0, lens, reverse, 0.2, o, h, n)
-        assert np.array_equal(o, ref_o) and np.array_equal(h, ref_h)
-    monkeypatch.setattr(fused_cpu, "SPLIT_MIN_H", 8)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert fused_cpu.split_threads(1, 12, 5) == min(2, __import__("numba").get_num_threads())
-    calls = []
-    real = k.forward_split
-    monkeypatch.setattr(k, "forward_split", lambda *a: calls.append(a[-1]) or real(*a))
-    gru = GRU(5, 12, bidirectional=True, backend="fused_cpu").eval()
-    x = torch.randn(6, 1, 5)
-    with torch.no_grad():
-        got = gru(x)
-    assert len(calls) == 2 and calls[0] >= 2                                     # both directions split
-    ref = GRU(5, 12, bidirectional=True, backend="reference").eval()
-    ref.load_state_dict(gru.state_dict())
-    with torch.no_grad():
-        want = ref(x)
-    torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)
-
-
 def test_no_grad_training_mode_keeps_inter_layer_dropout():
     """A training-mode GRU run under no_grad (the inference path) still drops between layers, as torch does."""
     torch.manual_seed(0)

@@ -96,7 +96,7 @@ class GRU(nn.Module):
         if backend != "auto":
             backends.get(backend)  # unknown names fail here, at construction
         self.backend = backend
-        self._step_backends: dict = {}     # forward's and step()'s backend choice per (backend, dtype, device, mode)
+        self._backend_choice: dict = {}     # forward's and step()'s backend choice per (backend, dtype, device, mode)
         if dropout > 0 and num_layers == 1:
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero "
                           f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
@@ -149,17 +149,17 @@ class GRU(nn.Module):
                     nn.init.ones_(p) if "_weight" in name else nn.init.zeros_(p)
 
     def __setattr__(self, name, value) -> None:
-        if name == "backend" and "_step_backends" in self.__dict__:
-            self._step_backends.clear()                              # a new backend request: choose again
+        if name == "backend" and "_backend_choice" in self.__dict__:
+            self._backend_choice.clear()                              # a new backend request: choose again
         super().__setattr__(name, value)
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_step_backends"] = {}                                 # backends are chosen again after unpickling
+        state["_backend_choice"] = {}                                 # backends are chosen again after unpickling
         return state
 
     def _apply(self, fn, recurse=True):
-        self._step_backends.clear()                                  # dtype or device may change
+        self._backend_choice.clear()                                  # dtype or device may change
         return super()._apply(fn, recurse)
 
     def flatten_parameters(self) -> None:
@@ -262,9 +262,9 @@ class GRU(nn.Module):
             out, h_n = gru_export_forward(self, x, hx, lengths)
         else:
             key = ("forward", self.backend, x.dtype, x.device.type, self.training)
-            backend = self._step_backends.get(key)                   # a backend's support depends on these only
+            backend = self._backend_choice.get(key)                   # a backend's support depends on these only
             if backend is None:
-                backend = self._step_backends[key] = backends.select(self.backend, s, x, self.training)
+                backend = self._backend_choice[key] = backends.select(self.backend, s, x, self.training)
             out, h_n = backend.forward(self, x, hx.contiguous(), lengths)   # (T, B, D*H), (L*D, B, H)
             backends.record(backend.name)
         if packed:
@@ -324,9 +324,9 @@ class GRU(nn.Module):
                                  f"{_shape(reset)}")
             h = h.masked_fill(reset[None, :, None], 0.0)
         key = (self.backend, x.dtype, x.device.type, self.training, torch.is_grad_enabled())
-        backend = self._step_backends.get(key)                       # streaming calls this per frame:
+        backend = self._backend_choice.get(key)                       # streaming calls this per frame:
         if backend is None:                                          # choose once per (dtype, device, mode)
-            backend = self._step_backends[key] = backends.select_step(self.backend, s, x, self.training)
+            backend = self._backend_choice[key] = backends.select_step(self.backend, s, x, self.training)
         h_new = backend.step(self, x, h if h.is_contiguous() else h.contiguous())   # (L, B, H)
         backends.record(backend.name)
         if not batched:

@@ -119,8 +119,7 @@ class GRUStream:
             shape = tuple(x_t.shape)
             if self.B == 1 and shape == self._x_shape[1:]:
                 return self(x_t.reshape(self._x_shape))[0]
-            raise ShapeError(f"frame must have shape {self._x_shape} (batch_size, input_size)"
-                             f"{' or ' + str(self._x_shape[1:]) if self.B == 1 else ''}, got {shape}")
+            raise self._shape_error(shape)
         if x_t.dtype != self.dtype:
             raise ShapeError(f"frame has dtype {x_t.dtype} but the GRU's weights are {self.dtype}")
         if self._fast is not None:
@@ -132,12 +131,15 @@ class GRUStream:
         self._h = h
         return y
 
+    def _shape_error(self, shape) -> ShapeError:
+        alt = f" or {self._x_shape[1:]}" if self.B == 1 else ""
+        return ShapeError(f"frame must have shape {self._x_shape} (batch_size, input_size){alt}, got {tuple(shape)}")
+
     def _frame_np_slow(self, x: np.ndarray) -> np.ndarray:
         if x.shape == self._x_shape[1:] and self.B == 1:
             return self(x.reshape(self._x_shape))[0]
         if x.shape != self._x_shape:
-            raise ShapeError(f"frame must have shape {self._x_shape} (batch_size, input_size)"
-                             f"{' or ' + str(self._x_shape[1:]) if self.B == 1 else ''}, got {x.shape}")
+            raise self._shape_error(x.shape)
         if x.dtype != self._np_dtype:
             raise ShapeError(f"frame has dtype {x.dtype} but the GRU's weights are {self._np_dtype}")
         return self(np.ascontiguousarray(x))

@@ -53,22 +53,6 @@ def _k():
     return _KERNELS[0]
 
 
-# Inference at a batch too small to split by rows can split the hidden units across threads instead (one
-# parallel region per step, see kernels._fwd_split). Off by default (None): measured on this 2-core machine a
-# per-step region costs far more than it saves (B=1, T=100, 2 threads: H=256 76 us/step split vs 31 on one
-# thread; H=512 223 vs 92). Set a hidden size from which to split where a parallel region is cheap.
-SPLIT_MIN_H: int | None = None
-
-
-def split_threads(B: int, H: int, T: int) -> int:
-    """Threads for the hidden-unit split of an inference call (1 = do not split)."""
-    n = torch.get_num_threads()
-    if SPLIT_MIN_H is None or n < 2 or H < SPLIT_MIN_H or threads_for(B, H, T) > 1:
-        return 1
-    import numba
-    return max(1, min(n, numba.get_num_threads()))
-
-
 def threads_for(B: int, H: int, T: int) -> int:
     """How many batch chunks (threads) the kernels use for a call of this size."""
     n = torch.get_num_threads()
@@ -340,7 +324,6 @@ class FusedCPUBackend:
         hx_np = hx.detach().numpy()                                    # (L*D, B, H), contiguous
         h_n = np.empty((spec.num_layers * D, B, H), dtype)
         nchunks = threads_for(B, H, T)
-        split = split_threads(B, H, T) if spec.reset_after and nchunks == 1 else 1
         blas = False if spec.deterministic else None
         k = _k()
         layer_in = x                                                   # (T, B, I)
@@ -358,11 +341,8 @@ class FusedCPUBackend:
                               scratch=scratch, blas=blas)
                 else:
                     gi = _in_proj(layer_in, w_ih, b_ih).numpy()        # one BLAS GEMM for every step
-                    if split > 1:
-                        k.forward_split(gi, WT, bh, hx_np[i], lens, d == 1, zo, o, h_n[i], split)
-                    else:
-                        k.forward(gi, WT, bh, hx_np[i], lens, d == 1, spec.reset_after, zo, o, h_n[i], None,
-                                  None, 1, scratch=scratch, blas=blas)
+                    k.forward(gi, WT, bh, hx_np[i], lens, d == 1, spec.reset_after, zo, o, h_n[i], None, None,
+                              1, scratch=scratch, blas=blas)
                 if D > 1:
                     out[...] = o
             layer_in = torch.from_numpy(outs)                          # (T, B, D*H)

@@ -194,56 +194,6 @@ def _fwd_par(gi, WT, bh, h0, lens, reverse, reset_after, zo, one, out, hT, train
                   proj, x, WihT, bi, blas, c * B // nchunks, (c + 1) * B // nchunks)
 
 
-@_jit(parallel=True)
-def _fwd_split(gi, WT, bh, h0, lens, reverse, zo, out, hT, ha, hb, gh, q, nchunks):
-    """Inference, reset-after form, with the *hidden units* split across threads instead of the batch rows:
-    for a batch too small to split (B = 1), each thread keeps its share of ``W_hh^T`` (the columns of its
-    units' r, z and n gates) hot in its own core's cache. One parallel region per time step; the state is
-    double-buffered (``ha``/``hb``) so a thread's writes never race the other's reads of ``h``. Every unit's
-    arithmetic is that of ``_fwd_rows``, so results do not depend on ``nchunks``."""
-    T = gi.shape[0]
-    B, H = h0.shape
-    H2 = 2 * H
-    for r in range(B):
-        _copy(ha[r], h0[r])
-    for s in range(T):
-        cur = ha if s % 2 == 0 else hb
-        nxt = hb if s % 2 == 0 else ha
-        for c in prange(nchunks):
-            j0 = c * H // nchunks
-            j1 = (c + 1) * H // nchunks
-            for r in range(B):
-                _copy(gh[r, j0:j1], bh[j0:j1])
-                _copy(gh[r, H + j0:H + j1], bh[H + j0:H + j1])
-                _copy(gh[r, H2 + j0:H2 + j1], bh[H2 + j0:H2 + j1])
-            _gemm_acc(cur, 0, WT, 0, H, j0, j1, gh, j0, 0, B)
-            _gemm_acc(cur, 0, WT, 0, H, H + j0, H + j1, gh, H + j0, 0, B)
-            _gemm_acc(cur, 0, WT, 0, H, H2 + j0, H2 + j1, gh, H2 + j0, 0, B)
-            for r in range(B):
-                _copy(nxt[r, j0:j1], cur[r, j0:j1])
-                L = lens[r]
-                if s >= L:
-                    continue
-                t = L - 1 - s if reverse else s
-                _row_after(gi[t, r, j0:j1], gi[t, r, H + j0:H + j1], gi[t, r, H2 + j0:H2 + j1], gh[r, j0:j1],
-                           gh[r, H + j0:H + j1], gh[r, H2 + j0:H2 + j1], nxt[r, j0:j1], out[t, r, j0:j1],
-                           q[r, j0:j1], zo)
-    last = ha if T % 2 == 0 else hb
-    for r in range(B):
-        _copy(hT[r], last[r])
-        for t in range(lens[r], T):
-            out[t, r, :] = 0
-
-
-def forward_split(gi, WT, bh, h0, lens, reverse, zo, out, hT, nchunks):
-    """Inference forward (reset-after) with the hidden units split over ``nchunks`` threads (see
-    :func:`_fwd_split`)."""
-    B, H = h0.shape
-    dtype = gi.dtype
-    _fwd_split(gi, WT, bh, h0, lens, reverse, dtype.type(zo), out, hT, np.empty((B, H), dtype),
-               np.empty((B, H), dtype), np.empty((B, 3 * H), dtype), np.empty((B, H), dtype), nchunks)
-
-
 _DUMMY: dict = {}
 
 
