@@ -4,6 +4,9 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# the C kernels (optional: without a compiler grukit runs its numba kernels); rebuilt when their source changes
+CEXT   := $(VENV)/.cgru
+CSRC   := setup.py grukit/nn/backends/_fused/_cgru.c grukit/nn/backends/_fused/cgru_impl.h
 
 .PHONY: install quickstart test bench clean
 
@@ -14,16 +17,20 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[all,test]"
 	touch $(STAMP)
 
-install: $(STAMP)
+$(CEXT): $(STAMP) $(CSRC)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(CEXT)
 
-quickstart: $(STAMP)
+install: $(STAMP) $(CEXT)
+
+quickstart: install
 	$(BIN)/grukit quickstart
 
-test: $(STAMP)
+test: install
 	$(BIN)/python -m pytest -q tests
 
-bench: $(STAMP)
+bench: install
 	$(BIN)/grukit bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info grukit/nn/backends/_fused/_cgru*.so

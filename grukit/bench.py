@@ -43,14 +43,23 @@ def _median(times: list[float]) -> float:
     return statistics.median(times)
 
 
-def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds of each ``fn``, the peers timed one after another within every repeat."""
+def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2,
+                 settle: bool = True) -> dict[str, float]:
+    """Median seconds of each ``fn``, the peers timed one after another within every repeat.
+
+    ``settle``: before each timed call, a 5 ms pause and one untimed call of the same peer. torch's OpenMP
+    workers and onnxruntime's thread pool keep spinning for a while after a call returns; on a small machine
+    those spinning threads take the cores the next peer wants (measured here: grukit 10x slower right after
+    torch.nn.GRU). The pause and the untimed call absorb that, so each peer is timed as it runs on its own."""
     for _ in range(warmup):
         for f in fns.values():
             f()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
+            if settle and len(fns) > 1:
+                time.sleep(0.005)
+                f()
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)

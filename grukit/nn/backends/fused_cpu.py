@@ -20,6 +20,7 @@ counts, which is what ``deterministic=True`` asks: the backend honours it at no 
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 import weakref
 
@@ -51,6 +52,47 @@ def _k():
         from ._fused import load
         _KERNELS.append(load())
     return _KERNELS[0]
+
+
+_CGRU: list = []
+
+
+def cgru():
+    """grukit's compiled float32 kernels (``_fused/_cgru.c``), or ``None`` where they were not built (no C
+    compiler at install time) or ``GRUKIT_CGRU=0`` turns them off; then the numba kernels run everything."""
+    if not _CGRU:
+        mod = None
+        if os.environ.get("GRUKIT_CGRU", "1") != "0":
+            try:
+                from ._fused import _cgru as mod
+            except ImportError:
+                mod = None
+        _CGRU.append(mod)
+    return _CGRU[0]
+
+
+def cgru_status() -> str:
+    """Which kernels float32 inference runs: ``"compiled (avx2)"``, ``"compiled (generic)"`` or ``"numba"``."""
+    c = cgru()
+    return "numba" if c is None else f"compiled ({c.isa()})"
+
+
+def _pack_panels(w: Tensor, H: int) -> tuple[np.ndarray, int]:
+    """``W`` ``(3H, K)`` as the compiled kernels read it: ``P = 3 Hp / 16`` panels ``(K, 16)`` of ``W^T``, each
+    gate's columns padded with zeros to ``Hp`` (H rounded up to 16). Returns ``(panels, Hp)``."""
+    K = w.shape[1]
+    Hp = -(-H // 16) * 16
+    a = np.zeros((K, 3, Hp), np.float32)
+    a[:, :, :H] = _np(w).T.reshape(K, 3, H)
+    return np.ascontiguousarray(a.reshape(K, 3 * Hp // 16, 16).transpose(1, 0, 2)), Hp
+
+
+def _pack_bias(b: Tensor | None, H: int, Hp: int) -> np.ndarray:
+    """``b`` ``(3H,)`` padded per gate to ``(3 Hp,)`` (zeros when absent)."""
+    a = np.zeros((3, Hp), np.float32)
+    if b is not None:
+        a[:, :H] = _np(b).reshape(3, H)
+    return a.ravel()
 
 
 def threads_for(B: int, H: int, T: int) -> int:
@@ -118,6 +160,26 @@ class _InferencePlan:
                 per.append((w_ih, b_ih, *_transposed_np(p.w_hh, p.b_hh), *_transposed_np(p.w_ih, p.b_ih)))
             self.layers.append(per)
         self.scratch: dict = {}
+        self._module = weakref.ref(module)
+        self._packed = None
+
+    def packed(self) -> list:
+        """Per layer and direction ``(W_ih, b_ih, W_hh, b_hh)`` packed for the compiled kernels, and ``Hp``."""
+        if self._packed is None:
+            module = self._module()
+            s: GRUSpec = module.spec
+            H = s.hidden_size
+            layers = []
+            for layer in range(s.num_layers):
+                per = []
+                for d in range(s.num_directions):
+                    p = module.layer_params(layer, d)
+                    wih, Hp = _pack_panels(p.w_ih, H)
+                    whh, _ = _pack_panels(p.w_hh, H)
+                    per.append((wih, _pack_bias(p.b_ih, H, Hp), whh, _pack_bias(p.b_hh, H, Hp)))
+                layers.append(per)
+            self._packed = (layers, -(-H // 16) * 16)
+        return self._packed
 
     def buffers(self, B: int, H: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         key = (B, threading.get_ident())                  # the kernel releases the GIL: one set per thread
@@ -254,6 +316,65 @@ def _param_key(module) -> tuple:
     return tuple((id(p), p._version) for p in module._parameters.values())
 
 
+# The compiled stream keeps per-row pointers on the stack: wider streams run the numba step kernel.
+COMPILED_STREAM_MAX_B = 256
+
+
+def _compiled_stream(c, module, B: int):
+    """``packed_stream`` for the compiled kernel ``_cgru.stream_step(x, ws, meta)``: ``ws`` holds per layer the
+    packed ``W_ih``, ``b_ih``, ``W_hh``, ``b_hh``, then the state ``h`` ``(L, B, H)``, scratch ``gi``, ``gh``
+    ``(B, 3Hp)``, ``q`` ``(B, H)`` and the zoneout factor; ``meta`` the sizes and offsets (see ``_cgru.c``)."""
+    s: GRUSpec = module.spec
+    L, H = s.num_layers, s.hidden_size
+    parts, per_layer, o = [], [], 0
+    Hp = -(-H // 16) * 16
+    for layer in range(L):
+        p = module.layer_params(layer, 0)
+        wih, _ = _pack_panels(p.w_ih, H)
+        whh, _ = _pack_panels(p.w_hh, H)
+        offs = [s.layer_input_size(layer)]
+        for a in (wih, _pack_bias(p.b_ih, H, Hp), whh, _pack_bias(p.b_hh, H, Hp)):
+            offs.append(o)
+            parts.append(a.ravel())
+            o += a.size
+        per_layer += offs
+    off_h = o
+    off_gi = off_h + L * B * H
+    off_gh = off_gi + B * 3 * Hp
+    off_q = off_gh + B * 3 * Hp
+    off_zo = off_q + B * H
+    ws = np.zeros(off_zo + 1, np.float32)
+    ws[:o] = np.concatenate(parts)
+    ws[off_zo] = s.zoneout
+    meta = np.array([L, B, H, Hp, int(s.reset_after), off_h, off_gi, off_gh, off_q, off_zo, *per_layer], np.int64)
+    return c.stream_step, ws, meta, ws[off_h:off_gi].reshape(L, B, H)
+
+
+# A single sequence splits its hidden units across threads (one meeting per step) from this hidden size: below
+# it the meetings cost more than the halved matmul saves (B=1, 2 threads, us per step, reset-after: H=64 1.68
+# vs 1.43 on one thread; H=128 3.08 vs 3.85; H=256 11.7 vs 19.5; H=512 50 vs 92).
+SPLIT_MIN_HIDDEN = 128
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                                             # not on Linux
+        return os.cpu_count() or 1
+
+
+def compiled_threads(B: int, H: int, T: int) -> int:
+    """Threads of a compiled inference call: batch chunks from ``PARALLEL_MIN_WORK``, or for fewer rows than
+    threads a hidden-unit split from ``SPLIT_MIN_HIDDEN``; never more than the cores this process may use (the
+    split's threads wait for each other spinning, so they must not share a core)."""
+    n = min(torch.get_num_threads(), _cores())
+    if n < 2:
+        return 1
+    if B < n:
+        return n if H >= SPLIT_MIN_HIDDEN and T > 1 else 1
+    return min(n, B) if B * H * H * T >= PARALLEL_MIN_WORK else 1
+
+
 class FusedCPUBackend:
     name = "fused_cpu"
 
@@ -319,6 +440,9 @@ class FusedCPUBackend:
             plan = self._plans[module] = _InferencePlan(module, key)
         T, B, _ = x.shape
         D, H = spec.num_directions, spec.hidden_size
+        c = cgru() if x.dtype == torch.float32 else None
+        if c is not None:
+            return self._infer_compiled(c, plan, module, x, hx, lens, zo)
         dtype = _NP_DTYPES[x.dtype]
         scratch = plan.buffers(B, H, dtype)
         hx_np = hx.detach().numpy()                                    # (L*D, B, H), contiguous
@@ -350,6 +474,30 @@ class FusedCPUBackend:
                 layer_in = F.dropout(layer_in, spec.dropout, training=True)
         return layer_in, torch.from_numpy(h_n)                         # (T, B, D*H), (L*D, B, H)
 
+    def _infer_compiled(self, c, plan, module, x: Tensor, hx: Tensor, lens: np.ndarray,
+                        zo: float) -> tuple[Tensor, Tensor]:
+        """Inference through the compiled float32 kernels: per layer and direction one call that projects the
+        inputs, runs the recurrence and writes its half of the layer's output in place."""
+        spec: GRUSpec = module.spec
+        T, B, _ = x.shape
+        D, H = spec.num_directions, spec.hidden_size
+        layers, Hp = plan.packed()
+        hx_np = hx.detach().numpy()                                    # (L*D, B, H), contiguous
+        h_n = np.empty((spec.num_layers * D, B, H), np.float32)
+        nthreads = compiled_threads(B, H, T)
+        layer_in = x.detach().contiguous().numpy()                     # (T, B, I)
+        for layer, per in enumerate(layers):
+            outs = np.empty((T, B, D * H), np.float32)
+            I = layer_in.shape[2]
+            for d, (wih, bih, whh, bhh) in enumerate(per):
+                i = layer * D + d
+                c.forward(layer_in, wih, bih, whh, bhh, hx_np[i], lens, outs, h_n[i], T, B, I, H, Hp, d == 1,
+                          spec.reset_after, zo, D * H, d * H, nthreads)
+            layer_in = outs
+            if layer < spec.num_layers - 1 and spec.dropout > 0 and module.training:   # training mode, no grad
+                layer_in = F.dropout(torch.from_numpy(outs), spec.dropout, training=True).numpy()
+        return torch.from_numpy(layer_in), torch.from_numpy(h_n)         # (T, B, D*H), (L*D, B, H)
+
     # ------------------------------------------------------------------ streaming
     def packed_stream(self, module, B: int):
         """``(kernel, ws, meta, h)`` for :class:`grukit.nn.stream.GRUStream`: the weights, state and scratch of
@@ -358,6 +506,9 @@ class FusedCPUBackend:
         s: GRUSpec = module.spec
         if module.weight_ih_l0.device.type != "cpu" or module.weight_ih_l0.dtype not in _DTYPES:
             return None
+        c = cgru() if module.weight_ih_l0.dtype == torch.float32 else None
+        if c is not None and B <= COMPILED_STREAM_MAX_B:
+            return _compiled_stream(c, module, B)
         w = _StepWeights(module, _param_key(module))
         L, H, G = s.num_layers, s.hidden_size, 3 * s.hidden_size
         parts = [w.WihT.ravel(), w.WT.ravel(), w.b.ravel()]

@@ -1,0 +1,432 @@
+/* grukit's compiled float32 GRU kernels (a CPython extension, built by setup.py; optional: without a C
+ * compiler grukit runs the numba kernels instead).
+ *
+ * The kernels live in cgru_impl.h and are compiled twice: for AVX2 + FMA and for the build's baseline ISA;
+ * the module picks one when it is imported (__builtin_cpu_supports), or the baseline one when the environment
+ * says GRUKIT_CPU_ISA=generic (tests use that to check both). Vectors are GCC/Clang vector extensions, so the
+ * same source runs on any CPU the compiler targets: no hand-written assembly.
+ *
+ * Functions (numpy arrays in; float32, C-contiguous; sizes are checked against the buffers):
+ *   forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, reverse, reset_after, zo, ldo, oo, nthreads)
+ *       one layer and direction of an inference forward; rows split over nthreads POSIX threads.
+ *   stream_step(x, ws, meta)     one streaming step of every layer, state kept in ws.
+ *   gemm(A, M, K, Wp, p0, np, C, ldc, bias_or_None)   the panel matmul itself (for tests).
+ *   isa()                        "avx2" or "generic": the kernels in use.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if !defined(__GNUC__)
+#error "_cgru needs GCC or Clang vector extensions"
+#endif
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+#define V8ZERO ((v8){0, 0, 0, 0, 0, 0, 0, 0})
+#define LD(p) ({ v8 v_; __builtin_memcpy(&v_, (p), sizeof(v8)); v_; })
+#define ST(p, v) do { v8 s_ = (v); __builtin_memcpy((p), &s_, sizeof(v8)); } while (0)
+#define BC(a) ({ float a_ = (a); (v8){a_, a_, a_, a_, a_, a_, a_, a_}; })
+#define STREAM_MAX_B 256
+
+typedef struct {
+    const float *x, *wih, *bih, *whh, *bhh, *h0;
+    const long long *lens;
+    float *out, *hT;
+    long T, B, I, H, Hp, ldo, oo;
+    int reverse, reset_after;
+    float zo;
+} Job;
+
+/* Pauses a waiting thread spins before it starts yielding its core (a partner that was descheduled). */
+#define SPIN_PAUSES 4000
+
+/* A meeting point for the threads of one split call. They spin (with a pause hint); a thread that spins
+ * SPIN_PAUSES times (a partner was descheduled: the cores are shared with other work) starts yielding its core
+ * and asks for "solo": the last thread to arrive at a meeting copies that wish into solo, which every thread
+ * reads after the meeting, so all of them see the same answer at the same step (run_split then finishes the
+ * call on one thread rather than wait a scheduler time slice at every step). */
+typedef struct {
+    atomic_int count, gen, want_solo;
+    int n, solo;
+} Barrier;
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Returns solo as decided at this meeting. */
+static int barrier_wait(Barrier *b)
+{
+    int g = atomic_load_explicit(&b->gen, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == b->n - 1) {
+        atomic_store_explicit(&b->count, 0, memory_order_relaxed);
+        b->solo = atomic_load_explicit(&b->want_solo, memory_order_relaxed);
+        atomic_fetch_add_explicit(&b->gen, 1, memory_order_release);
+        return b->solo;
+    }
+    for (long spins = 0; atomic_load_explicit(&b->gen, memory_order_acquire) == g; spins++) {
+        if (spins < SPIN_PAUSES) {
+            cpu_relax();
+        } else {
+            if (spins == SPIN_PAUSES) atomic_store_explicit(&b->want_solo, 1, memory_order_relaxed);
+            sched_yield();
+        }
+    }
+    return b->solo;
+}
+
+typedef struct {
+    float *gi, *h[2], *gh, *q;
+    Barrier bar;
+} Split;
+
+static float *falloc(long n)
+{
+    void *p = NULL;
+    if (n < 1) n = 1;
+    return posix_memalign(&p, 64, sizeof(float) * (size_t)n) == 0 ? (float *)p : NULL;
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define HAVE_AVX2_BUILD 1
+#define ATTR __attribute__((target("avx2,fma")))
+#define FN(name) name##_avx2
+#include "cgru_impl.h"
+#undef ATTR
+#undef FN
+#endif
+
+#define ATTR
+#define FN(name) name##_generic
+#include "cgru_impl.h"
+#undef ATTR
+#undef FN
+
+/* ------------------------------------------------------------------------------------------ dispatch */
+static int use_avx2 = 0;
+
+static void do_gemm(const float *A, long lda, long M, long K, const float *Wp, long p0, long np, float *C,
+                    long ldc, const float *bias)
+{
+#ifdef HAVE_AVX2_BUILD
+    if (use_avx2) { gemm_avx2(A, lda, M, K, Wp, p0, np, C, ldc, bias); return; }
+#endif
+    gemm_generic(A, lda, M, K, Wp, p0, np, C, ldc, bias);
+}
+
+static int do_rows(const Job *J, long r0, long r1)
+{
+#ifdef HAVE_AVX2_BUILD
+    if (use_avx2) return run_rows_avx2(J, r0, r1);
+#endif
+    return run_rows_generic(J, r0, r1);
+}
+
+static void do_split_project(const Job *J, float *gi, long t0, long t1)
+{
+#ifdef HAVE_AVX2_BUILD
+    if (use_avx2) { split_project_avx2(J, gi, t0, t1); return; }
+#endif
+    split_project_generic(J, gi, t0, t1);
+}
+
+static void do_split_recur(const Job *J, Split *S, int tid, int n)
+{
+#ifdef HAVE_AVX2_BUILD
+    if (use_avx2) { split_recur_avx2(J, S, tid, n); return; }
+#endif
+    split_recur_generic(J, S, tid, n);
+}
+
+static void do_stream(const float *x, float *ws, const long *meta)
+{
+#ifdef HAVE_AVX2_BUILD
+    if (use_avx2) { stream_step_avx2(x, ws, meta); return; }
+#endif
+    stream_step_generic(x, ws, meta);
+}
+
+/* ------------------------------------------------------------------------------------------ threads
+ * A call that uses several threads starts n - 1 detached POSIX threads and never waits for one to start:
+ * here a new thread sometimes takes milliseconds to get a core (measured: 20-80 us usually, 4 ms at times).
+ * Work is claimed in chunks from an atomic counter, so the calling thread does whatever the others have not
+ * claimed; a split call goes split only if every helper has joined by the time the projection is done, and
+ * solo otherwise. The Team lives on the heap and the last participant frees it (a helper that starts after
+ * the call returned finds nothing to claim and leaves). */
+enum { OPEN, SPLIT, SOLO };
+
+typedef struct {
+    atomic_int refs, next, done, joined, mode, err;
+    const Job *J;
+    int n, split;
+    long nchunks, T;
+    Split S;
+} Team;
+
+static void team_release(Team *tm)
+{
+    if (atomic_fetch_sub_explicit(&tm->refs, 1, memory_order_acq_rel) != 1) return;
+    free(tm->S.gi); free(tm->S.h[0]); free(tm->S.h[1]); free(tm->S.gh); free(tm->S.q);
+    free(tm);
+}
+
+/* Claim and run chunks until none are left: batch row ranges, or time-step ranges of a split's projection. */
+static void team_claim(Team *tm)
+{
+    long c;
+    while ((c = atomic_fetch_add_explicit(&tm->next, 1, memory_order_acq_rel)) < tm->nchunks) {
+        const Job *J = tm->J;
+        if (tm->split) {
+            do_split_project(J, tm->S.gi, tm->T * c / tm->nchunks, tm->T * (c + 1) / tm->nchunks);
+        } else if (do_rows(J, J->B * c / tm->nchunks, J->B * (c + 1) / tm->nchunks)) {
+            atomic_store(&tm->err, 1);
+        }
+        atomic_fetch_add_explicit(&tm->done, 1, memory_order_acq_rel);
+    }
+}
+
+static void wait_until(atomic_int *v, int want)
+{
+    for (long spins = 0; atomic_load_explicit(v, memory_order_acquire) != want; spins++) {
+        if (spins < SPIN_PAUSES) cpu_relax();
+        else sched_yield();
+    }
+}
+
+static void *team_helper(void *arg)
+{
+    Team *tm = (Team *)arg;
+    int tid = atomic_fetch_add_explicit(&tm->joined, 1, memory_order_acq_rel) + 1;
+    team_claim(tm);
+    if (tm->split) {
+        int mode;
+        while ((mode = atomic_load_explicit(&tm->mode, memory_order_acquire)) == OPEN) cpu_relax();
+        if (mode == SPLIT) do_split_recur(tm->J, &tm->S, tid, tm->n);
+    }
+    team_release(tm);
+    return NULL;
+}
+
+/* Run a call on n threads: batch chunks, or (split) a hidden-unit split of all rows. Returns 0 or -1. */
+static int run_team(const Job *J, int n, int split)
+{
+    const long T = J->T, B = J->B, H = J->H, G = 3 * J->Hp;
+    Team *tm = calloc(1, sizeof(Team));
+    if (!tm) return -1;
+    tm->J = J;
+    tm->n = n;
+    tm->split = split;
+    tm->T = T;
+    tm->nchunks = split ? (T < 4 * n ? T : 4 * n) : n;
+    atomic_init(&tm->refs, 1);
+    atomic_init(&tm->next, 0);
+    atomic_init(&tm->done, 0);
+    atomic_init(&tm->joined, 0);
+    atomic_init(&tm->mode, OPEN);
+    atomic_init(&tm->err, 0);
+    Split *S = &tm->S;
+    if (split) {
+        if (!(S->gi = falloc(T * B * G)) || !(S->h[0] = falloc(B * H)) || !(S->h[1] = falloc(B * H))
+            || !(S->gh = falloc(B * G)) || !(S->q = falloc(B * H))) {
+            team_release(tm);
+            return -1;
+        }
+        memcpy(S->h[0], J->h0, sizeof(float) * B * H);
+        S->bar.n = n;
+        atomic_init(&S->bar.count, 0);
+        atomic_init(&S->bar.gen, 0);
+        atomic_init(&S->bar.want_solo, 0);
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    for (int t = 1; t < n; t++) {
+        pthread_t th;
+        atomic_fetch_add_explicit(&tm->refs, 1, memory_order_acq_rel);
+        if (pthread_create(&th, &attr, team_helper, tm) != 0) {
+            atomic_fetch_sub_explicit(&tm->refs, 1, memory_order_acq_rel);
+            break;
+        }
+    }
+    pthread_attr_destroy(&attr);
+    team_claim(tm);
+    wait_until(&tm->done, (int)tm->nchunks);     /* chunks a helper claimed and is still running */
+    int rc = atomic_load(&tm->err) ? -1 : 0;
+    if (split) {
+        /* Every helper joined: split. Else solo, now: the mode is set before a late helper could read it. */
+        int all = atomic_load_explicit(&tm->joined, memory_order_acquire) == n - 1;
+        atomic_store_explicit(&tm->mode, all ? SPLIT : SOLO, memory_order_release);
+        do_split_recur(J, S, 0, all ? n : 1);
+        memcpy(J->hT, S->h[T & 1], sizeof(float) * B * H);
+        for (long r = 0; r < B; r++)
+            for (long t = J->lens[r]; t < T; t++)
+                memset(J->out + (t * B + r) * J->ldo + J->oo, 0, sizeof(float) * H);
+    }
+    team_release(tm);
+    return rc;
+}
+
+/* Rows split into nthreads fixed chunks; fewer rows than threads split the hidden units instead. */
+static int run_job(const Job *J, int nthreads)
+{
+    if (nthreads > 64) nthreads = 64;
+    if (nthreads > 1 && J->B < nthreads && J->B <= STREAM_MAX_B && J->Hp / 16 >= nthreads)
+        return run_team(J, nthreads, 1);
+    if (nthreads > J->B) nthreads = (int)J->B;
+    if (nthreads <= 1) return do_rows(J, 0, J->B);
+    return run_team(J, nthreads, 0);
+}
+
+/* ------------------------------------------------------------------------------------------ Python */
+static int need(Py_buffer *b, Py_ssize_t items, Py_ssize_t itemsize, const char *name)
+{
+    if (b->len < items * itemsize) {
+        PyErr_Format(PyExc_ValueError, "_cgru: %s holds %zd bytes, the call needs %zd", name, b->len,
+                     items * itemsize);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *py_forward(PyObject *self, PyObject *args)
+{
+    Py_buffer x, wih, bih, whh, bhh, h0, lens, out, hT;
+    long T, B, I, H, Hp, ldo, oo;
+    int reverse, reset_after, nthreads;
+    float zo;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*w*w*lllllppfll" "i", &x, &wih, &bih, &whh, &bhh, &h0, &lens,
+                          &out, &hT, &T, &B, &I, &H, &Hp, &reverse, &reset_after, &zo, &ldo, &oo, &nthreads))
+        return NULL;
+    PyObject *res = NULL;
+    long G = 3 * Hp;
+    if (T < 1 || B < 1 || I < 1 || H < 1 || Hp < H || Hp % 16 || oo < 0 || oo + H > ldo) {
+        PyErr_SetString(PyExc_ValueError, "_cgru.forward: inconsistent sizes");
+        goto done;
+    }
+    if (!need(&x, T * B * I, 4, "x") || !need(&wih, I * G, 4, "wih") || !need(&bih, G, 4, "bih")
+        || !need(&whh, H * G, 4, "whh") || !need(&bhh, G, 4, "bhh") || !need(&h0, B * H, 4, "h0")
+        || !need(&lens, B, 8, "lens") || !need(&out, T * B * ldo, 4, "out") || !need(&hT, B * H, 4, "hT"))
+        goto done;
+    for (long b = 0; b < B; b++) {
+        long long L = ((const long long *)lens.buf)[b];
+        if (L < 0 || L > T) {
+            PyErr_Format(PyExc_ValueError, "_cgru.forward: length %lld of row %ld is outside [0, %ld]", L, b, T);
+            goto done;
+        }
+    }
+    Job J = {x.buf, wih.buf, bih.buf, whh.buf, bhh.buf, h0.buf, lens.buf, out.buf, hT.buf,
+             T, B, I, H, Hp, ldo, oo, reverse, reset_after, zo};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = run_job(&J, nthreads);
+    Py_END_ALLOW_THREADS
+    if (rc) { PyErr_NoMemory(); goto done; }
+    res = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&x); PyBuffer_Release(&wih); PyBuffer_Release(&bih); PyBuffer_Release(&whh);
+    PyBuffer_Release(&bhh); PyBuffer_Release(&h0); PyBuffer_Release(&lens); PyBuffer_Release(&out);
+    PyBuffer_Release(&hT);
+    return res;
+}
+
+/* meta (int64): L, B, H, Hp, reset_after, off_h, off_gi, off_gh, off_q, off_zo, then per layer
+ * (n_in, off_W_ih, off_b_ih, off_W_hh, off_b_hh); offsets count floats of ws. ws holds the packed weights,
+ * the state h (L, B, H), scratch gi, gh (B, 3Hp) and q (B, H), and the zoneout factor. */
+static PyObject *py_stream_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "stream_step(x, ws, meta)");
+        return NULL;
+    }
+    Py_buffer x, ws, meta;
+    if (PyObject_GetBuffer(args[0], &x, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (PyObject_GetBuffer(args[1], &ws, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[2], &meta, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&x); PyBuffer_Release(&ws);
+        return NULL;
+    }
+    PyObject *res = NULL;
+    const long long *m = meta.buf;
+    long n = meta.len / 8;
+    if (n < 15 || n != 10 + 5 * m[0] || m[1] < 1 || m[1] > STREAM_MAX_B || ws.len / 4 <= m[9]
+        || x.len != m[1] * m[10] * 4) {
+        PyErr_SetString(PyExc_ValueError, "_cgru.stream_step: frame or buffers do not match the stream");
+    } else {
+        long mm[10 + 5 * 64];
+        if (n > (long)(sizeof(mm) / sizeof(mm[0]))) {
+            PyErr_SetString(PyExc_ValueError, "_cgru.stream_step: at most 64 layers");
+        } else {
+            for (long i = 0; i < n; i++) mm[i] = (long)m[i];
+            do_stream(x.buf, ws.buf, mm);
+            res = Py_NewRef(Py_None);
+        }
+    }
+    PyBuffer_Release(&x); PyBuffer_Release(&ws); PyBuffer_Release(&meta);
+    return res;
+}
+
+static PyObject *py_gemm(PyObject *self, PyObject *args)
+{
+    Py_buffer A, Wp, C;
+    PyObject *bias_obj;
+    long M, K, p0, np, ldc;
+    if (!PyArg_ParseTuple(args, "y*lly*llw*lO", &A, &M, &K, &Wp, &p0, &np, &C, &ldc, &bias_obj))
+        return NULL;
+    Py_buffer bias = {0};
+    int has_bias = bias_obj != Py_None;
+    PyObject *res = NULL;
+    if (has_bias && PyObject_GetBuffer(bias_obj, &bias, PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (M < 0 || K < 1 || p0 < 0 || np < 0 || ldc < 16 * np) {
+        PyErr_SetString(PyExc_ValueError, "_cgru.gemm: inconsistent sizes");
+        goto done;
+    }
+    if (!need(&A, M * K, 4, "A") || !need(&Wp, (p0 + np) * K * 16, 4, "Wp") || !need(&C, M * ldc, 4, "C")
+        || (has_bias && !need(&bias, (p0 + np) * 16, 4, "bias")))
+        goto done;
+    do_gemm(A.buf, K, M, K, Wp.buf, p0, np, C.buf, ldc, has_bias ? bias.buf : NULL);
+    res = Py_NewRef(Py_None);
+done:
+    if (has_bias && bias.obj) PyBuffer_Release(&bias);
+    PyBuffer_Release(&A); PyBuffer_Release(&Wp); PyBuffer_Release(&C);
+    return res;
+}
+
+static PyObject *py_isa(PyObject *self, PyObject *noargs)
+{
+    return PyUnicode_FromString(use_avx2 ? "avx2" : "generic");
+}
+
+static PyMethodDef methods[] = {
+    {"forward", py_forward, METH_VARARGS, "forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, "
+                                          "reverse, reset_after, zo, ldo, oo, nthreads)"},
+    {"stream_step", (PyCFunction)(void (*)(void))py_stream_step, METH_FASTCALL, "stream_step(x, ws, meta)"},
+    {"gemm", py_gemm, METH_VARARGS, "gemm(A, M, K, Wp, p0, np, C, ldc, bias)"},
+    {"isa", py_isa, METH_NOARGS, "the instruction set the kernels use: 'avx2' or 'generic'"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_cgru", "grukit's compiled GRU kernels", -1,
+                                       methods};
+
+PyMODINIT_FUNC PyInit__cgru(void)
+{
+    const char *want = getenv("GRUKIT_CPU_ISA");
+    use_avx2 = 0;
+#ifdef HAVE_AVX2_BUILD
+    __builtin_cpu_init();
+    if (!(want && strcmp(want, "generic") == 0))
+        use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return PyModule_Create(&moduledef);
+}

@@ -1,0 +1,340 @@
+/* The float32 GRU kernels of _cgru.c, written once and compiled twice: with FN(x) = x##_avx2 and
+ * ATTR = target("avx2,fma"), and with FN(x) = x##_generic and no target (the baseline ISA of the build).
+ * Included by _cgru.c only.
+ *
+ * Packed weights ("panels"): a weight of K inputs and 3 gates of H units is stored as P = 3 * Hp / 16 panels
+ * of shape (K, 16), Hp = H rounded up to 16; gate g owns panels [g * Hp / 16, (g + 1) * Hp / 16) and the
+ * padding columns are zero. A gate row of length 3 * Hp keeps gate g at offset g * Hp.
+ *
+ * Every output element of a matmul is one chain of fused multiply-adds over k = 0 .. K-1 (starting from 0,
+ * the bias added last), whatever register block computes it, so a row's result does not depend on the batch
+ * size or on how rows are split across threads.
+ */
+
+/* C[m, 0:16*np) (row stride ldc) = A[m, 0:K) (row stride lda) @ panels [p0, p0+np) (+ bias[p*16..]). */
+static ATTR void FN(gemm)(const float *A, long lda, long M, long K, const float *Wp, long p0, long np,
+                          float *C, long ldc, const float *bias)
+{
+    const long PS = K * 16;                     /* floats per panel */
+    long m = 0;
+    for (; m + 4 <= M; m += 4) {                /* 4 rows x 1 panel: 8 accumulators */
+        const float *a0 = A + m * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+        for (long p = p0; p < p0 + np; p++) {
+            const float *w = Wp + p * PS;
+            v8 c00 = V8ZERO, c01 = V8ZERO, c10 = V8ZERO, c11 = V8ZERO;
+            v8 c20 = V8ZERO, c21 = V8ZERO, c30 = V8ZERO, c31 = V8ZERO;
+            for (long k = 0; k < K; k++) {
+                v8 w0 = LD(w + k * 16), w1 = LD(w + k * 16 + 8);
+                v8 b;
+                b = BC(a0[k]); c00 += b * w0; c01 += b * w1;
+                b = BC(a1[k]); c10 += b * w0; c11 += b * w1;
+                b = BC(a2[k]); c20 += b * w0; c21 += b * w1;
+                b = BC(a3[k]); c30 += b * w0; c31 += b * w1;
+            }
+            long o = (p - p0) * 16;
+            v8 b0 = V8ZERO, b1 = V8ZERO;
+            if (bias) { b0 = LD(bias + p * 16); b1 = LD(bias + p * 16 + 8); }
+            float *r = C + m * ldc + o;
+            ST(r, c00 + b0); ST(r + 8, c01 + b1); r += ldc;
+            ST(r, c10 + b0); ST(r + 8, c11 + b1); r += ldc;
+            ST(r, c20 + b0); ST(r + 8, c21 + b1); r += ldc;
+            ST(r, c30 + b0); ST(r + 8, c31 + b1);
+        }
+    }
+    for (; m < M; m++) {                        /* single rows: 4 panels at a time, 8 accumulators */
+        const float *a = A + m * lda;
+        float *r = C + m * ldc;
+        long p = p0;
+        for (; p + 4 <= p0 + np; p += 4) {
+            const float *w0 = Wp + p * PS, *w1 = w0 + PS, *w2 = w1 + PS, *w3 = w2 + PS;
+            v8 c0 = V8ZERO, c1 = V8ZERO, c2 = V8ZERO, c3 = V8ZERO, c4 = V8ZERO, c5 = V8ZERO, c6 = V8ZERO,
+               c7 = V8ZERO;
+            for (long k = 0; k < K; k++) {
+                v8 b = BC(a[k]);
+                c0 += b * LD(w0 + k * 16); c1 += b * LD(w0 + k * 16 + 8);
+                c2 += b * LD(w1 + k * 16); c3 += b * LD(w1 + k * 16 + 8);
+                c4 += b * LD(w2 + k * 16); c5 += b * LD(w2 + k * 16 + 8);
+                c6 += b * LD(w3 + k * 16); c7 += b * LD(w3 + k * 16 + 8);
+            }
+            float *o = r + (p - p0) * 16;
+            if (bias) {
+                const float *bb = bias + p * 16;
+                c0 += LD(bb); c1 += LD(bb + 8); c2 += LD(bb + 16); c3 += LD(bb + 24);
+                c4 += LD(bb + 32); c5 += LD(bb + 40); c6 += LD(bb + 48); c7 += LD(bb + 56);
+            }
+            ST(o, c0); ST(o + 8, c1); ST(o + 16, c2); ST(o + 24, c3);
+            ST(o + 32, c4); ST(o + 40, c5); ST(o + 48, c6); ST(o + 56, c7);
+        }
+        for (; p < p0 + np; p++) {
+            const float *w = Wp + p * PS;
+            v8 c0 = V8ZERO, c1 = V8ZERO;
+            for (long k = 0; k < K; k++) {
+                v8 b = BC(a[k]);
+                c0 += b * LD(w + k * 16); c1 += b * LD(w + k * 16 + 8);
+            }
+            float *o = r + (p - p0) * 16;
+            if (bias) { c0 += LD(bias + p * 16); c1 += LD(bias + p * 16 + 8); }
+            ST(o, c0); ST(o + 8, c1);
+        }
+    }
+}
+
+/* tanh for float32: Eigen's rational approximation (odd degree 13 over even degree 6, |x| <= 7.905),
+ * the same one the numba kernels use; error a few ulps. */
+static inline ATTR float FN(tanh_f)(float x)
+{
+    const float c = 7.90531110763549805f;
+    x = x < -c ? -c : (x > c ? c : x);
+    float x2 = x * x;
+    float p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+    p = x2 * p + -8.60467152213735e-11f;
+    p = x2 * p + 5.12229709037114e-08f;
+    p = x2 * p + 1.48572235717979e-05f;
+    p = x2 * p + 6.37261928875436e-04f;
+    p = x2 * p + 4.89352455891786e-03f;
+    p = x * p;
+    float q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+    q = x2 * q + 2.26843463243900e-03f;
+    q = x2 * q + 4.89352518554385e-03f;
+    return p / q;
+}
+
+static inline ATTR float FN(sigm_f)(float x) { return 0.5f + 0.5f * FN(tanh_f)(0.5f * x); }
+
+/* The same tanh on 8 lanes (GCC does not if-convert the scalar clamp, so the gate loops are written on
+ * vectors; the clamp is a bitwise select). */
+static inline ATTR v8 FN(tanh_v)(v8 x)
+{
+    const v8 c = BC(7.90531110763549805f), mc = -c;
+    v8i lo = x < mc, hi = x > c;
+    x = (v8)(((v8i)mc & lo) | ((v8i)x & ~lo));
+    x = (v8)(((v8i)c & hi) | ((v8i)x & ~hi));
+    v8 x2 = x * x;
+    v8 p = x2 * BC(-2.76076847742355e-16f) + BC(2.00018790482477e-13f);
+    p = x2 * p + BC(-8.60467152213735e-11f);
+    p = x2 * p + BC(5.12229709037114e-08f);
+    p = x2 * p + BC(1.48572235717979e-05f);
+    p = x2 * p + BC(6.37261928875436e-04f);
+    p = x2 * p + BC(4.89352455891786e-03f);
+    p = x * p;
+    v8 q = x2 * BC(1.19825839466702e-06f) + BC(1.18534705686654e-04f);
+    q = x2 * q + BC(2.26843463243900e-03f);
+    q = x2 * q + BC(4.89352518554385e-03f);
+    return p / q;
+}
+
+static inline ATTR v8 FN(sigm_v)(v8 x) { return BC(0.5f) + BC(0.5f) * FN(tanh_v)(BC(0.5f) * x); }
+
+/* Reset-after gates of n units of one row: gi, gh point at the units in gate r (gate z at + Hp, n at + 2Hp);
+ * hin holds h, h' goes to hout and out (any of hin, hout, out may be the same array: no restrict). */
+static inline ATTR void FN(gates_after)(const float *restrict gi, const float *restrict gh, const float *hin,
+                                        float *hout, float *out, long n, long Hp, float zo)
+{
+    long j = 0;
+    const v8 vzo = BC(zo);
+    for (; j + 8 <= n; j += 8) {
+        v8 r = FN(sigm_v)(LD(gi + j) + LD(gh + j));
+        v8 z = FN(sigm_v)(LD(gi + Hp + j) + LD(gh + Hp + j));
+        v8 c = FN(tanh_v)(LD(gi + 2 * Hp + j) + r * LD(gh + 2 * Hp + j));
+        v8 hp = LD(hin + j);
+        v8 hn = c + z * (hp - c);
+        hn = hn + vzo * (hp - hn);
+        ST(hout + j, hn);
+        ST(out + j, hn);
+    }
+    for (; j < n; j++) {
+        float r = FN(sigm_f)(gi[j] + gh[j]);
+        float z = FN(sigm_f)(gi[Hp + j] + gh[Hp + j]);
+        float c = FN(tanh_f)(gi[2 * Hp + j] + r * gh[2 * Hp + j]);
+        float hp = hin[j];
+        float hn = c + z * (hp - c);
+        hn = hn + zo * (hp - hn);
+        hout[j] = hn;
+        out[j] = hn;
+    }
+}
+
+/* Cho form, first half: q = r * h for n units. */
+static inline ATTR void FN(gates_cho_r)(const float *gi, const float *gh, const float *hin, float *q, long n)
+{
+    long j = 0;
+    for (; j + 8 <= n; j += 8)
+        ST(q + j, FN(sigm_v)(LD(gi + j) + LD(gh + j)) * LD(hin + j));
+    for (; j < n; j++)
+        q[j] = FN(sigm_f)(gi[j] + gh[j]) * hin[j];
+}
+
+/* Cho form, second half: gh + 2Hp holds W_hn (r*h) + b_hn. */
+static inline ATTR void FN(gates_cho)(const float *restrict gi, const float *restrict gh, const float *hin,
+                                      float *hout, float *out, long n, long Hp, float zo)
+{
+    long j = 0;
+    const v8 vzo = BC(zo);
+    for (; j + 8 <= n; j += 8) {
+        v8 z = FN(sigm_v)(LD(gi + Hp + j) + LD(gh + Hp + j));
+        v8 c = FN(tanh_v)(LD(gi + 2 * Hp + j) + LD(gh + 2 * Hp + j));
+        v8 hp = LD(hin + j);
+        v8 hn = c + z * (hp - c);
+        hn = hn + vzo * (hp - hn);
+        ST(hout + j, hn);
+        ST(out + j, hn);
+    }
+    for (; j < n; j++) {
+        float z = FN(sigm_f)(gi[Hp + j] + gh[Hp + j]);
+        float c = FN(tanh_f)(gi[2 * Hp + j] + gh[2 * Hp + j]);
+        float hp = hin[j];
+        float hn = c + z * (hp - c);
+        hn = hn + zo * (hp - hn);
+        hout[j] = hn;
+        out[j] = hn;
+    }
+}
+
+/* W_hh panels [u0, u1) of each gate in gates [g0, g1) for R rows of A: gh[:, g*Hp + 16u0 ...]. */
+static inline ATTR void FN(gate_gemm)(const Job *J, const float *A, long R, float *gh, long g0, long g1, long u0,
+                                      long u1)
+{
+    const long PH = J->Hp / 16, G = 3 * J->Hp;
+    if (u0 == 0 && u1 == PH) {                   /* all units: the gates' panels are contiguous */
+        FN(gemm)(A, J->H, R, J->H, J->whh, g0 * PH, (g1 - g0) * PH, gh + g0 * J->Hp, G, J->bhh);
+        return;
+    }
+    for (long g = g0; g < g1; g++)
+        FN(gemm)(A, J->H, R, J->H, J->whh, g * PH + u0, u1 - u0, gh + g * J->Hp + 16 * u0, G, J->bhh);
+}
+
+/* One recurrent step of R rows for the units of panels [u0, u1) (of Hp / 16 per gate): reads the state hin
+ * (R, H), writes h' of those units to hout (may be hin) and out_rows[r]; a NULL out row is inactive (its
+ * state is carried over). gi rows at gi_rows[r] (3Hp each); gh (R, 3Hp), q (R, H) scratch. With bar, the
+ * threads that share this step (one per unit range) meet where the Cho form needs all of q. */
+static ATTR void FN(step_rows)(const Job *J, long R, const float *hin, float *hout, const float **gi_rows,
+                               float **out_rows, float *gh, float *q, long u0, long u1, Barrier *bar)
+{
+    const long H = J->H, Hp = J->Hp, G = 3 * Hp;
+    const long j0 = 16 * u0, j1 = 16 * u1 < H ? 16 * u1 : H, n = j1 - j0;
+    if (n <= 0) {                                /* more threads than unit panels: only meet the others */
+        if (!J->reset_after && bar) (void)barrier_wait(bar);
+        return;
+    }
+    if (J->reset_after) {
+        FN(gate_gemm)(J, hin, R, gh, 0, 3, u0, u1);
+    } else {
+        FN(gate_gemm)(J, hin, R, gh, 0, 2, u0, u1);
+        for (long r = 0; r < R; r++)             /* inactive rows: q is computed and not used */
+            FN(gates_cho_r)((gi_rows[r] ? gi_rows[r] : gh + r * G) + j0, gh + r * G + j0, hin + r * H + j0,
+                            q + r * H + j0, n);
+        if (bar) (void)barrier_wait(bar);        /* W_hn reads all of q */
+        FN(gate_gemm)(J, q, R, gh, 2, 3, u0, u1);
+    }
+    for (long r = 0; r < R; r++) {
+        const float *hi = hin + r * H + j0;
+        float *ho = hout + r * H + j0;
+        if (!out_rows[r]) {
+            if (ho != hi) memcpy(ho, hi, sizeof(float) * n);
+        } else if (J->reset_after) {
+            FN(gates_after)(gi_rows[r] + j0, gh + r * G + j0, hi, ho, out_rows[r] + j0, n, Hp, J->zo);
+        } else {
+            FN(gates_cho)(gi_rows[r] + j0, gh + r * G + j0, hi, ho, out_rows[r] + j0, n, Hp, J->zo);
+        }
+    }
+}
+
+/* The whole sequence for batch rows [r0, r1): projection of their inputs, then the recurrence. */
+static ATTR int FN(run_rows)(const Job *J, long r0, long r1)
+{
+    const long T = J->T, B = J->B, I = J->I, H = J->H, Hp = J->Hp, G = 3 * Hp, R = r1 - r0;
+    float *gi = NULL, *h = NULL, *gh = NULL, *q = NULL;
+    const float **gi_rows = NULL;
+    float **out_rows = NULL;
+    int rc = -1;
+    if (!(gi = falloc(T * R * G)) || !(h = falloc(R * H)) || !(gh = falloc(R * G)) || !(q = falloc(R * H))
+        || !(gi_rows = malloc(sizeof(float *) * R)) || !(out_rows = malloc(sizeof(float *) * R)))
+        goto done;
+    /* The projection: with every row, one GEMM over all T * B input rows (gi is (T, B, 3Hp)); with a chunk of
+     * the rows, one GEMM over the T steps of each row (gi is (R, T, 3Hp)). */
+    if (R == B)
+        FN(gemm)(J->x, I, T * B, I, J->wih, 0, G / 16, gi, G, J->bih);
+    else
+        for (long r = 0; r < R; r++)
+            FN(gemm)(J->x + (r0 + r) * I, B * I, T, I, J->wih, 0, G / 16, gi + r * T * G, G, J->bih);
+    for (long r = 0; r < R; r++)
+        memcpy(h + r * H, J->h0 + (r0 + r) * H, sizeof(float) * H);
+    for (long s = 0; s < T; s++) {
+        for (long r = 0; r < R; r++) {
+            long L = J->lens[r0 + r];
+            if (s >= L) { gi_rows[r] = NULL; out_rows[r] = NULL; continue; }
+            long t = J->reverse ? L - 1 - s : s;
+            gi_rows[r] = gi + (R == B ? t * R + r : r * T + t) * G;
+            out_rows[r] = J->out + (t * B + r0 + r) * J->ldo + J->oo;
+        }
+        FN(step_rows)(J, R, h, h, gi_rows, out_rows, gh, q, 0, Hp / 16, NULL);
+    }
+    for (long r = 0; r < R; r++) {
+        memcpy(J->hT + (r0 + r) * H, h + r * H, sizeof(float) * H);
+        for (long t = J->lens[r0 + r]; t < T; t++)
+            memset(J->out + (t * B + r0 + r) * J->ldo + J->oo, 0, sizeof(float) * H);
+    }
+    rc = 0;
+done:
+    free(gi); free(h); free(gh); free(q); free(gi_rows); free(out_rows);
+    return rc;
+}
+
+/* One streaming step of every layer (see stream_step in _cgru.c for the layout of ws and meta). */
+static ATTR void FN(stream_step)(const float *x, float *ws, const long *meta)
+{
+    const long L = meta[0], B = meta[1], H = meta[2], Hp = meta[3], G = 3 * Hp;
+    Job J;
+    J.H = H; J.Hp = Hp; J.reset_after = meta[4] != 0;
+    float *hs = ws + meta[5], *gi = ws + meta[6], *gh = ws + meta[7], *q = ws + meta[8];
+    J.zo = ws[meta[9]];
+    const float *gi_rows[STREAM_MAX_B];
+    float *out_rows[STREAM_MAX_B];
+    for (long l = 0; l < L; l++) {
+        const long *m = meta + 10 + 5 * l;      /* n_in, W_ih, b_ih, W_hh, b_hh offsets */
+        const float *in = l == 0 ? x : hs + (l - 1) * B * H;
+        FN(gemm)(in, m[0], B, m[0], ws + m[1], 0, G / 16, gi, G, ws + m[2]);
+        J.whh = ws + m[3]; J.bhh = ws + m[4];
+        float *h = hs + l * B * H;
+        for (long r = 0; r < B; r++) { gi_rows[r] = gi + r * G; out_rows[r] = h + r * H; }
+        FN(step_rows)(&J, B, h, h, gi_rows, out_rows, gh, q, 0, Hp / 16, NULL);
+    }
+}
+
+/* Split calls (fewer rows than threads): every thread takes all rows and a share of the hidden units.
+ * split_project fills S->gi (T, B, 3Hp) for time steps [t0, t1) (the threads share it out in chunks). */
+static ATTR void FN(split_project)(const Job *J, float *gi, long t0, long t1)
+{
+    const long B = J->B, I = J->I, G = 3 * J->Hp;
+    FN(gemm)(J->x + t0 * B * I, I, (t1 - t0) * B, I, J->wih, 0, G / 16, gi + t0 * B * G, G, J->bih);
+}
+
+/* The recurrence of a split call for thread tid of n (n = 1: alone): it owns unit panels
+ * [PH * tid / n, PH * (tid + 1) / n) of each gate. The state is double-buffered (a thread writes h' of its
+ * units while another may still read h), so a step needs one meeting (two in the Cho form). When a meeting
+ * says solo (see barrier_wait), thread 0 finishes the sequence alone and the others return: every unit's
+ * arithmetic is the same either way, so the results do not change. */
+static ATTR void FN(split_recur)(const Job *J, Split *S, int tid, int n)
+{
+    const long T = J->T, B = J->B, G = 3 * J->Hp, PH = J->Hp / 16;
+    long ua = PH * tid / n, ub = PH * (tid + 1) / n;
+    Barrier *bar = n > 1 ? &S->bar : NULL;
+    const float *gi_rows[STREAM_MAX_B];
+    float *out_rows[STREAM_MAX_B];
+    for (long s = 0; s < T; s++) {
+        const float *hin = S->h[s & 1];
+        float *hout = S->h[(s + 1) & 1];
+        for (long r = 0; r < B; r++) {
+            long L = J->lens[r];
+            if (s >= L) { gi_rows[r] = NULL; out_rows[r] = NULL; continue; }
+            long t = J->reverse ? L - 1 - s : s;
+            gi_rows[r] = S->gi + (t * B + r) * G;
+            out_rows[r] = J->out + (t * B + r) * J->ldo + J->oo;
+        }
+        FN(step_rows)(J, B, hin, hout, gi_rows, out_rows, S->gh, S->q, ua, ub, bar);
+        if (bar && barrier_wait(bar)) {
+            if (tid) return;
+            ua = 0; ub = PH; bar = NULL;
+        }
+    }
+}

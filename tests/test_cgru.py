@@ -1,0 +1,237 @@
+"""The compiled float32 kernels (``grukit/nn/backends/_fused/_cgru.c``): the panel matmul against numpy, every
+spec the inference forward runs against the reference backend, bitwise equality across thread counts (batch
+chunks and the hidden-unit split), the streaming step, the baseline-ISA build, the numba fallback and the
+size checks at the C boundary.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("numba")
+
+from grukit.nn import GRU, backends  # noqa: E402
+from grukit.nn.backends import fused_cpu  # noqa: E402
+
+C = fused_cpu.cgru()
+needs_c = pytest.mark.skipif(C is None, reason="grukit's C extension _cgru was not built here (no C compiler at "
+                                               "install time, or GRUKIT_CGRU=0): the numba kernels run instead")
+
+
+def _ref_pair(I, H, **kw):
+    torch.manual_seed(0)
+    ref = GRU(I, H, backend="reference", **kw).eval()
+    ours = GRU(I, H, backend="fused_cpu", **kw).eval()
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+@needs_c
+def test_compiled_kernels_are_in_use_for_float32_inference():
+    assert fused_cpu.cgru_status().startswith("compiled (")
+    assert C.isa() in ("avx2", "generic")
+
+
+@needs_c
+@pytest.mark.parametrize("M", [0, 1, 2, 3, 4, 5, 7, 9, 13])
+@pytest.mark.parametrize("K,H", [(1, 1), (5, 7), (33, 48), (64, 64), (20, 100)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_panel_matmul_matches_numpy(M, K, H, bias):
+    rng = np.random.default_rng(M * 1000 + K * 10 + H)
+    w = torch.from_numpy(rng.standard_normal((3 * H, K)).astype(np.float32))
+    Wp, Hp = fused_cpu._pack_panels(w, H)
+    assert Wp.shape == (3 * Hp // 16, K, 16) and Hp % 16 == 0 and Hp >= H
+    b = fused_cpu._pack_bias(torch.from_numpy(rng.standard_normal(3 * H).astype(np.float32)), H, Hp)
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    out = np.full((M, 3 * Hp), np.nan, np.float32)
+    C.gemm(A, M, K, Wp, 0, 3 * Hp // 16, out, 3 * Hp, b if bias else None)
+    WT = np.zeros((K, 3, Hp))
+    WT[:, :, :H] = w.numpy().T.reshape(K, 3, H)
+    want = A.astype(np.float64) @ WT.reshape(K, 3 * Hp) + (b if bias else 0)
+    np.testing.assert_allclose(out, want, atol=1e-4, rtol=0)
+    assert np.all(out.reshape(M, 3, Hp)[:, :, H:] == 0)                   # padding units stay zero
+
+
+SPECS = [dict(), dict(reset_after=False), dict(bidirectional=True), dict(num_layers=3),
+         dict(num_layers=2, bidirectional=True, reset_after=False), dict(bias=False), dict(zoneout=0.3),
+         dict(recurrent_dropout=0.2), dict(batch_first=True)]
+
+
+@needs_c
+@pytest.mark.parametrize("kw", SPECS, ids=lambda k: ",".join(f"{a}={v}" for a, v in k.items()) or "plain")
+@pytest.mark.parametrize("H", [5, 16, 40])
+@pytest.mark.parametrize("lengths", [False, True])
+def test_forward_matches_reference(kw, H, lengths):
+    I, T, B = 7, 9, 4
+    ref, ours = _ref_pair(I, H, **kw)
+    D = 2 if kw.get("bidirectional") else 1
+    x = torch.randn((B, T, I) if kw.get("batch_first") else (T, B, I))
+    h0 = torch.randn(kw.get("num_layers", 1) * D, B, H)
+    ln = torch.tensor([9, 2, 5, 1]) if lengths else None
+    with torch.no_grad():
+        y_ref, h_ref = ref(x, h0, lengths=ln)
+        y, h = ours(x, h0, lengths=ln)
+    assert backends.last_used() == "fused_cpu"
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(h, h_ref, atol=1e-5, rtol=0)
+
+
+def _direct(H, B, T, reset_after, nthreads, lens=None, reverse=False, I=11, seed=0):
+    """One layer through ``_cgru.forward`` with ``nthreads`` threads: (out, hT)."""
+    torch.manual_seed(seed)
+    m = GRU(I, H, reset_after=reset_after)
+    wih, Hp = fused_cpu._pack_panels(m.weight_ih_l0, H)
+    whh, _ = fused_cpu._pack_panels(m.weight_hh_l0, H)
+    bih, bhh = fused_cpu._pack_bias(m.bias_ih_l0, H, Hp), fused_cpu._pack_bias(m.bias_hh_l0, H, Hp)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    h0 = rng.standard_normal((B, H)).astype(np.float32)
+    lens = np.full(B, T, np.int64) if lens is None else np.asarray(lens, np.int64)
+    out = np.full((T, B, H), np.nan, np.float32)
+    hT = np.full((B, H), np.nan, np.float32)
+    C.forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, reverse, reset_after, 0.0, H, 0, nthreads)
+    return out, hT
+
+
+@needs_c
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("B,H", [(1, 5), (1, 64), (1, 130), (2, 48), (3, 40), (7, 33)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_results_are_bitwise_equal_for_any_thread_count(reset_after, B, H, reverse):
+    """1 thread, batch chunks and the hidden-unit split (B < threads) give the same bits: every output is one
+    fixed chain of multiply-adds whatever block or thread computes it. More threads than cores included (the
+    split then goes solo rather than wait)."""
+    T = 13
+    lens = [13, 4, 9, 1, 13, 7, 2][:B]
+    base = _direct(H, B, T, reset_after, 1, lens, reverse)
+    assert not np.isnan(base[0]).any() and not np.isnan(base[1]).any()
+    for n in (2, 3, 5):
+        got = _direct(H, B, T, reset_after, n, lens, reverse)
+        assert np.array_equal(got[0], base[0]) and np.array_equal(got[1], base[1]), n
+
+
+@needs_c
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_split_threads_match_the_reference_module(reset_after, monkeypatch):
+    """The module path with a hidden-unit split (B=1, 2 threads) against the reference backend."""
+    monkeypatch.setattr(fused_cpu, "_cores", lambda: 2)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        H = fused_cpu.SPLIT_MIN_HIDDEN
+        assert fused_cpu.compiled_threads(1, H, 20) == 2
+        ref, ours = _ref_pair(9, H, reset_after=reset_after)
+        x = torch.randn(20, 1, 9)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x)[0], ref(x)[0], atol=1e-5, rtol=0)
+    finally:
+        torch.set_num_threads(prev)
+
+
+@needs_c
+def test_thread_policy():
+    assert fused_cpu.compiled_threads(1, 64, 100) == 1                       # split too small to pay
+    assert fused_cpu.compiled_threads(64, 8, 10) == 1                        # too little work
+    n = min(torch.get_num_threads(), fused_cpu._cores())
+    if n >= 2:
+        assert fused_cpu.compiled_threads(1, 512, 100) == n
+        assert fused_cpu.compiled_threads(64, 256, 100) == n
+
+
+@needs_c
+@pytest.mark.parametrize("kw", [dict(), dict(reset_after=False, num_layers=3), dict(zoneout=0.25, bias=False)])
+@pytest.mark.parametrize("B", [1, 5])
+def test_stream_uses_the_compiled_step_and_matches_forward(kw, B):
+    torch.manual_seed(0)
+    gru = GRU(6, 21, **kw).eval()
+    stream = gru.stream(batch_size=B)
+    assert stream._kernel is C.stream_step
+    xs = torch.randn(11, B, 6)
+    with torch.no_grad():
+        y_all, h_all = gru(xs)
+    for t in range(11):
+        y = stream(xs[t].numpy())
+        np.testing.assert_allclose(y, y_all[t].numpy(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(stream.state, h_all, atol=1e-5, rtol=0)
+
+
+@needs_c
+def test_c_boundary_checks_buffer_sizes():
+    m = GRU(4, 8)
+    wih, Hp = fused_cpu._pack_panels(m.weight_ih_l0, 8)
+    whh, _ = fused_cpu._pack_panels(m.weight_hh_l0, 8)
+    b = fused_cpu._pack_bias(m.bias_ih_l0, 8, Hp)
+    x = np.zeros((3, 2, 4), np.float32)
+    h0, lens = np.zeros((2, 8), np.float32), np.full(2, 3, np.int64)
+    out, hT = np.zeros((3, 2, 8), np.float32), np.zeros((2, 8), np.float32)
+    with pytest.raises(ValueError, match="x holds 96 bytes, the call needs 120"):
+        C.forward(x, wih, b, whh, b, h0, lens, out, hT, 3, 2, 5, 8, Hp, False, True, 0.0, 8, 0, 1)
+    with pytest.raises(ValueError, match="length 4 of row 1"):
+        C.forward(x, wih, b, whh, b, h0, np.array([3, 4]), out, hT, 3, 2, 4, 8, Hp, False, True, 0.0, 8, 0, 1)
+    with pytest.raises(ValueError, match="frame or buffers do not match"):
+        stream = m.eval().stream(batch_size=1)
+        C.stream_step(np.zeros(5, np.float32), stream._ws, stream._meta)
+    xt = np.zeros((4, 2, 3), np.float32).transpose(2, 1, 0)                  # right size, not C-contiguous
+    with pytest.raises((BufferError, TypeError, ValueError), match="contiguous"):
+        C.forward(xt, wih, b, whh, b, h0, lens, out, hT, 3, 2, 4, 8, Hp, False, True, 0.0, 8, 0, 1)
+
+
+def _run_child(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+
+
+@needs_c
+def test_generic_isa_build_matches_reference():
+    """GRUKIT_CPU_ISA=generic selects the baseline-ISA copy of the kernels (what a CPU without AVX2 runs)."""
+    r = _run_child("""
+        import torch
+        from grukit.nn import GRU
+        from grukit.nn.backends import fused_cpu
+        assert fused_cpu.cgru_status() == "compiled (generic)", fused_cpu.cgru_status()
+        for kw in [dict(), dict(reset_after=False, bidirectional=True, num_layers=2)]:
+            torch.manual_seed(0)
+            ref = GRU(7, 37, backend="reference", **kw).eval()
+            ours = GRU(7, 37, backend="fused_cpu", **kw).eval()
+            ours.load_state_dict(ref.state_dict())
+            x = torch.randn(9, 3, 7)
+            with torch.no_grad():
+                torch.testing.assert_close(ours(x)[0], ref(x)[0], atol=1e-5, rtol=0)
+            if not kw:
+                s = ours.stream(batch_size=3)
+                for t in range(9):
+                    y = s(x[t].numpy())
+                with torch.no_grad():
+                    torch.testing.assert_close(torch.from_numpy(y), ref(x)[1][-1], atol=1e-5, rtol=0)
+        print("ok")
+    """, GRUKIT_CPU_ISA="generic")
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_numba_float32_inference_without_the_extension():
+    """GRUKIT_CGRU=0 (or no compiler at install time): float32 inference and streaming run the numba kernels."""
+    r = _run_child("""
+        import torch
+        from grukit.nn import GRU
+        from grukit.nn.backends import fused_cpu
+        assert fused_cpu.cgru() is None and fused_cpu.cgru_status() == "numba"
+        torch.manual_seed(0)
+        ref = GRU(5, 19, backend="reference", num_layers=2, bidirectional=True).eval()
+        ours = GRU(5, 19, backend="fused_cpu", num_layers=2, bidirectional=True).eval()
+        ours.load_state_dict(ref.state_dict())
+        x = torch.randn(8, 3, 5)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x)[0], ref(x)[0], atol=1e-5, rtol=0)
+        uni = GRU(5, 19).eval()
+        s = uni.stream(batch_size=2)
+        assert s._kernel is not None and "numba" in type(s._kernel).__module__ + repr(type(s._kernel))
+        print("ok")
+    """, GRUKIT_CGRU="0")
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
