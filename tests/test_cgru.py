@@ -235,3 +235,21 @@ def test_numba_float32_inference_without_the_extension():
         print("ok")
     """, GRUKIT_CGRU="0")
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+@needs_c
+@pytest.mark.parametrize("kw", [dict(), dict(reset_after=False, num_layers=2)])
+def test_gru_step_runs_the_compiled_stream_kernel(kw):
+    """GRU.step (inference, float32) goes through the compiled stream kernel and equals forward()."""
+    torch.manual_seed(0)
+    gru = GRU(4, 18, **kw).eval()
+    xs = torch.randn(6, 3, 4)
+    h = None
+    with torch.no_grad():
+        y_all, h_all = gru(xs)
+        for t in range(6):
+            y, h = gru.step(xs[t], h)
+            torch.testing.assert_close(y, y_all[t], atol=1e-5, rtol=0)
+    torch.testing.assert_close(h, h_all, atol=1e-5, rtol=0)
+    be = backends.get("fused_cpu")
+    assert gru in be._compiled_steps

@@ -380,6 +380,7 @@ class FusedCPUBackend:
 
     def __init__(self) -> None:
         self._step_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._compiled_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ what it runs
@@ -535,12 +536,34 @@ class FusedCPUBackend:
                 layer_in = out
             return torch.stack(new)                                    # (L, B, H)
         key = _param_key(module)
+        L, B, H = h.shape
+        if x_t.dtype == torch.float32 and B <= COMPILED_STREAM_MAX_B and cgru() is not None:
+            return self._step_compiled(module, key, x_t, h)
         w = self._step_cache.get(module)
         if w is None or w.key != key:
             w = self._step_cache[module] = _StepWeights(module, key)
-        L, B, H = h.shape
         hout = torch.empty(L, B, H, dtype=h.dtype)
         gi, gh, q = w.buffers(B, H)
         w.kernel(x_t.numpy(force=True), h.numpy(force=True), w.WihT, w.WT, w.b, w.n_in, w.reset_after, w.zo, w.one,
                  hout.numpy(), gi, gh, q)
         return hout
+
+    def _step_compiled(self, module, key, x_t: Tensor, h: Tensor) -> Tensor:
+        """Inference ``step`` through the compiled stream kernel: the state is copied into a packed stream
+        buffer (one per module, batch size and Python thread, rebuilt when a parameter changes), advanced, and
+        copied out."""
+        B = h.shape[1]
+        per = self._compiled_steps.get(module)
+        if per is None or per[0] != key:
+            per = (key, {})
+            self._compiled_steps[module] = per
+        slot = (B, threading.get_ident())
+        packed = per[1].get(slot)
+        if packed is None:
+            if len(per[1]) >= 16:
+                per[1].clear()
+            packed = per[1][slot] = _compiled_stream(cgru(), module, B)
+        kernel, ws, meta, state = packed
+        state[...] = h.detach().numpy()
+        kernel(np.ascontiguousarray(x_t.detach().numpy()), ws, meta)
+        return torch.from_numpy(state.copy())
