@@ -59,6 +59,7 @@ class GRUStream:
         if self._fast is not None:
             self._kernel, self._ws, self._meta, h_np = self._fast
             self._h_np = h_np
+            self._top = h_np[-1]                                      # (B, H): the top layer's state
             self._h = torch.from_numpy(h_np)                          # (L, B, H) view into the buffer
             self._np_dtype = h_np.dtype
         else:
@@ -108,10 +109,13 @@ class GRUStream:
 
         A torch frame gives a tensor; a numpy frame (the cheapest call: no tensor is made) gives an array."""
         if self._fast is not None and type(x_t) is np.ndarray:
-            if x_t.shape != self._x_shape or x_t.dtype != self._np_dtype or not x_t.flags.c_contiguous:
+            if x_t.shape != self._x_shape:
                 return self._frame_np_slow(x_t)
-            self._kernel(x_t, self._ws, self._meta)
-            return self._h_np[-1].copy()
+            try:
+                self._kernel(x_t)                                     # refuses other dtypes, strided frames
+            except (ValueError, BufferError):
+                return self._frame_np_slow(x_t)
+            return self._top.copy()
         if not isinstance(x_t, Tensor):
             y = self(torch.as_tensor(x_t))                            # the fallback path, numpy in and out
             return y.numpy() if isinstance(x_t, np.ndarray) else y
@@ -124,8 +128,8 @@ class GRUStream:
             raise ShapeError(f"frame has dtype {x_t.dtype} but the GRU's weights are {self.dtype}")
         if self._fast is not None:
             x = x_t.detach().numpy()
-            self._kernel(x if x.flags.c_contiguous else np.ascontiguousarray(x), self._ws, self._meta)
-            return torch.from_numpy(self._h_np[-1].copy())
+            self._kernel(x if x.flags.c_contiguous else np.ascontiguousarray(x))
+            return torch.from_numpy(self._top.copy())
         with torch.no_grad():
             y, h = self.gru.step(x_t, self._h)
         self._h = h

@@ -321,7 +321,7 @@ COMPILED_STREAM_MAX_B = 256
 
 
 def _compiled_stream(c, module, B: int):
-    """``packed_stream`` for the compiled kernel ``_cgru.stream_step(x, ws, meta)``: ``ws`` holds per layer the
+    """``packed_stream`` for the compiled kernel (a ``_cgru.Stream`` holding ``ws`` and ``meta``): ``ws`` holds per layer the
     packed ``W_ih``, ``b_ih``, ``W_hh``, ``b_hh``, then the state ``h`` ``(L, B, H)``, scratch ``gi``, ``gh``
     ``(B, 3Hp)``, ``q`` ``(B, H)`` and the zoneout factor; ``meta`` the sizes and offsets (see ``_cgru.c``)."""
     s: GRUSpec = module.spec
@@ -347,13 +347,14 @@ def _compiled_stream(c, module, B: int):
     ws[:o] = np.concatenate(parts)
     ws[off_zo] = s.zoneout
     meta = np.array([L, B, H, Hp, int(s.reset_after), off_h, off_gi, off_gh, off_q, off_zo, *per_layer], np.int64)
-    return c.stream_step, ws, meta, ws[off_h:off_gi].reshape(L, B, H)
+    return c.Stream(ws, meta), ws, meta, ws[off_h:off_gi].reshape(L, B, H)
 
 
 # A single sequence splits its hidden units across threads (one meeting per step) from this hidden size: below
-# it the meetings cost more than the halved matmul saves (B=1, 2 threads, us per step, reset-after: H=64 1.68
-# vs 1.43 on one thread; H=128 3.08 vs 3.85; H=256 11.7 vs 19.5; H=512 50 vs 92).
-SPLIT_MIN_HIDDEN = 128
+# it the meetings cost more than the halved matmul saves, or save too little to risk (B=1, 2 threads, us per
+# step, reset-after: H=64 1.68 vs 1.43 on one thread; H=128 3.08 vs 3.85 alone, but 7-35 in the bench beside
+# other libraries' threads; H=256 11.7 vs 19.5; H=512 50 vs 92).
+SPLIT_MIN_HIDDEN = 256
 
 
 def _cores() -> int:
@@ -503,7 +504,7 @@ class FusedCPUBackend:
     def packed_stream(self, module, B: int):
         """``(kernel, ws, meta, h)`` for :class:`grukit.nn.stream.GRUStream`: the weights, state and scratch of
         ``B`` streams in one buffer ``ws`` (``h`` is the ``(L, B, H)`` state inside it), advanced in place by
-        ``kernel(x (B, I), ws, meta)``. ``None`` when this backend cannot run the module's step."""
+        ``kernel(x (B, I))``. ``None`` when this backend cannot run the module's step."""
         s: GRUSpec = module.spec
         if module.weight_ih_l0.device.type != "cpu" or module.weight_ih_l0.dtype not in _DTYPES:
             return None
@@ -519,7 +520,13 @@ class FusedCPUBackend:
         ws[-2], ws[-1] = w.zo, w.one
         meta = np.array([L, B, H, w.WihT.shape[1], int(w.reset_after), *w.n_in], dtype=np.int64)
         h = ws[n_w:n_w + L * B * H].reshape(L, B, H)
-        return _k().step_packed, ws, meta, h
+        step = _k().step_packed
+
+        def kernel(x):
+            if x.dtype != ws.dtype:                                    # numba would compile a mixed version
+                raise ValueError(f"frame dtype {x.dtype}, stream {ws.dtype}")
+            step(x, ws, meta)
+        return kernel, ws, meta, h
 
     def step(self, module, x_t: Tensor, h: Tensor) -> Tensor:
         if _needs_grad(module, x_t, h):                                # differentiable: T = 1 sequences
@@ -565,5 +572,5 @@ class FusedCPUBackend:
             packed = per[1][slot] = _compiled_stream(cgru(), module, B)
         kernel, ws, meta, state = packed
         state[...] = h.detach().numpy()
-        kernel(np.ascontiguousarray(x_t.detach().numpy()), ws, meta)
+        kernel(np.ascontiguousarray(x_t.detach().numpy()))
         return torch.from_numpy(state.copy())

@@ -10,6 +10,7 @@
  *   forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, reverse, reset_after, zo, ldo, oo, nthreads)
  *       one layer and direction of an inference forward; rows split over nthreads POSIX threads.
  *   stream_step(x, ws, meta)     one streaming step of every layer, state kept in ws.
+ *   Stream(ws, meta)             the same as a callable holding ws and meta: stream(x).
  *   gemm(A, M, K, Wp, p0, np, C, ldc, bias_or_None)   the panel matmul itself (for tests).
  *   isa()                        "avx2" or "generic": the kernels in use.
  */
@@ -20,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #if !defined(__GNUC__)
 #error "_cgru needs GCC or Clang vector extensions"
@@ -155,8 +157,8 @@ static void do_stream(const float *x, float *ws, const long *meta)
 }
 
 /* ------------------------------------------------------------------------------------------ threads
- * A call that uses several threads starts n - 1 detached POSIX threads and never waits for one to start:
- * here a new thread sometimes takes milliseconds to get a core (measured: 20-80 us usually, 4 ms at times).
+ * A call that uses several threads hands its Team to n - 1 pool helpers and never waits for one to turn up:
+ * here a thread sometimes takes milliseconds to get a core (a new one: 20-80 us usually, 4 ms at times).
  * Work is claimed in chunks from an atomic counter, so the calling thread does whatever the others have not
  * claimed; a split call goes split only if every helper has joined by the time the projection is done, and
  * solo otherwise. The Team lives on the heap and the last participant frees it (a helper that starts after
@@ -201,9 +203,8 @@ static void wait_until(atomic_int *v, int want)
     }
 }
 
-static void *team_helper(void *arg)
+static void team_join(Team *tm)
 {
-    Team *tm = (Team *)arg;
     int tid = atomic_fetch_add_explicit(&tm->joined, 1, memory_order_acq_rel) + 1;
     team_claim(tm);
     if (tm->split) {
@@ -212,7 +213,95 @@ static void *team_helper(void *arg)
         if (mode == SPLIT) do_split_recur(tm->J, &tm->S, tid, tm->n);
     }
     team_release(tm);
+}
+
+/* The helper threads: started once (up to POOL_MAX), each with a slot a call drops its Team into. A helper
+ * spins for about POOL_SPIN_NS after its last job (back-to-back calls then find it awake: waking an idle core
+ * here takes tens of microseconds to milliseconds) and then sleeps on a condition variable. A Team a helper
+ * never took is released by the next call that replaces it. After fork() the child has no helpers: its
+ * calls run on the calling thread alone (nothing ever waits for a helper). */
+#define POOL_MAX 63
+#define POOL_SPIN_NS 300000L
+
+static struct {
+    _Atomic(Team *) slot[POOL_MAX];
+    atomic_int sleeping[POOL_MAX];
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+static void *pool_helper(void *arg)
+{
+    long i = (long)arg;
+    for (;;) {
+        Team *tm = atomic_exchange_explicit(&pool.slot[i], NULL, memory_order_acq_rel);
+        if (tm) {
+            team_join(tm);
+            continue;
+        }
+        long t0 = now_ns();
+        int spins = 0;
+        while (!atomic_load_explicit(&pool.slot[i], memory_order_acquire)) {
+            cpu_relax();
+            if (++spins % 256 == 0 && now_ns() - t0 > POOL_SPIN_NS) {
+                pthread_mutex_lock(&pool.mu);
+                atomic_store(&pool.sleeping[i], 1);
+                while (!atomic_load(&pool.slot[i]))
+                    pthread_cond_wait(&pool.cv, &pool.mu);
+                atomic_store(&pool.sleeping[i], 0);
+                pthread_mutex_unlock(&pool.mu);
+            }
+        }
+    }
     return NULL;
+}
+
+static void pool_after_fork_child(void)
+{
+    pool.started = 0;
+    for (int i = 0; i < POOL_MAX; i++) {
+        atomic_store(&pool.slot[i], NULL);      /* teams of the parent: not ours to release */
+        atomic_store(&pool.sleeping[i], 0);
+    }
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.cv, NULL);
+}
+
+/* Hand tm to helpers 0 .. k-1 (starting them on first use; the GIL is held, so one caller at a time). */
+static void pool_post(Team *tm, int k)
+{
+    if (k > POOL_MAX) k = POOL_MAX;
+    while (pool.started < k) {
+        pthread_t th;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int ok = pthread_create(&th, &attr, pool_helper, (void *)(long)pool.started) == 0;
+        pthread_attr_destroy(&attr);
+        if (!ok) break;
+        pool.started++;
+    }
+    if (k > pool.started) k = pool.started;
+    int wake = 0;
+    for (int i = 0; i < k; i++) {
+        atomic_fetch_add_explicit(&tm->refs, 1, memory_order_acq_rel);
+        Team *old = atomic_exchange_explicit(&pool.slot[i], tm, memory_order_acq_rel);
+        if (old) team_release(old);
+        wake |= atomic_load(&pool.sleeping[i]);
+    }
+    if (wake) {
+        pthread_mutex_lock(&pool.mu);
+        pthread_cond_broadcast(&pool.cv);
+        pthread_mutex_unlock(&pool.mu);
+    }
 }
 
 /* Run a call on n threads: batch chunks, or (split) a hidden-unit split of all rows. Returns 0 or -1. */
@@ -245,18 +334,7 @@ static int run_team(const Job *J, int n, int split)
         atomic_init(&S->bar.gen, 0);
         atomic_init(&S->bar.want_solo, 0);
     }
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    for (int t = 1; t < n; t++) {
-        pthread_t th;
-        atomic_fetch_add_explicit(&tm->refs, 1, memory_order_acq_rel);
-        if (pthread_create(&th, &attr, team_helper, tm) != 0) {
-            atomic_fetch_sub_explicit(&tm->refs, 1, memory_order_acq_rel);
-            break;
-        }
-    }
-    pthread_attr_destroy(&attr);
+    pool_post(tm, n - 1);
     team_claim(tm);
     wait_until(&tm->done, (int)tm->nchunks);     /* chunks a helper claimed and is still running */
     int rc = atomic_load(&tm->err) ? -1 : 0;
@@ -376,6 +454,83 @@ static PyObject *py_stream_step(PyObject *self, PyObject *const *args, Py_ssize_
     return res;
 }
 
+/* Stream(ws, meta): a callable that advances the stream held in ws by one frame, stream(x). It keeps both
+ * buffers (checked once, here), so a frame pays for one buffer request: the cheapest call the streaming API
+ * can make. x must be a C-contiguous float32 buffer of B * n_in values (ValueError / BufferError otherwise). */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer ws, meta;
+    int held;
+    long mm[10 + 5 * 64];
+    Py_ssize_t x_bytes;
+} StreamObj;
+
+static void stream_dealloc(StreamObj *self)
+{
+    if (self->held) {
+        PyBuffer_Release(&self->ws);
+        PyBuffer_Release(&self->meta);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int stream_init(StreamObj *self, PyObject *args, PyObject *kw)
+{
+    PyObject *ws, *meta;
+    if (!PyArg_ParseTuple(args, "OO", &ws, &meta)) return -1;
+    if (self->held) {
+        PyBuffer_Release(&self->ws);
+        PyBuffer_Release(&self->meta);
+        self->held = 0;
+    }
+    if (PyObject_GetBuffer(ws, &self->ws, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) return -1;
+    if (PyObject_GetBuffer(meta, &self->meta, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&self->ws);
+        return -1;
+    }
+    self->held = 1;
+    const long long *m = self->meta.buf;
+    long n = self->meta.len / 8;
+    if (n < 15 || n > 10 + 5 * 64 || n != 10 + 5 * m[0] || m[1] < 1 || m[1] > STREAM_MAX_B
+        || self->ws.len / 4 <= m[9]) {
+        PyErr_SetString(PyExc_ValueError, "_cgru.Stream: meta does not describe ws (or more than 64 layers)");
+        return -1;
+    }
+    for (long i = 0; i < n; i++) self->mm[i] = (long)m[i];
+    self->x_bytes = (Py_ssize_t)(m[1] * m[10] * 4);
+    return 0;
+}
+
+static PyObject *stream_call(StreamObj *self, PyObject *args, PyObject *kw)
+{
+    if (!self->held || PyTuple_GET_SIZE(args) != 1) {
+        PyErr_SetString(PyExc_TypeError, "stream(x): one frame");
+        return NULL;
+    }
+    Py_buffer x;
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(args, 0), &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    if (x.len != self->x_bytes || x.itemsize != 4 || !x.format || strcmp(x.format, "f") != 0) {
+        PyErr_Format(PyExc_ValueError, "_cgru.Stream: the frame must hold %zd float32 values", self->x_bytes / 4);
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    do_stream(x.buf, self->ws.buf, self->mm);
+    PyBuffer_Release(&x);
+    Py_RETURN_NONE;
+}
+
+static PyTypeObject StreamType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_cgru.Stream",
+    .tp_basicsize = sizeof(StreamObj),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Stream(ws, meta): stream(x) advances the packed stream in ws by one frame",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)stream_init,
+    .tp_dealloc = (destructor)stream_dealloc,
+    .tp_call = (ternaryfunc)stream_call,
+};
+
 static PyObject *py_gemm(PyObject *self, PyObject *args)
 {
     Py_buffer A, Wp, C;
@@ -423,10 +578,20 @@ PyMODINIT_FUNC PyInit__cgru(void)
 {
     const char *want = getenv("GRUKIT_CPU_ISA");
     use_avx2 = 0;
+    pthread_atfork(NULL, NULL, pool_after_fork_child);
 #ifdef HAVE_AVX2_BUILD
     __builtin_cpu_init();
     if (!(want && strcmp(want, "generic") == 0))
         use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
-    return PyModule_Create(&moduledef);
+    if (PyType_Ready(&StreamType) < 0) return NULL;
+    PyObject *mod = PyModule_Create(&moduledef);
+    if (!mod) return NULL;
+    Py_INCREF(&StreamType);
+    if (PyModule_AddObject(mod, "Stream", (PyObject *)&StreamType) < 0) {
+        Py_DECREF(&StreamType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
 }
