@@ -351,10 +351,13 @@ def _compiled_stream(c, module, B: int):
 
 
 # A single sequence splits its hidden units across threads (one meeting per step) from this hidden size: below
-# it the meetings cost more than the halved matmul saves, or save too little to risk (B=1, 2 threads, us per
-# step, reset-after: H=64 1.68 vs 1.43 on one thread; H=128 3.08 vs 3.85 alone, but 7-35 in the bench beside
-# other libraries' threads; H=256 11.7 vs 19.5; H=512 50 vs 92).
-SPLIT_MIN_HIDDEN = 256
+# it the meetings cost more than the halved matmul saves (B=1, 2 threads, us per step, reset-after: H=64 1.68
+# vs 1.43 on one thread; H=128 3.08 vs 3.85; H=256 11.7 vs 19.5; H=512 50 vs 92).
+SPLIT_MIN_HIDDEN = 128
+# Batch rows go to several threads from this much recurrent work (B * H * H * T multiply-adds) per call: the
+# pool's helpers are handed work without a system call while they spin, and a call never waits for one, so
+# the break-even is lower than the numba kernels' PARALLEL_MIN_WORK (B=8 H=64 T=100: 9.7 vs 12 us per step).
+COMPILED_PARALLEL_MIN_WORK = 1_000_000
 
 
 def _cores() -> int:
@@ -365,15 +368,15 @@ def _cores() -> int:
 
 
 def compiled_threads(B: int, H: int, T: int) -> int:
-    """Threads of a compiled inference call: batch chunks from ``PARALLEL_MIN_WORK``, or for fewer rows than
-    threads a hidden-unit split from ``SPLIT_MIN_HIDDEN``; never more than the cores this process may use (the
-    split's threads wait for each other spinning, so they must not share a core)."""
+    """Threads of a compiled inference call: batch chunks from ``COMPILED_PARALLEL_MIN_WORK``, or for fewer rows
+    than threads a hidden-unit split from ``SPLIT_MIN_HIDDEN``; never more than the cores this process may use
+    (the split's threads wait for each other spinning, so they must not share a core)."""
     n = min(torch.get_num_threads(), _cores())
     if n < 2:
         return 1
     if B < n:
         return n if H >= SPLIT_MIN_HIDDEN and T > 1 else 1
-    return min(n, B) if B * H * H * T >= PARALLEL_MIN_WORK else 1
+    return min(n, B) if B * H * H * T >= COMPILED_PARALLEL_MIN_WORK else 1
 
 
 class FusedCPUBackend:

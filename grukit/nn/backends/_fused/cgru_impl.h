@@ -16,10 +16,16 @@ static ATTR void FN(gemm)(const float *A, long lda, long M, long K, const float 
                           float *C, long ldc, const float *bias)
 {
     const long PS = K * 16;                     /* floats per panel */
-    long m = 0;
-    for (; m + 4 <= M; m += 4) {                /* 4 rows x 1 panel: 8 accumulators */
+    /* Row blocks of MB rows (their A, at most 128 KB, stays in L2); within a block each panel is read once
+     * and used by every 4-row group while it is in L1. */
+    long MB = (32768 / (K > 0 ? K : 1)) / 4 * 4;
+    MB = MB < 4 ? 4 : (MB > 256 ? 256 : MB);
+    const long M4 = M / 4 * 4;
+    for (long mb = 0; mb < M4; mb += MB)
+    for (long p = p0; p < p0 + np; p++)
+    for (long m = mb; m < M4 && m < mb + MB; m += 4) {   /* 4 rows x 1 panel: 8 accumulators */
         const float *a0 = A + m * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
-        for (long p = p0; p < p0 + np; p++) {
+        {
             const float *w = Wp + p * PS;
             v8 c00 = V8ZERO, c01 = V8ZERO, c10 = V8ZERO, c11 = V8ZERO;
             v8 c20 = V8ZERO, c21 = V8ZERO, c30 = V8ZERO, c31 = V8ZERO;
@@ -41,7 +47,7 @@ static ATTR void FN(gemm)(const float *A, long lda, long M, long K, const float 
             ST(r, c30 + b0); ST(r + 8, c31 + b1);
         }
     }
-    for (; m < M; m++) {                        /* single rows: 4 panels at a time, 8 accumulators */
+    for (long m = M4; m < M; m++) {             /* single rows: 4 panels at a time, 8 accumulators */
         const float *a = A + m * lda;
         float *r = C + m * ldc;
         long p = p0;
