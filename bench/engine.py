@@ -1,8 +1,9 @@
 """Engine benchmark, full grid: grukit's GRU against torch.nn.GRU, torch.nn.GRUCell and onnxruntime.
 
 Every peer runs in this process on the same inputs and weights; outputs are checked to agree first, then each
-repeat times the peers one after another and the tables report medians and speed-ups (x_torch, x_ort > 1 means
-grukit is faster). ``grukit bench`` runs the short version of the same code (:func:`grukit.bench.run`).
+peer is timed in its own block of back-to-back calls and the tables report medians and speed-ups (x_torch,
+x_ort > 1 means grukit is faster). ``grukit bench`` runs the short version of the same code
+(:func:`grukit.bench.run`).
 
     python bench/engine.py                        # full grid: inference, streaming, training
     python bench/engine.py --short                # the cells `grukit bench` runs

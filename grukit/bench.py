@@ -1,7 +1,7 @@
 """Engine benchmarks: grukit's GRU against torch.nn.GRU, torch.nn.GRUCell and onnxruntime.
 
-Every peer runs in this process on the same inputs and the same weights; each repeat times the peers one after
-another (so a noisy neighbour slows them alike) and the table reports medians. Outputs are checked to agree
+Every peer runs in this process on the same inputs and the same weights, each in its own block of back-to-back
+calls (see :func:`_blocks` for why not call by call), and the table reports medians. Outputs are checked to agree
 before anything is timed. ``grukit bench`` prints :func:`run` (short); ``python bench/engine.py`` runs the full
 grid.
 
@@ -43,35 +43,46 @@ def _median(times: list[float]) -> float:
     return statistics.median(times)
 
 
-def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2,
-                 settle: bool = True) -> dict[str, float]:
-    """Median seconds of each ``fn``, the peers timed one after another within every repeat.
-
-    ``settle``: before each timed call, a 5 ms pause and one untimed call of the same peer. torch's OpenMP
-    workers and onnxruntime's thread pool keep spinning for a while after a call returns; on a small machine
-    those spinning threads take the cores the next peer wants (measured here: grukit 10x slower right after
-    torch.nn.GRU). The pause and the untimed call absorb that, so each peer is timed as it runs on its own."""
+def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of each ``fn``, the peers timed one after another within every repeat (for measuring
+    one thing; peers are compared with :func:`_blocks`)."""
     for _ in range(warmup):
         for f in fns.values():
             f()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
-            if settle and len(fns) > 1:
-                time.sleep(0.005)
-                f()
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
     return {k: _median(v) for k, v in times.items()}
 
 
-def _ort_alone(fn: Callable[[], object], repeats: int) -> dict[str, float]:
-    """onnxruntime timed on its own, after the other peers of a cell: its worker threads keep spinning for up
-    to a second after a run returns (onnxruntime PR 11841, ``session.intra_op.allow_spinning``), which helps its
-    next run and, on a small machine, takes the cores of whatever runs next. Timed back to back in its default
-    configuration it keeps that advantage and costs the others nothing (the session is dropped after)."""
-    return {"ort": _interleaved({"ort": fn}, repeats)["ort"]}
+def _blocks(fns: dict[str, Callable[[], object]], repeats: int, warm_s: float = 0.03) -> dict[str, float]:
+    """Median seconds of each ``fn``, each peer timed in its own block of back-to-back calls, after a 10 ms pause
+    and at least ``warm_s`` of untimed calls.
+
+    Why blocks and not peers interleaved call by call: on a small machine each library's threads disturb the
+    next one (torch's OpenMP workers and onnxruntime's pool keep spinning after a call returns, onnxruntime's
+    for up to a second: onnxruntime PR 11841; measured here: grukit 10x slower right after torch.nn.GRU), and
+    after any pause a core runs slowly for a while (grukit B=1 H=64 1.6 us/step back to back, 3.6 after a 5 ms
+    sleep and one untimed call). Blocks let every peer run as it would in a service that calls it in a loop.
+    Callers drop an onnxruntime session after its block, so its spinning threads go with it."""
+    out = {}
+    for k, f in fns.items():
+        time.sleep(0.01)
+        t_end = time.perf_counter() + warm_s
+        n = 0
+        while n < 2 or time.perf_counter() < t_end:
+            f()
+            n += 1
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        out[k] = _median(times)
+    return out
 
 
 def peak_gflops(threads: int = 2, n: int = 1024, repeats: int = 7) -> float:
@@ -171,11 +182,13 @@ def inference(cells: list[tuple[int, int, int]], s: Settings, peak: float) -> li
             y_ours, _ = ours(x)
             used = backends.last_used()
             err = float((y_ours - y_ref).abs().max())
-            t = _interleaved({"torch": lambda: ref(x), "grukit": lambda: ours(x)}, s.repeats)
+            fns = {"grukit": lambda: ours(x)}
             if sess is not None:
                 err = max(err, float(np.abs(sess.run(["Y"], feed)[0][:, 0] - y_ref.numpy()).max()))
-                t.update(_ort_alone(lambda: sess.run(["Y"], feed), s.repeats))
-            del sess
+                fns["ort"] = lambda: sess.run(["Y"], feed)
+            t = _blocks(fns, s.repeats)
+            del sess, fns                                   # onnxruntime's spinning threads go with it
+            t.update(_blocks({"torch": lambda: ref(x)}, s.repeats))
         us = {k: v / s.T * 1e6 for k, v in t.items()}
         floor = max(2 * B * 3 * H * (I + H) / (peak * 1e9) * 1e6, read_floor_us(3 * H * H))
         rows.append(dict(B=B, H=H, I=I, torch=us["torch"], ort=us.get("ort"), grukit=us["grukit"], floor=floor,
@@ -244,13 +257,13 @@ def streaming(Hs: list[int], s: Settings, B: int = 1) -> list[dict]:
             err = float((run_ours()[-1] - h_ref).abs().max())
             err = max(err, float((run_stream() - h_ref).abs().max()),
                       float(np.abs(run_stream_np() - h_ref.numpy()).max()))
-            fns = {"torch": run_cell, "grukit": run_ours, "kernel": run_kernel, "stream": run_stream,
-                   "stream_np": run_stream_np}
-            t = _interleaved(fns, max(3, s.repeats // 2))
+            fns = {"grukit": run_ours, "kernel": run_kernel, "stream": run_stream, "stream_np": run_stream_np}
             if sess is not None:
                 err = max(err, float(np.abs(run_ort()[0] - h_ref.numpy()).max()))
-                t.update(_ort_alone(run_ort, max(3, s.repeats // 2)))
-            sess = None                          # its threads go with it, before the next cell runs
+                fns["ort"] = run_ort
+            t = _blocks(fns, max(3, s.repeats // 2))
+            sess = fns = None                    # onnxruntime's spinning threads go with it
+            t.update(_blocks({"torch": run_cell}, max(3, s.repeats // 2)))
             used = backends.last_used()
         us = {k: v / n * 1e6 for k, v in t.items()}
         best = min(us["stream"], us["stream_np"])
@@ -281,7 +294,7 @@ def training(cells: list[tuple[int, int]], s: Settings) -> list[dict]:
         step(ours)()
         used = backends.last_used()
         err = max(float((a.grad - b.grad).abs().max()) for a, b in zip(ref.parameters(), ours.parameters()))
-        t = _interleaved({"torch": step(ref), "grukit": step(ours)}, max(3, s.repeats // 2), warmup=1)
+        t = _blocks({"grukit": step(ours), "torch": step(ref)}, max(3, s.repeats // 2), warm_s=0.0)
         flops = 3 * 2 * s.T * B * 3 * H * (H + H)          # backward ~ 2x forward
         rows.append(dict(B=B, H=H, torch=1 / t["torch"], grukit=1 / t["grukit"], x_torch=t["torch"] / t["grukit"],
                          torch_gflops=flops / t["torch"] / 1e9, grukit_gflops=flops / t["grukit"] / 1e9,

@@ -1,21 +1,30 @@
-"""The ``fused_cpu`` backend: the GRU recurrence as one compiled loop per layer and direction (numba).
+"""The ``fused_cpu`` backend: the GRU recurrence as one compiled loop per layer and direction.
 
-For each layer and direction the input projection of every step is one matmul (torch's BLAS; one numba
-thread for small problems), then the whole
-recurrence runs in one numba kernel (``_fused/kernels.py``) that fuses the recurrent matmul with the gates and
-keeps ``W_hh`` hot in cache. Training runs through :class:`GRULayerFn`, a ``torch.autograd.Function`` whose
-backward is a numba BPTT kernel followed by three matmuls for the weight gradients. ``step`` runs every layer
-of one streaming step in a single kernel call.
+Two sets of kernels:
+
+* **compiled C** (``_fused/_cgru.c`` + ``cgru_impl.h``, a CPython extension built by ``setup.py``; optional):
+  float32 inference (``forward`` without autograd), ``step`` and :class:`grukit.nn.GRUStream`. Per layer and
+  direction one call projects the inputs of every step (a register-blocked matmul over weights packed in
+  16-column panels), then runs the recurrence with the gates vectorised; AVX2+FMA or baseline code is chosen
+  at import (``GRUKIT_CPU_ISA=generic`` forces the baseline, ``GRUKIT_CGRU=0`` turns the extension off).
+  Threads come from a small pool of helpers that the calling thread never waits for: batch rows in chunks, or
+  for fewer rows than threads a split of the hidden units with one meeting per step.
+* **numba** (``_fused/kernels.py``): training (forward that stashes the gates, BPTT backward wrapped in
+  :class:`GRULayerFn`, a ``torch.autograd.Function`` followed by three matmuls for the weight gradients),
+  float64, and everything when the extension was not built. For each layer and direction the input
+  projection of every step is one matmul (torch's BLAS), then one numba kernel fuses the recurrent matmul
+  with the gates. ``step`` runs every layer of one streaming step in a single kernel call.
 
 Supports (CPU, float32 and float64): reset_after True and False, any number of layers, bidirectional,
 ``bias=False``, lengths, h0, dropout between layers, and in evaluation mode zoneout and recurrent_dropout
 (their evaluation-mode math). It declines layer_norm and the random masks of recurrent_dropout / zoneout in
 training. numba is imported, and kernels compile (or load from numba's on-disk cache), on first use only.
 
-Threads: one for small problems; above ``PARALLEL_MIN_WORK`` the batch rows are split into one chunk per
-thread (``min(torch.get_num_threads(), numba.get_num_threads(), B)``), one parallel region per call. Every
-row's arithmetic is the same whatever the split, so results are bit-identical run to run and across thread
-counts, which is what ``deterministic=True`` asks: the backend honours it at no cost.
+Threads (numba): one for small problems; above ``PARALLEL_MIN_WORK`` the batch rows are split into one chunk
+per thread (``min(torch.get_num_threads(), numba.get_num_threads(), B)``), one parallel region per call. In
+both kernel sets every output element is one fixed chain of multiply-adds whatever the split, so results are
+bit-identical run to run and across thread counts, which is what ``deterministic=True`` asks: the backend
+honours it at no cost.
 """
 from __future__ import annotations
 
@@ -321,9 +330,10 @@ COMPILED_STREAM_MAX_B = 256
 
 
 def _compiled_stream(c, module, B: int):
-    """``packed_stream`` for the compiled kernel (a ``_cgru.Stream`` holding ``ws`` and ``meta``): ``ws`` holds per layer the
-    packed ``W_ih``, ``b_ih``, ``W_hh``, ``b_hh``, then the state ``h`` ``(L, B, H)``, scratch ``gi``, ``gh``
-    ``(B, 3Hp)``, ``q`` ``(B, H)`` and the zoneout factor; ``meta`` the sizes and offsets (see ``_cgru.c``)."""
+    """``packed_stream`` for the compiled kernel (a ``_cgru.Stream`` holding ``ws`` and ``meta``): ``ws`` holds per
+    layer the packed ``W_ih``, ``b_ih``, ``W_hh``, ``b_hh``, then the state ``h`` ``(L, B, H)``, scratch ``gi``,
+    ``gh`` ``(B, 3Hp)``, ``q`` ``(B, H)`` and the zoneout factor; ``meta`` the sizes and offsets (see
+    ``_cgru.c``)."""
     s: GRUSpec = module.spec
     L, H = s.num_layers, s.hidden_size
     parts, per_layer, o = [], [], 0
