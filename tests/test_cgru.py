@@ -188,57 +188,39 @@ def _run_child(code: str, **env) -> subprocess.CompletedProcess:
                           env={**os.environ, **env}, timeout=300)
 
 
-@needs_c
-def test_generic_isa_build_matches_reference():
-    """GRUKIT_CPU_ISA=generic selects the baseline-ISA copy of the kernels (what a CPU without AVX2 runs)."""
-    r = _run_child("""
-        import torch
-        from grukit.nn import GRU
-        from grukit.nn.backends import fused_cpu
-        assert fused_cpu.cgru_status() == "compiled (generic)", fused_cpu.cgru_status()
-        for kw in [dict(), dict(reset_after=False, bidirectional=True, num_layers=2)]:
-            torch.manual_seed(0)
-            ref = GRU(7, 37, backend="reference", **kw).eval()
-            ours = GRU(7, 37, backend="fused_cpu", **kw).eval()
-            ours.load_state_dict(ref.state_dict())
-            x = torch.randn(9, 3, 7)
-            with torch.no_grad():
-                torch.testing.assert_close(ours(x)[0], ref(x)[0], atol=1e-5, rtol=0)
-            if not kw:
-                s = ours.stream(batch_size=3)
-                for t in range(9):
-                    y = s(x[t].numpy())
-                with torch.no_grad():
-                    torch.testing.assert_close(torch.from_numpy(y), ref(x)[1][-1], atol=1e-5, rtol=0)
-        print("ok")
-    """, GRUKIT_CPU_ISA="generic")
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
-
-
-def test_numba_float32_inference_without_the_extension():
-    """GRUKIT_CGRU=0 (or no compiler at install time): float32 inference and streaming run the numba kernels."""
-    r = _run_child("""
-        import torch
-        from grukit.nn import GRU
-        from grukit.nn.backends import fused_cpu
-        assert fused_cpu.cgru() is None and fused_cpu.cgru_status() == "numba"
+_CHILD = """
+    import torch
+    from grukit.nn import GRU
+    from grukit.nn.backends import fused_cpu
+    assert fused_cpu.cgru_status() == {status!r}, fused_cpu.cgru_status()
+    for kw in [dict(), dict(reset_after=False, bidirectional=True, num_layers=2)]:
         torch.manual_seed(0)
-        ref = GRU(5, 19, backend="reference", num_layers=2, bidirectional=True).eval()
-        ours = GRU(5, 19, backend="fused_cpu", num_layers=2, bidirectional=True).eval()
+        ref = GRU(7, 37, backend="reference", **kw).eval()
+        ours = GRU(7, 37, backend="fused_cpu", **kw).eval()
         ours.load_state_dict(ref.state_dict())
-        x = torch.randn(8, 3, 5)
+        x = torch.randn(9, 3, 7)
         with torch.no_grad():
             torch.testing.assert_close(ours(x)[0], ref(x)[0], atol=1e-5, rtol=0)
-        uni = GRU(5, 19).eval()
-        s = uni.stream(batch_size=2)
-        assert s._fast is not None                                   # the numba step kernel, packed
-        xs = torch.randn(6, 2, 5)
-        for t in range(6):
-            y = s(xs[t].numpy())
-        with torch.no_grad():
-            torch.testing.assert_close(torch.from_numpy(y), uni(xs)[0][-1], atol=1e-5, rtol=0)
-        print("ok")
-    """, GRUKIT_CGRU="0")
+        if not kw:
+            s = ours.stream(batch_size=3)
+            assert s._fast is not None                               # a packed step kernel, not GRU.step
+            for t in range(9):
+                y = s(x[t].numpy())
+            with torch.no_grad():
+                torch.testing.assert_close(torch.from_numpy(y), ref(x)[1][-1], atol=1e-5, rtol=0)
+    print("ok")
+"""
+
+
+@pytest.mark.parametrize("env,status", [
+    pytest.param({"GRUKIT_CPU_ISA": "generic"}, "compiled (generic)", marks=needs_c, id="generic-isa"),
+    pytest.param({"GRUKIT_CGRU": "0"}, "numba", id="numba-fallback"),
+])
+def test_other_kernel_builds_match_reference(env, status):
+    """GRUKIT_CPU_ISA=generic: the baseline-ISA copy of the C kernels (what a CPU without AVX2 runs).
+    GRUKIT_CGRU=0 (as where no C compiler was found at install time): the numba kernels run float32 inference
+    and streaming."""
+    r = _run_child(_CHILD.format(status=status), **env)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 

@@ -131,17 +131,20 @@ static inline ATTR v8 FN(tanh_v)(v8 x)
 
 static inline ATTR v8 FN(sigm_v)(v8 x) { return BC(0.5f) + BC(0.5f) * FN(tanh_v)(BC(0.5f) * x); }
 
-/* Reset-after gates of n units of one row: gi, gh point at the units in gate r (gate z at + Hp, n at + 2Hp);
- * hin holds h, h' goes to hout and out (any of hin, hout, out may be the same array: no restrict). */
-static inline ATTR void FN(gates_after)(const float *restrict gi, const float *restrict gh, const float *hin,
-                                        float *hout, float *out, long n, long Hp, float zo)
+/* The gates of n units of one row: gi, gh point at the units in gate r (gate z at + Hp, n at + 2Hp). In the
+ * reset-after form (after != 0) the candidate reads r * (W_hn h + b_hn); in the Cho form gh + 2Hp already holds
+ * W_hn (r * h) + b_hn. hin holds h; h' goes to hout and out (any of hin, hout, out may be the same array: no
+ * restrict on them). */
+static inline ATTR void FN(gates)(const float *restrict gi, const float *restrict gh, const float *hin,
+                                  float *hout, float *out, long n, long Hp, float zo, int after)
 {
     long j = 0;
     const v8 vzo = BC(zo);
     for (; j + 8 <= n; j += 8) {
-        v8 r = FN(sigm_v)(LD(gi + j) + LD(gh + j));
+        v8 ghn = LD(gh + 2 * Hp + j);
+        if (after) ghn = FN(sigm_v)(LD(gi + j) + LD(gh + j)) * ghn;
         v8 z = FN(sigm_v)(LD(gi + Hp + j) + LD(gh + Hp + j));
-        v8 c = FN(tanh_v)(LD(gi + 2 * Hp + j) + r * LD(gh + 2 * Hp + j));
+        v8 c = FN(tanh_v)(LD(gi + 2 * Hp + j) + ghn);
         v8 hp = LD(hin + j);
         v8 hn = c + z * (hp - c);
         hn = hn + vzo * (hp - hn);
@@ -149,9 +152,10 @@ static inline ATTR void FN(gates_after)(const float *restrict gi, const float *r
         ST(out + j, hn);
     }
     for (; j < n; j++) {
-        float r = FN(sigm_f)(gi[j] + gh[j]);
+        float ghn = gh[2 * Hp + j];
+        if (after) ghn = FN(sigm_f)(gi[j] + gh[j]) * ghn;
         float z = FN(sigm_f)(gi[Hp + j] + gh[Hp + j]);
-        float c = FN(tanh_f)(gi[2 * Hp + j] + r * gh[2 * Hp + j]);
+        float c = FN(tanh_f)(gi[2 * Hp + j] + ghn);
         float hp = hin[j];
         float hn = c + z * (hp - c);
         hn = hn + zo * (hp - hn);
@@ -168,32 +172,6 @@ static inline ATTR void FN(gates_cho_r)(const float *gi, const float *gh, const 
         ST(q + j, FN(sigm_v)(LD(gi + j) + LD(gh + j)) * LD(hin + j));
     for (; j < n; j++)
         q[j] = FN(sigm_f)(gi[j] + gh[j]) * hin[j];
-}
-
-/* Cho form, second half: gh + 2Hp holds W_hn (r*h) + b_hn. */
-static inline ATTR void FN(gates_cho)(const float *restrict gi, const float *restrict gh, const float *hin,
-                                      float *hout, float *out, long n, long Hp, float zo)
-{
-    long j = 0;
-    const v8 vzo = BC(zo);
-    for (; j + 8 <= n; j += 8) {
-        v8 z = FN(sigm_v)(LD(gi + Hp + j) + LD(gh + Hp + j));
-        v8 c = FN(tanh_v)(LD(gi + 2 * Hp + j) + LD(gh + 2 * Hp + j));
-        v8 hp = LD(hin + j);
-        v8 hn = c + z * (hp - c);
-        hn = hn + vzo * (hp - hn);
-        ST(hout + j, hn);
-        ST(out + j, hn);
-    }
-    for (; j < n; j++) {
-        float z = FN(sigm_f)(gi[Hp + j] + gh[Hp + j]);
-        float c = FN(tanh_f)(gi[2 * Hp + j] + gh[2 * Hp + j]);
-        float hp = hin[j];
-        float hn = c + z * (hp - c);
-        hn = hn + zo * (hp - hn);
-        hout[j] = hn;
-        out[j] = hn;
-    }
 }
 
 /* W_hh panels [u0, u1) of each gate in gates [g0, g1) for R rows of A: gh[:, g*Hp + 16u0 ...]. */
@@ -237,10 +215,8 @@ static ATTR void FN(step_rows)(const Job *J, long R, const float *hin, float *ho
         float *ho = hout + r * H + j0;
         if (!out_rows[r]) {
             if (ho != hi) memcpy(ho, hi, sizeof(float) * n);
-        } else if (J->reset_after) {
-            FN(gates_after)(gi_rows[r] + j0, gh + r * G + j0, hi, ho, out_rows[r] + j0, n, Hp, J->zo);
         } else {
-            FN(gates_cho)(gi_rows[r] + j0, gh + r * G + j0, hi, ho, out_rows[r] + j0, n, Hp, J->zo);
+            FN(gates)(gi_rows[r] + j0, gh + r * G + j0, hi, ho, out_rows[r] + j0, n, Hp, J->zo, J->reset_after);
         }
     }
 }
