@@ -86,11 +86,16 @@ def cgru_status() -> str:
     return "numba" if c is None else f"compiled ({c.isa()})"
 
 
+def _padded(H: int) -> int:
+    """``H`` rounded up to a multiple of 16 (the compiled kernels' panel width)."""
+    return -(-H // 16) * 16
+
+
 def _pack_panels(w: Tensor, H: int) -> tuple[np.ndarray, int]:
     """``W`` ``(3H, K)`` as the compiled kernels read it: ``P = 3 Hp / 16`` panels ``(K, 16)`` of ``W^T``, each
     gate's columns padded with zeros to ``Hp`` (H rounded up to 16). Returns ``(panels, Hp)``."""
     K = w.shape[1]
-    Hp = -(-H // 16) * 16
+    Hp = _padded(H)
     a = np.zeros((K, 3, Hp), np.float32)
     a[:, :, :H] = _np(w).T.reshape(K, 3, H)
     return np.ascontiguousarray(a.reshape(K, 3 * Hp // 16, 16).transpose(1, 0, 2)), Hp
@@ -150,44 +155,43 @@ def _transposed_np(w: Tensor, b: Tensor | None) -> tuple[np.ndarray, np.ndarray]
 
 
 class _InferencePlan:
-    """Everything an inference forward of one module reads, built once per set of weights: per layer and
-    direction the detached ``W_ih``/``b_ih`` tensors (for the projection GEMM) and ``W_hh^T``, ``b_hh``,
-    ``W_ih^T``, ``b_ih`` as numpy, plus reusable kernel scratch. ``key`` holds each parameter's id and version
-    (an in-place update bumps the version; replacing a parameter changes the id), so a stale plan is rebuilt."""
+    """Everything an inference forward of one module reads, built once per set of weights, each part on first
+    use: for the numba kernels (:meth:`layers`) per layer and direction the detached ``W_ih``/``b_ih`` tensors
+    (for the projection GEMM) and ``W_hh^T``, ``b_hh``, ``W_ih^T``, ``b_ih`` as numpy; for the compiled kernels
+    (:meth:`packed`) the weights in panels; plus reusable kernel scratch. ``key`` holds each parameter's id and
+    version (an in-place update bumps the version; replacing a parameter changes the id), so a stale plan is
+    rebuilt."""
 
     def __init__(self, module, key) -> None:
-        s: GRUSpec = module.spec
         self.key = key
         self.params = list(module._parameters.values())   # held: no new tensor can take a cached id
-        self.layers = []
-        for layer in range(s.num_layers):
-            per = []
-            for d in range(s.num_directions):
-                p = module.layer_params(layer, d)
-                w_ih = p.w_ih.detach()
-                b_ih = None if p.b_ih is None else p.b_ih.detach()
-                per.append((w_ih, b_ih, *_transposed_np(p.w_hh, p.b_hh), *_transposed_np(p.w_ih, p.b_ih)))
-            self.layers.append(per)
         self.scratch: dict = {}
         self._module = weakref.ref(module)
+        self._layers = None
         self._packed = None
 
-    def packed(self) -> list:
+    def _per_layer(self, build) -> list:
+        module = self._module()
+        s: GRUSpec = module.spec
+        return [[build(module.layer_params(layer, d)) for d in range(s.num_directions)]
+                for layer in range(s.num_layers)]
+
+    @property
+    def layers(self) -> list:
+        """Per layer and direction ``(w_ih, b_ih, W_hh^T, b_hh, W_ih^T, b_ih)`` for the numba kernels."""
+        if self._layers is None:
+            self._layers = self._per_layer(lambda p: (
+                p.w_ih.detach(), None if p.b_ih is None else p.b_ih.detach(),
+                *_transposed_np(p.w_hh, p.b_hh), *_transposed_np(p.w_ih, p.b_ih)))
+        return self._layers
+
+    def packed(self) -> tuple[list, int]:
         """Per layer and direction ``(W_ih, b_ih, W_hh, b_hh)`` packed for the compiled kernels, and ``Hp``."""
         if self._packed is None:
-            module = self._module()
-            s: GRUSpec = module.spec
-            H = s.hidden_size
-            layers = []
-            for layer in range(s.num_layers):
-                per = []
-                for d in range(s.num_directions):
-                    p = module.layer_params(layer, d)
-                    wih, Hp = _pack_panels(p.w_ih, H)
-                    whh, _ = _pack_panels(p.w_hh, H)
-                    per.append((wih, _pack_bias(p.b_ih, H, Hp), whh, _pack_bias(p.b_hh, H, Hp)))
-                layers.append(per)
-            self._packed = (layers, -(-H // 16) * 16)
+            H = self._module().spec.hidden_size
+            Hp = _padded(H)
+            self._packed = (self._per_layer(lambda p: (_pack_panels(p.w_ih, H)[0], _pack_bias(p.b_ih, H, Hp),
+                                                        _pack_panels(p.w_hh, H)[0], _pack_bias(p.b_hh, H, Hp))), Hp)
         return self._packed
 
     def buffers(self, B: int, H: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -337,7 +341,7 @@ def _compiled_stream(c, module, B: int):
     s: GRUSpec = module.spec
     L, H = s.num_layers, s.hidden_size
     parts, per_layer, o = [], [], 0
-    Hp = -(-H // 16) * 16
+    Hp = _padded(H)
     for layer in range(L):
         p = module.layer_params(layer, 0)
         wih, _ = _pack_panels(p.w_ih, H)
@@ -575,7 +579,7 @@ class FusedCPUBackend:
         B = h.shape[1]
         per = self._compiled_steps.get(module)
         if per is None or per[0] != key:
-            per = (key, {})
+            per = (key, {}, list(module._parameters.values()))         # held: no new tensor can take a cached id
             self._compiled_steps[module] = per
         slot = (B, threading.get_ident())
         packed = per[1].get(slot)

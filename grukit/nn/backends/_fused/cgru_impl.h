@@ -234,9 +234,16 @@ static ATTR int FN(run_rows)(const Job *J, long r0, long r1)
         || !(gi_rows = malloc(sizeof(float *) * R)) || !(out_rows = malloc(sizeof(float *) * R)))
         goto done;
     /* The projection: with every row, one GEMM over all T * B input rows (gi is (T, B, 3Hp)); with a chunk of
-     * the rows, one GEMM over the T steps of each row (gi is (R, T, 3Hp)). */
+     * at least 8 rows, one GEMM per step over the chunk's rows, contiguous in x (gi is (T, R, 3Hp)); with a
+     * smaller chunk, one GEMM over the T steps of each row (gi is (R, T, 3Hp); a GEMM of 1-4 rows per step
+     * would run the slow single-row kernel, and rows B * I apart alias in the cache: the per-step form is
+     * preferred when the chunk is large enough). */
+    const int by_step = R == B || R >= 8;
     if (R == B)
         FN(gemm)(J->x, I, T * B, I, J->wih, 0, G / 16, gi, G, J->bih);
+    else if (by_step)
+        for (long t = 0; t < T; t++)
+            FN(gemm)(J->x + (t * B + r0) * I, I, R, I, J->wih, 0, G / 16, gi + t * R * G, G, J->bih);
     else
         for (long r = 0; r < R; r++)
             FN(gemm)(J->x + (r0 + r) * I, B * I, T, I, J->wih, 0, G / 16, gi + r * T * G, G, J->bih);
@@ -247,7 +254,7 @@ static ATTR int FN(run_rows)(const Job *J, long r0, long r1)
             long L = J->lens[r0 + r];
             if (s >= L) { gi_rows[r] = NULL; out_rows[r] = NULL; continue; }
             long t = J->reverse ? L - 1 - s : s;
-            gi_rows[r] = gi + (R == B ? t * R + r : r * T + t) * G;
+            gi_rows[r] = gi + (by_step ? t * R + r : r * T + t) * G;
             out_rows[r] = J->out + (t * B + r0 + r) * J->ldo + J->oo;
         }
         FN(step_rows)(J, R, h, h, gi_rows, out_rows, gh, q, 0, Hp / 16, NULL);
