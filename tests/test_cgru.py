@@ -240,3 +240,36 @@ def test_gru_step_runs_the_compiled_stream_kernel(kw):
     torch.testing.assert_close(h, h_all, atol=1e-5, rtol=0)
     be = backends.get("fused_cpu")
     assert gru in be._compiled_steps
+
+
+@needs_c
+def test_concurrent_calls_from_python_threads(monkeypatch):
+    """Calls release the GIL and share one helper pool: two Python threads running split (B=1) and chunked
+    (B=16) calls at once still get the single-call results, bit for bit."""
+    import threading
+
+    monkeypatch.setattr(fused_cpu, "_cores", lambda: 2)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        gru = GRU(12, 144).eval()
+        xs = {1: torch.randn(40, 1, 12), 16: torch.randn(40, 16, 12)}
+        with torch.no_grad():
+            want = {b: gru(x)[0] for b, x in xs.items()}
+        bad = []
+
+        def work(b):
+            with torch.no_grad():
+                for _ in range(20):
+                    if not torch.equal(gru(xs[b])[0], want[b]):
+                        bad.append(b)
+
+        ts = [threading.Thread(target=work, args=(b,)) for b in (1, 16, 1, 16)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert not bad
+    finally:
+        torch.set_num_threads(prev)

@@ -276,10 +276,13 @@ static void pool_after_fork_child(void)
     pthread_cond_init(&pool.cv, NULL);
 }
 
-/* Hand tm to helpers 0 .. k-1 (starting them on first use; the GIL is held, so one caller at a time). */
+/* Hand tm to helpers 0 .. k-1, starting them on first use. Calls run without the GIL, so two may post at
+ * once: starting helpers is done under the pool's lock, and a slot taken over by another call's Team only
+ * means that call's helper never turns up (its caller does the work). */
 static void pool_post(Team *tm, int k)
 {
     if (k > POOL_MAX) k = POOL_MAX;
+    pthread_mutex_lock(&pool.mu);
     while (pool.started < k) {
         pthread_t th;
         pthread_attr_t attr;
@@ -291,10 +294,12 @@ static void pool_post(Team *tm, int k)
         pool.started++;
     }
     if (k > pool.started) k = pool.started;
+    pthread_mutex_unlock(&pool.mu);
     int wake = 0;
     for (int i = 0; i < k; i++) {
         atomic_fetch_add_explicit(&tm->refs, 1, memory_order_acq_rel);
-        Team *old = atomic_exchange_explicit(&pool.slot[i], tm, memory_order_acq_rel);
+        /* seq_cst here and in the helper (store sleeping, then load slot): one of the two sees the other */
+        Team *old = atomic_exchange(&pool.slot[i], tm);
         if (old) team_release(old);
         wake |= atomic_load(&pool.sleeping[i]);
     }
