@@ -175,9 +175,13 @@ def test_c_boundary_checks_buffer_sizes():
         C.forward(x, wih, b, whh, b, h0, lens, out, hT, 3, 2, 5, 8, Hp, False, True, 0.0, 8, 0, 1)
     with pytest.raises(ValueError, match="length 4 of row 1"):
         C.forward(x, wih, b, whh, b, h0, np.array([3, 4]), out, hT, 3, 2, 4, 8, Hp, False, True, 0.0, 8, 0, 1)
-    with pytest.raises(ValueError, match="frame or buffers do not match"):
-        stream = m.eval().stream(batch_size=1)
-        C.stream_step(np.zeros(5, np.float32), stream._ws, stream._meta)
+    stream = m.eval().stream(batch_size=1)
+    with pytest.raises(ValueError, match="the frame must hold 4 float32 values"):
+        stream._kernel(np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="the frame must hold 4 float32 values"):
+        stream._kernel(np.zeros(4, np.float64)[:2])
+    with pytest.raises(ValueError, match="meta does not describe ws"):
+        C.Stream(stream._ws, stream._meta[:-1].copy())
     xt = np.zeros((4, 2, 3), np.float32).transpose(2, 1, 0)                  # right size, not C-contiguous
     with pytest.raises((BufferError, TypeError, ValueError), match="contiguous"):
         C.forward(xt, wih, b, whh, b, h0, lens, out, hT, 3, 2, 4, 8, Hp, False, True, 0.0, 8, 0, 1)

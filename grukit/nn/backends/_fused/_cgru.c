@@ -10,8 +10,8 @@
  *   forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, reverse, reset_after, zo, ldo, oo, nthreads)
  *       one layer and direction of an inference forward on nthreads threads: batch rows in chunks, or (fewer
  *       rows than threads) the hidden units shared out.
- *   stream_step(x, ws, meta)     one streaming step of every layer, state kept in ws.
- *   Stream(ws, meta)             the same as a callable holding ws and meta: stream(x).
+ *   Stream(ws, meta)             a callable holding a packed stream: stream(x) advances every layer by one
+ *                                frame, the state kept in ws.
  *   gemm(A, M, K, Wp, p0, np, C, ldc, bias_or_None)   the panel matmul itself (for tests).
  *   isa()                        "avx2" or "generic": the kernels in use.
  */
@@ -425,42 +425,6 @@ done:
 /* meta (int64): L, B, H, Hp, reset_after, off_h, off_gi, off_gh, off_q, off_zo, then per layer
  * (n_in, off_W_ih, off_b_ih, off_W_hh, off_b_hh); offsets count floats of ws. ws holds the packed weights,
  * the state h (L, B, H), scratch gi, gh (B, 3Hp) and q (B, H), and the zoneout factor. */
-static PyObject *py_stream_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "stream_step(x, ws, meta)");
-        return NULL;
-    }
-    Py_buffer x, ws, meta;
-    if (PyObject_GetBuffer(args[0], &x, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    if (PyObject_GetBuffer(args[1], &ws, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(&x);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(args[2], &meta, PyBUF_C_CONTIGUOUS) < 0) {
-        PyBuffer_Release(&x); PyBuffer_Release(&ws);
-        return NULL;
-    }
-    PyObject *res = NULL;
-    const long long *m = meta.buf;
-    long n = meta.len / 8;
-    if (n < 15 || n != 10 + 5 * m[0] || m[1] < 1 || m[1] > STREAM_MAX_B || ws.len / 4 <= m[9]
-        || x.len != m[1] * m[10] * 4) {
-        PyErr_SetString(PyExc_ValueError, "_cgru.stream_step: frame or buffers do not match the stream");
-    } else {
-        long mm[10 + 5 * 64];
-        if (n > (long)(sizeof(mm) / sizeof(mm[0]))) {
-            PyErr_SetString(PyExc_ValueError, "_cgru.stream_step: at most 64 layers");
-        } else {
-            for (long i = 0; i < n; i++) mm[i] = (long)m[i];
-            do_stream(x.buf, ws.buf, mm);
-            res = Py_NewRef(Py_None);
-        }
-    }
-    PyBuffer_Release(&x); PyBuffer_Release(&ws); PyBuffer_Release(&meta);
-    return res;
-}
-
 /* Stream(ws, meta): a callable that advances the stream held in ws by one frame, stream(x). It keeps both
  * buffers (checked once, here), so a frame pays for one buffer request: the cheapest call the streaming API
  * can make. x must be a C-contiguous float32 buffer of B * n_in values (ValueError / BufferError otherwise). */
@@ -572,7 +536,6 @@ static PyObject *py_isa(PyObject *self, PyObject *noargs)
 static PyMethodDef methods[] = {
     {"forward", py_forward, METH_VARARGS, "forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, "
                                           "reverse, reset_after, zo, ldo, oo, nthreads)"},
-    {"stream_step", (PyCFunction)(void (*)(void))py_stream_step, METH_FASTCALL, "stream_step(x, ws, meta)"},
     {"gemm", py_gemm, METH_VARARGS, "gemm(A, M, K, Wp, p0, np, C, ldc, bias)"},
     {"isa", py_isa, METH_NOARGS, "the instruction set the kernels use: 'avx2' or 'generic'"},
     {NULL, NULL, 0, NULL},
