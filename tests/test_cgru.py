@@ -182,6 +182,10 @@ def test_c_boundary_checks_buffer_sizes():
         stream._kernel(np.zeros(4, np.float64)[:2])
     with pytest.raises(ValueError, match="meta does not describe ws"):
         C.Stream(stream._ws, stream._meta[:-1].copy())
+    bad = stream._meta.copy()
+    bad[13] = stream._ws.size                     # layer 0's W_hh offset past the end of ws
+    with pytest.raises(ValueError, match="a region lies outside it"):
+        C.Stream(stream._ws, bad)
     xt = np.zeros((4, 2, 3), np.float32).transpose(2, 1, 0)                  # right size, not C-contiguous
     with pytest.raises((BufferError, TypeError, ValueError), match="contiguous"):
         C.forward(xt, wih, b, whh, b, h0, lens, out, hT, 3, 2, 4, 8, Hp, False, True, 0.0, 8, 0, 1)

@@ -468,7 +468,21 @@ static int stream_init(StreamObj *self, PyObject *args, PyObject *kw)
         return -1;
     }
     for (long i = 0; i < n; i++) self->mm[i] = (long)m[i];
-    self->x_bytes = (Py_ssize_t)(m[1] * m[10] * 4);
+    /* every region meta names must lie inside ws: the kernel trusts these offsets */
+    const long *mm = self->mm, L = mm[0], B = mm[1], H = mm[2], Hp = mm[3], G = 3 * Hp, nf = self->ws.len / 4;
+    int ok = H >= 1 && Hp >= H && Hp % 16 == 0 && mm[5] >= 0 && mm[5] + L * B * H <= nf
+             && mm[6] >= 0 && mm[6] + B * G <= nf && mm[7] >= 0 && mm[7] + B * G <= nf
+             && mm[8] >= 0 && mm[8] + B * H <= nf && mm[9] >= 0 && mm[9] < nf;
+    for (long l = 0; ok && l < L; l++) {
+        const long *q = mm + 10 + 5 * l;        /* n_in, W_ih, b_ih, W_hh, b_hh */
+        ok = q[0] >= 1 && (l == 0 || q[0] == H) && q[1] >= 0 && q[1] + G * q[0] <= nf && q[2] >= 0
+             && q[2] + G <= nf && q[3] >= 0 && q[3] + G * H <= nf && q[4] >= 0 && q[4] + G <= nf;
+    }
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "_cgru.Stream: meta does not describe ws (a region lies outside it)");
+        return -1;
+    }
+    self->x_bytes = (Py_ssize_t)(B * mm[10] * 4);
     return 0;
 }
 
