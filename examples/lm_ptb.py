@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     run = fit("lm", data=args.data, out=args.out, tokenize="word", hidden_size=args.hidden_size,
               num_layers=args.num_layers, embedding_size=args.embedding_size, dropout=args.dropout,
-              weight_drop=args.weight_drop, softmax=args.softmax, tie_weights=args.tie_weights, bptt=args.bptt, batch_size=args.batch_size,
+              weight_drop=args.weight_drop, softmax=args.softmax, tie_weights=args.tie_weights, bptt=args.bptt,
+              batch_size=args.batch_size,
               eval_batch_size=10, optimizer=args.optimizer, lr=args.lr, lr_schedule=args.lr_schedule,
               lr_decay=0.5, lr_patience=0,
               gradient_clip_val=0.5 if args.optimizer == "adam" else 5.0, max_epochs=args.max_epochs,

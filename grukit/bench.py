@@ -43,21 +43,6 @@ def _median(times: list[float]) -> float:
     return statistics.median(times)
 
 
-def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds of each ``fn``, the peers timed one after another within every repeat (for measuring
-    one thing; peers are compared with :func:`_blocks`)."""
-    for _ in range(warmup):
-        for f in fns.values():
-            f()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    return {k: _median(v) for k, v in times.items()}
-
-
 def _blocks(fns: dict[str, Callable[[], object]], repeats: int, warm_s: float = 0.03) -> dict[str, float]:
     """Median seconds of each ``fn``, each peer timed in its own block of back-to-back calls, after a 10 ms pause
     and at least ``warm_s`` of untimed calls.
@@ -89,7 +74,7 @@ def peak_gflops(threads: int = 2, n: int = 1024, repeats: int = 7) -> float:
     """float32 matmul peak of this machine now: a ``n x n`` ``torch.mm``."""
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
-    t = _interleaved({"mm": lambda: torch.mm(a, b)}, repeats)["mm"]
+    t = _blocks({"mm": lambda: torch.mm(a, b)}, repeats)["mm"]
     return 2 * n ** 3 / t / 1e9
 
 
@@ -118,7 +103,7 @@ def read_floor_us(n_floats: int, repeats: int = 201) -> float:
     a = np.random.default_rng(0).standard_normal(n_floats).astype(np.float32)
     fn(a, 3)
     reps = max(1, 2_000_000 // n_floats)
-    t = _interleaved({"read": lambda: fn(a, reps)}, repeats // 20 + 3)["read"]
+    t = _blocks({"read": lambda: fn(a, reps)}, repeats // 20 + 3)["read"]
     _READ[n_floats] = t / reps * 1e6
     return _READ[n_floats]
 

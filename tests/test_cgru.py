@@ -46,9 +46,9 @@ def test_compiled_kernels_are_in_use_for_float32_inference():
 def test_panel_matmul_matches_numpy(M, K, H, bias):
     rng = np.random.default_rng(M * 1000 + K * 10 + H)
     w = torch.from_numpy(rng.standard_normal((3 * H, K)).astype(np.float32))
-    Wp, Hp = fused_cpu._pack_panels(w, H)
+    Wp, Hp = fused_cpu._pack_panels(w, H), fused_cpu._padded(H)
     assert Wp.shape == (3 * Hp // 16, K, 16) and Hp % 16 == 0 and Hp >= H
-    b = fused_cpu._pack_bias(torch.from_numpy(rng.standard_normal(3 * H).astype(np.float32)), H, Hp)
+    b = fused_cpu._pack_bias(torch.from_numpy(rng.standard_normal(3 * H).astype(np.float32)), H)
     A = rng.standard_normal((M, K)).astype(np.float32)
     out = np.full((M, 3 * Hp), np.nan, np.float32)
     C.gemm(A, M, K, Wp, 0, 3 * Hp // 16, out, 3 * Hp, b if bias else None)
@@ -87,9 +87,8 @@ def _direct(H, B, T, reset_after, nthreads, lens=None, reverse=False, I=11, seed
     """One layer through ``_cgru.forward`` with ``nthreads`` threads: (out, hT)."""
     torch.manual_seed(seed)
     m = GRU(I, H, reset_after=reset_after)
-    wih, Hp = fused_cpu._pack_panels(m.weight_ih_l0, H)
-    whh, _ = fused_cpu._pack_panels(m.weight_hh_l0, H)
-    bih, bhh = fused_cpu._pack_bias(m.bias_ih_l0, H, Hp), fused_cpu._pack_bias(m.bias_hh_l0, H, Hp)
+    wih, bih, whh, bhh = fused_cpu._packed_layer(m.layer_params(0, 0), H)
+    Hp = fused_cpu._padded(H)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     h0 = rng.standard_normal((B, H)).astype(np.float32)
@@ -165,9 +164,8 @@ def test_stream_uses_the_compiled_step_and_matches_forward(kw, B):
 @needs_c
 def test_c_boundary_checks_buffer_sizes():
     m = GRU(4, 8)
-    wih, Hp = fused_cpu._pack_panels(m.weight_ih_l0, 8)
-    whh, _ = fused_cpu._pack_panels(m.weight_hh_l0, 8)
-    b = fused_cpu._pack_bias(m.bias_ih_l0, 8, Hp)
+    wih, b, whh, _ = fused_cpu._packed_layer(m.layer_params(0, 0), 8)
+    Hp = fused_cpu._padded(8)
     x = np.zeros((3, 2, 4), np.float32)
     h0, lens = np.zeros((2, 8), np.float32), np.full(2, 3, np.int64)
     out, hT = np.zeros((3, 2, 8), np.float32), np.zeros((2, 8), np.float32)

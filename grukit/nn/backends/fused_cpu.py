@@ -91,22 +91,27 @@ def _padded(H: int) -> int:
     return -(-H // 16) * 16
 
 
-def _pack_panels(w: Tensor, H: int) -> tuple[np.ndarray, int]:
+def _pack_panels(w: Tensor, H: int) -> np.ndarray:
     """``W`` ``(3H, K)`` as the compiled kernels read it: ``P = 3 Hp / 16`` panels ``(K, 16)`` of ``W^T``, each
-    gate's columns padded with zeros to ``Hp`` (H rounded up to 16). Returns ``(panels, Hp)``."""
+    gate's columns padded with zeros to ``Hp = _padded(H)``."""
     K = w.shape[1]
     Hp = _padded(H)
     a = np.zeros((K, 3, Hp), np.float32)
     a[:, :, :H] = _np(w).T.reshape(K, 3, H)
-    return np.ascontiguousarray(a.reshape(K, 3 * Hp // 16, 16).transpose(1, 0, 2)), Hp
+    return np.ascontiguousarray(a.reshape(K, 3 * Hp // 16, 16).transpose(1, 0, 2))
 
 
-def _pack_bias(b: Tensor | None, H: int, Hp: int) -> np.ndarray:
+def _pack_bias(b: Tensor | None, H: int) -> np.ndarray:
     """``b`` ``(3H,)`` padded per gate to ``(3 Hp,)`` (zeros when absent)."""
-    a = np.zeros((3, Hp), np.float32)
+    a = np.zeros((3, _padded(H)), np.float32)
     if b is not None:
         a[:, :H] = _np(b).reshape(3, H)
     return a.ravel()
+
+
+def _packed_layer(p, H: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One layer and direction's ``(W_ih, b_ih, W_hh, b_hh)`` packed for the compiled kernels."""
+    return _pack_panels(p.w_ih, H), _pack_bias(p.b_ih, H), _pack_panels(p.w_hh, H), _pack_bias(p.b_hh, H)
 
 
 def threads_for(B: int, H: int, T: int) -> int:
@@ -189,9 +194,7 @@ class _InferencePlan:
         """Per layer and direction ``(W_ih, b_ih, W_hh, b_hh)`` packed for the compiled kernels, and ``Hp``."""
         if self._packed is None:
             H = self._module().spec.hidden_size
-            Hp = _padded(H)
-            self._packed = (self._per_layer(lambda p: (_pack_panels(p.w_ih, H)[0], _pack_bias(p.b_ih, H, Hp),
-                                                        _pack_panels(p.w_hh, H)[0], _pack_bias(p.b_hh, H, Hp))), Hp)
+            self._packed = (self._per_layer(lambda p: _packed_layer(p, H)), _padded(H))
         return self._packed
 
     def buffers(self, B: int, H: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -329,10 +332,6 @@ def _param_key(module) -> tuple:
     return tuple((id(p), p._version) for p in module._parameters.values())
 
 
-# The compiled stream keeps per-row pointers on the stack: wider streams run the numba step kernel.
-COMPILED_STREAM_MAX_B = 256
-
-
 def _compiled_stream(c, module, B: int):
     """``packed_stream`` for the compiled kernel (a ``_cgru.Stream`` holding ``ws`` and ``meta``): ``ws`` holds per
     layer the packed ``W_ih``, ``b_ih``, ``W_hh``, ``b_hh``, then the state ``h`` ``(L, B, H)``, scratch ``gi``,
@@ -343,11 +342,8 @@ def _compiled_stream(c, module, B: int):
     parts, per_layer, o = [], [], 0
     Hp = _padded(H)
     for layer in range(L):
-        p = module.layer_params(layer, 0)
-        wih, _ = _pack_panels(p.w_ih, H)
-        whh, _ = _pack_panels(p.w_hh, H)
         offs = [s.layer_input_size(layer)]
-        for a in (wih, _pack_bias(p.b_ih, H, Hp), whh, _pack_bias(p.b_hh, H, Hp)):
+        for a in _packed_layer(module.layer_params(layer, 0), H):
             offs.append(o)
             parts.append(a.ravel())
             o += a.size
@@ -526,7 +522,7 @@ class FusedCPUBackend:
         if module.weight_ih_l0.device.type != "cpu" or module.weight_ih_l0.dtype not in _DTYPES:
             return None
         c = cgru() if module.weight_ih_l0.dtype == torch.float32 else None
-        if c is not None and B <= COMPILED_STREAM_MAX_B:
+        if c is not None and B <= c.MAX_STACK_ROWS:                   # wider streams: the numba step kernel
             return _compiled_stream(c, module, B)
         w = _StepWeights(module, _param_key(module))
         L, H, G = s.num_layers, s.hidden_size, 3 * s.hidden_size
@@ -561,8 +557,9 @@ class FusedCPUBackend:
             return torch.stack(new)                                    # (L, B, H)
         key = _param_key(module)
         L, B, H = h.shape
-        if x_t.dtype == torch.float32 and B <= COMPILED_STREAM_MAX_B and cgru() is not None:
-            return self._step_compiled(module, key, x_t, h)
+        c = cgru() if x_t.dtype == torch.float32 else None
+        if c is not None and B <= c.MAX_STACK_ROWS:
+            return self._step_compiled(c, module, key, x_t, h)
         w = self._step_cache.get(module)
         if w is None or w.key != key:
             w = self._step_cache[module] = _StepWeights(module, key)
@@ -572,7 +569,7 @@ class FusedCPUBackend:
                  hout.numpy(), gi, gh, q)
         return hout
 
-    def _step_compiled(self, module, key, x_t: Tensor, h: Tensor) -> Tensor:
+    def _step_compiled(self, c, module, key, x_t: Tensor, h: Tensor) -> Tensor:
         """Inference ``step`` through the compiled stream kernel: the state is copied into a packed stream
         buffer (one per module, batch size and Python thread, rebuilt when a parameter changes), advanced, and
         copied out."""
@@ -586,7 +583,7 @@ class FusedCPUBackend:
         if packed is None:
             if len(per[1]) >= 16:
                 per[1].clear()
-            packed = per[1][slot] = _compiled_stream(cgru(), module, B)
+            packed = per[1][slot] = _compiled_stream(c, module, B)
         kernel, ws, meta, state = packed
         state[...] = h.detach().numpy()
         kernel(np.ascontiguousarray(x_t.detach().numpy()))

@@ -34,7 +34,9 @@ typedef int v8i __attribute__((vector_size(32)));
 #define LD(p) ({ v8 v_; __builtin_memcpy(&v_, (p), sizeof(v8)); v_; })
 #define ST(p, v) do { v8 s_ = (v); __builtin_memcpy((p), &s_, sizeof(v8)); } while (0)
 #define BC(a) ({ float a_ = (a); (v8){a_, a_, a_, a_, a_, a_, a_, a_}; })
-#define STREAM_MAX_B 256
+/* Most batch rows a stream or a hidden-unit split call keeps per-row pointers for on the stack (module
+ * attribute MAX_STACK_ROWS: Python sends wider ones elsewhere). */
+#define MAX_STACK_ROWS 256
 
 typedef struct {
     const float *x, *wih, *bih, *whh, *bhh, *h0;
@@ -96,6 +98,17 @@ static float *falloc(long n)
     void *p = NULL;
     if (n < 1) n = 1;
     return posix_memalign(&p, 64, sizeof(float) * (size_t)n) == 0 ? (float *)p : NULL;
+}
+
+/* The end of a call for rows [r0, r1): final states from h (rows r0.. at h + (r - r0) * H) into hT, and zeros
+ * in the output steps past each row's length. */
+static void finish_rows(const Job *J, long r0, long r1, const float *h)
+{
+    const long T = J->T, B = J->B, H = J->H;
+    memcpy(J->hT + r0 * H, h, sizeof(float) * (r1 - r0) * H);
+    for (long r = r0; r < r1; r++)
+        for (long t = J->lens[r]; t < T; t++)
+            memset(J->out + (t * B + r) * J->ldo + J->oo, 0, sizeof(float) * H);
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -170,7 +183,7 @@ typedef struct {
     atomic_int refs, next, done, joined, mode, err;
     const Job *J;
     int n, split;
-    long nchunks, T;
+    long nchunks;
     Split S;
 } Team;
 
@@ -188,7 +201,7 @@ static void team_claim(Team *tm)
     while ((c = atomic_fetch_add_explicit(&tm->next, 1, memory_order_acq_rel)) < tm->nchunks) {
         const Job *J = tm->J;
         if (tm->split) {
-            do_split_project(J, tm->S.gi, tm->T * c / tm->nchunks, tm->T * (c + 1) / tm->nchunks);
+            do_split_project(J, tm->S.gi, J->T * c / tm->nchunks, J->T * (c + 1) / tm->nchunks);
         } else if (do_rows(J, J->B * c / tm->nchunks, J->B * (c + 1) / tm->nchunks)) {
             atomic_store(&tm->err, 1);
         }
@@ -319,7 +332,6 @@ static int run_team(const Job *J, int n, int split)
     tm->J = J;
     tm->n = n;
     tm->split = split;
-    tm->T = T;
     tm->nchunks = split ? (T < 4 * n ? T : 4 * n) : n;
     atomic_init(&tm->refs, 1);
     atomic_init(&tm->next, 0);
@@ -349,10 +361,7 @@ static int run_team(const Job *J, int n, int split)
         int all = atomic_load_explicit(&tm->joined, memory_order_acquire) == n - 1;
         atomic_store_explicit(&tm->mode, all ? SPLIT : SOLO, memory_order_release);
         do_split_recur(J, S, 0, all ? n : 1);
-        memcpy(J->hT, S->h[T & 1], sizeof(float) * B * H);
-        for (long r = 0; r < B; r++)
-            for (long t = J->lens[r]; t < T; t++)
-                memset(J->out + (t * B + r) * J->ldo + J->oo, 0, sizeof(float) * H);
+        finish_rows(J, 0, B, S->h[T & 1]);
     }
     team_release(tm);
     return rc;
@@ -363,7 +372,7 @@ static int run_team(const Job *J, int n, int split)
 static int run_job(const Job *J, int nthreads)
 {
     if (nthreads > 64) nthreads = 64;
-    if (nthreads > 1 && J->B < nthreads && J->B <= STREAM_MAX_B && J->Hp / 16 >= nthreads)
+    if (nthreads > 1 && J->B < nthreads && J->B <= MAX_STACK_ROWS && J->Hp / 16 >= nthreads)
         return run_team(J, nthreads, 1);
     if (nthreads > J->B) nthreads = (int)J->B;
     if (nthreads <= 1) return do_rows(J, 0, J->B);
@@ -462,7 +471,7 @@ static int stream_init(StreamObj *self, PyObject *args, PyObject *kw)
     self->held = 1;
     const long long *m = self->meta.buf;
     long n = self->meta.len / 8;
-    if (n < 15 || n > 10 + 5 * 64 || n != 10 + 5 * m[0] || m[1] < 1 || m[1] > STREAM_MAX_B
+    if (n < 15 || n > 10 + 5 * 64 || n != 10 + 5 * m[0] || m[1] < 1 || m[1] > MAX_STACK_ROWS
         || self->ws.len / 4 <= m[9]) {
         PyErr_SetString(PyExc_ValueError, "_cgru.Stream: meta does not describe ws (or more than 64 layers)");
         return -1;
@@ -571,6 +580,10 @@ PyMODINIT_FUNC PyInit__cgru(void)
     if (PyType_Ready(&StreamType) < 0) return NULL;
     PyObject *mod = PyModule_Create(&moduledef);
     if (!mod) return NULL;
+    if (PyModule_AddIntConstant(mod, "MAX_STACK_ROWS", MAX_STACK_ROWS) < 0) {
+        Py_DECREF(mod);
+        return NULL;
+    }
     Py_INCREF(&StreamType);
     if (PyModule_AddObject(mod, "Stream", (PyObject *)&StreamType) < 0) {
         Py_DECREF(&StreamType);

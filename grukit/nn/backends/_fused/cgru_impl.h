@@ -222,6 +222,22 @@ static ATTR void FN(step_rows)(const Job *J, long R, const float *hin, float *ho
     }
 }
 
+/* Step s of rows [r0, r0 + R): each row's input-projection row (gi holds (T, R, 3Hp) when by_step, else
+ * (R, T, 3Hp)) and output row at its time position (a reverse direction reads step s at L - 1 - s); rows past
+ * their length get NULL for both (inactive). */
+static inline ATTR void FN(row_ptrs)(const Job *J, long s, long r0, long R, const float *gi, int by_step,
+                                     const float **gi_rows, float **out_rows)
+{
+    const long T = J->T, G = 3 * J->Hp;
+    for (long r = 0; r < R; r++) {
+        long L = J->lens[r0 + r];
+        if (s >= L) { gi_rows[r] = NULL; out_rows[r] = NULL; continue; }
+        long t = J->reverse ? L - 1 - s : s;
+        gi_rows[r] = gi + (by_step ? t * R + r : r * T + t) * G;
+        out_rows[r] = J->out + (t * J->B + r0 + r) * J->ldo + J->oo;
+    }
+}
+
 /* The whole sequence for batch rows [r0, r1): projection of their inputs, then the recurrence. */
 static ATTR int FN(run_rows)(const Job *J, long r0, long r1)
 {
@@ -250,27 +266,17 @@ static ATTR int FN(run_rows)(const Job *J, long r0, long r1)
     for (long r = 0; r < R; r++)
         memcpy(h + r * H, J->h0 + (r0 + r) * H, sizeof(float) * H);
     for (long s = 0; s < T; s++) {
-        for (long r = 0; r < R; r++) {
-            long L = J->lens[r0 + r];
-            if (s >= L) { gi_rows[r] = NULL; out_rows[r] = NULL; continue; }
-            long t = J->reverse ? L - 1 - s : s;
-            gi_rows[r] = gi + (by_step ? t * R + r : r * T + t) * G;
-            out_rows[r] = J->out + (t * B + r0 + r) * J->ldo + J->oo;
-        }
+        FN(row_ptrs)(J, s, r0, R, gi, by_step, gi_rows, out_rows);
         FN(step_rows)(J, R, h, h, gi_rows, out_rows, gh, q, 0, Hp / 16, NULL);
     }
-    for (long r = 0; r < R; r++) {
-        memcpy(J->hT + (r0 + r) * H, h + r * H, sizeof(float) * H);
-        for (long t = J->lens[r0 + r]; t < T; t++)
-            memset(J->out + (t * B + r0 + r) * J->ldo + J->oo, 0, sizeof(float) * H);
-    }
+    finish_rows(J, r0, r1, h);
     rc = 0;
 done:
     free(gi); free(h); free(gh); free(q); free(gi_rows); free(out_rows);
     return rc;
 }
 
-/* One streaming step of every layer (see stream_step in _cgru.c for the layout of ws and meta). */
+/* One streaming step of every layer (the layout of ws and meta: above Stream in _cgru.c). */
 static ATTR void FN(stream_step)(const float *x, float *ws, const long *meta)
 {
     const long L = meta[0], B = meta[1], H = meta[2], Hp = meta[3], G = 3 * Hp;
@@ -278,8 +284,8 @@ static ATTR void FN(stream_step)(const float *x, float *ws, const long *meta)
     J.H = H; J.Hp = Hp; J.reset_after = meta[4] != 0;
     float *hs = ws + meta[5], *gi = ws + meta[6], *gh = ws + meta[7], *q = ws + meta[8];
     J.zo = ws[meta[9]];
-    const float *gi_rows[STREAM_MAX_B];
-    float *out_rows[STREAM_MAX_B];
+    const float *gi_rows[MAX_STACK_ROWS];
+    float *out_rows[MAX_STACK_ROWS];
     for (long l = 0; l < L; l++) {
         const long *m = meta + 10 + 5 * l;      /* n_in, W_ih, b_ih, W_hh, b_hh offsets */
         const float *in = l == 0 ? x : hs + (l - 1) * B * H;
@@ -306,21 +312,15 @@ static ATTR void FN(split_project)(const Job *J, float *gi, long t0, long t1)
  * arithmetic is the same either way, so the results do not change. */
 static ATTR void FN(split_recur)(const Job *J, Split *S, int tid, int n)
 {
-    const long T = J->T, B = J->B, G = 3 * J->Hp, PH = J->Hp / 16;
+    const long T = J->T, B = J->B, PH = J->Hp / 16;
     long ua = PH * tid / n, ub = PH * (tid + 1) / n;
     Barrier *bar = n > 1 ? &S->bar : NULL;
-    const float *gi_rows[STREAM_MAX_B];
-    float *out_rows[STREAM_MAX_B];
+    const float *gi_rows[MAX_STACK_ROWS];
+    float *out_rows[MAX_STACK_ROWS];
     for (long s = 0; s < T; s++) {
         const float *hin = S->h[s & 1];
         float *hout = S->h[(s + 1) & 1];
-        for (long r = 0; r < B; r++) {
-            long L = J->lens[r];
-            if (s >= L) { gi_rows[r] = NULL; out_rows[r] = NULL; continue; }
-            long t = J->reverse ? L - 1 - s : s;
-            gi_rows[r] = S->gi + (t * B + r) * G;
-            out_rows[r] = J->out + (t * B + r) * J->ldo + J->oo;
-        }
+        FN(row_ptrs)(J, s, 0, B, S->gi, 1, gi_rows, out_rows);
         FN(step_rows)(J, B, hin, hout, gi_rows, out_rows, S->gh, S->q, ua, ub, bar);
         if (bar && barrier_wait(bar)) {
             if (tid) return;
