@@ -41,7 +41,7 @@ def test_compiled_kernels_are_in_use_for_float32_inference():
 
 @needs_c
 @pytest.mark.parametrize("M", [0, 1, 2, 3, 4, 5, 7, 9, 13])
-@pytest.mark.parametrize("K,H", [(1, 1), (5, 7), (33, 48), (64, 64), (20, 100)])
+@pytest.mark.parametrize("K,H", [(1, 1), (5, 7), (33, 48), (64, 64), (20, 100), (129, 16), (300, 20)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_panel_matmul_matches_numpy(M, K, H, bias):
     rng = np.random.default_rng(M * 1000 + K * 10 + H)
@@ -57,6 +57,25 @@ def test_panel_matmul_matches_numpy(M, K, H, bias):
     want = A.astype(np.float64) @ WT.reshape(K, 3 * Hp) + (b if bias else 0)
     np.testing.assert_allclose(out, want, atol=1e-4, rtol=0)
     assert np.all(out.reshape(M, 3, Hp)[:, :, H:] == 0)                   # padding units stay zero
+
+
+@needs_c
+@pytest.mark.parametrize("K", [100, 129, 300, 513])
+def test_panel_matmul_rows_are_bitwise_the_same_alone_and_in_a_block(K):
+    """A long K is cut into chunks with partial sums kept in C: each element must still be the one chain of
+    FMAs the single-row kernel computes, so a row's result does not depend on the rows beside it."""
+    rng = np.random.default_rng(K)
+    H, M = 24, 11
+    Wp = fused_cpu._pack_panels(torch.from_numpy(rng.standard_normal((3 * H, K)).astype(np.float32)), H)
+    b = fused_cpu._pack_bias(torch.from_numpy(rng.standard_normal(3 * H).astype(np.float32)), H)
+    G = 3 * fused_cpu._padded(H)
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    block = np.empty((M, G), np.float32)
+    C.gemm(A, M, K, Wp, 0, G // 16, block, G, b)
+    for m in range(M):
+        alone = np.empty((1, G), np.float32)
+        C.gemm(np.ascontiguousarray(A[m:m + 1]), 1, K, Wp, 0, G // 16, alone, G, b)
+        assert np.array_equal(alone[0], block[m]), m
 
 
 SPECS = [dict(), dict(reset_after=False), dict(bidirectional=True), dict(num_layers=3),
