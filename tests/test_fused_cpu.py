@@ -401,3 +401,26 @@ def test_blas_matmul_path_matches_reference(threads):
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(y_inf, outs[1][0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["fused_cpu", "aten", "reference"])
+def test_omitted_state_is_shared_only_without_autograd_and_stays_zero(backend):
+    """forward/step without hx reuse one zero tensor per shape when autograd is off (a per-call saving); every
+    backend only reads it, so it is still all zeros after the calls, and the results equal an explicit zero
+    state. With autograd on, each call gets its own."""
+    from grukit.nn import gru as gru_mod
+    torch.manual_seed(0)
+    m = GRU(I, H, num_layers=2, backend=backend).eval()
+    x = torch.randn(T, B, I)
+    with torch.no_grad():
+        y1, h1 = m(x)
+        _, s1 = m.step(x[0])
+        y2, h2 = m(x, torch.zeros(2, B, H))
+        _, s2 = m.step(x[0], torch.zeros(2, B, H))
+        shared = m._check_hx(None, x, B, True)
+        assert shared is m._check_hx(None, x, B, True)
+    assert all(bool((z == 0).all()) for z in gru_mod._ZERO_STATES.values())
+    torch.testing.assert_close(y1, y2, rtol=0, atol=0)
+    torch.testing.assert_close(h1, h2, rtol=0, atol=0)
+    torch.testing.assert_close(s1, s2, rtol=0, atol=0)
+    assert m._check_hx(None, x, B, True) is not m._check_hx(None, x, B, True)   # autograd on: fresh zeros
