@@ -181,6 +181,52 @@ def test_stream_uses_the_compiled_step_and_matches_forward(kw, B):
 
 
 @needs_c
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("B,H,L", [(1, 130, 1), (1, 40, 3), (3, 64, 2), (2, 5, 1)])
+def test_stream_split_over_threads_is_bitwise_the_one_thread_stream(reset_after, B, H, L):
+    """A stream frame split by hidden units over 2, 3 or 5 threads (more threads than cores, and than unit
+    panels, included: a helper that does not turn up in time or a meeting that waits too long means solo) gives
+    the one-thread stream's bits, frame after frame."""
+    torch.manual_seed(0)
+    gru = GRU(7, H, num_layers=L, reset_after=reset_after).eval()
+    xs = np.random.default_rng(B * H).standard_normal((60, B, 7)).astype(np.float32)
+
+    def run(n):
+        _, ws, meta, h = fused_cpu._compiled_stream(C, gru, B)
+        k = C.Stream(ws, meta, n)
+        outs = []
+        for x in xs:
+            k(x)
+            outs.append(h.copy())
+        return np.stack(outs)
+
+    base = run(1)
+    assert not np.isnan(base).any()
+    split_before = C.split_counts()[1]
+    for n in (2, 3, 5):
+        assert np.array_equal(run(n), base), n
+    if fused_cpu._cores() >= 2 and fused_cpu._padded(H) >= 32:   # 2+ unit panels, helpers had a core:
+        assert C.split_counts()[1] > split_before                  # some frames really split
+    with torch.no_grad():
+        _, h_all = gru(torch.from_numpy(xs))
+    np.testing.assert_allclose(base[-1], h_all.numpy(), atol=1e-5, rtol=0)
+
+
+@needs_c
+def test_stream_thread_policy(monkeypatch):
+    monkeypatch.setattr(fused_cpu, "_cores", lambda: 2)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert fused_cpu.stream_threads(fused_cpu.SPLIT_MIN_HIDDEN - 1) == 1
+        assert fused_cpu.stream_threads(fused_cpu.SPLIT_MIN_HIDDEN) == 2
+        torch.set_num_threads(1)
+        assert fused_cpu.stream_threads(512) == 1
+    finally:
+        torch.set_num_threads(prev)
+
+
+@needs_c
 def test_c_boundary_checks_buffer_sizes():
     m = GRU(4, 8)
     wih, b, whh, _ = fused_cpu._packed_layer(m.layer_params(0, 0), 8)

@@ -10,10 +10,11 @@
  *   forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, reverse, reset_after, zo, ldo, oo, nthreads)
  *       one layer and direction of an inference forward on nthreads threads: batch rows in chunks, or (fewer
  *       rows than threads) the hidden units shared out.
- *   Stream(ws, meta)             a callable holding a packed stream: stream(x) advances every layer by one
- *                                frame, the state kept in ws.
+ *   Stream(ws, meta, nthreads=1) a callable holding a packed stream: stream(x) advances every layer by one
+ *                                frame, the state kept in ws (on nthreads threads: hidden units split).
  *   gemm(A, M, K, Wp, p0, np, C, ldc, bias_or_None)   the panel matmul itself (for tests).
  *   isa()                        "avx2" or "generic": the kernels in use.
+ *   split_counts()               (solo, split): split calls and stream frames by how they ran (tests).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -170,6 +171,15 @@ static void do_stream(const float *x, float *ws, const long *meta)
     stream_step_generic(x, ws, meta);
 }
 
+static void do_stream_frame(const float *x, float *ws, const long *meta, float *hn, int tid, int n, Barrier *bar,
+                            int (*decide)(void *), void *ctx)
+{
+#ifdef HAVE_AVX2_BUILD
+    if (use_avx2) { stream_frame_avx2(x, ws, meta, hn, tid, n, bar, decide, ctx); return; }
+#endif
+    stream_frame_generic(x, ws, meta, hn, tid, n, bar, decide, ctx);
+}
+
 /* ------------------------------------------------------------------------------------------ threads
  * A call that uses several threads hands its Team to n - 1 pool helpers and never waits for one to turn up:
  * here a thread sometimes takes milliseconds to get a core (a new one: 20-80 us usually, 4 ms at times).
@@ -179,12 +189,19 @@ static void do_stream(const float *x, float *ws, const long *meta)
  * the call returned finds nothing to claim and leaves). */
 enum { OPEN, SPLIT, SOLO };
 
+/* How many split calls and stream frames started solo ([0]) and split ([1]) (module function split_counts()). */
+static atomic_long split_counts[2];
+
 typedef struct {
     atomic_int refs, next, done, joined, mode, err;
     const Job *J;
     int n, split;
     long nchunks;
     Split S;
+    /* a stream frame (J == NULL): its frame, buffer, meta and the layers' h' buffers */
+    const float *sx;
+    float *sws, *shn;
+    const long *smm;
 } Team;
 
 static void team_release(Team *tm)
@@ -221,10 +238,12 @@ static void team_join(Team *tm)
 {
     int tid = atomic_fetch_add_explicit(&tm->joined, 1, memory_order_acq_rel) + 1;
     team_claim(tm);
-    if (tm->split) {
+    if (tm->split || !tm->J) {
         int mode;
         while ((mode = atomic_load_explicit(&tm->mode, memory_order_acquire)) == OPEN) cpu_relax();
-        if (mode == SPLIT) do_split_recur(tm->J, &tm->S, tid, tm->n);
+        if (mode == SPLIT && tm->J) do_split_recur(tm->J, &tm->S, tid, tm->n);
+        if (mode == SPLIT && !tm->J) do_stream_frame(tm->sx, tm->sws, tm->smm, tm->shn, tid, tm->n, &tm->S.bar,
+                                                     NULL, NULL);
     }
     team_release(tm);
 }
@@ -359,12 +378,51 @@ static int run_team(const Job *J, int n, int split)
     if (split) {
         /* Every helper joined: split. Else solo, now: the mode is set before a late helper could read it. */
         int all = atomic_load_explicit(&tm->joined, memory_order_acquire) == n - 1;
+        atomic_fetch_add_explicit(&split_counts[all], 1, memory_order_relaxed);
         atomic_store_explicit(&tm->mode, all ? SPLIT : SOLO, memory_order_release);
         do_split_recur(J, S, 0, all ? n : 1);
         finish_rows(J, 0, B, S->h[T & 1]);
     }
     team_release(tm);
     return rc;
+}
+
+#define STREAM_JOIN_WAIT_NS 3000L
+
+/* A stream frame's decision, by the calling thread after its share of the first projection: split if every
+ * helper has joined, else solo (set before a late helper could read it). */
+static int stream_decide(void *ctx)
+{
+    Team *tm = ctx;
+    /* A spinning helper joins within a few hundred ns of the post; a small frame's projection is shorter than
+     * that, so wait for the helpers a little (bounded: one that was descheduled or sleeps is not waited for). */
+    int all = atomic_load_explicit(&tm->joined, memory_order_acquire) == tm->n - 1;
+    if (!all) {
+        long t0 = now_ns();
+        int spins = 0;
+        while (!(all = atomic_load_explicit(&tm->joined, memory_order_acquire) == tm->n - 1)
+               && (++spins % 16 || now_ns() - t0 < STREAM_JOIN_WAIT_NS))
+            cpu_relax();
+    }
+    atomic_fetch_add_explicit(&split_counts[all], 1, memory_order_relaxed);
+    atomic_store_explicit(&tm->mode, all ? SPLIT : SOLO, memory_order_release);
+    return all;
+}
+
+/* One frame of a stream on n threads (hidden units split; see stream_frame). Returns 0 or -1 (no memory). */
+static int run_stream(const float *x, float *ws, const long *meta, float *hn, int n)
+{
+    Team *tm = calloc(1, sizeof(Team));
+    if (!tm) return -1;
+    tm->n = n;
+    tm->sx = x; tm->sws = ws; tm->smm = meta; tm->shn = hn;
+    atomic_init(&tm->refs, 1);
+    atomic_init(&tm->mode, OPEN);
+    tm->S.bar.n = n;
+    pool_post(tm, n - 1);
+    do_stream_frame(x, ws, meta, hn, 0, n, &tm->S.bar, stream_decide, tm);
+    team_release(tm);
+    return 0;
 }
 
 /* Rows split into nthreads fixed chunks; fewer rows than threads split the hidden units instead (measured for
@@ -440,29 +498,35 @@ done:
 typedef struct {
     PyObject_HEAD
     Py_buffer ws, meta;
-    int held;
+    int held, nthreads;
     long mm[10 + 5 * 64];
     Py_ssize_t x_bytes;
+    float *hn;                                  /* (2, B, H): the layers' h' while the threads split a frame */
 } StreamObj;
 
-static void stream_dealloc(StreamObj *self)
+static void stream_drop(StreamObj *self)
 {
     if (self->held) {
         PyBuffer_Release(&self->ws);
         PyBuffer_Release(&self->meta);
+        self->held = 0;
     }
+    free(self->hn);
+    self->hn = NULL;
+}
+
+static void stream_dealloc(StreamObj *self)
+{
+    stream_drop(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int stream_init(StreamObj *self, PyObject *args, PyObject *kw)
 {
     PyObject *ws, *meta;
-    if (!PyArg_ParseTuple(args, "OO", &ws, &meta)) return -1;
-    if (self->held) {
-        PyBuffer_Release(&self->ws);
-        PyBuffer_Release(&self->meta);
-        self->held = 0;
-    }
+    int nthreads = 1;
+    if (!PyArg_ParseTuple(args, "OO|i", &ws, &meta, &nthreads)) return -1;
+    stream_drop(self);
     if (PyObject_GetBuffer(ws, &self->ws, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) return -1;
     if (PyObject_GetBuffer(meta, &self->meta, PyBUF_C_CONTIGUOUS) < 0) {
         PyBuffer_Release(&self->ws);
@@ -492,6 +556,12 @@ static int stream_init(StreamObj *self, PyObject *args, PyObject *kw)
         return -1;
     }
     self->x_bytes = (Py_ssize_t)(B * mm[10] * 4);
+    self->nthreads = nthreads < 1 ? 1 : (nthreads > 64 ? 64 : nthreads);
+    if (self->nthreads > Hp / 16) self->nthreads = (int)(Hp / 16);
+    if (self->nthreads > 1 && !(self->hn = falloc(2 * B * H))) {
+        PyErr_NoMemory();
+        return -1;
+    }
     return 0;
 }
 
@@ -508,8 +578,11 @@ static PyObject *stream_call(StreamObj *self, PyObject *args, PyObject *kw)
         PyBuffer_Release(&x);
         return NULL;
     }
-    do_stream(x.buf, self->ws.buf, self->mm);
+    int rc = 0;
+    if (self->nthreads > 1) rc = run_stream(x.buf, self->ws.buf, self->mm, self->hn, self->nthreads);
+    else do_stream(x.buf, self->ws.buf, self->mm);
     PyBuffer_Release(&x);
+    if (rc) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -518,7 +591,7 @@ static PyTypeObject StreamType = {
     .tp_name = "_cgru.Stream",
     .tp_basicsize = sizeof(StreamObj),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Stream(ws, meta): stream(x) advances the packed stream in ws by one frame",
+    .tp_doc = "Stream(ws, meta, nthreads=1): stream(x) advances the packed stream in ws by one frame",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)stream_init,
     .tp_dealloc = (destructor)stream_dealloc,
@@ -551,6 +624,11 @@ done:
     return res;
 }
 
+static PyObject *py_split_counts(PyObject *self, PyObject *noargs)
+{
+    return Py_BuildValue("(ll)", (long)atomic_load(&split_counts[0]), (long)atomic_load(&split_counts[1]));
+}
+
 static PyObject *py_isa(PyObject *self, PyObject *noargs)
 {
     return PyUnicode_FromString(use_avx2 ? "avx2" : "generic");
@@ -560,6 +638,8 @@ static PyMethodDef methods[] = {
     {"forward", py_forward, METH_VARARGS, "forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, "
                                           "reverse, reset_after, zo, ldo, oo, nthreads)"},
     {"gemm", py_gemm, METH_VARARGS, "gemm(A, M, K, Wp, p0, np, C, ldc, bias)"},
+    {"split_counts", py_split_counts, METH_NOARGS,
+     "(solo, split): how many split calls and stream frames went solo (no helper in time) and split"},
     {"isa", py_isa, METH_NOARGS, "the instruction set the kernels use: 'avx2' or 'generic'"},
     {NULL, NULL, 0, NULL},
 };

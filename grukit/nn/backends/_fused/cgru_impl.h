@@ -313,6 +313,46 @@ static ATTR void FN(stream_step)(const float *x, float *ws, const long *meta)
     }
 }
 
+/* One stream frame on n threads, split by hidden units: thread tid owns unit panels [PH * tid / n,
+ * PH * (tid + 1) / n) of each gate at every layer. Layer l writes h' into hn[l & 1] (another thread may still be
+ * reading the state h_l), the threads meet, and thread 0 copies it into the state while the next layer reads
+ * it from hn. Thread 0 calls decide(ctx) after its share of the first projection: 0 there (a helper did not
+ * turn up) means it does the rest of the frame alone; so does a meeting that says solo (see barrier_wait).
+ * Every unit's arithmetic is the same either way, and the same as stream_step's. */
+static ATTR void FN(stream_frame)(const float *x, float *ws, const long *meta, float *hn, int tid, int n,
+                                  Barrier *bar, int (*decide)(void *), void *ctx)
+{
+    const long L = meta[0], B = meta[1], H = meta[2], Hp = meta[3], G = 3 * Hp, PH = Hp / 16;
+    Job J;
+    J.H = H; J.Hp = Hp; J.reset_after = meta[4] != 0;
+    float *hs = ws + meta[5], *gi = ws + meta[6], *gh = ws + meta[7], *q = ws + meta[8];
+    J.zo = ws[meta[9]];
+    const float *gi_rows[MAX_STACK_ROWS];
+    float *out_rows[MAX_STACK_ROWS];
+    long u0 = PH * tid / n, u1 = PH * (tid + 1) / n;
+    for (long l = 0; l < L; l++) {
+        const long *m = meta + 10 + 5 * l;      /* n_in, W_ih, b_ih, W_hh, b_hh offsets */
+        const float *in = l == 0 ? x : hn + ((l - 1) & 1) * B * H;
+        float *h = hs + l * B * H, *o = hn + (l & 1) * B * H;
+        for (long g = 0; g < 3; g++)
+            FN(gemm)(in, m[0], B, m[0], ws + m[1], g * PH + u0, u1 - u0, gi + g * Hp + 16 * u0, G, ws + m[2]);
+        if (l == 0 && bar && decide && !decide(ctx)) {          /* alone: the other shares' projection too */
+            for (long g = 0; g < 3; g++)
+                FN(gemm)(in, m[0], B, m[0], ws + m[1], g * PH + u1, PH - u1, gi + g * Hp + 16 * u1, G, ws + m[2]);
+            u0 = 0; u1 = PH; bar = NULL;
+        }
+        J.whh = ws + m[3]; J.bhh = ws + m[4];
+        for (long r = 0; r < B; r++) { gi_rows[r] = gi + r * G; out_rows[r] = o + r * H; }
+        FN(step_rows)(&J, B, h, o, gi_rows, out_rows, gh, q, u0, u1, bar);
+        if (bar && barrier_wait(bar)) {
+            if (tid) return;
+            u0 = 0; u1 = PH; bar = NULL;
+        }
+        if (tid == 0) memcpy(h, o, sizeof(float) * B * H);
+        else if (l == L - 1) return;
+    }
+}
+
 /* Split calls (fewer rows than threads): every thread takes all rows and a share of the hidden units.
  * split_project fills S->gi (T, B, 3Hp) for time steps [t0, t1) (the threads share it out in chunks). */
 static ATTR void FN(split_project)(const Job *J, float *gi, long t0, long t1)
