@@ -102,7 +102,7 @@ def test_forward_matches_reference(kw, H, lengths):
     torch.testing.assert_close(h, h_ref, atol=1e-5, rtol=0)
 
 
-def _direct(H, B, T, reset_after, nthreads, lens=None, reverse=False, I=11, seed=0):
+def _direct(H, B, T, reset_after, nthreads, lens=None, reverse=False, I=11, seed=0, unit_split=True):
     """One layer through ``_cgru.forward`` with ``nthreads`` threads: (out, hT)."""
     torch.manual_seed(seed)
     m = GRU(I, H, reset_after=reset_after)
@@ -114,7 +114,8 @@ def _direct(H, B, T, reset_after, nthreads, lens=None, reverse=False, I=11, seed
     lens = np.full(B, T, np.int64) if lens is None else np.asarray(lens, np.int64)
     out = np.full((T, B, H), np.nan, np.float32)
     hT = np.full((B, H), np.nan, np.float32)
-    C.forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, reverse, reset_after, 0.0, H, 0, nthreads)
+    C.forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, reverse, reset_after, 0.0, H, 0, nthreads,
+              unit_split)
     return out, hT
 
 
@@ -137,6 +138,26 @@ def test_results_are_bitwise_equal_for_any_thread_count(reset_after, B, H, rever
 
 @needs_c
 @pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("B,lens", [(1, None), (1, [37]), (2, [50, 19]), (3, [1, 50, 33])])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_pipelined_projection_is_bitwise_the_one_thread_call(reset_after, B, lens, reverse):
+    """Fewer rows than threads and no unit split: helpers project chunks of steps ahead of the recurrence
+    (claimed in the order the recurrence reads them, reverse included; a chunk nobody claimed yet is projected by
+    the recurrence's thread itself). Same bits as one thread, with lengths; helpers really wrote chunks."""
+    T, H = 50, 24
+    base = _direct(H, B, T, reset_after, 1, lens, reverse)
+    assert not np.isnan(base[0]).any() and not np.isnan(base[1]).any()
+    before = C.counts()["helper_chunks"]
+    for n in (B + 1, 5):
+        for _ in range(3):
+            got = _direct(H, B, T, reset_after, n, lens, reverse, unit_split=False)
+            assert np.array_equal(got[0], base[0]) and np.array_equal(got[1], base[1]), n
+    if fused_cpu._cores() >= 2:
+        assert C.counts()["helper_chunks"] > before
+
+
+@needs_c
+@pytest.mark.parametrize("reset_after", [True, False])
 def test_split_threads_match_the_reference_module(reset_after, monkeypatch):
     """The module path with a hidden-unit split (B=1, 2 threads) against the reference backend."""
     monkeypatch.setattr(fused_cpu, "_cores", lambda: 2)
@@ -154,13 +175,33 @@ def test_split_threads_match_the_reference_module(reset_after, monkeypatch):
 
 
 @needs_c
+def test_pipelined_module_call_matches_the_reference(monkeypatch):
+    """The module path of a pipelined call (B=1, H below the unit split, 2 threads), both directions."""
+    monkeypatch.setattr(fused_cpu, "_cores", lambda: 2)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert fused_cpu.compiled_threads(1, 48, 60, 30) == 2 and not fused_cpu.unit_split(48)
+        ref, ours = _ref_pair(30, 48, bidirectional=True, num_layers=2)
+        x = torch.randn(60, 1, 30)
+        with torch.no_grad():
+            for got, want in zip(ours(x), ref(x)):
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    finally:
+        torch.set_num_threads(prev)
+
+
+@needs_c
 def test_thread_policy():
     assert fused_cpu.compiled_threads(1, 64, 100) == 1                       # split too small to pay
     assert fused_cpu.compiled_threads(64, 8, 10) == 1                        # too little work
+    assert fused_cpu.compiled_threads(1, 8, 10, 8) == 1                      # too little to pipeline
+    assert not fused_cpu.unit_split(fused_cpu.SPLIT_MIN_HIDDEN - 1) and fused_cpu.unit_split(512)
     n = min(torch.get_num_threads(), fused_cpu._cores())
     if n >= 2:
         assert fused_cpu.compiled_threads(1, 512, 100) == n
         assert fused_cpu.compiled_threads(64, 256, 100) == n
+        assert fused_cpu.compiled_threads(1, 64, 100, 64) == n               # pipelined projection
 
 
 @needs_c
@@ -202,11 +243,11 @@ def test_stream_split_over_threads_is_bitwise_the_one_thread_stream(reset_after,
 
     base = run(1)
     assert not np.isnan(base).any()
-    split_before = C.split_counts()[1]
+    split_before = C.counts()["split"]
     for n in (2, 3, 5):
         assert np.array_equal(run(n), base), n
     if fused_cpu._cores() >= 2 and fused_cpu._padded(H) >= 32:   # 2+ unit panels, helpers had a core:
-        assert C.split_counts()[1] > split_before                  # some frames really split
+        assert C.counts()["split"] > split_before                  # some frames really split
     with torch.no_grad():
         _, h_all = gru(torch.from_numpy(xs))
     np.testing.assert_allclose(base[-1], h_all.numpy(), atol=1e-5, rtol=0)

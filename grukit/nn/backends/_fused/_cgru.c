@@ -7,14 +7,16 @@
  * same source runs on any CPU the compiler targets: no hand-written assembly.
  *
  * Functions (numpy arrays in; float32, C-contiguous; sizes are checked against the buffers):
- *   forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, reverse, reset_after, zo, ldo, oo, nthreads)
+ *   forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, reverse, reset_after, zo, ldo, oo, nthreads,
+ *           unit_split=True)
  *       one layer and direction of an inference forward on nthreads threads: batch rows in chunks, or (fewer
- *       rows than threads) the hidden units shared out.
+ *       rows than threads) the hidden units shared out (unit_split), or the recurrence on the calling thread
+ *       while helpers project the steps ahead of it (not unit_split).
  *   Stream(ws, meta, nthreads=1) a callable holding a packed stream: stream(x) advances every layer by one
  *                                frame, the state kept in ws (on nthreads threads: hidden units split).
  *   gemm(A, M, K, Wp, p0, np, C, ldc, bias_or_None)   the panel matmul itself (for tests).
  *   isa()                        "avx2" or "generic": the kernels in use.
- *   split_counts()               (solo, split): split calls and stream frames by how they ran (tests).
+ *   counts()                     how split calls and stream frames ran, and pipelined chunks helpers wrote.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -155,12 +157,12 @@ static void do_split_project(const Job *J, float *gi, long t0, long t1)
     split_project_generic(J, gi, t0, t1);
 }
 
-static void do_split_recur(const Job *J, Split *S, int tid, int n)
+static void do_split_recur(const Job *J, Split *S, int tid, int n, void (*ready)(void *, long), void *ctx)
 {
 #ifdef HAVE_AVX2_BUILD
-    if (use_avx2) { split_recur_avx2(J, S, tid, n); return; }
+    if (use_avx2) { split_recur_avx2(J, S, tid, n, ready, ctx); return; }
 #endif
-    split_recur_generic(J, S, tid, n);
+    split_recur_generic(J, S, tid, n, ready, ctx);
 }
 
 static void do_stream(const float *x, float *ws, const long *meta)
@@ -189,15 +191,20 @@ static void do_stream_frame(const float *x, float *ws, const long *meta, float *
  * the call returned finds nothing to claim and leaves). */
 enum { OPEN, SPLIT, SOLO };
 
-/* How many split calls and stream frames started solo ([0]) and split ([1]) (module function split_counts()). */
-static atomic_long split_counts[2];
+/* How many split calls and stream frames started solo ([0]) and split ([1]), and how many chunks of pipelined
+ * projections helpers wrote ([2]) (module function counts(): tests check that work really was shared). */
+static atomic_long split_counts[3];
+
+/* Most time-step chunks of a pipelined call. */
+#define PIPE_MAX_CHUNKS 64
 
 typedef struct {
     atomic_int refs, next, done, joined, mode, err;
     const Job *J;
-    int n, split;
+    int n, split, pipe;
     long nchunks;
     Split S;
+    atomic_int chunk_done[PIPE_MAX_CHUNKS];   /* a pipelined call: chunk c's projection is written */
     /* a stream frame (J == NULL): its frame, buffer, meta and the layers' h' buffers */
     const float *sx;
     float *sws, *shn;
@@ -211,18 +218,64 @@ static void team_release(Team *tm)
     free(tm);
 }
 
-/* Claim and run chunks until none are left: batch row ranges, or time-step ranges of a split's projection. */
-static void team_claim(Team *tm)
+/* Time-step chunk of claim number c: a pipelined reverse call claims the last steps first (it reads them first). */
+static long chunk_of_claim(const Team *tm, long c)
+{
+    return tm->pipe && tm->J->reverse ? tm->nchunks - 1 - c : c;
+}
+
+/* Run claim number c: a batch row range, or the projection of a time-step range (split and pipelined calls). */
+static void team_run_claim(Team *tm, long c, int helper)
+{
+    const Job *J = tm->J;
+    const long nc = tm->nchunks;
+    if (tm->split || tm->pipe) {
+        long k = chunk_of_claim(tm, c);
+        do_split_project(J, tm->S.gi, J->T * k / nc, J->T * (k + 1) / nc);
+        if (tm->pipe) {
+            if (helper) atomic_fetch_add_explicit(&split_counts[2], 1, memory_order_relaxed);
+            atomic_store_explicit(&tm->chunk_done[k], 1, memory_order_release);
+        }
+    } else if (do_rows(J, J->B * c / nc, J->B * (c + 1) / nc)) {
+        atomic_store(&tm->err, 1);
+    }
+    atomic_fetch_add_explicit(&tm->done, 1, memory_order_acq_rel);
+}
+
+/* Claim and run chunks until none are left (helper: called by a pool helper, not the calling thread). */
+static void team_claim(Team *tm, int helper)
 {
     long c;
-    while ((c = atomic_fetch_add_explicit(&tm->next, 1, memory_order_acq_rel)) < tm->nchunks) {
-        const Job *J = tm->J;
-        if (tm->split) {
-            do_split_project(J, tm->S.gi, J->T * c / tm->nchunks, J->T * (c + 1) / tm->nchunks);
-        } else if (do_rows(J, J->B * c / tm->nchunks, J->B * (c + 1) / tm->nchunks)) {
-            atomic_store(&tm->err, 1);
+    while ((c = atomic_fetch_add_explicit(&tm->next, 1, memory_order_acq_rel)) < tm->nchunks)
+        team_run_claim(tm, c, helper);
+}
+
+/* A pipelined call's recurrence, before step s: every active row's projection for its time position at s is
+ * written. A chunk nobody has claimed yet is claimed and projected here (so the call never waits for a helper
+ * that has not turned up); one a helper is projecting is waited for. */
+static void pipe_ready(void *ctx, long s)
+{
+    Team *tm = ctx;
+    const Job *J = tm->J;
+    const long T = J->T, nc = tm->nchunks;
+    for (long r = 0; r < J->B; r++) {
+        long L = J->lens[r];
+        if (s >= L) continue;
+        long t = J->reverse ? L - 1 - s : s;
+        long k = t * nc / T;                     /* the chunk [T k / nc, T (k + 1) / nc) holding t */
+        while (T * k / nc > t) k--;
+        while (T * (k + 1) / nc <= t) k++;
+        long need = J->reverse ? nc - 1 - k : k; /* its claim number */
+        for (long spins = 0; !atomic_load_explicit(&tm->chunk_done[k], memory_order_acquire); ) {
+            int c = atomic_load_explicit(&tm->next, memory_order_acquire);
+            if (c <= need && atomic_compare_exchange_weak(&tm->next, &c, c + 1)) {
+                team_run_claim(tm, c, 0);
+            } else if (++spins < SPIN_PAUSES) {
+                cpu_relax();
+            } else {
+                sched_yield();
+            }
         }
-        atomic_fetch_add_explicit(&tm->done, 1, memory_order_acq_rel);
     }
 }
 
@@ -237,11 +290,11 @@ static void wait_until(atomic_int *v, int want)
 static void team_join(Team *tm)
 {
     int tid = atomic_fetch_add_explicit(&tm->joined, 1, memory_order_acq_rel) + 1;
-    team_claim(tm);
+    team_claim(tm, 1);
     if (tm->split || !tm->J) {
         int mode;
         while ((mode = atomic_load_explicit(&tm->mode, memory_order_acquire)) == OPEN) cpu_relax();
-        if (mode == SPLIT && tm->J) do_split_recur(tm->J, &tm->S, tid, tm->n);
+        if (mode == SPLIT && tm->J) do_split_recur(tm->J, &tm->S, tid, tm->n, NULL, NULL);
         if (mode == SPLIT && !tm->J) do_stream_frame(tm->sx, tm->sws, tm->smm, tm->shn, tid, tm->n, &tm->S.bar,
                                                      NULL, NULL);
     }
@@ -343,15 +396,30 @@ static void pool_post(Team *tm, int k)
 }
 
 /* Run a call on n threads: batch chunks, or (split) a hidden-unit split of all rows. Returns 0 or -1. */
-static int run_team(const Job *J, int n, int split)
+/* Time steps per chunk of a pipelined call's projection: the recurrence starts after the first chunk. */
+#define PIPE_STEPS 8
+
+/* Run a call on n threads. kind ROWS: batch chunks; SPLIT_UNITS: a hidden-unit split of all rows (the
+ * projection shared out first); PIPELINE: the recurrence on the calling thread while helpers project the time
+ * steps ahead of it (for a recurrence too small to split). Returns 0 or -1. */
+enum { ROWS, SPLIT_UNITS, PIPELINE };
+
+static int run_team(const Job *J, int n, int kind)
 {
     const long T = J->T, B = J->B, H = J->H, G = 3 * J->Hp;
+    const int split = kind == SPLIT_UNITS, pipe = kind == PIPELINE;
     Team *tm = calloc(1, sizeof(Team));
     if (!tm) return -1;
     tm->J = J;
     tm->n = n;
     tm->split = split;
-    tm->nchunks = split ? (T < 4 * n ? T : 4 * n) : n;
+    tm->pipe = pipe;
+    if (pipe) {
+        long nc = T / PIPE_STEPS;
+        tm->nchunks = nc < 1 ? 1 : (nc > PIPE_MAX_CHUNKS ? PIPE_MAX_CHUNKS : nc);
+    } else {
+        tm->nchunks = split ? (T < 4 * n ? T : 4 * n) : n;
+    }
     atomic_init(&tm->refs, 1);
     atomic_init(&tm->next, 0);
     atomic_init(&tm->done, 0);
@@ -359,7 +427,7 @@ static int run_team(const Job *J, int n, int split)
     atomic_init(&tm->mode, OPEN);
     atomic_init(&tm->err, 0);
     Split *S = &tm->S;
-    if (split) {
+    if (split || pipe) {
         if (!(S->gi = falloc(T * B * G)) || !(S->h[0] = falloc(B * H)) || !(S->h[1] = falloc(B * H))
             || !(S->gh = falloc(B * G)) || !(S->q = falloc(B * H))) {
             team_release(tm);
@@ -372,7 +440,17 @@ static int run_team(const Job *J, int n, int split)
         atomic_init(&S->bar.want_solo, 0);
     }
     pool_post(tm, n - 1);
-    team_claim(tm);
+    if (pipe) {
+        do_split_recur(J, S, 0, 1, pipe_ready, tm);
+        /* chunks no step needed (rows shorter than T) are closed; wait for those a helper is still writing
+         * (it reads x, which is the caller's) */
+        int claimed = atomic_exchange(&tm->next, (int)tm->nchunks);
+        wait_until(&tm->done, claimed < tm->nchunks ? claimed : (int)tm->nchunks);
+        finish_rows(J, 0, B, S->h[T & 1]);
+        team_release(tm);
+        return 0;
+    }
+    team_claim(tm, 0);
     wait_until(&tm->done, (int)tm->nchunks);     /* chunks a helper claimed and is still running */
     int rc = atomic_load(&tm->err) ? -1 : 0;
     if (split) {
@@ -380,7 +458,7 @@ static int run_team(const Job *J, int n, int split)
         int all = atomic_load_explicit(&tm->joined, memory_order_acquire) == n - 1;
         atomic_fetch_add_explicit(&split_counts[all], 1, memory_order_relaxed);
         atomic_store_explicit(&tm->mode, all ? SPLIT : SOLO, memory_order_release);
-        do_split_recur(J, S, 0, all ? n : 1);
+        do_split_recur(J, S, 0, all ? n : 1, NULL, NULL);
         finish_rows(J, 0, B, S->h[T & 1]);
     }
     team_release(tm);
@@ -427,14 +505,16 @@ static int run_stream(const float *x, float *ws, const long *meta, float *hn, in
 
 /* Rows split into nthreads fixed chunks; fewer rows than threads split the hidden units instead (measured for
  * B=8 and 64 at H=128-512 too: no clear gain over row chunks, and at B=64 H=512 I=40 2.3x slower). */
-static int run_job(const Job *J, int nthreads)
+static int run_job(const Job *J, int nthreads, int unit_split)
 {
     if (nthreads > 64) nthreads = 64;
-    if (nthreads > 1 && J->B < nthreads && J->B <= MAX_STACK_ROWS && J->Hp / 16 >= nthreads)
-        return run_team(J, nthreads, 1);
+    if (nthreads > 1 && J->B < nthreads && J->B <= MAX_STACK_ROWS && J->T > 1) {
+        if (unit_split && J->Hp / 16 >= nthreads) return run_team(J, nthreads, SPLIT_UNITS);
+        if (!unit_split) return run_team(J, nthreads, PIPELINE);
+    }
     if (nthreads > J->B) nthreads = (int)J->B;
     if (nthreads <= 1) return do_rows(J, 0, J->B);
-    return run_team(J, nthreads, 0);
+    return run_team(J, nthreads, ROWS);
 }
 
 /* ------------------------------------------------------------------------------------------ Python */
@@ -452,10 +532,11 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
 {
     Py_buffer x, wih, bih, whh, bhh, h0, lens, out, hT;
     long T, B, I, H, Hp, ldo, oo;
-    int reverse, reset_after, nthreads;
+    int reverse, reset_after, nthreads, unit_split = 1;
     float zo;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*w*w*lllllppfll" "i", &x, &wih, &bih, &whh, &bhh, &h0, &lens,
-                          &out, &hT, &T, &B, &I, &H, &Hp, &reverse, &reset_after, &zo, &ldo, &oo, &nthreads))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*w*w*lllllppfll" "i|p", &x, &wih, &bih, &whh, &bhh, &h0, &lens,
+                          &out, &hT, &T, &B, &I, &H, &Hp, &reverse, &reset_after, &zo, &ldo, &oo, &nthreads,
+                          &unit_split))
         return NULL;
     PyObject *res = NULL;
     long G = 3 * Hp;
@@ -478,7 +559,7 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
              T, B, I, H, Hp, ldo, oo, reverse, reset_after, zo};
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = run_job(&J, nthreads);
+    rc = run_job(&J, nthreads, unit_split);
     Py_END_ALLOW_THREADS
     if (rc) { PyErr_NoMemory(); goto done; }
     res = Py_NewRef(Py_None);
@@ -624,9 +705,10 @@ done:
     return res;
 }
 
-static PyObject *py_split_counts(PyObject *self, PyObject *noargs)
+static PyObject *py_counts(PyObject *self, PyObject *noargs)
 {
-    return Py_BuildValue("(ll)", (long)atomic_load(&split_counts[0]), (long)atomic_load(&split_counts[1]));
+    return Py_BuildValue("{sl,sl,sl}", "solo", (long)atomic_load(&split_counts[0]), "split",
+                         (long)atomic_load(&split_counts[1]), "helper_chunks", (long)atomic_load(&split_counts[2]));
 }
 
 static PyObject *py_isa(PyObject *self, PyObject *noargs)
@@ -636,10 +718,11 @@ static PyObject *py_isa(PyObject *self, PyObject *noargs)
 
 static PyMethodDef methods[] = {
     {"forward", py_forward, METH_VARARGS, "forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, "
-                                          "reverse, reset_after, zo, ldo, oo, nthreads)"},
+                                          "reverse, reset_after, zo, ldo, oo, nthreads, unit_split=True)"},
     {"gemm", py_gemm, METH_VARARGS, "gemm(A, M, K, Wp, p0, np, C, ldc, bias)"},
-    {"split_counts", py_split_counts, METH_NOARGS,
-     "(solo, split): how many split calls and stream frames went solo (no helper in time) and split"},
+    {"counts", py_counts, METH_NOARGS,
+     "{solo, split, helper_chunks}: split calls and stream frames that went solo (no helper in time) and split, "
+     "and chunks of pipelined projections written by helpers"},
     {"isa", py_isa, METH_NOARGS, "the instruction set the kernels use: 'avx2' or 'generic'"},
     {NULL, NULL, 0, NULL},
 };

@@ -365,8 +365,9 @@ static ATTR void FN(split_project)(const Job *J, float *gi, long t0, long t1)
  * [PH * tid / n, PH * (tid + 1) / n) of each gate. The state is double-buffered (a thread writes h' of its
  * units while another may still read h), so a step needs one meeting (two in the Cho form). When a meeting
  * says solo (see barrier_wait), thread 0 finishes the sequence alone and the others return: every unit's
- * arithmetic is the same either way, so the results do not change. */
-static ATTR void FN(split_recur)(const Job *J, Split *S, int tid, int n)
+ * arithmetic is the same either way, so the results do not change. With ready (n = 1, a pipelined call), it is
+ * called before each step s and returns once the projection that step reads has been written. */
+static ATTR void FN(split_recur)(const Job *J, Split *S, int tid, int n, void (*ready)(void *, long), void *ctx)
 {
     const long T = J->T, B = J->B, PH = J->Hp / 16;
     long ua = PH * tid / n, ub = PH * (tid + 1) / n;
@@ -374,6 +375,7 @@ static ATTR void FN(split_recur)(const Job *J, Split *S, int tid, int n)
     const float *gi_rows[MAX_STACK_ROWS];
     float *out_rows[MAX_STACK_ROWS];
     for (long s = 0; s < T; s++) {
+        if (ready) ready(ctx, s);                /* (alone) the projection of step s's rows is there */
         const float *hin = S->h[s & 1];
         float *hout = S->h[(s + 1) & 1];
         FN(row_ptrs)(J, s, 0, B, S->gi, 1, gi_rows, out_rows);
