@@ -7,8 +7,10 @@ Two sets of kernels:
   direction one call projects the inputs of every step (a register-blocked matmul over weights packed in
   16-column panels), then runs the recurrence with the gates vectorised; AVX2+FMA or baseline code is chosen
   at import (``GRUKIT_CPU_ISA=generic`` forces the baseline, ``GRUKIT_CGRU=0`` turns the extension off).
-  Threads come from a small pool of helpers that the calling thread never waits for: batch rows in chunks, or
-  for fewer rows than threads a split of the hidden units with one meeting per step.
+  Threads come from a small pool of helpers that the calling thread never waits for: batch rows in chunks; for
+  fewer rows than threads a split of the hidden units with one meeting per step (from ``SPLIT_MIN_HIDDEN``),
+  or below that a pipeline (the recurrence on the calling thread, helpers projecting the steps ahead of it);
+  a stream frame from ``SPLIT_MIN_HIDDEN`` splits the hidden units of every layer (one meeting per layer).
 * **numba** (``_fused/kernels.py``): training (forward that stashes the gates, BPTT backward wrapped in
   :class:`GRULayerFn`, a ``torch.autograd.Function`` followed by three matmuls for the weight gradients),
   float64, and everything when the extension was not built. For each layer and direction the input

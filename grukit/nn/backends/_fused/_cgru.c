@@ -302,12 +302,13 @@ static void team_join(Team *tm)
 }
 
 /* The helper threads: started once (up to POOL_MAX), each with a slot a call drops its Team into. A helper
- * spins for about POOL_SPIN_NS after its last job (back-to-back calls then find it awake: waking an idle core
- * here takes tens of microseconds to milliseconds) and then sleeps on a condition variable. A Team a helper
+ * spins for about pool_spin_ns after its last job (back-to-back calls then find it awake: waking an idle core
+ * here takes tens of microseconds to milliseconds) and then sleeps on a condition variable. The spin is a cost
+ * to other work sharing the cores: GRUKIT_SPIN_US (read at import, default 300) sets it, 0 sleeps at once. A Team a helper
  * never took is released by the next call that replaces it. After fork() the child has no helpers: its
  * calls run on the calling thread alone (nothing ever waits for a helper). */
 #define POOL_MAX 63
-#define POOL_SPIN_NS 300000L
+static long pool_spin_ns = 300000L;
 
 static struct {
     _Atomic(Team *) slot[POOL_MAX];
@@ -337,7 +338,7 @@ static void *pool_helper(void *arg)
         int spins = 0;
         while (!atomic_load_explicit(&pool.slot[i], memory_order_acquire)) {
             cpu_relax();
-            if (++spins % 256 == 0 && now_ns() - t0 > POOL_SPIN_NS) {
+            if (++spins % 256 == 0 && now_ns() - t0 >= pool_spin_ns) {
                 pthread_mutex_lock(&pool.mu);
                 atomic_store(&pool.sleeping[i], 1);
                 while (!atomic_load(&pool.slot[i]))
@@ -732,8 +733,18 @@ static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_cgru", "grukit's
 
 PyMODINIT_FUNC PyInit__cgru(void)
 {
-    const char *want = getenv("GRUKIT_CPU_ISA");
+    const char *want = getenv("GRUKIT_CPU_ISA"), *spin = getenv("GRUKIT_SPIN_US");
     use_avx2 = 0;
+    if (spin && *spin) {
+        char *end;
+        long us = strtol(spin, &end, 10);
+        if (*end || us < 0 || us > 10000000L) {
+            PyErr_Format(PyExc_ValueError, "GRUKIT_SPIN_US must be a whole number of microseconds in [0, 10000000], "
+                         "got '%s'", spin);
+            return NULL;
+        }
+        pool_spin_ns = us * 1000L;
+    }
     pthread_atfork(NULL, NULL, pool_after_fork_child);
 #ifdef HAVE_AVX2_BUILD
     __builtin_cpu_init();
