@@ -193,7 +193,7 @@ enum { OPEN, SPLIT, SOLO };
 
 /* How many split calls and stream frames started solo ([0]) and split ([1]), and how many chunks of pipelined
  * projections helpers wrote ([2]) (module function counts(): tests check that work really was shared). */
-static atomic_long split_counts[3];
+static atomic_long counters[3];
 
 /* Most time-step chunks of a pipelined call. */
 #define PIPE_MAX_CHUNKS 64
@@ -233,7 +233,7 @@ static void team_run_claim(Team *tm, long c, int helper)
         long k = chunk_of_claim(tm, c);
         do_split_project(J, tm->S.gi, J->T * k / nc, J->T * (k + 1) / nc);
         if (tm->pipe) {
-            if (helper) atomic_fetch_add_explicit(&split_counts[2], 1, memory_order_relaxed);
+            if (helper) atomic_fetch_add_explicit(&counters[2], 1, memory_order_relaxed);
             atomic_store_explicit(&tm->chunk_done[k], 1, memory_order_release);
         }
     } else if (do_rows(J, J->B * c / nc, J->B * (c + 1) / nc)) {
@@ -304,8 +304,8 @@ static void team_join(Team *tm)
 /* The helper threads: started once (up to POOL_MAX), each with a slot a call drops its Team into. A helper
  * spins for about pool_spin_ns after its last job (back-to-back calls then find it awake: waking an idle core
  * here takes tens of microseconds to milliseconds) and then sleeps on a condition variable. The spin is a cost
- * to other work sharing the cores: GRUKIT_SPIN_US (read at import, default 300) sets it, 0 sleeps at once. A Team a helper
- * never took is released by the next call that replaces it. After fork() the child has no helpers: its
+ * to other work sharing the cores: GRUKIT_SPIN_US (read at import, default 300) sets it, 0 sleeps at once. A
+ * Team a helper never took is released by the next call that replaces it. After fork() the child has no helpers: its
  * calls run on the calling thread alone (nothing ever waits for a helper). */
 #define POOL_MAX 63
 static long pool_spin_ns = 300000L;
@@ -396,7 +396,6 @@ static void pool_post(Team *tm, int k)
     }
 }
 
-/* Run a call on n threads: batch chunks, or (split) a hidden-unit split of all rows. Returns 0 or -1. */
 /* Time steps per chunk of a pipelined call's projection: the recurrence starts after the first chunk. */
 #define PIPE_STEPS 8
 
@@ -457,7 +456,7 @@ static int run_team(const Job *J, int n, int kind)
     if (split) {
         /* Every helper joined: split. Else solo, now: the mode is set before a late helper could read it. */
         int all = atomic_load_explicit(&tm->joined, memory_order_acquire) == n - 1;
-        atomic_fetch_add_explicit(&split_counts[all], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&counters[all], 1, memory_order_relaxed);
         atomic_store_explicit(&tm->mode, all ? SPLIT : SOLO, memory_order_release);
         do_split_recur(J, S, 0, all ? n : 1, NULL, NULL);
         finish_rows(J, 0, B, S->h[T & 1]);
@@ -483,7 +482,7 @@ static int stream_decide(void *ctx)
                && (++spins % 16 || now_ns() - t0 < STREAM_JOIN_WAIT_NS))
             cpu_relax();
     }
-    atomic_fetch_add_explicit(&split_counts[all], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&counters[all], 1, memory_order_relaxed);
     atomic_store_explicit(&tm->mode, all ? SPLIT : SOLO, memory_order_release);
     return all;
 }
@@ -504,8 +503,9 @@ static int run_stream(const float *x, float *ws, const long *meta, float *hn, in
     return 0;
 }
 
-/* Rows split into nthreads fixed chunks; fewer rows than threads split the hidden units instead (measured for
- * B=8 and 64 at H=128-512 too: no clear gain over row chunks, and at B=64 H=512 I=40 2.3x slower). */
+/* Rows split into nthreads fixed chunks; fewer rows than threads split the hidden units (unit_split) or run
+ * pipelined instead (a unit split measured for B=8 and 64 at H=128-512 too: no clear gain over row chunks, and
+ * at B=64 H=512 I=40 2.3x slower). */
 static int run_job(const Job *J, int nthreads, int unit_split)
 {
     if (nthreads > 64) nthreads = 64;
@@ -708,8 +708,8 @@ done:
 
 static PyObject *py_counts(PyObject *self, PyObject *noargs)
 {
-    return Py_BuildValue("{sl,sl,sl}", "solo", (long)atomic_load(&split_counts[0]), "split",
-                         (long)atomic_load(&split_counts[1]), "helper_chunks", (long)atomic_load(&split_counts[2]));
+    return Py_BuildValue("{sl,sl,sl}", "solo", (long)atomic_load(&counters[0]), "split",
+                         (long)atomic_load(&counters[1]), "helper_chunks", (long)atomic_load(&counters[2]));
 }
 
 static PyObject *py_isa(PyObject *self, PyObject *noargs)

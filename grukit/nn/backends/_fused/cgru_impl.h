@@ -191,17 +191,25 @@ static inline ATTR void FN(gates_cho_r)(const float *gi, const float *gh, const 
         q[j] = FN(sigm_f)(gi[j] + gh[j]) * hin[j];
 }
 
+/* Panels [u0, u1) (of Hp / 16 per gate) of each gate in [g0, g1) of a packed weight W of K inputs (+ bias), for
+ * R rows of A: out[:, g*Hp + 16u0 ...] (row stride 3Hp). */
+static inline ATTR void FN(gate_cols)(const float *A, long lda, long R, long K, const float *W, const float *bias,
+                                      float *out, long Hp, long g0, long g1, long u0, long u1)
+{
+    const long PH = Hp / 16, G = 3 * Hp;
+    if (u0 == 0 && u1 == PH) {                   /* all units: the gates' panels are contiguous */
+        FN(gemm)(A, lda, R, K, W, g0 * PH, (g1 - g0) * PH, out + g0 * Hp, G, bias);
+        return;
+    }
+    for (long g = g0; g < g1; g++)
+        FN(gemm)(A, lda, R, K, W, g * PH + u0, u1 - u0, out + g * Hp + 16 * u0, G, bias);
+}
+
 /* W_hh panels [u0, u1) of each gate in gates [g0, g1) for R rows of A: gh[:, g*Hp + 16u0 ...]. */
 static inline ATTR void FN(gate_gemm)(const Job *J, const float *A, long R, float *gh, long g0, long g1, long u0,
                                       long u1)
 {
-    const long PH = J->Hp / 16, G = 3 * J->Hp;
-    if (u0 == 0 && u1 == PH) {                   /* all units: the gates' panels are contiguous */
-        FN(gemm)(A, J->H, R, J->H, J->whh, g0 * PH, (g1 - g0) * PH, gh + g0 * J->Hp, G, J->bhh);
-        return;
-    }
-    for (long g = g0; g < g1; g++)
-        FN(gemm)(A, J->H, R, J->H, J->whh, g * PH + u0, u1 - u0, gh + g * J->Hp + 16 * u0, G, J->bhh);
+    FN(gate_cols)(A, J->H, R, J->H, J->whh, J->bhh, gh, J->Hp, g0, g1, u0, u1);
 }
 
 /* One recurrent step of R rows for the units of panels [u0, u1) (of Hp / 16 per gate): reads the state hin
@@ -334,11 +342,9 @@ static ATTR void FN(stream_frame)(const float *x, float *ws, const long *meta, f
         const long *m = meta + 10 + 5 * l;      /* n_in, W_ih, b_ih, W_hh, b_hh offsets */
         const float *in = l == 0 ? x : hn + ((l - 1) & 1) * B * H;
         float *h = hs + l * B * H, *o = hn + (l & 1) * B * H;
-        for (long g = 0; g < 3; g++)
-            FN(gemm)(in, m[0], B, m[0], ws + m[1], g * PH + u0, u1 - u0, gi + g * Hp + 16 * u0, G, ws + m[2]);
+        FN(gate_cols)(in, m[0], B, m[0], ws + m[1], ws + m[2], gi, Hp, 0, 3, u0, u1);
         if (l == 0 && bar && decide && !decide(ctx)) {          /* alone: the other shares' projection too */
-            for (long g = 0; g < 3; g++)
-                FN(gemm)(in, m[0], B, m[0], ws + m[1], g * PH + u1, PH - u1, gi + g * Hp + 16 * u1, G, ws + m[2]);
+            FN(gate_cols)(in, m[0], B, m[0], ws + m[1], ws + m[2], gi, Hp, 0, 3, u1, PH);
             u0 = 0; u1 = PH; bar = NULL;
         }
         J.whh = ws + m[3]; J.bhh = ws + m[4];
