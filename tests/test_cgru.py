@@ -33,6 +33,16 @@ def _ref_pair(I, H, **kw):
     return ref, ours
 
 
+@pytest.fixture
+def two_threads(monkeypatch):
+    """torch (hence grukit) on 2 threads, with 2 cores as far as the thread policy can tell."""
+    monkeypatch.setattr(fused_cpu, "_cores", lambda: 2)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(prev)
+
+
 @needs_c
 def test_compiled_kernels_are_in_use_for_float32_inference():
     assert fused_cpu.cgru_status().startswith("compiled (")
@@ -170,37 +180,25 @@ def test_pipelined_projection_really_uses_the_helpers():
 
 @needs_c
 @pytest.mark.parametrize("reset_after", [True, False])
-def test_split_threads_match_the_reference_module(reset_after, monkeypatch):
+def test_split_threads_match_the_reference_module(reset_after, two_threads):
     """The module path with a hidden-unit split (B=1, 2 threads) against the reference backend."""
-    monkeypatch.setattr(fused_cpu, "_cores", lambda: 2)
-    prev = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        H = fused_cpu.SPLIT_MIN_HIDDEN
-        assert fused_cpu.compiled_threads(1, H, 20) == 2
-        ref, ours = _ref_pair(9, H, reset_after=reset_after)
-        x = torch.randn(20, 1, 9)
-        with torch.no_grad():
-            torch.testing.assert_close(ours(x)[0], ref(x)[0], atol=1e-5, rtol=0)
-    finally:
-        torch.set_num_threads(prev)
+    H = fused_cpu.SPLIT_MIN_HIDDEN
+    assert fused_cpu.compiled_threads(1, H, 20) == 2
+    ref, ours = _ref_pair(9, H, reset_after=reset_after)
+    x = torch.randn(20, 1, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], ref(x)[0], atol=1e-5, rtol=0)
 
 
 @needs_c
-def test_pipelined_module_call_matches_the_reference(monkeypatch):
+def test_pipelined_module_call_matches_the_reference(two_threads):
     """The module path of a pipelined call (B=1, H below the unit split, 2 threads), both directions."""
-    monkeypatch.setattr(fused_cpu, "_cores", lambda: 2)
-    prev = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        assert fused_cpu.compiled_threads(1, 48, 60, 30) == 2 and not fused_cpu.unit_split(48)
-        ref, ours = _ref_pair(30, 48, bidirectional=True, num_layers=2)
-        x = torch.randn(60, 1, 30)
-        with torch.no_grad():
-            for got, want in zip(ours(x), ref(x)):
-                torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-    finally:
-        torch.set_num_threads(prev)
+    assert fused_cpu.compiled_threads(1, 48, 60, 30) == 2 and not fused_cpu.unit_split(48)
+    ref, ours = _ref_pair(30, 48, bidirectional=True, num_layers=2)
+    x = torch.randn(60, 1, 30)
+    with torch.no_grad():
+        for got, want in zip(ours(x), ref(x)):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 @needs_c
@@ -270,17 +268,11 @@ def test_stream_split_over_threads_is_bitwise_the_one_thread_stream(reset_after,
 
 
 @needs_c
-def test_stream_thread_policy(monkeypatch):
-    monkeypatch.setattr(fused_cpu, "_cores", lambda: 2)
-    prev = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        assert fused_cpu.stream_threads(fused_cpu.SPLIT_MIN_HIDDEN - 1) == 1
-        assert fused_cpu.stream_threads(fused_cpu.SPLIT_MIN_HIDDEN) == 2
-        torch.set_num_threads(1)
-        assert fused_cpu.stream_threads(512) == 1
-    finally:
-        torch.set_num_threads(prev)
+def test_stream_thread_policy(two_threads):
+    assert fused_cpu.stream_threads(fused_cpu.SPLIT_MIN_HIDDEN - 1) == 1
+    assert fused_cpu.stream_threads(fused_cpu.SPLIT_MIN_HIDDEN) == 2
+    torch.set_num_threads(1)
+    assert fused_cpu.stream_threads(512) == 1
 
 
 @needs_c
@@ -398,33 +390,27 @@ def test_gru_step_runs_the_compiled_stream_kernel(kw):
 
 
 @needs_c
-def test_concurrent_calls_from_python_threads(monkeypatch):
+def test_concurrent_calls_from_python_threads(two_threads):
     """Calls release the GIL and share one helper pool: two Python threads running split (B=1) and chunked
     (B=16) calls at once still get the single-call results, bit for bit."""
     import threading
 
-    monkeypatch.setattr(fused_cpu, "_cores", lambda: 2)
-    prev = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        torch.manual_seed(0)
-        gru = GRU(12, 144).eval()
-        xs = {1: torch.randn(40, 1, 12), 16: torch.randn(40, 16, 12)}
+    torch.manual_seed(0)
+    gru = GRU(12, 144).eval()
+    xs = {1: torch.randn(40, 1, 12), 16: torch.randn(40, 16, 12)}
+    with torch.no_grad():
+        want = {b: gru(x)[0] for b, x in xs.items()}
+    bad = []
+
+    def work(b):
         with torch.no_grad():
-            want = {b: gru(x)[0] for b, x in xs.items()}
-        bad = []
+            for _ in range(20):
+                if not torch.equal(gru(xs[b])[0], want[b]):
+                    bad.append(b)
 
-        def work(b):
-            with torch.no_grad():
-                for _ in range(20):
-                    if not torch.equal(gru(xs[b])[0], want[b]):
-                        bad.append(b)
-
-        ts = [threading.Thread(target=work, args=(b,)) for b in (1, 16, 1, 16)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        assert not bad
-    finally:
-        torch.set_num_threads(prev)
+    ts = [threading.Thread(target=work, args=(b,)) for b in (1, 16, 1, 16)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not bad

@@ -165,14 +165,6 @@ static void do_split_recur(const Job *J, Split *S, int tid, int n, void (*ready)
     split_recur_generic(J, S, tid, n, ready, ctx);
 }
 
-static void do_stream(const float *x, float *ws, const long *meta)
-{
-#ifdef HAVE_AVX2_BUILD
-    if (use_avx2) { stream_step_avx2(x, ws, meta); return; }
-#endif
-    stream_step_generic(x, ws, meta);
-}
-
 static void do_stream_frame(const float *x, float *ws, const long *meta, float *hn, int tid, int n, Barrier *bar,
                             int (*decide)(void *), void *ctx)
 {
@@ -662,7 +654,7 @@ static PyObject *stream_call(StreamObj *self, PyObject *args, PyObject *kw)
     }
     int rc = 0;
     if (self->nthreads > 1) rc = run_stream(x.buf, self->ws.buf, self->mm, self->hn, self->nthreads);
-    else do_stream(x.buf, self->ws.buf, self->mm);
+    else do_stream_frame(x.buf, self->ws.buf, self->mm, NULL, 0, 1, NULL, NULL, NULL);
     PyBuffer_Release(&x);
     if (rc) return PyErr_NoMemory();
     Py_RETURN_NONE;

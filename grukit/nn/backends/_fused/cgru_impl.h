@@ -300,33 +300,13 @@ done:
     return rc;
 }
 
-/* One streaming step of every layer (the layout of ws and meta: above Stream in _cgru.c). */
-static ATTR void FN(stream_step)(const float *x, float *ws, const long *meta)
-{
-    const long L = meta[0], B = meta[1], H = meta[2], Hp = meta[3], G = 3 * Hp;
-    Job J;
-    J.H = H; J.Hp = Hp; J.reset_after = meta[4] != 0;
-    float *hs = ws + meta[5], *gi = ws + meta[6], *gh = ws + meta[7], *q = ws + meta[8];
-    J.zo = ws[meta[9]];
-    const float *gi_rows[MAX_STACK_ROWS];
-    float *out_rows[MAX_STACK_ROWS];
-    for (long l = 0; l < L; l++) {
-        const long *m = meta + 10 + 5 * l;      /* n_in, W_ih, b_ih, W_hh, b_hh offsets */
-        const float *in = l == 0 ? x : hs + (l - 1) * B * H;
-        FN(gemm)(in, m[0], B, m[0], ws + m[1], 0, G / 16, gi, G, ws + m[2]);
-        J.whh = ws + m[3]; J.bhh = ws + m[4];
-        float *h = hs + l * B * H;
-        for (long r = 0; r < B; r++) { gi_rows[r] = gi + r * G; out_rows[r] = h + r * H; }
-        FN(step_rows)(&J, B, h, h, gi_rows, out_rows, gh, q, 0, Hp / 16, NULL);
-    }
-}
-
-/* One stream frame on n threads, split by hidden units: thread tid owns unit panels [PH * tid / n,
- * PH * (tid + 1) / n) of each gate at every layer. Layer l writes h' into hn[l & 1] (another thread may still be
- * reading the state h_l), the threads meet, and thread 0 copies it into the state while the next layer reads
- * it from hn. Thread 0 calls decide(ctx) after its share of the first projection: 0 there (a helper did not
- * turn up) means it does the rest of the frame alone; so does a meeting that says solo (see barrier_wait).
- * Every unit's arithmetic is the same either way, and the same as stream_step's. */
+/* One streaming step of every layer (the layout of ws and meta: above Stream in _cgru.c), on n threads split by
+ * hidden units: thread tid owns unit panels [PH * tid / n, PH * (tid + 1) / n) of each gate at every layer.
+ * Alone (n = 1, hn NULL) each layer's state is updated in place. Split, layer l writes h' into hn[l & 1]
+ * (another thread may still be reading the state h_l), the threads meet, and thread 0 copies it into the state
+ * while the next layer reads it from hn. Thread 0 calls decide(ctx) after its share of the first projection: 0
+ * there (a helper did not turn up) means it does the rest of the frame alone; so does a meeting that says solo
+ * (see barrier_wait). Every unit's arithmetic is the same either way. */
 static ATTR void FN(stream_frame)(const float *x, float *ws, const long *meta, float *hn, int tid, int n,
                                   Barrier *bar, int (*decide)(void *), void *ctx)
 {
@@ -340,8 +320,8 @@ static ATTR void FN(stream_frame)(const float *x, float *ws, const long *meta, f
     long u0 = PH * tid / n, u1 = PH * (tid + 1) / n;
     for (long l = 0; l < L; l++) {
         const long *m = meta + 10 + 5 * l;      /* n_in, W_ih, b_ih, W_hh, b_hh offsets */
-        const float *in = l == 0 ? x : hn + ((l - 1) & 1) * B * H;
-        float *h = hs + l * B * H, *o = hn + (l & 1) * B * H;
+        float *h = hs + l * B * H, *o = hn ? hn + (l & 1) * B * H : h;
+        const float *in = l == 0 ? x : (hn ? hn + ((l - 1) & 1) * B * H : h - B * H);
         FN(gate_cols)(in, m[0], B, m[0], ws + m[1], ws + m[2], gi, Hp, 0, 3, u0, u1);
         if (l == 0 && bar && decide && !decide(ctx)) {          /* alone: the other shares' projection too */
             FN(gate_cols)(in, m[0], B, m[0], ws + m[1], ws + m[2], gi, Hp, 0, 3, u1, PH);
@@ -354,8 +334,8 @@ static ATTR void FN(stream_frame)(const float *x, float *ws, const long *meta, f
             if (tid) return;
             u0 = 0; u1 = PH; bar = NULL;
         }
-        if (tid == 0) memcpy(h, o, sizeof(float) * B * H);
-        else if (l == L - 1) return;
+        if (tid == 0 && o != h) memcpy(h, o, sizeof(float) * B * H);
+        else if (tid && l == L - 1) return;
     }
 }
 
