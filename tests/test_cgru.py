@@ -269,8 +269,8 @@ def test_stream_split_over_threads_is_bitwise_the_one_thread_stream(reset_after,
 
 @needs_c
 def test_stream_thread_policy(two_threads):
-    assert fused_cpu.stream_threads(fused_cpu.SPLIT_MIN_HIDDEN - 1) == 1
-    assert fused_cpu.stream_threads(fused_cpu.SPLIT_MIN_HIDDEN) == 2
+    assert fused_cpu.stream_threads(fused_cpu.STREAM_SPLIT_MIN_HIDDEN - 1) == 1
+    assert fused_cpu.stream_threads(fused_cpu.STREAM_SPLIT_MIN_HIDDEN) == 2
     torch.set_num_threads(1)
     assert fused_cpu.stream_threads(512) == 1
 

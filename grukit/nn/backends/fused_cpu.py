@@ -10,7 +10,7 @@ Two sets of kernels:
   Threads come from a small pool of helpers that the calling thread never waits for: batch rows in chunks; for
   fewer rows than threads a split of the hidden units with one meeting per step (from ``SPLIT_MIN_HIDDEN``),
   or below that a pipeline (the recurrence on the calling thread, helpers projecting the steps ahead of it);
-  a stream frame from ``SPLIT_MIN_HIDDEN`` splits the hidden units of every layer (one meeting per layer).
+  a stream frame from ``STREAM_SPLIT_MIN_HIDDEN`` splits the hidden units of every layer (one meeting per layer).
 * **numba** (``_fused/kernels.py``): training (forward that stashes the gates, BPTT backward wrapped in
   :class:`GRULayerFn`, a ``torch.autograd.Function`` followed by three matmuls for the weight gradients),
   float64, and everything when the extension was not built. For each layer and direction the input
@@ -372,12 +372,17 @@ SPLIT_MIN_HIDDEN = 128
 COMPILED_PARALLEL_MIN_WORK = 1_000_000
 
 
+# A stream frame splits the hidden units of every layer across the threads (one meeting per layer) from this
+# hidden size. Measured (B=1, us per frame, 1 vs 2 threads): H=64 1.41 vs 1.97, H=256 24-30 vs 18-20, H=512 88-91
+# vs 69, 2 layers of H=256 (Cho form) 46-49 vs 32; H=128-192 swung either way from run to run (H=128 5.5 vs 4.4
+# in one, 6.6 vs 8.0 in another), so they stay on one thread.
+STREAM_SPLIT_MIN_HIDDEN = 256
+
+
 def stream_threads(H: int) -> int:
-    """Threads of a compiled stream (chosen when it is made): from ``SPLIT_MIN_HIDDEN`` each frame splits the
-    hidden units of every layer across the threads (one meeting per layer). Measured (B=1, us per frame, 1 vs 2
-    threads): H=64 1.41 vs 1.97, H=128 5.5 vs 4.4, H=256 30 vs 18, H=512 91 vs 69; 2 layers of H=256 (Cho
-    form) 49 vs 32."""
-    if H < SPLIT_MIN_HIDDEN:
+    """Threads of a compiled stream (chosen when it is made): from ``STREAM_SPLIT_MIN_HIDDEN`` every frame is split
+    by hidden units."""
+    if H < STREAM_SPLIT_MIN_HIDDEN:
         return 1
     return max(1, min(torch.get_num_threads(), _cores()))
 
