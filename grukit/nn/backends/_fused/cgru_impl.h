@@ -11,10 +11,6 @@
  * size or on how rows are split across threads.
  */
 
-#ifndef KC_MAX
-#define KC_MAX 128
-#endif
-
 /* C[m, 0:16*np) (row stride ldc) = A[m, 0:K) (row stride lda) @ panels [p0, p0+np) (+ bias[p*16..]). */
 static ATTR void FN(gemm)(const float *A, long lda, long M, long K, const float *Wp, long p0, long np,
                           float *C, long ldc, const float *bias)
@@ -22,30 +18,19 @@ static ATTR void FN(gemm)(const float *A, long lda, long M, long K, const float 
     const long PS = K * 16;                     /* floats per panel */
     /* Row blocks of MB rows whose A (at most 16 KB) stays in L1 while every panel passes by; each panel is read
      * once per block and used by all its 4-row groups. Measured (1 thread, M=64): K=256 85 GFLOP/s with 16 KB
-     * blocks, 45-49 with 128 KB blocks (A then streams from L2 for every panel). A long K is cut into chunks
-     * of at most KC_MAX so that a block keeps enough rows to reuse each panel piece (it stays in L1 across the
-     * block's row groups); the partial sums wait in C between chunks, so every element is still one chain of
-     * FMAs over k = 0 .. K-1. */
-    const long nk = (K + KC_MAX - 1) / KC_MAX, KC = (K + nk - 1) / nk;
-    long MB = (4096 / (KC > 0 ? KC : 1)) / 4 * 4;
+     * blocks, 45-49 with 128 KB blocks (A then streams from L2 for every panel). */
+    long MB = (4096 / (K > 0 ? K : 1)) / 4 * 4;
     MB = MB < 4 ? 4 : (MB > 256 ? 256 : MB);
     const long M4 = M / 4 * 4;
     for (long mb = 0; mb < M4; mb += MB)
-    for (long k0 = 0; k0 < K; k0 += KC) {
-        const long k1 = k0 + KC < K ? k0 + KC : K;
-        const int first = k0 == 0, last = k1 == K;
-        for (long p = p0; p < p0 + np; p++)
-        for (long m = mb; m < M4 && m < mb + MB; m += 4) {   /* 4 rows x 1 panel: 8 accumulators */
-            const float *a0 = A + m * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+    for (long p = p0; p < p0 + np; p++)
+    for (long m = mb; m < M4 && m < mb + MB; m += 4) {   /* 4 rows x 1 panel: 8 accumulators */
+        const float *a0 = A + m * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+        {
             const float *w = Wp + p * PS;
-            float *r = C + m * ldc + (p - p0) * 16;
             v8 c00 = V8ZERO, c01 = V8ZERO, c10 = V8ZERO, c11 = V8ZERO;
             v8 c20 = V8ZERO, c21 = V8ZERO, c30 = V8ZERO, c31 = V8ZERO;
-            if (!first) {
-                c00 = LD(r); c01 = LD(r + 8); c10 = LD(r + ldc); c11 = LD(r + ldc + 8);
-                c20 = LD(r + 2 * ldc); c21 = LD(r + 2 * ldc + 8); c30 = LD(r + 3 * ldc); c31 = LD(r + 3 * ldc + 8);
-            }
-            for (long k = k0; k < k1; k++) {
+            for (long k = 0; k < K; k++) {
                 v8 w0 = LD(w + k * 16), w1 = LD(w + k * 16 + 8);
                 v8 b;
                 b = BC(a0[k]); c00 += b * w0; c01 += b * w1;
@@ -53,15 +38,14 @@ static ATTR void FN(gemm)(const float *A, long lda, long M, long K, const float 
                 b = BC(a2[k]); c20 += b * w0; c21 += b * w1;
                 b = BC(a3[k]); c30 += b * w0; c31 += b * w1;
             }
+            long o = (p - p0) * 16;
             v8 b0 = V8ZERO, b1 = V8ZERO;
-            if (last && bias) { b0 = LD(bias + p * 16); b1 = LD(bias + p * 16 + 8); }
-            if (last) {
-                c00 += b0; c01 += b1; c10 += b0; c11 += b1; c20 += b0; c21 += b1; c30 += b0; c31 += b1;
-            }
-            ST(r, c00); ST(r + 8, c01); r += ldc;
-            ST(r, c10); ST(r + 8, c11); r += ldc;
-            ST(r, c20); ST(r + 8, c21); r += ldc;
-            ST(r, c30); ST(r + 8, c31);
+            if (bias) { b0 = LD(bias + p * 16); b1 = LD(bias + p * 16 + 8); }
+            float *r = C + m * ldc + o;
+            ST(r, c00 + b0); ST(r + 8, c01 + b1); r += ldc;
+            ST(r, c10 + b0); ST(r + 8, c11 + b1); r += ldc;
+            ST(r, c20 + b0); ST(r + 8, c21 + b1); r += ldc;
+            ST(r, c30 + b0); ST(r + 8, c31 + b1);
         }
     }
     for (long m = M4; m < M; m++) {             /* single rows: 4 panels at a time, 8 accumulators */
