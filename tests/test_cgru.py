@@ -131,14 +131,14 @@ def _direct(H, B, T, reset_after, nthreads, lens=None, reverse=False, I=11, seed
 
 @needs_c
 @pytest.mark.parametrize("reset_after", [True, False])
-@pytest.mark.parametrize("B,H", [(1, 5), (1, 64), (1, 130), (2, 48), (3, 40), (7, 33)])
+@pytest.mark.parametrize("B,H", [(1, 5), (1, 64), (1, 130), (2, 48), (3, 40), (7, 33), (9, 24), (20, 40)])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_results_are_bitwise_equal_for_any_thread_count(reset_after, B, H, reverse):
     """1 thread, batch chunks and the hidden-unit split (B < threads) give the same bits: every output is one
     fixed chain of multiply-adds whatever block or thread computes it. More threads than cores included (the
     split then goes solo rather than wait)."""
     T = 13
-    lens = [13, 4, 9, 1, 13, 7, 2][:B]
+    lens = ([13, 4, 9, 1, 13, 7, 2] * 3)[:B]                  # 8+ rows: per-step projection, gathered in reverse
     base = _direct(H, B, T, reset_after, 1, lens, reverse)
     assert not np.isnan(base[0]).any() and not np.isnan(base[1]).any()
     for n in (2, 3, 5):
