@@ -103,6 +103,17 @@ static float *falloc(long n)
     return posix_memalign(&p, 64, sizeof(float) * (size_t)n) == 0 ? (float *)p : NULL;
 }
 
+/* Time position of batch row b at step s of the recurrence (a reverse direction reads step s at L - 1 - s), or
+ * -1 once s is past the row's length L. */
+static inline long row_time(const Job *J, long s, long b)
+{
+    const long L = J->lens[b];
+    return s >= L ? -1 : (J->reverse ? L - 1 - s : s);
+}
+
+/* Layouts of a call's input projection gi (see row_ptrs). */
+enum { GI_BY_STEP, GI_BY_ROW, GI_ONE_STEP };
+
 /* The end of a call for rows [r0, r1): final states from h (rows r0.. at h + (r - r0) * H) into hT, and zeros
  * in the output steps past each row's length. */
 static void finish_rows(const Job *J, long r0, long r1, const float *h)
@@ -251,9 +262,8 @@ static void pipe_ready(void *ctx, long s)
     const Job *J = tm->J;
     const long T = J->T, nc = tm->nchunks;
     for (long r = 0; r < J->B; r++) {
-        long L = J->lens[r];
-        if (s >= L) continue;
-        long t = J->reverse ? L - 1 - s : s;
+        long t = row_time(J, s, r);
+        if (t < 0) continue;
         long k = t * nc / T;                     /* the chunk [T k / nc, T (k + 1) / nc) holding t */
         while (T * k / nc > t) k--;
         while (T * (k + 1) / nc <= t) k++;

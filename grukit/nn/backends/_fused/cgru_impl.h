@@ -230,18 +230,17 @@ static ATTR void FN(step_rows)(const Job *J, long R, const float *hin, float *ho
     }
 }
 
-/* Step s of rows [r0, r0 + R): each row's input-projection row (gi holds (T, R, 3Hp) when by_step, else
- * (R, T, 3Hp)) and output row at its time position (a reverse direction reads step s at L - 1 - s); rows past
- * their length get NULL for both (inactive). */
-static inline ATTR void FN(row_ptrs)(const Job *J, long s, long r0, long R, const float *gi, int by_step,
+/* Step s of rows [r0, r0 + R): each row's input-projection row and output row at its time position (see
+ * row_time); rows past their length get NULL for both (inactive). gi holds (T, R, 3Hp) with GI_BY_STEP,
+ * (R, T, 3Hp) with GI_BY_ROW, one step (R, 3Hp) with GI_ONE_STEP. */
+static inline ATTR void FN(row_ptrs)(const Job *J, long s, long r0, long R, const float *gi, int layout,
                                      const float **gi_rows, float **out_rows)
 {
     const long T = J->T, G = 3 * J->Hp;
     for (long r = 0; r < R; r++) {
-        long L = J->lens[r0 + r];
-        if (s >= L) { gi_rows[r] = NULL; out_rows[r] = NULL; continue; }
-        long t = J->reverse ? L - 1 - s : s;
-        gi_rows[r] = gi + (by_step ? t * R + r : r * T + t) * G;
+        long t = row_time(J, s, r0 + r);
+        if (t < 0) { gi_rows[r] = NULL; out_rows[r] = NULL; continue; }
+        gi_rows[r] = gi + (layout == GI_BY_STEP ? t * R + r : layout == GI_BY_ROW ? r * T + t : r) * G;
         out_rows[r] = J->out + (t * J->B + r0 + r) * J->ldo + J->oo;
     }
 }
@@ -251,56 +250,45 @@ static ATTR int FN(run_rows)(const Job *J, long r0, long r1)
 {
     const long T = J->T, B = J->B, I = J->I, H = J->H, Hp = J->Hp, G = 3 * Hp, R = r1 - r0;
     /* The projection. With at least 8 rows, one GEMM per step over the rows, just before the step reads it
-     * (gi is one step, (R, 3Hp), and stays in cache: projecting every step first wrote T * R * 3Hp floats out
-     * to memory and read them back; measured B=64 H=I=256, 1 thread: 626-665 vs 763-902 us per step). With fewer rows and every row of the batch, one GEMM over all T * B input
-     * rows (gi is (T, B, 3Hp)); with fewer rows of a chunk, one GEMM over the T steps of each row (gi is
-     * (R, T, 3Hp)): a GEMM of 1-4 rows per step would run the slow single-row kernel. */
-    const int per_step = R >= 8;
+     * (gi is one step and stays in cache: projecting every step first wrote T * R * 3Hp floats out to memory
+     * and read them back; measured B=64 H=I=256, 1 thread: 626-665 vs 763-902 us per step). With fewer rows:
+     * all of them in the batch, one GEMM over all T * B input rows (gi is (T, B, 3Hp)); a chunk, one GEMM over
+     * the T steps of each row (gi is (R, T, 3Hp)): a GEMM of 1-4 rows per step would run the slow single-row
+     * kernel. */
+    const int layout = R >= 8 ? GI_ONE_STEP : R == B ? GI_BY_STEP : GI_BY_ROW;
     float *gi = NULL, *h = NULL, *gh = NULL, *q = NULL, *xs = NULL;
     const float **gi_rows = NULL;
     float **out_rows = NULL;
     int rc = -1;
-    if (!(gi = falloc((per_step ? 1 : T) * R * G)) || !(h = falloc(R * H)) || !(gh = falloc(R * G))
-        || !(q = falloc(R * H)) || !(xs = falloc(per_step ? R * I : 1))
+    if (!(gi = falloc((layout == GI_ONE_STEP ? 1 : T) * R * G)) || !(h = falloc(R * H)) || !(gh = falloc(R * G))
+        || !(q = falloc(R * H)) || !(xs = falloc(layout == GI_ONE_STEP ? R * I : 1))
         || !(gi_rows = malloc(sizeof(float *) * R)) || !(out_rows = malloc(sizeof(float *) * R)))
         goto done;
-    const int by_step = R == B;
-    if (!per_step) {
-        if (R == B)
-            FN(gemm)(J->x, I, T * B, I, J->wih, 0, G / 16, gi, G, J->bih);
-        else
-            for (long r = 0; r < R; r++)
-                FN(gemm)(J->x + (r0 + r) * I, B * I, T, I, J->wih, 0, G / 16, gi + r * T * G, G, J->bih);
-    }
+    if (layout == GI_BY_STEP)
+        FN(gemm)(J->x, I, T * B, I, J->wih, 0, G / 16, gi, G, J->bih);
+    else if (layout == GI_BY_ROW)
+        for (long r = 0; r < R; r++)
+            FN(gemm)(J->x + (r0 + r) * I, B * I, T, I, J->wih, 0, G / 16, gi + r * T * G, G, J->bih);
     for (long r = 0; r < R; r++)
         memcpy(h + r * H, J->h0 + (r0 + r) * H, sizeof(float) * H);
     for (long s = 0; s < T; s++) {
-        if (per_step) {
+        FN(row_ptrs)(J, s, r0, R, gi, layout, gi_rows, out_rows);
+        if (layout == GI_ONE_STEP) {
             /* the rows' inputs at their time positions: in place in x when every row is at the same one, else
-             * gathered (a reverse direction with lengths) */
-            long t0 = -1, same = 1;
-            for (long r = 0; r < R; r++) {
-                long L = J->lens[r0 + r];
-                if (s >= L) { gi_rows[r] = NULL; out_rows[r] = NULL; same = 0; continue; }
-                long t = J->reverse ? L - 1 - s : s;
-                if (t0 < 0) t0 = t;
-                same &= t == t0;
-                gi_rows[r] = gi + r * G;
-                out_rows[r] = J->out + (t * B + r0 + r) * J->ldo + J->oo;
-            }
+             * gathered (a reverse direction with lengths; inactive rows get zeros) */
+            const long t0 = row_time(J, s, r0);
+            int same = 1;
+            for (long r = 1; r < R; r++) same &= row_time(J, s, r0 + r) == t0;
             const float *xin = J->x + (t0 * B + r0) * I;
             if (!same) {
                 for (long r = 0; r < R; r++) {
-                    long L = J->lens[r0 + r];
-                    if (s < L) memcpy(xs + r * I, J->x + ((J->reverse ? L - 1 - s : s) * B + r0 + r) * I,
-                                      sizeof(float) * I);
+                    long t = row_time(J, s, r0 + r);
+                    if (t >= 0) memcpy(xs + r * I, J->x + (t * B + r0 + r) * I, sizeof(float) * I);
                     else memset(xs + r * I, 0, sizeof(float) * I);
                 }
                 xin = xs;
             }
-            if (t0 >= 0) FN(gemm)(xin, I, R, I, J->wih, 0, G / 16, gi, G, J->bih);
-        } else {
-            FN(row_ptrs)(J, s, r0, R, gi, by_step, gi_rows, out_rows);
+            if (!same || t0 >= 0) FN(gemm)(xin, I, R, I, J->wih, 0, G / 16, gi, G, J->bih);
         }
         FN(step_rows)(J, R, h, h, gi_rows, out_rows, gh, q, 0, Hp / 16, NULL);
     }
@@ -375,7 +363,7 @@ static ATTR void FN(split_recur)(const Job *J, Split *S, int tid, int n, void (*
         if (ready) ready(ctx, s);                /* (alone) the projection of step s's rows is there */
         const float *hin = S->h[s & 1];
         float *hout = S->h[(s + 1) & 1];
-        FN(row_ptrs)(J, s, 0, B, S->gi, 1, gi_rows, out_rows);
+        FN(row_ptrs)(J, s, 0, B, S->gi, GI_BY_STEP, gi_rows, out_rows);
         FN(step_rows)(J, B, hin, hout, gi_rows, out_rows, S->gh, S->q, ua, ub, bar);
         if (bar && barrier_wait(bar)) {
             if (tid) return;
