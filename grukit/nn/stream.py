@@ -58,7 +58,6 @@ class GRUStream:
         self._fast = packed(self.gru, B) if packed is not None else None
         if self._fast is not None:
             self._kernel, self._ws, self._meta, h_np = self._fast
-            self._h_np = h_np
             self._top = h_np[-1]                                      # (B, H): the top layer's state
             self._h = torch.from_numpy(h_np)                          # (L, B, H) view into the buffer
             self._np_dtype = h_np.dtype

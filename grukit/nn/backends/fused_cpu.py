@@ -396,10 +396,9 @@ def _cores() -> int:
 
 # Fewer rows than threads below SPLIT_MIN_HIDDEN: the recurrence stays on the calling thread while the helpers
 # project the time steps ahead of it ("pipelined"), from this much projection work (T * B * 3H * I multiply-adds)
-# and at least two chunks of steps. Measured (B=1, T=100, us per step, 1 thread vs pipelined): H=I=64 0.98 vs
+# and at least two chunks of steps (of _cgru.PIPE_STEPS). Measured (B=1, T=100, us per step, 1 thread vs pipelined): H=I=64 0.98 vs
 # 0.76, H=64 I=40 0.86 vs 0.72, H=I=32 0.28 vs 0.23, H=I=16 0.127 vs 0.119, H=I=8 0.096 vs 0.096.
 PIPELINE_MIN_WORK = 200_000
-PIPELINE_MIN_STEPS = 16
 
 
 def compiled_threads(B: int, H: int, T: int, I: int = 0) -> int:
@@ -408,7 +407,8 @@ def compiled_threads(B: int, H: int, T: int, I: int = 0) -> int:
     projection from ``PIPELINE_MIN_WORK``; never more than the cores this process may use (the split's threads
     wait for each other spinning, so they must not share a core)."""
     n = torch.get_num_threads()
-    pipelined = T >= PIPELINE_MIN_STEPS and T * B * 3 * H * I >= PIPELINE_MIN_WORK
+    c = cgru()
+    pipelined = c is not None and T >= 2 * c.PIPE_STEPS and T * B * 3 * H * I >= PIPELINE_MIN_WORK
     if n < 2 or (B * H * H * T < COMPILED_PARALLEL_MIN_WORK and (H < SPLIT_MIN_HIDDEN or T == 1) and not pipelined):
         return 1                                            # decided without asking the OS (~0.6 us)
     n = min(n, _cores())

@@ -17,6 +17,7 @@
  *   gemm(A, M, K, Wp, p0, np, C, ldc, bias_or_None)   the panel matmul itself (for tests).
  *   isa()                        "avx2" or "generic": the kernels in use.
  *   counts()                     how split calls and stream frames ran, and pipelined chunks helpers wrote.
+ *   MAX_STACK_ROWS, PIPE_STEPS   the most rows a split call or stream takes; time steps per pipelined chunk.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -267,7 +268,7 @@ static void pipe_ready(void *ctx, long s)
         long k = t * nc / T;                     /* the chunk [T k / nc, T (k + 1) / nc) holding t */
         while (T * k / nc > t) k--;
         while (T * (k + 1) / nc <= t) k++;
-        long need = J->reverse ? nc - 1 - k : k; /* its claim number */
+        long need = chunk_of_claim(tm, k);       /* its claim number (the mapping is its own inverse) */
         for (long spins = 0; !atomic_load_explicit(&tm->chunk_done[k], memory_order_acquire); ) {
             int c = atomic_load_explicit(&tm->next, memory_order_acquire);
             if (c <= need && atomic_compare_exchange_weak(&tm->next, &c, c + 1)) {
@@ -756,7 +757,8 @@ PyMODINIT_FUNC PyInit__cgru(void)
     if (PyType_Ready(&StreamType) < 0) return NULL;
     PyObject *mod = PyModule_Create(&moduledef);
     if (!mod) return NULL;
-    if (PyModule_AddIntConstant(mod, "MAX_STACK_ROWS", MAX_STACK_ROWS) < 0) {
+    if (PyModule_AddIntConstant(mod, "MAX_STACK_ROWS", MAX_STACK_ROWS) < 0
+        || PyModule_AddIntConstant(mod, "PIPE_STEPS", PIPE_STEPS) < 0) {
         Py_DECREF(mod);
         return NULL;
     }
