@@ -6,12 +6,18 @@ which). The source picks AVX2 + FMA or baseline code at import time, so a build 
 """
 from setuptools import Extension, setup
 
+try:                                     # the stream's frame call makes numpy arrays through numpy's C API
+    import numpy
+except ImportError:                      # (pyproject's build requirements bring it; without it: numba kernels)
+    numpy = None
+
 setup(
-    ext_modules=[
+    ext_modules=[] if numpy is None else [
         Extension(
             "grukit.nn.backends._fused._cgru",
             sources=["grukit/nn/backends/_fused/_cgru.c"],
             depends=["grukit/nn/backends/_fused/cgru_impl.h"],
+            include_dirs=[numpy.get_include()],
             extra_compile_args=["-O3", "-std=gnu11", "-fno-math-errno", "-Wall", "-Wno-unused-function", "-Wno-psabi"],
             extra_link_args=["-pthread"],
             optional=True,

@@ -18,6 +18,7 @@ import torch
 pytest.importorskip("numba")
 
 from grukit.nn import GRU, backends  # noqa: E402
+from grukit.errors import ShapeError  # noqa: E402
 from grukit.nn.backends import fused_cpu  # noqa: E402
 
 C = fused_cpu.cgru()
@@ -221,7 +222,7 @@ def test_stream_uses_the_compiled_step_and_matches_forward(kw, B):
     torch.manual_seed(0)
     gru = GRU(6, 21, **kw).eval()
     stream = gru.stream(batch_size=B)
-    assert isinstance(stream._kernel, C.Stream)
+    assert isinstance(stream, C.Stream) and stream._kernel == stream.advance
     xs = torch.randn(11, B, 6)
     with torch.no_grad():
         y_all, h_all = gru(xs)
@@ -229,6 +230,44 @@ def test_stream_uses_the_compiled_step_and_matches_forward(kw, B):
         y = stream(xs[t].numpy())
         np.testing.assert_allclose(y, y_all[t].numpy(), atol=1e-5, rtol=0)
     torch.testing.assert_close(stream.state, h_all, atol=1e-5, rtol=0)
+
+
+@needs_c
+@pytest.mark.parametrize("B", [1, 3])
+def test_numpy_frames_run_in_c_and_the_rest_in_python(B, monkeypatch):
+    """A float32 numpy frame of the stream's shape never reaches Python's _frame (the C call checks it, runs it,
+    makes the output); torch frames, other dtypes and strided frames do, with the same results and errors."""
+    from grukit.nn.stream import GRUStream
+    torch.manual_seed(0)
+    gru = GRU(6, 21, num_layers=2).eval()
+    xs = np.random.default_rng(1).standard_normal((5, B, 6)).astype(np.float32)
+    with torch.no_grad():
+        want = gru(torch.from_numpy(xs))[0].numpy()                      # (T, B, H)
+    seen = []
+    frame = GRUStream._frame
+    monkeypatch.setattr(GRUStream, "_frame", lambda self, x: seen.append(type(x)) or frame(self, x))
+    s = gru.stream(batch_size=B)
+    y0 = s(xs[0])
+    assert type(y0) is np.ndarray and y0.shape == (B, 21) and y0.dtype == np.float32 and seen == []
+    y1 = s(xs[1][0] if B == 1 else xs[1])                                  # (I,) when B == 1: gives (H,)
+    assert y1.shape == ((21,) if B == 1 else (B, 21)) and seen == []
+    assert not np.shares_memory(y0, s._ws)                                 # a new array, not a view of the state
+    y2 = s(torch.from_numpy(xs[2]))                                        # torch: Python
+    strided = np.repeat(xs[3], 2, axis=1)[:, ::2]                          # not contiguous: Python
+    y3 = s(strided)
+    assert seen == [torch.Tensor, np.ndarray] and isinstance(y2, torch.Tensor)
+    for t, y in enumerate((y0, y1, y2.numpy(), y3)):
+        np.testing.assert_allclose(np.reshape(y, (B, 21)), want[t], atol=1e-5, rtol=0)
+    with pytest.raises(ShapeError, match="frame has dtype float64"):
+        s(xs[4].astype(np.float64))
+    with pytest.raises(ShapeError, match=r"frame must have shape \(%d, 6\)" % B):
+        s(np.zeros((B, 7), np.float32))
+    bare = C.Stream(s._ws, s._meta)
+    with pytest.raises(ValueError, match=r"C-contiguous float32 numpy array of shape \(%d, 6\)" % B):
+        bare(np.zeros((B, 7), np.float32))
+    bare.release()
+    with pytest.raises(ValueError, match="no packed stream"):
+        bare(xs[0])
 
 
 @needs_c
@@ -313,6 +352,8 @@ _CHILD = """
     from grukit.nn import GRU
     from grukit.nn.backends import fused_cpu
     assert fused_cpu.cgru_status() == {status!r}, fused_cpu.cgru_status()
+    from grukit.nn.stream import _CStream
+    assert (_CStream is None) == ({status!r} == "numba")          # numpy frames in C, or all in Python
     for kw in [dict(), dict(reset_after=False, bidirectional=True, num_layers=2)]:
         torch.manual_seed(0)
         ref = GRU(7, 37, backend="reference", **kw).eval()

@@ -13,6 +13,11 @@ the same results.
 
 A stream is for inference (no autograd) and snapshots the weights when created: call :meth:`GRUStream.refresh`
 after changing them.
+
+Where grukit's compiled kernels are built, ``GRUStream`` is a subclass of their ``_cgru.Stream``: a numpy
+float32 frame of the stream's shape runs entirely in C (checks, the frame, the new output array), the call the
+streaming API can make cheapest; every other frame (torch tensors, other dtypes or layouts, other backends)
+goes to :meth:`GRUStream._frame` in Python.
 """
 from __future__ import annotations
 
@@ -25,13 +30,35 @@ from ..errors import ConfigError, ShapeError
 __all__ = ["GRUStream"]
 
 
-class GRUStream:
+def _compiled_base():
+    try:
+        from .backends.fused_cpu import cgru
+    except ImportError:                                   # numba missing: no fused_cpu backend at all
+        return None
+    c = cgru()
+    return None if c is None else c.Stream
+
+
+class _PythonFrames:
+    """The base of :class:`GRUStream` without the compiled kernels: every frame goes to ``_frame``."""
+
+    def __call__(self, x_t):
+        return self._frame(x_t)
+
+
+_CStream = _compiled_base()
+
+
+class GRUStream(_CStream or _PythonFrames):
     """Streams frames through a :class:`grukit.nn.GRU` (see the module docstring).
 
     Args:
         gru: a unidirectional GRU (its ``training`` flag decides the math, as for ``step``).
         batch_size: parallel streams ``B``; frames are ``(B, I)``, or ``(I,)`` when ``B == 1``.
         h0: optional initial state ``(L, B, H)`` (``(L, H)`` when ``B == 1``); zeros otherwise.
+
+    ``stream(x_t)`` advances by one frame ``(B, I)`` (or ``(I,)`` when ``B == 1``) and returns the new top-layer
+    state: a tensor for a torch frame, an array for a numpy frame (the cheapest call: no tensor is made).
     """
 
     def __init__(self, gru, batch_size: int = 1, h0: Tensor | None = None) -> None:
@@ -56,13 +83,19 @@ class GRUStream:
         self._backend = select_step(self.gru.backend, s, probe, self.gru.training)
         packed = getattr(self._backend, "packed_stream", None)
         self._fast = packed(self.gru, B) if packed is not None else None
+        compiled = False
         if self._fast is not None:
             self._kernel, self._ws, self._meta, h_np = self._fast
+            if _CStream is not None and isinstance(self._kernel, _CStream):   # numpy frames: stream(x) in C
+                _CStream.__init__(self, self._ws, self._meta, self._kernel.nthreads)
+                self._kernel, compiled = self.advance, True
             self._top = h_np[-1]                                      # (B, H): the top layer's state
             self._h = torch.from_numpy(h_np)                          # (L, B, H) view into the buffer
             self._np_dtype = h_np.dtype
         else:
             self._h = torch.zeros(s.num_layers, B, s.hidden_size, dtype=self.dtype, device=self.device)
+        if _CStream is not None and not compiled:
+            self.release()                                    # frames this backend runs go to _frame
         self.reset()
 
     def _state_arg(self, h: Tensor, name: str) -> Tensor:
@@ -103,10 +136,10 @@ class GRUStream:
         self._h[:, mask] = h0[:, mask]
 
     # ------------------------------------------------------------------ frames
-    def __call__(self, x_t):
-        """Advance by one frame ``(B, I)`` (or ``(I,)`` when ``B == 1``); returns the new top-layer state.
+    # stream(x_t) is the base's call (no __call__ here: a Python one would hide the compiled one)
 
-        A torch frame gives a tensor; a numpy frame (the cheapest call: no tensor is made) gives an array."""
+    def _frame(self, x_t):
+        """A frame the compiled call did not take (or every frame, without the compiled kernels)."""
         if self._fast is not None and type(x_t) is np.ndarray:
             if x_t.shape != self._x_shape:
                 return self._frame_np_slow(x_t)

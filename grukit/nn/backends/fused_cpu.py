@@ -622,5 +622,5 @@ class FusedCPUBackend:
             packed = per[1][slot] = _compiled_stream(c, module, B)
         kernel, ws, meta, state = packed
         state[...] = h.detach().numpy()
-        kernel(np.ascontiguousarray(x_t.detach().numpy()))
+        kernel.advance(np.ascontiguousarray(x_t.detach().numpy()))
         return torch.from_numpy(state.copy())

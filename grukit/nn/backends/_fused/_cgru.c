@@ -12,8 +12,9 @@
  *       one layer and direction of an inference forward on nthreads threads: batch rows in chunks, or (fewer
  *       rows than threads) the hidden units shared out (unit_split), or the recurrence on the calling thread
  *       while helpers project the steps ahead of it (not unit_split).
- *   Stream(ws, meta, nthreads=1) a callable holding a packed stream: stream(x) advances every layer by one
- *                                frame, the state kept in ws (on nthreads threads: hidden units split).
+ *   Stream(ws, meta, nthreads=1) a packed stream (subclassable): stream(x) advances every layer by one frame,
+ *                                the state kept in ws (on nthreads threads: hidden units split), and returns a
+ *                                new array of the top layer's state; stream.advance(x) the same, returning None.
  *   gemm(A, M, K, Wp, p0, np, C, ldc, bias_or_None)   the panel matmul itself (for tests).
  *   isa()                        "avx2" or "generic": the kernels in use.
  *   counts()                     how split calls and stream frames ran, and pipelined chunks helpers wrote.
@@ -21,6 +22,10 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+#undef I                                /* <complex.h>'s, via numpy's headers: I is a size here */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -623,6 +628,7 @@ static int stream_init(StreamObj *self, PyObject *args, PyObject *kw)
     if (n < 15 || n > 10 + 5 * 64 || n != 10 + 5 * m[0] || m[1] < 1 || m[1] > MAX_STACK_ROWS
         || self->ws.len / 4 <= m[9]) {
         PyErr_SetString(PyExc_ValueError, "_cgru.Stream: meta does not describe ws (or more than 64 layers)");
+        stream_drop(self);
         return -1;
     }
     for (long i = 0; i < n; i++) self->mm[i] = (long)m[i];
@@ -638,6 +644,7 @@ static int stream_init(StreamObj *self, PyObject *args, PyObject *kw)
     }
     if (!ok) {
         PyErr_SetString(PyExc_ValueError, "_cgru.Stream: meta does not describe ws (a region lies outside it)");
+        stream_drop(self);
         return -1;
     }
     self->x_bytes = (Py_ssize_t)(B * mm[10] * 4);
@@ -645,38 +652,111 @@ static int stream_init(StreamObj *self, PyObject *args, PyObject *kw)
     if (self->nthreads > Hp / 16) self->nthreads = (int)(Hp / 16);
     if (self->nthreads > 1 && !(self->hn = falloc(2 * B * H))) {
         PyErr_NoMemory();
+        stream_drop(self);
         return -1;
     }
     return 0;
 }
 
-static PyObject *stream_call(StreamObj *self, PyObject *args, PyObject *kw)
+/* One frame from a buffer (any object exporting B * n_in C-contiguous float32 values). */
+static int stream_run(StreamObj *self, const float *x)
 {
-    if (!self->held || PyTuple_GET_SIZE(args) != 1) {
-        PyErr_SetString(PyExc_TypeError, "stream(x): one frame");
+    if (self->nthreads > 1) return run_stream(x, self->ws.buf, self->mm, self->hn, self->nthreads);
+    do_stream_frame(x, self->ws.buf, self->mm, NULL, 0, 1, NULL, NULL, NULL);
+    return 0;
+}
+
+static PyObject *stream_advance(StreamObj *self, PyObject *arg)
+{
+    if (!self->held) {
+        PyErr_SetString(PyExc_ValueError, "_cgru.Stream: no packed stream (init was not called or released)");
         return NULL;
     }
     Py_buffer x;
-    if (PyObject_GetBuffer(PyTuple_GET_ITEM(args, 0), &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    if (PyObject_GetBuffer(arg, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
     if (x.len != self->x_bytes || x.itemsize != 4 || !x.format || strcmp(x.format, "f") != 0) {
         PyErr_Format(PyExc_ValueError, "_cgru.Stream: the frame must hold %zd float32 values", self->x_bytes / 4);
         PyBuffer_Release(&x);
         return NULL;
     }
-    int rc = 0;
-    if (self->nthreads > 1) rc = run_stream(x.buf, self->ws.buf, self->mm, self->hn, self->nthreads);
-    else do_stream_frame(x.buf, self->ws.buf, self->mm, NULL, 0, 1, NULL, NULL, NULL);
+    int rc = stream_run(self, x.buf);
     PyBuffer_Release(&x);
     if (rc) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
+static PyObject *stream_release(StreamObj *self, PyObject *noargs)
+{
+    stream_drop(self);
+    Py_RETURN_NONE;
+}
+
+static PyTypeObject StreamType;
+
+/* stream(x): the frame call, kept as short as the streaming API can make it. An exact numpy float32 array,
+ * aligned, C-contiguous, in native byte order, of shape (B, n_in) (or (n_in,) when B == 1) runs here and gives
+ * a new array (B, H) (or (H,)): the top layer's state. Anything else goes to the subclass's _frame(x) (grukit's
+ * GRUStream: torch frames, conversions, error messages); the bare type refuses it. */
+static PyObject *stream_call(StreamObj *self, PyObject *args, PyObject *kw)
+{
+    if (PyTuple_GET_SIZE(args) != 1 || (kw && PyDict_GET_SIZE(kw))) {
+        PyErr_SetString(PyExc_TypeError, "stream(x): one frame");
+        return NULL;
+    }
+    PyObject *arg = PyTuple_GET_ITEM(args, 0);
+    if (self->held && PyArray_CheckExact(arg)) {
+        PyArrayObject *a = (PyArrayObject *)arg;
+        const long *mm = self->mm, L = mm[0], B = mm[1], H = mm[2], I = mm[10];
+        int nd = PyArray_NDIM(a);
+        const npy_intp *d = PyArray_DIMS(a);
+        if (PyArray_TYPE(a) == NPY_FLOAT32 && PyArray_ISCARRAY_RO(a) && PyArray_ISNOTSWAPPED(a)
+            && ((nd == 2 && d[0] == B && d[1] == I) || (nd == 1 && B == 1 && d[0] == I))) {
+            npy_intp od[2] = {B, H};
+            PyObject *out = PyArray_SimpleNew(nd, nd == 2 ? od : od + 1, NPY_FLOAT32);
+            if (!out) return NULL;
+            if (stream_run(self, PyArray_DATA(a))) {
+                Py_DECREF(out);
+                return PyErr_NoMemory();
+            }
+            memcpy(PyArray_DATA((PyArrayObject *)out), (const float *)self->ws.buf + mm[5] + (L - 1) * B * H,
+                   (size_t)(B * H) * sizeof(float));
+            return out;
+        }
+    }
+    if (Py_TYPE(self) == &StreamType) {
+        if (!self->held) {
+            PyErr_SetString(PyExc_ValueError, "_cgru.Stream: no packed stream (init was not called or released)");
+            return NULL;
+        }
+        PyErr_Format(PyExc_ValueError, "_cgru.Stream: the frame must be a C-contiguous float32 numpy array of "
+                     "shape (%ld, %ld)", self->mm[1], self->mm[10]);
+        return NULL;
+    }
+    static PyObject *name = NULL;
+    if (!name && !(name = PyUnicode_InternFromString("_frame"))) return NULL;
+    return PyObject_CallMethodOneArg((PyObject *)self, name, arg);
+}
+
+static PyMethodDef stream_methods[] = {
+    {"advance", (PyCFunction)stream_advance, METH_O,
+     "advance(x): one frame from any buffer of B * n_in C-contiguous float32 values; returns None"},
+    {"release", (PyCFunction)stream_release, METH_NOARGS, "drop the packed stream (calls then go to _frame)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef stream_members[] = {
+    {"nthreads", T_INT, offsetof(StreamObj, nthreads), READONLY, "threads a frame is split over"},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyTypeObject StreamType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "_cgru.Stream",
     .tp_basicsize = sizeof(StreamObj),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "Stream(ws, meta, nthreads=1): stream(x) advances the packed stream in ws by one frame",
+    .tp_methods = stream_methods,
+    .tp_members = stream_members,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)stream_init,
     .tp_dealloc = (destructor)stream_dealloc,
@@ -749,6 +829,7 @@ PyMODINIT_FUNC PyInit__cgru(void)
         pool_spin_ns = us * 1000L;
     }
     pthread_atfork(NULL, NULL, pool_after_fork_child);
+    import_array();
 #ifdef HAVE_AVX2_BUILD
     __builtin_cpu_init();
     if (!(want && strcmp(want, "generic") == 0))
