@@ -455,3 +455,93 @@ def test_concurrent_calls_from_python_threads(two_threads):
     for t in ts:
         t.join()
     assert not bad
+
+
+def _no_general_path(monkeypatch):
+    """Make fused_cpu's general forward fail: a call that still works went through GRU.forward's fast path."""
+    def general(*a, **k):
+        raise AssertionError("the general path ran")
+    monkeypatch.setattr(fused_cpu.FusedCPUBackend, "forward", general)
+
+
+@needs_c
+@pytest.mark.parametrize("kw", [dict(), dict(batch_first=True), dict(reset_after=False, num_layers=2),
+                                dict(bidirectional=True, num_layers=2, zoneout=0.3),
+                                dict(bias=False, dropout=0.4, num_layers=3)],
+                         ids=["plain", "batch_first", "cho-2", "bi-2-zoneout", "nobias-dropout"])
+def test_inference_fast_path_matches_reference(kw, monkeypatch):
+    """After the first no-grad call, float32 inference calls (hx omitted or given, batch_first, every layer and
+    direction) skip the general path and still give the reference results."""
+    torch.manual_seed(0)
+    ref = GRU(5, 19, backend="reference", **kw).eval()
+    ours = GRU(5, 19, **kw).eval()
+    ours.load_state_dict(ref.state_dict())
+    D = 2 if ours.bidirectional else 1
+    x = torch.randn(4, 9, 5) if ours.batch_first else torch.randn(9, 4, 5)
+    hx = torch.randn(ours.num_layers * D, 4, 19)
+    with torch.no_grad():
+        ours(x)                                                        # general path: chooses, builds the plan
+        want = [ref(x), ref(x, hx), ref(x[:2] if ours.batch_first else x[:, :2], hx[:, :2].contiguous())]
+        _no_general_path(monkeypatch)
+        got = [ours(x), ours(x, hx), ours(x[:2] if ours.batch_first else x[:, :2], hx[:, :2].contiguous())]
+    assert backends.last_used() == "fused_cpu"
+    for (y, h), (y_ref, h_ref) in zip(got, want):
+        assert y.shape == y_ref.shape and h.shape == h_ref.shape
+        torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=0)
+        torch.testing.assert_close(h, h_ref, atol=1e-5, rtol=0)
+
+
+@needs_c
+def test_inference_fast_path_leaves_what_it_does_not_take(monkeypatch):
+    """Lengths, autograd, float64, unbatched or packed inputs, a strided or wrongly shaped hx, stale weights and a
+    new training flag go through the general path (with its errors and results)."""
+    torch.manual_seed(0)
+    ours = GRU(5, 8).eval()
+    x = torch.randn(6, 3, 5)
+    with torch.no_grad():
+        ours(x)
+    calls = []
+    general = fused_cpu.FusedCPUBackend.forward
+    monkeypatch.setattr(fused_cpu.FusedCPUBackend, "forward",
+                        lambda self, *a: calls.append(1) or general(self, *a))
+    with torch.no_grad():
+        ours(x)
+        assert calls == []                                             # taken
+        ours(x, lengths=[6, 2, 3])
+        ours(x[:, 0])                                                  # unbatched
+        ours(x, torch.randn(1, 3, 16)[..., ::2])                       # strided hx
+        with pytest.raises(ShapeError, match=r"hx must have shape \(1, 3, 8\)"):
+            ours(x, torch.zeros(1, 2, 8))
+        with pytest.raises(ShapeError, match="features per step"):
+            ours(torch.randn(6, 3, 4))
+        assert len(calls) == 3
+        ours.weight_hh_l0.add_(1.0)                                     # in place: the plan is stale
+        y, _ = ours(x)
+        assert len(calls) == 4
+        ref = GRU(5, 8, backend="reference").eval()
+        ref.load_state_dict(ours.state_dict())
+        torch.testing.assert_close(y, ref(x)[0], atol=1e-5, rtol=0)
+        ours(x)
+        assert len(calls) == 4                                          # fresh plan: fast again
+        ours.train()
+        ours(x)
+        assert len(calls) == 5                                          # a new training flag: general first
+    ours.eval()
+    y, _ = ours(x)                                                      # autograd on: the general path
+    assert len(calls) == 6 and y.requires_grad
+
+
+@needs_c
+def test_onnx_export_after_fast_calls_traces_the_general_path(tmp_path):
+    """A module whose inference calls took the fast path still exports (tracing declines the fast path) and the
+    file agrees with those calls."""
+    pytest.importorskip("onnxruntime")
+    from grukit.export import to_onnx
+    torch.manual_seed(0)
+    gru = GRU(5, 12, num_layers=2).eval()
+    with torch.no_grad():
+        gru(torch.randn(7, 2, 5))
+        gru(torch.randn(7, 2, 5))
+    assert gru._backend_choice["fast"][1] is not None
+    exported = to_onnx(gru, tmp_path / "gru.onnx")
+    assert exported.path.exists() and exported.max_abs_diff < 1e-4

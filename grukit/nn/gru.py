@@ -245,6 +245,13 @@ class GRU(nn.Module):
         return hx if batched else hx.unsqueeze(1)
 
     def forward(self, input, hx: Tensor | None = None, lengths=None):
+        fast = self._backend_choice.get("fast")      # (training, fn, backend name): see _note_fast_path
+        if fast is not None and fast[1] is not None and lengths is None and fast[0] == self.training \
+                and not torch.is_grad_enabled():
+            res = fast[1](self, input, hx)            # None: not a call the fast path takes
+            if res is not None:
+                backends.record(fast[2])
+                return res
         s = self.spec
         packed = isinstance(input, PackedSequence)
         if packed:
@@ -284,6 +291,8 @@ class GRU(nn.Module):
                 backend = self._backend_choice[key] = backends.select(self.backend, s, x, self.training)
             out, h_n = backend.forward(self, x, hx.contiguous(), lengths)   # (T, B, D*H), (L*D, B, H)
             backends.record(backend.name)
+            if "fast" not in self._backend_choice and not torch.is_grad_enabled():
+                self._note_fast_path(backend, x)
         if packed:
             order = input.sorted_indices
             idx = order if order is not None else torch.arange(B)
@@ -296,6 +305,13 @@ class GRU(nn.Module):
         if s.batch_first:
             out = out.transpose(0, 1)                                 # (T, B, D*H) -> (B, T, D*H)
         return out, h_n
+
+    def _note_fast_path(self, backend, x: Tensor) -> None:
+        """Remember the backend's fast path for inference calls (``fast_forward(module, x)``: a function
+        ``(module, input, hx) -> (out, h_n)``, or None for a call it does not take); kept in _backend_choice, so
+        what clears the choice (a new backend request, ``.to()``) clears it too; it holds for one training flag."""
+        get = getattr(backend, "fast_forward", None)
+        self._backend_choice["fast"] = (self.training, get(self, x) if get is not None else None, backend.name)
 
     def step(self, x_t: Tensor, h: Tensor | None = None, reset: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Advance every layer by one time step, for streaming.

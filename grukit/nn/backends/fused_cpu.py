@@ -210,6 +210,47 @@ class _InferencePlan:
         return hit
 
 
+_ZEROS: dict = {}
+
+
+def _zeros_np(rows: int, B: int, H: int) -> np.ndarray:
+    """Shared read-only float32 zeros ``(rows, B, H)``: the kernels' h0 when the caller gave none."""
+    hit = _ZEROS.get((rows, B, H))
+    if hit is None:
+        if len(_ZEROS) >= 64:
+            _ZEROS.clear()
+        hit = _ZEROS[(rows, B, H)] = np.zeros((rows, B, H), np.float32)
+        hit.flags.writeable = False
+    return hit
+
+
+def _run_compiled(c, plan, module, x: np.ndarray, hx: np.ndarray, lens: np.ndarray,
+                  zo: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every layer and direction of an inference forward through the compiled float32 kernels: ``x``
+    ``(T, B, I)`` and ``hx`` ``(L*D, B, H)`` C-contiguous float32 -> ``(out (T, B, D*H), h_n (L*D, B, H))``. Per
+    layer and direction one call projects the inputs, runs the recurrence and writes its half of the layer's
+    output in place."""
+    spec: GRUSpec = module.spec
+    T, B, _ = x.shape
+    D, H = spec.num_directions, spec.hidden_size
+    layers, Hp = plan.packed()
+    h_n = np.empty((spec.num_layers * D, B, H), np.float32)
+    split = unit_split(H)
+    layer_in = x
+    for layer, per in enumerate(layers):
+        outs = np.empty((T, B, D * H), np.float32)
+        I = layer_in.shape[2]
+        nthreads = compiled_threads(B, H, T, I)
+        for d, (wih, bih, whh, bhh) in enumerate(per):
+            i = layer * D + d
+            c.forward(layer_in, wih, bih, whh, bhh, hx[i], lens, outs, h_n[i], T, B, I, H, Hp, d == 1,
+                      spec.reset_after, zo, D * H, d * H, nthreads, split)
+        layer_in = outs
+        if layer < spec.num_layers - 1 and spec.dropout > 0 and module.training:   # training mode, no grad
+            layer_in = F.dropout(torch.from_numpy(outs), spec.dropout, training=True).numpy()
+    return layer_in, h_n
+
+
 # Multi-threaded inference input projections up to this many multiply-adds per thread run inside the recurrence
 # kernel (each thread projects its own batch rows: no BLAS call, no second thread pool to wake); larger ones,
 # and every single-thread call, go to torch's BLAS, whose whole-GEMM kernel is 2-3x faster than the kernel's
@@ -528,26 +569,46 @@ class FusedCPUBackend:
                         zo: float) -> tuple[Tensor, Tensor]:
         """Inference through the compiled float32 kernels: per layer and direction one call that projects the
         inputs, runs the recurrence and writes its half of the layer's output in place."""
+        out, h_n = _run_compiled(c, plan, module, _np(x if x.is_contiguous() else x.contiguous()), _np(hx), lens, zo)
+        return torch.from_numpy(out), torch.from_numpy(h_n)            # (T, B, D*H), (L*D, B, H)
+
+    def fast_forward(self, module, x: Tensor):
+        """``GRU.forward``'s fast path for this module (see :meth:`infer_fast`): there for float32 where the
+        compiled kernels are built."""
+        return self.infer_fast if x.dtype == torch.float32 and cgru() is not None else None
+
+    def infer_fast(self, module, x, hx):
+        """``GRU.forward``'s fast path for plain float32 inference calls (autograd off, no lengths, a contiguous
+        ``(T, B, I)`` CPU tensor or ``(B, T, I)`` with batch_first, ``hx`` omitted or a contiguous
+        ``(L*D, B, H)`` float32 tensor): the compiled kernels with the fewest checks that keep it exact, about a
+        third of the general path's fixed cost. ``None`` when the call is not such a call (GRU.forward then
+        takes the general path, which also gives the errors)."""
+        if (type(x) is not Tensor or x.dtype != torch.float32 or x.ndim != 3 or not x.is_cpu
+                or torch._C._get_tracing_state() is not None):
+            return None
         spec: GRUSpec = module.spec
-        T, B, _ = x.shape
-        D, H = spec.num_directions, spec.hidden_size
-        layers, Hp = plan.packed()
-        hx_np = _np(hx)                                                # (L*D, B, H), contiguous
-        h_n = np.empty((spec.num_layers * D, B, H), np.float32)
-        split = unit_split(H)
-        layer_in = _np(x if x.is_contiguous() else x.contiguous())     # (T, B, I)
-        for layer, per in enumerate(layers):
-            outs = np.empty((T, B, D * H), np.float32)
-            I = layer_in.shape[2]
-            nthreads = compiled_threads(B, H, T, I)
-            for d, (wih, bih, whh, bhh) in enumerate(per):
-                i = layer * D + d
-                c.forward(layer_in, wih, bih, whh, bhh, hx_np[i], lens, outs, h_n[i], T, B, I, H, Hp, d == 1,
-                          spec.reset_after, zo, D * H, d * H, nthreads, split)
-            layer_in = outs
-            if layer < spec.num_layers - 1 and spec.dropout > 0 and module.training:   # training mode, no grad
-                layer_in = F.dropout(torch.from_numpy(outs), spec.dropout, training=True).numpy()
-        return torch.from_numpy(layer_in), torch.from_numpy(h_n)         # (T, B, D*H), (L*D, B, H)
+        if spec.batch_first:
+            x = x.transpose(0, 1)
+        if not x.is_contiguous():
+            x = x.contiguous()
+        T, B, I = x.shape
+        if I != spec.input_size or T == 0 or B == 0:
+            return None
+        H, rows = spec.hidden_size, spec.num_layers * spec.num_directions
+        if hx is None:
+            hx_np = _zeros_np(rows, B, H)
+        elif (type(hx) is Tensor and hx.dtype == torch.float32 and hx.is_cpu and hx.is_contiguous()
+              and hx.shape == (rows, B, H)):
+            hx_np = hx.numpy()
+        else:
+            return None
+        plan = self._plans.get(module)
+        if plan is None or plan.key != _param_key(module):
+            return None                                                # the general path builds the plan
+        out, h_n = _run_compiled(cgru(), plan, module, x.numpy(), hx_np, _lens(None, T, B),
+                                 0.0 if module.training else spec.zoneout)
+        out = torch.from_numpy(out)
+        return out.transpose(0, 1) if spec.batch_first else out, torch.from_numpy(h_n)
 
     # ------------------------------------------------------------------ streaming
     def packed_stream(self, module, B: int):
