@@ -545,3 +545,39 @@ def test_onnx_export_after_fast_calls_traces_the_general_path(tmp_path):
     assert gru._backend_choice["fast"][1] is not None
     exported = to_onnx(gru, tmp_path / "gru.onnx")
     assert exported.path.exists() and exported.max_abs_diff < 1e-4
+
+
+@needs_c
+@pytest.mark.parametrize("kw", [dict(), dict(reset_after=False, num_layers=3, zoneout=0.2)], ids=["plain", "cho-3"])
+def test_step_fast_path_matches_forward_and_leaves_what_it_does_not_take(kw, monkeypatch):
+    """After the first no-grad step, float32 frames skip GRU.step's general path and still equal forward();
+    reset masks, unbatched frames, a strided state and stale weights take the general path."""
+    torch.manual_seed(0)
+    gru = GRU(4, 18, **kw).eval()
+    xs = torch.randn(6, 3, 4)
+    with torch.no_grad():
+        y_all, h_all = gru(xs)
+        y, h = gru.step(xs[0])                                          # general: builds the packed stream
+        calls = []
+        general = fused_cpu.FusedCPUBackend.step
+        monkeypatch.setattr(fused_cpu.FusedCPUBackend, "step", lambda self, *a: calls.append(1) or general(self, *a))
+        for t in range(1, 6):
+            y, h = gru.step(xs[t], h)
+            torch.testing.assert_close(y, y_all[t], atol=1e-5, rtol=0)
+        assert calls == [] and backends.last_used() == "fused_cpu"
+        torch.testing.assert_close(h, h_all, atol=1e-5, rtol=0)
+        y0, _ = gru.step(xs[0])                                         # h omitted: from zeros
+        torch.testing.assert_close(y0, y_all[0], atol=1e-5, rtol=0)
+        assert calls == []
+        gru.step(xs[0], h, reset=torch.tensor([True, False, True]))
+        gru.step(xs[0, 0])                                             # unbatched
+        gru.step(xs[0], torch.randn(gru.num_layers, 3, 36)[..., ::2])  # strided state
+        with pytest.raises(ShapeError, match="h must have shape"):
+            gru.step(xs[0], torch.zeros(1, 3, 5))
+        assert len(calls) == 3
+        gru.weight_ih_l0.mul_(0.5)                                      # stale packed weights: general path
+        y_new, _ = gru.step(xs[0])
+        assert len(calls) == 4
+        ref = GRU(4, 18, backend="reference", **kw).eval()
+        ref.load_state_dict(gru.state_dict())
+        torch.testing.assert_close(y_new, ref.step(xs[0])[0], atol=1e-5, rtol=0)

@@ -88,7 +88,8 @@ class GRUStream(_CStream or _PythonFrames):
             self._kernel, self._ws, self._meta, h_np = self._fast
             if _CStream is not None and isinstance(self._kernel, _CStream):   # numpy frames: stream(x) in C
                 _CStream.__init__(self, self._ws, self._meta, self._kernel.nthreads)
-                self._kernel, compiled = self.advance, True
+                self._kernel, compiled = self.advance, True           # (the backend's Stream is dropped)
+                self._fast = (self._kernel, self._ws, self._meta, h_np)
             self._top = h_np[-1]                                      # (B, H): the top layer's state
             self._h = torch.from_numpy(h_np)                          # (L, B, H) view into the buffer
             self._np_dtype = h_np.dtype

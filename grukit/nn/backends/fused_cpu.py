@@ -666,6 +666,37 @@ class FusedCPUBackend:
                  hout.numpy(), gi, gh, q)
         return hout
 
+    def fast_step(self, module, x: Tensor):
+        """``GRU.step``'s fast path for this module (see :meth:`step_fast`): there for float32 where the compiled
+        kernels are built."""
+        return self.step_fast if x.dtype == torch.float32 and cgru() is not None else None
+
+    def step_fast(self, module, x_t, h):
+        """``GRU.step`` for plain float32 inference frames (autograd off, no reset, a contiguous ``(B, I)`` CPU
+        tensor, ``h`` omitted or a contiguous ``(L, B, H)`` float32 tensor) through the packed stream that the
+        general path already built for this module, batch size and thread: ``(y_t, h')`` or ``None`` for a call
+        it does not take (GRU.step then takes the general path, which also gives the errors)."""
+        if (type(x_t) is not Tensor or x_t.dtype != torch.float32 or x_t.ndim != 2 or not x_t.is_cpu
+                or not x_t.is_contiguous()):
+            return None
+        per = self._compiled_steps.get(module)
+        if per is None:
+            return None
+        packed = per[1].get((x_t.shape[0], threading.get_ident()))
+        if packed is None or x_t.shape[1] != module.spec.input_size or per[0] != _param_key(module):
+            return None                                                # the general path (re)builds it
+        kernel, ws, meta, state = packed
+        if h is None:
+            state.fill(0.0)
+        elif (type(h) is Tensor and h.dtype == torch.float32 and h.is_cpu and h.is_contiguous()
+              and h.shape == state.shape):
+            state[...] = h.numpy()
+        else:
+            return None
+        kernel.advance(x_t.numpy())
+        h_new = torch.from_numpy(state.copy())                         # (L, B, H)
+        return h_new[-1], h_new
+
     def _step_compiled(self, c, module, key, x_t: Tensor, h: Tensor) -> Tensor:
         """Inference ``step`` through the compiled stream kernel: the state is copied into a packed stream
         buffer (one per module, batch size and Python thread, rebuilt when a parameter changes), advanced, and
