@@ -337,6 +337,15 @@ def test_c_boundary_checks_buffer_sizes():
     bad[13] = stream._ws.size                     # layer 0's W_hh offset past the end of ws
     with pytest.raises(ValueError, match="a region lies outside it"):
         C.Stream(stream._ws, bad)
+    with pytest.raises(ValueError, match="3 weight arrays for 1 layers x 1 directions"):
+        C.Plan([wih, b, whh], 1, 1, 4, 8, Hp, True)
+    with pytest.raises(ValueError, match="weight array 0 must hold 240 float32 values"):
+        C.Plan([wih, b, whh, b], 1, 1, 5, 8, Hp, True)                    # W_ih packed for I=4, not 5
+    with pytest.raises(ValueError, match="weight array 2 must hold"):
+        C.Plan([wih, b, whh.astype(np.float64), b], 1, 1, 4, 8, Hp, True)
+    plan = C.Plan([wih, b, whh, b], 1, 1, 4, 8, Hp, True)
+    with pytest.raises(ValueError, match="inconsistent sizes"):
+        plan.run(x.ctypes.data, 0, 2, 0, 0.0, 1, 1, True)
     xt = np.zeros((4, 2, 3), np.float32).transpose(2, 1, 0)                  # right size, not C-contiguous
     with pytest.raises((BufferError, TypeError, ValueError), match="contiguous"):
         C.forward(xt, wih, b, whh, b, h0, lens, out, hT, 3, 2, 4, 8, Hp, False, True, 0.0, 8, 0, 1)
@@ -526,9 +535,13 @@ def test_inference_fast_path_leaves_what_it_does_not_take(monkeypatch):
         ours.train()
         ours(x)
         assert len(calls) == 5                                          # a new training flag: general first
+        drop = GRU(5, 8, num_layers=2, dropout=0.5).train()             # dropout between layers (training
+        drop(x)                                                         # mode, no grad): always general
+        drop(x)
+        assert len(calls) == 7 and drop._backend_choice["fast"][1] is not None
     ours.eval()
     y, _ = ours(x)                                                      # autograd on: the general path
-    assert len(calls) == 6 and y.requires_grad
+    assert len(calls) == 8 and y.requires_grad
 
 
 @needs_c

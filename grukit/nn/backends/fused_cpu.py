@@ -176,6 +176,7 @@ class _InferencePlan:
         self._module = weakref.ref(module)
         self._layers = None
         self._packed = None
+        self._cplan = None
 
     def _per_layer(self, build) -> list:
         module = self._module()
@@ -199,6 +200,15 @@ class _InferencePlan:
             self._packed = (self._per_layer(lambda p: _packed_layer(p, H)), _padded(H))
         return self._packed
 
+    def compiled(self, c):
+        """The packed weights held by a ``_cgru.Plan`` (every layer and direction of a forward in one call)."""
+        if self._cplan is None:
+            layers, Hp = self.packed()
+            s: GRUSpec = self._module().spec
+            self._cplan = c.Plan([a for per in layers for lay in per for a in lay], s.num_layers,
+                                 s.num_directions, s.input_size, s.hidden_size, Hp, s.reset_after)
+        return self._cplan
+
     def buffers(self, B: int, H: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         key = (B, threading.get_ident())                  # the kernel releases the GIL: one set per thread
         hit = self.scratch.get(key)
@@ -208,20 +218,6 @@ class _InferencePlan:
             hit = self.scratch[key] = (np.empty((B, H), dtype), np.empty((B, 3 * H), dtype),
                                        np.empty((B, H), dtype))
         return hit
-
-
-_ZEROS: dict = {}
-
-
-def _zeros_np(rows: int, B: int, H: int) -> np.ndarray:
-    """Shared read-only float32 zeros ``(rows, B, H)``: the kernels' h0 when the caller gave none."""
-    hit = _ZEROS.get((rows, B, H))
-    if hit is None:
-        if len(_ZEROS) >= 64:
-            _ZEROS.clear()
-        hit = _ZEROS[(rows, B, H)] = np.zeros((rows, B, H), np.float32)
-        hit.flags.writeable = False
-    return hit
 
 
 def _run_compiled(c, plan, module, x: np.ndarray, hx: np.ndarray, lens: np.ndarray,
@@ -580,8 +576,8 @@ class FusedCPUBackend:
     def infer_fast(self, module, x, hx):
         """``GRU.forward``'s fast path for plain float32 inference calls (autograd off, no lengths, a contiguous
         ``(T, B, I)`` CPU tensor or ``(B, T, I)`` with batch_first, ``hx`` omitted or a contiguous
-        ``(L*D, B, H)`` float32 tensor): the compiled kernels with the fewest checks that keep it exact, about a
-        third of the general path's fixed cost. ``None`` when the call is not such a call (GRU.forward then
+        ``(L*D, B, H)`` float32 tensor): one call of the module's ``_cgru.Plan`` with the tensors' addresses,
+        after the checks that make them safe to read. ``None`` when the call is not such a call (GRU.forward then
         takes the general path, which also gives the errors)."""
         if (type(x) is not Tensor or x.dtype != torch.float32 or x.ndim != 3 or not x.is_cpu
                 or torch._C._get_tracing_state() is not None):
@@ -594,20 +590,24 @@ class FusedCPUBackend:
         T, B, I = x.shape
         if I != spec.input_size or T == 0 or B == 0:
             return None
-        H, rows = spec.hidden_size, spec.num_layers * spec.num_directions
+        if module.training and spec.dropout > 0 and spec.num_layers > 1:
+            return None                                                # dropout between layers: general path
+        H = spec.hidden_size
         if hx is None:
-            hx_np = _zeros_np(rows, B, H)
+            ha = 0
         elif (type(hx) is Tensor and hx.dtype == torch.float32 and hx.is_cpu and hx.is_contiguous()
-              and hx.shape == (rows, B, H)):
-            hx_np = hx.numpy()
+              and hx.shape == (spec.num_layers * spec.num_directions, B, H)):
+            ha = hx.data_ptr()
         else:
             return None
         plan = self._plans.get(module)
         if plan is None or plan.key != _param_key(module):
             return None                                                # the general path builds the plan
-        out, h_n = _run_compiled(cgru(), plan, module, x.numpy(), hx_np, _lens(None, T, B),
-                                 0.0 if module.training else spec.zoneout)
-        out = torch.from_numpy(out)
+        n0 = compiled_threads(B, H, T, I)
+        n1 = n0 if spec.num_layers == 1 else compiled_threads(B, H, T, spec.num_directions * H)
+        out, h_n = plan.compiled(cgru()).run(x.data_ptr(), T, B, ha, 0.0 if module.training else spec.zoneout,
+                                             n0, n1, unit_split(H))
+        out = torch.from_numpy(out)                                    # (T, B, D*H), (L*D, B, H)
         return out.transpose(0, 1) if spec.batch_first else out, torch.from_numpy(h_n)
 
     # ------------------------------------------------------------------ streaming

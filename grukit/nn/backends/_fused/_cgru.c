@@ -15,6 +15,9 @@
  *   Stream(ws, meta, nthreads=1) a packed stream (subclassable): stream(x) advances every layer by one frame,
  *                                the state kept in ws (on nthreads threads: hidden units split), and returns a
  *                                new array of the top layer's state; stream.advance(x) the same, returning None.
+ *   Plan(weights, L, D, I, H, Hp, reset_after)   a whole GRU's packed weights: plan.run(x_address, T, B,
+ *                                hx_address_or_0, zo, n_first, n_rest, unit_split) -> (out, h_n), every layer
+ *                                and direction of an inference forward in one call (GRU.forward's fast path).
  *   gemm(A, M, K, Wp, p0, np, C, ldc, bias_or_None)   the panel matmul itself (for tests).
  *   isa()                        "avx2" or "generic": the kernels in use.
  *   counts()                     how split calls and stream frames ran, and pipelined chunks helpers wrote.
@@ -29,6 +32,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -763,6 +767,151 @@ static PyTypeObject StreamType = {
     .tp_call = (ternaryfunc)stream_call,
 };
 
+/* Plan(weights, L, D, I, H, Hp, reset_after): the packed weights of a whole GRU (per layer and direction W_ih,
+ * b_ih, W_hh, b_hh, in that order; checked once, here, and held), for plan.run: an inference forward of every
+ * layer and direction in one call, the cheapest one GRU.forward can make. */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer *bufs;
+    long nbufs, L, D, I, H, Hp;
+    int reset_after;
+} PlanObj;
+
+static void plan_drop(PlanObj *self)
+{
+    for (long i = 0; i < self->nbufs; i++) PyBuffer_Release(&self->bufs[i]);
+    free(self->bufs);
+    self->bufs = NULL;
+    self->nbufs = 0;
+}
+
+static void plan_dealloc(PlanObj *self)
+{
+    plan_drop(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int plan_init(PlanObj *self, PyObject *args, PyObject *kw)
+{
+    PyObject *seq;
+    long L, D, I, H, Hp;
+    int reset_after;
+    if (!PyArg_ParseTuple(args, "Olllllp", &seq, &L, &D, &I, &H, &Hp, &reset_after)) return -1;
+    plan_drop(self);
+    if (L < 1 || L > 64 || D < 1 || D > 2 || I < 1 || H < 1 || Hp < H || Hp % 16) {
+        PyErr_SetString(PyExc_ValueError, "_cgru.Plan: inconsistent sizes");
+        return -1;
+    }
+    PyObject *fast = PySequence_Fast(seq, "_cgru.Plan: weights must be a sequence");
+    if (!fast) return -1;
+    long n = (long)PySequence_Fast_GET_SIZE(fast);
+    if (n != 4 * L * D) {
+        PyErr_Format(PyExc_ValueError, "_cgru.Plan: %ld weight arrays for %ld layers x %ld directions (want 4 each)",
+                     n, L, D);
+        Py_DECREF(fast);
+        return -1;
+    }
+    if (!(self->bufs = calloc((size_t)n, sizeof(Py_buffer)))) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    const long G = 3 * Hp;
+    for (long i = 0; i < n; i++) {
+        long k = i % 4, in = i / (4 * D) == 0 ? I : D * H;
+        long want = k == 0 ? in * G : k == 2 ? H * G : G;
+        Py_buffer *b = &self->bufs[i];
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, i), b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) break;
+        self->nbufs = i + 1;
+        if (b->itemsize != 4 || !b->format || strcmp(b->format, "f") != 0 || b->len != want * 4) {
+            PyErr_Format(PyExc_ValueError, "_cgru.Plan: weight array %ld must hold %ld float32 values", i, want);
+            break;
+        }
+    }
+    Py_DECREF(fast);
+    if (PyErr_Occurred()) {
+        plan_drop(self);
+        return -1;
+    }
+    self->L = L; self->D = D; self->I = I; self->H = H; self->Hp = Hp; self->reset_after = reset_after;
+    return 0;
+}
+
+/* plan.run(x_address, T, B, hx_address_or_0, zo, nthreads_first, nthreads_rest, unit_split) -> (out, h_n):
+ * x at that address is a C-contiguous float32 (T, B, I) array and hx (0: zeros) a (L*D, B, H) one, both alive
+ * for the call (the caller checks them: grukit's fused_cpu.infer_fast); out (T, B, D*H) and h_n (L*D, B, H) are
+ * new arrays. Every sequence runs all T steps (no lengths). */
+static PyObject *plan_run(PlanObj *self, PyObject *args)
+{
+    unsigned long long xa, ha;
+    long T, B;
+    float zo;
+    int n0, n1, split;
+    if (!PyArg_ParseTuple(args, "KllKfiip", &xa, &T, &B, &ha, &zo, &n0, &n1, &split)) return NULL;
+    if (!self->nbufs) {
+        PyErr_SetString(PyExc_ValueError, "_cgru.Plan: no weights (init was not called)");
+        return NULL;
+    }
+    if (T < 1 || B < 1 || !xa) {
+        PyErr_SetString(PyExc_ValueError, "_cgru.Plan.run: inconsistent sizes");
+        return NULL;
+    }
+    const long L = self->L, D = self->D, H = self->H, DH = D * H;
+    npy_intp od[3] = {T, B, DH}, hd[3] = {L * D, B, H};
+    PyObject *out = PyArray_SimpleNew(3, od, NPY_FLOAT32), *hn = PyArray_SimpleNew(3, hd, NPY_FLOAT32);
+    long long *lens = malloc(sizeof(long long) * (size_t)B);
+    float *zeros = ha ? NULL : calloc((size_t)(L * D * B * H), sizeof(float));
+    float *mid = L > 1 ? falloc((L > 2 ? 2 : 1) * T * B * DH) : NULL;
+    int rc = 0;
+    if (!out || !hn || !lens || (!ha && !zeros) || (L > 1 && !mid)) {
+        rc = -1;
+        goto done;
+    }
+    for (long b = 0; b < B; b++) lens[b] = T;
+    const float *hx = ha ? (const float *)(uintptr_t)ha : zeros;
+    float *o = PyArray_DATA((PyArrayObject *)out), *h = PyArray_DATA((PyArrayObject *)hn);
+    Py_BEGIN_ALLOW_THREADS
+    const float *in = (const float *)(uintptr_t)xa;
+    for (long l = 0; l < L && !rc; l++) {
+        float *dst = l == L - 1 ? o : mid + (l & 1) * T * B * DH;
+        for (long d = 0; d < D && !rc; d++) {
+            const Py_buffer *w = &self->bufs[4 * (l * D + d)];
+            long i = l * D + d;
+            Job J = {in, w[0].buf, w[1].buf, w[2].buf, w[3].buf, hx + i * B * H, lens, dst, h + i * B * H,
+                     T, B, l ? DH : self->I, H, self->Hp, DH, d * H, d == 1, self->reset_after, zo};
+            rc = run_job(&J, l ? n1 : n0, split);
+        }
+        in = dst;
+    }
+    Py_END_ALLOW_THREADS
+done:
+    free(lens); free(zeros); free(mid);
+    if (rc) {
+        Py_XDECREF(out); Py_XDECREF(hn);
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", out, hn);
+}
+
+static PyMethodDef plan_methods[] = {
+    {"run", (PyCFunction)plan_run, METH_VARARGS,
+     "run(x_address, T, B, hx_address_or_0, zo, nthreads_first, nthreads_rest, unit_split) -> (out, h_n)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PlanType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_cgru.Plan",
+    .tp_basicsize = sizeof(PlanObj),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Plan(weights, L, D, I, H, Hp, reset_after): a GRU's packed weights for plan.run (one-call inference)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)plan_init,
+    .tp_dealloc = (destructor)plan_dealloc,
+    .tp_methods = plan_methods,
+};
+
 static PyObject *py_gemm(PyObject *self, PyObject *args)
 {
     Py_buffer A, Wp, C;
@@ -835,7 +984,7 @@ PyMODINIT_FUNC PyInit__cgru(void)
     if (!(want && strcmp(want, "generic") == 0))
         use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
-    if (PyType_Ready(&StreamType) < 0) return NULL;
+    if (PyType_Ready(&StreamType) < 0 || PyType_Ready(&PlanType) < 0) return NULL;
     PyObject *mod = PyModule_Create(&moduledef);
     if (!mod) return NULL;
     if (PyModule_AddIntConstant(mod, "MAX_STACK_ROWS", MAX_STACK_ROWS) < 0
@@ -846,6 +995,12 @@ PyMODINIT_FUNC PyInit__cgru(void)
     Py_INCREF(&StreamType);
     if (PyModule_AddObject(mod, "Stream", (PyObject *)&StreamType) < 0) {
         Py_DECREF(&StreamType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    Py_INCREF(&PlanType);
+    if (PyModule_AddObject(mod, "Plan", (PyObject *)&PlanType) < 0) {
+        Py_DECREF(&PlanType);
         Py_DECREF(mod);
         return NULL;
     }
