@@ -345,7 +345,11 @@ def test_c_boundary_checks_buffer_sizes():
         C.Plan([wih, b, whh.astype(np.float64), b], 1, 1, 4, 8, Hp, True)
     plan = C.Plan([wih, b, whh, b], 1, 1, 4, 8, Hp, True)
     with pytest.raises(ValueError, match="inconsistent sizes"):
-        plan.run(x.ctypes.data, 0, 2, 0, 0.0, 1, 1, True)
+        plan.run(x.ctypes.data, 0, 2, 0, None, 0.0, 1, 1, True)
+    with pytest.raises(ValueError, match=r"lens must hold 2 int64 values in \[0, 3\]"):
+        plan.run(x.ctypes.data, 3, 2, 0, np.array([3, 4]), 0.0, 1, 1, True)
+    with pytest.raises(ValueError, match="inconsistent sizes"):
+        plan.run(x.ctypes.data, 3, 2, 0, None, 0.0, 1, 1, True, 1, 2)                # layers [1, 2) of 1
     xt = np.zeros((4, 2, 3), np.float32).transpose(2, 1, 0)                  # right size, not C-contiguous
     with pytest.raises((BufferError, TypeError, ValueError), match="contiguous"):
         C.forward(xt, wih, b, whh, b, h0, lens, out, hT, 3, 2, 4, 8, Hp, False, True, 0.0, 8, 0, 1)
@@ -534,11 +538,13 @@ def test_inference_fast_path_leaves_what_it_does_not_take(monkeypatch):
         assert len(calls) == 4                                          # fresh plan: fast again
         ours.train()
         ours(x)
-        assert len(calls) == 5                                          # a new training flag: general first
+        assert len(calls) == 5                                          # a new training flag: general first,
+        ours(x)
+        assert len(calls) == 5                                          # then fast for that flag too
         drop = GRU(5, 8, num_layers=2, dropout=0.5).train()             # dropout between layers (training
         drop(x)                                                         # mode, no grad): always general
         drop(x)
-        assert len(calls) == 7 and drop._backend_choice["fast"][1] is not None
+        assert len(calls) == 7 and drop._backend_choice[("fast", "forward")][1] is not None
     ours.eval()
     y, _ = ours(x)                                                      # autograd on: the general path
     assert len(calls) == 8 and y.requires_grad
@@ -555,7 +561,7 @@ def test_onnx_export_after_fast_calls_traces_the_general_path(tmp_path):
     with torch.no_grad():
         gru(torch.randn(7, 2, 5))
         gru(torch.randn(7, 2, 5))
-    assert gru._backend_choice["fast"][1] is not None
+    assert gru._backend_choice[("fast", "forward")][1] is not None
     exported = to_onnx(gru, tmp_path / "gru.onnx")
     assert exported.path.exists() and exported.max_abs_diff < 1e-4
 

@@ -245,12 +245,9 @@ class GRU(nn.Module):
         return hx if batched else hx.unsqueeze(1)
 
     def forward(self, input, hx: Tensor | None = None, lengths=None):
-        fast = self._backend_choice.get("fast")      # (training, fn, backend name): see _note_fast_path
-        if fast is not None and fast[1] is not None and lengths is None and fast[0] == self.training \
-                and not torch.is_grad_enabled():
-            res = fast[1](self, input, hx)            # None: not a call the fast path takes
+        if lengths is None:
+            res = self._fast_call("forward", input, hx)
             if res is not None:
-                backends.record(fast[2])
                 return res
         s = self.spec
         packed = isinstance(input, PackedSequence)
@@ -291,8 +288,8 @@ class GRU(nn.Module):
                 backend = self._backend_choice[key] = backends.select(self.backend, s, x, self.training)
             out, h_n = backend.forward(self, x, hx.contiguous(), lengths)   # (T, B, D*H), (L*D, B, H)
             backends.record(backend.name)
-            if "fast" not in self._backend_choice and not torch.is_grad_enabled():
-                self._note_fast_path(backend, x, "fast")
+            if not torch.is_grad_enabled():
+                self._note_fast_path("forward", backend, x)
         if packed:
             order = input.sorted_indices
             idx = order if order is not None else torch.arange(B)
@@ -306,14 +303,27 @@ class GRU(nn.Module):
             out = out.transpose(0, 1)                                 # (T, B, D*H) -> (B, T, D*H)
         return out, h_n
 
-    def _note_fast_path(self, backend, x: Tensor, which: str) -> None:
-        """Remember the backend's fast path for inference calls of forward (``which="fast"``: the backend's
-        ``fast_forward(module, x)`` gives a function ``(module, input, hx) -> (out, h_n)``) or step
-        (``"fast_step"``: ``fast_step(module, x)``, ``(module, x_t, h) -> (y_t, h')``); the function returns None
-        for a call it does not take. Kept in _backend_choice, so what clears the choice (a new backend request,
-        ``.to()``) clears it too; it holds for one training flag."""
-        get = getattr(backend, "fast_forward" if which == "fast" else "fast_step", None)
-        self._backend_choice[which] = (self.training, get(self, x) if get is not None else None, backend.name)
+    # Fast paths: a backend may offer, for plain inference calls of forward or step, a function that skips this
+    # module's checks and dispatch (``backend.fast_path(which, module, x)``; it returns None for a call it does
+    # not take, and the general path runs). Noted by the general path (autograd off) in _backend_choice under
+    # ("fast", which) as (training flag, function or None, backend name), so what clears the choice (a new
+    # backend request, ``.to()``) clears it too, and a new training flag notes it again.
+    def _fast_call(self, which: str, x, h):
+        fast = self._backend_choice.get(("fast", which))
+        if fast is None or fast[1] is None or fast[0] != self.training or torch.is_grad_enabled():
+            return None
+        res = fast[1](self, x, h)
+        if res is not None:
+            backends.record(fast[2])
+        return res
+
+    def _note_fast_path(self, which: str, backend, x: Tensor) -> None:
+        key = ("fast", which)
+        noted = self._backend_choice.get(key)
+        if noted is None or noted[0] != self.training:
+            get = getattr(backend, "fast_path", None)
+            self._backend_choice[key] = (self.training, get(which, self, x) if get is not None else None,
+                                         backend.name)
 
     def step(self, x_t: Tensor, h: Tensor | None = None, reset: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Advance every layer by one time step, for streaming.
@@ -326,12 +336,9 @@ class GRU(nn.Module):
         Returns ``(y_t, h')``: the top layer's output ``(B, H)`` and the new state ``(L, B, H)``.
         Calling ``step`` over a sequence gives the same outputs as ``forward`` over it.
         """
-        fast = self._backend_choice.get("fast_step")     # (training, fn, backend name): see _note_fast_path
-        if fast is not None and fast[1] is not None and reset is None and fast[0] == self.training \
-                and not torch.is_grad_enabled():
-            res = fast[1](self, x_t, h)                   # None: not a call the fast path takes
+        if reset is None:
+            res = self._fast_call("step", x_t, h)
             if res is not None:
-                backends.record(fast[2])
                 return res
         s = self.spec
         if s.bidirectional:
@@ -371,8 +378,8 @@ class GRU(nn.Module):
             backend = self._backend_choice[key] = backends.select_step(self.backend, s, x, self.training)
         h_new = backend.step(self, x, h if h.is_contiguous() else h.contiguous())   # (L, B, H)
         backends.record(backend.name)
-        if "fast_step" not in self._backend_choice and not torch.is_grad_enabled():
-            self._note_fast_path(backend, x, "fast_step")
+        if not torch.is_grad_enabled():
+            self._note_fast_path("step", backend, x)
         if not batched:
             h_new = h_new.squeeze(1)
         return h_new[-1], h_new

@@ -220,33 +220,6 @@ class _InferencePlan:
         return hit
 
 
-def _run_compiled(c, plan, module, x: np.ndarray, hx: np.ndarray, lens: np.ndarray,
-                  zo: float) -> tuple[np.ndarray, np.ndarray]:
-    """Every layer and direction of an inference forward through the compiled float32 kernels: ``x``
-    ``(T, B, I)`` and ``hx`` ``(L*D, B, H)`` C-contiguous float32 -> ``(out (T, B, D*H), h_n (L*D, B, H))``. Per
-    layer and direction one call projects the inputs, runs the recurrence and writes its half of the layer's
-    output in place."""
-    spec: GRUSpec = module.spec
-    T, B, _ = x.shape
-    D, H = spec.num_directions, spec.hidden_size
-    layers, Hp = plan.packed()
-    h_n = np.empty((spec.num_layers * D, B, H), np.float32)
-    split = unit_split(H)
-    layer_in = x
-    for layer, per in enumerate(layers):
-        outs = np.empty((T, B, D * H), np.float32)
-        I = layer_in.shape[2]
-        nthreads = compiled_threads(B, H, T, I)
-        for d, (wih, bih, whh, bhh) in enumerate(per):
-            i = layer * D + d
-            c.forward(layer_in, wih, bih, whh, bhh, hx[i], lens, outs, h_n[i], T, B, I, H, Hp, d == 1,
-                      spec.reset_after, zo, D * H, d * H, nthreads, split)
-        layer_in = outs
-        if layer < spec.num_layers - 1 and spec.dropout > 0 and module.training:   # training mode, no grad
-            layer_in = F.dropout(torch.from_numpy(outs), spec.dropout, training=True).numpy()
-    return layer_in, h_n
-
-
 # Multi-threaded inference input projections up to this many multiply-adds per thread run inside the recurrence
 # kernel (each thread projects its own batch rows: no BLAS call, no second thread pool to wake); larger ones,
 # and every single-thread call, go to torch's BLAS, whose whole-GEMM kernel is 2-3x faster than the kernel's
@@ -563,15 +536,38 @@ class FusedCPUBackend:
 
     def _infer_compiled(self, c, plan, module, x: Tensor, hx: Tensor, lens: np.ndarray,
                         zo: float) -> tuple[Tensor, Tensor]:
-        """Inference through the compiled float32 kernels: per layer and direction one call that projects the
-        inputs, runs the recurrence and writes its half of the layer's output in place."""
-        out, h_n = _run_compiled(c, plan, module, _np(x if x.is_contiguous() else x.contiguous()), _np(hx), lens, zo)
-        return torch.from_numpy(out), torch.from_numpy(h_n)            # (T, B, D*H), (L*D, B, H)
+        """Inference through the compiled float32 kernels: every layer and direction in one call of the
+        module's ``_cgru.Plan`` (per layer and direction the kernels project the inputs, run the recurrence and
+        write their half of the layer's output in place); in training mode (no grad) with dropout between
+        layers, one call per layer with the dropout between them."""
+        spec: GRUSpec = module.spec
+        x = x if x.is_contiguous() else x.contiguous()                 # hx is contiguous (GRU.forward)
+        T, B, I = x.shape
+        L, D, H = spec.num_layers, spec.num_directions, spec.hidden_size
+        run = plan.compiled(c).run
+        n0 = compiled_threads(B, H, T, I)
+        n1 = n0 if L == 1 else compiled_threads(B, H, T, D * H)
+        split = unit_split(H)
+        if not (module.training and spec.dropout > 0 and L > 1):
+            out, h_n = run(x.data_ptr(), T, B, hx.data_ptr(), lens, zo, n0, n1, split)
+            return torch.from_numpy(out), torch.from_numpy(h_n)        # (T, B, D*H), (L*D, B, H)
+        layer_in, h_n = x, []
+        for layer in range(L):
+            out, h = run(layer_in.data_ptr(), T, B, hx[layer * D].data_ptr(), lens, zo, n1 if layer else n0, n1,
+                         split, layer, layer + 1)
+            h_n.append(h)
+            layer_in = torch.from_numpy(out)
+            if layer < L - 1:
+                layer_in = F.dropout(layer_in, spec.dropout, training=True)
+        return layer_in, torch.from_numpy(np.concatenate(h_n))
 
-    def fast_forward(self, module, x: Tensor):
-        """``GRU.forward``'s fast path for this module (see :meth:`infer_fast`): there for float32 where the
-        compiled kernels are built."""
-        return self.infer_fast if x.dtype == torch.float32 and cgru() is not None else None
+    def fast_path(self, which: str, module, x: Tensor):
+        """The fast path of ``GRU.forward`` (``which="forward"``: :meth:`infer_fast`) or ``GRU.step``
+        (``"step"``: :meth:`step_fast`) for this module: there for float32 where the compiled kernels are
+        built, else ``None``."""
+        if x.dtype != torch.float32 or cgru() is None:
+            return None
+        return self.infer_fast if which == "forward" else self.step_fast
 
     def infer_fast(self, module, x, hx):
         """``GRU.forward``'s fast path for plain float32 inference calls (autograd off, no lengths, a contiguous
@@ -605,7 +601,7 @@ class FusedCPUBackend:
             return None                                                # the general path builds the plan
         n0 = compiled_threads(B, H, T, I)
         n1 = n0 if spec.num_layers == 1 else compiled_threads(B, H, T, spec.num_directions * H)
-        out, h_n = plan.compiled(cgru()).run(x.data_ptr(), T, B, ha, 0.0 if module.training else spec.zoneout,
+        out, h_n = plan.compiled(cgru()).run(x.data_ptr(), T, B, ha, None, 0.0 if module.training else spec.zoneout,
                                              n0, n1, unit_split(H))
         out = torch.from_numpy(out)                                    # (T, B, D*H), (L*D, B, H)
         return out.transpose(0, 1) if spec.batch_first else out, torch.from_numpy(h_n)
@@ -665,11 +661,6 @@ class FusedCPUBackend:
         w.kernel(x_t.numpy(force=True), h.numpy(force=True), w.WihT, w.WT, w.b, w.n_in, w.reset_after, w.zo, w.one,
                  hout.numpy(), gi, gh, q)
         return hout
-
-    def fast_step(self, module, x: Tensor):
-        """``GRU.step``'s fast path for this module (see :meth:`step_fast`): there for float32 where the compiled
-        kernels are built."""
-        return self.step_fast if x.dtype == torch.float32 and cgru() is not None else None
 
     def step_fast(self, module, x_t, h):
         """``GRU.step`` for plain float32 inference frames (autograd off, no reset, a contiguous ``(B, I)`` CPU

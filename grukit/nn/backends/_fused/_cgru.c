@@ -16,8 +16,8 @@
  *                                the state kept in ws (on nthreads threads: hidden units split), and returns a
  *                                new array of the top layer's state; stream.advance(x) the same, returning None.
  *   Plan(weights, L, D, I, H, Hp, reset_after)   a whole GRU's packed weights: plan.run(x_address, T, B,
- *                                hx_address_or_0, zo, n_first, n_rest, unit_split) -> (out, h_n), every layer
- *                                and direction of an inference forward in one call (GRU.forward's fast path).
+ *                                hx_address_or_0, lens_or_None, zo, n_first, n_rest, unit_split, l0=0, l1=L)
+ *                                -> (out, h_n), the layers [l0, l1) of an inference forward in one call.
  *   gemm(A, M, K, Wp, p0, np, C, ldc, bias_or_None)   the panel matmul itself (for tests).
  *   isa()                        "avx2" or "generic": the kernels in use.
  *   counts()                     how split calls and stream frames ran, and pipelined chunks helpers wrote.
@@ -837,49 +837,71 @@ static int plan_init(PlanObj *self, PyObject *args, PyObject *kw)
     return 0;
 }
 
-/* plan.run(x_address, T, B, hx_address_or_0, zo, nthreads_first, nthreads_rest, unit_split) -> (out, h_n):
- * x at that address is a C-contiguous float32 (T, B, I) array and hx (0: zeros) a (L*D, B, H) one, both alive
- * for the call (the caller checks them: grukit's fused_cpu.infer_fast); out (T, B, D*H) and h_n (L*D, B, H) are
- * new arrays. Every sequence runs all T steps (no lengths). */
+/* plan.run(x_address, T, B, hx_address_or_0, lens_or_None, zo, n_first, n_rest, unit_split, l0=0, l1=L)
+ *   -> (out, h_n): layers [l0, l1) (every direction) of an inference forward. x at that address is a
+ * C-contiguous float32 (T, B, I) array (I: the input size for l0 = 0, D*H above) and hx (0: zeros) the
+ * (L*D, B, H) state's rows from layer l0 on, both alive for the call (the caller checks them: grukit's
+ * fused_cpu); lens (B,) int64 valid steps per row (None: all T); out (T, B, D*H) and h_n ((l1-l0)*D, B, H) are
+ * new arrays. n_first threads for the first layer, n_rest for the others. */
 static PyObject *plan_run(PlanObj *self, PyObject *args)
 {
     unsigned long long xa, ha;
-    long T, B;
+    long T, B, l0 = 0, l1 = -1;
+    PyObject *lens_obj;
     float zo;
     int n0, n1, split;
-    if (!PyArg_ParseTuple(args, "KllKfiip", &xa, &T, &B, &ha, &zo, &n0, &n1, &split)) return NULL;
+    if (!PyArg_ParseTuple(args, "KllKOfiip|ll", &xa, &T, &B, &ha, &lens_obj, &zo, &n0, &n1, &split, &l0, &l1))
+        return NULL;
     if (!self->nbufs) {
         PyErr_SetString(PyExc_ValueError, "_cgru.Plan: no weights (init was not called)");
         return NULL;
     }
-    if (T < 1 || B < 1 || !xa) {
+    if (l1 < 0) l1 = self->L;
+    if (T < 1 || B < 1 || !xa || l0 < 0 || l1 > self->L || l0 >= l1) {
         PyErr_SetString(PyExc_ValueError, "_cgru.Plan.run: inconsistent sizes");
         return NULL;
     }
-    const long L = self->L, D = self->D, H = self->H, DH = D * H;
-    npy_intp od[3] = {T, B, DH}, hd[3] = {L * D, B, H};
-    PyObject *out = PyArray_SimpleNew(3, od, NPY_FLOAT32), *hn = PyArray_SimpleNew(3, hd, NPY_FLOAT32);
+    const long D = self->D, H = self->H, DH = D * H, NL = l1 - l0;
     long long *lens = malloc(sizeof(long long) * (size_t)B);
-    float *zeros = ha ? NULL : calloc((size_t)(L * D * B * H), sizeof(float));
-    float *mid = L > 1 ? falloc((L > 2 ? 2 : 1) * T * B * DH) : NULL;
+    if (!lens) return PyErr_NoMemory();
+    if (lens_obj == Py_None) {
+        for (long b = 0; b < B; b++) lens[b] = T;
+    } else {
+        Py_buffer lb;
+        if (PyObject_GetBuffer(lens_obj, &lb, PyBUF_C_CONTIGUOUS) < 0) { free(lens); return NULL; }
+        int ok = lb.len == B * 8 && lb.itemsize == 8;
+        for (long b = 0; ok && b < B; b++) {
+            lens[b] = ((const long long *)lb.buf)[b];
+            ok = lens[b] >= 0 && lens[b] <= T;
+        }
+        PyBuffer_Release(&lb);
+        if (!ok) {
+            free(lens);
+            PyErr_Format(PyExc_ValueError, "_cgru.Plan.run: lens must hold %ld int64 values in [0, %ld]", B, T);
+            return NULL;
+        }
+    }
+    npy_intp od[3] = {T, B, DH}, hd[3] = {NL * D, B, H};
+    PyObject *out = PyArray_SimpleNew(3, od, NPY_FLOAT32), *hn = PyArray_SimpleNew(3, hd, NPY_FLOAT32);
+    float *zeros = ha ? NULL : calloc((size_t)(NL * D * B * H), sizeof(float));
+    float *mid = NL > 1 ? falloc((NL > 2 ? 2 : 1) * T * B * DH) : NULL;
     int rc = 0;
-    if (!out || !hn || !lens || (!ha && !zeros) || (L > 1 && !mid)) {
+    if (!out || !hn || (!ha && !zeros) || (NL > 1 && !mid)) {
         rc = -1;
         goto done;
     }
-    for (long b = 0; b < B; b++) lens[b] = T;
     const float *hx = ha ? (const float *)(uintptr_t)ha : zeros;
     float *o = PyArray_DATA((PyArrayObject *)out), *h = PyArray_DATA((PyArrayObject *)hn);
     Py_BEGIN_ALLOW_THREADS
     const float *in = (const float *)(uintptr_t)xa;
-    for (long l = 0; l < L && !rc; l++) {
-        float *dst = l == L - 1 ? o : mid + (l & 1) * T * B * DH;
+    for (long l = l0; l < l1 && !rc; l++) {
+        float *dst = l == l1 - 1 ? o : mid + ((l - l0) & 1) * T * B * DH;
         for (long d = 0; d < D && !rc; d++) {
             const Py_buffer *w = &self->bufs[4 * (l * D + d)];
-            long i = l * D + d;
+            long i = (l - l0) * D + d;
             Job J = {in, w[0].buf, w[1].buf, w[2].buf, w[3].buf, hx + i * B * H, lens, dst, h + i * B * H,
                      T, B, l ? DH : self->I, H, self->Hp, DH, d * H, d == 1, self->reset_after, zo};
-            rc = run_job(&J, l ? n1 : n0, split);
+            rc = run_job(&J, l == l0 ? n0 : n1, split);
         }
         in = dst;
     }
@@ -896,7 +918,8 @@ done:
 
 static PyMethodDef plan_methods[] = {
     {"run", (PyCFunction)plan_run, METH_VARARGS,
-     "run(x_address, T, B, hx_address_or_0, zo, nthreads_first, nthreads_rest, unit_split) -> (out, h_n)"},
+     "run(x_address, T, B, hx_address_or_0, lens_or_None, zo, n_first, n_rest, unit_split, l0=0, l1=L) -> "
+     "(out, h_n)"},
     {NULL, NULL, 0, NULL},
 };
 
