@@ -383,10 +383,10 @@ COMPILED_PARALLEL_MIN_WORK = 1_000_000
 
 
 # A stream frame splits the hidden units of every layer across the threads (one meeting per layer) from this
-# hidden size. Measured (B=1, us per frame, 1 vs 2 threads): H=64 1.41 vs 1.97, H=256 24-30 vs 18-20, H=512 88-91
-# vs 69, 2 layers of H=256 (Cho form) 46-49 vs 32; H=128-192 swung either way from run to run (H=128 5.5 vs 4.4
-# in one, 6.6 vs 8.0 in another), so they stay on one thread.
-STREAM_SPLIT_MIN_HIDDEN = 256
+# hidden size. Measured (B=1, us per frame, 1 vs 2 threads, medians of alternating blocks, helpers starting with
+# the frame): H=192 15.6-16.7 vs 10.1-10.6, H=256 24.3 vs 15.1, H=512 109 vs 57; H=96-160 swung either way
+# from run to run (H=128 6.9 vs 7.4 in one, 7.0 vs 4.9 in another), so they stay on one thread.
+STREAM_SPLIT_MIN_HIDDEN = 192
 
 
 def stream_threads(H: int) -> int:

@@ -484,8 +484,8 @@ static int run_team(const Job *J, int n, int kind)
 static int stream_decide(void *ctx)
 {
     Team *tm = ctx;
-    /* A spinning helper joins within a few hundred ns of the post; a small frame's projection is shorter than
-     * that, so wait for the helpers a little (bounded: one that was descheduled or sleeps is not waited for). */
+    /* Called as the frame starts: a spinning helper joins within a few hundred ns of the post, so wait for the
+     * helpers a little (bounded: one that was descheduled or sleeps is not waited for). */
     int all = atomic_load_explicit(&tm->joined, memory_order_acquire) == tm->n - 1;
     if (!all) {
         long t0 = now_ns();

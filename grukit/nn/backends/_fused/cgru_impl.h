@@ -304,9 +304,10 @@ done:
  * hidden units: thread tid owns unit panels [PH * tid / n, PH * (tid + 1) / n) of each gate at every layer.
  * Alone (n = 1, hn NULL) each layer's state is updated in place. Split, layer l writes h' into hn[l & 1]
  * (another thread may still be reading the state h_l), the threads meet, and thread 0 copies it into the state
- * while the next layer reads it from hn. Thread 0 calls decide(ctx) after its share of the first projection: 0
- * there (a helper did not turn up) means it does the rest of the frame alone; so does a meeting that says solo
- * (see barrier_wait). Every unit's arithmetic is the same either way. */
+ * while the next layer reads it from hn. Thread 0 calls decide(ctx) first, before any work (the helpers start
+ * their shares only once it has decided, so deciding later would leave them idle meanwhile: at H=256 they
+ * started ~8 us into a 25 us frame): 0 there (a helper did not turn up) means it does the frame alone; so does
+ * a meeting that says solo (see barrier_wait). Every unit's arithmetic is the same either way. */
 static ATTR void FN(stream_frame)(const float *x, float *ws, const long *meta, float *hn, int tid, int n,
                                   Barrier *bar, int (*decide)(void *), void *ctx)
 {
@@ -318,15 +319,14 @@ static ATTR void FN(stream_frame)(const float *x, float *ws, const long *meta, f
     const float *gi_rows[MAX_STACK_ROWS];
     float *out_rows[MAX_STACK_ROWS];
     long u0 = PH * tid / n, u1 = PH * (tid + 1) / n;
+    if (bar && decide && !decide(ctx)) {        /* a helper did not turn up: the whole frame alone */
+        u0 = 0; u1 = PH; bar = NULL;
+    }
     for (long l = 0; l < L; l++) {
         const long *m = meta + 10 + 5 * l;      /* n_in, W_ih, b_ih, W_hh, b_hh offsets */
         float *h = hs + l * B * H, *o = hn ? hn + (l & 1) * B * H : h;
         const float *in = l == 0 ? x : (hn ? hn + ((l - 1) & 1) * B * H : h - B * H);
         FN(gate_cols)(in, m[0], B, m[0], ws + m[1], ws + m[2], gi, Hp, 0, 3, u0, u1);
-        if (l == 0 && bar && decide && !decide(ctx)) {          /* alone: the other shares' projection too */
-            FN(gate_cols)(in, m[0], B, m[0], ws + m[1], ws + m[2], gi, Hp, 0, 3, u1, PH);
-            u0 = 0; u1 = PH; bar = NULL;
-        }
         J.whh = ws + m[3]; J.bhh = ws + m[4];
         for (long r = 0; r < B; r++) { gi_rows[r] = gi + r * G; out_rows[r] = o + r * H; }
         FN(step_rows)(&J, B, h, o, gi_rows, out_rows, gh, q, u0, u1, bar);
