@@ -82,14 +82,13 @@ class GRUStream(_CStream or _PythonFrames):
         probe = torch.empty(B, s.input_size, dtype=self.dtype, device=self.device)
         self._backend = select_step(self.gru.backend, s, probe, self.gru.training)
         packed = getattr(self._backend, "packed_stream", None)
-        self._fast = packed(self.gru, B) if packed is not None else None
+        self._fast = packed(self.gru, B, into=self if _CStream is not None else None) if packed is not None \
+            else None
         compiled = False
         if self._fast is not None:
             self._kernel, self._ws, self._meta, h_np = self._fast
-            if _CStream is not None and isinstance(self._kernel, _CStream):   # numpy frames: stream(x) in C
-                _CStream.__init__(self, self._ws, self._meta, self._kernel.nthreads)
-                self._kernel, compiled = self.advance, True           # (the backend's Stream is dropped)
-                self._fast = (self._kernel, self._ws, self._meta, h_np)
+            if self._kernel is self:                                  # the compiled kernels set this up:
+                self._kernel, compiled = self.advance, True           # numpy frames run stream(x) in C
             self._top = h_np[-1]                                      # (B, H): the top layer's state
             self._h = torch.from_numpy(h_np)                          # (L, B, H) view into the buffer
             self._np_dtype = h_np.dtype

@@ -344,8 +344,9 @@ def _param_key(module) -> tuple:
     return tuple((id(p), p._version) for p in module._parameters.values())
 
 
-def _compiled_stream(c, module, B: int):
-    """``packed_stream`` for the compiled kernel (a ``_cgru.Stream`` holding ``ws`` and ``meta``): ``ws`` holds per
+def _compiled_stream(c, module, B: int, into=None):
+    """``packed_stream`` for the compiled kernel (a ``_cgru.Stream`` holding ``ws`` and ``meta``: ``into`` when
+    given, else a new one): ``ws`` holds per
     layer the packed ``W_ih``, ``b_ih``, ``W_hh``, ``b_hh``, then the state ``h`` ``(L, B, H)``, scratch ``gi``,
     ``gh`` ``(B, 3Hp)``, ``q`` ``(B, H)`` and the zoneout factor; ``meta`` the sizes and offsets (see
     ``_cgru.c``)."""
@@ -369,7 +370,9 @@ def _compiled_stream(c, module, B: int):
     ws[:o] = np.concatenate(parts)
     ws[off_zo] = s.zoneout
     meta = np.array([L, B, H, Hp, int(s.reset_after), off_h, off_gi, off_gh, off_q, off_zo, *per_layer], np.int64)
-    return c.Stream(ws, meta, stream_threads(H)), ws, meta, ws[off_h:off_gi].reshape(L, B, H)
+    kernel = into if into is not None else c.Stream.__new__(c.Stream)
+    c.Stream.__init__(kernel, ws, meta, stream_threads(H))
+    return kernel, ws, meta, ws[off_h:off_gi].reshape(L, B, H)
 
 
 # A single sequence splits its hidden units across threads (one meeting per step) from this hidden size: below
@@ -607,16 +610,18 @@ class FusedCPUBackend:
         return out.transpose(0, 1) if spec.batch_first else out, torch.from_numpy(h_n)
 
     # ------------------------------------------------------------------ streaming
-    def packed_stream(self, module, B: int):
+    def packed_stream(self, module, B: int, into=None):
         """``(kernel, ws, meta, h)`` for :class:`grukit.nn.stream.GRUStream`: the weights, state and scratch of
         ``B`` streams in one buffer ``ws`` (``h`` is the ``(L, B, H)`` state inside it), advanced in place by
-        ``kernel(x (B, I))``. ``None`` when this backend cannot run the module's step."""
+        ``kernel(x (B, I))``. ``None`` when this backend cannot run the module's step. For the compiled kernels
+        ``kernel`` is a ``_cgru.Stream``: ``into`` (an instance of it, e.g. a GRUStream) is set up and returned
+        instead of a new one."""
         s: GRUSpec = module.spec
         if module.weight_ih_l0.device.type != "cpu" or module.weight_ih_l0.dtype not in _DTYPES:
             return None
         c = cgru() if module.weight_ih_l0.dtype == torch.float32 else None
         if c is not None and B <= c.MAX_STACK_ROWS:                   # wider streams: the numba step kernel
-            return _compiled_stream(c, module, B)
+            return _compiled_stream(c, module, B, into)
         w = _StepWeights(module, _param_key(module))
         L, H, G = s.num_layers, s.hidden_size, 3 * s.hidden_size
         parts = [w.WihT.ravel(), w.WT.ravel(), w.b.ravel()]

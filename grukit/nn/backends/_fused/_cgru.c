@@ -586,9 +586,9 @@ done:
 /* meta (int64): L, B, H, Hp, reset_after, off_h, off_gi, off_gh, off_q, off_zo, then per layer
  * (n_in, off_W_ih, off_b_ih, off_W_hh, off_b_hh); offsets count floats of ws. ws holds the packed weights,
  * the state h (L, B, H), scratch gi, gh (B, 3Hp) and q (B, H), and the zoneout factor. */
-/* Stream(ws, meta): a callable that advances the stream held in ws by one frame, stream(x). It keeps both
- * buffers (checked once, here), so a frame pays for one buffer request: the cheapest call the streaming API
- * can make. x must be a C-contiguous float32 buffer of B * n_in values (ValueError / BufferError otherwise). */
+/* Stream(ws, meta, nthreads=1): the stream held in ws, advanced by one frame by stream(x) (see stream_call) or
+ * stream.advance(x). It keeps both buffers (checked once, here), so a frame pays for no buffer request (a
+ * numpy frame) or one (advance: any C-contiguous float32 buffer of B * n_in values). */
 typedef struct {
     PyObject_HEAD
     Py_buffer ws, meta;
@@ -670,12 +670,15 @@ static int stream_run(StreamObj *self, const float *x)
     return 0;
 }
 
+static PyObject *no_stream(void)
+{
+    PyErr_SetString(PyExc_ValueError, "_cgru.Stream: no packed stream (init was not called or released)");
+    return NULL;
+}
+
 static PyObject *stream_advance(StreamObj *self, PyObject *arg)
 {
-    if (!self->held) {
-        PyErr_SetString(PyExc_ValueError, "_cgru.Stream: no packed stream (init was not called or released)");
-        return NULL;
-    }
+    if (!self->held) return no_stream();
     Py_buffer x;
     if (PyObject_GetBuffer(arg, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
     if (x.len != self->x_bytes || x.itemsize != 4 || !x.format || strcmp(x.format, "f") != 0) {
@@ -728,10 +731,7 @@ static PyObject *stream_call(StreamObj *self, PyObject *args, PyObject *kw)
         }
     }
     if (Py_TYPE(self) == &StreamType) {
-        if (!self->held) {
-            PyErr_SetString(PyExc_ValueError, "_cgru.Stream: no packed stream (init was not called or released)");
-            return NULL;
-        }
+        if (!self->held) return no_stream();
         PyErr_Format(PyExc_ValueError, "_cgru.Stream: the frame must be a C-contiguous float32 numpy array of "
                      "shape (%ld, %ld)", self->mm[1], self->mm[10]);
         return NULL;
