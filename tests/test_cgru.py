@@ -5,7 +5,6 @@ size checks at the C boundary.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import subprocess
 import sys

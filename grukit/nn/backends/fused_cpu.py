@@ -344,6 +344,18 @@ def _param_key(module) -> tuple:
     return tuple((id(p), p._version) for p in module._parameters.values())
 
 
+def _packed_frame(packed, x: np.ndarray, h: np.ndarray | None) -> Tensor:
+    """One step through a packed compiled stream (``_compiled_stream``'s tuple) from state ``h`` ``(L, B, H)``
+    (zeros when None): the new state, a fresh tensor."""
+    kernel, _, _, state = packed
+    if h is None:
+        state.fill(0.0)
+    else:
+        state[...] = h
+    kernel.advance(x)
+    return torch.from_numpy(state.copy())
+
+
 def _compiled_stream(c, module, B: int, into=None):
     """``packed_stream`` for the compiled kernel (a ``_cgru.Stream`` holding ``ws`` and ``meta``: ``into`` when
     given, else a new one): ``ws`` holds per
@@ -370,9 +382,11 @@ def _compiled_stream(c, module, B: int, into=None):
     ws[:o] = np.concatenate(parts)
     ws[off_zo] = s.zoneout
     meta = np.array([L, B, H, Hp, int(s.reset_after), off_h, off_gi, off_gh, off_q, off_zo, *per_layer], np.int64)
-    kernel = into if into is not None else c.Stream.__new__(c.Stream)
-    c.Stream.__init__(kernel, ws, meta, stream_threads(H))
-    return kernel, ws, meta, ws[off_h:off_gi].reshape(L, B, H)
+    if into is None:
+        into = c.Stream(ws, meta, stream_threads(H))
+    else:
+        c.Stream.__init__(into, ws, meta, stream_threads(H))
+    return into, ws, meta, ws[off_h:off_gi].reshape(L, B, H)
 
 
 # A single sequence splits its hidden units across threads (one meeting per step) from this hidden size: below
@@ -435,6 +449,14 @@ def compiled_threads(B: int, H: int, T: int, I: int = 0) -> int:
 def unit_split(H: int) -> bool:
     """Whether a call with fewer rows than threads splits the hidden units (else it is pipelined)."""
     return H >= SPLIT_MIN_HIDDEN
+
+
+def plan_threads(spec: GRUSpec, T: int, B: int) -> tuple[int, int, bool]:
+    """``(threads of the first layer, threads of the layers above, unit_split)`` for a ``_cgru.Plan`` call."""
+    H = spec.hidden_size
+    n0 = compiled_threads(B, H, T, spec.input_size)
+    n1 = n0 if spec.num_layers == 1 else compiled_threads(B, H, T, spec.num_directions * H)
+    return n0, n1, unit_split(H)
 
 
 class FusedCPUBackend:
@@ -545,12 +567,10 @@ class FusedCPUBackend:
         layers, one call per layer with the dropout between them."""
         spec: GRUSpec = module.spec
         x = x if x.is_contiguous() else x.contiguous()                 # hx is contiguous (GRU.forward)
-        T, B, I = x.shape
-        L, D, H = spec.num_layers, spec.num_directions, spec.hidden_size
+        T, B, _ = x.shape
+        L, D = spec.num_layers, spec.num_directions
         run = plan.compiled(c).run
-        n0 = compiled_threads(B, H, T, I)
-        n1 = n0 if L == 1 else compiled_threads(B, H, T, D * H)
-        split = unit_split(H)
+        n0, n1, split = plan_threads(spec, T, B)
         if not (module.training and spec.dropout > 0 and L > 1):
             out, h_n = run(x.data_ptr(), T, B, hx.data_ptr(), lens, zo, n0, n1, split)
             return torch.from_numpy(out), torch.from_numpy(h_n)        # (T, B, D*H), (L*D, B, H)
@@ -602,10 +622,8 @@ class FusedCPUBackend:
         plan = self._plans.get(module)
         if plan is None or plan.key != _param_key(module):
             return None                                                # the general path builds the plan
-        n0 = compiled_threads(B, H, T, I)
-        n1 = n0 if spec.num_layers == 1 else compiled_threads(B, H, T, spec.num_directions * H)
         out, h_n = plan.compiled(cgru()).run(x.data_ptr(), T, B, ha, None, 0.0 if module.training else spec.zoneout,
-                                             n0, n1, unit_split(H))
+                                             *plan_threads(spec, T, B))
         out = torch.from_numpy(out)                                    # (T, B, D*H), (L*D, B, H)
         return out.transpose(0, 1) if spec.batch_first else out, torch.from_numpy(h_n)
 
@@ -681,16 +699,11 @@ class FusedCPUBackend:
         packed = per[1].get((x_t.shape[0], threading.get_ident()))
         if packed is None or x_t.shape[1] != module.spec.input_size or per[0] != _param_key(module):
             return None                                                # the general path (re)builds it
-        kernel, ws, meta, state = packed
-        if h is None:
-            state.fill(0.0)
-        elif (type(h) is Tensor and h.dtype == torch.float32 and h.is_cpu and h.is_contiguous()
-              and h.shape == state.shape):
-            state[...] = h.numpy()
-        else:
+        state = packed[3]
+        if h is not None and not (type(h) is Tensor and h.dtype == torch.float32 and h.is_cpu and h.is_contiguous()
+                                  and h.shape == state.shape):
             return None
-        kernel.advance(x_t.numpy())
-        h_new = torch.from_numpy(state.copy())                         # (L, B, H)
+        h_new = _packed_frame(packed, x_t.numpy(), None if h is None else h.numpy())   # (L, B, H)
         return h_new[-1], h_new
 
     def _step_compiled(self, c, module, key, x_t: Tensor, h: Tensor) -> Tensor:
@@ -708,7 +721,4 @@ class FusedCPUBackend:
             if len(per[1]) >= 16:
                 per[1].clear()
             packed = per[1][slot] = _compiled_stream(c, module, B)
-        kernel, ws, meta, state = packed
-        state[...] = h.detach().numpy()
-        kernel.advance(np.ascontiguousarray(x_t.detach().numpy()))
-        return torch.from_numpy(state.copy())
+        return _packed_frame(packed, np.ascontiguousarray(x_t.detach().numpy()), h.detach().numpy())

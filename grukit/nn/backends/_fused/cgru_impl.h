@@ -312,7 +312,7 @@ static ATTR void FN(stream_frame)(const float *x, float *ws, const long *meta, f
                                   Barrier *bar, int (*decide)(void *), void *ctx)
 {
     const long L = meta[0], B = meta[1], H = meta[2], Hp = meta[3], G = 3 * Hp, PH = Hp / 16;
-    Job J;
+    Job J = {0};                                 /* the fields a stream step reads are set below */
     J.H = H; J.Hp = Hp; J.reset_after = meta[4] != 0;
     float *hs = ws + meta[5], *gi = ws + meta[6], *gh = ws + meta[7], *q = ws + meta[8];
     J.zo = ws[meta[9]];
