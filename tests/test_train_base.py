@@ -78,3 +78,30 @@ def test_carry_state_across_batches():
     assert task._state_for("train", 3) is None               # batch size changed: start from zeros
     task.on_train_epoch_start()
     assert task._state_for("train", 2) is None
+
+
+def test_infer_is_the_one_ensemble_loop():
+    """infer(): eval mode, no grad, members combined by the task's rule, training flags restored."""
+    from grukit.tasks.base import SequenceTask, combine, infer
+
+    class Const(SequenceTask):
+        def __init__(self, value):
+            torch.nn.Module.__init__(self)
+            self.value = value
+            self.w = torch.nn.Parameter(torch.ones(1))
+            self._states = {}
+
+        def predict_step(self, batch, batch_idx, dataloader_idx=0):
+            assert not torch.is_grad_enabled() and not self.training
+            return {"p": batch["x"] * self.value * self.w}
+
+    members = [Const(1.0), Const(2.0), Const(6.0)]
+    batches = [{"x": torch.ones(2)}, {"x": torch.full((1,), 2.0)}]
+    out = infer(members, batches)
+    assert torch.allclose(out[0]["p"], torch.full((2,), 3.0)) and torch.allclose(out[1]["p"], torch.tensor([6.0]))
+    assert torch.allclose(infer(members, batches, rule="median")[0]["p"], torch.full((2,), 2.0))
+    assert all(m.training for m in members)                       # modes restored
+    assert not out[0]["p"].requires_grad
+    with pytest.raises(ConfigError, match="ensemble rule"):
+        infer(members, batches, rule="mode")
+    assert combine([[torch.ones(1)], [torch.zeros(1)]])[0].item() == 0.5

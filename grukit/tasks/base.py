@@ -57,7 +57,7 @@ from .. import __version__
 from ..errors import ConfigError
 from ..nn import GRU
 
-__all__ = ["SequenceTask"]
+__all__ = ["SequenceTask", "infer", "combine"]
 
 
 class SequenceTask(L.LightningModule):
@@ -65,6 +65,7 @@ class SequenceTask(L.LightningModule):
 
     task_name: ClassVar[str] = "sequence"
     carry_state: ClassVar[bool] = False
+    ensemble_rule: ClassVar[str] = "mean"   # how infer() combines the members' decode() outputs: mean | median
 
     def __init__(self, config, meta: dict[str, Any]):
         super().__init__()
@@ -224,3 +225,48 @@ class SequenceTask(L.LightningModule):
         rng = checkpoint.get("grukit_rng")
         if isinstance(rng, Tensor) and rng.dtype == torch.uint8:
             torch.set_rng_state(rng)
+
+
+# ====================================================================== the one inference loop
+def combine(outputs: list, rule: str = "mean"):
+    """Combine ensemble members' decoded outputs elementwise (``mean`` or ``median``), through dicts, lists
+    and tuples; non-tensor leaves are taken from the first member."""
+    first = outputs[0]
+    if isinstance(first, Tensor):
+        stacked = torch.stack(outputs)                                   # (M, ...) one row per member
+        return stacked.median(0).values if rule == "median" else stacked.mean(0)
+    if isinstance(first, dict):
+        return {k: combine([o[k] for o in outputs], rule) for k in first}
+    if isinstance(first, (list, tuple)) and first and isinstance(first[0], (Tensor, dict, list, tuple)):
+        return type(first)(combine([o[i] for o in outputs], rule) for i in range(len(first)))
+    return first
+
+
+def infer(models, batches, *, rule: str | None = None) -> list:
+    """THE batched no-grad inference loop every task's evaluate / predict / serving path goes through.
+
+    ``models`` is one :class:`SequenceTask` or a list of them (an ensemble); ``batches`` any iterable of the
+    task's batches (what its loaders yield). Each batch runs through every member's ``predict_step`` (so
+    ``batch_to_inputs`` / ``forward`` / ``decode`` are the ones training used) in eval mode without autograd,
+    and the members' decoded outputs are combined with the task's ``ensemble_rule`` (or ``rule``). Returns one
+    combined output per batch, in order.
+    """
+    members = [models] if isinstance(models, SequenceTask) else list(models)
+    if not members:
+        raise ConfigError("infer() needs at least one model")
+    rule = rule or members[0].ensemble_rule
+    if rule not in ("mean", "median"):
+        raise ConfigError(f"ensemble rule {rule!r} is not one of: mean, median")
+    was_training = [m.training for m in members]
+    for m in members:
+        m.eval()
+        m.on_predict_epoch_start()
+    out = []
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(batches):
+                out.append(combine([m.predict_step(batch, i) for m in members], rule))
+    finally:
+        for m, t in zip(members, was_training):
+            m.train(t)
+    return out
