@@ -202,13 +202,13 @@ def generate(run: Path = typer.Argument(..., help="run directory written by `gru
     from .runs import Run
     r = Run(run)
     module = r.module()
-    if not hasattr(module, "generate"):
+    if not hasattr(module, "generate_run"):
         raise GrukitError(f"{r.task!r} runs cannot generate; `grukit generate` works with generative tasks "
                           "such as lm")
     options = {k: v for k, v in dict(prompt=prompt, length=length, temperature=temperature, top_k=top_k,
                                      top_p=top_p, seed=seed, out=out, seconds=seconds,
                                      primer_frames=primer_frames).items() if v is not None}
-    for p in module.generate(r, r.models(), **options) or []:
+    for p in module.generate_run(r, r.models(), **options) or []:
         click.echo(f"wrote {p}", err=True)
 
 
