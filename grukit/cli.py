@@ -223,14 +223,14 @@ def transcribe(run: Path = typer.Argument(..., help="speech run directory writte
                decoder: Optional[str] = typer.Option(None, "--decoder", help="greedy or beam (default: the "
                                                      "run's)")) -> None:
     """Print the transcript of each audio file; --stream also reports the real-time factor."""
-    from .tasks.speech import transcribe as run_transcribe
+    from .tasks.speech import transcribe_files
     if decoder not in (None, "greedy", "beam"):
         raise click.UsageError(f"--decoder {decoder!r}: expected greedy or beam")
 
     def partial(path: str, text: str) -> None:
         click.echo(f"  ... {text}", err=True)
 
-    for r in run_transcribe(run, audio, stream=stream, chunk_ms=chunk_ms, decoder=decoder,
+    for r in transcribe_files(run, audio, stream=stream, chunk_ms=chunk_ms, decoder=decoder,
                             on_partial=partial if stream else None):
         click.echo(f"{r['path']}\t{r['text']}")
         if stream:
