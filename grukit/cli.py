@@ -68,7 +68,7 @@ class _TaskGroup(TyperGroup):
 
     def resolve_command(self, ctx, args):
         if args and args[0] not in self.commands and not args[0].startswith("-"):
-            from .config import nearest
+            from .errors import nearest
             raise click.UsageError(f"unknown task {args[0]!r}{nearest(args[0], self.commands)}; expected one of "
                                    f"{', '.join(self.commands)}")
         return super().resolve_command(ctx, args)

@@ -10,28 +10,21 @@ This module imports neither torch nor lightning, so the CLI can build its option
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, collect
+from .errors import ConfigError, collect, nearest
 
 __all__ = ["TaskConfig", "ForecastConfig", "ClassifyConfig", "AutoencoderConfig", "opt", "load_config_file",
-           "nearest", "coerce"]
+           "nearest", "choice", "coerce"]
 
 
 def opt(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the natural name here
     """A dataclass field with its help text (the per-field comment, shown by ``--help``)."""
     return field(default=default, metadata={"help": help})
-
-
-def nearest(name: str, choices, n: int = 1) -> str:
-    """' (did you mean 'x'?)' for the closest of ``choices``, or '' when nothing is close."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=n, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass
@@ -130,7 +123,8 @@ class TaskConfig:
         collect(self.problems(), ConfigError, "the configuration")
 
 
-def _choice(p: list[str], name: str, value: str, choices: list[str]) -> None:
+def choice(p: list[str], name: str, value: str, choices: list[str]) -> None:
+    """Append to ``p`` a problem (with the nearest valid name) when ``value`` is not one of ``choices``."""
     if value not in choices:
         p.append(f"{name}={value!r}: expected one of {', '.join(choices)}{nearest(value, choices)}")
 
@@ -171,8 +165,8 @@ class ForecastConfig(TaskConfig):
         p = super().problems()
         if self.lookback < 1 or self.horizon < 1:
             p.append(f"lookback={self.lookback}, horizon={self.horizon}: both must be >= 1")
-        _choice(p, "likelihood", self.likelihood, ["point", "gaussian", "quantile"])
-        _choice(p, "transform", self.transform, ["none", "log", "sqrt", "auto"])
+        choice(p, "likelihood", self.likelihood, ["point", "gaussian", "quantile"])
+        choice(p, "transform", self.transform, ["none", "log", "sqrt", "auto"])
         if self.likelihood == "quantile":
             if not self.quantiles or any(not 0 < q < 1 for q in self.quantiles):
                 p.append(f"quantiles={list(self.quantiles)}: expected values strictly between 0 and 1")
@@ -204,7 +198,7 @@ class ClassifyConfig(TaskConfig):
 
     def problems(self) -> list[str]:
         p = super().problems()
-        _choice(p, "pooling", self.pooling, ["last", "mean", "attention"])
+        choice(p, "pooling", self.pooling, ["last", "mean", "attention"])
         if not 0 <= self.label_smoothing < 1:
             p.append(f"label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
         if self.ensemble < 1:
@@ -236,7 +230,7 @@ class AutoencoderConfig(TaskConfig):
 
     def problems(self) -> list[str]:
         p = super().problems()
-        _choice(p, "threshold", self.threshold, ["percentile", "f1"])
+        choice(p, "threshold", self.threshold, ["percentile", "f1"])
         if self.window < 2 or self.stride < 1 or self.latent_size < 1:
             p.append(f"window={self.window}, stride={self.stride}, latent_size={self.latent_size}: expected "
                      "window >= 2, stride >= 1, latent_size >= 1")

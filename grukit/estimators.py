@@ -137,7 +137,7 @@ class _GRUEstimatorBase(BaseEstimator):
         import torch
 
         from .data.batching import DictDataset, loader
-        from .train import _quiet_lightning
+        from .train import quiet_lightning
 
         cfg = self._config()
         meta = {"input_size": arr.shape[2], "out_size": out_size, "pooling": self.pooling, "has_val": False,
@@ -153,7 +153,7 @@ class _GRUEstimatorBase(BaseEstimator):
             trainer = L.Trainer(max_epochs=cfg.max_epochs, accelerator="cpu", devices=1, logger=False,
                                 enable_checkpointing=False, enable_progress_bar=bool(self.verbose),
                                 enable_model_summary=False, gradient_clip_val=cfg.gradient_clip_val or None)
-            _quiet_lightning()
+            quiet_lightning()
             trainer.fit(self.model_, train_dataloaders=train)
         self.model_.eval()
         return self

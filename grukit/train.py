@@ -100,7 +100,7 @@ def build_trainer(cfg: TaskConfig, run_dir: Path, monitor: str = "val_loss", ckp
         num_sanity_val_steps=0)
 
 
-def _quiet_lightning() -> None:
+def quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -169,7 +169,7 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
     if not cfg.data:
         raise ConfigError(f"no data: pass --data PATH or a built-in name (see `grukit datasets`) to "
                           f"`grukit train {task}`")
-    _quiet_lightning()
+    quiet_lightning()
     module = entry.load()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     prepared = module.prepare(cfg)                       # bad input fails here, before anything is written

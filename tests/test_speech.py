@@ -242,9 +242,9 @@ def test_transcribe_waves_batches_resamples_and_averages_ensembles():
         lp, _ = m({"x": torch.from_numpy(feats[0])[None]})                   # (1, T', S+1) by hand
     assert together[0] == m.vocab.decode(speech.greedy_decode(lp[0]))
     torch.testing.assert_close(speech._log_probs([m], feats)[0], lp[0], atol=1e-6, rtol=1e-6)
-    up = audio.resample(waves[0], RATE, 2 * RATE)
+    up = audio.resample_to(waves[0], RATE, 2 * RATE)
     assert speech.transcribe([m], m.meta, [up], 2 * RATE)[0] == speech.transcribe([m], m.meta,
-                                                                                  [audio.resample(up, 2 * RATE, RATE)],
+                                                                                  [audio.resample_to(up, 2 * RATE, RATE)],
                                                                                   RATE)[0]
     other = _model()
     with torch.no_grad():                                                    # a second, different member

@@ -308,7 +308,7 @@ def read_rolls(data: str, spec: RollSpec, max_files: int = 0) -> MusicSource:
     if not p.exists():
         if data in BUILTIN_MUSIC:
             return bach_chorales(spec, max_files)
-        from ..config import nearest
+        from ..errors import nearest
         raise DataError(f"no such file or folder{nearest(data, BUILTIN_MUSIC)}; expected a .mat file, a MIDI "
                         f"file or folder, or a built-in set ({', '.join(BUILTIN_MUSIC)})", path=p)
     if p.is_file() and p.stat().st_size == 0:

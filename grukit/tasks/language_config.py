@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import TaskConfig, _choice, opt
+from ..config import TaskConfig, choice, opt
 
 __all__ = ["LMConfig"]
 
@@ -52,15 +52,15 @@ class LMConfig(TaskConfig):
 
     def problems(self) -> list[str]:
         p = super().problems()
-        _choice(p, "tokenize", self.tokenize, ["char", "word", "byte"])
-        _choice(p, "optimizer", self.optimizer, ["adam", "sgd"])
-        _choice(p, "softmax", self.softmax, ["full", "adaptive"])
+        choice(p, "tokenize", self.tokenize, ["char", "word", "byte"])
+        choice(p, "optimizer", self.optimizer, ["adam", "sgd"])
+        choice(p, "softmax", self.softmax, ["full", "adaptive"])
         if self.softmax == "adaptive" and self.tie_weights:
             p.append("tie_weights=True with softmax=adaptive: the adaptive softmax has its own cluster weights; "
                      "pass --no-tie-weights")
         if list(self.cutoffs) != sorted(set(self.cutoffs)) or any(c < 1 for c in self.cutoffs):
             p.append(f"cutoffs={list(self.cutoffs)}: expected increasing positive vocabulary ids")
-        _choice(p, "errors", self.errors, ["strict", "replace", "ignore"])
+        choice(p, "errors", self.errors, ["strict", "replace", "ignore"])
         if self.bptt < 1 or self.eval_batch_size < 1 or self.embedding_size < 1:
             p.append(f"bptt={self.bptt}, eval_batch_size={self.eval_batch_size}, embedding_size="
                      f"{self.embedding_size}: expected integers >= 1")

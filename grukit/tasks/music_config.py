@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import TaskConfig, _choice, opt
+from ..config import TaskConfig, choice, opt
 
 __all__ = ["MusicConfig"]
 
@@ -52,9 +52,9 @@ class MusicConfig(TaskConfig):
         if not 0 <= self.low_pitch <= self.high_pitch <= 127:
             p.append(f"low_pitch={self.low_pitch}, high_pitch={self.high_pitch}: expected 0 <= low_pitch <= "
                      "high_pitch <= 127")
-        _choice(p, "quantize", self.quantize, ["beats", "time"])
-        _choice(p, "out_of_range", self.out_of_range, ["drop", "fold"])
-        _choice(p, "output", self.output, ["bernoulli", "nade"])
+        choice(p, "quantize", self.quantize, ["beats", "time"])
+        choice(p, "out_of_range", self.out_of_range, ["drop", "fold"])
+        choice(p, "output", self.output, ["bernoulli", "nade"])
         if self.frames_per_beat < 1 or self.fs <= 0:
             p.append(f"frames_per_beat={self.frames_per_beat}, fs={self.fs}: expected frames_per_beat >= 1 and "
                      "fs > 0")

@@ -382,7 +382,7 @@ def transcribe(models, meta: dict, waves: list[np.ndarray], sample_rate: int, *,
         if x.ndim != 1 or len(x) == 0 or not np.isfinite(x).all():
             raise DataError(f"wave {i}: expected a non-empty 1-D array of finite samples, got shape "
                             f"{tuple(x.shape)}")
-        feats.append(audio.features(audio.resample(x, int(sample_rate), spec.rate), spec))
+        feats.append(audio.features(audio.resample_to(x, int(sample_rate), spec.rate), spec))
     norm = audio.normalise(feats, cfg.normalize, meta["feature_mean"], meta["feature_std"])
     return _transcribe_all(members, norm, decoder)
 

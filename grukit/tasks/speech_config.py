@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import TaskConfig, _choice, opt
+from ..config import TaskConfig, choice, opt
 
 __all__ = ["SpeechConfig"]
 
@@ -55,10 +55,10 @@ class SpeechConfig(TaskConfig):
 
     def problems(self) -> list[str]:
         p = super().problems()
-        _choice(p, "features", self.features, ["logmel", "mfcc"])
-        _choice(p, "normalize", self.normalize, ["global", "utterance", "none"])
-        _choice(p, "units", self.units, ["char", "word"])
-        _choice(p, "decoder", self.decoder, ["greedy", "beam"])
+        choice(p, "features", self.features, ["logmel", "mfcc"])
+        choice(p, "normalize", self.normalize, ["global", "utterance", "none"])
+        choice(p, "units", self.units, ["char", "word"])
+        choice(p, "decoder", self.decoder, ["greedy", "beam"])
         if not 1 <= self.words_min <= self.words_max:
             p.append(f"words_min={self.words_min}, words_max={self.words_max}: expected 1 <= min <= max")
         if self.conv_channels < 0 or self.conv_layers < 1 or self.conv_stride < 1 or self.beam_size < 1:
