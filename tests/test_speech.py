@@ -62,11 +62,16 @@ def test_beam_search_probability_of_prefix_matches_brute_force():
 
 
 def test_vocabulary_chars_and_words():
-    v = speech.Vocabulary.build(["Seven three", "nine  one"], "char")
-    assert v.decode(v.encode("seven three")) == "seven three"
-    assert " " in v.symbols and 0 not in v.encode("nine")
-    w = speech.Vocabulary.build(["seven three", "nine"], "word")
-    assert w.symbols == ["nine", "seven", "three"] and w.decode(w.encode("three nine")) == "three nine"
+    """The one vocabulary class (grukit.data.text.Vocab) as CTC output symbols: id 0 the blank, cleaned text,
+    unknown symbols dropped, and a round trip through a run's meta (symbols, units)."""
+    from grukit.data.text import BLANK, Vocab
+    v = Vocab.of_labels(["Seven three", "nine  one"], "char")
+    assert v.text_of(v.labels("Seven  THREE")) == "seven three" and v.itos[0] == BLANK
+    assert " " in v.symbols and 0 not in v.labels("nine") and v.labels("xyz") == []
+    assert v.text_of([0, v.stoi["n"], 0, 99]) == "n"                          # blanks and unknown ids dropped
+    w = Vocab.of_labels(["seven three", "nine"], "word")
+    assert w.symbols == ["nine", "seven", "three"] and w.text_of(w.labels("three nine zero")) == "three nine"
+    assert Vocab.from_symbols(w.symbols, "word") == w
 
 
 # ---------------------------------------------------------------- front end and streaming

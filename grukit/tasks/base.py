@@ -15,7 +15,8 @@ Hooks (override what you need):
 ``build_encoder()``
     The encoder module; default ``grukit.nn.GRU(meta["input_size"], ...)`` from the config, batch_first.
 ``build_head()``
-    The output module (``grukit.tasks.heads``: regression, classification, tied LM, multi-label, CTC).
+    The output module (``grukit.tasks.heads``: regression, classification, tied LM, CTC; music's
+    Bernoulli and NADE heads live in ``grukit.tasks.music``).
 ``build_metrics()``
     A ``torchmetrics.MetricCollection`` (or None). Cloned with ``val_``/``test_`` prefixes and logged per epoch.
 ``batch_to_inputs(batch)``
@@ -38,9 +39,9 @@ state returned by ``encode`` is then detached and fed to the next batch of the s
 zeros at each epoch start and whenever the batch size changes. Override ``detach_state`` for non-tensor states.
 
 Examples of plugging in: language modelling = embedding in ``encode``, ``heads.TiedLMHead``, cross-entropy
-``loss``, ``carry_state = True``; music = ``heads.MultiLabelHead`` with ``BCEWithLogits`` loss summed over 88
+``loss``, ``carry_state = True``; music = ``music.BernoulliHead`` with ``BCEWithLogits`` loss summed over 88
 keys; speech = ``heads.CTCHead`` and ``loss`` calling ``F.ctc_loss`` with ``inputs["lengths"]`` and
-``inputs["target_lengths"]``, ``decode`` doing greedy CTC decoding.
+``inputs["target_lengths"]``, ``decode`` returning the posteriors that ``infer`` averages.
 
 Checkpoints carry ``checkpoint["grukit"] = {"version", "task", "config", "meta"}`` (plain JSON values, so
 ``torch.load(weights_only=True)`` reads them); loading a checkpoint of another task raises ConfigError.

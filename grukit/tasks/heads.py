@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["length_mask", "Pooling", "RegressionHead", "ClassificationHead", "MultiLabelHead", "TiedLMHead",
+__all__ = ["length_mask", "Pooling", "RegressionHead", "ClassificationHead", "TiedLMHead",
            "CTCHead", "DirectForecastHead"]
 
 
@@ -71,13 +71,6 @@ class ClassificationHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
-
-
-class MultiLabelHead(RegressionHead):
-    """Per-step logits of independent Bernoulli outputs (e.g. 88 piano keys); pair with BCEWithLogits."""
-
-    def probabilities(self, logits: Tensor) -> Tensor:
-        return torch.sigmoid(logits)
 
 
 class TiedLMHead(nn.Module):

@@ -28,9 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..data.batching import Prepared
-from ..data.text import (EOS, StreamBatches, Vocab, encode_file, find_splits, read_bytes, read_text, streams,
-                         tokenize)
+from ..data.batching import Prepared, RankStreams
+from ..data.text import EOS, StreamBatches, Vocab, encode_file, split_ids, streams, tokenize
 from ..errors import ConfigError, DataError
 from ..nn import GRU
 from .base import SequenceTask, infer, write_predictions
@@ -44,86 +43,12 @@ LN2 = math.log(2.0)
 
 
 # ====================================================================== data
-def _tokens_of(path: str, cfg: LMConfig) -> list:
-    if cfg.tokenize == "byte":
-        return list(read_bytes(path))
-    return tokenize(read_text(path, cfg.encoding, cfg.errors), cfg.tokenize)
-
-
-def _split_tokens(cfg: LMConfig) -> tuple[dict[str, list], dict[str, str]]:
-    """Tokens of train / valid / test and where each came from (file path or 'tail of FILE')."""
-    sources: dict[str, str] = {}
-    layout = find_splits(cfg.data) if not cfg.valid_data else None
-    if cfg.valid_data or layout:
-        files = dict(layout or {})
-        files["train"] = files.get("train", cfg.data)
-        if cfg.valid_data:
-            files["valid"] = cfg.valid_data
-        if cfg.test_data:
-            files["test"] = cfg.test_data
-        out = {k: _tokens_of(str(v), cfg) for k, v in files.items()}
-        sources = {k: str(v) for k, v in files.items()}
-        return out, sources
-    toks = _tokens_of(cfg.data, cfg)
-    n = len(toks)
-    t_frac = 0.0 if cfg.test_data else cfg.test_fraction
-    a, b = int(n * (1 - cfg.val_fraction - t_frac)), int(n * (1 - t_frac))
-    out = {"train": toks[:a]}
-    sources["train"] = cfg.data
-    if b > a:
-        out["valid"], sources["valid"] = toks[a:b], f"tail {cfg.val_fraction:g} of {cfg.data}"
-    if cfg.test_data:
-        out["test"], sources["test"] = _tokens_of(cfg.test_data, cfg), cfg.test_data
-    elif n > b:
-        out["test"], sources["test"] = toks[b:], f"tail {t_frac:g} of {cfg.data}"
-    return out, sources
-
-
-def split_ids(cfg: LMConfig, vocab: Vocab | None = None) -> tuple[Vocab, dict[str, np.ndarray], dict[str, str]]:
-    """(vocabulary, ids per split, sources): the vocabulary is built from train unless given."""
-    toks, sources = _split_tokens(cfg)
-    if vocab is None:
-        vocab = Vocab.build(toks["train"], cfg.tokenize, cfg.min_freq, cfg.max_size)
-    return vocab, {k: vocab.encode(v) for k, v in toks.items()}, sources
-
-
 def _eval_streams(ids: np.ndarray, cfg: LMConfig, name: str) -> StreamBatches:
     if len(ids) < 2:
         raise DataError(f"holds {len(ids)} token(s); a language model needs at least 2 (a token and its "
                         "successor) to be evaluated", path=name)
     B = max(1, min(cfg.eval_batch_size, len(ids) // (cfg.bptt + 1)))
     return StreamBatches(streams(ids, B), cfg.bptt)
-
-
-class RankStreams(torch.utils.data.IterableDataset):
-    """The windows of a :class:`StreamBatches`, in order, restricted under DDP to this rank's share of the
-    streams (rank r of W reads streams ``[r*B/W, (r+1)*B/W)``), so every rank carries its state across
-    consecutive windows and the W ranks together see the same global batch as one process. (Lightning's
-    DistributedSampler would hand each rank every W-th *window*, breaking the state carrying; an iterable
-    dataset is left alone.)"""
-
-    def __init__(self, batches: StreamBatches, even: bool = True) -> None:
-        self.batches, self.even = batches, even                        # even: equal shares (training)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def rows(self) -> slice:
-        import torch.distributed as dist
-        B = self.batches.data.shape[0]
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-            return slice(0, B)
-        W, r = dist.get_world_size(), dist.get_rank()
-        if B % W if self.even else B < W:
-            raise ConfigError(f"{B} parallel streams cannot be shared {'evenly ' if self.even else ''}by {W} DDP "
-                              f"processes; use a {'batch_size' if self.even else 'eval_batch_size'} "
-                              f"{'divisible by' if self.even else 'of at least'} {W}")
-        return slice(r * B // W, (r + 1) * B // W)
-
-    def __iter__(self) -> Iterator[dict]:
-        rows = self.rows()
-        for b in self.batches:
-            yield {"x": b["x"][rows], "y": b["y"][rows]}               # (B/W, T) each
 
 
 def _loader(batches: StreamBatches, even: bool = True) -> DataLoader:
