@@ -1,6 +1,7 @@
 """The cost of the weight cache's staleness check: ``GRU(x)`` and ``GRU.step`` with the full rule (identity,
 version and address, then one memcmp of the weights against the snapshot) against the identity/version check
-alone (what ran before the byte comparison), alternating blocks in one process, medians.
+alone (what ran before the byte comparison), alternating blocks in one process, medians; and the rule alone (``WeightCache.peek``: gathering the tensors,
+the identity check and the memcmp) as a share of the call, the steadier number on a loaded machine.
 
     python bench/engine_cache.py                      # T=100, B=1, H=64 and a few neighbours
     python bench/engine_cache.py --hidden 64 --rounds 15
@@ -14,7 +15,7 @@ import time
 
 import torch
 
-from grukit.nn import GRU
+from grukit.nn import GRU, backends
 from grukit.nn.backends import weight_cache
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     key_only = lambda self, tensors, addrs, same: True              # noqa: E731  the bytes assumed unchanged
     print(f"T={args.steps}, B={args.batch}, {args.threads} threads, {args.clock} clock; us per call, medians of "
           f"{args.rounds} alternating rounds")
-    print(f"{'H':>4} {'call':>8} {'key only':>9} {'full rule':>10} {'ratio':>6}")
+    print(f"{'H':>4} {'call':>8} {'key only':>9} {'full rule':>10} {'ratio':>6} {'rule alone':>11} {'share':>6}")
     for H in args.hidden:
         gru = GRU(H, H).eval()
         x = torch.randn(args.steps, args.batch, H)
@@ -57,8 +58,11 @@ def main(argv: list[str] | None = None) -> int:
                         weight_cache.Snapshot._compare = key_only if k == "key" else full
                         got[k].append(_blocks(fn, n if name == "forward" else 20 * n, clock) * 1e6)
                 weight_cache.Snapshot._compare = full
+                cache = backends.get("fused_cpu").cache
+                rule = statistics.median(_blocks(lambda: cache.peek(gru), 200, clock) * 1e6
+                                         for _ in range(args.rounds))
                 a, b = statistics.median(got["key"]), statistics.median(got["full"])
-                print(f"{H:>4} {name:>8} {a:>9.2f} {b:>10.2f} {b / a:>6.3f}")
+                print(f"{H:>4} {name:>8} {a:>9.2f} {b:>10.2f} {b / a:>6.3f} {rule:>11.2f} {rule / a:>6.1%}")
     return 0
 
 

@@ -163,6 +163,11 @@ class GRU(nn.Module):
     batch_first = property(lambda self: self.spec.batch_first, lambda self, v: self._set_spec("batch_first", v))
 
     @property
+    def _plain(self) -> bool:
+        """Whether ``weight_ih_l0`` is a registered Parameter (not parametrized, not replaced by a hook)."""
+        return "weight_ih_l0" in self._parameters
+
+    @property
     def _flat_weights(self) -> list[Tensor]:
         """torch's ``_flat_weights``: the weights in ``_flat_weights_names`` order, as a forward reads them now
         (through any parametrization or weight_norm hook)."""
@@ -275,7 +280,7 @@ class GRU(nn.Module):
             batched = True
         else:
             x = input
-            _check_float(x, "input", self._parameters["weight_ih_l0"])
+            _check_float(x, "input", self._parameters.get("weight_ih_l0", None) if self._plain else self.weight_ih_l0)
             if x.ndim not in (2, 3):
                 raise ShapeError(f"input must be 3-D {'(B, T, I)' if s.batch_first else '(T, B, I)'} or "
                                  f"2-D (T, I) unbatched, got {x.ndim}-D with shape {_shape(x)}")

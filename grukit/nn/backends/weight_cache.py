@@ -20,6 +20,7 @@ dropped with it.
 """
 from __future__ import annotations
 
+import operator
 import weakref
 from typing import Callable
 
@@ -59,15 +60,10 @@ class Snapshot:
     def holds(self, tensors: list[Tensor], same: Callable | None) -> bool:
         """Whether ``tensors`` (the module's current weights) hold the snapshot's bytes. ``same`` is the compiled
         ``memcmp`` (``_cgru.same``) or ``None`` (then torch compares)."""
-        held, key = self.held, self.key
-        quick = len(tensors) == len(held)
-        if quick:
-            for t, h, (v, a) in zip(tensors, held, key):
-                if t is not h or t._version != v or t.data_ptr() != a:
-                    quick = False
-                    break
-        if quick:                                                      # same objects, sizes and addresses
-            return self._compare(tensors, self.addrs, same)
+        held = self.held
+        if (len(tensors) == len(held) and all(map(operator.is_, tensors, held))
+                and [(t._version, t.data_ptr()) for t in tensors] == self.key):
+            return self._compare(tensors, self.addrs, same)            # same objects, sizes and addresses
         if len(tensors) != len(held):
             return False
         for t, (shape, dtype) in zip(tensors, self.shapes):
