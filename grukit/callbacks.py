@@ -125,8 +125,8 @@ class LastCheckpoint(Checkpoint):
     """``last.ckpt`` at the end of every epoch, at most once per ``every_seconds`` (0: every epoch), always at
     the end of training; independent of the best-model saves.
 
-    It saves where Lightning's own ``save_last`` would (after validation, or at the training-epoch end when an
-    epoch has no validation), so a resume replays exactly. As a :class:`Checkpoint` it runs after the other
+    It saves where Lightning's own ``save_last`` would (see :meth:`_at_epoch_end`), so a resume replays
+    exactly. As a :class:`Checkpoint` it runs after the other
     callbacks (Lightning orders checkpoint callbacks last), so their state in the file is this epoch's.
     A graceful stop (:class:`GracefulStop`) writes its own mid-epoch checkpoint, which this one leaves alone.
     """
@@ -136,7 +136,6 @@ class LastCheckpoint(Checkpoint):
         self.every_seconds = float(every_seconds)
         self._last_time = -math.inf
         self._saved_step: int | None = None
-        self._validated_epoch: int | None = None
 
     def _save(self, trainer, force: bool = False) -> None:
         if trainer.sanity_checking or self._saved_step == trainer.global_step:
@@ -147,15 +146,22 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.path)               # atomic and recorded in the manifest (grukit's IO)
         self._last_time, self._saved_step = now, trainer.global_step
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        from lightning.pytorch.trainer.states import TrainerFn
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            return
-        self._validated_epoch = trainer.current_epoch
-        self._save(trainer)
+    @staticmethod
+    def _at_epoch_end(trainer) -> bool:
+        """Where Lightning's ModelCheckpoint saves: at the training-epoch end (after validation and early
+        stopping) when validation runs once per epoch or never, else at the validation end."""
+        if getattr(trainer, "_val_check_time_interval", None) is not None or trainer.check_val_every_n_epoch != 1:
+            return False
+        n = trainer.num_val_batches
+        return (sum(n) if isinstance(n, list) else n) == 0 or trainer.val_check_interval == 1.0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self._validated_epoch != trainer.current_epoch:     # an epoch without validation
+        if self._at_epoch_end(trainer):
+            self._save(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        from lightning.pytorch.trainer.states import TrainerFn
+        if trainer.state.fn == TrainerFn.FITTING and not self._at_epoch_end(trainer):
             self._save(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:

@@ -311,8 +311,8 @@ class Run:
         from .tasks import registry
         self.entry = registry.get(self.info["task"])
         config_file, meta_file = self.path / "config.yaml", self.path / "meta.json"
-        self.verify(config_file)
-        self.verify(meta_file)
+        verify_file(self.path, config_file, self.info)
+        verify_file(self.path, meta_file, self.info)
         cfg = read_yaml(config_file, "run's configuration") or {}
         if not isinstance(cfg, dict):
             raise DataError("the run's configuration is damaged: expected a mapping of option names to values",
@@ -334,7 +334,8 @@ class Run:
         return self.entry.load()
 
     def verify(self, path: str | Path, hint: str = "") -> None:
-        """Check one file of this run against its manifest (see :func:`verify_file`)."""
+        """Check one file of this run against its manifest as it is now on disk (see :func:`verify_file`)."""
+        self.info = read_info(self.path)
         verify_file(self.path, path, self.info, hint)
 
     def intact_checkpoint(self, name: str = "best.ckpt", member: int = 0) -> Path | None:

@@ -184,13 +184,15 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     first = _build_model(module, cfg, prepared.meta)     # so does a model that cannot be built
     rank = process_rank()
+    members = int(getattr(cfg, "ensemble", 1))
+    starts = {i: _resume_checkpoint(previous, task, i) for i in range(members)} \
+        if previous is not None and rank == 0 else {}     # verified before anything is written
     if rank == 0:
         run_dir = new_run_dir(out, task, resume=resume)
         run = start_run(run_dir, task, cfg, prepared.meta)
         os.environ[RUN_DIR_ENV] = str(run_dir.resolve())  # DDP ranks that Lightning starts later inherit it
     else:                                                # only rank 0 writes the run directory
         run_dir, run = _rank_run_dir(out), None
-    members = int(getattr(cfg, "ensemble", 1))
     t0 = time.time()
     for i in range(members):
         weights = run_dir / ("model.safetensors" if i == 0 else f"model-{i}.safetensors")
@@ -205,9 +207,9 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
             model = module.Task(cfg, prepared.meta)
         log_version = "" if i == 0 else f"member-{i}"
         trainer = build_trainer(cfg, run_dir, monitor=model.monitor, ckpt_dir=ckpt_dir, log_version=log_version)
-        ckpt_path = _resume_checkpoint(run, task, i) if resume and rank == 0 else None
-        if resume and rank != 0 and (ckpt_dir / "last.ckpt").is_file():
-            ckpt_path = str(ckpt_dir / "last.ckpt")
+        ckpt_path = starts.get(i)
+        if resume and rank != 0:
+            ckpt_path = next((str(p) for p in (ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt") if p.is_file()), None)
         with _disk_errors(task, run_dir, ckpt_dir):
             trainer.fit(model, train_dataloaders=prepared.train, val_dataloaders=prepared.val,
                         ckpt_path=ckpt_path, weights_only=True)
@@ -283,7 +285,7 @@ def _build_model(module, cfg: TaskConfig, meta: dict):
 def _resume_checkpoint(run: Run, task: str, member: int) -> str | None:
     """The checkpoint a resume starts from, verified (zip CRCs and the manifest): ``last.ckpt``, or
     ``best.ckpt`` when ``last.ckpt`` was deleted; a damaged one is a one-line DataError with what to do."""
-    from .runs import verify_checkpoint
+    from .runs import load_checkpoint, verify_checkpoint
     ckpt_dir = run.path / "checkpoints" / ("" if member == 0 else f"member-{member}")
     last, best = ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt"
     chosen = last if last.is_file() else best if best.is_file() else None
@@ -296,6 +298,7 @@ def _resume_checkpoint(run: Run, task: str, member: int) -> str | None:
     try:
         verify_checkpoint(chosen)
         run.verify(chosen, hint)
+        load_checkpoint(chosen, task)                    # refuses planted code and foreign checkpoints now
     except DataError as e:
         if hint in str(e):
             raise
