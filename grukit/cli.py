@@ -1,6 +1,7 @@
 """The grukit command line (typer). Heavy imports (torch, lightning) happen inside commands.
 
-Errors grukit raises on purpose (:class:`grukit.errors.GrukitError`) and usage errors print one line and exit
+Errors grukit raises on purpose (:class:`grukit.errors.GrukitError`), usage errors and disk errors (``OSError``:
+full, read-only) print one line and exit
 with code 2; ``--debug`` anywhere on the command line shows the traceback instead.
 
 ``grukit train <task>`` has one sub-command per registered task (:mod:`grukit.tasks.registry`); its options
@@ -347,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(str(e).split("\n")[:1]) if "\n" not in str(e) else str(e).replace("\n  - ", "; ")
         click.echo(f"grukit: error: {msg}", err=True)
         return getattr(e, "exit_code", 2)             # 2 for bad input; 128+signal for an interrupted run
+    except OSError as e:                              # the disk (full, read-only) or a file that went away
+        if _DEBUG:
+            raise
+        from .io import storage_error
+        click.echo(f"grukit: error: {storage_error(e, e.filename or '(a file)')}", err=True)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
