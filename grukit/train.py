@@ -139,7 +139,7 @@ def _rank_run_dir(out) -> Path:
 
 
 def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out: str | Path | None = None,
-        resume: bool = False, evaluate: bool = True, **overrides) -> Run | None:
+        resume: bool = False, evaluate: bool = True, callbacks: list | None = None, **overrides) -> Run | None:
     """Train ``task`` and return its :class:`~grukit.runs.Run`.
 
     Args:
@@ -148,6 +148,7 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
         out: the run directory (default ``runs/<task>``, numbered when taken). An existing run is never
             overwritten: pass ``resume=True`` to continue it from ``checkpoints/last.ckpt``.
         evaluate: evaluate on the held-out data after training and write ``metrics.json``.
+        callbacks: extra Lightning callbacks for the Trainer (``grukit tune`` passes its pruning callback).
 
     Under DDP (``devices``/``num_nodes``/``strategy="ddp"``) every rank trains and only rank 0 writes the run
     directory and returns the Run; the other ranks return None.
@@ -193,7 +194,8 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
         log_version = "" if i == 0 else f"member-{i}"
         log_file = run_dir / "logs" / log_version / "metrics.csv"
         previous = log_file.read_bytes() if resume and log_file.is_file() else None   # CSVLogger restarts it
-        trainer = build_trainer(cfg, run_dir, monitor=monitor, ckpt_dir=ckpt_dir, log_version=log_version)
+        trainer = build_trainer(cfg, run_dir, monitor=monitor, ckpt_dir=ckpt_dir, log_version=log_version,
+                                extra_callbacks=callbacks)
         last = ckpt_dir / "last.ckpt"
         ckpt_path = str(last) if resume and last.is_file() else None
         trainer.fit(model, train_dataloaders=prepared.train, val_dataloaders=prepared.val, ckpt_path=ckpt_path,
