@@ -151,11 +151,16 @@ def _open_study(spec: dict, rank: int):
     retry = Retry(max_retry=2)
     url = spec["storage"]
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
-    try:
-        storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                             **{callback_arg: retry})
-    except Exception as e:  # bad URL, missing driver, unreachable server
-        raise ConfigError(f"--storage {url!r}: cannot open the study database: {str(e).splitlines()[0]}") from e
+    for attempt in range(3):                             # processes starting together race to create tables
+        try:
+            storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+                                 grace_period=GRACE_S, **{callback_arg: retry})
+            break
+        except Exception as e:  # bad URL, missing driver, unreachable server
+            if attempt == 2 or "already exists" not in str(e):
+                raise ConfigError(f"--storage {url!r}: cannot open the study database: "
+                                  f"{str(e).splitlines()[0]}") from e
+            time.sleep(0.5 + attempt)
     trials, pruner_name = int(spec["trials"]), spec["pruner"]
     sampler = optuna.samplers.TPESampler(seed=int(spec["seed"]) + rank, n_startup_trials=max(3, min(10, trials // 4)),
                                          constant_liar=spec["n_jobs"] > 1)
