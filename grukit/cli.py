@@ -149,6 +149,7 @@ def _register_tasks() -> None:
 
 
 _register_tasks()
+__import__("grukit.cli_tune").cli_tune.register(app)   # `grukit tune TASK` (grukit/cli_tune.py)
 
 
 # ---------------------------------------------------------------- evaluate / predict

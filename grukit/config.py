@@ -17,7 +17,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import ConfigError, collect
 
@@ -79,6 +79,16 @@ class TaskConfig:
     #: options that ``--resume`` applies (and records); any other option given with ``--resume`` is refused
     resumable = ("max_epochs", "progress", "num_workers", "accelerator", "devices", "num_nodes", "strategy",
                  "deterministic", "limit_train_batches", "checkpoint_every")
+
+    # ---- `grukit tune` search space: field -> [choices] | {low, high, log, step} | fixed value (a config
+    # file's `tune:` section overrides it per field; see grukit.tune_space)
+    tune_space: ClassVar[dict[str, Any]] = {
+        "hidden_size": [16, 32, 64, 128],
+        "num_layers": [1, 2],
+        "dropout": {"low": 0.0, "high": 0.3},
+        "lr": {"low": 3e-4, "high": 3e-2, "log": True},
+        "batch_size": [16, 32, 64],
+    }
 
     # ------------------------------------------------------------ conversion
     @classmethod
@@ -204,6 +214,16 @@ class ForecastConfig(TaskConfig):
     hidden_size: int = opt(32, "GRU units")
     lr: float = opt(1e-2, "Adam learning rate")
 
+    tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune forecast` search space
+        "hidden_size": [16, 32, 64, 128],
+        "num_layers": [1, 2],
+        "lookback": {"low": 12, "high": 72, "step": 12},
+        "lr": {"low": 1e-3, "high": 3e-2, "log": True},
+        "batch_size": [8, 16, 32],
+        "head_dropout": {"low": 0.0, "high": 0.3},
+        "window_norm": [True, False],
+    }
+
     def problems(self) -> list[str]:
         p = super().problems()
         if self.lookback < 1 or self.horizon < 1:
@@ -239,6 +259,16 @@ class ClassifyConfig(TaskConfig):
     max_epochs: int = opt(60, "upper bound on training epochs")
     patience: int = opt(15, "early stopping patience in epochs")
 
+    tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune classify` search space
+        "hidden_size": [32, 64, 128],
+        "num_layers": [1, 2],
+        "bidirectional": [False, True],
+        "pooling": ["last", "mean", "attention"],
+        "dropout": {"low": 0.0, "high": 0.3},
+        "lr": {"low": 3e-4, "high": 1e-2, "log": True},
+        "batch_size": [16, 32, 64],
+    }
+
     def problems(self) -> list[str]:
         p = super().problems()
         _choice(p, "pooling", self.pooling, ["last", "mean", "attention"])
@@ -270,6 +300,14 @@ class AutoencoderConfig(TaskConfig):
     smooth: int = opt(0, "moving-average width applied to per-step scores (0 = window // 16)")
     max_epochs: int = opt(40, "upper bound on training epochs")
     patience: int = opt(8, "early stopping patience in epochs")
+
+    tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune autoencoder` search space
+        "hidden_size": [16, 32, 64, 128],
+        "latent_size": [8, 16, 32, 64],
+        "num_layers": [1, 2],
+        "lr": {"low": 3e-4, "high": 1e-2, "log": True},
+        "batch_size": [16, 32, 64],
+    }
 
     def problems(self) -> list[str]:
         p = super().problems()
@@ -376,6 +414,8 @@ def load_config_file(path: str | Path, task: str | None = None) -> dict[str, Any
     from .tasks.registry import names as task_names
     flat: dict[str, Any] = {}
     for k, v in raw.items():
+        if k == "tune":                                  # the search space of `grukit tune` (grukit.tune_space)
+            continue
         if isinstance(v, dict):
             if k in task_names() and task is not None and k != task:
                 continue
