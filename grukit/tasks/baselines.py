@@ -170,19 +170,26 @@ METHODS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
 
 
 def _run_one(args) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+    from threadpoolctl import threadpool_limits
     history, h, m, level, methods = args
     out, failed = {}, []
-    for name in methods:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fc = METHODS[name](history, h, m, level)
-            if not all(np.isfinite(v).all() for v in fc.values()):
-                raise FloatingPointError("non-finite forecast")
-        except Exception:  # noqa: BLE001 - one failing series must not stop the table
-            fc, failed = naive(history, h), failed + [name]
-        out[name] = fc
+    with threadpool_limits(1):                   # small matrices: BLAS threads only contend
+        for name in methods:
+            _one(name, history, h, m, level, out, failed)
     return out, failed
+
+
+def _one(name, history, h, m, level, out, failed) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fc = METHODS[name](history, h, m, level)
+        if not all(np.isfinite(v).all() for v in fc.values()):
+            raise FloatingPointError("non-finite forecast")
+    except Exception:  # noqa: BLE001 - one failing series must not stop the table
+        fc = naive(history, h)
+        failed.append(name)
+    out[name] = fc
 
 
 def _single_thread() -> None:
