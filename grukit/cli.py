@@ -319,6 +319,10 @@ def bench() -> None:
             _console().print(result)
 
 
+from .cli_serve import EPILOG as SERVE_EPILOG, serve  # noqa: E402  (issue 19: `grukit serve`)
+app.command("serve", epilog=SERVE_EPILOG)(serve)
+
+
 # ---------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: one-line errors with exit code 2 (``--debug`` for tracebacks)."""
