@@ -100,23 +100,18 @@ def test_the_scan_finds_cycles_and_private_names():
     assert "grukit.tasks.base" in mods and "grukit.nn.gru" in mods
     edges, _ = _imports(mods)
     assert "grukit.tasks.base" in edges["grukit.tasks.language"]          # relative imports resolve
-    assert "grukit.runs" in edges["grukit.tasks.base"]                    # function-level imports count
+    assert "grukit.runs" in edges["grukit.tasks.language"]                # function-level imports count
 
 
-# Known and owned by the engine restructuring of issue 17 (item 4): the engine's ONNX tracing imports the
-# application layer (nn/gru.py <-> export.py), and nn/mingru.py borrows gru.py's private input checks. Only these
-# turn a failure into an expected failure; anything else fails, and the test passes once they are gone.
-KNOWN = "issue 17: the engine helper moves the ONNX tracing forward into nn/onnx.py (gru.py <-> export.py)"
+# Known and owned by the engine restructuring of issue 17 (item 4): nn/mingru.py borrows gru.py's private input
+# checks. Only this turns a failure into an expected failure; anything else fails, and the test passes once it
+# is gone.
 KNOWN_PRIVATE = "issue 17: nn/mingru.py imports gru.py's private input checks (engine restructuring)"
 
 
 def test_no_import_cycle():
-    import pytest
     cycles = _cycles(_imports(_modules())[0])
-    unknown = [c for c in cycles if not {"grukit.export", "grukit.nn.gru"} <= set(c)]
-    assert not unknown, "import cycles: " + "; ".join(" <-> ".join(c) for c in unknown)
-    if cycles:
-        pytest.xfail(f"{KNOWN}: " + "; ".join(" <-> ".join(c) for c in cycles))
+    assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
 def test_no_private_name_imported_across_modules():

@@ -289,7 +289,7 @@ def bach_chorales(spec: RollSpec, max_files: int = 0) -> MusicSource:
                 break
     if not rolls:
         raise DataError("music21's chorale iterator yielded no usable chorales", path="bach_chorales")
-    from ..runs import atomic_write
+    from ..io import atomic_write
     buf = io.BytesIO()
     np.savez_compressed(buf, rolls=np.concatenate(rolls), lengths=np.array([len(r) for r in rolls]),
                         names=np.array(names))
@@ -348,7 +348,7 @@ def roll_to_midi(roll: np.ndarray, frame_seconds: float, low_pitch: int = 21, pr
 def write_midi(roll: np.ndarray, path: str | Path, frame_seconds: float, low_pitch: int = 21,
                program: int = 0, frames_per_beat: int = 4) -> Path:
     """Write ``roll`` as a MIDI file (atomically)."""
-    from ..runs import atomic_write
+    from ..io import atomic_write
     buf = io.BytesIO()
     roll_to_midi(roll, frame_seconds, low_pitch, program, frames_per_beat=frames_per_beat).write(buf)
     return atomic_write(path, buf.getvalue())

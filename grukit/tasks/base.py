@@ -56,6 +56,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..errors import ConfigError
+from ..io import atomic_write
 from ..nn import GRU
 
 __all__ = ["SequenceTask", "infer", "combine", "write_predictions"]
@@ -276,5 +277,4 @@ def infer(models, batches, *, rule: str | None = None) -> list:
 def write_predictions(frame, path):
     """THE writer of a task's ``predictions.csv`` (any CSV of predictions): a pandas frame written atomically
     without its index. Returns the path."""
-    from ..runs import atomic_write
     return atomic_write(path, frame.to_csv(index=False))

@@ -539,6 +539,6 @@ def generate_run(run, models, prompt: str = "", length: int = 500, temperature: 
     print(f"[{length} tokens in {dt:.2f} s: {length / dt if dt > 0 else float('nan'):.0f} tokens/s]",
           file=sys.stderr)
     if out:
-        from ..runs import atomic_write
+        from ..io import atomic_write
         return [atomic_write(out, text)]
     return []
