@@ -48,8 +48,10 @@ class TaskConfig:
     head_dropout: float = opt(0.0, "dropout on the features entering the output head")
     # ---- optimisation
     max_epochs: int = opt(50, "upper bound on training epochs (early stopping usually ends sooner)")
+    max_minutes: float = opt(0.0, "wall-clock training budget in minutes: training stops after the step that "
+                                  "spends it, keeps the best checkpoint and evaluates (0 = none)")
     batch_size: int = opt(32, "sequences or windows per batch")
-    lr: float = opt(3e-3, "Adam learning rate")
+    lr: float = opt(3e-3, "AdamW learning rate")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     lr_schedule: str = opt("plateau", "learning-rate schedule: none, plateau (halve when val loss stalls), cosine")
     gradient_clip_val: float = opt(1.0, "clip the gradient norm to this value (0 = off)")
@@ -70,8 +72,8 @@ class TaskConfig:
                                        "epoch); it is always written at the end and on Ctrl-C")
 
     #: options that ``--resume`` applies (and records); any other option given with ``--resume`` is refused
-    resumable = ("max_epochs", "progress", "num_workers", "accelerator", "devices", "num_nodes", "strategy",
-                 "deterministic", "limit_train_batches", "checkpoint_every")
+    resumable = ("max_epochs", "max_minutes", "progress", "num_workers", "accelerator", "devices", "num_nodes",
+                 "strategy", "deterministic", "limit_train_batches", "checkpoint_every")
 
     # ---- `grukit tune` search space: field -> [choices] | {low, high, log, step} | fixed value (a config
     # file's `tune:` section overrides it per field; see grukit.tune_space)
@@ -138,6 +140,8 @@ class TaskConfig:
             p.append("patience and gradient_clip_val must be >= 0")
         if self.checkpoint_every < 0:
             p.append(f"checkpoint_every={self.checkpoint_every}: expected seconds >= 0 (0 = every epoch)")
+        if self.max_minutes < 0:
+            p.append(f"max_minutes={self.max_minutes}: expected minutes >= 0 (0 = no budget)")
         p += self._memory_problems()
         return p
 
@@ -174,6 +178,9 @@ def choice(p: list[str], name: str, value: str, choices: list[str]) -> None:
     """Append to ``p`` a problem (with the nearest valid name) when ``value`` is not one of ``choices``."""
     if value not in choices:
         p.append(f"{name}={value!r}: expected one of {', '.join(choices)}{nearest(value, choices)}")
+
+
+_choice = choice   # the old private name, for config classes written against it (same module only)
 
 
 @dataclass
@@ -253,14 +260,14 @@ class ForecastConfig(TaskConfig):
             p.append(f"interval={self.interval}: expected a coverage in (0, 1)")
         if self.backtests < 1 or self.ensemble < 1 or self.season_length < 0:
             p.append("backtests and ensemble must be >= 1, season_length >= 0")
-        _choice(p, "layout", self.layout, ["auto", "long", "wide"])
-        _choice(p, "duplicates", self.duplicates, ["error", "mean", "sum", "last"])
+        choice(p, "layout", self.layout, ["auto", "long", "wide"])
+        choice(p, "duplicates", self.duplicates, ["error", "mean", "sum", "last"])
         if any(not 1 <= k <= self.lookback for k in self.lookbacks):
             p.append(f"lookbacks={list(self.lookbacks)}: expected lengths between 1 and lookback={self.lookback}")
         if self.max_windows < 0 or self.series_embedding < 0 or self.n_jobs < -1:
             p.append("max_windows and series_embedding must be >= 0, n_jobs >= -1")
         for b in self.baselines:
-            _choice(p, "baselines", b, ["naive", "seasonal_naive", "naive2", "theta", "ets", "arima"])
+            choice(p, "baselines", b, ["naive", "seasonal_naive", "naive2", "theta", "ets", "arima"])
         return p
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -31,7 +30,6 @@ from torch.utils.data import DataLoader
 from ..data.batching import Prepared, RankStreams
 from ..data.text import EOS, StreamBatches, Vocab, encode_file, split_ids, streams, tokenize
 from ..errors import ConfigError, DataError
-from ..nn import GRU
 from .base import SequenceTask, infer, write_predictions
 from .heads import RegressionHead, TiedLMHead
 from .language_config import LMConfig
@@ -146,10 +144,7 @@ class LMTask(SequenceTask):
         self.embedding = nn.Embedding(self.vocab_size, c.embedding_size)
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)              # small logits at start when tied
         self.drop = nn.Dropout(c.dropout)
-        return GRU(c.embedding_size, c.hidden_size, c.num_layers, batch_first=True,
-                   dropout=c.dropout if c.num_layers > 1 else 0.0, reset_after=c.reset_after,
-                   layer_norm=c.layer_norm, recurrent_dropout=c.recurrent_dropout, zoneout=c.zoneout,
-                   backend=c.backend, deterministic=c.deterministic)
+        return super().build_encoder(c.embedding_size)                  # (B, T, E) -> (B, T, H)
 
     def build_head(self) -> nn.Module:
         c = self.config
@@ -204,27 +199,7 @@ class LMTask(SequenceTask):
             return F.cross_entropy(outputs.transpose(1, 2), y, reduction="none")   # (B, V, T) vs (B, T)
         return self.head.log_prob(outputs) if self.adaptive else torch.log_softmax(outputs, -1)   # (B, T, V)
 
-    # ---- training extras: optimiser, wall-clock budget, throughput
-    def configure_optimizers(self):
-        c = self.config
-        if c.optimizer == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        else:
-            opt = torch.optim.AdamW(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        if c.lr_schedule == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=c.lr_decay, patience=c.lr_patience)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
-        if c.lr_schedule == "cosine":
-            return {"optimizer": opt,
-                    "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, c.max_epochs))}
-        return opt
-
-    def configure_callbacks(self):
-        if self.config.max_minutes > 0:
-            from lightning.pytorch.callbacks import Timer
-            return [Timer(duration=timedelta(minutes=self.config.max_minutes), interval="step", verbose=False)]
-        return []
-
+    # ---- training extras: throughput
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         self._tokens, self._t0 = 0, time.perf_counter()

@@ -16,7 +16,6 @@ note for NADE). Letters: B batch, T frames, P pitches, E GRU features, N frames 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -233,32 +232,6 @@ class MusicTask(SequenceTask):
         logits, seq = outputs
         return {"prob": torch.sigmoid(logits), "nll": frame_nll(logits, inputs["y"]),
                 "pred": self.head.greedy(seq).float()}
-
-    # ---- a time budget (minutes) on top of early stopping
-    def on_train_start(self) -> None:
-        self._t_start, self._t_epoch, self._epoch_times = time.time(), time.time(), []
-
-    def on_train_epoch_end(self) -> None:
-        limit = 60.0 * self.config.time_limit
-        now = time.time()
-        self._epoch_times.append(now - self._t_epoch)
-        self._t_epoch = now
-        # stop when the budget is spent, or when the next epoch (as fast as the fastest so far) would overrun it
-        if limit > 0 and now - self._t_start + 0.8 * min(self._epoch_times) > limit:
-            self.trainer.should_stop = True
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self._t_start = self._t_epoch = time.time()
-        self._epoch_times = []
-
-    def configure_optimizers(self):
-        c = self.config
-        opt = torch.optim.Adam(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        if c.lr_schedule == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, c.patience // 3))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
-        return super().configure_optimizers()
 
     # ---- sampling
     def sample(self, n_frames: int, primer: np.ndarray | None = None, temperature: float = 1.0,

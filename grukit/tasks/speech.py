@@ -33,7 +33,6 @@ from ..data.batching import DictDataset, Prepared, loader
 from ..data.speech import audio_inputs, ctc_dataset, feature_spec, featurise, read_kw, run_features, utterances
 from ..data.text import Vocab
 from ..errors import ConfigError, DataError
-from ..nn import GRU
 from .base import SequenceTask, infer, write_predictions
 from .heads import CTCHead
 from .speech_config import SpeechConfig
@@ -154,11 +153,7 @@ class SpeechTask(SequenceTask):
         c, n_in = self.config, int(self.meta["input_size"])
         self.frontend = (CausalConv(n_in, c.conv_channels, c.conv_layers, c.conv_stride)
                          if c.conv_channels > 0 else None)
-        size = c.conv_channels if self.frontend is not None else n_in
-        return GRU(size, c.hidden_size, c.num_layers, batch_first=True,
-                   dropout=c.dropout if c.num_layers > 1 else 0.0, bidirectional=c.bidirectional,
-                   reset_after=c.reset_after, layer_norm=c.layer_norm, recurrent_dropout=c.recurrent_dropout,
-                   zoneout=c.zoneout, backend=c.backend, deterministic=c.deterministic)
+        return super().build_encoder(c.conv_channels if self.frontend is not None else n_in)
 
     def build_head(self):
         self.vocab = Vocab.from_symbols(self.meta["symbols"], self.meta["units"])
