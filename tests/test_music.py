@@ -133,6 +133,10 @@ def test_corrupt_and_empty_midi_files_are_skipped_with_a_warning(midi_dir):
     msg = " ".join(str(w.message) for w in rec)
     assert "skipped 3 of 9" in msg and all(n in msg for n in ("broken.mid", "empty.mid", "silent.mid"))
     assert len(src.splits["all"]) == 6
+    with warnings.catch_warnings(record=True) as again:                     # evaluation reads the folder again:
+        warnings.simplefilter("always")                                     # the list is printed once only
+        read_rolls(str(midi_dir), RollSpec(quantize="time"))
+    assert not [w for w in again if "skipped" in str(w.message)]
 
 
 def test_nothing_usable_is_an_error(tmp_path):

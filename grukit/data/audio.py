@@ -393,9 +393,11 @@ def split_utterances(utts: list[Utterance], split: str, opts: dict[str, str], na
     return utts                       # no natural split: all of it (a separate test folder or manifest)
 
 
-def has_split(data: str) -> bool:
-    """True when ``data`` is an audio folder with a built-in test split (FSDD names or ``?test_speaker=``)."""
+def has_split(data: str, options: dict[str, str] | None = None) -> bool:
+    """True when ``data`` is an audio folder with a built-in test split (FSDD names, or a test speaker given
+    in ``options`` or as ``?test_speaker=``)."""
     p, opts = parse_source(data)
+    opts.update(options or {})
     if not p.is_dir():
         return False
     try:
@@ -404,9 +406,12 @@ def has_split(data: str) -> bool:
         return False
 
 
-def read_labelled(data: str, split: str = "all") -> tuple[list[Utterance], dict[str, str]]:
-    """Utterances of an audio folder or manifest (``split`` train / test / all) and the source's options."""
+def read_labelled(data: str, split: str = "all", options: dict[str, str] | None = None
+                  ) -> tuple[list[Utterance], dict[str, str]]:
+    """Utterances of an audio folder or manifest (``split`` train / test / all) and the source's options: those
+    of its query string (``DIR?test_speaker=NAME``), overridden by ``options`` (a task's config fields)."""
     p, opts = parse_source(data)
+    opts.update(options or {})
     if p.is_dir():
         utts = scan_folder(p)
     elif p.is_file():

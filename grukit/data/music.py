@@ -182,6 +182,17 @@ def _midi_files(p: Path) -> list[Path]:
     return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MIDI_SUFFIXES)
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Warn about a folder's skipped files once per process: training, evaluation and generation each read
+    the folder again, and the same list need not be printed each time."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
 def read_midi_folder(path: str | Path, spec: RollSpec, max_files: int = 0) -> MusicSource:
     """Every MIDI file under ``path`` (or the one file); bad files skipped with a warning naming them."""
     import pretty_midi
@@ -212,13 +223,13 @@ def read_midi_folder(path: str | Path, spec: RollSpec, max_files: int = 0) -> Mu
         names.append(str(f.relative_to(p)) if p.is_dir() else f.name)
     if bad:
         shown = "; ".join(bad[:20]) + (f"; ... and {len(bad) - 20} more" if len(bad) > 20 else "")
-        warnings.warn(f"{p}: skipped {len(bad)} of {len(files)} MIDI file(s): {shown}", stacklevel=2)
+        _warn_once(f"{p}: skipped {len(bad)} of {len(files)} MIDI file(s): {shown}")
     if not rolls:
         raise DataError(f"none of the {len(files)} MIDI file(s) could be used ({len(bad)} corrupt, empty or "
                         "without notes in the pitch range)", path=p)
     if dropped:
-        warnings.warn(f"{p}: {dropped} note(s) outside MIDI {spec.low_pitch}-{spec.high_pitch} were dropped "
-                      "(widen --low-pitch/--high-pitch or pass --out-of-range fold)", stacklevel=2)
+        _warn_once(f"{p}: {dropped} note(s) outside MIDI {spec.low_pitch}-{spec.high_pitch} were dropped "
+                   "(widen --low-pitch/--high-pitch or pass --out-of-range fold)")
     frame_seconds = 0.5 / spec.frames_per_beat if spec.quantize == "beats" else 1.0 / spec.fs
     return MusicSource({"all": rolls}, {"all": names}, p.name, frame_seconds, spec.frames_per_beat)
 

@@ -12,7 +12,7 @@ from . import audio
 from .batching import DictDataset
 from .text import Vocab
 
-__all__ = ["feature_spec", "read_kw", "utterances", "featurise", "ctc_dataset", "run_features", "audio_inputs"]
+__all__ = ["feature_spec", "read_kw", "source_options", "utterances", "featurise", "ctc_dataset", "run_features", "audio_inputs"]
 
 
 def feature_spec(cfg, rate: int) -> audio.FeatureSpec:
@@ -29,6 +29,17 @@ def read_kw(cfg) -> dict[str, Any]:
     return {"resample": cfg.resample, "clip_fraction": cfg.clip_fraction}
 
 
+def source_options(cfg) -> dict[str, str]:
+    """The audio-source options set as config fields (``test_speaker``, ``allow_outside``); they override the
+    same options given in ``--data``'s query string."""
+    out = {}
+    if getattr(cfg, "test_speaker", ""):
+        out["test_speaker"] = cfg.test_speaker
+    if getattr(cfg, "allow_outside", False):
+        out["allow_outside"] = "1"
+    return out
+
+
 def utterances(cfg, split: str, data: str | None = None, rate: int = 0
                ) -> tuple[list[audio.Utterance], str, int]:
     """(utterances, display name, sample rate): a manifest's rows, or utterances built from a word folder.
@@ -36,9 +47,9 @@ def utterances(cfg, split: str, data: str | None = None, rate: int = 0
     ``rate`` 0 takes ``cfg.sample_rate``, else the first file's rate.
     """
     src = data or (cfg.data if split == "train" or not cfg.test_data else cfg.test_data)
-    path, opts = audio.parse_source(src)
-    if audio.parse_source(src)[0].is_dir():                              # a word folder
-        words, _ = audio.read_labelled(src, "all")
+    path, _ = audio.parse_source(src)
+    if path.is_dir():                                                       # a word folder
+        words, opts = audio.read_labelled(src, "all", source_options(cfg))
         pool = audio.split_utterances(words, split, opts, str(path))
         rate = rate or cfg.sample_rate or audio.file_rate(words[0].path)
         for u in pool:                                                      # check (and cache) every file
@@ -48,7 +59,7 @@ def utterances(cfg, split: str, data: str | None = None, rate: int = 0
         built = audio.concat_utterances(pool, n, rate, min_words=cfg.words_min, max_words=cfg.words_max,
                                         seed=seed)
         return built, f"{path} ({split}: {n} utterances of {cfg.words_min}-{cfg.words_max} words)", rate
-    utts, _ = audio.read_labelled(src, "all")
+    utts, _ = audio.read_labelled(src, "all", source_options(cfg))
     return utts, str(path), rate or cfg.sample_rate or audio.file_rate(utts[0].path)
 
 
@@ -75,10 +86,11 @@ def run_features(meta, cfg, utts) -> list[np.ndarray]:
     return audio.normalise(feats, cfg.normalize, meta["feature_mean"], meta["feature_std"])
 
 
-def audio_inputs(data: str) -> list[audio.Utterance]:
-    """What to transcribe: one audio file, or the utterances of a folder or manifest (its test split if any)."""
+def audio_inputs(data: str, cfg=None) -> list[audio.Utterance]:
+    """What to transcribe: one audio file, or the utterances of a folder or manifest (its test split if any;
+    ``cfg``'s source options apply)."""
     p, _ = audio.parse_source(data)
     if p.is_file() and p.suffix.lower() in audio.AUDIO_EXTENSIONS:
         return [audio.Utterance(str(p), "")]
-    return audio.read_labelled(data, "all")[0] if not audio.has_split(data) else \
-        audio.read_labelled(data, "test")[0]
+    opts = source_options(cfg) if cfg is not None else {}
+    return audio.read_labelled(data, "test" if audio.has_split(data, opts) else "all", opts)[0]

@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from ..data import audio
 from ..data.batching import DictDataset, Prepared, loader
-from ..data.speech import audio_inputs, ctc_dataset, feature_spec, featurise, read_kw, run_features, utterances
+from ..data.speech import (audio_inputs, ctc_dataset, feature_spec, featurise, read_kw, run_features, source_options,
+                           utterances)
 from ..data.text import Vocab
 from ..errors import ConfigError, DataError
 from .base import SequenceTask, infer, write_predictions
@@ -301,7 +302,7 @@ def transcribe(models, meta: dict, waves: list[np.ndarray], sample_rate: int, *,
 def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]]:
     """WER and CER of greedy and beam decoding on the held-out utterances."""
     cfg = run.config
-    if data is None and not cfg.test_data and not audio.has_split(cfg.data):
+    if data is None and not cfg.test_data and not audio.has_split(cfg.data, source_options(cfg)):
         raise DataError("no test data: train with --test-data MANIFEST or pass `grukit evaluate RUN --data "
                         "MANIFEST`", path=cfg.data)
     utts, name, _ = utterances(cfg, "test", data, rate=run.meta["features"]["rate"])
@@ -324,7 +325,7 @@ def predict(run, models, data: str | None, out: str | Path | None = None) -> lis
     import pandas as pd
     if not data:
         raise DataError("pass --data AUDIO_FILE, FOLDER or MANIFEST to transcribe", path=run.path)
-    utts = audio_inputs(data)
+    utts = audio_inputs(data, run.config)
     hyps = _transcribe_all(models, run_features(run.meta, run.config, utts), run.config.decoder)
     frame = pd.DataFrame({"path": [u.path for u in utts], "transcript": hyps})
     if any(u.text for u in utts):

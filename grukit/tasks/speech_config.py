@@ -16,7 +16,10 @@ class SpeechConfig(TaskConfig):
     data: str = opt("", "CSV/TSV manifest (path, transcript), or a folder of FSDD-style single-word files "
                         "(label_speaker_index.wav) from which multi-word utterances are built")
     test_data: str = opt("", "held-out manifest (FSDD-style folders use their official split, or "
-                             "DIR?test_speaker=NAME)")
+                             "--test-speaker)")
+    test_speaker: str = opt("", "FSDD-style folders: hold out this speaker's recordings as the test set "
+                                "(empty: the official split, recordings 0-4 of every speaker)")
+    allow_outside: bool = opt(False, "manifests: allow audio paths outside the manifest's folder")
     # ---- features
     features: str = opt("logmel", "acoustic features: logmel or mfcc")
     sample_rate: int = opt(0, "sample rate features are computed at; files at other rates are resampled "
@@ -48,7 +51,7 @@ class SpeechConfig(TaskConfig):
     beam_size: int = opt(8, "beam width for decoder=beam")
     # ---- optimisation
     batch_size: int = opt(16, "utterances per batch")
-    lr: float = opt(3e-3, "Adam learning rate")
+    lr: float = opt(3e-3, "AdamW learning rate")
     lr_schedule: str = opt("cosine", "learning-rate schedule: none, plateau, cosine (over max_epochs)")
     max_epochs: int = opt(24, "upper bound on training epochs")
     patience: int = opt(8, "early stopping patience in epochs")
