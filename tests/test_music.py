@@ -14,11 +14,11 @@ import torch
 from grukit.data.music import RollSpec, read_rolls, roll_to_midi, write_midi
 from grukit.errors import ConfigError, DataError
 from grukit.tasks.music import NADEHead, frame_accuracy, frame_nll
+from tests.conftest import TINY, TOL
 
 pytest.importorskip("pretty_midi")
 
-TINY = dict(hidden_size=8, max_epochs=1, batch_size=4, chunk=16, progress=False, patience=0, nade_hidden=4,
-            backend="aten")                                # torch kernels: no JIT compile in a short test
+TINY = TINY["music"]
 
 
 def _roll(T=24, P=88, seed=0, density=0.06) -> np.ndarray:
@@ -278,16 +278,17 @@ def test_evaluation_averages_the_ensemble():
     m1, m2 = _models()
     (n1, a1, p1), (n2, _, p2) = music._score([m1], rolls), music._score([m2], rolls)
     both, _, pb = music._score([m1, m2], rolls)
-    np.testing.assert_allclose(both[:, 0], (n1[:, 0] + n2[:, 0]) / 2, rtol=1e-5)
-    np.testing.assert_allclose(pb[0], (p1[0] + p2[0]) / 2, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(both[:, 0], (n1[:, 0] + n2[:, 0]) / 2, **TOL["float32"])
+    np.testing.assert_allclose(pb[0], (p1[0] + p2[0]) / 2, **TOL["float32"])
     same, acc, _ = music._score([m1, m1], rolls)
-    np.testing.assert_allclose(same, n1, rtol=1e-6)
+    np.testing.assert_allclose(same, n1, **TOL["float32"])
     np.testing.assert_array_equal(acc, a1)
     with torch.no_grad():                                                  # by hand, piece 0 through forward
         x = torch.from_numpy(np.vstack([np.zeros((1, 88)), rolls[0][:-1]])).float()[None]
         y = torch.from_numpy(rolls[0]).float()[None]
         (logits, _), _ = m1({"x": x, "y": y})
-    assert math.isclose(n1[0, 0], float(frame_nll(logits, y).sum()), rel_tol=1e-5) and n1[0, 1] == 30
+    assert math.isclose(n1[0, 0], float(frame_nll(logits, y).sum()), rel_tol=TOL["float32"]["rtol"])
+    assert n1[0, 1] == 30
 
 
 def test_shuffled_loader_depends_only_on_seed_and_epoch(midi_dir):
