@@ -31,7 +31,7 @@ from ..data.batching import Prepared, RankStreams
 from ..data.text import EOS, StreamBatches, Vocab, encode_file, split_ids, streams, tokenize
 from ..errors import ConfigError, DataError
 from .base import SequenceTask, infer, write_predictions
-from .heads import RegressionHead, TiedLMHead
+from .heads import AdaptiveHead, RegressionHead, TiedLMHead
 from .language_config import LMConfig
 
 __all__ = ["LMTask", "Task", "prepare", "evaluate", "predict", "score", "generate", "generate_run",
@@ -106,27 +106,6 @@ class TokenNLL:
                 return torch.exp(mean) if kind == "word" else mean / LN2
 
         return _NLL()
-
-
-class AdaptiveHead(nn.Module):
-    """Dropout, then :class:`torch.nn.AdaptiveLogSoftmaxWithLoss` (ids must be in frequency order, as
-    :class:`~grukit.data.text.Vocab` builds them)."""
-
-    def __init__(self, in_size: int, V: int, cutoffs: tuple[int, ...] = (), dropout: float = 0.0):
-        super().__init__()
-        cuts = [c for c in (cutoffs or (round(V * 0.2), round(V * 0.6))) if 0 < c < V]
-        if not cuts:
-            raise ConfigError(f"softmax=adaptive needs cutoffs inside the vocabulary of {V}; pass --cutoffs or "
-                              "--softmax full")
-        self.drop = nn.Dropout(dropout)
-        self.asm = nn.AdaptiveLogSoftmaxWithLoss(in_size, V, sorted(set(cuts)), div_value=4.0)
-
-    def loss(self, feats: Tensor, y: Tensor) -> Tensor:
-        return self.asm(feats.reshape(-1, feats.shape[-1]), y.reshape(-1)).loss    # (B*T, H), (B*T,)
-
-    def log_prob(self, feats: Tensor) -> Tensor:
-        flat = self.asm.log_prob(feats.reshape(-1, feats.shape[-1]))             # (B*T, V)
-        return flat.view(*feats.shape[:-1], flat.shape[-1])
 
 
 class LMTask(SequenceTask):

@@ -15,7 +15,6 @@ note for NADE). Letters: B batch, T frames, P pitches, E GRU features, N frames 
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from ..data.music import (MusicSource, RollSpec, eval_batches, piece_loader, rea
 from ..errors import ConfigError, DataError
 from ..plots import roll_png
 from .base import SequenceTask, infer, write_predictions
-from .heads import length_mask
+from .heads import BernoulliHead, NADEHead, draw_notes, length_mask
 from .music_config import MusicConfig
 
 __all__ = ["MusicTask", "NADEHead", "BernoulliHead", "frame_nll", "frame_accuracy", "prepare", "evaluate",
@@ -54,82 +53,6 @@ def frame_accuracy(pred: Tensor, v: Tensor, mask: Tensor | None = None) -> tuple
         pred, v = pred & m, v & m
     tp = (pred & v).sum()
     return float(tp), float(tp + (pred & ~v).sum() + (~pred & v).sum())
-
-
-# ====================================================================== output distributions
-def _draw(logits: Tensor, temperature: float, generator=None) -> Tensor:
-    """Bernoulli draws from ``sigmoid(logits / temperature)``; temperature 0 keeps the notes with p > 0.5."""
-    if temperature == 0:
-        return (logits > 0).to(logits.dtype)
-    return torch.bernoulli(torch.sigmoid(logits / temperature), generator=generator)
-
-
-class BernoulliHead(nn.Module):
-    """Independent Bernoulli per pitch: logits ``W h_t + b`` (Chung et al. 2014)."""
-
-    def __init__(self, in_size: int, n_pitches: int, dropout: float = 0.0):
-        super().__init__()
-        self.drop = nn.Dropout(dropout)
-        self.proj = nn.Linear(in_size, n_pitches)
-
-    def forward(self, seq: Tensor, v: Tensor | None = None) -> Tensor:
-        return self.proj(self.drop(seq))                                            # (B, T, P) logits
-
-    def greedy(self, seq: Tensor) -> Tensor:
-        return (self(seq) > 0).float()
-
-    def sample(self, e: Tensor, temperature: float = 1.0, generator=None) -> Tensor:
-        return _draw(self.proj(e), temperature, generator)                          # (N, P)
-
-
-class NADEHead(nn.Module):
-    r"""NADE over the pitches of a frame, its biases given by the GRU output (RNN-NADE).
-
-    .. math::
-        a_k = c(h_t) + \sum_{j<k} W_j v_{tj}, \quad
-        p(v_{tk} = 1 | v_{t,<k}, h_t) = \sigma\big(b_k(h_t) + V_k \cdot \sigma(a_k)\big)
-
-    with :math:`b(h) = W_b h + b_b` (P values) and :math:`c(h) = W_c h + b_c` (K values). Under teacher forcing
-    all the :math:`a_k` come from one exclusive cumulative sum over pitches, so training is parallel; sampling
-    takes P sequential steps per frame.
-    """
-
-    def __init__(self, in_size: int, n_pitches: int, hidden: int = 64, dropout: float = 0.0):
-        super().__init__()
-        self.drop = nn.Dropout(dropout)
-        self.b = nn.Linear(in_size, n_pitches)
-        self.c = nn.Linear(in_size, hidden)
-        self.W = nn.Parameter(torch.randn(n_pitches, hidden) / math.sqrt(hidden))
-        self.V = nn.Parameter(torch.randn(n_pitches, hidden) / math.sqrt(hidden))
-
-    def _logits(self, b: Tensor, c: Tensor, v: Tensor) -> Tensor:
-        contrib = v.unsqueeze(-1) * self.W                                          # (..., P, K)
-        a = c.unsqueeze(-2) + contrib.cumsum(-2) - contrib                          # (..., P, K) exclusive sum
-        return b + (torch.sigmoid(a) * self.V).sum(-1)                              # (..., P)
-
-    def forward(self, seq: Tensor, v: Tensor, block: int = 256) -> Tensor:
-        e = self.drop(seq)
-        b, c = self.b(e), self.c(e)                                                 # (B, T, P), (B, T, K)
-        if torch.is_grad_enabled() or seq.shape[1] <= block:
-            return self._logits(b, c, v)
-        return torch.cat([self._logits(b[:, s:s + block], c[:, s:s + block], v[:, s:s + block])
-                          for s in range(0, seq.shape[1], block)], dim=1)           # bounded memory in eval
-
-    def _autoregress(self, e: Tensor, choose) -> Tensor:
-        b, a = self.b(e), self.c(e)                                                 # (N, P), (N, K)
-        out = torch.zeros_like(b)
-        for k in range(b.shape[-1]):
-            logit = b[:, k] + (torch.sigmoid(a) * self.V[k]).sum(-1)                # (N,)
-            out[:, k] = choose(logit)
-            a = a + out[:, k:k + 1] * self.W[k]                                     # (N, K)
-        return out
-
-    def greedy(self, seq: Tensor) -> Tensor:
-        B, T, _ = seq.shape
-        return self._autoregress(seq.reshape(B * T, -1), lambda z: (z > 0).to(seq.dtype)).view(B, T, -1)
-
-    def sample(self, e: Tensor, temperature: float = 1.0, generator=None) -> Tensor:
-        return self._autoregress(e, lambda z: _draw(z, temperature, generator))
 
 
 # ====================================================================== torchmetrics
@@ -371,10 +294,10 @@ def predict(run, models, data: str | None, out: str | Path | None = None) -> lis
 
 # ====================================================================== generation
 def _pick(logits: list[Tensor], temperature: float, generator=None) -> Tensor:
-    """0/1 notes from the members' logits: one member draws as :func:`_draw`; an ensemble from the mean of
+    """0/1 notes from the members' logits: one member draws as :func:`~grukit.tasks.heads.draw_notes`; an ensemble from the mean of
     the members' probabilities ``sigmoid(logits / temperature)`` (temperature 0: mean p > 0.5)."""
     if len(logits) == 1:
-        return _draw(logits[0], temperature, generator)
+        return draw_notes(logits[0], temperature, generator)
     if temperature == 0:
         return (torch.stack([torch.sigmoid(z) for z in logits]).mean(0) > 0.5).to(logits[0].dtype)
     p = torch.stack([torch.sigmoid(z / temperature) for z in logits]).mean(0)
