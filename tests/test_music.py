@@ -312,3 +312,21 @@ def test_shuffled_loader_depends_only_on_seed_and_epoch(midi_dir):
     split = first.meta["split"]
     assert sorted(split["train"] + split["valid"] + split["test"]) == sorted(f"piece{i}.mid" for i in range(6))
     assert len(split["test"]) == first.meta["pieces"]["test"] >= 1
+
+
+def test_validation_metrics_equal_evaluation():
+    """The NLL and frame accuracy logged in validation (sums over frames, not means of batch means) equal the
+    evaluation path's on the same pieces."""
+    from grukit.data.music import eval_batches
+    from grukit.tasks import music
+    (m,) = _models(n=1)
+    rolls = [_roll(30, seed=1), _roll(18, seed=2), _roll(25, seed=3)]
+    nll, acc, _ = music._score([m], rolls)
+    loader, _ = eval_batches(rolls, frames=40)                             # several batches
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        for i, batch in enumerate(loader):
+            m.validation_step(batch, i)
+    got = m.val_metrics.compute()
+    assert math.isclose(float(got["val_nll"]), nll[:, 0].sum() / nll[:, 1].sum(), rel_tol=TOL["float32"]["rtol"])
+    assert math.isclose(float(got["val_acc"]), acc[:, 0].sum() / acc[:, 1].sum(), rel_tol=TOL["float32"]["rtol"])

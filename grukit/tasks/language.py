@@ -6,12 +6,18 @@ state of the previous one and restart from zeros at each epoch. The loss is the 
 (nats); validation and test report perplexity :math:`e^{\text{loss}}` for words and bits per character
 :math:`\text{loss} / \ln 2` for chars and bytes.
 
-Generation primes the GRU with the prompt in one forward pass, then advances one token at a time with the
-engine's streaming :meth:`grukit.nn.GRU.step` and the carried state, so each new token costs one step, never
-a re-run of the prompt. Python API::
+The inference entry points, for the CLI, the server and Python alike: :func:`score` (mean NLL per text,
+through :func:`~grukit.tasks.base.infer`) and :func:`generate`, which primes the GRU with all prompts in one
+batched forward pass, then advances every prompt by one token per batched :meth:`grukit.nn.GRU.step` from the
+carried state, so each new token costs one step, never a re-run of the prompt. Python API::
 
-    from grukit.tasks.language import generate_text
-    text = generate_text("runs/lm", prompt="ROMEO:", length=300, temperature=0.8, seed=1)
+    from grukit.runs import open_run
+    from grukit.tasks import language
+    run = open_run("runs/lm")
+    language.score(run.models(), run.meta, ["to be or not to be"])            # [nats per token]
+    for pieces in language.generate(run.models(), run.meta, ["ROMEO:", "JULIET:"], 300, 0.8, seed=1):
+        ...                                                                    # one text piece per prompt
+    text = language.generate_text(run, prompt="ROMEO:", length=300, temperature=0.8, seed=1)
 """
 from __future__ import annotations
 

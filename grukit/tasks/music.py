@@ -57,45 +57,29 @@ def frame_accuracy(pred: Tensor, v: Tensor, mask: Tensor | None = None) -> tuple
 
 # ====================================================================== torchmetrics
 def _metrics():
-    from torchmetrics import Metric
+    """NLL per time step over every valid frame seen (not a mean of batch means) and the frame-level accuracy
+    of Bay et al. 2009, TP / (TP + FP + FN) summed over frames: each a ratio of two sums."""
+    from torchmetrics import Metric, MetricCollection
 
-    class FrameNLL(Metric):
-        """NLL per time step over every valid frame seen (not a mean of batch means)."""
-
+    class SumRatio(Metric):
         full_state_update = False
 
-        def __init__(self):
+        def __init__(self, parts):
             super().__init__()
-            self.add_state("nll", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-            self.add_state("frames", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-        def update(self, out: dict, target) -> None:
-            self.nll += out["nll"].sum().double()
-            self.frames += out["frames"]
-
-        def compute(self):
-            return (self.nll / self.frames.clamp_min(1)).float()
-
-    class FrameAccuracy(Metric):
-        """Bay et al. 2009 frame-level accuracy, TP / (TP + FP + FN) summed over frames."""
-
-        full_state_update = False
-
-        def __init__(self):
-            super().__init__()
-            self.add_state("tp", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+            self.parts = parts                              # metric_inputs' dict -> (numerator, denominator)
+            self.add_state("num", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
             self.add_state("den", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
         def update(self, out: dict, target) -> None:
-            tp, den = out["acc"]
-            self.tp += tp
-            self.den += den
+            num, den = self.parts(out)
+            self.num += float(num)
+            self.den += float(den)
 
         def compute(self):
-            return (self.tp / self.den.clamp_min(1)).float()
+            return (self.num / self.den.clamp_min(1)).float()
 
-    from torchmetrics import MetricCollection
-    return MetricCollection({"nll": FrameNLL(), "acc": FrameAccuracy()})
+    return MetricCollection({"nll": SumRatio(lambda o: (o["nll"].sum(), o["frames"])),
+                             "acc": SumRatio(lambda o: o["acc"])})
 
 
 # ====================================================================== the task
