@@ -215,6 +215,13 @@ def test_batched_generation_equals_one_prompt_at_a_time(runs):
         assert together == alone
     with pytest.raises(ConfigError, match="temperature=-1"):
         lm.generate(run.models(), run.meta, ["x"], 3, temperature=-1)             # checked before any step
+    # sampled: each prompt draws from its own seed, so its text does not depend on its batch companions
+    steps = list(lm.generate(run.models(), run.meta, ["the ", "a dog"], 15, temperature=[1.0, 0.7],
+                             seed=[11, 5]))
+    other = list(lm.generate(run.models(), run.meta, ["xyz", "a dog", "the "], 15, temperature=[1.0, 0.7, 1.0],
+                             seed=[3, 5, 11]))
+    assert [s[1] for s in steps] == [s[1] for s in other] and [s[0] for s in steps] == [s[2] for s in other]
+    assert "".join(s[0] for s in steps) == lm.sample(run.models(), vocab, "the ", 15, 1.0, seed=11)
 
 
 def test_score_is_the_mean_nll_of_each_text(runs):

@@ -371,29 +371,42 @@ def _next_scores(members: list[LMTask], ys: list[Tensor]) -> Tensor:
     return torch.stack([torch.log_softmax(m.logits(y), -1) for m, y in zip(members, ys)]).mean(0)
 
 
-def generate(models, meta: dict, prompts: list[str], length: int = 200, temperature: float = 1.0,
-             seed: int | None = None, *, top_k: int = 0, top_p: float = 1.0) -> Iterator[list[str]]:
+def generate(models, meta: dict, prompts: list[str], length: int = 200, temperature: float | list[float] = 1.0,
+             seed: int | list[int] | None = None, *, top_k: int = 0, top_p: float = 1.0) -> Iterator[list[str]]:
     """THE text generation loop: continue every prompt by ``length`` tokens, all prompts together.
 
     Yields, once per step, the list of new text pieces (one per prompt, in order; a piece may be ``""`` while
     a byte model is inside a multi-byte character; the last step's pieces include any flushed tail). The
     prompts prime the GRU state in one batched forward pass; every new token is then ONE batched
-    :meth:`grukit.nn.GRU.step` for all prompts (per ensemble member). ``temperature`` 0 is greedy; ``top_k``
-    / ``top_p`` cut the distribution. Tokens are drawn prompt by prompt from one generator seeded with
-    ``seed``, so the same seed gives the same texts. Options are checked before the first step.
+    :meth:`grukit.nn.GRU.step` for all prompts (per ensemble member). ``temperature`` (one for all prompts or
+    one per prompt) 0 is greedy; ``top_k`` / ``top_p`` cut the distribution. Each prompt draws from its own
+    generator, seeded ``seed + i`` for prompt i (or ``seed[i]`` when a list is given), so a prompt's text
+    depends only on its own seed, never on which prompts share the batch. Options are checked before the
+    first step.
     """
-    _check_sampling(length, temperature, top_k, top_p)
+    temps = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature] * len(prompts)
+    if len(temps) != len(prompts):
+        raise ConfigError(f"{len(temps)} temperatures for {len(prompts)} prompts; give one, or one per prompt")
+    for t in set(temps) or {1.0}:
+        _check_sampling(length, t, top_k, top_p)
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != len(prompts):
+            raise ConfigError(f"{len(seed)} seeds for {len(prompts)} prompts; give one, or one per prompt")
+        seeds = [int(x) for x in seed]
+    else:
+        base = int(seed) if seed is not None else int(torch.seed() % (2 ** 62))
+        seeds = [base + i for i in range(len(prompts))]
     members = _models(models)
     if not members:
         raise ConfigError("generate() needs at least one model")
     vocab = Vocab.from_dict(meta["vocab"])
     rows = [_prompt_ids(p, vocab) for p in prompts]
-    return _generate(members, vocab, rows, length, temperature, top_k, top_p, seed)
+    return _generate(members, vocab, rows, length, temps, top_k, top_p, seeds)
 
 
 @torch.no_grad()
-def _generate(members, vocab: Vocab, rows: list[list[int]], length: int, temperature: float, top_k: int,
-              top_p: float, seed: int | None) -> Iterator[list[str]]:
+def _generate(members, vocab: Vocab, rows: list[list[int]], length: int, temps: list[float], top_k: int,
+              top_p: float, seeds: list[int]) -> Iterator[list[str]]:
     B = len(rows)
     if B == 0 or length == 0:
         return
@@ -401,8 +414,7 @@ def _generate(members, vocab: Vocab, rows: list[list[int]], length: int, tempera
     for m in members:
         m.eval()
     try:
-        gen = torch.Generator()
-        gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % (2 ** 63)))
+        gens = [torch.Generator().manual_seed(s) for s in seeds]             # one per prompt
         P = torch.tensor([len(r) for r in rows])                        # (B,) prompt lengths
         x = torch.zeros(B, int(P.max()), dtype=torch.int64)             # (B, P_max) padded after each prompt
         for b, r in enumerate(rows):
@@ -418,7 +430,7 @@ def _generate(members, vocab: Vocab, rows: list[list[int]], length: int, tempera
         logits = _next_scores(members, ys)                              # (B, V)
         decoders = [vocab.decoder() for _ in range(B)]
         for step in range(length):
-            toks = [_choose(logits[b], temperature, top_k, top_p, gen) for b in range(B)]
+            toks = [_choose(logits[b], temps[b], top_k, top_p, gens[b]) for b in range(B)]
             pieces = [decoders[b]([t]) for b, t in enumerate(toks)]
             if step == length - 1:
                 pieces = [p + decoders[b]([], True) for b, p in enumerate(pieces)]
