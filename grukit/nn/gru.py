@@ -39,6 +39,13 @@ def _zero_state(shape: tuple, like: Tensor) -> Tensor:
     return hit
 
 
+def _transformed() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, jacrev, ...) is running: its wrapped tensors have no memory
+    the fused kernels could read, so GRU routes the call to the reference backend (torch ops, which every
+    transform knows); ``backends.last_used()`` then says ``"reference"``."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
 def check_finite(t: Tensor, name: str = "input") -> Tensor:
     """Raise :class:`ShapeError` naming ``name`` and the first bad index if ``t`` holds NaN or inf."""
     bad = ~torch.isfinite(t)
@@ -267,7 +274,8 @@ class GRU(nn.Module):
         return hx if batched else hx.unsqueeze(1)
 
     def forward(self, input, hx: Tensor | None = None, lengths=None):
-        if lengths is None:
+        transformed = _transformed()
+        if lengths is None and not transformed:
             res = self._fast_call("forward", input, hx)
             if res is not None:
                 return res
@@ -308,11 +316,11 @@ class GRU(nn.Module):
             backend = self._backend_choice.get(key)                   # a backend's support depends on these only
             if backend is None:
                 backend = self._backend_choice[key] = backends.select(self.backend, s, x, self.training)
-            if B == 0:                                                # an empty batch: torch ops, empty results
+            if B == 0 or transformed:                                 # an empty batch, or torch.func: torch ops
                 backend = backends.get("reference")
             out, h_n = backend.forward(self, x, hx.contiguous(), lengths)   # (T, B, D*H), (L*D, B, H)
             backends.record(backend.name)
-            if not torch.is_grad_enabled():
+            if not torch.is_grad_enabled() and not transformed:
                 self._note_fast_path("forward", backend, x)
         if packed:
             order = input.sorted_indices
@@ -360,7 +368,8 @@ class GRU(nn.Module):
         Returns ``(y_t, h')``: the top layer's output ``(B, H)`` and the new state ``(L, B, H)``.
         Calling ``step`` over a sequence gives the same outputs as ``forward`` over it.
         """
-        if reset is None:
+        transformed = _transformed()
+        if reset is None and not transformed:
             res = self._fast_call("step", x_t, h)
             if res is not None:
                 return res
@@ -400,11 +409,11 @@ class GRU(nn.Module):
         backend = self._backend_choice.get(key)                       # streaming calls this per frame:
         if backend is None:                                          # choose once per (dtype, device, mode)
             backend = self._backend_choice[key] = backends.select_step(self.backend, s, x, self.training)
-        if B == 0:                                                    # an empty batch: torch ops, empty results
+        if B == 0 or transformed:                                     # an empty batch, or torch.func: torch ops
             backend = backends.get("reference")
         h_new = backend.step(self, x, h if h.is_contiguous() else h.contiguous())   # (L, B, H)
         backends.record(backend.name)
-        if not torch.is_grad_enabled():
+        if not torch.is_grad_enabled() and not transformed:
             self._note_fast_path("step", backend, x)
         if not batched:
             h_new = h_new.squeeze(1)

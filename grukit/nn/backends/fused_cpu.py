@@ -228,19 +228,25 @@ class GRULayerFn(torch.autograd.Function):
 
     ``apply(x (T,B,I), h0 (B,H), w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo[, blas]) -> (out, h_T)``;
     gradients flow to ``x``, ``h0`` and all four weights (``b_*`` may be ``None``).
+
+    The backward is itself differentiable: when autograd records it (``create_graph=True``: double backward,
+    gradient penalties, ``gradgradcheck``) or its incoming gradients are batched (``is_grads_batched=True``), it
+    recomputes the layer with the reference backend's torch ops and differentiates that (see
+    :func:`_differentiable_backward`); otherwise the numba BPTT kernel runs.
     """
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo, blas=None):
         out, hT, hp, gates = layer_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo, blas)
-        ctx.save_for_backward(x, w_ih, w_hh, hp, gates)
+        ctx.save_for_backward(x, w_ih, w_hh, hp, gates, h0, b_ih, b_hh)
         ctx.cfg = (lens, reverse, reset_after, zo, b_ih is not None, blas)
         return out, hT
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, dout, dhT):
-        x, w_ih, w_hh, hp, gates = ctx.saved_tensors
+        if torch.is_grad_enabled() or _batched(dout) or _batched(dhT):
+            return _differentiable_backward(ctx, dout, dhT)
+        x, w_ih, w_hh, hp, gates, _, _, _ = ctx.saved_tensors
         lens, reverse, reset_after, zo, has_bias, blas = ctx.cfg
         T, B, I = x.shape
         H = w_hh.shape[1]
@@ -268,6 +274,46 @@ class GRULayerFn(torch.autograd.Function):
         db_ih = dgi2.sum(0) if has_bias and need[4] else None
         db_hh = dgh2.sum(0) if has_bias and need[5] else None
         return dx, dh0 if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None, None, None, None, None
+
+
+def _batched(t) -> bool:
+    """Whether ``t`` is a vmap-batched tensor (torch.func's, or autograd's ``is_grads_batched`` legacy one)."""
+    return t is not None and (torch._C._functorch.is_functorch_wrapped_tensor(t)
+                              or "Batched" in str(torch._C._dispatch_keys(t)))
+
+
+def reference_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lens: np.ndarray, reverse: bool, reset_after: bool,
+                    zo: float) -> tuple[Tensor, Tensor]:
+    """The same layer as :class:`GRULayerFn` in torch ops (the reference backend's loop): ``(out, h_T)``."""
+    from ..spec import LayerParams
+    from .reference import ReferenceBackend, reverse_padded, time_mask
+    T = x.shape[0]
+    lengths = None if bool((lens == T).all()) else torch.from_numpy(np.asarray(lens, dtype=np.int64))
+    spec = GRUSpec(x.shape[-1], h0.shape[-1], reset_after=reset_after, zoneout=float(zo))
+    p = LayerParams(w_ih, w_hh, b_ih, b_hh)
+    seq = reverse_padded(x, lengths) if reverse else x
+    out, hT = ReferenceBackend()._direction(spec, p, seq, h0, time_mask(lengths, T, x.device), False)
+    return (reverse_padded(out, lengths) if reverse else out), hT
+
+
+def _differentiable_backward(ctx, dout, dhT):
+    """GRULayerFn's gradients as a differentiable function of its inputs and of ``dout``/``dhT``: the layer is
+    recomputed in torch ops and differentiated with ``torch.autograd.grad`` (``create_graph`` when autograd is
+    recording, so the result can be differentiated again)."""
+    x, w_ih, w_hh, _, _, h0, b_ih, b_hh = ctx.saved_tensors
+    lens, reverse, reset_after, zo, _, _ = ctx.cfg
+    create = torch.is_grad_enabled()
+    need = ctx.needs_input_grad[:6]
+    ins = [x, h0, w_ih, w_hh, b_ih, b_hh]
+    with torch.enable_grad():
+        if not create:                                                 # a fresh graph, off the caller's
+            ins = [None if t is None else t.detach().requires_grad_(n) for t, n in zip(ins, need)]
+        out, hT = reference_layer(*ins, lens, reverse, reset_after, zo)
+        wrt = [t for t, n in zip(ins, need) if n and t is not None]
+        grads = iter(torch.autograd.grad((out, hT), wrt, (dout, dhT), create_graph=create, allow_unused=True,
+                                         materialize_grads=True))
+    res = [next(grads) if n and t is not None else None for t, n in zip(ins, need)]
+    return (*res, None, None, None, None, None)
 
 
 def _needs_grad(module, *tensors: Tensor) -> bool:
