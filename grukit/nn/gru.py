@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import warnings
 
 import torch
@@ -37,6 +38,12 @@ def _zero_state(shape: tuple, like: Tensor) -> Tensor:
             _ZERO_STATES.clear()
         hit = _ZERO_STATES[key] = torch.zeros(shape, dtype=like.dtype, device=like.device)
     return hit
+
+
+def _prob(v):
+    """A probability argument as a float for the spec; a bool or a non-number goes as it is (the spec refuses it,
+    as torch does ``dropout=True``)."""
+    return v if isinstance(v, bool) or not isinstance(v, numbers.Real) else float(v)
 
 
 def _transformed() -> bool:
@@ -119,8 +126,8 @@ class GRU(nn.Module):
             raise ConfigError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if hidden_size == 0 and not isinstance(hidden_size, bool):
             raise ConfigError("hidden_size must be greater than zero (a GRU needs at least one unit)")
-        self.spec = GRUSpec(input_size, hidden_size, num_layers, bias, batch_first, float(dropout),
-                            bidirectional, reset_after, layer_norm, float(recurrent_dropout), float(zoneout),
+        self.spec = GRUSpec(input_size, hidden_size, num_layers, bias, batch_first, _prob(dropout),
+                            bidirectional, reset_after, layer_norm, _prob(recurrent_dropout), _prob(zoneout),
                             deterministic)
         if backend != "auto":
             backends.get(backend)  # unknown names fail here, at construction
@@ -439,7 +446,7 @@ class GRUCell(nn.Module):
                  reset_after: bool = True, layer_norm: bool = False, zoneout: float = 0.0) -> None:
         super().__init__()
         self.spec = GRUSpec(input_size, hidden_size, 1, bias, reset_after=reset_after,
-                            layer_norm=layer_norm, zoneout=float(zoneout))
+                            layer_norm=layer_norm, zoneout=_prob(zoneout))
         kw = {"device": device, "dtype": dtype}
         H = hidden_size
         self.weight_ih = nn.Parameter(torch.empty(3 * H, input_size, **kw))
