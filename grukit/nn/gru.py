@@ -281,6 +281,8 @@ class GRU(nn.Module):
         return hx if batched else hx.unsqueeze(1)
 
     def forward(self, input, hx: Tensor | None = None, lengths=None):
+        if torch.compiler.is_compiling():                             # torch.compile / torch.export tracing
+            return self._forward_traced(input, hx, lengths)
         transformed = _transformed()
         if lengths is None and not transformed:
             res = self._fast_call("forward", input, hx)
@@ -341,6 +343,36 @@ class GRU(nn.Module):
         if s.batch_first:
             out = out.transpose(0, 1)                                 # (T, B, D*H) -> (B, T, D*H)
         return out, h_n
+
+    def _forward_traced(self, input, hx, lengths):
+        """``forward`` while torch.compile or torch.export traces it: the fused kernels as the operators of
+        :mod:`grukit.nn.ops` (one ``grukit::gru_layer`` per layer and direction, with fake shapes, autograd and
+        vmap rules), so the graph has no break; specs the fused kernels decline (layer_norm, training-mode masks)
+        trace the reference backend's torch ops instead. Plain tensors only (no PackedSequence)."""
+        from .ops import gru_forward_ops
+        s = self.spec
+        if isinstance(input, PackedSequence):
+            raise ShapeError("a PackedSequence cannot be traced by torch.compile/torch.export; pass the padded "
+                             "tensor and lengths=")
+        batched = input.ndim == 3
+        x = input if batched else input.unsqueeze(1)                  # (T, B, I)
+        if batched and s.batch_first:
+            x = x.transpose(0, 1)                                     # (B, T, I) -> (T, B, I)
+        rows = s.num_layers * s.num_directions
+        if hx is None:
+            hx = x.new_zeros(rows, x.shape[1], s.hidden_size)         # (L*D, B, H)
+        elif not batched:
+            hx = hx.unsqueeze(1)
+        if lengths is not None and not isinstance(lengths, Tensor):
+            lengths = torch.as_tensor(list(lengths), dtype=torch.int64)
+        fused = backends.get("fused_cpu") if "fused_cpu" in backends.available() else None
+        if fused is not None and fused.supports(s, x, self.training) is None:
+            out, h_n = gru_forward_ops(self, x, hx, lengths)
+        else:
+            out, h_n = backends.get("reference").forward(self, x, hx, lengths)
+        if not batched:
+            return out.squeeze(1), h_n.squeeze(1)
+        return (out.transpose(0, 1) if s.batch_first else out), h_n
 
     # Fast paths: a backend may offer, for plain inference calls of forward or step, a function that skips this
     # module's checks and dispatch (``backend.fast_path(which, module, x)``; it returns None for a call it does
