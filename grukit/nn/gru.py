@@ -477,6 +477,7 @@ class GRUCell(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  reset_after: bool = True, layer_norm: bool = False, zoneout: float = 0.0) -> None:
         super().__init__()
+        bias = bool(bias)                                             # torch's GRUCell takes any truthy bias
         self.spec = GRUSpec(input_size, hidden_size, 1, bias, reset_after=reset_after,
                             layer_norm=layer_norm, zoneout=_prob(zoneout))
         kw = {"device": device, "dtype": dtype}
