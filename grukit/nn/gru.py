@@ -14,13 +14,10 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from ..errors import ConfigError, ShapeError, SizeMismatchError
 from . import backends
 from .backends.reference import cell, gate_norm
+from .checks import check_finite, check_float, shape_str
 from .spec import GRUSpec, LayerParams
 
 __all__ = ["GRU", "GRUCell", "check_finite"]
-
-
-def _shape(t: Tensor) -> str:
-    return "(" + ", ".join(str(s) for s in t.shape) + ")"
 
 
 _ZERO_STATES: dict = {}
@@ -51,28 +48,6 @@ def _transformed() -> bool:
     the fused kernels could read, so GRU routes the call to the reference backend (torch ops, which every
     transform knows); ``backends.last_used()`` then says ``"reference"``."""
     return torch._C._functorch.peek_interpreter_stack() is not None
-
-
-def check_finite(t: Tensor, name: str = "input") -> Tensor:
-    """Raise :class:`ShapeError` naming ``name`` and the first bad index if ``t`` holds NaN or inf."""
-    bad = ~torch.isfinite(t)
-    if bad.any():
-        idx = tuple(int(i) for i in bad.nonzero()[0])
-        kind = "NaN" if torch.isnan(t[idx]) else "inf"
-        raise ShapeError(f"{name} holds {int(bad.sum())} non-finite value(s) ({kind} first at index {idx}); "
-                         "clean or impute the data before it reaches the GRU")
-    return t
-
-
-def _check_float(x: Tensor, name: str, like: Tensor) -> None:
-    if not isinstance(x, Tensor):
-        raise ShapeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ShapeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; "
-                         f"convert it with .to({like.dtype})")
-    if x.dtype != like.dtype:
-        raise ShapeError(f"{name} has dtype {x.dtype} but the GRU's parameters are {like.dtype}; "
-                         f"convert the input with .to({like.dtype}) or the module with .to({x.dtype})")
 
 
 class GRU(nn.Module):
@@ -261,7 +236,7 @@ class GRU(nn.Module):
                 raise ShapeError(f"lengths must be a 1-D sequence of integers, got {lengths!r}") from e
         if lengths.ndim != 1 or lengths.shape[0] != B:
             raise SizeMismatchError(f"lengths must have shape ({B},) (one length per sequence of the batch), "
-                             f"got shape {_shape(lengths)}")
+                             f"got shape {shape_str(lengths)}")
         if B and (lengths.min() < 1 or lengths.max() > T):
             bad = int(((lengths < 1) | (lengths > T)).nonzero()[0])
             raise ShapeError(f"lengths must lie in [1, {T}] (the padded length), got lengths[{bad}] = "
@@ -273,11 +248,11 @@ class GRU(nn.Module):
         rows = s.num_layers * s.num_directions
         if hx is None:
             return _zero_state((rows, B, s.hidden_size), x)
-        _check_float(hx, "hx", self.weight_ih_l0)
+        check_float(hx, "hx", self.weight_ih_l0)
         want = (rows, B, s.hidden_size) if batched else (rows, s.hidden_size)
         if tuple(hx.shape) != want:
             raise SizeMismatchError(f"hx must have shape {want} (num_layers*num_directions, "
-                             f"{'batch, ' if batched else ''}hidden_size), got {_shape(hx)}")
+                             f"{'batch, ' if batched else ''}hidden_size), got {shape_str(hx)}")
         return hx if batched else hx.unsqueeze(1)
 
     def forward(self, input, hx: Tensor | None = None, lengths=None):
@@ -297,10 +272,10 @@ class GRU(nn.Module):
             batched = True
         else:
             x = input
-            _check_float(x, "input", self._parameters.get("weight_ih_l0", None) if self._plain else self.weight_ih_l0)
+            check_float(x, "input", self._parameters.get("weight_ih_l0", None) if self._plain else self.weight_ih_l0)
             if x.ndim not in (2, 3):
                 raise ShapeError(f"input must be 3-D {'(B, T, I)' if s.batch_first else '(T, B, I)'} or "
-                                 f"2-D (T, I) unbatched, got {x.ndim}-D with shape {_shape(x)}")
+                                 f"2-D (T, I) unbatched, got {x.ndim}-D with shape {shape_str(x)}")
             batched = x.ndim == 3
             if not batched:
                 x = x.unsqueeze(1)                                    # (T, 1, I)
@@ -311,7 +286,7 @@ class GRU(nn.Module):
                              f"input_size={s.input_size}")
         T, B = x.shape[0], x.shape[1]
         if T == 0:                                                    # torch: RuntimeError too
-            raise SizeMismatchError(f"input has no time steps (shape {_shape(input if not packed else x)})")
+            raise SizeMismatchError(f"input has no time steps (shape {shape_str(input if not packed else x)})")
         if lengths is not None:
             lengths = self._check_lengths(lengths, B, T)
             if not packed and bool((lengths == T).all()):
@@ -419,9 +394,9 @@ class GRU(nn.Module):
         if self.training and s.recurrent_dropout > 0:
             raise ConfigError("step() in training mode cannot keep recurrent_dropout's per-sequence mask; "
                               "call .eval() for streaming or train with forward()")
-        _check_float(x_t, "x_t", self.weight_ih_l0)
+        check_float(x_t, "x_t", self.weight_ih_l0)
         if x_t.ndim not in (1, 2):
-            raise ShapeError(f"x_t must be (B, I) or (I,) for one time step, got shape {_shape(x_t)}")
+            raise ShapeError(f"x_t must be (B, I) or (I,) for one time step, got shape {shape_str(x_t)}")
         batched = x_t.ndim == 2
         x = x_t if batched else x_t.unsqueeze(0)                      # (B, I)
         if x.shape[-1] != s.input_size:
@@ -431,18 +406,18 @@ class GRU(nn.Module):
         if h is None:
             h = _zero_state((s.num_layers, B, s.hidden_size), x)
         else:
-            _check_float(h, "h", self.weight_ih_l0)
+            check_float(h, "h", self.weight_ih_l0)
             want = (s.num_layers, B, s.hidden_size) if batched else (s.num_layers, s.hidden_size)
             if tuple(h.shape) != want:
                 raise SizeMismatchError(f"h must have shape {want} (num_layers, {'batch, ' if batched else ''}"
-                                 f"hidden_size), got {_shape(h)}")
+                                 f"hidden_size), got {shape_str(h)}")
             if not batched:
                 h = h.unsqueeze(1)
         if reset is not None:
             reset = torch.as_tensor(reset, device=x.device).reshape(-1)
             if reset.dtype != torch.bool or reset.shape[0] != B:
                 raise ShapeError(f"reset must be a bool tensor of shape ({B},), got {reset.dtype} "
-                                 f"{_shape(reset)}")
+                                 f"{shape_str(reset)}")
             h = h.masked_fill(reset[None, :, None], 0.0)
         key = (self.backend, x.dtype, x.device.type, self.training, torch.is_grad_enabled())
         backend = self._backend_choice.get(key)                       # streaming calls this per frame:
@@ -525,9 +500,9 @@ class GRUCell(nn.Module):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         s = self.spec
-        _check_float(input, "input", self.weight_ih)
+        check_float(input, "input", self.weight_ih)
         if input.ndim not in (1, 2):
-            raise ShapeError(f"GRUCell input must be (B, I) or (I,), got shape {_shape(input)}")
+            raise ShapeError(f"GRUCell input must be (B, I) or (I,), got shape {shape_str(input)}")
         batched = input.ndim == 2
         x = input if batched else input.unsqueeze(0)                # (B, I)
         if x.shape[-1] != s.input_size:
@@ -536,10 +511,10 @@ class GRUCell(nn.Module):
         if hx is None:
             h = torch.zeros(x.shape[0], s.hidden_size, dtype=x.dtype, device=x.device)
         else:
-            _check_float(hx, "hx", self.weight_ih)
+            check_float(hx, "hx", self.weight_ih)
             want = (x.shape[0], s.hidden_size) if batched else (s.hidden_size,)
             if tuple(hx.shape) != want:
-                raise SizeMismatchError(f"hx must have shape {want}, got {_shape(hx)}")
+                raise SizeMismatchError(f"hx must have shape {want}, got {shape_str(hx)}")
             h = hx if batched else hx.unsqueeze(0)
         p = LayerParams(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                         getattr(self, "layer_norm_ih_weight", None), getattr(self, "layer_norm_ih_bias", None),

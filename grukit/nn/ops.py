@@ -49,26 +49,13 @@ def _(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, zoneout):
 def gru_layer_backward(dout: Tensor, dhT: Tensor, x: Tensor, w_ih: Tensor, w_hh: Tensor, hp: Tensor, gates: Tensor,
                        lengths: Tensor | None, reverse: bool, reset_after: bool, zoneout: float,
                        has_bias: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    from .backends.fused_cpu import _k, _np, threads_for
-    T, B, I = x.shape
+    from .backends.fused_cpu import layer_backward
+    T, B, _ = x.shape
     H = w_hh.shape[1]
-    dout, dhT = dout.contiguous(), dhT.contiguous()
-    dgi = torch.empty(T, B, 3 * H, dtype=x.dtype)
-    dgh = torch.empty(T, B, 3 * H, dtype=x.dtype)
-    qp = torch.empty(T, B, H, dtype=x.dtype) if not reset_after else torch.empty(1, 1, 1, dtype=x.dtype)
-    dh0 = torch.empty(B, H, dtype=x.dtype)
-    _k().backward(dout.numpy(), dhT.numpy(), gates.contiguous().numpy(), hp.contiguous().numpy(),
-                  _np(w_hh.contiguous()), _lens(lengths, T, B), reverse, reset_after, zoneout, dgi.numpy(),
-                  dgh.numpy(), qp.numpy(), dh0.numpy(), threads_for(B, H, T))
-    dgi2, dgh2 = dgi.view(T * B, 3 * H), dgh.view(T * B, 3 * H)      # (T*B, 3H)
-    dx = (dgi2 @ w_ih).view(T, B, I)
-    dw_ih = dgi2.t() @ x.reshape(T * B, I)
-    hp2 = hp.reshape(T * B, H)
-    dw_hh = dgh2.t() @ hp2 if reset_after else torch.cat([dgh2[:, :2 * H].t() @ hp2,
-                                                          dgh2[:, 2 * H:].t() @ qp.view(T * B, H)])
-    zeros = x.new_zeros(3 * H)
-    db_ih = dgi2.sum(0) if has_bias else zeros
-    db_hh = dgh2.sum(0) if has_bias else zeros.clone()
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = layer_backward(dout, dhT, x, w_ih, w_hh, hp, gates, _lens(lengths, T, B),
+                                                         reverse, reset_after, zoneout, has_bias)
+    if not has_bias:                                                   # an op returns tensors: zeros for none
+        db_ih, db_hh = x.new_zeros(3 * H), x.new_zeros(3 * H)
     return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 
 

@@ -45,7 +45,7 @@ from .weight_cache import WeightCache
 if importlib.util.find_spec("numba") is None:   # the registry skips this backend when numba is missing
     raise ImportError("fused_cpu needs numba (pip install numba)")
 
-__all__ = ["FusedCPUBackend", "GRULayerFn", "layer_forward", "threads_for"]
+__all__ = ["FusedCPUBackend", "GRULayerFn", "layer_forward", "layer_backward", "reference_layer", "threads_for"]
 
 _DTYPES = (torch.float32, torch.float64)
 _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
@@ -248,32 +248,41 @@ class GRULayerFn(torch.autograd.Function):
             return _differentiable_backward(ctx, dout, dhT)
         x, w_ih, w_hh, hp, gates, _, _, _ = ctx.saved_tensors
         lens, reverse, reset_after, zo, has_bias, blas = ctx.cfg
-        T, B, I = x.shape
-        H = w_hh.shape[1]
-        dout = torch.zeros(T, B, H, dtype=x.dtype) if dout is None else dout.contiguous()
-        dhT = torch.zeros(B, H, dtype=x.dtype) if dhT is None else dhT.contiguous()
-        dgi = torch.empty(T, B, 3 * H, dtype=x.dtype)
-        dgh = torch.empty(T, B, 3 * H, dtype=x.dtype)
-        qp = torch.empty(T, B, H, dtype=x.dtype) if not reset_after else torch.empty(1, 1, 1, dtype=x.dtype)
-        dh0 = torch.empty(B, H, dtype=x.dtype)
-        _k().backward(dout.numpy(), dhT.numpy(), gates.numpy(), hp.numpy(), _np(w_hh.contiguous()), lens, reverse,
-                      reset_after, zo, dgi.numpy(), dgh.numpy(), qp.numpy(), dh0.numpy(), threads_for(B, H, T),
-                      blas=blas)
-        need = ctx.needs_input_grad
-        dgi2 = dgi.view(T * B, 3 * H)                                   # (T*B, 3H)
-        dgh2 = dgh.view(T * B, 3 * H)
-        dx = (dgi2 @ w_ih).view(T, B, I) if need[0] else None           # (T, B, I)
-        dw_ih = dgi2.t() @ x.reshape(T * B, I) if need[2] else None     # (3H, I)
-        dw_hh = None
-        if need[3]:
-            hp2 = hp.view(T * B, H)
-            if reset_after:
-                dw_hh = dgh2.t() @ hp2                                  # (3H, H)
-            else:                                                       # W_hn reads r*h, W_h[rz] read h
-                dw_hh = torch.cat([dgh2[:, :2 * H].t() @ hp2, dgh2[:, 2 * H:].t() @ qp.view(T * B, H)])
-        db_ih = dgi2.sum(0) if has_bias and need[4] else None
-        db_hh = dgh2.sum(0) if has_bias and need[5] else None
-        return dx, dh0 if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None, None, None, None, None
+        grads = layer_backward(dout, dhT, x, w_ih, w_hh, hp, gates, lens, reverse, reset_after, zo, has_bias,
+                               ctx.needs_input_grad[:6], blas)
+        return (*grads, None, None, None, None, None)
+
+
+def layer_backward(dout, dhT, x, w_ih, w_hh, hp, gates, lens: np.ndarray, reverse: bool, reset_after: bool,
+                   zo: float, has_bias: bool, need=(True,) * 6, blas: bool | None = None) -> tuple:
+    """The gradients of one layer and direction of the training forward (the BPTT kernel, then three matmuls
+    for the weights): ``(dx, dh0, dw_ih, dw_hh, db_ih, db_hh)``, ``None`` where ``need`` says no (or no bias).
+    ``dout``/``dhT`` may be ``None`` (zeros); ``hp`` and ``gates`` are :func:`layer_forward`'s stash."""
+    T, B, I = x.shape
+    H = w_hh.shape[1]
+    dout = torch.zeros(T, B, H, dtype=x.dtype) if dout is None else dout.contiguous()
+    dhT = torch.zeros(B, H, dtype=x.dtype) if dhT is None else dhT.contiguous()
+    dgi = torch.empty(T, B, 3 * H, dtype=x.dtype)
+    dgh = torch.empty(T, B, 3 * H, dtype=x.dtype)
+    qp = torch.empty(T, B, H, dtype=x.dtype) if not reset_after else torch.empty(1, 1, 1, dtype=x.dtype)
+    dh0 = torch.empty(B, H, dtype=x.dtype)
+    _k().backward(dout.numpy(), dhT.numpy(), _np(gates.contiguous()), _np(hp.contiguous()), _np(w_hh.contiguous()),
+                  lens, reverse, reset_after, zo, dgi.numpy(), dgh.numpy(), qp.numpy(), dh0.numpy(),
+                  threads_for(B, H, T), blas=blas)
+    dgi2 = dgi.view(T * B, 3 * H)                                       # (T*B, 3H)
+    dgh2 = dgh.view(T * B, 3 * H)
+    dx = (dgi2 @ w_ih).view(T, B, I) if need[0] else None               # (T, B, I)
+    dw_ih = dgi2.t() @ x.reshape(T * B, I) if need[2] else None         # (3H, I)
+    dw_hh = None
+    if need[3]:
+        hp2 = hp.reshape(T * B, H)
+        if reset_after:
+            dw_hh = dgh2.t() @ hp2                                      # (3H, H)
+        else:                                                           # W_hn reads r*h, W_h[rz] read h
+            dw_hh = torch.cat([dgh2[:, :2 * H].t() @ hp2, dgh2[:, 2 * H:].t() @ qp.view(T * B, H)])
+    db_ih = dgi2.sum(0) if has_bias and need[4] else None
+    db_hh = dgh2.sum(0) if has_bias and need[5] else None
+    return dx, dh0 if need[1] else None, dw_ih, dw_hh, db_ih, db_hh
 
 
 def _batched(t) -> bool:
