@@ -303,7 +303,7 @@ class GRU(nn.Module):
             if B == 0 or transformed:                                 # an empty batch, or torch.func: torch ops
                 backend = backends.get("reference")
             out, h_n = backend.forward(self, x, hx.contiguous(), lengths)   # (T, B, D*H), (L*D, B, H)
-            backends.record(backend.name)
+            backends.record(backend.name, getattr(backend, "kernel", None))
             if not torch.is_grad_enabled() and not transformed:
                 self._note_fast_path("forward", backend, x)
         if packed:
@@ -343,8 +343,10 @@ class GRU(nn.Module):
         fused = backends.get("fused_cpu") if "fused_cpu" in backends.available() else None
         if fused is not None and fused.supports(s, x, self.training) is None:
             out, h_n = gru_forward_ops(self, x, hx, lengths)
+            backends.record("fused_cpu", "custom_op")
         else:
             out, h_n = backends.get("reference").forward(self, x, hx, lengths)
+            backends.record("reference")
         if not batched:
             return out.squeeze(1), h_n.squeeze(1)
         return (out.transpose(0, 1) if s.batch_first else out), h_n
@@ -360,7 +362,7 @@ class GRU(nn.Module):
             return None
         res = fast[1](self, x, h)
         if res is not None:
-            backends.record(fast[2])
+            backends.record(fast[2], "compiled")
         return res
 
     def _note_fast_path(self, which: str, backend, x: Tensor) -> None:
@@ -426,7 +428,7 @@ class GRU(nn.Module):
         if B == 0 or transformed:                                     # an empty batch, or torch.func: torch ops
             backend = backends.get("reference")
         h_new = backend.step(self, x, h if h.is_contiguous() else h.contiguous())   # (L, B, H)
-        backends.record(backend.name)
+        backends.record(backend.name, getattr(backend, "kernel", None))
         if not torch.is_grad_enabled() and not transformed:
             self._note_fast_path("step", backend, x)
         if not batched:

@@ -489,6 +489,7 @@ class FusedCPUBackend:
     name = "fused_cpu"
 
     def __init__(self) -> None:
+        self.kernel = "numba"                                          # the family the last call ran
         c = cgru()
         self.cache = WeightCache(same=None if c is None else c.same)   # every packed weight, one staleness rule
 
@@ -523,6 +524,7 @@ class FusedCPUBackend:
         zo = spec.zoneout if not module.training else 0.0
         if not _needs_grad(module, x, hx):
             return self._infer(module, x, hx, lens, zo)
+        self.kernel = "numba+autograd"
         layer_in = x                                                   # (T, B, I)
         h_n = []
         for layer in range(spec.num_layers):
@@ -548,6 +550,7 @@ class FusedCPUBackend:
         T, B, _ = x.shape
         D, H = spec.num_directions, spec.hidden_size
         c = cgru() if x.dtype == torch.float32 else None
+        self.kernel = "numba" if c is None else "compiled"
         if c is not None:
             return self._infer_compiled(c, packed, module, x, hx, lens, zo)
         dtype = _NP_DTYPES[x.dtype]
@@ -682,6 +685,7 @@ class FusedCPUBackend:
 
     def step(self, module, x_t: Tensor, h: Tensor) -> Tensor:
         if _needs_grad(module, x_t, h):                                # differentiable: T = 1 sequences
+            self.kernel = "numba+autograd"
             spec: GRUSpec = module.spec
             zo = spec.zoneout if not module.training else 0.0
             lens = np.ones(x_t.shape[0], dtype=np.int64)
@@ -697,6 +701,7 @@ class FusedCPUBackend:
         packed = self.cache.get(module)
         L, B, H = h.shape
         c = cgru() if x_t.dtype == torch.float32 else None
+        self.kernel = "compiled" if c is not None and B <= c.MAX_STACK_ROWS else "numba"
         if c is not None and B <= c.MAX_STACK_ROWS:
             return self._step_compiled(c, packed, module, x_t, h)
         w = packed.get("step", lambda: _StepWeights(module))
