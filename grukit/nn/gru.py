@@ -5,6 +5,7 @@ import dataclasses
 import math
 import numbers
 import warnings
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,13 @@ from .checks import check_finite, check_float, shape_str
 from .spec import GRUSpec, LayerParams
 
 __all__ = ["GRU", "GRUCell", "check_finite"]
+
+
+class FastPath(NamedTuple):
+    """A backend's fast path for one kind of call (``forward`` or ``step``) of one module, as noted."""
+    training: bool                  # the mode it was noted in (a new mode notes it again)
+    call: Callable | None           # fn(module, x, h) -> result or None (None: the backend offers none)
+    backend: str                    # the backend's name, for backends.record
 
 
 _ZERO_STATES: dict = {}
@@ -354,24 +362,24 @@ class GRU(nn.Module):
     # Fast paths: a backend may offer, for plain inference calls of forward or step, a function that skips this
     # module's checks and dispatch (``backend.fast_path(which, module, x)``; it returns None for a call it does
     # not take, and the general path runs). Noted by the general path (autograd off) in _backend_choice under
-    # ("fast", which) as (training flag, function or None, backend name), so what clears the choice (a new
-    # backend request, ``.to()``) clears it too, and a new training flag notes it again.
+    # ("fast", which) as a FastPath, so what clears the choice (a new backend request, ``.to()``) clears it too,
+    # and a new training flag notes it again.
     def _fast_call(self, which: str, x, h):
         fast = self._backend_choice.get(("fast", which))
-        if fast is None or fast[1] is None or fast[0] != self.training or torch.is_grad_enabled():
+        if fast is None or fast.call is None or fast.training != self.training or torch.is_grad_enabled():
             return None
-        res = fast[1](self, x, h)
+        res = fast.call(self, x, h)
         if res is not None:
-            backends.record(fast[2], "compiled")
+            backends.record(fast.backend, "compiled")
         return res
 
     def _note_fast_path(self, which: str, backend, x: Tensor) -> None:
         key = ("fast", which)
         noted = self._backend_choice.get(key)
-        if noted is None or noted[0] != self.training:
+        if noted is None or noted.training != self.training:
             get = getattr(backend, "fast_path", None)
-            self._backend_choice[key] = (self.training, get(which, self, x) if get is not None else None,
-                                         backend.name)
+            self._backend_choice[key] = FastPath(self.training, get(which, self, x) if get is not None else None,
+                                                 backend.name)
 
     def step(self, x_t: Tensor, h: Tensor | None = None, reset: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Advance every layer by one time step, for streaming.

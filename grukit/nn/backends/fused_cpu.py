@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -370,10 +371,20 @@ class _StepWeights:
         return hit
 
 
+class PackedStream(NamedTuple):
+    """What ``packed_stream`` hands a GRUStream: ``kernel(x (B, I))`` advances the stream in place; ``ws`` holds
+    the packed weights, the state and the scratch; ``meta`` its sizes and offsets (see ``_cgru.c``); ``state``
+    the ``(L, B, H)`` state, a view into ``ws``."""
+    kernel: object
+    ws: np.ndarray
+    meta: np.ndarray
+    state: np.ndarray
+
+
 def _packed_frame(packed, x: np.ndarray, h: np.ndarray | None) -> Tensor:
     """One step through a packed compiled stream (``_compiled_stream``'s tuple) from state ``h`` ``(L, B, H)``
     (zeros when None): the new state, a fresh tensor."""
-    kernel, _, _, state = packed
+    kernel, state = packed.kernel, packed.state
     if h is None:
         state.fill(0.0)
     else:
@@ -412,7 +423,7 @@ def _compiled_stream(c, module, B: int, into=None):
         into = c.Stream(ws, meta, stream_threads(H))
     else:
         c.Stream.__init__(into, ws, meta, stream_threads(H))
-    return into, ws, meta, ws[off_h:off_gi].reshape(L, B, H)
+    return PackedStream(into, ws, meta, ws[off_h:off_gi].reshape(L, B, H))
 
 
 # A single sequence splits its hidden units across threads (one meeting per step) from this hidden size: below
@@ -681,7 +692,7 @@ class FusedCPUBackend:
             if x.dtype != ws.dtype:                                    # numba would compile a mixed version
                 raise ValueError(f"frame dtype {x.dtype}, stream {ws.dtype}")
             step(x, ws, meta)
-        return kernel, ws, meta, h
+        return PackedStream(kernel, ws, meta, h)
 
     def step(self, module, x_t: Tensor, h: Tensor) -> Tensor:
         if _needs_grad(module, x_t, h):                                # differentiable: T = 1 sequences
@@ -724,7 +735,7 @@ class FusedCPUBackend:
         packed = None if streams is None else streams.get((x_t.shape[0], threading.get_ident()))
         if packed is None or x_t.shape[1] != module.spec.input_size:
             return None                                                # the general path (re)builds it
-        state = packed[3]
+        state = packed.state
         if h is not None and not (type(h) is Tensor and h.dtype == torch.float32 and h.is_cpu and h.is_contiguous()
                                   and h.shape == state.shape):
             return None
