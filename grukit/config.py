@@ -17,7 +17,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import ConfigError, collect
 
@@ -79,6 +79,16 @@ class TaskConfig:
     #: options that ``--resume`` applies (and records); any other option given with ``--resume`` is refused
     resumable = ("max_epochs", "progress", "num_workers", "accelerator", "devices", "num_nodes", "strategy",
                  "deterministic", "limit_train_batches", "checkpoint_every")
+
+    # ---- `grukit tune` search space: field -> [choices] | {low, high, log, step} | fixed value (a config
+    # file's `tune:` section overrides it per field; see grukit.tune_space)
+    tune_space: ClassVar[dict[str, Any]] = {
+        "hidden_size": [16, 32, 64, 128],
+        "num_layers": [1, 2],
+        "dropout": {"low": 0.0, "high": 0.3},
+        "lr": {"low": 3e-4, "high": 3e-2, "log": True},
+        "batch_size": [16, 32, 64],
+    }
 
     # ------------------------------------------------------------ conversion
     @classmethod
@@ -197,12 +207,42 @@ class ForecastConfig(TaskConfig):
                             "horizon")
     season_length: int = opt(0, "seasonal period for seasonal-naive, ETS and MASE (0: from the time "
                                 "frequency, 12 for monthly)")
-    ensemble: int = opt(1, "models trained with different seeds and averaged (evaluation and predict)")
+    ensemble: int = opt(1, "models trained with different seeds, combined by their median (evaluation and "
+                           "predict)")
+    lookbacks: tuple[int, ...] = opt((), "lookback ensemble: train on windows cut at random to one of these "
+                                         "lengths (<= lookback) and forecast with the median over all of them")
+    layout: str = opt("auto", "table layout: long (one row per step), wide (M4: id then values, blanks after "
+                              "the end), auto (wide when there is no time column and the first column holds ids)")
+    duplicates: str = opt("error", "two rows of one series with the same time stamp: error, or combine them "
+                                   "with mean, sum or last")
+    test_data: str = opt("", "file with the values after each series' training data (e.g. M4's test file); "
+                             "evaluation then forecasts from the end of the training data instead of holding "
+                             "out backtests x horizon points")
+    max_windows: int = opt(0, "training windows per series, the most recent ones (0 = all)")
+    deseasonalize: bool = opt(False, "divide each series by its classical multiplicative seasonal indices (when "
+                                     "the M4 seasonality test finds the season) before the transform")
+    es_hybrid: bool = opt(False, "ES-RNN-style hybrid: per-series level and seasonal smoothing coefficients and "
+                                 "initial seasonality, learned jointly with the GRU, normalise each window")
+    series_embedding: int = opt(0, "size of a learned per-series id embedding fed to the GRU (0 = off)")
+    baselines: tuple[str, ...] = opt(("naive", "seasonal_naive", "naive2", "theta", "ets", "arima"),
+                                     "baselines fitted beside the model: naive, seasonal_naive, naive2, theta, "
+                                     "ets, arima")
+    n_jobs: int = opt(1, "processes fitting the baselines (0 = one per CPU)")
     batch_size: int = opt(16, "windows per batch")
     max_epochs: int = opt(200, "upper bound on training epochs")
     patience: int = opt(30, "early stopping patience in epochs")
     hidden_size: int = opt(32, "GRU units")
     lr: float = opt(1e-2, "Adam learning rate")
+
+    tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune forecast` search space
+        "hidden_size": [16, 32, 64, 128],
+        "num_layers": [1, 2],
+        "lookback": {"low": 12, "high": 72, "step": 12},
+        "lr": {"low": 1e-3, "high": 3e-2, "log": True},
+        "batch_size": [8, 16, 32],
+        "head_dropout": {"low": 0.0, "high": 0.3},
+        "window_norm": [True, False],
+    }
 
     def problems(self) -> list[str]:
         p = super().problems()
@@ -219,6 +259,14 @@ class ForecastConfig(TaskConfig):
             p.append(f"interval={self.interval}: expected a coverage in (0, 1)")
         if self.backtests < 1 or self.ensemble < 1 or self.season_length < 0:
             p.append("backtests and ensemble must be >= 1, season_length >= 0")
+        _choice(p, "layout", self.layout, ["auto", "long", "wide"])
+        _choice(p, "duplicates", self.duplicates, ["error", "mean", "sum", "last"])
+        if any(not 1 <= k <= self.lookback for k in self.lookbacks):
+            p.append(f"lookbacks={list(self.lookbacks)}: expected lengths between 1 and lookback={self.lookback}")
+        if self.max_windows < 0 or self.series_embedding < 0 or self.n_jobs < -1:
+            p.append("max_windows and series_embedding must be >= 0, n_jobs >= -1")
+        for b in self.baselines:
+            _choice(p, "baselines", b, ["naive", "seasonal_naive", "naive2", "theta", "ets", "arima"])
         return p
 
 
@@ -238,6 +286,16 @@ class ClassifyConfig(TaskConfig):
     hidden_size: int = opt(64, "GRU units per direction")
     max_epochs: int = opt(60, "upper bound on training epochs")
     patience: int = opt(15, "early stopping patience in epochs")
+
+    tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune classify` search space
+        "hidden_size": [32, 64, 128],
+        "num_layers": [1, 2],
+        "bidirectional": [False, True],
+        "pooling": ["last", "mean", "attention"],
+        "dropout": {"low": 0.0, "high": 0.3},
+        "lr": {"low": 3e-4, "high": 1e-2, "log": True},
+        "batch_size": [16, 32, 64],
+    }
 
     def problems(self) -> list[str]:
         p = super().problems()
@@ -270,6 +328,14 @@ class AutoencoderConfig(TaskConfig):
     smooth: int = opt(0, "moving-average width applied to per-step scores (0 = window // 16)")
     max_epochs: int = opt(40, "upper bound on training epochs")
     patience: int = opt(8, "early stopping patience in epochs")
+
+    tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune autoencoder` search space
+        "hidden_size": [16, 32, 64, 128],
+        "latent_size": [8, 16, 32, 64],
+        "num_layers": [1, 2],
+        "lr": {"low": 3e-4, "high": 1e-2, "log": True},
+        "batch_size": [16, 32, 64],
+    }
 
     def problems(self) -> list[str]:
         p = super().problems()
@@ -376,6 +442,8 @@ def load_config_file(path: str | Path, task: str | None = None) -> dict[str, Any
     from .tasks.registry import names as task_names
     flat: dict[str, Any] = {}
     for k, v in raw.items():
+        if k == "tune":                                  # the search space of `grukit tune` (grukit.tune_space)
+            continue
         if isinstance(v, dict):
             if k in task_names() and task is not None and k != task:
                 continue

@@ -145,7 +145,7 @@ def _rank_run_dir(out) -> Path:
 
 
 def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out: str | Path | None = None,
-        resume: bool = False, evaluate: bool = True, **overrides) -> Run | None:
+        resume: bool = False, evaluate: bool = True, callbacks: list | None = None, **overrides) -> Run | None:
     """Train ``task`` and return its :class:`~grukit.runs.Run`.
 
     Args:
@@ -156,6 +156,7 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
         resume: continue the run in ``out`` with its recorded config; options given with it must be in the
             config's ``resumable`` list (``max_epochs``...) and are then applied and recorded, others refused.
         evaluate: evaluate on the held-out data after training and write ``metrics.json``.
+        callbacks: extra Lightning callbacks for the Trainer (``grukit tune`` passes its pruning callback).
 
     Under DDP (``devices``/``num_nodes``/``strategy="ddp"``) every rank trains and only rank 0 writes the run
     directory and returns the Run; the other ranks return None.
@@ -206,7 +207,8 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
             L.seed_everything(cfg.seed + i, workers=True, verbose=False)
             model = module.Task(cfg, prepared.meta)
         log_version = "" if i == 0 else f"member-{i}"
-        trainer = build_trainer(cfg, run_dir, monitor=model.monitor, ckpt_dir=ckpt_dir, log_version=log_version)
+        trainer = build_trainer(cfg, run_dir, monitor=model.monitor, ckpt_dir=ckpt_dir, log_version=log_version,
+                                extra_callbacks=callbacks)
         ckpt_path = starts.get(i)
         if resume and rank != 0:
             ckpt_path = next((str(p) for p in (ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt") if p.is_file()), None)
