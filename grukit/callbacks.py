@@ -180,6 +180,9 @@ class _AtomicWriter(ExperimentWriter):
         self._rows: list[dict] = []
         self._kept: list[dict] | None = None
 
+    def _check_log_dir_exists(self) -> None:
+        """Lightning warns that an existing log will be deleted; this writer keeps its readable rows."""
+
     def save(self) -> None:
         if not self.metrics:
             return

@@ -354,12 +354,19 @@ class Run:
                   and r.endswith(".safetensors")]
         for f in listed:
             if f not in files:
-                self.verify(f, self._weights_hint(f))          # listed but deleted: says so
+                self._verify_weights(f)                        # listed but deleted: says so
         if not files:
             raise ConfigError(f"{self.path} has no trained weights (model.safetensors); the run may have been "
                               f"interrupted: continue it with `grukit train {self.task} --out {self.path} "
                               "--resume`")
         return files
+
+    def _verify_weights(self, weights: Path) -> None:
+        """:meth:`verify`, with the way back (an intact checkpoint) worked out only when the check fails."""
+        try:
+            self.verify(weights)
+        except DataError as e:
+            raise DataError(f"{e}; {self._weights_hint(weights)}") from None
 
     def _weights_hint(self, weights: Path) -> str:
         member = 0 if weights.name == "model.safetensors" else int(weights.stem.split("-")[-1])
@@ -374,7 +381,7 @@ class Run:
         Task = self.module().Task
         out = []
         for f in self.weight_files():
-            self.verify(f, self._weights_hint(f))
+            self._verify_weights(f)
             state = load_weights(f)
             try:
                 m = Task(self.config, self.meta)

@@ -366,5 +366,10 @@ def _collect_metrics(run_dir: Path) -> None:
 
 
 def remove_checkpoints(run_dir: Path) -> None:
-    """Delete checkpoints/ once a run is finished and exported (optional; keeps the run small)."""
+    """Delete checkpoints/ once a run is finished and exported (optional; keeps the run small); their entries
+    leave the manifest first, so the run's record never lists a file it does not have."""
+    from .runs import MANIFEST, RUN_FILE, read_info, update_info
+    if (Path(run_dir) / RUN_FILE).is_file():
+        files = read_info(run_dir).get(MANIFEST, {})
+        update_info(run_dir, **{MANIFEST: {k: v for k, v in files.items() if not k.startswith("checkpoints/")}})
     shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)

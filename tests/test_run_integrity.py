@@ -108,6 +108,16 @@ def test_flipped_weights_are_refused_with_the_way_back(run, capsys):
     assert all(torch.equal(good[k], again[k]) for k in good)
 
 
+def test_removed_checkpoints_leave_the_manifest(run):
+    from grukit.train import remove_checkpoints
+
+    remove_checkpoints(run)
+    assert not (run / "checkpoints").exists()
+    assert sorted(json.loads((run / "run.json").read_text())["files"]) == ["config.yaml", "meta.json",
+                                                                          "model.safetensors"]
+    assert len(open_run(run).models()) == 1
+
+
 # ---------------------------------------------------------------- item 3: checkpoints verified before resume
 def test_flipped_checkpoint_is_refused_before_resume(run, capsys):
     last = run / "checkpoints" / "last.ckpt"
