@@ -140,6 +140,8 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer, force: bool = False) -> None:
         if trainer.sanity_checking or self._saved_step == trainer.global_step:
             return
+        if any(isinstance(c, GracefulStop) and c.signal_received is not None for c in trainer.callbacks):
+            return                                       # the stop wrote its own checkpoint at its step
         now = time.monotonic()
         if not force and now - self._last_time < self.every_seconds:
             return
@@ -165,8 +167,6 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if any(isinstance(c, GracefulStop) and c.signal_received is not None for c in trainer.callbacks):
-            return                                       # the stop wrote its own checkpoint at its step
         self._save(trainer, force=True)
 
 

@@ -254,3 +254,33 @@ def test_invalid_values_are_refused_before_the_run_directory_exists(tmp_path, op
     with pytest.raises(ConfigError, match=message):
         fit("forecast", out=tmp_path / "r", max_epochs=1, **{**SMALL, **option})
     assert not (tmp_path / "r").exists()
+
+
+def test_graceful_stop_writes_last_checkpoint_at_its_step_and_resume_finishes(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from grukit.errors import Interrupted
+    from grukit.tasks.forecast import ForecastTask
+
+    original, calls = ForecastTask.loss, {"n": 0}
+
+    def stop_midway(self, outputs, target, inputs):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 15:                                  # epoch 1, a few batches in
+                os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, outputs, target, inputs)
+
+    monkeypatch.setattr(ForecastTask, "loss", stop_midway)
+    out = tmp_path / "r"
+    with pytest.raises(Interrupted, match="stopped on SIGTERM") as e:
+        fit("forecast", out=out, max_epochs=4, **{**SMALL, "checkpoint_every": 3600})
+    assert e.value.exit_code == 128 + signal.SIGTERM
+    ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 15                              # the stop's step, not an epoch end after it
+    assert open_run(out).info["status"] == "interrupted"
+    monkeypatch.setattr(ForecastTask, "loss", original)
+    fit("forecast", out=out, resume=True, progress=False, evaluate=False)
+    assert open_run(out).info["status"] == "trained"
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["epoch"] == 4
