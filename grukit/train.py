@@ -57,7 +57,7 @@ def _checkpoint_io(run_dir: Path | None = None):
             if run_dir is None:
                 atomic_write(path, checkpoint_bytes(checkpoint))
             else:
-                record_files(run_dir, {Path(path): checkpoint_bytes(checkpoint)})
+                record_files(run_dir, {Path(path): checkpoint_bytes(checkpoint)}, settle=False)  # one small write
 
         def load_checkpoint(self, path, map_location=None, weights_only=None):
             from .runs import safe_torch_load

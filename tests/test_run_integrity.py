@@ -87,7 +87,7 @@ def test_last_checkpoint_is_throttled_but_always_written_at_the_end(tmp_path, mo
     writes = []
     real = train.record_files
     monkeypatch.setattr(train, "record_files",
-                        lambda run_dir, files: (writes.extend(p.name for p in files), real(run_dir, files)))
+                        lambda run_dir, files, **kw: (writes.extend(p.name for p in files), real(run_dir, files, **kw)))
     fit("forecast", out=tmp_path / "r", max_epochs=5, patience=0, **{**SMALL, "checkpoint_every": 3600})
     assert writes.count("last.ckpt") == 2                    # the first epoch, then the end
     assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.ckpt")["epoch"] == 5   # all 5 epochs done
