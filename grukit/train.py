@@ -73,12 +73,13 @@ def build_trainer(cfg: TaskConfig, run_dir: Path, monitor: str = "val_loss", ckp
                   extra_callbacks: list | None = None, log_version: str = ""):
     """A Lightning Trainer for ``cfg`` writing into ``run_dir``."""
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping
 
     ckpt_dir = ckpt_dir or run_dir / "checkpoints"
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
-                           save_last=False, enable_version_counter=False)
-    from .callbacks import AtomicCSVLogger, GracefulStop, GradientWatch, LastCheckpoint, NonFiniteGuard
+    from .callbacks import (AtomicCSVLogger, BestCheckpoint, GracefulStop, GradientWatch, LastCheckpoint,
+                            NonFiniteGuard)
+    best = BestCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
+                          save_last=False, enable_version_counter=False)
     callbacks = [best, LastCheckpoint(ckpt_dir / "last.ckpt", cfg.checkpoint_every), NonFiniteGuard(ckpt_dir),
                  GradientWatch(cfg.gradient_clip_val), GracefulStop(ckpt_dir)]
     if cfg.patience > 0:

@@ -284,3 +284,24 @@ def test_graceful_stop_writes_last_checkpoint_at_its_step_and_resume_finishes(tm
     fit("forecast", out=out, resume=True, progress=False, evaluate=False)
     assert open_run(out).info["status"] == "trained"
     assert load_checkpoint(out / "checkpoints" / "last.ckpt")["epoch"] == 4
+
+
+def test_resume_of_a_moved_run_keeps_its_best_checkpoint(tmp_path, monkeypatch):
+    import warnings
+
+    from grukit.tasks.forecast import ForecastTask
+
+    original = ForecastTask.loss
+
+    def worse_each_epoch(self, outputs, target, inputs):       # val_loss = epoch: epoch 0 stays the best
+        loss = original(self, outputs, target, inputs)
+        return loss if self.training else loss * 0 + float(self.current_epoch)
+
+    monkeypatch.setattr(ForecastTask, "loss", worse_each_epoch)
+    fit("forecast", out=tmp_path / "a", max_epochs=2, patience=0, **SMALL)
+    moved = Path(shutil.move(tmp_path / "a", tmp_path / "b"))  # renamed (or copied, or another cwd)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)              # Lightning's "dirpath has changed" warning
+        fit("forecast", out=moved, resume=True, max_epochs=4, progress=False, evaluate=False)
+    assert load_checkpoint(moved / "checkpoints" / "best.ckpt")["epoch"] == 0      # not epoch 2's worse model
+    assert load_checkpoint(moved / "checkpoints" / "last.ckpt")["epoch"] == 3
