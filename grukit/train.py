@@ -57,7 +57,7 @@ def _checkpoint_io(run_dir: Path | None = None):
             if run_dir is None:
                 atomic_write(path, checkpoint_bytes(checkpoint))
             else:
-                record_files(run_dir, {Path(path): checkpoint_bytes(checkpoint)})
+                record_files(run_dir, {Path(path): checkpoint_bytes(checkpoint)}, settle=False)  # one small write
 
         def load_checkpoint(self, path, map_location=None, weights_only=None):
             from .runs import safe_torch_load
@@ -73,12 +73,13 @@ def build_trainer(cfg: TaskConfig, run_dir: Path, monitor: str = "val_loss", ckp
                   extra_callbacks: list | None = None, log_version: str = ""):
     """A Lightning Trainer for ``cfg`` writing into ``run_dir``."""
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping
 
     ckpt_dir = ckpt_dir or run_dir / "checkpoints"
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
-                           save_last=False, enable_version_counter=False)
-    from .callbacks import AtomicCSVLogger, GracefulStop, GradientWatch, LastCheckpoint, NonFiniteGuard
+    from .callbacks import (AtomicCSVLogger, BestCheckpoint, GracefulStop, GradientWatch, LastCheckpoint,
+                            NonFiniteGuard)
+    best = BestCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
+                          save_last=False, enable_version_counter=False)
     callbacks = [best, LastCheckpoint(ckpt_dir / "last.ckpt", cfg.checkpoint_every), NonFiniteGuard(ckpt_dir),
                  GradientWatch(cfg.gradient_clip_val), GracefulStop(ckpt_dir)]
     if cfg.patience > 0:
@@ -366,5 +367,10 @@ def _collect_metrics(run_dir: Path) -> None:
 
 
 def remove_checkpoints(run_dir: Path) -> None:
-    """Delete checkpoints/ once a run is finished and exported (optional; keeps the run small)."""
+    """Delete checkpoints/ once a run is finished and exported (optional; keeps the run small); their entries
+    leave the manifest first, so the run's record never lists a file it does not have."""
+    from .runs import MANIFEST, RUN_FILE, read_info, update_info
+    if (Path(run_dir) / RUN_FILE).is_file():
+        files = read_info(run_dir).get(MANIFEST, {})
+        update_info(run_dir, **{MANIFEST: {k: v for k, v in files.items() if not k.startswith("checkpoints/")}})
     shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
