@@ -88,8 +88,8 @@ class GracefulStop(Callback):
     and restored when training ends.
     """
 
-    def __init__(self, ckpt_dir: Path):
-        self.ckpt_dir = Path(ckpt_dir)
+    def __init__(self, ckpt_dir: Path | None):
+        self.ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None      # None: stop without a checkpoint
         self.signal_received: int | None = None
         self._previous: dict[int, object] = {}
 
@@ -109,7 +109,8 @@ class GracefulStop(Callback):
         if self.signal_received is None or trainer.should_stop:
             return
         trainer.should_stop = True
-        trainer.save_checkpoint(self.ckpt_dir / "last.ckpt")   # atomic through grukit's checkpoint IO
+        if self.ckpt_dir is not None:
+            trainer.save_checkpoint(self.ckpt_dir / "last.ckpt")   # atomic through grukit's checkpoint IO
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():

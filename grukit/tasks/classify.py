@@ -67,7 +67,7 @@ def _read_npz(p: Path, need_labels: bool) -> tuple[list[np.ndarray], np.ndarray 
     except Exception as e:  # noqa: BLE001 - zip/format errors
         raise DataError(f"not a readable .npz file: {e}", path=p) from None
     if "X" not in files:
-        from ..config import nearest
+        from ..errors import nearest
         raise DataError(f"no array 'X'{nearest('X', files)}; expected X (N, T, F), y (N,) and optionally "
                         f"lengths (N,); found {', '.join(sorted(files)) or 'nothing'}", path=p)
     try:
