@@ -117,6 +117,10 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
                for rank in range(1, n_jobs)]
     try:
         _search(spec, rank=0, opened=opened)
+    except Interrupted as e:
+        raise Interrupted(f"search stopped ({_finished(opened[0])} of {trials} trials done; the interrupted "
+                          f"trial's setting is queued again): run the same command to resume study {study!r}",
+                          exit_code=e.exit_code) from None
     finally:
         codes = [w.wait() for w in workers]
     if any(codes):
@@ -157,7 +161,8 @@ def _open_study(spec: dict, rank: int):
                                  grace_period=GRACE_S, **{callback_arg: retry})
             break
         except Exception as e:  # bad URL, missing driver, unreachable server
-            if attempt == 2 or "already exists" not in str(e):
+            racing = type(e).__name__ in ("IntegrityError", "OperationalError") or "already exists" in str(e)
+            if attempt == 2 or not racing:
                 raise ConfigError(f"--storage {url!r}: cannot open the study database: "
                                   f"{str(e).splitlines()[0]}") from e
             time.sleep(0.5 + attempt)
@@ -219,7 +224,6 @@ def _reclaim_dead_trials(study, storage, retry) -> int:
 
 def _search(spec: dict, rank: int, opened=None) -> None:
     """Run trials until the study holds ``spec['trials']`` finished ones or the timeout passes."""
-    import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
     from .tasks import registry
@@ -241,7 +245,6 @@ def _search(spec: dict, rank: int, opened=None) -> None:
         callbacks.append(_progress_line)
     study.optimize(objective, timeout=spec["timeout"], callbacks=callbacks,
                    catch=(DataError, ConfigError, TrainingError))
-    del optuna
 
 
 class _Objective:
