@@ -124,3 +124,31 @@ def test_durations_and_names():
     with pytest.raises(ConfigError, match="--timeout 'soon'"):
         parse_duration("soon")
     assert default_study_name("forecast", "data/my sales.csv") == "forecast-my_sales"
+
+
+def test_pruning_callback_reports_each_epoch_and_stops_the_run(tmp_path):
+    import math
+
+    import optuna
+
+    from grukit.train import fit
+    from grukit.tune_callbacks import TrialPruning
+
+    class Trial:                                   # the two calls the callback makes on an optuna trial
+        def __init__(self):
+            self.reports = []
+
+        def report(self, value, step):
+            self.reports.append((step, value))
+
+        def should_prune(self):
+            return self.reports[-1][0] >= 2
+
+    trial = Trial()
+    cb = TrialPruning(trial)
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 2: val_loss="):
+        fit("forecast", data=str(sine_csv(tmp_path / "s.csv")), out=tmp_path / "run", evaluate=False,
+            callbacks=[cb], progress=False, **{**FIXED, "max_epochs": 10})
+    assert [s for s, _ in trial.reports] == [0, 1, 2] and cb.monitor == "val_loss" and cb.pruned_at == 2
+    assert all(math.isfinite(v) for _, v in trial.reports) and cb.best == min(v for _, v in trial.reports)
+    assert not (tmp_path / "run" / "model.safetensors").exists()      # a pruned run is not exported
