@@ -296,16 +296,18 @@ def _mark(run_dir: Path, status: str) -> None:
 
 
 class _StopOnErrors:
-    """Stop the search when trials keep failing (bad data for every setting must not loop forever)."""
+    """Stop the search when the last few trials all failed on an error (bad data for every setting must not
+    loop until the trial budget is spent)."""
 
     def __init__(self, trials: int):
-        self.limit = max(3, trials)
+        self.window = max(3, min(10, trials))
 
     def __call__(self, study, frozen) -> None:
         from optuna.trial import TrialState
-        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if "error" in t.user_attrs
-                  and t.user_attrs["error"] != "its process died"]
-        if len(failed) >= self.limit:
+        ended = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()][-self.window:]
+        if len(ended) == self.window and all(t.state == TrialState.FAIL and t.user_attrs.get("error") not in
+                                             (None, "", "its process died") for t in ended):
+            _say(f"stopping: the last {self.window} trials failed; first error: {ended[0].user_attrs['error']}")
             study.stop()
 
 

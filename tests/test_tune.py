@@ -152,3 +152,13 @@ def test_pruning_callback_reports_each_epoch_and_stops_the_run(tmp_path):
     assert [s for s, _ in trial.reports] == [0, 1, 2] and cb.monitor == "val_loss" and cb.pruned_at == 2
     assert all(math.isfinite(v) for _, v in trial.reports) and cb.best == min(v for _, v in trial.reports)
     assert not (tmp_path / "run" / "model.safetensors").exists()      # a pruned run is not exported
+
+
+def test_every_setting_failing_stops_with_the_error(tmp_path):
+    from grukit.errors import TrainingError
+    data = tmp_path / "bad.csv"                           # every trial's prepare() fails on this file
+    data.write_text("y\n" + "\n".join(["1", "2", "abc"] + [str(i) for i in range(60)]) + "\n")
+    with pytest.raises(TrainingError, match="no trial of study .* completed .*first error: .*no numeric target"):
+        tune("forecast", data=str(data), trials=50, out=tmp_path / "st", verbose=False, space=SPACE, **FIXED)
+    df = pd.read_csv(tmp_path / "st" / "trials.csv")
+    assert len(df) == 10 and set(df["state"]) == {"FAIL"}  # stopped after 10 failures in a row, not 50
