@@ -56,7 +56,7 @@ COMMON = dict(layout="wide", likelihood="quantile", quantiles=(0.025, 0.5, 0.975
               progress=False)
 SETUPS = {
     "Hourly": dict(COMMON, horizon=48, season_length=24, lookback=168, lookbacks=(72, 120, 168), max_windows=60,
-                   max_epochs=10, ensemble=3),
+                   hidden_size=48, max_epochs=8, ensemble=2),
     "Weekly": dict(COMMON, horizon=13, season_length=1, lookback=52, lookbacks=(26, 39, 52), max_windows=150,
                    max_epochs=10, ensemble=3),
 }

@@ -75,6 +75,22 @@ def cases_for(run, data: str | None) -> tuple[list[dict], str]:
     return cases, path
 
 
+def _progress(cfg, n: int):
+    """A stderr progress line for the baselines of many series (shown with ``progress`` and 20+ series)."""
+    if not cfg.progress or n < 20:
+        return None
+    import sys
+    step = max(1, n // 20)
+
+    def show(i: int, total: int) -> None:
+        if i % step == 0 or i == total:
+            sys.stderr.write(f"\rbaselines {', '.join(cfg.baselines)}: {i}/{total} series")
+            if i == total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+    return show
+
+
 def evaluate(run, models: list, data: str | None = None, *, forecast: Callable) -> dict[str, dict[str, float]]:
     """The model and the baselines on the same origins; returns {method: averaged metrics} (see module doc)."""
     cfg, meta = run.config, run.meta
@@ -92,7 +108,7 @@ def evaluate(run, models: list, data: str | None = None, *, forecast: Callable) 
     t0 = time.time()
     for c in range(C):
         base, failures = fit_baselines([cs["history"][:, c] for cs in cases], H, m, list(cfg.baselines),
-                                       level=level, n_jobs=cfg.n_jobs)
+                                       level=level, n_jobs=cfg.n_jobs, progress=_progress(cfg, len(cases)))
         for k, n_bad in failures.items():
             if n_bad:
                 warnings.warn(f"baseline {k} failed on {n_bad} series (naive used there)", stacklevel=2)
