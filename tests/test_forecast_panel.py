@@ -212,3 +212,19 @@ def test_forecast_series_median_of_members_through_infer(tmp_path):
     assert not np.allclose(alone[0][0]["point"], alone_ids[0][0]["point"])   # ids pick the training scaler
     with pytest.raises(DataError, match=r"series #0: the history has missing or infinite values"):
         forecast_series(models, run.meta, run.config, [np.array([1.0, np.nan])])
+
+
+def test_layout_detection_and_long_parquet(tmp_path):
+    from grukit.data.panel import is_wide, load_panel
+    assert is_wide(pd.DataFrame({"V1": ["H1", "H2"], "V2": [1.0, 2.0], "V3": [2.0, np.nan]}))
+    assert not is_wide(pd.DataFrame({"date": ["2020-01-01", "2020-01-02"], "a": [1, 2], "b": [3, 4]}))
+    assert not is_wide(pd.DataFrame({"store": ["a", "a"], "x": [1, 2], "y": [3, 4]}))     # repeated ids: long
+    assert not is_wide(pd.DataFrame({"day": ["2020-01-01", "2020-01-02"], "x": [1, 2], "y": [3, 4]}))
+    long = pd.DataFrame({"ds": list(pd.date_range("2021-01-01", periods=5)) * 2, "id": ["p"] * 5 + ["q"] * 5,
+                         "v": np.arange(10.0)})
+    long.sample(frac=1, random_state=0).to_parquet(tmp_path / "l.parquet")      # rows shuffled
+    series, roles, _ = load_panel(str(tmp_path / "l.parquet"), id_col="id", target=("v",))
+    assert roles["layout"] == "long" and sorted(s.id for s in series) == ["p", "q"]
+    by = {s.id: s.y[:, 0] for s in series}
+    np.testing.assert_array_equal(by["p"], np.arange(5.0))                       # sorted by time per series
+    np.testing.assert_array_equal(by["q"], np.arange(5.0, 10.0))

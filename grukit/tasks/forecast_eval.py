@@ -21,6 +21,7 @@ import pandas as pd
 from ..data.panel import Series, load_panel
 from ..data.timeseries import future_times
 from ..errors import DataError
+from ..io import atomic_write
 from .baselines import fit_baselines
 from .forecast_metrics import owa, series_metrics, summarize
 
@@ -136,7 +137,6 @@ def evaluate(run, models: list, data: str | None = None, *, forecast: Callable) 
 
 
 def _write(run, records: list[dict], cases: list[dict], fcs: list[dict], meta: dict, data: str | None) -> None:
-    from ..runs import atomic_write
     frame = pd.DataFrame.from_records(records)
     name = "series.csv" if data is None else "series-eval.csv"
     atomic_write(run.path / "evaluation" / name, frame.to_csv(index=False))
@@ -173,7 +173,6 @@ def predict(run, models: list, data: str | None, out: str | Path | None = None, 
 
     ``holdout`` > 0 forecasts from ``holdout`` steps before the end instead, so the CSV gets an ``actual``
     column and the PNG the actuals beside the forecast (a back-test of one origin)."""
-    from ..runs import atomic_write
     cfg, meta = run.config, run.meta
     series, _, path = load_panel(data or cfg.data, roles=meta["roles"], duplicates=cfg.duplicates,
                                  allow_future=True)
