@@ -219,7 +219,8 @@ class ForecastConfig(TaskConfig):
     test_data: str = opt("", "file with the values after each series' training data (e.g. M4's test file); "
                              "evaluation then forecasts from the end of the training data instead of holding "
                              "out backtests x horizon points")
-    max_windows: int = opt(0, "training windows per series, the most recent ones (0 = all)")
+    max_windows: int = opt(0, "training windows per series, evenly spaced over its history, the last one "
+                               "included (0 = all)")
     deseasonalize: bool = opt(False, "divide each series by its classical multiplicative seasonal indices (when "
                                      "the M4 seasonality test finds the season) before the transform")
     es_hybrid: bool = opt(False, "ES-RNN-style hybrid: per-series level and seasonal smoothing coefficients and "
