@@ -1,0 +1,40 @@
+"""``grukit serve RUN [RUN ...]``: the typer command (registered by one line in :mod:`grukit.cli`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+__all__ = ["serve"]
+
+EPILOG = ("Examples:\n\n  grukit serve runs/forecast runs/lm\n\n"
+          "  grukit serve runs/speech --port 9000 --max-batch 64 --max-wait-ms 2\n\n"
+          "  GRUKIT_SERVE_TOKEN=secret grukit serve runs/classify --host 0.0.0.0\n\n"
+          "Then open http://127.0.0.1:8000/ (the page) or /docs (the API).")
+
+
+def serve(runs: list[Path] = typer.Argument(..., help="run directories written by `grukit train`"),
+          host: str = typer.Option("127.0.0.1", "--host", help="address to bind (127.0.0.1: this machine only)"),
+          port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port"),
+          max_batch: int = typer.Option(32, "--max-batch", min=1, help="most requests per model call (1 turns "
+                                        "batching off)"),
+          max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="how long a request waits for "
+                                            "others to share its model call"),
+          max_queue: int = typer.Option(256, "--max-queue", min=1, help="waiting requests per run before 503"),
+          session_batch: int = typer.Option(256, "--session-batch", min=1, help="most streaming sessions "
+                                            "advanced by one GRU step (1 = a step call per session)"),
+          max_body_mb: float = typer.Option(10.0, "--max-body-mb", min=0.001, help="request body limit (413)"),
+          token: Optional[str] = typer.Option(None, "--token", help="require 'Authorization: Bearer TOKEN' on "
+                                              "every route but /health (default: $GRUKIT_SERVE_TOKEN)"),
+          threads: int = typer.Option(1, "--threads", min=1, help="torch intra-op threads per model call"),
+          drain_seconds: float = typer.Option(30.0, "--drain-seconds", help="on SIGTERM: how long in-flight "
+                                              "work may take before exit")) -> None:
+    """Serve trained runs over HTTP and WebSocket, batched across requests, with a web page at /."""
+    import torch
+    from .serve.app import ServeOptions
+    from .serve.server import serve as run_server
+    torch.set_num_threads(threads)
+    opts = ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                        max_body=int(max_body_mb * 2 ** 20), token=token, session_batch=session_batch)
+    run_server(runs, host=host, port=port, options=opts, drain_seconds=drain_seconds)

@@ -1,0 +1,443 @@
+"""The FastAPI application of ``grukit serve``: routes, error answers, auth, body limit and metrics.
+
+Every run is loaded once (:func:`grukit.serve.adapters.load_served`) and gets one worker thread; its request
+kinds each get a :class:`~grukit.serve.batcher.Batcher` and, when its GRU can stream, a
+:class:`~grukit.serve.sessions.SessionBatcher`. Handlers only check input, enqueue and await.
+
+Answers: 200 with JSON (or ``text/event-stream`` for ``"stream": true`` generation); 401 without the bearer
+token (when one is set; ``/health`` and the static page are open, the page sends the token itself); 404 for an
+unknown run or a route the run's task does not have; 413 for a body over the limit; 422 with grukit's one-line
+message for bad input; 503 with ``Retry-After`` when the run's queue is full.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from ..errors import GrukitError
+from . import adapters as A
+from .batcher import Batcher, QueueFull
+from .metrics import Metrics
+from .sessions import SessionBatcher, parse_chunk
+
+__all__ = ["ServeOptions", "create_app"]
+
+STATIC = Path(__file__).parent / "static"
+OPEN_PATHS = ("/health",)
+OPEN_PREFIXES = ("/static/",)
+
+
+@dataclass
+class ServeOptions:
+    max_batch: int = 32              # most requests (or streaming sessions) per model call; 1 = no batching
+    max_wait_ms: float = 5.0         # how long a batch's first request waits for others
+    max_queue: int = 256             # waiting requests per run and kind before 503
+    max_body: int = 10 * 2 ** 20     # bytes per request body before 413
+    token: Optional[str] = None      # bearer token required on every route but /health and the page
+    session_batch: int = 256         # most sessions advanced per GRU step (1 = one step call per session)
+    max_sessions: int = 1024         # open streaming sessions per run
+    retry_after: int = 1             # seconds, in the 503 answer
+
+
+# ---------------------------------------------------------------- request bodies (shown in /docs)
+class ForecastBody(BaseModel):
+    series: list[Any] = Field(..., description="histories: each a list of numbers (T,) or rows (T, C)")
+
+
+class ClassifyBody(BaseModel):
+    sequences: list[Any] = Field(..., description="each a list of time steps, each a list of F features")
+
+
+class AnomalyBody(BaseModel):
+    values: list[Any] = Field(..., description="rows (n, F) of one series, original units")
+
+
+class GenerateBody(BaseModel):
+    prompt: str = Field("", description="lm: text that primes the state")
+    length: int = Field(200, description="lm: tokens to generate")
+    steps: int = Field(64, description="music: frames to generate")
+    temperature: float = Field(1.0, description="0 = most likely; 1 = the model's distribution")
+    seed: int = Field(0, description="same seed, same output")
+    stream: bool = Field(False, description="lm: stream text as Server-Sent Events")
+
+
+class ScoreBody(BaseModel):
+    texts: list[str]
+
+
+# ---------------------------------------------------------------- plain ASGI middleware: auth, size, metrics
+class Guard:
+    """Bearer auth (401), request body limit (413) and per-route metrics, for HTTP and WebSocket."""
+
+    def __init__(self, app, options: ServeOptions, metrics: Metrics):
+        self.app, self.options, self.metrics = app, options, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        route = _route_of(path)
+        token = self.options.token
+        if token and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES) and path != "/":
+            if not _authorised(scope, token):
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 4401, "reason": "unauthorised"})
+                    return
+                self.metrics.observe(route, 401, 0.0)
+                return await _send_json(send, 401, {"detail": "missing or wrong bearer token: send "
+                                                    "'Authorization: Bearer TOKEN'"},
+                                        [(b"www-authenticate", b"Bearer")])
+        if scope["type"] == "websocket":
+            return await self.app(scope, receive, send)
+        limit = self.options.max_body
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            self.metrics.observe(route, 413, 0.0)
+            return await _send_json(send, 413, {"detail": f"request body of {int(length)} bytes is over the "
+                                                f"limit of {limit} bytes"})
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge()
+            return msg
+
+        status = [500]
+
+        async def sending(msg):
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+            await send(msg)
+
+        t0 = time.perf_counter()
+        try:
+            await self.app(scope, limited, sending)
+        except _TooLarge:
+            status[0] = 413
+            await _send_json(send, 413, {"detail": f"request body is over the limit of {limit} bytes"})
+        finally:
+            if route != "/metrics":
+                self.metrics.observe(route, status[0], time.perf_counter() - t0)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _authorised(scope, token: str) -> bool:
+    headers = dict(scope.get("headers") or [])
+    if headers.get(b"authorization", b"").decode("latin-1") == f"Bearer {token}":
+        return True
+    if scope["type"] == "websocket":                                 # browsers cannot set WS headers
+        from urllib.parse import parse_qs
+        q = parse_qs(scope.get("query_string", b"").decode())
+        return q.get("token", [""])[0] == token
+    return False
+
+
+async def _send_json(send, status: int, body: dict, headers: list | None = None) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _route_of(path: str) -> str:
+    parts = path.strip("/").split("/")
+    if parts[0] == "runs" and len(parts) >= 2:
+        return "/runs/{name}" + ("/" + "/".join(parts[2:]) if len(parts) > 2 else "")
+    if parts[0] == "static":
+        return "/static"
+    return path
+
+
+def one_line(e: BaseException) -> str:
+    msg = str(e).replace("\n  - ", "; ").strip()
+    return msg.splitlines()[0] if msg else type(e).__name__
+
+
+# ---------------------------------------------------------------- the app
+def create_app(served: list[A.Served], options: ServeOptions | None = None) -> FastAPI:
+    """The app serving ``served`` runs (names must be unique)."""
+    opts = options or ServeOptions()
+    runs = {s.name: s for s in served}
+    if len(runs) != len(served):
+        from ..errors import ConfigError
+        names = [s.name for s in served]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"two runs are named {dup[0]!r}; give them different directory names")
+    metrics = Metrics()
+    executors = {n: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"grukit-{n}") for n in runs}
+    batchers: dict[tuple[str, str], Batcher] = {}
+    streams: dict[str, SessionBatcher] = {}
+    state = {"draining": False}
+
+    def batcher(name: str, kind: str) -> Batcher:
+        key = (name, kind)
+        if key not in batchers:
+            s = runs[name]
+            fn = {"forecast": A.forecast_batch, "classify": A.classify_batch, "anomalies": A.anomaly_batch,
+                  "transcribe": A.transcribe_batch, "score": A.score_batch,
+                  "generate": _lm_generate if s.task == "lm" else A.music_batch}[kind]
+            hist = metrics.batch.labels(name, kind)
+            b = Batcher(lambda items, s=s, fn=fn: fn(s, items), executors[name], max_batch=opts.max_batch,
+                        max_wait_ms=opts.max_wait_ms, max_queue=opts.max_queue, on_batch=hist.observe)
+            metrics.queue.labels(name, kind).set_function(lambda b=b: b.depth)
+            batchers[key] = b
+        return batchers[key]
+
+    def session_batcher(name: str) -> SessionBatcher:
+        if name not in streams:
+            hist = metrics.batch.labels(name, "stream")
+            sb = SessionBatcher(runs[name], executors[name], max_batch=opts.session_batch,
+                                max_wait_ms=min(opts.max_wait_ms, 2.0), on_batch=hist.observe)
+            metrics.sessions.labels(name).set_function(lambda sb=sb: len(sb.sessions))
+            streams[name] = sb
+        return streams[name]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        state["draining"] = True                         # uvicorn stopped accepting and finished requests
+        for b in list(batchers.values()):
+            await b.drain()
+        for sb in list(streams.values()):
+            await sb.drain()
+        for ex in executors.values():
+            ex.shutdown(wait=True)
+
+    app = FastAPI(title="grukit serve", version=_version(), lifespan=lifespan,
+                  description="Trained grukit runs behind one API: batched across requests, streaming sessions "
+                              "over WebSocket, Prometheus metrics. The page at / uses every route.")
+    app.state.runs, app.state.options, app.state.metrics = runs, opts, metrics
+    app.add_middleware(Guard, options=opts, metrics=metrics)
+
+    @app.exception_handler(GrukitError)
+    async def _grukit_error(request: Request, e: GrukitError):
+        return JSONResponse({"detail": one_line(e)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, e: RequestValidationError):
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return JSONResponse({"detail": f"{where or 'body'}: {first.get('msg', 'invalid')}"}, status_code=422)
+
+    @app.exception_handler(QueueFull)
+    async def _full(request: Request, e: QueueFull):
+        return JSONResponse({"detail": f"busy: {e}; retry shortly"}, status_code=503,
+                            headers={"Retry-After": str(opts.retry_after)})
+
+    def get(name: str, kind: str | None = None) -> A.Served:
+        if name not in runs:
+            raise HTTPException(404, f"no run named {name!r}; serving: {', '.join(runs)}")
+        s = runs[name]
+        if kind is not None and kind not in A.ROUTES[s.task]:
+            raise HTTPException(404, f"run {name!r} is a {s.task} run; its routes are "
+                                     f"{', '.join(A.ROUTES[s.task])}")
+        if state["draining"]:
+            raise HTTPException(503, "shutting down")
+        return s
+
+    # ---- pages and status
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/health", tags=["status"])
+    async def health():
+        """Liveness: 200 while serving (no token needed)."""
+        if state["draining"]:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return {"status": "ok", "runs": len(runs)}
+
+    @app.get("/runs", tags=["status"])
+    async def list_runs():
+        """Every served run: task, routes, config, metrics and input shape."""
+        return [s.describe() for s in runs.values()]
+
+    @app.get("/runs/{name}", tags=["status"])
+    async def one_run(name: str):
+        return get(name).describe()
+
+    @app.get("/metrics", tags=["status"])
+    async def prometheus():
+        """Prometheus text: requests, errors, latency, batch sizes, queue depth, active sessions."""
+        return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # ---- batched routes
+    async def submit_all(name: str, kind: str, items: list) -> list:
+        b = batcher(name, kind)
+        return list(await asyncio.gather(*(b.submit(i) for i in items)))
+
+    @app.post("/runs/{name}/forecast", tags=["forecast"])
+    async def forecast(name: str, body: ForecastBody):
+        """Forecast ``horizon`` steps after each series: point and interval bounds (original units)."""
+        s = get(name, "forecast")
+        items = [A.parse_series(s, v) for v in _nonempty(body.series, "series")]
+        return {"forecasts": await submit_all(name, "forecast", items)}
+
+    @app.post("/runs/{name}/classify", tags=["classify"])
+    async def classify(name: str, body: ClassifyBody):
+        """Label and class probabilities of each sequence."""
+        s = get(name, "classify")
+        items = [A.parse_sequence(s, v, f"sequences[{i}]") for i, v in
+                 enumerate(_nonempty(body.sequences, "sequences"))]
+        return {"predictions": await submit_all(name, "classify", items)}
+
+    @app.post("/runs/{name}/anomalies", tags=["autoencoder"])
+    async def anomalies(name: str, body: AnomalyBody):
+        """Per-step anomaly scores and flags of one series."""
+        s = get(name, "anomalies")
+        [out] = await submit_all(name, "anomalies", [A.parse_values(s, body.values)])
+        return out
+
+    @app.post("/runs/{name}/score", tags=["lm"])
+    async def score(name: str, body: ScoreBody):
+        get(name, "score")
+        return {"scores": await submit_all(name, "score", list(_nonempty(body.texts, "texts")))}
+
+    @app.post("/runs/{name}/transcribe", tags=["speech"])
+    async def transcribe(name: str, file: UploadFile = File(..., description="audio: wav, flac or ogg")):
+        """Transcript of an uploaded audio file."""
+        s = get(name, "transcribe")
+        wave = A.read_wave(s, await file.read(), file.filename or "upload")
+        [out] = await submit_all(name, "transcribe", [wave])
+        return out
+
+    @app.post("/runs/{name}/generate", tags=["lm", "music"])
+    async def generate(name: str, body: GenerateBody, request: Request):
+        """lm: text continuing ``prompt`` (SSE when ``stream``); music: a piano roll and its MIDI file."""
+        s = get(name, "generate")
+        if s.task == "music":
+            if not 1 <= body.steps <= 10000:
+                raise HTTPException(422, f"steps={body.steps}: expected 1 to 10000 frames")
+            if body.temperature < 0:
+                raise HTTPException(422, f"temperature={body.temperature}: expected a number >= 0")
+            [out] = await submit_all(name, "generate", [body.model_dump()])
+            return out
+        A.check_generation(body.length, body.temperature, body.seed)
+        item = {"prompt": body.prompt, "length": body.length, "temperature": body.temperature,
+                "seed": body.seed, "emit": None, "cancelled": False}
+        if not body.stream:
+            [text] = await submit_all(name, "generate", [item])
+            return {"text": text}
+        loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
+        item["emit"] = lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p)
+        b = batcher(name, "generate")
+        done = asyncio.ensure_future(b.submit(item))
+
+        async def events():
+            try:
+                while True:
+                    getter = asyncio.ensure_future(pieces.get())
+                    await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter.done():
+                        yield f"data: {json.dumps({'text': getter.result()})}\n\n"
+                        continue
+                    getter.cancel()
+                    while not pieces.empty():
+                        yield f"data: {json.dumps({'text': pieces.get_nowait()})}\n\n"
+                    try:
+                        yield f"event: done\ndata: {json.dumps({'text': done.result()})}\n\n"
+                    except Exception as e:  # noqa: BLE001
+                        yield f"event: error\ndata: {json.dumps({'detail': one_line(e)})}\n\n"
+                    return
+            finally:
+                item["cancelled"] = True                     # a client that left stops receiving pieces
+
+        # a full queue must answer 503 before the stream starts
+        await asyncio.sleep(0)
+        if done.done() and done.exception() is not None:
+            raise done.exception()
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    def _lm_generate(s: A.Served, items: list[dict]) -> list[str]:
+        texts = ["" for _ in items]
+        for pieces in A.generate_batch(s, items):
+            for i, p in enumerate(pieces):
+                if p:
+                    texts[i] += p
+                    if items[i]["emit"] is not None and not items[i]["cancelled"]:
+                        items[i]["emit"](p)
+        return texts
+
+    # ---- streaming sessions
+    @app.websocket("/runs/{name}/stream")
+    async def stream(ws: WebSocket, name: str):
+        """A streaming session: send chunks, receive partial outputs; ``{"end": true}`` for the final one."""
+        await ws.accept()
+        if name not in runs:
+            await ws.send_json({"error": f"no run named {name!r}"})
+            return await ws.close(code=4404)
+        sb = session_batcher(name)
+        if len(sb.sessions) >= opts.max_sessions:
+            await ws.send_json({"error": f"{len(sb.sessions)} sessions are open (the limit); retry shortly"})
+            return await ws.close(code=1013)
+        try:
+            session = sb.open()
+        except GrukitError as e:
+            await ws.send_json({"error": one_line(e)})
+            return await ws.close(code=4422)
+        await ws.send_json({"session": session.id, "task": runs[name].task})
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    break
+                try:
+                    raw = msg.get("bytes")
+                    if raw is None:
+                        raw = json.loads(msg.get("text") or "null")
+                    chunk, final = parse_chunk(runs[name], raw)
+                except (GrukitError, json.JSONDecodeError) as e:
+                    await ws.send_json({"error": one_line(e)})
+                    continue
+                if chunk is not None and len(chunk):
+                    out = await sb.push(session, chunk)
+                    if not final:
+                        await ws.send_json({"partial": out})
+                if final:
+                    if runs[name].task == "speech":
+                        out = await sb.push(session, None, final=True)
+                    else:
+                        out = await asyncio.get_running_loop().run_in_executor(executors[name], session.output, True)
+                    await ws.send_json({"final": out})
+                    await ws.close()
+                    break
+        except WebSocketDisconnect:
+            pass
+        finally:
+            sb.close(session)                                # a client that left frees its session
+
+    return app
+
+
+def _nonempty(items: list, what: str) -> list:
+    if not items:
+        raise HTTPException(422, f"{what} is empty; send at least one")
+    return items
+
+
+def _version() -> str:
+    from .. import __version__
+    return __version__

@@ -1,0 +1,138 @@
+"""Batching across requests: one bounded queue per (run, kind) and a loop that makes one model call per batch.
+
+A request handler only enqueues its item and awaits the answer. The loop takes the first waiting item, gathers
+more until ``max_batch`` items or ``max_wait_ms`` have passed, and runs ``fn(items)`` (a list in, a list of the
+same length out) on the run's one worker thread, so the event loop keeps accepting while the model computes.
+
+Faults stay with the request that caused them: when a batch call raises, every item of that batch is run
+again on its own, so one poisoned request gets its error and the others their answers. A full queue refuses
+at once (:class:`QueueFull`, answered 503 with ``Retry-After``) instead of letting latency grow without bound.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = ["Batcher", "QueueFull", "Job"]
+
+
+class QueueFull(Exception):
+    """The run's queue holds ``max_queue`` waiting requests."""
+
+
+@dataclass
+class Job:
+    item: Any
+    future: asyncio.Future
+    enqueued: float
+
+
+class Batcher:
+    """Per-run request batcher (see the module docstring).
+
+    Args:
+        fn: ``fn(items) -> results``, one model call for a batch (runs on ``executor``).
+        executor: the run's single worker thread (shared with the run's other batchers and sessions).
+        max_batch: most items per call (1 turns batching off).
+        max_wait_ms: how long the first item of a batch waits for company.
+        max_queue: waiting items before new ones are refused.
+        on_batch: ``on_batch(size)`` after each call (metrics).
+    """
+
+    def __init__(self, fn: Callable[[list], list], executor: concurrent.futures.Executor, *, max_batch: int = 32,
+                 max_wait_ms: float = 5.0, max_queue: int = 1024, on_batch: Callable[[int], None] | None = None):
+        self.fn, self.executor = fn, executor
+        self.max_batch, self.max_wait = max(1, int(max_batch)), max(0.0, max_wait_ms) / 1000.0
+        self.max_queue = max_queue
+        self.on_batch = on_batch
+        self.queue: asyncio.Queue[Job] | None = None
+        self.task: asyncio.Task | None = None
+        self.busy = 0
+
+    def start(self) -> None:
+        self.queue = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self._loop())
+
+    @property
+    def depth(self) -> int:
+        return (self.queue.qsize() if self.queue is not None else 0) + self.busy
+
+    async def submit(self, item) -> Any:
+        """Enqueue one item and await its result (its own exception if it raised)."""
+        if self.queue is None:
+            self.start()
+        if self.queue.qsize() >= self.max_queue:
+            raise QueueFull(f"{self.queue.qsize()} requests are waiting (--max-queue {self.max_queue})")
+        fut = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait(Job(item, fut, time.perf_counter()))
+        return await fut
+
+    async def _loop(self) -> None:
+        q = self.queue
+        while True:
+            first = await q.get()
+            jobs = [first]
+            deadline = time.perf_counter() + self.max_wait
+            while len(jobs) < self.max_batch:
+                try:
+                    jobs.append(q.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                try:
+                    jobs.append(await asyncio.wait_for(q.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            jobs = [j for j in jobs if not j.future.done()]             # a cancelled (disconnected) request
+            if not jobs:
+                continue
+            self.busy = len(jobs)
+            try:
+                await self._run(jobs)
+            finally:
+                self.busy = 0
+
+    async def _run(self, jobs: list[Job]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self.executor, self.fn, [j.item for j in jobs])
+            if len(results) != len(jobs):
+                raise RuntimeError(f"batch call returned {len(results)} results for {len(jobs)} items")
+            if self.on_batch:
+                self.on_batch(len(jobs))
+            for j, r in zip(jobs, results):
+                if not j.future.done():
+                    j.future.set_result(r)
+        except Exception:  # noqa: BLE001 - isolate the item that raised: rerun each alone
+            if len(jobs) == 1:
+                import sys
+                _set_error(jobs[0], sys.exc_info()[1])
+                return
+            for j in jobs:
+                try:
+                    [r] = await loop.run_in_executor(self.executor, self.fn, [j.item])
+                    if self.on_batch:
+                        self.on_batch(1)
+                    if not j.future.done():
+                        j.future.set_result(r)
+                except Exception as e:  # noqa: BLE001
+                    _set_error(j, e)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until the queue is empty and no call is running, then stop the loop."""
+        end = time.perf_counter() + timeout
+        while self.depth and time.perf_counter() < end:
+            await asyncio.sleep(0.01)
+        if self.task is not None:
+            self.task.cancel()
+
+
+def _set_error(job: Job, e: BaseException) -> None:
+    if not job.future.done():
+        job.future.set_exception(e)

@@ -1,0 +1,43 @@
+"""Running the app on uvicorn: runs loaded once, 127.0.0.1 by default, SIGTERM drains and exits 0."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ConfigError
+from .app import ServeOptions, create_app
+
+__all__ = ["serve", "build", "TOKEN_ENV"]
+
+TOKEN_ENV = "GRUKIT_SERVE_TOKEN"
+
+
+def build(run_dirs: list[str | Path], options: ServeOptions | None = None):
+    """Load every run (names: directory names, numbered on clashes) and make the app."""
+    from .adapters import load_served
+    if not run_dirs:
+        raise ConfigError("give at least one run directory to serve")
+    served, names = [], set()
+    for d in run_dirs:
+        base = Path(d).resolve().name
+        name, i = base, 1
+        while name in names:
+            i += 1
+            name = f"{base}-{i}"
+        names.add(name)
+        served.append(load_served(d, name))
+    opts = options or ServeOptions()
+    if opts.token is None and os.environ.get(TOKEN_ENV):
+        opts.token = os.environ[TOKEN_ENV]
+    return create_app(served, opts)
+
+
+def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000,
+          options: ServeOptions | None = None, drain_seconds: float = 30.0, log_level: str = "info") -> None:
+    """Serve until SIGINT/SIGTERM: uvicorn stops accepting, finishes in-flight requests (at most
+    ``drain_seconds``), the batchers drain, and the process exits 0."""
+    import uvicorn
+    app = build(run_dirs, options)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain_seconds,
+                            ws="websockets", lifespan="on")
+    uvicorn.Server(config).run()

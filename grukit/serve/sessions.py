@@ -1,0 +1,285 @@
+"""Stateful streaming sessions: the server keeps each stream's GRU state and batches streams, not requests.
+
+Triton's sequence batcher and sherpa-onnx's streaming server, for a GRU: a WebSocket connection opens a
+:class:`Session` on a run and sends chunks (audio for a speech run, feature frames for a classify or
+autoencoder run with a unidirectional GRU). The connection only turns its chunk into GRU input frames and
+enqueues the session; :class:`SessionBatcher` takes up to ``max_batch`` ready sessions (or what arrived within
+``max_wait_ms``) and advances all of them together, one batched ``GRU.step(x_t, h, reset=mask)`` per time step
+(the mask restarts the state of sessions that have just started), then hands each session its partial output.
+Sessions whose chunk gave fewer frames drop out of the later steps of that tick.
+
+Outputs equal the offline ones for the same input (tests/test_serve_stream.py): speech keeps the causal front
+end's state per session and decodes greedily frame by frame; classify / autoencoder keep the session's
+encoder outputs and apply the model's own ``readout`` and ``decode`` to them.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DataError, ShapeError
+from .adapters import Served, streamable
+
+__all__ = ["Session", "SessionBatcher", "advance"]
+
+_ids = itertools.count(1)
+
+
+class Session:
+    """One stream's state: GRU state ``h`` (L, 1, H) or None before the first frame, and task state."""
+
+    def __init__(self, served: Served):
+        if not streamable(served):
+            why = ("its GRU is bidirectional" if getattr(served.config, "bidirectional", False) else
+                   "it normalises per utterance" if served.task == "speech" else
+                   f"{served.task} runs have no frame-by-frame output")
+            raise ConfigError(f"run {served.name!r} cannot stream: {why}")
+        self.id = next(_ids)
+        self.served = served
+        self.model = served.models[0]
+        self.h: torch.Tensor | None = None
+        self.pending: torch.Tensor | None = None          # (n, I) GRU inputs waiting for the next tick
+        self.future: asyncio.Future | None = None
+        self.frames = 0
+        self.closed = False
+        m = served.meta
+        if served.task == "speech":
+            from ..data import audio
+            self.spec = audio.FeatureSpec.from_dict(m["features"])
+            self.feats = audio.StreamingFeatures(self.spec)
+            self.conv = None
+            self.prev, self.ids, self.log_probs = 0, [], []
+            self.mean = torch.tensor(m["feature_mean"], dtype=torch.float32)
+            self.std = torch.tensor(m["feature_std"], dtype=torch.float32)
+        else:
+            key = ("feature_mean", "feature_std") if served.task == "classify" else ("mean", "std")
+            self.mean = torch.tensor(m[key[0]], dtype=torch.float32)
+            self.std = torch.tensor(m[key[1]], dtype=torch.float32)
+            self.xs: list[torch.Tensor] = []
+            self.ys: list[torch.Tensor] = []
+
+    # ---- turning a chunk into GRU input frames (on the run's worker thread)
+    @torch.no_grad()
+    def inputs(self, chunk: np.ndarray | None, final: bool = False) -> torch.Tensor:
+        """Audio samples (speech) or (n, F) feature frames -> (n', I) GRU input frames now complete."""
+        m = self.model
+        if self.served.task == "speech":
+            feats = self.feats.finish() if final else self.feats.push(chunk)
+            x = torch.from_numpy(np.asarray(feats)).float()                     # (n, F)
+            if self.served.config.normalize == "global":
+                x = (x - self.mean) / self.std
+            x = x.unsqueeze(0)
+            if m.frontend is not None and x.shape[1]:
+                if self.conv is None:
+                    self.conv = m.frontend.initial_state(1, x)
+                x, self.conv = m.frontend.stream(x, self.conv)                   # (1, n', C)
+            return x[0]
+        if chunk is None or len(chunk) == 0:
+            return torch.zeros(0, int(self.served.meta["input_size"]))
+        x = (torch.from_numpy(np.asarray(chunk, np.float32)) - self.mean) / self.std
+        self.xs.append(x)
+        return x
+
+    @torch.no_grad()
+    def take(self, y: torch.Tensor) -> None:
+        """The top layer's outputs (n, H) of this tick's frames."""
+        self.frames += len(y)
+        if self.served.task == "speech":
+            if len(y) == 0:
+                return
+            lp = self.model.head(y)                                             # (n, S+1)
+            self.log_probs.append(lp)
+            for k in lp.argmax(-1).tolist():
+                if k != 0 and k != self.prev:
+                    self.ids.append(k)
+                self.prev = k
+        else:
+            self.ys.append(y)
+
+    @torch.no_grad()
+    def output(self, final: bool = False) -> dict:
+        """The partial (or final) output for everything received so far."""
+        s, m = self.served, self.model
+        if s.task == "speech":
+            if final and m.config.decoder == "beam" and self.log_probs:
+                from ..tasks.speech import beam_search
+                text = m.vocab.decode(beam_search(torch.cat(self.log_probs), m.config.beam_size))
+            else:
+                text = m.vocab.decode(self.ids)
+            return {"text": text, "frames": self.frames}
+        if not self.ys:
+            return {"frames": 0}
+        seq = torch.cat(self.ys)[None]                                          # (1, T, H)
+        x = torch.cat(self.xs)[None]                                            # (1, T, F)
+        inputs = {"x": x, "lengths": torch.tensor([seq.shape[1]])}
+        out = m.decode(m.readout(seq, self.h, inputs), inputs)
+        if s.task == "classify":
+            p = out[0].tolist()
+            classes = s.meta["classes"]
+            return {"frames": self.frames, "label": classes[int(np.argmax(p))],
+                    "probabilities": dict(zip(classes, p))}
+        return {"frames": self.frames, "errors": out[0].tolist()}                # autoencoder: per-step error
+
+
+@torch.no_grad()
+def advance(encoder, sessions: list[Session], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Advance every session through its input frames, one batched ``GRU.step`` per time step.
+
+    ``inputs[i]`` is (n_i, I); returns each session's top-layer outputs (n_i, H) and updates ``session.h``.
+    Sessions without state yet start from zeros through the step's ``reset`` mask.
+    """
+    spec = encoder.spec
+    B = len(sessions)
+    L, Hs = spec.num_layers, spec.hidden_size
+    like = encoder.weight_ih_l0
+    h = torch.cat([s.h if s.h is not None else like.new_zeros(L, 1, Hs) for s in sessions], 1)   # (L, B, H)
+    fresh = torch.tensor([s.h is None for s in sessions])
+    n = [len(x) for x in inputs]
+    outs: list[list[torch.Tensor]] = [[] for _ in sessions]
+    for t in range(max(n, default=0)):
+        idx = [i for i in range(B) if n[i] > t]
+        x = torch.stack([inputs[i][t] for i in idx])                            # (b, I)
+        reset = fresh[idx] if t == 0 and bool(fresh[idx].any()) else None
+        if len(idx) == B:
+            y, h = encoder.step(x, h, reset=reset)
+        else:
+            sel = torch.tensor(idx)
+            y, hb = encoder.step(x, h.index_select(1, sel).contiguous(), reset=reset)
+            h = h.index_copy(1, sel, hb)
+        for j, i in enumerate(idx):
+            outs[i].append(y[j])
+    for i, s in enumerate(sessions):
+        if n[i]:
+            s.h = h[:, i:i + 1].clone()
+    return [torch.stack(o) if o else like.new_zeros(0, Hs) for o in outs]
+
+
+class SessionBatcher:
+    """The tick loop over a run's ready sessions (see the module docstring)."""
+
+    def __init__(self, served: Served, executor: concurrent.futures.Executor, *, max_batch: int = 256,
+                 max_wait_ms: float = 2.0, on_batch: Callable[[int], None] | None = None):
+        self.served, self.executor = served, executor
+        self.max_batch, self.max_wait = max(1, int(max_batch)), max(0.0, max_wait_ms) / 1000.0
+        self.on_batch = on_batch
+        self.ready: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+        self.sessions: dict[int, Session] = {}
+
+    def open(self) -> Session:
+        s = Session(self.served)
+        self.sessions[s.id] = s
+        return s
+
+    def close(self, s: Session) -> None:
+        s.closed = True
+        self.sessions.pop(s.id, None)
+
+    async def push(self, s: Session, chunk: Any, final: bool = False) -> dict:
+        """Queue a chunk of ``s`` and await its partial (``final``: flush and the final) output."""
+        if self.ready is None:
+            self.ready = asyncio.Queue()
+            self.task = asyncio.get_running_loop().create_task(self._loop())
+        loop = asyncio.get_running_loop()
+        s.pending = await loop.run_in_executor(self.executor, s.inputs, chunk, final)
+        s.future = loop.create_future()
+        s.final = final
+        self.ready.put_nowait(s)
+        return await s.future
+
+    async def _loop(self) -> None:
+        q = self.ready
+        while True:
+            batch = [await q.get()]
+            deadline = time.perf_counter() + self.max_wait
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(q.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(q.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            batch = [s for s in batch if not s.closed]
+            if not batch:
+                continue
+            loop = asyncio.get_running_loop()
+            try:
+                outs = await loop.run_in_executor(self.executor, self._tick, batch)
+                for s, o in zip(batch, outs):
+                    if not s.future.done():
+                        s.future.set_result(o)
+            except Exception as e:  # noqa: BLE001 - a failed tick fails its sessions, never the loop
+                for s in batch:
+                    if not s.future.done():
+                        s.future.set_exception(e)
+
+    def _tick(self, batch: list[Session]) -> list[dict]:
+        ys = advance(batch[0].model.encoder, batch, [s.pending for s in batch])
+        if self.on_batch:
+            self.on_batch(len(batch))
+        outs = []
+        for s, y in zip(batch, ys):
+            s.take(y)
+            s.pending = None
+            outs.append(s.output(final=getattr(s, "final", False)))
+        return outs
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        end = time.perf_counter() + timeout
+        while self.ready is not None and self.ready.qsize() and time.perf_counter() < end:
+            await asyncio.sleep(0.01)
+        if self.task is not None:
+            self.task.cancel()
+
+
+def parse_chunk(served: Served, message: dict | bytes) -> tuple[Any, bool]:
+    """A WebSocket message -> (chunk, final). Binary: float32 little-endian samples (speech) or frames;
+    JSON: ``{"audio": [...]}``, ``{"frames": [[...], ...]}`` and/or ``{"end": true}``."""
+    F = None if served.task == "speech" else int(served.meta["input_size"])
+    if isinstance(message, (bytes, bytearray)):
+        if len(message) % 4:
+            raise DataError(f"binary chunk of {len(message)} bytes is not float32 samples (a multiple of 4)")
+        a = np.frombuffer(bytes(message), dtype="<f4").astype(np.float32)
+        if F is not None:
+            if a.size % F:
+                raise ShapeError(f"binary chunk of {a.size} floats is not whole frames of {F} features")
+            a = a.reshape(-1, F)
+        return _finite(a), False
+    if not isinstance(message, dict):
+        raise DataError("a text message must be a JSON object such as {\"frames\": [[...]]} or {\"end\": true}")
+    final = bool(message.get("end", False))
+    key = "audio" if served.task == "speech" else "frames"
+    if key not in message:
+        if final:
+            return None, True
+        raise DataError(f"the message has no {key!r} (a {served.task} stream sends {key}) and no \"end\"")
+    try:
+        a = np.asarray(message[key], dtype=np.float32)
+    except (TypeError, ValueError):
+        raise DataError(f"{key} must be a list of numbers") from None
+    if served.task == "speech":
+        if a.ndim != 1:
+            raise ShapeError(f"audio must be a 1-D list of samples; got shape {a.shape}")
+    else:
+        a = a[:, None] if a.ndim == 1 and F == 1 else a
+        if a.ndim != 2 or a.shape[1] != F:
+            raise ShapeError(f"frames must be (n, {F}) for this run; got shape {a.shape}")
+    return _finite(a), final
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    if not np.isfinite(a).all():
+        raise DataError(f"the chunk has a non-finite value at index {np.argwhere(~np.isfinite(a))[0].tolist()}")
+    return a
