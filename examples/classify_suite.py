@@ -162,6 +162,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if (args.out / "runs").exists():
         raise SystemExit(f"{args.out / 'runs'} exists; pass another --out")
+    from grukit.errors import Interrupted
     from grukit.tasks import classify_baselines
     classify_baselines.DTW_MAX_CELLS = float("inf")             # the suite always scores 1-NN DTW
     data_dir = Path(tempfile.mkdtemp(prefix="grukit_suite_"))
@@ -182,6 +183,8 @@ def main(argv=None) -> int:
         try:
             rows.append(run_one(name, train, test, args.out, overrides))
             print(json.dumps(rows[-1]), flush=True)
+        except Interrupted:
+            raise
         except Exception:  # noqa: BLE001 - one data set's failure is reported, the suite goes on
             traceback.print_exc()
             continue

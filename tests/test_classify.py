@@ -116,6 +116,9 @@ def test_ts_files(tmp_path):
                                         r"number") as e:
         read_sequences(str(tmp_path / "v.ts"), ClassifyConfig())
     assert "TextIOWrapper" not in str(e.value)
-    (tmp_path / "c.ts").write_text(head + "1,2,3:a\n1,2,3:c\n")
-    with pytest.raises(DataError, match=r"c.ts, line 7: .*class label 'c' is not declared"):
-        read_sequences(str(tmp_path / "c.ts"), ClassifyConfig())
+    (tmp_path / "d.ts").write_text(head + "1,2,3:a\n1,2,3\n")
+    with pytest.raises(DataError, match=r"d.ts, line 7: .*no class label"):
+        read_sequences(str(tmp_path / "d.ts"), ClassifyConfig())
+    (tmp_path / "e.ts").write_text(head + "1,2,3:a\n1,2,3:4,5,6:b\n")
+    with pytest.raises(DataError, match=r"e.ts, line 7: .*2 dimensions; expected 1"):
+        read_sequences(str(tmp_path / "e.ts"), ClassifyConfig())

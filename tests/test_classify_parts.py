@@ -142,12 +142,14 @@ def test_auto_schedule_from_training_set_size():
     small = ClassifyConfig()
     info = resolve_schedule(small, 50)
     assert small.val_fraction == 0 and small.patience == 0 and small.ensemble == 5
-    assert small.max_epochs == math.ceil(small.train_steps / math.ceil(50 / small.batch_size))
+    repeat = 40 // math.ceil(50 / 16)                            # 4 batches of the 50 series -> repeated 10 times
+    assert info["repeat"] == repeat == 10
+    assert small.max_epochs == math.ceil(small.train_steps / math.ceil(50 * repeat / small.batch_size))
     assert "no validation split" in info["rule"]
     big = ClassifyConfig()
     resolve_schedule(big, 800)
     assert big.val_fraction == 0.2 and big.patience == 30 and big.ensemble == 1
-    n_fit = 800 - 160
+    n_fit = 800 - 160                                            # 40 batches: no repetition
     assert big.max_epochs == math.ceil(big.train_steps / math.ceil(n_fit / big.batch_size))
     manual = ClassifyConfig(schedule="manual", max_epochs=7, val_fraction=0.1)
     resolve_schedule(manual, 50)

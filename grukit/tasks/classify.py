@@ -45,6 +45,7 @@ __all__ = ["ClassifyTask", "prepare", "evaluate", "predict", "read_sequences", "
            "resolve_schedule"]
 
 VAL_MIN_SERIES = 500        # schedule=auto: a validation split from this many training series on
+MIN_BATCHES = 40            # schedule=auto: small training sets are repeated so an epoch has this many batches
 SMALL_ENSEMBLE = (300, 5)   # schedule=auto with ensemble=0: 5 members below 300 training series
 
 
@@ -97,7 +98,8 @@ def resolve_schedule(cfg: ClassifyConfig, n: int) -> dict:
         cfg.val_fraction = 0.0
         cfg.patience = 0                        # a fixed budget: nothing to stop early on
     n_fit = n - int(round(cfg.val_fraction * n))
-    batches = max(1, math.ceil(n_fit / cfg.batch_size))
+    repeat = max(1, MIN_BATCHES // max(1, math.ceil(n_fit / cfg.batch_size)))   # fewer, longer epochs: less
+    batches = max(1, math.ceil(n_fit * repeat / cfg.batch_size))               # per-epoch overhead
     cfg.max_epochs = max(1, min(cfg.max_epochs, math.ceil(cfg.train_steps / batches)))
     if cfg.ensemble == 0:
         cfg.ensemble = SMALL_ENSEMBLE[1] if n < SMALL_ENSEMBLE[0] else 1
@@ -105,7 +107,7 @@ def resolve_schedule(cfg: ClassifyConfig, n: int) -> dict:
            else f"{n} series < {VAL_MIN_SERIES}: no validation split, fixed budget, the weights with the "
                 "lowest training loss are kept")
     return {"rule": why, "val_fraction": cfg.val_fraction, "max_epochs": cfg.max_epochs, "patience": cfg.patience,
-            "ensemble": cfg.ensemble, "batches_per_epoch": batches}
+            "ensemble": cfg.ensemble, "batches_per_epoch": batches, "repeat": repeat}
 
 
 def prepare(cfg: ClassifyConfig) -> Prepared:
@@ -129,7 +131,8 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
             "patch_stride": r, "schedule": schedule,
             "class_counts": np.bincount(y_idx[train], minlength=len(classes)).tolist()}
     norm = _normalise(seqs, meta)
-    tr = _dataset([norm[i] for i in train], y_idx[train])
+    fit_idx = np.tile(train, int(schedule.get("repeat", 1)))          # small sets: each epoch sees them r times
+    tr = _dataset([norm[i] for i in fit_idx], y_idx[fit_idx])
     va = _dataset([norm[i] for i in val], y_idx[val]) if len(val) else None
     return Prepared(loader(tr, cfg.batch_size, True, cfg.num_workers, cfg.seed),
                     loader(va, cfg.batch_size, False, cfg.num_workers) if va else None, meta)
@@ -183,6 +186,10 @@ class ClassifyTask(SequenceTask):
         return seq, (h_n, lengths, fcn)
 
     def readout(self, seq, encoded, inputs):
+        """``encoded`` is encode()'s (h_n, GRU-step lengths, FCN features); a bare h_n (a streaming session's
+        state) is accepted for a model without front end (conv_channels=0, gru_steps=0)."""
+        if isinstance(encoded, torch.Tensor):
+            encoded = (encoded, inputs.get("lengths"), None)
         h_n, lengths, fcn = encoded
         feats = self.pool(seq, h_n, lengths)                                           # (B, D*H)
         if fcn is not None:
@@ -192,6 +199,14 @@ class ClassifyTask(SequenceTask):
     def forward(self, inputs, state=None):
         seq, encoded = self.encode(inputs, state)
         return self.readout(seq, encoded, inputs), encoded[0]
+
+    @property
+    def streamable(self) -> bool:
+        """Whether frames can be fed one at a time (a serving session): only a unidirectional plain GRU on
+        training-set feature scaling; the convolutional parts and per-series scaling need the whole series."""
+        c = self.config
+        return (self.fcn is None and self.patch is None and self.pool_stride == 1 and not c.bidirectional
+                and self.meta.get("normalize", "feature") in ("feature", "none"))
 
     def loss(self, logits, y, inputs):
         return F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
