@@ -157,8 +157,8 @@ def read_wave(s: Served, data: bytes, filename: str = "upload") -> np.ndarray:
         f.flush()
         try:
             samples, _ = audio.read_audio(f.name, rate, resample=True, clip_fraction=1.0)
-        except DataError:
-            raise
+        except DataError as e:                                           # name the upload, not the temp file
+            raise DataError(str(e).replace(f.name, filename)) from None
         except Exception as e:  # noqa: BLE001 - soundfile/librosa raise many kinds on foreign bytes
             raise DataError(f"{filename}: not readable audio ({type(e).__name__}: {str(e)[:120]})") from None
     if len(samples) == 0:

@@ -286,7 +286,12 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
     # ---- batched routes
     async def submit_all(name: str, kind: str, items: list) -> list:
         b = batcher(name, kind)
-        return list(await asyncio.gather(*(b.submit(i) for i in items)))
+        try:
+            return list(await asyncio.gather(*(b.submit(i) for i in items)))
+        except (GrukitError, QueueFull, HTTPException):
+            raise
+        except Exception as e:  # noqa: BLE001 - a model call that raised: this request's 500, nobody else's
+            raise HTTPException(500, f"the {kind} call failed: {type(e).__name__}: {one_line(e)}") from None
 
     @app.post("/runs/{name}/forecast", tags=["forecast"])
     async def forecast(name: str, body: ForecastBody):

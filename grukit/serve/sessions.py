@@ -170,6 +170,7 @@ class SessionBatcher:
         self.on_batch = on_batch
         self.ready: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.sessions: dict[int, Session] = {}
 
     def open(self) -> Session:
@@ -183,9 +184,10 @@ class SessionBatcher:
 
     async def push(self, s: Session, chunk: Any, final: bool = False) -> dict:
         """Queue a chunk of ``s`` and await its partial (``final``: flush and the final) output."""
-        if self.ready is None:
+        if self.ready is None or self.loop is not asyncio.get_running_loop():
+            self.loop = asyncio.get_running_loop()           # first use, or the app runs in a new event loop
             self.ready = asyncio.Queue()
-            self.task = asyncio.get_running_loop().create_task(self._loop())
+            self.task = self.loop.create_task(self._loop())
         loop = asyncio.get_running_loop()
         s.pending = await loop.run_in_executor(self.executor, s.inputs, chunk, final)
         s.future = loop.create_future()
