@@ -118,8 +118,9 @@ class LiveServer:
 
     def __init__(self, app):
         import uvicorn
+        from grukit.serve.server import ws_implementation
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                                    ws="websockets", lifespan="on"))
+                                                    ws=ws_implementation(), lifespan="on"))
         self.thread = None
 
     def __enter__(self) -> str:
