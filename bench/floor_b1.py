@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             with torch.no_grad():
                 gru(x)
                 gru(x)                                     # the second call takes the fast path
-            plan = get("fused_cpu")._plans[gru].compiled(c)
+            plan = get("fused_cpu").cache.peek(gru).parts["plan"]
             n = fused_cpu.compiled_threads(1, H, T, I)
             split = fused_cpu.unit_split(H)
             fns = {"call": lambda: gru(x),

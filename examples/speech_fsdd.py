@@ -62,7 +62,7 @@ def ctc(data: str, out: Path, epochs: int, n_stream: int, **overrides) -> dict:
     utts, _, rate = speech.utterances(run.config, "test", rate=run.meta["features"]["rate"])
     utts = utts[:n_stream]
     hyps, proc, dur, same = [], 0.0, 0.0, 0
-    whole = speech._transcribe_all([model], speech._features_of(run.meta, run.config, utts), "greedy")
+    whole = speech.transcribe([model], run.meta, [u.samples for u in utts], rate, decoder="greedy")
     speech.Streamer(model, "greedy").push(np.zeros(rate // 5, np.float32))   # warm-up: kernels load first
     for u, w in zip(utts, whole):
         s = speech.Streamer(model, "greedy")

@@ -1,22 +1,30 @@
 """Lightning callbacks that keep long trainings safe: stop on a non-finite loss, warn on exploding gradients,
-and turn SIGINT/SIGTERM into "finish this step, write a checkpoint, stop".
+turn SIGINT/SIGTERM into "finish this step, write a checkpoint, stop", write ``last.ckpt`` at epoch ends
+(throttled), and a CSV metrics log that a kill never leaves unreadable.
 
-``grukit.train.build_trainer`` adds all three to every run.
+``grukit.train.build_trainer`` adds all of them to every run.
 """
 from __future__ import annotations
 
+import csv
+import io
 import math
 import signal
 import threading
+import time
 import warnings
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Checkpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from .errors import TrainingError
+from .io import atomic_write
 
-__all__ = ["NonFiniteGuard", "GradientWatch", "GracefulStop"]
+__all__ = ["NonFiniteGuard", "GradientWatch", "GracefulStop", "LastCheckpoint", "AtomicCSVLogger"]
 
 
 def _loss_of(outputs):
@@ -111,3 +119,120 @@ class GracefulStop(Callback):
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         self._restore()
+
+
+class LastCheckpoint(Checkpoint):
+    """``last.ckpt`` at the end of every epoch, at most once per ``every_seconds`` (0: every epoch), always at
+    the end of training; independent of the best-model saves.
+
+    It saves where Lightning's own ``save_last`` would (see :meth:`_at_epoch_end`), so a resume replays
+    exactly. As a :class:`Checkpoint` it runs after the other
+    callbacks (Lightning orders checkpoint callbacks last), so their state in the file is this epoch's.
+    A graceful stop (:class:`GracefulStop`) writes its own mid-epoch checkpoint, which this one leaves alone.
+    """
+
+    def __init__(self, path: Path, every_seconds: float = 0.0):
+        self.path = Path(path)
+        self.every_seconds = float(every_seconds)
+        self._last_time = -math.inf
+        self._saved_step: int | None = None
+
+    def _save(self, trainer, force: bool = False) -> None:
+        if trainer.sanity_checking or self._saved_step == trainer.global_step:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_time < self.every_seconds:
+            return
+        trainer.save_checkpoint(self.path)               # atomic and recorded in the manifest (grukit's IO)
+        self._last_time, self._saved_step = now, trainer.global_step
+
+    @staticmethod
+    def _at_epoch_end(trainer) -> bool:
+        """Where Lightning's ModelCheckpoint saves: at the training-epoch end (after validation and early
+        stopping) when validation runs once per epoch or never, else at the validation end."""
+        if getattr(trainer, "_val_check_time_interval", None) is not None or trainer.check_val_every_n_epoch != 1:
+            return False
+        n = trainer.num_val_batches
+        return (sum(n) if isinstance(n, list) else n) == 0 or trainer.val_check_interval == 1.0
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._at_epoch_end(trainer):
+            self._save(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        from lightning.pytorch.trainer.states import TrainerFn
+        if trainer.state.fn == TrainerFn.FITTING and not self._at_epoch_end(trainer):
+            self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if any(isinstance(c, GracefulStop) and c.signal_received is not None for c in trainer.callbacks):
+            return                                       # the stop wrote its own checkpoint at its step
+        self._save(trainer, force=True)
+
+
+class _AtomicWriter(ExperimentWriter):
+    """Lightning's CSV experiment writer, but each save rewrites the whole file atomically (so a kill leaves the
+    previous complete file), keeping the rows of a run being resumed for the epochs before the resumed one."""
+
+    def __init__(self, log_dir: str) -> None:
+        super().__init__(log_dir=log_dir)
+        self._previous = _readable_rows(Path(self.metrics_file_path))
+        self._rows: list[dict] = []
+        self._kept: list[dict] | None = None
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        if self._kept is None:                           # epochs of a resumed run replayed from here on
+            first = min((_epoch(r) for r in self.metrics if _epoch(r) is not None), default=None)
+            self._kept = [r for r in self._previous if first is None or (_epoch(r) is not None
+                                                                          and _epoch(r) < first)]
+        self._rows += self.metrics
+        self.metrics = []
+        rows = self._kept + self._rows
+        keys = sorted(set().union(*rows))
+        self.metrics_keys = keys
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.metrics_file_path, buf.getvalue())
+
+
+def _epoch(row: dict) -> float | None:
+    try:
+        return float(row.get("epoch"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _readable_rows(path: Path) -> list[dict]:
+    """The complete rows of an existing metrics CSV; an empty, truncated or garbled file gives what is readable
+    (nothing, with a warning, when even its header is not)."""
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        warnings.warn(f"{path}: unreadable metrics log ({e}); the epochs before the resume are not in it",
+                      RuntimeWarning, stacklevel=2)
+        return []
+    if not rows or "epoch" not in rows[0]:
+        if text.strip():
+            warnings.warn(f"{path}: the metrics log has no epoch column; the epochs before the resume are not in it",
+                          RuntimeWarning, stacklevel=2)
+        return []
+    return [r for r in rows if None not in r and None not in r.values()]    # a cut last line is dropped
+
+
+class AtomicCSVLogger(CSVLogger):
+    """Lightning's CSVLogger writing ``metrics.csv`` atomically (see :class:`_AtomicWriter`)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AtomicWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -1,6 +1,7 @@
 """The grukit command line (typer). Heavy imports (torch, lightning) happen inside commands.
 
-Errors grukit raises on purpose (:class:`grukit.errors.GrukitError`) and usage errors print one line and exit
+Errors grukit raises on purpose (:class:`grukit.errors.GrukitError`), usage errors and disk errors (``OSError``:
+full, read-only) print one line and exit
 with code 2; ``--debug`` anywhere on the command line shows the traceback instead.
 
 ``grukit train <task>`` has one sub-command per registered task (:mod:`grukit.tasks.registry`); its options
@@ -148,6 +149,7 @@ def _register_tasks() -> None:
 
 
 _register_tasks()
+__import__("grukit.cli_tune").cli_tune.register(app)   # `grukit tune TASK` (grukit/cli_tune.py)
 
 
 # ---------------------------------------------------------------- evaluate / predict
@@ -202,13 +204,13 @@ def generate(run: Path = typer.Argument(..., help="run directory written by `gru
     from .runs import Run
     r = Run(run)
     module = r.module()
-    if not hasattr(module, "generate"):
+    if not hasattr(module, "generate_run"):
         raise GrukitError(f"{r.task!r} runs cannot generate; `grukit generate` works with generative tasks "
                           "such as lm")
     options = {k: v for k, v in dict(prompt=prompt, length=length, temperature=temperature, top_k=top_k,
                                      top_p=top_p, seed=seed, out=out, seconds=seconds,
                                      primer_frames=primer_frames).items() if v is not None}
-    for p in module.generate(r, r.models(), **options) or []:
+    for p in module.generate_run(r, r.models(), **options) or []:
         click.echo(f"wrote {p}", err=True)
 
 
@@ -223,14 +225,14 @@ def transcribe(run: Path = typer.Argument(..., help="speech run directory writte
                decoder: Optional[str] = typer.Option(None, "--decoder", help="greedy or beam (default: the "
                                                      "run's)")) -> None:
     """Print the transcript of each audio file; --stream also reports the real-time factor."""
-    from .tasks.speech import transcribe as run_transcribe
+    from .tasks.speech import transcribe_files
     if decoder not in (None, "greedy", "beam"):
         raise click.UsageError(f"--decoder {decoder!r}: expected greedy or beam")
 
     def partial(path: str, text: str) -> None:
         click.echo(f"  ... {text}", err=True)
 
-    for r in run_transcribe(run, audio, stream=stream, chunk_ms=chunk_ms, decoder=decoder,
+    for r in transcribe_files(run, audio, stream=stream, chunk_ms=chunk_ms, decoder=decoder,
                             on_partial=partial if stream else None):
         click.echo(f"{r['path']}\t{r['text']}")
         if stream:
@@ -351,6 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(str(e).split("\n")[:1]) if "\n" not in str(e) else str(e).replace("\n  - ", "; ")
         click.echo(f"grukit: error: {msg}", err=True)
         return getattr(e, "exit_code", 2)             # 2 for bad input; 128+signal for an interrupted run
+    except OSError as e:                              # the disk (full, read-only) or a file that went away
+        if _DEBUG:
+            raise
+        from .io import storage_error
+        click.echo(f"grukit: error: {storage_error(e, e.filename or '(a file)')}", err=True)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

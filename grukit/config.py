@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import ConfigError, collect
 
@@ -71,6 +73,22 @@ class TaskConfig:
     deterministic: bool = opt(False, "bit-reproducible kernels (slower)")
     progress: bool = opt(True, "show the rich progress bar")
     limit_train_batches: float = opt(1.0, "fraction (<=1) or number (>1) of training batches per epoch")
+    checkpoint_every: float = opt(5.0, "seconds between writes of checkpoints/last.ckpt at epoch ends (0 = every "
+                                       "epoch); it is always written at the end and on Ctrl-C")
+
+    #: options that ``--resume`` applies (and records); any other option given with ``--resume`` is refused
+    resumable = ("max_epochs", "progress", "num_workers", "accelerator", "devices", "num_nodes", "strategy",
+                 "deterministic", "limit_train_batches", "checkpoint_every")
+
+    # ---- `grukit tune` search space: field -> [choices] | {low, high, log, step} | fixed value (a config
+    # file's `tune:` section overrides it per field; see grukit.tune_space)
+    tune_space: ClassVar[dict[str, Any]] = {
+        "hidden_size": [16, 32, 64, 128],
+        "num_layers": [1, 2],
+        "dropout": {"low": 0.0, "high": 0.3},
+        "lr": {"low": 3e-4, "high": 3e-2, "log": True},
+        "batch_size": [16, 32, 64],
+    }
 
     # ------------------------------------------------------------ conversion
     @classmethod
@@ -115,7 +133,8 @@ class TaskConfig:
         for name in ("dropout", "recurrent_dropout", "zoneout", "head_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 p.append(f"{name}={getattr(self, name)}: expected a probability in [0, 1)")
-        if self.lr <= 0:
+        p += self._non_finite()
+        if math.isfinite(self.lr) and self.lr <= 0:
             p.append(f"lr={self.lr}: expected a positive learning rate")
         if not 0.0 <= self.val_fraction < 1.0:
             p.append(f"val_fraction={self.val_fraction}: expected a fraction in [0, 1)")
@@ -124,7 +143,35 @@ class TaskConfig:
                      f"{nearest(self.lr_schedule, ['none', 'plateau', 'cosine'])}")
         if self.patience < 0 or self.gradient_clip_val < 0:
             p.append("patience and gradient_clip_val must be >= 0")
+        if self.checkpoint_every < 0:
+            p.append(f"checkpoint_every={self.checkpoint_every}: expected seconds >= 0 (0 = every epoch)")
+        p += self._memory_problems()
         return p
+
+    def _non_finite(self) -> list[str]:
+        """Every float option (and float list) that is NaN or infinite."""
+        hints = typing.get_type_hints(type(self))
+        p = []
+        for f in dataclasses.fields(self):
+            value, hint = getattr(self, f.name), hints.get(f.name)
+            values = value if typing.get_origin(hint) is tuple else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                p.append(f"{f.name}={value}: expected a finite number")
+        return p
+
+    def _memory_problems(self) -> list[str]:
+        """A GRU whose parameters (with gradients and two AdamW moments) would not fit in this machine's memory
+        is refused before anything is written, with the estimate."""
+        if min(self.hidden_size, self.num_layers) < 1:
+            return []
+        params = gru_parameters(self.hidden_size, self.num_layers, self.bidirectional)
+        need = 16 * params                                   # float32 weights, gradients, exp_avg, exp_avg_sq
+        total = physical_memory()
+        if total is None or need <= total:
+            return []
+        return [f"hidden_size={self.hidden_size}, num_layers={self.num_layers}: the GRU alone would have "
+                f"{params:.3g} parameters, {need / 2 ** 30:.3g} GiB with gradients and optimiser state; this "
+                f"machine has {total / 2 ** 30:.0f} GiB of memory"]
 
     def validate(self) -> None:
         collect(self.problems(), ConfigError, "the configuration")
@@ -160,12 +207,42 @@ class ForecastConfig(TaskConfig):
                             "horizon")
     season_length: int = opt(0, "seasonal period for seasonal-naive, ETS and MASE (0: from the time "
                                 "frequency, 12 for monthly)")
-    ensemble: int = opt(1, "models trained with different seeds and averaged (evaluation and predict)")
+    ensemble: int = opt(1, "models trained with different seeds, combined by their median (evaluation and "
+                           "predict)")
+    lookbacks: tuple[int, ...] = opt((), "lookback ensemble: train on windows cut at random to one of these "
+                                         "lengths (<= lookback) and forecast with the median over all of them")
+    layout: str = opt("auto", "table layout: long (one row per step), wide (M4: id then values, blanks after "
+                              "the end), auto (wide when there is no time column and the first column holds ids)")
+    duplicates: str = opt("error", "two rows of one series with the same time stamp: error, or combine them "
+                                   "with mean, sum or last")
+    test_data: str = opt("", "file with the values after each series' training data (e.g. M4's test file); "
+                             "evaluation then forecasts from the end of the training data instead of holding "
+                             "out backtests x horizon points")
+    max_windows: int = opt(0, "training windows per series, the most recent ones (0 = all)")
+    deseasonalize: bool = opt(False, "divide each series by its classical multiplicative seasonal indices (when "
+                                     "the M4 seasonality test finds the season) before the transform")
+    es_hybrid: bool = opt(False, "ES-RNN-style hybrid: per-series level and seasonal smoothing coefficients and "
+                                 "initial seasonality, learned jointly with the GRU, normalise each window")
+    series_embedding: int = opt(0, "size of a learned per-series id embedding fed to the GRU (0 = off)")
+    baselines: tuple[str, ...] = opt(("naive", "seasonal_naive", "naive2", "theta", "ets", "arima"),
+                                     "baselines fitted beside the model: naive, seasonal_naive, naive2, theta, "
+                                     "ets, arima")
+    n_jobs: int = opt(1, "processes fitting the baselines (0 = one per CPU)")
     batch_size: int = opt(16, "windows per batch")
     max_epochs: int = opt(200, "upper bound on training epochs")
     patience: int = opt(30, "early stopping patience in epochs")
     hidden_size: int = opt(32, "GRU units")
     lr: float = opt(1e-2, "Adam learning rate")
+
+    tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune forecast` search space
+        "hidden_size": [16, 32, 64, 128],
+        "num_layers": [1, 2],
+        "lookback": {"low": 12, "high": 72, "step": 12},
+        "lr": {"low": 1e-3, "high": 3e-2, "log": True},
+        "batch_size": [8, 16, 32],
+        "head_dropout": {"low": 0.0, "high": 0.3},
+        "window_norm": [True, False],
+    }
 
     def problems(self) -> list[str]:
         p = super().problems()
@@ -182,6 +259,14 @@ class ForecastConfig(TaskConfig):
             p.append(f"interval={self.interval}: expected a coverage in (0, 1)")
         if self.backtests < 1 or self.ensemble < 1 or self.season_length < 0:
             p.append("backtests and ensemble must be >= 1, season_length >= 0")
+        _choice(p, "layout", self.layout, ["auto", "long", "wide"])
+        _choice(p, "duplicates", self.duplicates, ["error", "mean", "sum", "last"])
+        if any(not 1 <= k <= self.lookback for k in self.lookbacks):
+            p.append(f"lookbacks={list(self.lookbacks)}: expected lengths between 1 and lookback={self.lookback}")
+        if self.max_windows < 0 or self.series_embedding < 0 or self.n_jobs < -1:
+            p.append("max_windows and series_embedding must be >= 0, n_jobs >= -1")
+        for b in self.baselines:
+            _choice(p, "baselines", b, ["naive", "seasonal_naive", "naive2", "theta", "ets", "arima"])
         return p
 
 
@@ -201,6 +286,16 @@ class ClassifyConfig(TaskConfig):
     hidden_size: int = opt(64, "GRU units per direction")
     max_epochs: int = opt(60, "upper bound on training epochs")
     patience: int = opt(15, "early stopping patience in epochs")
+
+    tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune classify` search space
+        "hidden_size": [32, 64, 128],
+        "num_layers": [1, 2],
+        "bidirectional": [False, True],
+        "pooling": ["last", "mean", "attention"],
+        "dropout": {"low": 0.0, "high": 0.3},
+        "lr": {"low": 3e-4, "high": 1e-2, "log": True},
+        "batch_size": [16, 32, 64],
+    }
 
     def problems(self) -> list[str]:
         p = super().problems()
@@ -234,6 +329,14 @@ class AutoencoderConfig(TaskConfig):
     max_epochs: int = opt(40, "upper bound on training epochs")
     patience: int = opt(8, "early stopping patience in epochs")
 
+    tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune autoencoder` search space
+        "hidden_size": [16, 32, 64, 128],
+        "latent_size": [8, 16, 32, 64],
+        "num_layers": [1, 2],
+        "lr": {"low": 3e-4, "high": 1e-2, "log": True},
+        "batch_size": [16, 32, 64],
+    }
+
     def problems(self) -> list[str]:
         p = super().problems()
         _choice(p, "threshold", self.threshold, ["percentile", "f1"])
@@ -247,6 +350,23 @@ class AutoencoderConfig(TaskConfig):
         if not 0 < self.train_fraction < 1:
             p.append(f"train_fraction={self.train_fraction}: expected a fraction in (0, 1)")
         return p
+
+
+# ---------------------------------------------------------------- size estimates
+def gru_parameters(hidden_size: int, num_layers: int = 1, bidirectional: bool = False, input_size: int = 1) -> int:
+    """Parameters of a GRU: per layer and direction 3H(I + H) weights and 6H biases (I = H * D above layer 1);
+    a lower bound for the whole model (heads and embeddings come on top)."""
+    d, h, layers = (2 if bidirectional else 1), int(hidden_size), int(num_layers)
+    first = d * (3 * h * (int(input_size) + h) + 6 * h)
+    return first + (layers - 1) * d * (3 * h * (h * d + h) + 6 * h)
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine (None where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 # ---------------------------------------------------------------- conversion helpers
@@ -322,6 +442,8 @@ def load_config_file(path: str | Path, task: str | None = None) -> dict[str, Any
     from .tasks.registry import names as task_names
     flat: dict[str, Any] = {}
     for k, v in raw.items():
+        if k == "tune":                                  # the search space of `grukit tune` (grukit.tune_space)
+            continue
         if isinstance(v, dict):
             if k in task_names() and task is not None and k != task:
                 continue

@@ -1,7 +1,10 @@
 """grukit's errors: one base class, a few kinds, every message names the problem and the fix.
 
-All of them subclass ``ValueError`` as well as :class:`GrukitError`, so code written for
-``torch.nn.GRU`` (which raises ``ValueError``/``RuntimeError`` on bad shapes) keeps working.
+All of them subclass ``ValueError`` as well as :class:`GrukitError`. Where ``torch.nn.GRU`` raises another class
+for the same mistake, the error raised is also an instance of that class, so ``except TypeError:`` or
+``except RuntimeError:`` written against torch catches grukit's error too: :class:`ArgumentTypeError` (a
+``TypeError``: an argument of the wrong type) and :class:`SizeMismatchError` (a ``RuntimeError``: a size that
+disagrees with the module, or a sequence with no steps).
 """
 from __future__ import annotations
 
@@ -16,8 +19,16 @@ class ShapeError(GrukitError, ValueError):
     """A tensor has the wrong number of dimensions, size or dtype."""
 
 
+class SizeMismatchError(ShapeError, RuntimeError):
+    """A tensor's size disagrees with the module's (torch raises ``RuntimeError`` for these)."""
+
+
 class ConfigError(GrukitError, ValueError):
     """An option or combination of options that cannot be honoured."""
+
+
+class ArgumentTypeError(ConfigError, TypeError):
+    """An argument of the wrong type (torch raises ``TypeError`` for these)."""
 
 
 class BackendError(ConfigError):
@@ -51,6 +62,10 @@ def collect(problems: list[str], kind: type[GrukitError] = ConfigError, what: st
         raise kind(problems[0])
     head = f"{len(problems)} problems{(' in ' + what) if what else ''}:"
     raise kind("\n  - ".join([head, *problems]))
+
+
+class StaleWeightsWarning(UserWarning):
+    """A packed copy of a module's weights (a ``GRUStream``) no longer matches the module: call ``refresh()``."""
 
 
 class TrainingError(GrukitError, RuntimeError):

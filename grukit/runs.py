@@ -1,25 +1,29 @@
-"""Run directories: atomic writes, safe loading, and reopening a trained model without its training data.
+"""Run directories: a manifest that says what each file holds, safe loading, and reopening a trained model
+without its training data.
 
 A run directory holds::
 
-    run.json              grukit version, task name, status, created/updated times, data it was trained on
-    config.yaml           the resolved configuration (every field, defaults included)
+    run.json              grukit version, task name, status, times, data, and the manifest ("files")
+    config.yaml           the resolved configuration that training used (every field, defaults included)
     meta.json             data-dependent state: sizes, scalers, class names, vocabularies (JSON only)
     model.safetensors     the best weights (state_dict; ``model-1.safetensors``... for extra ensemble members)
-    checkpoints/          Lightning ``best.ckpt`` and ``last.ckpt`` (for ``--resume``)
-    metrics.csv           per-epoch training/validation metrics (Lightning CSVLogger)
+    checkpoints/          ``best.ckpt`` and ``last.ckpt`` (for ``--resume``; ``member-N/`` for ensembles)
+    metrics.csv           per-epoch training/validation metrics (also ``logs/metrics.csv``)
     metrics.json          evaluation metrics of the model and its baselines
     plots/*.png           loss curve and task plots
     predictions*.csv      written by ``grukit predict``
 
-Every file is written atomically: a temporary file in the same directory, ``fsync``, then ``os.replace``. So a
-crash leaves either the old file or the new one, never half of one. Nothing here unpickles: weights load through
-safetensors, checkpoints through ``torch.load(weights_only=True)``, everything else is JSON/YAML text.
+Every file is written atomically (:mod:`grukit.io`). The manifest in ``run.json`` records the size and sha256
+of every weight, checkpoint and metadata file (config.yaml, meta.json); it is updated in two steps around each
+write (first the new entry with the old one still accepted, then the file, then the new entry alone), so a kill
+at any moment leaves a run whose files all match it. Every load checks the files it reads against the manifest:
+a file changed, truncated or deleted afterwards is a one-line :class:`~grukit.errors.DataError` naming it.
+Nothing here unpickles: weights load through safetensors, checkpoints through ``torch.load(weights_only=True)``
+after their zip CRCs are checked, everything else is JSON/YAML text. See docs/run-directory.md.
 """
 from __future__ import annotations
 
 import io
-import json
 import os
 import tempfile
 import time
@@ -28,87 +32,161 @@ from typing import Any
 
 from . import __version__
 from .errors import ConfigError, DataError
+from .io import (atomic_write, digest, file_digest, json_bytes, read_json, read_yaml, storage_error, write_json,
+                 write_yaml)
 
 __all__ = ["atomic_write", "write_json", "read_json", "write_yaml", "save_weights", "load_weights",
-           "load_checkpoint", "new_run_dir", "Run", "open_run"]
+           "load_checkpoint", "verify_checkpoint", "new_run_dir", "Run", "open_run", "record_files",
+           "read_info", "update_info"]
 
 RUN_FILE = "run.json"
+MANIFEST = "files"          # the manifest's key in run.json: {relative path: {"size": n, "sha256": hex}}
 
 
-# ------------------------------------------------------------------ atomic writes
-def atomic_write(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+# ------------------------------------------------------------------ run.json and its manifest
+def read_info(run_dir: str | Path) -> dict:
+    """run.json of ``run_dir``, checked for the shape grukit writes (a one-line DataError otherwise)."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file() and not path.exists():
+        raise ConfigError(f"{run_dir} is not a grukit run directory (no {RUN_FILE}); pass the --out directory "
+                          "of `grukit train`")
+    info = read_json(path, "run record")
+    if not isinstance(info, dict) or not isinstance(info.get("task"), str):
+        raise DataError("the run record is damaged: expected a JSON object with a \"task\" name", path=path)
+    files = info.get(MANIFEST, {})
+    ok = isinstance(files, dict) and all(_entry_ok(e) for e in files.values())
+    if not ok:
+        raise DataError(f"the run record is damaged: its \"{MANIFEST}\" manifest is not a mapping of file "
+                        "names to size and sha256", path=path)
+    return info
+
+
+def _entry_ok(e) -> bool:
+    if not isinstance(e, dict) or not isinstance(e.get("size"), int) or not isinstance(e.get("sha256"), str):
+        return False
+    return "or" not in e or e["or"] is None or _entry_ok(e["or"])
+
+
+def update_info(run_dir: str | Path, **changes) -> dict:
+    """Read run.json afresh, apply ``changes``, write it back atomically; returns the new record."""
+    info = read_info(run_dir)
+    info.update(changes)
+    write_json(Path(run_dir) / RUN_FILE, info)
+    return info
+
+
+def _relative(run_dir: Path, path: Path) -> str | None:
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable where the platform allows it
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return path
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(run_dir)).as_posix()
+    except ValueError:
+        return None
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+def record_files(run_dir: str | Path, files: dict[Path, bytes]) -> None:
+    """Write ``files`` (path -> bytes) atomically and record them in the manifest of run.json.
+
+    Two-step, so that a kill at any moment leaves files that match the manifest: (1) each entry is recorded as
+    "new, or the old one" (``or``), (2) the files are written, (3) the entries are recorded alone."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).is_file():
+        for p, data in files.items():
+            atomic_write(p, data)
+        return
+    info = read_info(run_dir)
+    manifest = info.setdefault(MANIFEST, {})
+    new = {}
+    for p, data in files.items():
+        rel = _relative(run_dir, p)
+        if rel is not None:
+            new[rel] = digest(data)
+            old = manifest.get(rel)
+            old = {k: v for k, v in old.items() if k != "or"} if old else None
+            if old != new[rel]:
+                manifest[rel] = {**new[rel], "or": old}
+    write_json(run_dir / RUN_FILE, info)
+    for p, data in files.items():
+        atomic_write(p, data)
+    manifest.update(new)
+    info["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    write_json(run_dir / RUN_FILE, info)
 
 
-def _json_default(o):
+def verify_file(run_dir: str | Path, path: str | Path, info: dict | None = None, hint: str = "") -> None:
+    """Check ``path`` against the run's manifest; a file that differs or is missing is a one-line DataError.
+
+    A file the manifest does not list (a run written before manifests existed) passes unchecked."""
+    run_dir, path = Path(run_dir), Path(path)
+    info = read_info(run_dir) if info is None else info
+    rel = _relative(run_dir, path)
+    entry = info.get(MANIFEST, {}).get(rel) if rel else None
+    if entry is None:
+        return
+    hint = f"; {hint}" if hint else ""
+    accepted = [entry] + ([entry["or"]] if "or" in entry and entry["or"] is not None else [])
+    if not path.is_file():
+        if "or" in entry and entry["or"] is None:     # killed before its first write finished: never existed
+            return
+        raise DataError(f"the file is missing (run.json's manifest lists it with {entry['size']} bytes){hint}",
+                        path=path)
     try:
-        import numpy as np
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+        actual = file_digest(path)
+    except OSError as e:
+        raise storage_error(e, path, "read") from None
+    if any(actual["size"] == a["size"] and actual["sha256"] == a["sha256"] for a in accepted):
+        return
+    if all(actual["size"] != a["size"] for a in accepted):
+        why = f"it has {actual['size']} bytes, run.json's manifest says {entry['size']}"
+    else:
+        why = "its sha256 differs from the one in run.json's manifest"
+    raise DataError(f"the file changed after grukit wrote it ({why}): it is damaged or was edited{hint}",
+                    path=path)
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def write_yaml(path: str | Path, obj: Any) -> Path:
-    import yaml
-    return atomic_write(path, yaml.safe_dump(obj, sort_keys=False))
-
-
-def save_weights(state_dict: dict, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Save a state_dict as safetensors (tensors made contiguous and unshared), atomically."""
+# ------------------------------------------------------------------ weights and checkpoints
+def save_weights(state_dict: dict, path: str | Path, metadata: dict[str, str] | None = None,
+                 run_dir: str | Path | None = None) -> Path:
+    """Save a state_dict as safetensors (tensors made contiguous and unshared), atomically; recorded in the
+    manifest of ``run_dir`` when given."""
     from safetensors.torch import save
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
-    return atomic_write(path, save(tensors, metadata=metadata))
+    data = save(tensors, metadata=metadata)
+    if run_dir is None:
+        return atomic_write(path, data)
+    record_files(run_dir, {Path(path): data})
+    return Path(path)
 
 
 def load_weights(path: str | Path) -> dict:
     """Load a safetensors state_dict (no pickle involved); anything else is refused with a DataError."""
     from safetensors.torch import load
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError("the weight file is missing", path=path) from None
+    except OSError as e:
+        raise storage_error(e, path, "read") from None
     try:
         return load(data)
     except Exception as e:  # safetensors raises its own SafetensorError (and others) on foreign bytes
         raise DataError(f"not a safetensors weight file ({type(e).__name__}: {e}); grukit never unpickles "
                         "weights, so a file of any other format is refused", path=path) from None
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Check a checkpoint's zip structure and every member's CRC (``torch.load`` checks neither)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except FileNotFoundError:
+        raise DataError("the checkpoint is missing", path=path) from None
+    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+        raise DataError(f"the checkpoint is truncated or damaged (not a complete zip archive: {e})",
+                        path=path) from None
+    except OSError as e:
+        raise storage_error(e, path, "read") from None
+    if bad is not None:
+        raise DataError(f"the checkpoint is damaged: its member {bad!r} fails its CRC check", path=path)
 
 
 def safe_torch_load(path: str | Path):
@@ -119,7 +197,7 @@ def safe_torch_load(path: str | Path):
     import torch
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as e:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"refused to load this checkpoint: it is not a plain tensor checkpoint ({first[:200]}). "
                         "grukit loads checkpoints with torch.load(weights_only=True) and never runs code from "
@@ -135,10 +213,13 @@ def check_version(version, path) -> None:
 
 
 def load_checkpoint(path: str | Path, task: str | None = None) -> dict:
-    """Load a Lightning checkpoint with ``torch.load(weights_only=True)``; check it belongs to ``task``."""
+    """Load a Lightning checkpoint with ``torch.load(weights_only=True)`` after checking its zip CRCs; check it
+    belongs to ``task``."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {str(path)!r} does not exist")
+    if _is_zip(path):
+        verify_checkpoint(path)
     ckpt = safe_torch_load(path)
     info = ckpt.get("grukit") if isinstance(ckpt, dict) else None
     if info is None:
@@ -149,6 +230,23 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict:
         raise ConfigError(f"{path} holds a {info.get('task')!r} model, not {task!r}; load it with the "
                           f"{info.get('task')!r} task")
     return ckpt
+
+
+def _is_zip(path: Path) -> bool:
+    """True unless the file starts like a legacy (pre-zip) torch pickle, which safe_torch_load judges."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise storage_error(e, path, "read") from None
+    return not head.startswith(b"\x80")
+
+
+def checkpoint_bytes(checkpoint: dict) -> bytes:
+    import torch
+    buf = io.BytesIO()
+    torch.save(checkpoint, buf)
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------ run directories
@@ -202,22 +300,31 @@ def new_run_dir(out: str | Path | None, task: str, resume: bool = False) -> Path
 
 
 class Run:
-    """An opened run directory: its task, config and meta, and the trained model(s)."""
+    """An opened run directory: its task, config and meta, and the trained model(s).
+
+    Opening checks run.json, config.yaml and meta.json against the manifest; :meth:`models` checks the weight
+    files. Any damage is a one-line :class:`DataError` naming the file."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        info_file = self.path / RUN_FILE
-        if not info_file.is_file():
-            raise ConfigError(f"{self.path} is not a grukit run directory (no {RUN_FILE}); pass the --out "
-                              "directory of `grukit train`")
-        self.info = read_json(info_file)
+        self.info = read_info(self.path)
         from .tasks import registry
         self.entry = registry.get(self.info["task"])
-        import yaml
-        cfg = yaml.safe_load((self.path / "config.yaml").read_text(encoding="utf-8")) or {}
-        self.config = self.entry.config_class().from_dict(cfg, source=str(self.path / "config.yaml"))
-        meta_file = self.path / "meta.json"
-        self.meta = read_json(meta_file) if meta_file.is_file() else {}
+        config_file, meta_file = self.path / "config.yaml", self.path / "meta.json"
+        verify_file(self.path, config_file, self.info)
+        verify_file(self.path, meta_file, self.info)
+        cfg = read_yaml(config_file, "run's configuration") or {}
+        if not isinstance(cfg, dict):
+            raise DataError("the run's configuration is damaged: expected a mapping of option names to values",
+                            path=config_file)
+        try:
+            self.config = self.entry.config_class().from_dict(cfg, source=str(config_file))
+        except ConfigError as e:
+            raise DataError(f"the run's configuration is damaged: {' '.join(str(e).split())}",
+                            path=config_file) from None
+        self.meta = read_json(meta_file, "run's data state (meta.json)")
+        if not isinstance(self.meta, dict):
+            raise DataError("the run's data state is damaged: expected a JSON object", path=meta_file)
 
     @property
     def task(self) -> str:
@@ -226,27 +333,67 @@ class Run:
     def module(self):
         return self.entry.load()
 
+    def verify(self, path: str | Path, hint: str = "") -> None:
+        """Check one file of this run against its manifest as it is now on disk (see :func:`verify_file`)."""
+        self.info = read_info(self.path)
+        verify_file(self.path, path, self.info, hint)
+
+    def intact_checkpoint(self, name: str = "best.ckpt", member: int = 0) -> Path | None:
+        """``checkpoints/[member-N/]name`` when it exists and matches the manifest and its CRCs, else None."""
+        p = self.path / "checkpoints" / ("" if member == 0 else f"member-{member}") / name
+        try:
+            verify_file(self.path, p, read_info(self.path))
+            verify_checkpoint(p)
+        except (DataError, OSError):
+            return None
+        return p if p.is_file() else None
+
     def weight_files(self) -> list[Path]:
         files = sorted(self.path.glob("model*.safetensors"), key=lambda p: (len(p.name), p.name))
+        listed = [self.path / r for r in self.info.get(MANIFEST, {}) if r.startswith("model")
+                  and r.endswith(".safetensors")]
+        for f in listed:
+            if f not in files:
+                self.verify(f, self._weights_hint(f))          # listed but deleted: says so
         if not files:
             raise ConfigError(f"{self.path} has no trained weights (model.safetensors); the run may have been "
                               f"interrupted: continue it with `grukit train {self.task} --out {self.path} "
                               "--resume`")
         return files
 
+    def _weights_hint(self, weights: Path) -> str:
+        member = 0 if weights.name == "model.safetensors" else int(weights.stem.split("-")[-1])
+        best = self.intact_checkpoint("best.ckpt", member) or self.intact_checkpoint("last.ckpt", member)
+        if best is None:
+            return "retrain the run (no intact checkpoint is left to rebuild it from)"
+        return (f"{best.relative_to(self.path)} is intact: `grukit train {self.task} --out {self.path} --resume` "
+                "writes the weights again from it")
+
     def models(self) -> list:
         """The trained model(s), in eval mode (several for an ensemble)."""
         Task = self.module().Task
         out = []
         for f in self.weight_files():
-            m = Task(self.config, self.meta)
-            m.load_state_dict(load_weights(f))
+            self.verify(f, self._weights_hint(f))
+            state = load_weights(f)
+            try:
+                m = Task(self.config, self.meta)
+            except (KeyError, TypeError, ValueError, IndexError) as e:
+                if isinstance(e, (ConfigError, DataError)):
+                    raise
+                raise DataError(f"the run's data state does not fit a {self.task!r} model ({type(e).__name__}: "
+                                f"{e}); it is damaged", path=self.path / "meta.json") from None
+            try:
+                m.load_state_dict(state)
+            except RuntimeError as e:
+                first = " ".join(str(e).split())[:300]
+                raise DataError(f"the weights do not fit the model that config.yaml and meta.json describe "
+                                f"({first}); was config.yaml edited after training?", path=f) from None
             out.append(m.eval())
         return out
 
     def update_info(self, **changes) -> None:
-        self.info.update(changes, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        write_json(self.path / RUN_FILE, self.info)
+        self.info = update_info(self.path, **changes, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
     def evaluate(self, data: str | None = None) -> dict:
         """Evaluate on ``data`` (default: the held-out part of the training data); writes metrics.json."""
@@ -279,18 +426,11 @@ def open_run(path: str | Path, task: str | None = None) -> Run:
 
 
 def start_run(path: Path, task: str, config, meta: dict) -> Run:
-    """Write run.json, config.yaml and meta.json of a new run (resume keeps existing files)."""
+    """Write run.json, config.yaml and meta.json of a new run (resume keeps run.json and its manifest)."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     if not (path / RUN_FILE).is_file():
         write_json(path / RUN_FILE, {"grukit_version": __version__, "task": task, "status": "training",
-                                     "created": now, "updated": now, "data": config.data})
-    write_yaml(path / "config.yaml", config.to_dict())
-    write_json(path / "meta.json", meta)
+                                     "created": now, "updated": now, "data": config.data, MANIFEST: {}})
+    from .io import yaml_bytes
+    record_files(path, {path / "config.yaml": yaml_bytes(config.to_dict()), path / "meta.json": json_bytes(meta)})
     return Run(path)
-
-
-def checkpoint_bytes(checkpoint: dict) -> bytes:
-    import torch
-    buf = io.BytesIO()
-    torch.save(checkpoint, buf)
-    return buf.getvalue()

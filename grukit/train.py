@@ -4,8 +4,10 @@ The Trainer gets a rich progress bar (TQDM when rich is missing), early stopping
 gradient clipping from the config, best/last checkpoints, a CSV metrics log and seeding. ``resume=True``
 continues an interrupted run from ``checkpoints/last.ckpt`` through Lightning's ``ckpt_path``.
 
-Checkpoint safety: checkpoints are written by :class:`AtomicCheckpointIO` (temp file, fsync, rename) and read
-with ``torch.load(weights_only=True)`` (we pass ``weights_only=True`` to ``Trainer.fit`` and the IO plugin
+Checkpoints: ``last.ckpt`` is written at epoch ends, at most once per ``checkpoint_every`` seconds, and always at
+the end (:class:`grukit.callbacks.LastCheckpoint`), independent of ``best.ckpt``. Both are written by
+:class:`AtomicCheckpointIO` (temp file, fsync, rename, recorded in the run's manifest) and read with
+``torch.load(weights_only=True)`` (we pass ``weights_only=True`` to ``Trainer.fit`` and the IO plugin
 forces it). That works because everything grukit puts in a checkpoint is tensors or plain JSON-like values;
 Lightning's own callback and loop states are too. After training, the best weights are exported to
 ``model.safetensors``, which is what ``grukit evaluate/predict`` load.
@@ -21,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import TaskConfig, load_config_file
-from .errors import ConfigError
-from .runs import Run, atomic_write, checkpoint_bytes, new_run_dir, save_weights, start_run
+from .errors import ConfigError, DataError
+from .io import StorageError, atomic_write, storage_error
+from .runs import Run, checkpoint_bytes, new_run_dir, record_files, save_weights, start_run
 
 __all__ = ["fit", "build_trainer", "resolve_config", "AtomicCheckpointIO"]
 
@@ -43,14 +46,18 @@ def resolve_config(task: str, config: TaskConfig | str | Path | dict | None = No
     return cls.from_dict(values, source=str(config) if isinstance(config, (str, Path)) else "options")
 
 
-def _checkpoint_io():
+def _checkpoint_io(run_dir: Path | None = None):
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
     class _Atomic(TorchCheckpointIO):
-        """Lightning checkpoint IO with atomic writes and ``weights_only=True`` loads."""
+        """Lightning checkpoint IO with atomic writes (recorded in ``run_dir``'s manifest) and
+        ``weights_only=True`` loads."""
 
         def save_checkpoint(self, checkpoint, path, storage_options=None):
-            atomic_write(path, checkpoint_bytes(checkpoint))
+            if run_dir is None:
+                atomic_write(path, checkpoint_bytes(checkpoint))
+            else:
+                record_files(run_dir, {Path(path): checkpoint_bytes(checkpoint)})
 
         def load_checkpoint(self, path, map_location=None, weights_only=None):
             from .runs import safe_torch_load
@@ -67,14 +74,13 @@ def build_trainer(cfg: TaskConfig, run_dir: Path, monitor: str = "val_loss", ckp
     """A Lightning Trainer for ``cfg`` writing into ``run_dir``."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     ckpt_dir = ckpt_dir or run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
-                           save_last=True, enable_version_counter=False)
-    best.CHECKPOINT_NAME_LAST = "last"
-    from .callbacks import GracefulStop, GradientWatch, NonFiniteGuard
-    callbacks = [best, NonFiniteGuard(ckpt_dir), GradientWatch(cfg.gradient_clip_val), GracefulStop(ckpt_dir)]
+                           save_last=False, enable_version_counter=False)
+    from .callbacks import AtomicCSVLogger, GracefulStop, GradientWatch, LastCheckpoint, NonFiniteGuard
+    callbacks = [best, LastCheckpoint(ckpt_dir / "last.ckpt", cfg.checkpoint_every), NonFiniteGuard(ckpt_dir),
+                 GradientWatch(cfg.gradient_clip_val), GracefulStop(ckpt_dir)]
     if cfg.patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=cfg.patience))
     if cfg.progress:
@@ -94,9 +100,9 @@ def build_trainer(cfg: TaskConfig, run_dir: Path, monitor: str = "val_loss", ckp
         default_root_dir=run_dir, max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=devices,
         num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision,
         gradient_clip_val=cfg.gradient_clip_val or None, deterministic=cfg.deterministic or None,
-        callbacks=callbacks, logger=CSVLogger(run_dir, name="logs", version=log_version),
+        callbacks=callbacks, logger=AtomicCSVLogger(run_dir, name="logs", version=log_version),
         enable_progress_bar=cfg.progress, enable_model_summary=False, log_every_n_steps=1,
-        limit_train_batches=int(limit) if limit > 1 else limit, plugins=[_checkpoint_io()],
+        limit_train_batches=int(limit) if limit > 1 else limit, plugins=[_checkpoint_io(run_dir)],
         num_sanity_val_steps=0)
 
 
@@ -139,7 +145,7 @@ def _rank_run_dir(out) -> Path:
 
 
 def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out: str | Path | None = None,
-        resume: bool = False, evaluate: bool = True, **overrides) -> Run | None:
+        resume: bool = False, evaluate: bool = True, callbacks: list | None = None, **overrides) -> Run | None:
     """Train ``task`` and return its :class:`~grukit.runs.Run`.
 
     Args:
@@ -147,7 +153,10 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
         config: a config dataclass, a YAML/TOML/JSON file, or a dict; ``overrides`` (config field names) win.
         out: the run directory (default ``runs/<task>``, numbered when taken). An existing run is never
             overwritten: pass ``resume=True`` to continue it from ``checkpoints/last.ckpt``.
+        resume: continue the run in ``out`` with its recorded config; options given with it must be in the
+            config's ``resumable`` list (``max_epochs``...) and are then applied and recorded, others refused.
         evaluate: evaluate on the held-out data after training and write ``metrics.json``.
+        callbacks: extra Lightning callbacks for the Trainer (``grukit tune`` passes its pruning callback).
 
     Under DDP (``devices``/``num_nodes``/``strategy="ddp"``) every rank trains and only rank 0 writes the run
     directory and returns the Run; the other ranks return None.
@@ -161,9 +170,9 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
     from .tasks import registry
 
     entry = registry.get(task)
-    if resume and out is not None and (Path(out) / "config.yaml").is_file():
-        base = load_config_file(Path(out) / "config.yaml")
-        cfg = resolve_config(task, base, **overrides)    # resume: saved config, CLI overrides (e.g. max_epochs)
+    previous = _resumed_run(task, out) if resume else None
+    if previous is not None:
+        cfg = resume_config(previous, config, **overrides)
     else:
         cfg = resolve_config(task, config, **overrides)
     if not cfg.data:
@@ -173,48 +182,156 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
     module = entry.load()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     prepared = module.prepare(cfg)                       # bad input fails here, before anything is written
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    first = _build_model(module, cfg, prepared.meta)     # so does a model that cannot be built
     rank = process_rank()
+    members = int(getattr(cfg, "ensemble", 1))
+    starts = {i: _resume_checkpoint(previous, task, i) for i in range(members)} \
+        if previous is not None and rank == 0 else {}     # verified before anything is written
     if rank == 0:
         run_dir = new_run_dir(out, task, resume=resume)
         run = start_run(run_dir, task, cfg, prepared.meta)
         os.environ[RUN_DIR_ENV] = str(run_dir.resolve())  # DDP ranks that Lightning starts later inherit it
     else:                                                # only rank 0 writes the run directory
         run_dir, run = _rank_run_dir(out), None
-    members = int(getattr(cfg, "ensemble", 1))
     t0 = time.time()
     for i in range(members):
         weights = run_dir / ("model.safetensors" if i == 0 else f"model-{i}.safetensors")
         ckpt_dir = run_dir / "checkpoints" / ("" if i == 0 else f"member-{i}")
-        if resume and weights.is_file() and not (ckpt_dir / "last.ckpt").is_file():
+        if resume and weights.is_file() and not (ckpt_dir / "last.ckpt").is_file() \
+                and not (ckpt_dir / "best.ckpt").is_file():
             continue                                     # finished, and its checkpoints were removed
-        L.seed_everything(cfg.seed + i, workers=True, verbose=False)
-        model = module.Task(cfg, prepared.meta)
-        monitor = model.monitor
+        if i == 0:
+            model = first
+        else:
+            L.seed_everything(cfg.seed + i, workers=True, verbose=False)
+            model = module.Task(cfg, prepared.meta)
         log_version = "" if i == 0 else f"member-{i}"
-        log_file = run_dir / "logs" / log_version / "metrics.csv"
-        previous = log_file.read_bytes() if resume and log_file.is_file() else None   # CSVLogger restarts it
-        trainer = build_trainer(cfg, run_dir, monitor=monitor, ckpt_dir=ckpt_dir, log_version=log_version)
-        last = ckpt_dir / "last.ckpt"
-        ckpt_path = str(last) if resume and last.is_file() else None
-        trainer.fit(model, train_dataloaders=prepared.train, val_dataloaders=prepared.val, ckpt_path=ckpt_path,
-                    weights_only=True)
-        _raise_if_interrupted(trainer, run, task, run_dir)
-        if process_rank() != 0:                          # training is done; rank 0 saves and evaluates
-            continue
-        best = ckpt_dir / "best.ckpt"
-        if best.is_file():
-            from .runs import load_checkpoint
-            model.load_state_dict(load_checkpoint(best, task)["state_dict"])
-        save_weights(model.state_dict(), weights, metadata={"task": task, "member": str(i)})
-        if previous is not None:
-            _merge_log(log_file, previous)
+        trainer = build_trainer(cfg, run_dir, monitor=model.monitor, ckpt_dir=ckpt_dir, log_version=log_version,
+                                extra_callbacks=callbacks)
+        ckpt_path = starts.get(i)
+        if resume and rank != 0:
+            ckpt_path = next((str(p) for p in (ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt") if p.is_file()), None)
+        with _disk_errors(task, run_dir, ckpt_dir):
+            trainer.fit(model, train_dataloaders=prepared.train, val_dataloaders=prepared.val,
+                        ckpt_path=ckpt_path, weights_only=True)
+            _raise_if_interrupted(trainer, run, task, run_dir)
+            if process_rank() != 0:                      # training is done; rank 0 saves and evaluates
+                continue
+            best = ckpt_dir / "best.ckpt"
+            if best.is_file():
+                from .runs import load_checkpoint
+                run.verify(best)
+                model.load_state_dict(load_checkpoint(best, task)["state_dict"])
+            save_weights(model.state_dict(), weights, metadata={"task": task, "member": str(i)}, run_dir=run_dir)
     if process_rank() != 0:
         return None
-    _collect_metrics(run_dir)
-    run.update_info(status="trained", train_seconds=round(time.time() - t0, 1))
+    with _disk_errors(task, run_dir, run_dir / "checkpoints"):
+        _collect_metrics(run_dir)
+        run.update_info(status="trained", train_seconds=round(time.time() - t0, 1))
     if evaluate:
         run.evaluate()
     return run
+
+
+# ------------------------------------------------------------------ resume, integrity, disk errors
+def _resumed_run(task: str, out) -> Run | None:
+    """The run ``--resume`` continues, opened (run.json, config.yaml and meta.json checked against the manifest)."""
+    if out is None:
+        raise ConfigError("--resume needs --out DIR naming the run to continue")
+    from .runs import RUN_FILE
+    if not (Path(out) / RUN_FILE).is_file():
+        return None                                      # new_run_dir says it is not a run directory
+    run = Run(out)
+    if run.task != task:
+        raise ConfigError(f"--resume: {out} is a {run.task!r} run, not {task!r}; continue it with "
+                          f"`grukit train {run.task} --out {out} --resume`")
+    return run
+
+
+def resume_config(run: Run, config=None, **overrides) -> TaskConfig:
+    """The config a resumed run trains with: its recorded one, with the options given now applied where they can
+    be (``type(config).resumable``); any other changed option is refused with one line naming it."""
+    recorded = run.config
+    given = dict(load_config_file(config, run.task) if isinstance(config, (str, Path)) else
+                 config.to_dict() if isinstance(config, TaskConfig) else (config or {}))
+    given.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = type(recorded).from_dict({**recorded.to_dict(), **given}, source="options")
+    changed = [f for f in recorded.field_names() if getattr(cfg, f) != getattr(recorded, f)]
+    refused = [f for f in changed if f not in recorded.resumable]
+    if refused:
+        what = ", ".join(f"--{f.replace('_', '-')} ({_show(getattr(recorded, f))} -> {_show(getattr(cfg, f))})"
+                         for f in refused)
+        raise ConfigError(f"--resume continues {run.path} with the options it was trained with; {what} cannot "
+                          f"change on resume (only {', '.join('--' + f.replace('_', '-') for f in recorded.resumable)}"
+                          " can): drop them, or start a new run with another --out")
+    return cfg
+
+
+def _show(v) -> str:
+    return ",".join(map(str, v)) if isinstance(v, tuple) else repr(v) if isinstance(v, str) else str(v)
+
+
+def _build_model(module, cfg: TaskConfig, meta: dict):
+    """The task's model, built before the run directory is written; a size torch cannot allocate is one line."""
+    try:
+        return module.Task(cfg, meta)
+    except (RuntimeError, MemoryError, OverflowError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ConfigError(f"cannot build the model with hidden_size={cfg.hidden_size}, num_layers="
+                          f"{cfg.num_layers} ({type(e).__name__}: {first}); choose smaller sizes") from None
+
+
+def _resume_checkpoint(run: Run, task: str, member: int) -> str | None:
+    """The checkpoint a resume starts from, verified (zip CRCs and the manifest): ``last.ckpt``, or
+    ``best.ckpt`` when ``last.ckpt`` was deleted; a damaged one is a one-line DataError with what to do."""
+    from .runs import load_checkpoint, verify_checkpoint
+    ckpt_dir = run.path / "checkpoints" / ("" if member == 0 else f"member-{member}")
+    last, best = ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt"
+    chosen = last if last.is_file() else best if best.is_file() else None
+    if chosen is None:
+        return None
+    other = best if chosen == last else None
+    intact = other is not None and run.intact_checkpoint(other.name, member) is not None
+    hint = (f"{other} is intact: delete {chosen} and --resume continues from it" if intact else
+            "no other intact checkpoint is left: start a new run with another --out")
+    try:
+        verify_checkpoint(chosen)
+        run.verify(chosen, hint)
+        load_checkpoint(chosen, task)                    # refuses planted code and foreign checkpoints now
+    except DataError as e:
+        if hint in str(e):
+            raise
+        raise DataError(f"{e}; {hint}") from None
+    return str(chosen)
+
+
+class _disk_errors:
+    """Turn an OSError of the disk during training (full, read-only, quota) into one line that says what is kept
+    and how to continue."""
+
+    def __init__(self, task: str, run_dir: Path, ckpt_dir: Path):
+        self.task, self.run_dir, self.ckpt_dir = task, run_dir, ckpt_dir
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if e is None or not isinstance(e, OSError):
+            return False
+        err = e if isinstance(e, StorageError) else storage_error(e, getattr(e, "filename", None) or self.run_dir)
+        last = self.ckpt_dir / "last.ckpt"
+        kept = ""
+        if last.is_file():
+            try:
+                from .runs import load_checkpoint
+                kept = f"; {last} (epoch {load_checkpoint(last)['epoch']}) is intact"
+            except Exception:  # noqa: BLE001 - only the message depends on it
+                kept = ""
+        raise StorageError(f"{err}{kept}: free space (or make the disk writable) and continue with `grukit train "
+                           f"{self.task} --out {self.run_dir} --resume`", err.errno) from None
 
 
 def _raise_if_interrupted(trainer, run, task: str, run_dir: Path) -> None:
@@ -233,17 +350,6 @@ def _raise_if_interrupted(trainer, run, task: str, run_dir: Path) -> None:
                       f"{trainer.global_step}; checkpoint written to {stop.ckpt_dir / 'last.ckpt'}; continue with "
                       f"`grukit train {task} --out {run_dir} --resume`",
                       exit_code=128 + int(stop.signal_received))
-
-
-def _merge_log(log_file: Path, previous: bytes) -> None:
-    """Put the epochs logged before a resume back in front of the resumed run's rows."""
-    import io
-    import pandas as pd
-    old = pd.read_csv(io.BytesIO(previous))
-    new = pd.read_csv(log_file) if log_file.is_file() else old.iloc[:0]
-    if len(new) and "epoch" in new and "epoch" in old:
-        old = old[old["epoch"] < new["epoch"].min()]
-    atomic_write(log_file, pd.concat([old, new], ignore_index=True).to_csv(index=False))
 
 
 def _collect_metrics(run_dir: Path) -> None:

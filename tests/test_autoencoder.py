@@ -93,6 +93,53 @@ def test_threshold_from_labelled_validation_series(trained, tmp_path):
     stored = Run(run.path).info["threshold"]
     short = tmp_path / "short.csv"
     pd.read_csv(data).iloc[:150].to_csv(short, index=False)            # shorter than the training part
-    assert Run(run.path).evaluate(str(short))["grukit"]["threshold"] == stored
+    with pytest.warns(UserWarning, match="no anomalous"):                    # its labels hold no anomaly
+        assert Run(run.path).evaluate(str(short))["grukit"]["threshold"] == stored
     with pytest.raises(Exception, match="threshold=f1 needs --valid-data"):
         run2.config.replace(valid_data="")
+
+
+def test_anomaly_scores_entry_point(trained):
+    """anomaly_scores(models, meta, config, values): per-step scores equal a hand computation through forward()
+    (windows at stride 1, each step's squared error averaged over the windows covering it, smoothed), flags are
+    score > threshold, a 2-member ensemble of one model scores as the model, a wrong width is a ShapeError."""
+    import torch
+    from grukit.errors import ShapeError
+    from grukit.tasks import autoencoder as ae
+    run, data = trained
+    cols = run.meta["roles"]["columns"]
+    values = pd.read_csv(data)[cols].to_numpy()[:120]                         # (120, F)
+    (model,) = run.models()
+    scores, flags = ae.anomaly_scores([model], run.meta, run.config, values, threshold=0.5)
+    z = ((values - np.asarray(run.meta["mean"])) / np.asarray(run.meta["std"])).astype(np.float32)
+    W = run.config.window
+    wins = torch.from_numpy(np.stack([z[s:s + W] for s in range(len(z) - W + 1)]))
+    with torch.no_grad():
+        recon, _ = model.eval()({"x": wins})
+    err = ((recon - wins) ** 2).sum(-1).numpy()                                 # (N, W)
+    total, count = np.zeros(len(z)), np.zeros(len(z))
+    for s in range(len(err)):
+        total[s:s + W] += err[s]
+        count[s:s + W] += 1
+    width = run.config.smooth or max(1, W // 16)
+    ref = np.convolve(total / count, np.ones(width) / width, mode="same")
+    np.testing.assert_allclose(scores, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(flags, scores > 0.5)
+    pair, _ = ae.anomaly_scores([model, model], run.meta, run.config, values, threshold=0.5)
+    np.testing.assert_allclose(pair, scores, rtol=1e-6)
+    _, default = ae.anomaly_scores([model], run.meta, run.config, values)      # no threshold: a percentile
+    assert default.sum() == (scores > np.percentile(scores, run.config.percentile)).sum()
+    with pytest.raises(ShapeError, match=rf"expected \(n, {len(cols)}\)"):
+        ae.anomaly_scores([model], run.meta, run.config, np.zeros((50, len(cols) + 1)))
+
+
+def test_labels_without_anomalies_warn(trained, tmp_path):
+    """A label column with no positive row after the training part: a warning saying why precision/recall
+    are missing (it used to vanish silently)."""
+    run, data = trained
+    frame = pd.read_csv(data)
+    frame["anomaly"] = 0
+    frame.to_csv(tmp_path / "clean.csv", index=False)
+    with pytest.warns(UserWarning, match=r"no anomalous \(1\) row.*precision, recall and F1 cannot"):
+        m = run.evaluate(str(tmp_path / "clean.csv"))
+    assert set(m["grukit"]) == {"threshold", "flagged"}

@@ -26,7 +26,8 @@ def _data(tmp: Path) -> Path:
 def _cmd(data: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "grukit.cli", "train", "classify", "--data", str(data), "--out", str(out),
             "--max-epochs", "6", "--hidden-size", "16", "--dropout", "0.2", "--num-layers", "2",
-            "--batch-size", "16", "--patience", "0", "--deterministic", "--no-progress", "--no-eval", *extra]
+            "--batch-size", "16", "--patience", "0", "--deterministic", "--no-progress", "--no-eval",
+            "--checkpoint-every", "0", *extra]
 
 
 def _wait_for_epoch(ckpt: Path, proc, epoch: int, timeout: float = 240) -> None:

@@ -172,7 +172,7 @@ def test_generation_is_reproducible_and_streams(runs):
                              on_text=pieces.append)
         assert len(pieces) > 5 and "".join(pieces) == c == a                    # streamed == returned
         buf = io.StringIO()
-        lm.generate(run, run.models(), prompt="the cat", length=40, temperature=0.9, top_k=5, seed=3,
+        lm.generate_run(run, run.models(), prompt="the cat", length=40, temperature=0.9, top_k=5, seed=3,
                     stream=buf)
         assert buf.getvalue() == a + "\n"
         assert lm.generate_text(run, length=40, top_p=0.5, seed=4) != lm.generate_text(run, length=40,
@@ -199,6 +199,41 @@ def test_step_generation_equals_full_rerun(runs, temperature, top_k, top_p):
     model, vocab = run.models()[0], Vocab.from_dict(run.meta["vocab"])
     fast = lm.sample(model, vocab, "the ", 30, temperature, top_k, top_p, seed=11)
     assert fast == _rerun_reference(model, vocab, "the ", 30, temperature, top_k, top_p, 11)
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(runs):
+    """generate() advances all prompts with one batched GRU.step; each prompt's text (greedy, so the draws do
+    not depend on the other prompts) equals generating it alone, prompts of different lengths included."""
+    for kind in ("char", "byte"):
+        run = runs[kind]
+        prompts = ["the ", "a dog saw", ""]
+        steps = list(lm.generate(run.models(), run.meta, prompts, 12, temperature=0.0, seed=0))
+        assert len(steps) == 12 and all(len(s) == 3 for s in steps)
+        together = ["".join(s[i] for s in steps) for i in range(3)]
+        vocab = Vocab.from_dict(run.meta["vocab"])
+        alone = [lm.sample(run.models(), vocab, p, 12, temperature=0.0, seed=0) for p in prompts]
+        assert together == alone
+    with pytest.raises(ConfigError, match="temperature=-1"):
+        lm.generate(run.models(), run.meta, ["x"], 3, temperature=-1)             # checked before any step
+
+
+def test_score_is_the_mean_nll_of_each_text(runs):
+    """score(): the mean next-token NLL of every text from a zero state, primed by the boundary token, equal
+    to a hand computation through forward(); a batch of texts of different lengths equals one at a time."""
+    run = runs["char"]
+    model, vocab = run.models()[0], Vocab.from_dict(run.meta["vocab"])
+    texts = ["the cat sat", "a dog", "the zebra ran far away ."]
+    got = lm.score([model], run.meta, texts)
+    for text, value in zip(texts, got):
+        ids = lm._prompt_ids("", vocab) + lm._text_ids(text, vocab)
+        with torch.no_grad():
+            logits, _ = model.eval()({"x": torch.tensor([ids[:-1]])})
+        ref = torch.nn.functional.cross_entropy(logits[0], torch.tensor(ids[1:]))
+        assert math.isclose(value, float(ref), rel_tol=1e-5)
+        assert lm.score([model], run.meta, [text]) == pytest.approx([value], rel=1e-6)
+    assert got[0] < lm.score([model], run.meta, ["xq zj vvk"])[0]               # familiar text scores lower
+    with pytest.raises(DataError, match="text 1 is empty"):
+        lm.score([model], run.meta, ["ok", ""])
 
 
 def test_sampling_filters():
@@ -302,7 +337,7 @@ def test_bad_options():
     with pytest.raises(ConfigError, match=r"(?s)2 problems.*temperature=-1.*top_k=-2"):
         lm._check_sampling(10, -1.0, -2, 1.0)
     with pytest.raises(ConfigError, match="no generation option"):
-        lm.generate(None, [], primer="x")
+        lm.generate_run(None, [], primer="x")
 
 
 def test_adaptive_softmax_model(tmp_path):

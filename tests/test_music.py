@@ -173,26 +173,26 @@ def test_train_evaluate_generate_midi_folder_python(midi_dir, tmp_path):
     assert set(m) >= {"grukit", "pitch_frequency"} and m["grukit"]["nll"] > 0
     assert (run.path / "plots" / "test_piece.png").is_file()
     from grukit.tasks import music
-    a = music.generate(run, run.models(), length=20, seed=7, out=tmp_path / "a.mid")
-    b = music.generate(run, run.models(), length=20, seed=7, out=tmp_path / "b.mid")
-    c = music.generate(run, run.models(), length=20, seed=8, out=tmp_path / "c.mid", temperature=2.0)
+    a = music.generate_run(run, run.models(), length=20, seed=7, out=tmp_path / "a.mid")
+    b = music.generate_run(run, run.models(), length=20, seed=7, out=tmp_path / "b.mid")
+    c = music.generate_run(run, run.models(), length=20, seed=8, out=tmp_path / "c.mid", temperature=2.0)
     assert a[1].suffix == ".png" and a[1].is_file()
     ra, rb, rc = (read_rolls(str(p[0]), RollSpec(quantize="time", fs=8.0)).splits["all"][0] for p in (a, b, c))
     np.testing.assert_array_equal(ra, rb)
     assert ra.shape != rc.shape or (ra != rc).any()
-    z1, z2 = (music.generate(run, run.models(), length=10, seed=s, temperature=0, out=tmp_path / f"z{s}.mid")
+    z1, z2 = (music.generate_run(run, run.models(), length=10, seed=s, temperature=0, out=tmp_path / f"z{s}.mid")
               for s in (1, 2))
     assert z1[0].read_bytes() == z2[0].read_bytes()                           # temperature 0: no sampling
-    primed = music.generate(run, run.models(), prompt=str(midi_dir / "piece0.mid"), length="1s", seed=1,
+    primed = music.generate_run(run, run.models(), prompt=str(midi_dir / "piece0.mid"), length="1s", seed=1,
                             out=tmp_path / "p.mid", primer_frames=8)
     roll = read_rolls(str(primed[0]), RollSpec(quantize="time", fs=8.0)).splits["all"][0]
     ref = read_rolls(str(midi_dir / "piece0.mid"), RollSpec(quantize="time", fs=8.0)).splits["all"][0]
     np.testing.assert_array_equal(roll[:8], ref[:8])      # the primer is kept, then 8 frames (1 s) follow
     assert len(roll) <= 16
     with pytest.raises(ConfigError, match="top-k"):
-        music.generate(run, run.models(), top_k=5)
+        music.generate_run(run, run.models(), top_k=5)
     with pytest.raises(ConfigError, match="data:0 to"):
-        music.generate(run, run.models(), prompt="data:99")
+        music.generate_run(run, run.models(), prompt="data:99")
 
 
 def test_nade_output_on_mat_file_cli(data_dir, tmp_path):
@@ -229,3 +229,81 @@ def test_bach_chorales_builtin(tmp_path, monkeypatch):
     run = fit("music", data="bach_chorales", out=tmp_path / "run", max_files=4, frames_per_beat=2,
               val_fraction=0.25, test_fraction=0.25, **TINY)
     assert run.evaluate()["grukit"]["pieces"] == 1
+
+
+# ------------------------------------------------------------------ the inference entry points
+def _models(P=88, output="bernoulli", n=2):
+    from grukit.tasks.music import MusicTask
+    from grukit.tasks.music_config import MusicConfig
+    out = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        cfg = MusicConfig(data="x", hidden_size=8, nade_hidden=4, output=output, backend="aten")
+        out.append(MusicTask(cfg, {"input_size": P}).eval())
+    return out
+
+
+@pytest.mark.parametrize("output", ["bernoulli", "nade"])
+def test_generate_batches_pieces_and_is_reproducible(output):
+    """generate(): n pieces advanced by one batched GRU.step each frame; greedy pieces equal one piece alone,
+    sampled ones repeat with the seed; a primer starts every piece; an ensemble samples too."""
+    from grukit.tasks import music
+    (m,) = _models(output=output, n=1)
+    primer = _roll(5)
+    rolls = music.generate([m], m.meta, 3, 7, temperature=0.0, seed=0, primer=primer)
+    alone = music.generate([m], m.meta, 1, 7, temperature=0.0, seed=0, primer=primer)[0]
+    assert len(rolls) == 3 and all(r.shape == (12, 88) and r.dtype == np.uint8 for r in rolls)
+    for r in rolls:
+        np.testing.assert_array_equal(r, alone)
+        np.testing.assert_array_equal(r[:5], primer)
+    a = music.generate([m], m.meta, 2, 20, temperature=1.0, seed=5)
+    b = music.generate([m], m.meta, 2, 20, temperature=1.0, seed=5)
+    assert all((x == y).all() for x, y in zip(a, b)) and (a[0] != a[1]).any()
+    np.testing.assert_array_equal(m.sample(20, None, 1.0, 5), music.generate([m], m.meta, 1, 20, 1.0, 5)[0])
+    pair = _models(output=output, n=2)
+    assert music.generate(pair, m.meta, 2, 4, temperature=1.0, seed=1)[0].shape == (4, 88)
+    with pytest.raises(ConfigError, match="temperature=-1"):
+        music.generate([m], m.meta, 1, 3, temperature=-1)
+
+
+def test_evaluation_averages_the_ensemble():
+    """Music evaluation runs every ensemble member (tasks.base.infer): the frame NLL of a pair is the mean of
+    the members' NLLs, a model paired with itself scores as itself."""
+    from grukit.tasks import music
+    rolls = [_roll(30, seed=1), _roll(18, seed=2), _roll(25, seed=3)]
+    m1, m2 = _models()
+    (n1, a1, p1), (n2, _, p2) = music._score([m1], rolls), music._score([m2], rolls)
+    both, _, pb = music._score([m1, m2], rolls)
+    np.testing.assert_allclose(both[:, 0], (n1[:, 0] + n2[:, 0]) / 2, rtol=1e-5)
+    np.testing.assert_allclose(pb[0], (p1[0] + p2[0]) / 2, rtol=1e-5, atol=1e-7)
+    same, acc, _ = music._score([m1, m1], rolls)
+    np.testing.assert_allclose(same, n1, rtol=1e-6)
+    np.testing.assert_array_equal(acc, a1)
+    with torch.no_grad():                                                  # by hand, piece 0 through forward
+        x = torch.from_numpy(np.vstack([np.zeros((1, 88)), rolls[0][:-1]])).float()[None]
+        y = torch.from_numpy(rolls[0]).float()[None]
+        (logits, _), _ = m1({"x": x, "y": y})
+    assert math.isclose(n1[0, 0], float(frame_nll(logits, y).sum()), rel_tol=1e-5) and n1[0, 1] == 30
+
+
+def test_shuffled_loader_depends_only_on_seed_and_epoch(midi_dir):
+    """Music training batches come from the shared reproducible loader: a resumed run (a fresh loader set to
+    epoch e) sees the batches of epoch e of the uninterrupted run; epochs differ; the split is in the meta."""
+    from grukit.tasks import music
+    from grukit.tasks.music_config import MusicConfig
+    cfg = MusicConfig(data=str(midi_dir), quantize="time", fs=8.0, chunk=8, batch_size=3, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first, resumed = music.prepare(cfg), music.prepare(cfg)
+
+    def epoch(loader, e):
+        loader.sampler.set_epoch(e)
+        return [b["y"] for b in loader]
+
+    run = [epoch(first.train, e) for e in range(3)]
+    again = epoch(resumed.train, 2)
+    assert len(again) == len(run[2]) and all(torch.equal(a, b) for a, b in zip(again, run[2]))
+    assert any(not torch.equal(a, b) for a, b in zip(run[0], run[1]))
+    split = first.meta["split"]
+    assert sorted(split["train"] + split["valid"] + split["test"]) == sorted(f"piece{i}.mid" for i in range(6))
+    assert len(split["test"]) == first.meta["pieces"]["test"] >= 1

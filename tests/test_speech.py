@@ -12,7 +12,7 @@ import torch
 
 from grukit.cli import main
 from grukit.data import audio
-from grukit.errors import ConfigError
+from grukit.errors import ConfigError, DataError
 from grukit.tasks import speech
 from grukit.tasks.speech_config import SpeechConfig
 
@@ -185,7 +185,7 @@ def test_speech_and_classify_end_to_end_cli(tmp_path, capsys):
     streamed = capsys.readouterr()
     assert streamed.out.strip().split("\t") == whole and "real-time factor" in streamed.err
     # Python API: same transcript
-    res = speech.transcribe(out, [wav], stream=True)
+    res = speech.transcribe_files(out, [wav], stream=True)
     assert res[0]["text"] == whole[1] and res[0]["rtf"] > 0
     assert main(["predict", str(out), "--data", str(wav)]) == 0
     assert main(["transcribe", str(out), str(tmp_path / "nope.wav")]) == 2
@@ -222,5 +222,37 @@ def test_speech_from_manifests_python_api(tmp_path):
     [csv] = run.predict(str(tmp_path / "test.tsv"), out=tmp_path / "pred.csv")
     assert csv.read_text().splitlines()[0] == "path,transcript,reference"
     with pytest.raises(ConfigError, match="unidirectional"):
-        speech.transcribe(run, [tmp_path / "clips" / "test0.wav"], stream=True)
-    assert isinstance(speech.transcribe(run, [tmp_path / "clips" / "test0.wav"])[0]["text"], str)
+        speech.transcribe_files(run, [tmp_path / "clips" / "test0.wav"], stream=True)
+    assert isinstance(speech.transcribe_files(run, [tmp_path / "clips" / "test0.wav"])[0]["text"], str)
+
+
+# ---------------------------------------------------------------- the inference entry point
+def test_transcribe_waves_batches_resamples_and_averages_ensembles():
+    """transcribe(models, meta, waves, rate): waves of different lengths in one call equal each alone; a wave
+    at twice the model's rate is resampled first; an ensemble decodes the log of its members' mean posterior."""
+    m = _model()
+    waves = [_signal(1.3, 0), _signal(0.7, 1), _signal(1.0, 2)]
+    together = speech.transcribe([m], m.meta, waves, RATE)
+    assert together == [speech.transcribe([m], m.meta, [w], RATE)[0] for w in waves]
+    assert any(together)
+    spec = audio.FeatureSpec.from_dict(m.meta["features"])
+    feats = audio.normalise([audio.features(waves[0], spec)], "global", m.meta["feature_mean"],
+                            m.meta["feature_std"])
+    with torch.no_grad():
+        lp, _ = m({"x": torch.from_numpy(feats[0])[None]})                   # (1, T', S+1) by hand
+    assert together[0] == m.vocab.decode(speech.greedy_decode(lp[0]))
+    torch.testing.assert_close(speech._log_probs([m], feats)[0], lp[0], atol=1e-6, rtol=1e-6)
+    up = audio.resample(waves[0], RATE, 2 * RATE)
+    assert speech.transcribe([m], m.meta, [up], 2 * RATE)[0] == speech.transcribe([m], m.meta,
+                                                                                  [audio.resample(up, 2 * RATE, RATE)],
+                                                                                  RATE)[0]
+    other = _model()
+    with torch.no_grad():                                                    # a second, different member
+        other.head.proj.weight.add_(torch.randn(other.head.proj.weight.shape, generator=torch.Generator().manual_seed(5)))
+    assert not torch.allclose(speech._log_probs([other], feats)[0], lp[0], atol=1e-2)
+    pair = speech._log_probs([m, other], feats)[0]
+    ref = torch.logsumexp(torch.stack([speech._log_probs([m], feats)[0], speech._log_probs([other], feats)[0]]),
+                          0) - math.log(2)
+    torch.testing.assert_close(pair, ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(DataError, match="wave 1: expected a non-empty 1-D array"):
+        speech.transcribe([m], m.meta, [waves[0], np.zeros((0,), np.float32)], RATE)

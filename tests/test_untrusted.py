@@ -41,29 +41,46 @@ def test_planted_pickle_checkpoint_is_refused_not_run(run_dir, tmp_path):
     with pytest.raises(DataError, match=r"refused to load this checkpoint.*never runs code"):
         load_checkpoint(evil)
     assert not marker.exists()
-    # through --resume: Lightning reads checkpoints/last.ckpt with the same safe loader
+    # through --resume: the run's manifest notices the planted file first ...
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    good = ckpt.read_bytes()
+    good, info = ckpt.read_bytes(), (run_dir / "run.json").read_bytes()
     try:
         ckpt.write_bytes(evil.read_bytes())
+        with pytest.raises(DataError, match="last.ckpt: the file changed after grukit wrote it"):
+            fit("classify", out=run_dir, resume=True, max_epochs=3, progress=False, evaluate=False)
+        assert not marker.exists()
+        # ... and where the attacker also removed it from the manifest, Lightning reads checkpoints/last.ckpt
+        # with the same safe loader
+        import json
+        record = json.loads(info)
+        del record["files"]["checkpoints/last.ckpt"]
+        (run_dir / "run.json").write_text(json.dumps(record))
         with pytest.raises(DataError, match="refused to load"):
             fit("classify", out=run_dir, resume=True, max_epochs=3, progress=False, evaluate=False)
         assert not marker.exists()
     finally:
         ckpt.write_bytes(good)
+        (run_dir / "run.json").write_bytes(info)
 
 
 def test_planted_pickle_weights_are_refused(run_dir, tmp_path):
     marker = tmp_path / "pwned"
     weights = run_dir / "model.safetensors"
-    good = weights.read_bytes()
+    good, info = weights.read_bytes(), (run_dir / "run.json").read_bytes()
     try:
         weights.write_bytes(pickle.dumps(_Payload(marker)))
+        with pytest.raises(DataError, match="model.safetensors: the file changed after grukit wrote it"):
+            open_run(run_dir).models()                                # the manifest notices first
+        import json
+        record = json.loads(info)
+        del record["files"]["model.safetensors"]
+        (run_dir / "run.json").write_text(json.dumps(record))
         with pytest.raises(DataError, match="not a safetensors weight file"):
             open_run(run_dir).models()
         assert not marker.exists()
     finally:
         weights.write_bytes(good)
+        (run_dir / "run.json").write_bytes(info)
     assert len(open_run(run_dir).models()) == 1
 
 

@@ -39,7 +39,7 @@ from ..errors import DataError
 __all__ = ["AUDIO_EXTENSIONS", "FeatureSpec", "read_audio", "file_rate", "features", "StreamingFeatures",
            "Utterance", "parse_source", "is_audio_source", "read_labelled", "read_manifest", "scan_folder",
            "split_utterances", "has_split", "labelled_features", "load", "concat_utterances", "write_wav",
-           "spec_augment", "normalise", "DIGIT_WORDS"]
+           "spec_augment", "normalise", "resample", "DIGIT_WORDS"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -83,10 +83,17 @@ def read_audio(path: str | Path, rate: int = 0, *, resample: bool = True, clip_f
         if not resample:
             raise DataError(f"sample rate {sr} Hz, expected {rate} Hz; convert the file or allow resampling",
                             path=p)
-        import librosa
-        x = librosa.resample(x, orig_sr=sr, target_sr=rate).astype(np.float32)
-        sr = rate
+        x, sr = resample(x, sr, rate), rate
     return np.ascontiguousarray(x, dtype=np.float32), int(sr)
+
+
+def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """``x`` (N,) at ``rate`` Hz as float32 samples at ``target`` Hz (librosa/soxr; unchanged when equal)."""
+    if int(rate) == int(target):
+        return np.asarray(x, dtype=np.float32)
+    import librosa
+    return librosa.resample(np.asarray(x, dtype=np.float32), orig_sr=int(rate), target_sr=int(target)).astype(
+        np.float32)
 
 
 def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> Path:

@@ -54,14 +54,17 @@ def pad_sequences(seqs: Sequence[np.ndarray], value: float = 0.0) -> tuple[torch
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack dict items; a ragged ``x`` is padded and gets ``lengths`` (given lengths are kept)."""
+    """THE collate of every task: stack dict items; ragged sequences (``x`` and any other key whose items
+    differ in length, such as music's target rolls) are padded, and ``x`` gets ``lengths`` (given lengths
+    are kept)."""
     out: dict[str, torch.Tensor] = {}
     keys = items[0].keys()
     for k in keys:
         vals = [it[k] for it in items]
-        if k == "x" and len({np.shape(v)[0] for v in vals}) > 1:
-            out["x"], lens = pad_sequences(vals)
-            out.setdefault("lengths", lens)
+        if np.ndim(vals[0]) > 0 and len({np.shape(v)[0] for v in vals}) > 1:
+            out[k], lens = pad_sequences(vals)                      # (B, T_max, F), (B,)
+            if k == "x":
+                out.setdefault("lengths", lens)
             continue
         arr = np.stack([np.asarray(v) for v in vals])
         t = torch.from_numpy(arr)

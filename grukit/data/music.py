@@ -30,7 +30,8 @@ import numpy as np
 from ..errors import DataError
 
 __all__ = ["MusicSource", "RollSpec", "read_rolls", "read_mat", "read_midi_folder", "midi_to_roll",
-           "roll_to_midi", "write_midi", "roll_png", "bach_chorales", "cache_dir", "BUILTIN_MUSIC"]
+           "roll_to_midi", "write_midi", "bach_chorales", "cache_dir", "BUILTIN_MUSIC", "split_indices",
+           "PieceDataset", "budget_batches", "piece_loader", "eval_batches"]
 
 MIDI_SUFFIXES = (".mid", ".midi", ".kar")
 BUILTIN_MUSIC = {"bach_chorales": "the 371 four-part Bach chorales shipped by music21 (Riemenschneider "
@@ -353,21 +354,70 @@ def write_midi(roll: np.ndarray, path: str | Path, frame_seconds: float, low_pit
     return atomic_write(path, buf.getvalue())
 
 
-def roll_png(path: str | Path, panels: list[tuple[str, np.ndarray]], low_pitch: int = 21,
-             frame_seconds: float | None = None, split_at: int | None = None) -> Path:
-    """Piano-roll PNG: one panel per ``(title, roll (T, P))`` (0/1 or probabilities); a line at ``split_at``."""
-    from ..plots import _figure, _save
-    fig, axes = _figure(len(panels), 1, size=(10, 2.6 * len(panels) + 0.4))
-    for ax, (title, roll) in zip(axes[:, 0], panels):
-        roll = np.asarray(roll, dtype=float)
-        nz = np.flatnonzero(roll.max(0) > 0.05) if roll.size else np.array([])
-        lo, hi = (max(0, nz.min() - 2), min(roll.shape[1], nz.max() + 3)) if len(nz) else (0, roll.shape[1])
-        ax.imshow(roll[:, lo:hi].T, aspect="auto", origin="lower", cmap="Greys", vmin=0, vmax=1,
-                  extent=(0, roll.shape[0], low_pitch + lo - 0.5, low_pitch + hi - 0.5), interpolation="nearest")
-        if split_at:
-            ax.axvline(split_at, color="tab:red", lw=1, label="primer | generated")
-            ax.legend(loc="upper right", fontsize=8)
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel("MIDI pitch")
-    axes[-1, 0].set_xlabel("frame" + (f" ({frame_seconds:g} s)" if frame_seconds else ""))
-    return _save(fig, path)
+# ====================================================================== splits and batches
+def split_indices(source: MusicSource, val_fraction: float, test_fraction: float, seed: int = 0
+                 ) -> dict[str, list[int]]:
+    """Indices of the train/valid/test pieces: the file's own split (indices into each split's list), else a
+    seeded split of ``source.splits["all"]`` by fraction (at least one piece per asked-for part from 3 pieces)."""
+    if "train" in source.splits:
+        return {k: list(range(len(source.splits.get(k, [])))) for k in ("train", "valid", "test")}
+    n = len(source.splits["all"])
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(test_fraction * n)) if n >= 3 else 0
+    n_val = int(round(val_fraction * n)) if n >= 3 else 0
+    if n >= 3:
+        n_test, n_val = max(n_test, 1 if test_fraction > 0 else 0), max(n_val, 1 if val_fraction > 0 else 0)
+    return {"train": order[n_test + n_val:].tolist(), "valid": order[n_test:n_test + n_val].tolist(),
+            "test": order[:n_test].tolist()}
+
+
+class PieceDataset:
+    """Teacher-forcing items ``{"x": previous frames, "y": frames, "lengths": T}`` of rolls (T, P): x is the
+    roll shifted one frame later (zeros first); ``chunk`` > 0 cuts pieces into windows of that many frames."""
+
+    def __init__(self, rolls: list[np.ndarray], chunk: int = 0):
+        self.items = []
+        for r in rolls:
+            r = np.asarray(r, np.float32)
+            x = np.vstack([np.zeros((1, r.shape[1]), np.float32), r[:-1]])          # (T, P) previous frames
+            step = chunk if chunk > 0 else len(r)
+            for s in range(0, len(r), step):
+                if len(r[s:s + step]) >= (2 if chunk > 0 and s > 0 else 1):
+                    self.items.append({"x": x[s:s + step], "y": r[s:s + step], "lengths": len(r[s:s + step])})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+    def frames(self) -> int:
+        return sum(it["lengths"] for it in self.items)
+
+
+def budget_batches(lengths: list[int], frames: int) -> list[list[int]]:
+    """Indices grouped by similar length, each group padded to at most ``frames`` frames (at least one piece)."""
+    order = np.argsort(lengths)[::-1]
+    batches, cur = [], []
+    for i in order:
+        if cur and (len(cur) + 1) * lengths[cur[0]] > frames:
+            batches.append(cur)
+            cur = []
+        cur.append(int(i))
+    return batches + ([cur] if cur else [])
+
+
+def piece_loader(rolls: list[np.ndarray], batch_size: int, chunk: int = 0, num_workers: int = 0, seed: int = 0):
+    """Training batches: the shared reproducible shuffled loader of :mod:`grukit.data.batching`."""
+    from .batching import loader
+    return loader(PieceDataset(rolls, chunk), batch_size, True, num_workers, seed)
+
+
+def eval_batches(rolls: list[np.ndarray], frames: int = 16384):
+    """Whole pieces in length order, at most ``frames`` padded frames a batch: ``(DataLoader, groups)`` where
+    ``groups[i]`` are the piece indices of batch i."""
+    import torch
+    from .batching import collate
+    ds = PieceDataset(rolls, chunk=0)
+    groups = budget_batches([it["lengths"] for it in ds.items], frames)
+    return torch.utils.data.DataLoader(ds, batch_sampler=groups, collate_fn=collate), groups

@@ -1,6 +1,7 @@
 """GRU and GRUCell: drop-ins for ``torch.nn.GRU`` / ``torch.nn.GRUCell`` with the extras torch lacks."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError, SizeMismatchError
 from . import backends
 from .backends.reference import cell, gate_norm
 from .spec import GRUSpec, LayerParams
@@ -103,10 +104,14 @@ class GRU(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None, *, reset_after: bool = True, layer_norm: bool = False,
-                 recurrent_dropout: float = 0.0, zoneout: float = 0.0, deterministic: bool = False,
-                 backend: str = "auto") -> None:
+                 proj_size: int = 0, device=None, dtype=None, *, reset_after: bool = True,
+                 layer_norm: bool = False, recurrent_dropout: float = 0.0, zoneout: float = 0.0,
+                 deterministic: bool = False, backend: str = "auto") -> None:
         super().__init__()
+        if proj_size != 0:                                            # torch's message and class (ValueError)
+            raise ConfigError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if hidden_size == 0 and not isinstance(hidden_size, bool):
+            raise ConfigError("hidden_size must be greater than zero (a GRU needs at least one unit)")
         self.spec = GRUSpec(input_size, hidden_size, num_layers, bias, batch_first, float(dropout),
                             bidirectional, reset_after, layer_norm, float(recurrent_dropout), float(zoneout),
                             deterministic)
@@ -140,16 +145,33 @@ class GRU(nn.Module):
                         setattr(self, f"layer_norm_{name}_bias{sfx}", nn.Parameter(torch.empty(3, H, **kw)))
         self.reset_parameters()
 
-    # torch.nn.GRU attribute names, read-only views of the spec
+    # torch.nn.GRU attribute names, views of the spec; dropout and batch_first may be set (as torch allows),
+    # which checks the value and makes a new spec
     input_size = property(lambda self: self.spec.input_size)
     hidden_size = property(lambda self: self.spec.hidden_size)
     num_layers = property(lambda self: self.spec.num_layers)
     bias = property(lambda self: self.spec.bias)
-    batch_first = property(lambda self: self.spec.batch_first)
-    dropout = property(lambda self: self.spec.dropout)
     bidirectional = property(lambda self: self.spec.bidirectional)
     mode = "GRU"
     proj_size = 0
+
+    def _set_spec(self, name: str, value) -> None:
+        self.spec = dataclasses.replace(self.spec, **{name: value})
+        self._backend_choice.clear()
+
+    dropout = property(lambda self: self.spec.dropout, lambda self, v: self._set_spec("dropout", v))
+    batch_first = property(lambda self: self.spec.batch_first, lambda self, v: self._set_spec("batch_first", v))
+
+    @property
+    def _plain(self) -> bool:
+        """Whether ``weight_ih_l0`` is a registered Parameter (not parametrized, not replaced by a hook)."""
+        return "weight_ih_l0" in self._parameters
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        """torch's ``_flat_weights``: the weights in ``_flat_weights_names`` order, as a forward reads them now
+        (through any parametrization or weight_norm hook)."""
+        return [getattr(self, n) for n in self._flat_weights_names]
 
     def reset_parameters(self) -> None:
         """torch.nn.GRU's initialisation: every weight and bias U(-1/sqrt(H), 1/sqrt(H)), in its order.
@@ -224,7 +246,7 @@ class GRU(nn.Module):
             except (TypeError, ValueError) as e:
                 raise ShapeError(f"lengths must be a 1-D sequence of integers, got {lengths!r}") from e
         if lengths.ndim != 1 or lengths.shape[0] != B:
-            raise ShapeError(f"lengths must have shape ({B},) (one length per sequence of the batch), "
+            raise SizeMismatchError(f"lengths must have shape ({B},) (one length per sequence of the batch), "
                              f"got shape {_shape(lengths)}")
         if B and (lengths.min() < 1 or lengths.max() > T):
             bad = int(((lengths < 1) | (lengths > T)).nonzero()[0])
@@ -240,7 +262,7 @@ class GRU(nn.Module):
         _check_float(hx, "hx", self.weight_ih_l0)
         want = (rows, B, s.hidden_size) if batched else (rows, s.hidden_size)
         if tuple(hx.shape) != want:
-            raise ShapeError(f"hx must have shape {want} (num_layers*num_directions, "
+            raise SizeMismatchError(f"hx must have shape {want} (num_layers*num_directions, "
                              f"{'batch, ' if batched else ''}hidden_size), got {_shape(hx)}")
         return hx if batched else hx.unsqueeze(1)
 
@@ -258,7 +280,7 @@ class GRU(nn.Module):
             batched = True
         else:
             x = input
-            _check_float(x, "input", self._parameters["weight_ih_l0"])
+            _check_float(x, "input", self._parameters.get("weight_ih_l0", None) if self._plain else self.weight_ih_l0)
             if x.ndim not in (2, 3):
                 raise ShapeError(f"input must be 3-D {'(B, T, I)' if s.batch_first else '(T, B, I)'} or "
                                  f"2-D (T, I) unbatched, got {x.ndim}-D with shape {_shape(x)}")
@@ -268,24 +290,26 @@ class GRU(nn.Module):
             elif s.batch_first:
                 x = x.transpose(0, 1)                                 # (B, T, I) -> (T, B, I)
         if x.shape[-1] != s.input_size:
-            raise ShapeError(f"input has {x.shape[-1]} features per step but the GRU was built with "
+            raise SizeMismatchError(f"input has {x.shape[-1]} features per step but the GRU was built with "
                              f"input_size={s.input_size}")
         T, B = x.shape[0], x.shape[1]
-        if T == 0:
-            raise ShapeError(f"input has no time steps (shape {_shape(input if not packed else x)})")
+        if T == 0:                                                    # torch: RuntimeError too
+            raise SizeMismatchError(f"input has no time steps (shape {_shape(input if not packed else x)})")
         if lengths is not None:
             lengths = self._check_lengths(lengths, B, T)
             if not packed and bool((lengths == T).all()):
                 lengths = None
         hx = self._check_hx(hx, x, B, batched)
         if torch._C._get_tracing_state() is not None and torch.onnx.is_in_onnx_export():   # -> ONNX GRU nodes
-            from ..export import gru_export_forward
+            from .onnx import gru_export_forward
             out, h_n = gru_export_forward(self, x, hx, lengths)
         else:
             key = ("forward", self.backend, x.dtype, x.device.type, self.training)
             backend = self._backend_choice.get(key)                   # a backend's support depends on these only
             if backend is None:
                 backend = self._backend_choice[key] = backends.select(self.backend, s, x, self.training)
+            if B == 0:                                                # an empty batch: torch ops, empty results
+                backend = backends.get("reference")
             out, h_n = backend.forward(self, x, hx.contiguous(), lengths)   # (T, B, D*H), (L*D, B, H)
             backends.record(backend.name)
             if not torch.is_grad_enabled():
@@ -353,7 +377,7 @@ class GRU(nn.Module):
         batched = x_t.ndim == 2
         x = x_t if batched else x_t.unsqueeze(0)                      # (B, I)
         if x.shape[-1] != s.input_size:
-            raise ShapeError(f"x_t has {x.shape[-1]} features but the GRU was built with "
+            raise SizeMismatchError(f"x_t has {x.shape[-1]} features but the GRU was built with "
                              f"input_size={s.input_size}")
         B = x.shape[0]
         if h is None:
@@ -362,7 +386,7 @@ class GRU(nn.Module):
             _check_float(h, "h", self.weight_ih_l0)
             want = (s.num_layers, B, s.hidden_size) if batched else (s.num_layers, s.hidden_size)
             if tuple(h.shape) != want:
-                raise ShapeError(f"h must have shape {want} (num_layers, {'batch, ' if batched else ''}"
+                raise SizeMismatchError(f"h must have shape {want} (num_layers, {'batch, ' if batched else ''}"
                                  f"hidden_size), got {_shape(h)}")
             if not batched:
                 h = h.unsqueeze(1)
@@ -376,6 +400,8 @@ class GRU(nn.Module):
         backend = self._backend_choice.get(key)                       # streaming calls this per frame:
         if backend is None:                                          # choose once per (dtype, device, mode)
             backend = self._backend_choice[key] = backends.select_step(self.backend, s, x, self.training)
+        if B == 0:                                                    # an empty batch: torch ops, empty results
+            backend = backends.get("reference")
         h_new = backend.step(self, x, h if h.is_contiguous() else h.contiguous())   # (L, B, H)
         backends.record(backend.name)
         if not torch.is_grad_enabled():
@@ -427,7 +453,7 @@ class GRUCell(nn.Module):
     bias = property(lambda self: self.spec.bias)
 
     def reset_parameters(self) -> None:
-        stdv = 1.0 / math.sqrt(self.spec.hidden_size)
+        stdv = 1.0 / math.sqrt(self.spec.hidden_size) if self.spec.hidden_size > 0 else 0.0
         with torch.no_grad():
             for name, p in self.named_parameters():
                 if name.startswith("layer_norm_"):
@@ -456,7 +482,7 @@ class GRUCell(nn.Module):
         batched = input.ndim == 2
         x = input if batched else input.unsqueeze(0)                # (B, I)
         if x.shape[-1] != s.input_size:
-            raise ShapeError(f"input has {x.shape[-1]} features but the cell was built with "
+            raise SizeMismatchError(f"input has {x.shape[-1]} features but the cell was built with "
                              f"input_size={s.input_size}")
         if hx is None:
             h = torch.zeros(x.shape[0], s.hidden_size, dtype=x.dtype, device=x.device)
@@ -464,7 +490,7 @@ class GRUCell(nn.Module):
             _check_float(hx, "hx", self.weight_ih)
             want = (x.shape[0], s.hidden_size) if batched else (s.hidden_size,)
             if tuple(hx.shape) != want:
-                raise ShapeError(f"hx must have shape {want}, got {_shape(hx)}")
+                raise SizeMismatchError(f"hx must have shape {want}, got {_shape(hx)}")
             h = hx if batched else hx.unsqueeze(0)
         p = LayerParams(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                         getattr(self, "layer_norm_ih_weight", None), getattr(self, "layer_norm_ih_bias", None),

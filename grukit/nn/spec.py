@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-from ..errors import ConfigError, collect
+from ..errors import ArgumentTypeError, ConfigError, collect
 
 __all__ = ["GRUSpec", "LayerParams"]
 
@@ -31,11 +31,15 @@ class GRUSpec:
     deterministic: bool = False  # bit-identical results run to run on one machine (see GRU docs for the cost)
 
     def __post_init__(self) -> None:
-        problems: list[str] = []
+        wrong_type: list[str] = []                  # torch raises TypeError for these
+        problems: list[str] = []                    # and ValueError for these
         for name in ("input_size", "hidden_size", "num_layers"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
-                problems.append(f"{name} must be a positive integer, got {v!r}")
+            least = 0 if name == "hidden_size" else 1   # a GRUCell may have no units (torch's too); GRU checks
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                wrong_type.append(f"{name} must be an integer, got {v!r} ({type(v).__name__})")
+            elif v < least:
+                problems.append(f"{name} must be {'a positive integer' if least else 'an integer >= 0'}, got {v!r}")
         for name in ("dropout", "recurrent_dropout", "zoneout"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Number) or not 0 <= v <= 1:
@@ -45,8 +49,8 @@ class GRUSpec:
                 problems.append(f"{name}=1 would freeze or zero the state at every step; use a value below 1")
         for name in ("bias", "batch_first", "bidirectional", "reset_after", "layer_norm", "deterministic"):
             if not isinstance(getattr(self, name), bool):
-                problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
-        collect(problems, ConfigError, "the GRU arguments")
+                wrong_type.append(f"{name} must be True or False, got {getattr(self, name)!r}")
+        collect(wrong_type + problems, ArgumentTypeError if wrong_type else ConfigError, "the GRU arguments")
 
     @property
     def num_directions(self) -> int:

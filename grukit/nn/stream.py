@@ -12,7 +12,10 @@ the same results.
     stream.reset()                      # start a new utterance
 
 A stream is for inference (no autograd) and snapshots the weights when created: call :meth:`GRUStream.refresh`
-after changing them.
+after changing them. It checks for a change where that is cheap next to the work around it: :meth:`reset` (once
+per utterance) compares the GRU's weights with the snapshot (the weight cache's rule, one memcmp) and warns with
+:class:`grukit.errors.StaleWeightsWarning` when they differ; :attr:`GRUStream.stale` asks the same at any time.
+Frames themselves are not checked (a check would cost as much as a small frame).
 
 Where grukit's compiled kernels are built, ``GRUStream`` is a subclass of their ``_cgru.Stream``: a numpy
 float32 frame of the stream's shape runs entirely in C (checks, the frame, the new output array), the call the
@@ -21,11 +24,14 @@ goes to :meth:`GRUStream._frame` in Python.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError, StaleWeightsWarning
+from .backends.weight_cache import Snapshot, weight_tensors
 
 __all__ = ["GRUStream"]
 
@@ -37,6 +43,15 @@ def _compiled_base():
         return None
     c = cgru()
     return None if c is None else c.Stream
+
+
+def _memcmp():
+    try:
+        from .backends.fused_cpu import cgru
+    except ImportError:
+        return None
+    c = cgru()
+    return None if c is None else c.same
 
 
 class _PythonFrames:
@@ -79,6 +94,8 @@ class GRUStream(_CStream or _PythonFrames):
         """Re-read the GRU's weights (and backend choice); the state restarts from ``h0``."""
         from .backends import select_step
         s, B = self.gru.spec, self.B
+        self._snapshot = Snapshot(weight_tensors(self.gru))        # what the packed weights were made from
+        self._warned = False
         probe = torch.empty(B, s.input_size, dtype=self.dtype, device=self.device)
         self._backend = select_step(self.gru.backend, s, probe, self.gru.training)
         packed = getattr(self._backend, "packed_stream", None)
@@ -110,6 +127,11 @@ class GRUStream(_CStream or _PythonFrames):
         return h.detach().to(self.device, self.dtype)
 
     @property
+    def stale(self) -> bool:
+        """Whether the GRU's weights changed since this stream packed them (then call :meth:`refresh`)."""
+        return not self._snapshot.holds(weight_tensors(self.gru), _memcmp())
+
+    @property
     def backend(self) -> str:
         """Name of the backend that runs the frames."""
         return self._backend.name
@@ -124,7 +146,13 @@ class GRUStream(_CStream or _PythonFrames):
         self._h.copy_(self._state_arg(h, "state"))
 
     def reset(self, mask: Tensor | None = None) -> None:
-        """Restart every stream (``mask=None``) or those where the bool ``mask`` ``(B,)`` is True, from h0."""
+        """Restart every stream (``mask=None``) or those where the bool ``mask`` ``(B,)`` is True, from h0.
+        Warns (:class:`~grukit.errors.StaleWeightsWarning`, once per snapshot) when the GRU's weights changed
+        since the stream packed them."""
+        if not self._warned and self.stale:
+            self._warned = True
+            warnings.warn("the GRU's weights changed since this stream packed them; its frames still run the old "
+                          "weights: call stream.refresh() to use the new ones", StaleWeightsWarning, stacklevel=2)
         h0 = self._h0 if self._h0 is not None else torch.zeros_like(self._h)
         if mask is None:
             self._h.copy_(h0)

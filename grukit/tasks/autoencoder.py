@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
@@ -21,58 +23,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import AutoencoderConfig
+from ..data.anomaly import read_values, windows
 from ..data.batching import DictDataset, Prepared, loader
-from ..data.timeseries import load_table_or_builtin, numeric, parse_times, pick_time_col, require_columns
 from ..errors import DataError
 from ..nn import GRU
-from .base import SequenceTask
+from .base import SequenceTask, infer, write_predictions
 
-__all__ = ["AutoencoderTask", "prepare", "evaluate", "predict", "read_values"]
+__all__ = ["AutoencoderTask", "prepare", "evaluate", "predict", "anomaly_scores", "step_scores", "read_values"]
 
 
 # ====================================================================== data
-def read_values(cfg: AutoencoderConfig, data: str, roles: dict | None = None):
-    """(values (n, F), labels (n,) or None, times or None, train_end, roles, display name)."""
-    df, defaults, path = load_table_or_builtin(data, "autoencoder")
-    if roles is None:
-        time_col = pick_time_col(df, cfg.time_col or defaults.get("time_col", ""), path)
-        label_col = cfg.label_col or defaults.get("label_col", "")
-        require_columns(df, [label_col], path, "label column")
-        columns = list(cfg.columns or defaults.get("columns", ()))
-        require_columns(df, columns, path, "value column")
-        if not columns:
-            columns = [c for c in df.columns if c not in (time_col, label_col)
-                       and pd.api.types.is_numeric_dtype(df[c])]
-            if not columns:
-                raise DataError("no numeric value column; name them with --columns", path=path)
-        roles = {"time_col": time_col, "label_col": label_col, "columns": columns}
-    else:
-        require_columns(df, [roles["time_col"], *roles["columns"]], path)
-    values = np.stack([numeric(df, c, path) for c in roles["columns"]], 1)          # (n, F)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise DataError("missing or infinite value; expected finite numbers (fill or drop the row)", path=path,
-                        line=int(r) + 2, column=roles["columns"][c])
-    labels = None
-    if roles["label_col"] and roles["label_col"] in df.columns:
-        lab = numeric(df, roles["label_col"], path)
-        ok = np.isin(lab, (0, 1))
-        if not ok.all():
-            r = int(np.flatnonzero(~ok)[0])
-            raise DataError(f"label {lab[r]!r}; expected 0 (normal) or 1 (anomaly)", path=path, line=r + 2,
-                            column=roles["label_col"])
-        labels = lab.astype(int)
-    times = parse_times(df, roles["time_col"], path) if roles["time_col"] else None
-    train_end = int(defaults.get("train_end", round(cfg.train_fraction * len(values))))
-    return values, labels, times, train_end, roles, path
-
-
-def _windows(z: np.ndarray, window: int, stride: int) -> np.ndarray:
-    starts = np.arange(0, len(z) - window + 1, stride)
-    return np.stack([z[s:s + window] for s in starts]).astype(np.float32)             # (N, window, F)
-
-
 def prepare(cfg: AutoencoderConfig) -> Prepared:
     values, labels, times, train_end, roles, path = read_values(cfg, cfg.data)
     if train_end < cfg.window + 2:
@@ -82,7 +42,7 @@ def prepare(cfg: AutoencoderConfig) -> Prepared:
     mean, std = train.mean(0), train.std(0)
     std = np.where(std > 1e-8, std, 1.0)
     z = (train - mean) / std
-    wins = _windows(z, cfg.window, cfg.stride)
+    wins = windows(z, cfg.window, cfg.stride)
     n_val = int(round(cfg.val_fraction * len(wins))) if len(wins) > 4 else 0       # the last windows validate
     meta = {"input_size": len(roles["columns"]), "roles": roles, "mean": mean.tolist(), "std": std.tolist(),
             "train_end": train_end, "data_name": path, "has_val": n_val > 0}
@@ -147,12 +107,9 @@ def step_scores(models, values: np.ndarray, meta: dict, cfg: AutoencoderConfig,
     W = cfg.window
     if len(z) < W:
         raise DataError(f"too short: {len(z)} rows but the model reads windows of {W}", path=meta["data_name"])
-    wins = _windows(z, W, 1)                                                    # (N, W, F)
-    errs = []
-    with torch.no_grad():
-        for i in range(0, len(wins), batch_size):
-            xb = {"x": torch.from_numpy(wins[i:i + batch_size])}
-            errs.append(np.mean([m.decode(m(xb)[0], xb).numpy() for m in models], axis=0))
+    wins = windows(z, W, 1)                                                     # (N, W, F)
+    batches = ({"x": torch.from_numpy(wins[i:i + batch_size])} for i in range(0, len(wins), batch_size))
+    errs = [e.numpy() for e in infer(models, batches)]                          # (B, W) each; ensemble mean
     err = np.concatenate(errs)                                                  # (N, W)
     total, count = np.zeros(len(z)), np.zeros(len(z))
     for k in range(W):                                                          # step s = window start + k
@@ -163,6 +120,29 @@ def step_scores(models, values: np.ndarray, meta: dict, cfg: AutoencoderConfig,
     if width > 1:
         per_step = np.convolve(per_step, np.ones(width) / width, mode="same")
     return per_step, err.mean(1)
+
+
+def anomaly_scores(models, meta: dict, config: AutoencoderConfig, values: np.ndarray, *,
+                   threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """THE autoencoder inference entry point: per-step anomaly scores (n,) of ``values`` (n, F) (raw units, the
+    training columns) and their flags (n,) bool, ``score > threshold``.
+
+    ``threshold`` defaults to ``meta["threshold"]`` when present (a run's ``run.info["threshold"]``, set by
+    its evaluation, is what ``grukit predict`` passes), else the ``config.percentile`` percentile of these
+    scores. Windows at stride 1 go through :func:`~grukit.tasks.base.infer` (an ensemble averages errors).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    F_ = int(meta["input_size"])
+    if values.ndim != 2 or values.shape[1] != F_:
+        from ..errors import ShapeError
+        raise ShapeError(f"values of shape {tuple(values.shape)}; expected (n, {F_}): the columns "
+                         f"{', '.join(meta['roles']['columns'])}")
+    scores, _ = step_scores(models, values, meta, config)
+    if threshold is None:
+        threshold = meta.get("threshold")
+    if threshold is None:
+        threshold = float(np.percentile(scores, config.percentile))
+    return scores, scores > float(threshold)
 
 
 def zscore_scores(values: np.ndarray, meta: dict) -> np.ndarray:
@@ -248,6 +228,10 @@ def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]
     anomaly_plot(values, scores, thr, scores > thr, run.path / "plots" / "anomaly.png", labels, times,
                  title=f"{Path(path).name}: flagged (red) and labelled (green)")
     test = slice(train_end, None)
+    if labels is not None and not labels[test].any():
+        warnings.warn(f"{path}: the label column {meta['roles']['label_col']!r} has no anomalous (1) row after "
+                      f"the training part (rows {train_end + 1}-{len(labels)}); precision, recall and F1 cannot be "
+                      "computed, only the threshold and the flagged fraction are reported", stacklevel=2)
     if labels is None or not labels[test].any():
         return {"grukit": {"threshold": thr, "flagged": float((scores[test] > thr).mean())},
                 "zscore": {"threshold": thr_z, "flagged": float((z[test] > thr_z).mean())}}
@@ -258,19 +242,18 @@ def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]
 def predict(run, models, data: str | None, out: str | Path | None = None) -> list[Path]:
     """Per-step anomaly score and flag (CSV) and a PNG marking the flagged regions."""
     from ..plots import anomaly_plot
-    from ..runs import atomic_write
     cfg, meta = run.config, run.meta
     values, labels, times, _, roles, path = read_values(cfg, data or cfg.data, meta["roles"])
-    scores, _ = step_scores(models, values, meta, cfg)
     thr = run.info.get("threshold")
     if thr is None:
         metrics_file = run.path / "metrics.json"
-        thr = float(pd.read_json(metrics_file).loc["threshold", "grukit"]) if metrics_file.is_file() else \
-            float(np.percentile(scores, cfg.percentile))
-    frame = pd.DataFrame({"step": np.arange(len(values)), "score": scores, "anomaly": (scores > thr).astype(int)})
+        thr = float(pd.read_json(metrics_file).loc["threshold", "grukit"]) if metrics_file.is_file() else None
+    scores, flags = anomaly_scores(models, meta, cfg, values, threshold=thr)
+    thr = thr if thr is not None else float(np.percentile(scores, cfg.percentile))
+    frame = pd.DataFrame({"step": np.arange(len(values)), "score": scores, "anomaly": flags.astype(int)})
     if times is not None:
         frame.insert(1, roles["time_col"], np.asarray(times))
     out = Path(out) if out else run.path / "predictions.csv"
-    paths = [atomic_write(out, frame.to_csv(index=False))]
+    paths = [write_predictions(frame, out)]
     paths.append(anomaly_plot(values, scores, thr, scores > thr, out.with_suffix(".png"), labels, times))
     return paths

@@ -57,7 +57,7 @@ from .. import __version__
 from ..errors import ConfigError
 from ..nn import GRU
 
-__all__ = ["SequenceTask", "infer", "combine"]
+__all__ = ["SequenceTask", "infer", "combine", "write_predictions"]
 
 
 class SequenceTask(L.LightningModule):
@@ -270,3 +270,10 @@ def infer(models, batches, *, rule: str | None = None) -> list:
         for m, t in zip(members, was_training):
             m.train(t)
     return out
+
+
+def write_predictions(frame, path):
+    """THE writer of a task's ``predictions.csv`` (any CSV of predictions): a pandas frame written atomically
+    without its index. Returns the path."""
+    from ..runs import atomic_write
+    return atomic_write(path, frame.to_csv(index=False))

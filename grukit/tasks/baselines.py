@@ -1,76 +1,228 @@
-"""Forecast baselines (naive, seasonal naive, statsmodels ETS) and forecast accuracy metrics.
+"""Forecast baselines, configured as their authors recommend, for many series at once.
 
-All functions take NumPy arrays: ``history`` (n,) and return forecasts of length ``h``.
+Every method maps ``(history (n,), h, m, level)`` to ``{"point": (h,), "lo": (h,), "hi": (h,)}`` (intervals
+where the method has them) in the history's units:
+
+- ``naive`` (last value), ``seasonal_naive`` (last period), ``naive2`` (naive on the seasonally adjusted series,
+  the M4 benchmark OWA is relative to);
+- ``theta``: the M4 benchmark Theta (SES with half the linear drift, statsmodels ``ThetaModel``) on the
+  seasonally adjusted series;
+- ``ets``: automatic exponential smoothing (statsmodels ``ETSModel``): every admissible combination of additive
+  or multiplicative error, no / additive / damped trend and, for periods up to 12, no / additive /
+  multiplicative seasonality (Hyndman's ``ets`` space without the unstable additive-error multiplicative-season
+  forms), chosen by AICc; longer periods (hourly 24, weekly 52) are seasonally adjusted first (as M4's
+  statistical benchmarks and Hyndman's ``stlf`` do), since those seasonal state spaces are too large to fit
+  reliably. Prediction intervals from the selected model;
+- ``arima``: automatic ARIMA on the seasonally adjusted series (differences by the KPSS test as ``auto.arima``,
+  then p, q <= 2 by AICc), with intervals.
+
+Seasonal adjustment is the M4 benchmarks' one (:mod:`grukit.data.seasonal`). ``fit_baselines`` runs the chosen
+methods over many series in ``n_jobs`` worker processes; a method that fails on a series falls back to naive for
+that series and is counted.
 """
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["naive", "seasonal_naive", "ets", "forecast_metrics", "mase_scale"]
+from ..data.seasonal import seasonal_factors
+
+__all__ = ["naive", "seasonal_naive", "naive2", "theta", "ets", "arima", "METHODS", "fit_baselines"]
 
 
-def naive(history: np.ndarray, h: int) -> np.ndarray:
+def _season_out(factors: np.ndarray, n: int, h: int) -> np.ndarray:
+    m = len(factors)
+    return factors[(n + np.arange(h)) % m]
+
+
+def _adjust(y: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(seasonally adjusted y, in-sample factors, factors of the next positions (callable via _season_out))."""
+    f = seasonal_factors(y, m)
+    return y / f[np.arange(len(y)) % len(f)], f[np.arange(len(y)) % len(f)], f
+
+
+def naive(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
     """Repeat the last observation."""
-    return np.repeat(history[-1], h).astype(float)
+    return {"point": np.repeat(float(history[-1]), h)}
 
 
-def seasonal_naive(history: np.ndarray, h: int, m: int) -> np.ndarray:
-    """Repeat the last full season (naive when the history is shorter than one season or m <= 1)."""
+def seasonal_naive(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
+    """Repeat the last full period (naive when the history is shorter than one period or m <= 1)."""
     if m <= 1 or len(history) < m:
         return naive(history, h)
-    last = history[-m:]
-    return np.array([last[i % m] for i in range(h)], dtype=float)
+    last = np.asarray(history[-m:], dtype=float)
+    return {"point": last[np.arange(h) % m]}
 
 
-def ets(history: np.ndarray, h: int, m: int) -> np.ndarray:
-    """statsmodels ETS: additive error and additive trend (damped or not), with additive or multiplicative
-    (positive data only) seasonality when ``m > 1`` and there are two seasons of history; the configuration
-    with the lowest AIC wins. Naive if every fit fails.
+def naive2(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
+    """Naive on the seasonally adjusted series, re-seasonalised (M4's Naive2)."""
+    y = np.asarray(history, dtype=float)
+    des, _, f = _adjust(y, m)
+    return {"point": des[-1] * _season_out(f, len(y), h)}
 
-    No-trend models are left out on purpose: on short series their AIC often wins while they forecast trending
-    data badly (airline: AIC picks ETS(A,N,M), MAE 73 vs 30 for ETS(A,A,M)), which would make a weak baseline.
-    """
+
+def theta(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
+    """The M4 benchmark Theta method on the seasonally adjusted series."""
+    from statsmodels.tsa.forecasting.theta import ThetaModel
+    y = np.asarray(history, dtype=float)
+    des, _, f = _adjust(y, m)
+    if len(des) < 4 or np.ptp(des) == 0:
+        return naive2(y, h, m)
+    res = ThetaModel(des, period=1, deseasonalize=False).fit()
+    point = np.asarray(res.forecast(h), dtype=float)
+    pi = np.asarray(res.prediction_intervals(h, alpha=1 - level), dtype=float)     # (h, 2)
+    s = _season_out(f, len(y), h)
+    return {"point": point * s, "lo": pi[:, 0] * s, "hi": pi[:, 1] * s}
+
+
+def _ets_fit(y: np.ndarray, m: int, seasonal_forms: bool):
     from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+    positive = bool((y > 0).all())
+    seasons: list[str | None] = [None]
+    if seasonal_forms and m > 1 and len(y) >= 2 * m + 2:
+        seasons += ["add"] + (["mul"] if positive else [])
+    best, best_ic = None, np.inf
+    for error in ["add"] + (["mul"] if positive else []):
+        for trend, damped in ((None, False), ("add", False), ("add", True)):
+            for seasonal in seasons:
+                if error == "add" and seasonal == "mul":
+                    continue
+                if len(y) < 3 + (2 if trend else 0) + (m if seasonal else 0):
+                    continue
+                try:
+                    res = ETSModel(pd.Series(y), error=error, trend=trend, damped_trend=damped, seasonal=seasonal,
+                                   seasonal_periods=m if seasonal else None).fit(disp=False, maxiter=300)
+                except Exception:  # noqa: BLE001 - a configuration that does not fit is skipped
+                    continue
+                ic = res.aicc if np.isfinite(res.aicc) else res.aic
+                if np.isfinite(ic) and ic < best_ic:
+                    best, best_ic = res, ic
+    return best
+
+
+def ets(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
+    """Automatic ETS by AICc (see the module docstring), with its prediction interval."""
     y = np.asarray(history, dtype=float)
-    seasonals: list[str | None] = [None]
-    if m > 1 and len(y) >= 2 * m + 2:
-        seasonals = ["add"] + (["mul"] if (y > 0).all() else [])
-    best, best_aic = None, np.inf
-    for trend, damped in (("add", True), ("add", False)):
-        for seasonal in seasonals:
+    direct = m <= 12
+    des, _, f = (y, None, np.ones(1)) if direct else _adjust(y, m)
+    if len(y) < 4 or np.ptp(y) == 0:
+        return naive(y, h)
+    res = _ets_fit(des, m, seasonal_forms=direct)
+    if res is None:
+        return naive2(y, h, m)
+    n = len(des)
+    frame = res.get_prediction(start=n, end=n + h - 1).summary_frame(alpha=1 - level)
+    s = _season_out(f, len(y), h)
+    return {"point": frame["mean"].to_numpy() * s, "lo": frame["pi_lower"].to_numpy() * s,
+            "hi": frame["pi_upper"].to_numpy() * s}
+
+
+def _ndiffs(y: np.ndarray, max_d: int = 2) -> int:
+    from statsmodels.tsa.stattools import kpss
+    d = 0
+    while d < max_d and len(y) > 10:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                p = kpss(y, regression="c", nlags="auto")[1]
+        except Exception:  # noqa: BLE001
+            break
+        if p >= 0.05:
+            break
+        y, d = np.diff(y), d + 1
+    return d
+
+
+def arima(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
+    """Automatic ARIMA(p, d, q) on the seasonally adjusted series (KPSS for d, AICc for p, q <= 2)."""
+    from statsmodels.tsa.arima.model import ARIMA
+    y = np.asarray(history, dtype=float)
+    des, _, f = _adjust(y, m)
+    if len(y) < 8 or np.ptp(y) == 0:
+        return naive(y, h)
+    d = _ndiffs(des)
+    best, best_ic = None, np.inf
+    for p in range(3):
+        for q in range(3):
+            trend = "c" if d == 0 else ("t" if d == 1 else "n")
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    res = ETSModel(y, error="add", trend=trend, damped_trend=damped, seasonal=seasonal,
-                                   seasonal_periods=m if seasonal else None).fit(disp=False, maxiter=200)
-                    fc = np.asarray(res.forecast(h), dtype=float)
-            except Exception:  # noqa: BLE001 - a failing configuration is just skipped
+                res = ARIMA(des, order=(p, d, q), trend=trend).fit()
+            except Exception:  # noqa: BLE001
                 continue
-            if np.isfinite(res.aic) and res.aic < best_aic and np.isfinite(fc).all():
-                best, best_aic = fc, res.aic
-    return best if best is not None else naive(y, h)
+            if np.isfinite(res.aicc) and res.aicc < best_ic:
+                best, best_ic = res, res.aicc
+    if best is None:
+        return naive2(y, h, m)
+    fc = best.get_forecast(h)
+    ci = np.asarray(fc.conf_int(alpha=1 - level), dtype=float)
+    s = _season_out(f, len(y), h)
+    return {"point": np.asarray(fc.predicted_mean, dtype=float) * s, "lo": ci[:, 0] * s, "hi": ci[:, 1] * s}
 
 
-def mase_scale(history: np.ndarray, m: int) -> float:
-    """Mean absolute in-sample seasonal-naive error (naive when the history is too short for m)."""
-    y = np.asarray(history, dtype=float)
-    lag = m if m > 1 and len(y) > m else 1
-    d = np.abs(y[lag:] - y[:-lag])
-    s = float(d.mean()) if len(d) else 0.0
-    return s if s > 0 else 1.0
+METHODS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
+    "naive": naive, "seasonal_naive": seasonal_naive, "naive2": naive2, "theta": theta, "ets": ets,
+    "arima": arima}
 
 
-def forecast_metrics(actual: np.ndarray, pred: np.ndarray, history: np.ndarray, m: int,
-                     lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> dict[str, float]:
-    """MAE, RMSE, MASE, sMAPE (percent) and, with an interval, its coverage (fraction inside)."""
-    a, p = np.asarray(actual, dtype=float), np.asarray(pred, dtype=float)
-    err = a - p
-    out = {"MAE": float(np.abs(err).mean()), "RMSE": float(np.sqrt((err ** 2).mean())),
-           "MASE": float(np.abs(err).mean() / mase_scale(history, m))}
-    denom = np.abs(a) + np.abs(p)
-    out["sMAPE"] = float(np.mean(np.where(denom > 0, 2 * np.abs(err) / np.where(denom > 0, denom, 1), 0)) * 100)
-    if lo is not None and hi is not None:
-        out["coverage"] = float(np.mean((a >= lo) & (a <= hi)))
-    return out
+def _run_one(args) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+    from threadpoolctl import threadpool_limits
+    history, h, m, level, methods = args
+    out, failed = {}, []
+    with threadpool_limits(1):                   # small matrices: BLAS threads only contend
+        for name in methods:
+            _one(name, history, h, m, level, out, failed)
+    return out, failed
+
+
+def _one(name, history, h, m, level, out, failed) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fc = METHODS[name](history, h, m, level)
+        if not all(np.isfinite(v).all() for v in fc.values()):
+            raise FloatingPointError("non-finite forecast")
+    except Exception:  # noqa: BLE001 - one failing series must not stop the table
+        fc = naive(history, h)
+        failed.append(name)
+    out[name] = fc
+
+
+def _single_thread() -> None:
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[k] = "1"
+
+
+def fit_baselines(histories: list[np.ndarray], h: int, m: int, methods: list[str], *, level: float = 0.95,
+                  n_jobs: int = 1, progress: Callable[[int, int], None] | None = None
+                  ) -> tuple[dict[str, list[dict[str, np.ndarray]]], dict[str, int]]:
+    """Forecast every history with every method; ``n_jobs`` processes (0 or -1: one per CPU).
+
+    Returns ``{method: [forecast per series]}`` and ``{method: number of series where it failed}`` (those
+    series got the naive forecast)."""
+    unknown = [k for k in methods if k not in METHODS]
+    if unknown:
+        from ..errors import ConfigError
+        raise ConfigError(f"unknown baseline(s) {unknown}; expected some of {', '.join(METHODS)}")
+    jobs = [(np.asarray(y, dtype=float), h, m, level, list(methods)) for y in histories]
+    n_jobs = (os.cpu_count() or 1) if n_jobs in (0, -1) else max(1, n_jobs)
+    cheap = set(methods) <= {"naive", "seasonal_naive", "naive2"}
+    results = []
+    if n_jobs == 1 or cheap or len(jobs) < 4:
+        for i, j in enumerate(jobs):
+            results.append(_run_one(j))
+            if progress:
+                progress(i + 1, len(jobs))
+    else:
+        with ProcessPoolExecutor(n_jobs, initializer=_single_thread) as pool:
+            for i, r in enumerate(pool.map(_run_one, jobs, chunksize=max(1, len(jobs) // (8 * n_jobs)))):
+                results.append(r)
+                if progress:
+                    progress(i + 1, len(jobs))
+    out = {k: [r[0][k] for r in results] for k in methods}
+    failures = {k: sum(k in r[1] for r in results) for k in methods}
+    return out, failures

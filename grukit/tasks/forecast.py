@@ -1,190 +1,111 @@
-r"""Forecasting: a GRU over a lookback window, a direct multi-horizon head, per-series scaling.
+r"""Forecasting: one global GRU over padded, masked lookback windows of many series, a direct multi-horizon head.
 
-Data: a CSV/Parquet table with a time column, target column(s), optional known-future (``known``) and
-past-only (``past``) covariates and an optional series-id column, or a built-in series. Targets are
-(optionally) log-transformed, then standardised per series and target with the statistics of the training
-part; ``meta.json`` keeps those scalers so a run forecasts without its training data.
+Data (read by :mod:`grukit.data.panel`): a long CSV/Parquet table (time, targets, ``known`` / ``past``
+covariates, series id), the M4 wide layout, or a built-in series. Series of any length train together: a short
+series' windows are padded on the left and masked; one too short to forecast at all is skipped with a warning
+naming it. Each series is encoded per :mod:`grukit.data.windows` (optional seasonal adjustment, log/sqrt
+transform, per-series standardisation on its training part); ``meta.json`` keeps the scalers.
 
-Splits: with ``backtests = k`` the last ``k * horizon`` points of each series are held out; the model trains
-on the rest (its last windows validate for early stopping) and is evaluated from each rolling origin, next to
-naive, seasonal-naive and ETS baselines fitted on the same history.
+Model options (each a config field): window-level normalisation (``window_norm``), seasonal adjustment
+(``deseasonalize``), an ES-RNN-style hybrid (``es_hybrid``: per-series smoothing coefficients and initial
+seasonality learned with the GRU, :mod:`grukit.tasks.forecast_es`), series-id embeddings
+(``series_embedding``), point / Gaussian / quantile outputs, ensembles over seeds (``ensemble``) and lookbacks
+(``lookbacks``) combined by their median.
 
-Outputs per horizon step and target: ``point`` (MSE), ``gaussian`` (mean, scale; Gaussian NLL) or ``quantile``
-(pinball loss on ``quantiles``; the outer pair is the prediction interval).
+Inference has one entry point, :func:`forecast_series`, which the CLI (evaluate, predict), the estimator
+``GRUForecaster`` and the HTTP server call; it runs the models through :func:`grukit.tasks.base.infer`.
+Evaluation and prediction files live in :mod:`grukit.tasks.forecast_eval`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..config import ForecastConfig
-from ..data.batching import DictDataset, Prepared, loader
-from ..data.timeseries import (future_times, load_table_or_builtin, numeric, parse_times,
-                               pick_time_col, require_columns, season_from_times)
+from ..data.batching import Prepared, loader
+from ..data.panel import MAX_MAGNITUDE, Series, drop_short, load_panel
+from ..data.seasonal import seasonal_factors
+from ..data.timeseries import season_from_times
+from ..data.windows import Codec, WindowDataset, fwd, scaler, to_batch, train_origins, window_at
 from ..errors import DataError
-from .base import SequenceTask
+from . import forecast_eval
+from .base import SequenceTask, infer
+from .forecast_es import ESLayer
 from .heads import DirectForecastHead
 
-__all__ = ["ForecastTask", "prepare", "evaluate", "predict", "Series", "read_series"]
+__all__ = ["ForecastTask", "prepare", "forecast_series", "evaluate", "predict", "Series", "choose_transform",
+           "season_of"]
 
 
 # ====================================================================== data
-@dataclass
-class Series:
-    id: str
-    times: pd.Series | None        # (n,) datetimes or numbers, None when the file has no time column
-    y: np.ndarray                  # (n, C) targets, original units; NaN only on future rows
-    known: np.ndarray              # (n, K) known-future covariates
-    past: np.ndarray               # (n, P) past-only covariates
-    n_obs: int                     # rows with observed targets (the rest are future rows)
-
-
-def _roles(cfg: ForecastConfig, df: pd.DataFrame, defaults: dict, path: str) -> dict[str, Any]:
-    time_col = pick_time_col(df, cfg.time_col or defaults.get("time_col", ""), path)
-    target = list(cfg.target or defaults.get("target", ()))
-    known, past, id_col = list(cfg.known), list(cfg.past), cfg.id_col
-    require_columns(df, [id_col] if id_col else [], path, "series-id column")
-    require_columns(df, target, path, "target column")
-    require_columns(df, known, path, "known covariate column")
-    require_columns(df, past, path, "past covariate column")
-    if not target:
-        used = {time_col, id_col, *known, *past}
-        target = [c for c in df.columns if c not in used and pd.api.types.is_numeric_dtype(df[c])]
-        if not target:
-            raise DataError("no numeric target column found; name it with --target", path=path)
-    return {"time_col": time_col, "target": target, "known": known, "past": past, "id_col": id_col}
-
-
-def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future: bool = False) -> list[Series]:
-    """Split the table into series, checking every value; future rows (all targets empty) only at the end."""
-    df = df.reset_index(drop=True)
-    cols = {c: numeric(df, c, path) for c in [*roles["target"], *roles["known"], *roles["past"]]}
-    times = parse_times(df, roles["time_col"], path) if roles["time_col"] else None
-    groups = df.groupby(df[roles["id_col"]].astype(str), sort=False).indices if roles["id_col"] else \
-        {"series": np.arange(len(df))}
-    out = []
-    for sid, idx in groups.items():
-        idx = np.asarray(idx)
-        if times is not None:
-            idx = idx[np.argsort(times.iloc[idx].to_numpy(), kind="stable")]
-        y = np.stack([cols[c][idx] for c in roles["target"]], axis=1)          # (n, C)
-        missing = np.isnan(y).all(axis=1)
-        n_obs = len(idx) - (int(np.argmin(missing[::-1])) if not missing.all() else len(idx))
-        if missing.all():
-            n_obs = 0
-        if not allow_future:
-            n_obs = len(idx)
-        for j, c in enumerate(roles["target"]):                                # NaN/inf in observed targets
-            bad = ~np.isfinite(y[:n_obs, j])
-            if bad.any():
-                raise DataError(f"{'missing/NaN' if np.isnan(y[:n_obs, j][bad][0]) else 'infinite'} target "
-                                f"value{f' in series {sid!r}' if roles['id_col'] else ''}; expected finite "
-                                "numbers (fill or drop the row)", path=path,
-                                line=int(idx[np.flatnonzero(bad)[0]]) + 2, column=c)
-        feats = []
-        for c in [*roles["known"], *roles["past"]]:
-            v = cols[c][idx]
-            limit = len(idx) if c in roles["known"] else n_obs
-            bad = ~np.isfinite(v[:limit])
-            if bad.any():
-                raise DataError("missing or infinite covariate value; expected finite numbers", path=path,
-                                line=int(idx[np.flatnonzero(bad)[0]]) + 2, column=c)
-            feats.append(np.nan_to_num(v))
-        K = len(roles["known"])
-        known = np.stack(feats[:K], 1) if K else np.zeros((len(idx), 0))
-        past = np.stack(feats[K:], 1) if roles["past"] else np.zeros((len(idx), 0))
-        t = times.iloc[idx].reset_index(drop=True) if times is not None else None
-        out.append(Series(str(sid), t, y, known, past, n_obs))
-    return out
-
-
-def _transform(cfg_transform: str, series: list[Series]) -> str:
-    if cfg_transform != "auto":
-        return cfg_transform
-    return "log" if all((s.y[: s.n_obs] > 0).all() for s in series) else "none"
-
-
-def _fwd(y: np.ndarray, transform: str) -> np.ndarray:
-    if transform == "sqrt":
-        return np.sqrt(y)
-    return np.log(y) if transform == "log" else y
-
-
-def _inv(y: np.ndarray, transform: str) -> np.ndarray:
-    if transform == "sqrt":
-        return np.square(np.clip(y, 0, None))
-    return np.exp(np.clip(y, -50, 50)) if transform == "log" else y
-
-
-def _scaler(y: np.ndarray) -> dict[str, list[float]]:
-    mean, std = y.mean(0), y.std(0)
-    return {"mean": mean.tolist(), "std": np.where(std > 1e-8, std, 1.0).tolist()}
-
-
-def _windows(s: Series, z: np.ndarray, cov: np.ndarray, L: int, H: int, K: int, end: int) -> dict[str, list]:
-    """Every window whose targets end at or before ``end``: inputs (L, C+K+P), known future (H, K), y (H, C)."""
-    rows: dict[str, list] = {"x": [], "window": [], "known_future": [], "y": []}
-    for o in range(L, end - H + 1):                       # forecast origin o: inputs [o-L, o), targets [o, o+H)
-        rows["x"].append(np.concatenate([z[o - L:o], cov[o - L:o]], 1).astype(np.float32))
-        rows["window"].append(z[o - L:o].astype(np.float32))
-        rows["known_future"].append(cov[o:o + H, :K].astype(np.float32))
-        rows["y"].append(z[o:o + H].astype(np.float32))
-    return rows
-
-
-def _need(cfg: ForecastConfig) -> int:
-    return cfg.lookback + cfg.horizon + cfg.backtests * cfg.horizon + 1
-
-
-def prepare(cfg: ForecastConfig) -> Prepared:
-    df, defaults, path = load_table_or_builtin(cfg.data, "forecast")
-    roles = _roles(cfg, df, defaults, path)
-    series = read_series(df, roles, path)
-    L, H, hold = cfg.lookback, cfg.horizon, cfg.backtests * cfg.horizon
-    for s in series:
-        if s.n_obs < _need(cfg):
-            who = f"series {s.id!r} has" if roles["id_col"] else "the series has"
-            raise DataError(f"too short: {who} {s.n_obs} points but lookback {L} + horizon {H} + held-out "
-                            f"{hold} (backtests x horizon) + 1 need {_need(cfg)}; lower --lookback, --horizon "
-                            "or --backtests", path=path, column=roles["id_col"] or None)
-    transform = _transform(cfg.transform, series)
-    if transform == "log" and any((s.y[: s.n_obs] <= 0).any() for s in series):
+def choose_transform(cfg_transform: str, series: list[Series], path: str = "") -> str:
+    """``auto``: log when every observed target is > 0, else none; log/sqrt are checked against the data."""
+    pos = all((s.y[: s.n_obs] > 0).all() for s in series)
+    transform = ("log" if pos else "none") if cfg_transform == "auto" else cfg_transform
+    if transform == "log" and not pos:
         raise DataError("transform=log needs positive targets; use --transform none", path=path)
     if transform == "sqrt" and any((s.y[: s.n_obs] < 0).any() for s in series):
         raise DataError("transform=sqrt needs non-negative targets; use --transform none", path=path)
+    return transform
+
+
+def season_of(y: np.ndarray, m: int, deseasonalize: bool) -> np.ndarray:
+    """Per-series seasonal factors (m,) for the encoding: the classical ones when asked and found, else ones."""
+    if not deseasonalize or m <= 1 or y.shape[1] != 1:
+        return np.ones(1)
+    return seasonal_factors(y[:, 0], m)
+
+
+def _covariates(s: Series, cov_scale: dict) -> np.ndarray:
+    cov = np.concatenate([s.known, s.past], 1)
+    return (cov - cov_scale["mean"]) / cov_scale["std"] if cov.shape[1] else cov
+
+
+def prepare(cfg: ForecastConfig) -> Prepared:
+    series, roles, path = load_panel(cfg.data, layout=cfg.layout, duplicates=cfg.duplicates, time_col=cfg.time_col,
+                                     target=cfg.target, known=cfg.known, past=cfg.past, id_col=cfg.id_col)
+    L, H = cfg.lookback, cfg.horizon
+    hold = 0 if cfg.test_data else cfg.backtests * H
+    series = drop_short(series, hold + 2, f"train and hold out {hold} points", path)
+    if not any(s.n_obs - hold >= H + 1 for s in series):
+        raise DataError(f"too short: no series has horizon {H} + held-out {hold} (backtests x horizon) + 1 = "
+                        f"{H + hold + 1} points, the least that gives one training window; lower --horizon or "
+                        "--backtests", path=path, column=roles["id_col"] or None)
+    transform = choose_transform(cfg.transform, series, path)
     m = cfg.season_length or season_from_times(series[0].times)
-    scalers, train_rows, val_rows = {}, [], []
+    K = len(roles["known"])
     covs = np.concatenate([np.concatenate([s.known, s.past], 1)[: s.n_obs - hold] for s in series])
-    cov_scaler = _scaler(covs) if covs.shape[1] else {"mean": [], "std": []}
-    for s in series:
+    cov_scale = scaler(covs) if covs.shape[1] else {"mean": [], "std": []}
+    scalers, seasons, zs, cov_list, train_idx, val_idx = {}, {}, [], [], [], []
+    for i, s in enumerate(series):
         end = s.n_obs - hold
-        ty = _fwd(s.y[:end], transform)
-        scalers[s.id] = _scaler(ty)
-        z = (_fwd(s.y[: s.n_obs], transform) - scalers[s.id]["mean"]) / scalers[s.id]["std"]
-        cov = (np.concatenate([s.known, s.past], 1)[: s.n_obs] - cov_scaler["mean"]) / cov_scaler["std"] \
-            if covs.shape[1] else np.zeros((s.n_obs, 0))
-        rows = _windows(s, z, cov, L, H, len(roles["known"]), end)
-        n = len(rows["y"])
-        n_val = min(n - 1, max(1, math.ceil(cfg.val_fraction * n))) if cfg.val_fraction > 0 else 0
-        train_rows.append({k: v[: n - n_val] for k, v in rows.items()})
-        val_rows.append({k: v[n - n_val:] for k, v in rows.items()})
-
-    def dataset(parts):
-        return DictDataset(**{k: [r for p in parts for r in p[k]] for k in ("x", "window", "known_future", "y")})
-
-    train_ds, val_ds = dataset(train_rows), dataset(val_rows)
-    C, K, P = len(roles["target"]), len(roles["known"]), len(roles["past"])
-    meta = {"input_size": C + K + P, "n_targets": C, "n_known": K, "roles": roles, "transform": transform,
-            "season_length": int(m), "scalers": scalers, "cov_scaler": cov_scaler, "data_name": path,
-            "has_val": len(val_ds) > 0, "n_train_windows": len(train_ds), "n_val_windows": len(val_ds)}
+        season = season_of(s.y[:end], m, cfg.deseasonalize)
+        v = s.y[:end] / season[np.arange(end) % len(season)][:, None]
+        scalers[s.id] = scaler(fwd(v, transform))
+        if len(season) > 1:
+            seasons[s.id] = season.tolist()
+        zs.append(Codec(transform, scalers[s.id], season, s.id).encode(s.y[: s.n_obs]))
+        cov_list.append(_covariates(s, cov_scale) if covs.shape[1] else np.zeros((s.n_obs, 0)))
+        origins = train_origins(end, L, H, cfg.max_windows)
+        n = len(origins)
+        n_val = min(n - 1, max(1, math.ceil(cfg.val_fraction * n))) if cfg.val_fraction > 0 and n > 1 else 0
+        train_idx += [(i, int(o)) for o in origins[: n - n_val]]
+        val_idx += [(i, int(o)) for o in origins[n - n_val:]]
+    sids = list(range(len(series)))
+    train_ds = WindowDataset(zs, cov_list, train_idx, L, H, K, sids, cfg.lookbacks, cfg.seed)
+    val_ds = WindowDataset(zs, cov_list, val_idx, L, H, K, sids)
+    C, P = len(roles["target"]), len(roles["past"])
+    short = [s.id for s in series if s.n_obs - hold < L + H]
+    meta = {"input_size": C + 1 + K + P + cfg.series_embedding, "n_targets": C, "n_known": K, "n_past": P,
+            "roles": roles, "transform": transform, "season_length": int(m), "scalers": scalers,
+            "seasons": seasons, "cov_scaler": cov_scale, "data_name": path, "series_ids": [s.id for s in series],
+            "short_series": short, "has_val": len(val_ds) > 0, "n_train_windows": len(train_ds),
+            "n_val_windows": len(val_ds)}
     return Prepared(loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed),
                     loader(val_ds, cfg.batch_size, False, cfg.num_workers) if len(val_ds) else None, meta,
                     {"series": series})
@@ -192,9 +113,17 @@ def prepare(cfg: ForecastConfig) -> Prepared:
 
 # ====================================================================== model
 class ForecastTask(SequenceTask):
-    """GRU encoder over the lookback window, :class:`~grukit.tasks.heads.DirectForecastHead` on its state."""
+    """GRU encoder over the (normalised, masked) lookback window, a direct multi-horizon head on its state."""
 
     task_name = "forecast"
+    ensemble_rule = "median"
+
+    def __init__(self, config, meta):
+        super().__init__(config, meta)
+        n_series = max(1, len(self.meta.get("series_ids", [])))
+        c = self.config
+        self.embed = nn.Embedding(n_series, c.series_embedding) if c.series_embedding else None
+        self.es = ESLayer(n_series, int(self.meta.get("season_length", 1))) if c.es_hybrid else None
 
     @property
     def n_params(self) -> int:
@@ -203,26 +132,44 @@ class ForecastTask(SequenceTask):
 
     def build_head(self):
         c, m = self.config, self.meta
+        adjusted = c.deseasonalize or c.es_hybrid                # the window is seasonally adjusted already
         return DirectForecastHead(self.encoder_size, c.horizon, m["n_targets"], self.n_params, c.lookback,
-                                  m["n_known"], c.linear_skip, c.head_dropout, int(m.get("season_length", 1)))
+                                  m["n_known"], c.linear_skip, c.head_dropout,
+                                  1 if adjusted else int(m.get("season_length", 1)))
 
     def build_metrics(self):
         from torchmetrics import MeanAbsoluteError, MetricCollection
         return MetricCollection({"mae": MeanAbsoluteError()})
 
     def batch_to_inputs(self, batch):
-        return batch, batch["y"]
+        return batch, batch.get("y")
+
+    def _embedding(self, sid: Tensor) -> Tensor:
+        known = (sid >= 0).view(-1, 1)
+        e = self.embed(sid.clamp(min=0))
+        return torch.where(known, e, self.embed.weight.mean(0, keepdim=True).expand_as(e))
 
     def forward(self, inputs, state=None):
-        x, window = inputs["x"], inputs["window"]                      # (B, L, F), (B, L, C)
-        C = window.shape[-1]
-        level = window.mean(1, keepdim=True) if self.config.window_norm else torch.zeros_like(window[:, :1])
-        x = torch.cat([x[..., :C] - level, x[..., C:]], dim=-1)        # (B, L, F) level-free targets
-        seq, h_n = self.encoder(x, state)                              # (B, L, D*H), (L*D, B, H)
-        h = torch.cat([h_n[-2], h_n[-1]], -1) if self.config.bidirectional else h_n[-1]   # (B, D*H)
-        out = self.head(h, window - level, inputs.get("known_future"))  # (B, horizon, C, P)
-        shift = level.unsqueeze(-1)                                    # (B, 1, C, 1)
-        if self.config.likelihood == "gaussian":                       # only the mean moves with the level
+        c = self.config
+        x, window, mask = inputs["x"], inputs["window"], inputs["mask"]           # (B, L, F), (B, L, C), (B, L)
+        B, L, C = window.shape
+        H = c.horizon
+        if self.es is not None:
+            base_in, base_out = self.es(window, mask, inputs["sid"], inputs["phase"], H)
+        else:
+            w = mask.unsqueeze(-1)
+            level = (window * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1) if c.window_norm \
+                else torch.zeros_like(window[:, :1])                             # (B, 1, C) masked mean
+            base_in, base_out = level.expand(B, L, C), level.expand(B, H, C)
+        adj = (window - base_in) * mask.unsqueeze(-1)                              # (B, L, C), padding -> 0
+        feats = [adj, x[..., C:]]
+        if self.embed is not None:
+            feats.append(self._embedding(inputs["sid"]).unsqueeze(1).expand(B, L, -1))
+        seq, h_n = self.encoder(torch.cat(feats, -1), state)
+        h = torch.cat([h_n[-2], h_n[-1]], -1) if c.bidirectional else h_n[-1]    # (B, D*H)
+        out = self.head(h, adj, inputs.get("known_future"))                       # (B, horizon, C, P)
+        shift = base_out.unsqueeze(-1)                                             # (B, horizon, C, 1)
+        if c.likelihood == "gaussian":                                             # only the mean moves
             out = torch.cat([out[..., :1] + shift, out[..., 1:]], dim=-1)
         else:
             out = out + shift
@@ -234,7 +181,7 @@ class ForecastTask(SequenceTask):
             q = list(c.quantiles)
             i = q.index(0.5) if 0.5 in q else len(q) // 2
             return out[..., i]
-        return out[..., 0]                                             # (B, horizon, C)
+        return out[..., 0]                                                         # (B, horizon, C)
 
     def loss(self, out, y, inputs):
         c = self.config
@@ -243,21 +190,22 @@ class ForecastTask(SequenceTask):
         if c.likelihood == "gaussian":
             sigma = F.softplus(out[..., 1]) + 1e-3
             return F.gaussian_nll_loss(out[..., 0], y, sigma ** 2)
-        q = torch.tensor(c.quantiles, dtype=out.dtype, device=out.device)   # (Q,)
-        diff = y.unsqueeze(-1) - out                                         # (B, horizon, C, Q)
+        q = torch.tensor(c.quantiles, dtype=out.dtype, device=out.device)        # (Q,)
+        diff = y.unsqueeze(-1) - out                                              # (B, horizon, C, Q)
         return torch.maximum(q * diff, (q - 1) * diff).mean()
 
     def metric_inputs(self, out, y, inputs):
         return self._point(out), y
 
     def decode(self, out, inputs=None) -> dict[str, Tensor]:
-        """Point forecast and interval bounds, each (B, horizon, C), in scaled units."""
+        """Point forecast and interval bounds, each (B, horizon, C), and for quantile outputs all quantiles
+        (B, horizon, C, Q); encoded units."""
         c = self.config
         if c.likelihood == "quantile":
-            out = out.sort(dim=-1).values                              # rearrange crossed quantiles
+            out = out.sort(dim=-1).values                                         # rearrange crossed quantiles
         point = self._point(out)
         if c.likelihood == "quantile" and len(c.quantiles) >= 2:
-            return {"point": point, "lo": out[..., 0], "hi": out[..., -1]}
+            return {"point": point, "lo": out[..., 0], "hi": out[..., -1], "quantiles": out}
         if c.likelihood == "gaussian":
             sigma = F.softplus(out[..., 1]) + 1e-3
             z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + c.interval / 2)))
@@ -268,132 +216,128 @@ class ForecastTask(SequenceTask):
 Task = ForecastTask
 
 
-# ====================================================================== use a trained run
-def _forecast(models: list[ForecastTask], s: Series, origin: int, meta: dict, cfg: ForecastConfig,
-              scaler: dict) -> dict[str, np.ndarray]:
-    """Forecast ``horizon`` steps after ``origin`` (exclusive end of history); original units, (H, C) each."""
-    L, H, K = cfg.lookback, cfg.horizon, meta["n_known"]
-    tr = meta["transform"]
-    mean, std = np.asarray(scaler["mean"]), np.asarray(scaler["std"])
-    z = (_fwd(s.y[origin - L:origin], tr) - mean) / std                       # (L, C)
-    cs = meta["cov_scaler"]
-    cov_all = np.concatenate([s.known, s.past], 1)
-    cov = (cov_all - cs["mean"]) / cs["std"] if cov_all.shape[1] else cov_all
-    kf = cov[origin:origin + H, :K]
-    if K and len(kf) < H:
-        raise DataError(f"known covariates {', '.join(meta['roles']['known'])} need {H} future rows after the "
-                        f"last observed target of series {s.id!r}; found {len(kf)}", path=meta["data_name"])
-    batch = {"x": torch.tensor(np.concatenate([z, cov[origin - L:origin]], 1)[None], dtype=torch.float32),
-             "window": torch.tensor(z[None], dtype=torch.float32),
-             "known_future": torch.tensor(kf[None], dtype=torch.float32)}
-    outs = []
-    with torch.no_grad():
-        for m in models:
-            outs.append({k: v[0].numpy() for k, v in m.decode(m(batch)[0]).items()})
-    res = {}
-    for k in outs[0]:
-        v = np.mean([o[k] for o in outs], axis=0) * std + mean                # (H, C) back to transformed units
-        res[k] = _inv(v, tr)
-    return res
+# ====================================================================== the one inference entry point
+class _LookbackView:
+    """An ensemble member that reads only the last ``lookback`` steps of each window (the rest masked)."""
+
+    def __init__(self, model: ForecastTask, lookback: int):
+        self.model, self.lookback = model, lookback
+        self.ensemble_rule, self.training = model.ensemble_rule, model.training
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    def train(self, mode: bool = True):
+        self.model.train(mode)
+        return self
+
+    def on_predict_epoch_start(self) -> None:
+        self.model.on_predict_epoch_start()
+
+    def predict_step(self, batch, batch_idx):
+        L, C = batch["window"].shape[1], batch["window"].shape[2]
+        cut = max(0, L - self.lookback)
+        mask = batch["mask"].clone()
+        mask[:, :cut] = 0
+        x = batch["x"].clone()
+        x[:, :, C] = mask                                                          # the mask feature
+        return self.model.predict_step({**batch, "mask": mask, "x": x}, batch_idx)
 
 
-def _scaler_for(s: Series, meta: dict, end: int) -> dict:
-    if s.id in meta["scalers"]:
-        return meta["scalers"][s.id]
-    return _scaler(_fwd(s.y[:end], meta["transform"]))                      # a new series: its own history
+def forecast_series(models: ForecastTask | Sequence[ForecastTask], meta: dict, config: ForecastConfig,
+                    series: Sequence[np.ndarray], *, known_future: Sequence[np.ndarray] | None = None,
+                    covariates: Sequence[np.ndarray] | None = None, ids: Sequence[str] | None = None,
+                    batch_size: int = 256) -> list[dict[str, np.ndarray]]:
+    """Forecast the ``horizon`` steps after each history, in original units. THE forecasting entry point.
 
+    Args:
+        models: a trained :class:`ForecastTask` or an ensemble of them (``Run.models()``).
+        meta, config: the run's ``meta.json`` and :class:`~grukit.config.ForecastConfig`.
+        series: one array per series: its history, ``(T,)`` or ``(T, C)`` with ``C`` = the run's targets, in
+            original units, oldest first, at least one finite value (short histories are padded and masked).
+        known_future: per series, ``(horizon, K)`` values of the known covariates after the history (required
+            when the run has known covariates).
+        covariates: per series, ``(T, K + P)`` known then past covariates aligned with the history (zeros when
+            omitted).
+        ids: per series, its id in the training data: that series' scaler, smoothing parameters and embedding
+            are used; an unknown or missing id gets statistics from its own history and the mean parameters.
 
-def _load(run, data: str | None, allow_future: bool) -> tuple[list[Series], str]:
-    meta = run.meta
-    df, _, path = load_table_or_builtin(data or run.config.data, "forecast")
-    roles = dict(meta["roles"])
-    require_columns(df, [roles["time_col"], roles["id_col"], *roles["target"], *roles["known"], *roles["past"]],
-                    path)
-    return read_series(df, roles, path, allow_future=allow_future), path
-
-
-def evaluate(run, models: list[ForecastTask], data: str | None = None) -> dict[str, dict[str, float]]:
-    """Rolling-origin evaluation (``backtests`` folds of ``horizon``) beside naive, seasonal naive and ETS."""
-    from .baselines import ets, forecast_metrics, naive, seasonal_naive
-    cfg, meta = run.config, run.meta
-    series, path = _load(run, data, allow_future=False)
-    L, H, m = cfg.lookback, cfg.horizon, meta["season_length"]
-    rows: dict[str, list[dict[str, float]]] = {"grukit": [], "naive": [], "seasonal_naive": [], "ets": []}
-    plotted = []
-    for s in series:
-        if s.n_obs < L + H:
-            raise DataError(f"series {s.id!r} has {s.n_obs} points; evaluation needs lookback + horizon = "
-                            f"{L + H}", path=path)
-        folds = min(cfg.backtests, (s.n_obs - L) // H)
-        for j in range(folds, 0, -1):
-            origin = s.n_obs - j * H
-            hist, actual = s.y[:origin], s.y[origin:origin + H]
-            fc = _forecast(models, s, origin, meta, cfg, _scaler_for(s, meta, origin))
-            for c in range(s.y.shape[1]):
-                hc, ac = hist[:, c], actual[:, c]
-                rows["grukit"].append(forecast_metrics(ac, fc["point"][:, c], hc, m,
-                                                       fc.get("lo", [None])[:, c] if "lo" in fc else None,
-                                                       fc["hi"][:, c] if "hi" in fc else None))
-                rows["naive"].append(forecast_metrics(ac, naive(hc, H), hc, m))
-                rows["seasonal_naive"].append(forecast_metrics(ac, seasonal_naive(hc, H, m), hc, m))
-                rows["ets"].append(forecast_metrics(ac, ets(hc, H, m), hc, m))
-            if j == 1 and len(plotted) < 4:
-                plotted.append((s, origin, fc))
-    table = {k: {name: float(np.mean([r[name] for r in v])) for name in v[0]} for k, v in rows.items() if v}
-    try:
-        from ..plots import forecast_plot
-        forecast_plot([(s.id, s.times, s.y, origin, fc) for s, origin, fc in plotted], meta["roles"]["target"],
-                      run.path / "plots" / "forecast.png", title=f"held-out forecast: {Path(path).name}")
-    except Exception as e:  # noqa: BLE001 - metrics matter more than the picture
-        import warnings
-        warnings.warn(f"could not draw the forecast plot: {e}", stacklevel=2)
-    return table
-
-
-def predict(run, models: list[ForecastTask], data: str | None, out: str | Path | None = None,
-            holdout: int = 0) -> list[Path]:
-    """Forecast ``horizon`` steps after each series' last observed target; CSV (with intervals) and PNG.
-
-    ``holdout`` > 0 forecasts from ``holdout`` steps before the end instead, so the CSV gets an ``actual``
-    column and the PNG the actuals beside the forecast (a back-test of one origin)."""
-    from ..runs import atomic_write
-    cfg, meta = run.config, run.meta
-    series, path = _load(run, data, allow_future=True)
-    H, C = cfg.horizon, meta["n_targets"]
-    target_names = meta["roles"]["target"]
-    records, plotted = [], []
-    for s in series:
-        if s.n_obs < cfg.lookback:
-            raise DataError(f"series {s.id!r} has {s.n_obs} observed points; the model reads lookback = "
-                            f"{cfg.lookback}", path=path)
-        origin = s.n_obs - holdout
-        if origin < cfg.lookback:
-            raise DataError(f"series {s.id!r}: --holdout {holdout} leaves {origin} observed points before the "
-                            f"forecast origin; the model reads lookback = {cfg.lookback}", path=path)
-        fc = _forecast(models, s, origin, meta, cfg, _scaler_for(s, meta, origin))
-        if s.times is None:
-            times = list(range(origin, origin + H))
-        elif holdout and origin + H <= len(s.times):
-            times = list(s.times.iloc[origin:origin + H])
+    Returns:
+        One dict per series with ``"point"`` ``(horizon, C)``, and when the run has intervals ``"lo"`` / ``"hi"``
+        ``(horizon, C)`` and, for quantile outputs, ``"quantiles"`` ``(horizon, C, Q)``; original units. Ensemble
+        members (and the ``lookbacks`` views of each) are combined by their median in
+        :func:`grukit.tasks.base.infer`.
+    """
+    members = [models] if isinstance(models, ForecastTask) else list(models)
+    cfg = config
+    L, H, K, C = cfg.lookback, cfg.horizon, int(meta["n_known"]), int(meta["n_targets"])
+    F_cov = K + int(meta.get("n_past", len(meta["roles"]["past"])))
+    index = {sid: i for i, sid in enumerate(meta.get("series_ids", []))}
+    m = int(meta.get("season_length", 1))
+    items, codecs, starts = [], [], []
+    for j, raw in enumerate(series):
+        y = np.asarray(raw, dtype=np.float64)
+        y = y.reshape(len(y), -1) if y.ndim == 1 else y
+        sid = str(ids[j]) if ids is not None else None
+        name = sid if sid is not None else f"#{j}"
+        if y.ndim != 2 or y.shape[1] != C or len(y) < 1:
+            raise DataError(f"series {name}: history of shape {np.shape(raw)}; expected (T,) or (T, {C}) with T >= 1")
+        if not np.isfinite(y).all():
+            raise DataError(f"series {name}: the history has missing or infinite values; expected finite numbers")
+        if np.abs(y).max() > MAX_MAGNITUDE:
+            raise DataError(f"series {name}: values up to {np.abs(y).max():.3g} exceed {MAX_MAGNITUDE:.0e}; "
+                            "divide the data by a power of ten first")
+        if meta["transform"] == "log" and (y <= 0).any() or meta["transform"] == "sqrt" and (y < 0).any():
+            raise DataError(f"series {name}: the run's {meta['transform']} transform needs "
+                            f"{'positive' if meta['transform'] == 'log' else 'non-negative'} values")
+        season = season_of(y, m, cfg.deseasonalize)
+        if sid in meta["scalers"]:
+            scale = meta["scalers"][sid]
+            season = np.asarray(meta.get("seasons", {}).get(sid, season), dtype=float)
         else:
-            times = future_times(s.times.iloc[:origin], H)
-        for i in range(H):
-            for c in range(C):
-                rec = {"series": s.id, "time": times[i], "step": i + 1, "target": target_names[c],
-                       "forecast": fc["point"][i, c]}
-                if "lo" in fc:
-                    rec["lower"], rec["upper"] = fc["lo"][i, c], fc["hi"][i, c]
-                if holdout:
-                    rec["actual"] = s.y[origin + i, c] if origin + i < s.n_obs else np.nan
-                records.append(rec)
-        if len(plotted) < 4:
-            plotted.append((s.id, s.times, s.y[: s.n_obs], origin, fc))
-    out = Path(out) if out else run.path / "predictions.csv"
-    frame = pd.DataFrame.from_records(records)
-    if not meta["roles"]["id_col"]:
-        frame = frame.drop(columns="series")
-    paths = [atomic_write(out, frame.to_csv(index=False))]
-    from ..plots import forecast_plot
-    paths.append(forecast_plot(plotted, target_names, out.with_suffix(".png"),
-                               title="back-test forecast" if holdout else "forecast", future_times=not holdout))
-    return paths
+            scale = scaler(fwd(y / season[np.arange(len(y)) % len(season)][:, None], meta["transform"]))
+        codec = Codec(meta["transform"], scale, season, name)
+        z = codec.encode(y)
+        cov = np.zeros((len(y) + H, F_cov))
+        if covariates is not None and F_cov:
+            cov[: len(y)] = np.asarray(covariates[j], dtype=float).reshape(len(y), F_cov)
+        if K:
+            kf = np.asarray(known_future[j], dtype=float) if known_future is not None else np.zeros((0, K))
+            if kf.shape[0] < H:
+                raise DataError(f"known covariates {', '.join(meta['roles']['known'])} need {H} future rows after "
+                                f"the last observed target of series {name}; found {kf.shape[0]}")
+            cov[len(y):, :K] = kf[:H].reshape(H, K)
+        if F_cov:
+            cs = meta["cov_scaler"]
+            cov = (cov - cs["mean"]) / cs["std"]
+        item = window_at(z, cov, len(y), L, H, K)
+        item["sid"] = np.int64(index.get(sid, -1))
+        items.append(item)
+        codecs.append(codec)
+        starts.append(len(y))
+    views = [_LookbackView(mdl, lb) for mdl in members for lb in cfg.lookbacks] or members
+    batches = (to_batch(items[i:i + batch_size]) for i in range(0, len(items), batch_size))
+    outs = infer(views, batches, rule=members[0].ensemble_rule)
+    merged = {k: torch.cat([o[k] for o in outs]).numpy().astype(np.float64) for k in outs[0]} if outs else {}
+    results = []
+    for j, codec in enumerate(codecs):
+        res = {}
+        for k, v in merged.items():
+            if k == "quantiles":                                                  # (H, C, Q)
+                res[k] = np.stack([codec.decode(v[j][..., q], starts[j]) for q in range(v.shape[-1])], -1)
+            else:
+                res[k] = codec.decode(v[j], starts[j])
+        results.append(res)
+    return results
+
+
+# ====================================================================== the registry protocol
+def evaluate(run, models: list[ForecastTask], data: str | None = None) -> dict[str, dict[str, float]]:
+    """See :func:`grukit.tasks.forecast_eval.evaluate` (scores :func:`forecast_series` beside the baselines)."""
+    return forecast_eval.evaluate(run, models, data, forecast=forecast_series)
+
+
+def predict(run, models: list[ForecastTask], data: str | None, out=None, holdout: int = 0):
+    """See :func:`grukit.tasks.forecast_eval.predict` (writes :func:`forecast_series` forecasts)."""
+    return forecast_eval.predict(run, models, data, out, holdout=holdout, forecast=forecast_series)

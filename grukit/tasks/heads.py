@@ -110,16 +110,6 @@ class CTCHead(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return torch.log_softmax(self.proj(self.drop(x)), dim=-1)
 
-    def greedy_decode(self, log_probs: Tensor, lengths: Tensor | None = None) -> list[list[int]]:
-        """Best path: argmax per step, merge repeats, drop blanks."""
-        best = log_probs.argmax(-1).cpu()                                     # (B, T)
-        out = []
-        for b in range(best.shape[0]):
-            seq = best[b, : int(lengths[b])] if lengths is not None else best[b]
-            ids = torch.unique_consecutive(seq).tolist()
-            out.append([i for i in ids if i != self.blank])
-        return out
-
 
 class DirectForecastHead(nn.Module):
     """Direct multi-horizon head: all ``horizon`` steps of ``C`` targets at once, ``P`` outputs per value.

@@ -33,12 +33,12 @@ from ..data.text import (EOS, StreamBatches, Vocab, encode_file, find_splits, re
                          tokenize)
 from ..errors import ConfigError, DataError
 from ..nn import GRU
-from .base import SequenceTask
+from .base import SequenceTask, infer, write_predictions
 from .heads import RegressionHead, TiedLMHead
 from .language_config import LMConfig
 
-__all__ = ["LMTask", "Task", "prepare", "evaluate", "predict", "generate", "generate_text", "sample",
-           "stream_nll", "split_ids"]
+__all__ = ["LMTask", "Task", "prepare", "evaluate", "predict", "score", "generate", "generate_run",
+           "generate_text", "sample", "stream_nll", "split_ids"]
 
 LN2 = math.log(2.0)
 
@@ -264,18 +264,19 @@ class LMTask(SequenceTask):
             return self.head.loss(outputs, y)
         return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), y.reshape(-1))   # (B*T, V), (B*T,)
 
-    def token_nll(self, seq: Tensor, y: Tensor) -> Tensor:
-        """(B, T) NLL in nats of the targets ``y`` (B, T) after GRU outputs ``seq`` (B, T, H) (eval: no dropout)."""
-        if self.adaptive:
-            return -self.head.asm(seq.reshape(-1, seq.shape[-1]), y.reshape(-1)).output.view(y.shape)
-        return F.cross_entropy(self.head(seq).transpose(1, 2), y, reduction="none")   # (B, V, T) vs (B, T)
-
     def metric_inputs(self, outputs, y, inputs):
         if self.adaptive:                                               # target log-probs only: cheap
             return -self.head.asm(outputs.reshape(-1, outputs.shape[-1]), y.reshape(-1)).output, y.reshape(-1)
         return outputs, y
 
     def decode(self, outputs, inputs=None):
+        """With targets ``inputs["y"]`` (B, T): their NLL in nats (B, T), what evaluation sums; without: the
+        next-token log-probabilities (B, T, V)."""
+        y = inputs.get("y") if isinstance(inputs, dict) else None
+        if y is not None:
+            if self.adaptive:
+                return -self.head.asm(outputs.reshape(-1, outputs.shape[-1]), y.reshape(-1)).output.view(y.shape)
+            return F.cross_entropy(outputs.transpose(1, 2), y, reduction="none")   # (B, V, T) vs (B, T)
         return self.head.log_prob(outputs) if self.adaptive else torch.log_softmax(outputs, -1)   # (B, T, V)
 
     # ---- training extras: optimiser, wall-clock budget, throughput
@@ -316,25 +317,52 @@ class LMTask(SequenceTask):
 Task = LMTask
 
 
-# ====================================================================== evaluation
-@torch.no_grad()
-def stream_nll(model: LMTask, batches: StreamBatches, per_token: bool = False):
-    """Summed NLL (nats) and token count over ``batches``, carrying the state across windows.
+# ====================================================================== evaluation (through tasks.base.infer)
+def _models(models) -> list[LMTask]:
+    return [models] if isinstance(models, SequenceTask) else list(models)
 
-    With ``per_token`` also returns the (B, L-1) NLL of every predicted token.
+
+def stream_nll(models, batches: StreamBatches, per_token: bool = False):
+    """Summed NLL (nats) and token count over ``batches``, the state carried across windows.
+
+    Runs through :func:`grukit.tasks.base.infer` (the task's ``carry_state`` carries the state from window to
+    window; an ensemble's per-token NLLs are averaged). With ``per_token`` also returns the (B, L-1) NLL of
+    every predicted token.
     """
-    model.eval()
-    state, total, n, rows = None, 0.0, 0, []
-    for batch in batches:
-        seq, state = model.encode(batch, state)                         # (B, T, H), (L, B, H)
-        nll = model.token_nll(seq, batch["y"])                          # (B, T)
-        total += float(nll.sum(dtype=torch.float64))
-        n += nll.numel()
-        if per_token:
-            rows.append(nll)
+    rows = infer(_models(models), batches)                              # one (B, T) NLL per window
+    total = float(sum(float(r.sum(dtype=torch.float64)) for r in rows))
+    n = int(sum(r.numel() for r in rows))
     if per_token:
         return total, n, torch.cat(rows, 1) if rows else torch.zeros(0, 0)
     return total, n
+
+
+def score(models, meta: dict, texts: list[str]) -> list[float]:
+    """Mean next-token NLL (nats per token) of each text, each read on its own from a zero state.
+
+    A text is primed with the boundary token generation starts from (newline for char/byte, ``<eos>`` for
+    words) so its first token is scored too. Texts are scored together in padded batches of 64 through
+    :func:`grukit.tasks.base.infer` (an ensemble averages the members' per-token NLLs).
+    """
+    vocab = Vocab.from_dict(meta["vocab"])
+    ids = []
+    for i, t in enumerate(texts):
+        row = _prompt_ids("", vocab) + _text_ids(t, vocab)
+        if len(row) < 2:
+            raise DataError(f"text {i} is empty; expected at least one token to score")
+        ids.append(row)
+    out: list[float] = []
+    for s in range(0, len(ids), 64):
+        chunk = ids[s:s + 64]
+        n = torch.tensor([len(r) - 1 for r in chunk])                   # (B,) scored tokens per text
+        x = torch.zeros(len(chunk), int(n.max()), dtype=torch.int64)    # (B, T) padded after the end
+        y = torch.zeros_like(x)
+        for b, r in enumerate(chunk):
+            x[b, : len(r) - 1], y[b, : len(r) - 1] = torch.tensor(r[:-1]), torch.tensor(r[1:])
+        (nll,) = infer(_models(models), [{"x": x, "y": y}])             # (B, T); a causal GRU: padding is after
+        mask = torch.arange(x.shape[1])[None, :] < n[:, None]
+        out += ((nll * mask).sum(1, dtype=torch.float64) / n).tolist()
+    return out
 
 
 def _row(nll: float, n: int, kind: str, prefix: str) -> dict[str, float]:
@@ -366,10 +394,9 @@ def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]
     for prefix, ids in sets.items():
         batches = _eval_streams(ids, cfg, names[prefix])
         t0 = time.perf_counter()
-        nlls = [stream_nll(m, batches) for m in models]
+        total, n = stream_nll(models, batches)
         dt = time.perf_counter() - t0
-        n = nlls[0][1]
-        table["grukit"].update(_row(float(np.mean([s for s, _ in nlls])), n, kind, prefix))
+        table["grukit"].update(_row(total, n, kind, prefix))
         targets = batches.data[:, 1:].numpy().reshape(-1)
         table["unigram"].update(_row(float(-logp[targets].sum()), n, kind, prefix))
         speed[f"{prefix}tokens"] = n
@@ -382,7 +409,6 @@ def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]
 def predict(run, models, data: str | None, out: str | Path | None = None) -> list[Path]:
     """Per-token surprisal of ``data`` (default: the validation text) as CSV: position, token, nll, bits."""
     import pandas as pd
-    from ..runs import atomic_write
     cfg, vocab = run.config, Vocab.from_dict(run.meta["vocab"])
     if data is not None:
         ids, name = encode_file(data, vocab, cfg.encoding, cfg.errors), data
@@ -393,12 +419,11 @@ def predict(run, models, data: str | None, out: str | Path | None = None) -> lis
     if len(ids) < 2:
         raise DataError(f"holds {len(ids)} token(s); at least 2 are needed", path=name)
     batches = StreamBatches(ids[None, :], cfg.bptt)                     # one stream: keeps the text order
-    _, _, nll = stream_nll(models[0], batches, per_token=True)
+    _, _, nll = stream_nll(models, batches, per_token=True)
     nll = nll[0].numpy()                                                # (N-1,)
     frame = pd.DataFrame({"position": np.arange(1, len(ids)), "token": [vocab.token(i) for i in ids[1:]],
                           "nll": nll, "bits": nll / LN2})
-    out = Path(out) if out else run.path / "predictions.csv"
-    return [atomic_write(out, frame.to_csv(index=False))]
+    return [write_predictions(frame, Path(out) if out else run.path / "predictions.csv")]
 
 
 # ====================================================================== generation
@@ -434,51 +459,109 @@ def _choose(logits: Tensor, temperature: float, top_k: int, top_p: float, gen: t
     return int(torch.multinomial(probs, 1, generator=gen))
 
 
-def _prompt_ids(prompt: str, vocab: Vocab) -> list[int]:
+def _text_ids(text: str, vocab: Vocab) -> list[int]:
+    """The ids of ``text`` under ``vocab`` (words: without the closing ``<eos>`` tokenize adds)."""
     if vocab.kind == "byte":
-        ids = list(prompt.encode("utf-8"))
+        return list(text.encode("utf-8"))
+    if vocab.kind == "word":
+        return vocab.encode(tokenize(text, "word")[:-1] if text.strip() else []).tolist()
+    return vocab.encode(list(text)).tolist()
+
+
+def _prompt_ids(prompt: str, vocab: Vocab) -> list[int]:
+    """A prompt's ids; an empty prompt starts after a boundary (newline; ``<eos>`` first for words)."""
+    ids = _text_ids(prompt, vocab)
+    if vocab.kind == "byte":
         return ids or [10]                                               # start after a newline
     if vocab.kind == "word":
-        ids = vocab.encode(tokenize(prompt, "word")[:-1] if prompt.strip() else []).tolist()
         return ([vocab.stoi[EOS]] if EOS in vocab.stoi else [0]) + ids   # a sentence boundary first
-    ids = vocab.encode(list(prompt)).tolist()
     return ids or [vocab.stoi.get("\n", 0)]
 
 
-@torch.no_grad()
-def sample(model: LMTask, vocab: Vocab, prompt: str = "", length: int = 200, temperature: float = 1.0,
-           top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-           on_text: Callable[[str], None] | None = None) -> str:
-    """Continue ``prompt`` by ``length`` tokens; returns the continuation (without the prompt).
+def _next_scores(members: list[LMTask], ys: list[Tensor]) -> Tensor:
+    """(B, V) next-token scores from each member's GRU output (B, H): the logits of one model, the mean of
+    the members' log-probabilities for an ensemble (the ``mean`` rule of ``infer``)."""
+    if len(members) == 1:
+        return members[0].logits(ys[0])
+    return torch.stack([torch.log_softmax(m.logits(y), -1) for m, y in zip(members, ys)]).mean(0)
 
-    The prompt primes the state in one forward pass; each new token is one :meth:`GRU.step` from the carried
-    state. ``on_text`` receives each piece of text as soon as it is produced (streaming); the pieces joined are
-    the returned string. The same ``seed`` gives the same text.
+
+def generate(models, meta: dict, prompts: list[str], length: int = 200, temperature: float = 1.0,
+             seed: int | None = None, *, top_k: int = 0, top_p: float = 1.0) -> Iterator[list[str]]:
+    """THE text generation loop: continue every prompt by ``length`` tokens, all prompts together.
+
+    Yields, once per step, the list of new text pieces (one per prompt, in order; a piece may be ``""`` while
+    a byte model is inside a multi-byte character; the last step's pieces include any flushed tail). The
+    prompts prime the GRU state in one batched forward pass; every new token is then ONE batched
+    :meth:`grukit.nn.GRU.step` for all prompts (per ensemble member). ``temperature`` 0 is greedy; ``top_k``
+    / ``top_p`` cut the distribution. Tokens are drawn prompt by prompt from one generator seeded with
+    ``seed``, so the same seed gives the same texts. Options are checked before the first step.
     """
     _check_sampling(length, temperature, top_k, top_p)
-    model.eval()
-    gen = torch.Generator()
-    gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % (2 ** 63)))
-    ids = torch.tensor([_prompt_ids(prompt, vocab)], dtype=torch.int64)  # (1, P)
-    seq, h = model.encode({"x": ids})                                  # (1, P, H), (L, 1, H): priming
-    logits = model.logits(seq[:, -1])                                   # (1, V)
-    decoder = vocab.decoder()
+    members = _models(models)
+    if not members:
+        raise ConfigError("generate() needs at least one model")
+    vocab = Vocab.from_dict(meta["vocab"])
+    rows = [_prompt_ids(p, vocab) for p in prompts]
+    return _generate(members, vocab, rows, length, temperature, top_k, top_p, seed)
+
+
+@torch.no_grad()
+def _generate(members, vocab: Vocab, rows: list[list[int]], length: int, temperature: float, top_k: int,
+              top_p: float, seed: int | None) -> Iterator[list[str]]:
+    B = len(rows)
+    if B == 0 or length == 0:
+        return
+    was = [m.training for m in members]
+    for m in members:
+        m.eval()
+    try:
+        gen = torch.Generator()
+        gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % (2 ** 63)))
+        P = torch.tensor([len(r) for r in rows])                        # (B,) prompt lengths
+        x = torch.zeros(B, int(P.max()), dtype=torch.int64)             # (B, P_max) padded after each prompt
+        for b, r in enumerate(rows):
+            x[b, : len(r)] = torch.tensor(r)
+        ys, hs = [], []
+        for m in members:                                               # priming: one forward per member
+            if bool((P == P[0]).all()):
+                seq, h = m.encode({"x": x})                             # (B, P, H), (L, B, H)
+            else:
+                seq, h = m.encoder(m.drop(m.embedding(x)), None, lengths=P)
+            ys.append(seq[torch.arange(B), P - 1])                      # (B, H) output at each last prompt token
+            hs.append(h)
+        logits = _next_scores(members, ys)                              # (B, V)
+        decoders = [vocab.decoder() for _ in range(B)]
+        for step in range(length):
+            toks = [_choose(logits[b], temperature, top_k, top_p, gen) for b in range(B)]
+            pieces = [decoders[b]([t]) for b, t in enumerate(toks)]
+            if step == length - 1:
+                pieces = [p + decoders[b]([], True) for b, p in enumerate(pieces)]
+            yield pieces
+            if step == length - 1:
+                break
+            tok = torch.tensor(toks)                                     # (B,)
+            for i, m in enumerate(members):
+                ys[i], hs[i] = m.encoder.step(m.embedding(tok), hs[i])   # (B, H), (L, B, H)
+            logits = _next_scores(members, ys)                          # (B, V)
+    finally:
+        for m, t in zip(members, was):
+            m.train(t)
+
+
+def sample(model, vocab: Vocab, prompt: str = "", length: int = 200, temperature: float = 1.0,
+           top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+           on_text: Callable[[str], None] | None = None) -> str:
+    """Continue one ``prompt`` by ``length`` tokens with :func:`generate`; returns the continuation (without
+    the prompt). ``on_text`` receives each piece of text as soon as it is produced (streaming); the pieces
+    joined are the returned string. The same ``seed`` gives the same text."""
     pieces: list[str] = []
-    for _ in range(length):
-        tok = _choose(logits[0], temperature, top_k, top_p, gen)
-        piece = decoder([tok])
+    for (piece,) in generate(model, {"vocab": vocab.to_dict()}, [prompt], length, temperature, seed,
+                             top_k=top_k, top_p=top_p):
         if piece:
             pieces.append(piece)
             if on_text is not None:
                 on_text(piece)
-        x = model.embedding(torch.tensor([tok]))                        # (1, E)
-        y, h = model.encoder.step(x, h)                                 # (1, H), (L, 1, H)
-        logits = model.logits(y)                                        # (1, V)
-    tail = decoder([], True)
-    if tail:
-        pieces.append(tail)
-        if on_text is not None:
-            on_text(tail)
     return "".join(pieces)
 
 
@@ -489,21 +572,21 @@ def _joiner(prompt: str, kind: str) -> str:
 def generate_text(run, prompt: str = "", length: int = 200, temperature: float = 1.0, top_k: int = 0,
                   top_p: float = 1.0, seed: int | None = None, include_prompt: bool = True,
                   on_text: Callable[[str], None] | None = None) -> str:
-    """Python API: text from a trained run (a :class:`~grukit.runs.Run` or its directory)."""
+    """Python API: text from a trained run (a :class:`~grukit.runs.Run` or its directory); every member of
+    an ensemble run takes part."""
     from ..runs import open_run
     if not hasattr(run, "models"):
         run = open_run(run, "lm")
     vocab = Vocab.from_dict(run.meta["vocab"])
-    model = run.models()[0]
     head = prompt + _joiner(prompt, vocab.kind) if include_prompt else ""
     if head and on_text is not None:
         on_text(head)
-    return head + sample(model, vocab, prompt, length, temperature, top_k, top_p, seed, on_text)
+    return head + sample(run.models(), vocab, prompt, length, temperature, top_k, top_p, seed, on_text)
 
 
-def generate(run, models, prompt: str = "", length: int = 500, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, seed: int | None = None, out: str | Path | None = None,
-             stream=None, **unknown) -> list[Path]:
+def generate_run(run, models, prompt: str = "", length: int = 500, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None, out: str | Path | None = None,
+                 stream=None, **unknown) -> list[Path]:
     """`grukit generate RUN`: stream the prompt and its continuation to stdout as produced, or write ``out``.
 
     Returns the written paths (none when streaming to stdout).
@@ -524,7 +607,7 @@ def generate(run, models, prompt: str = "", length: int = 500, temperature: floa
     if on_text:
         on_text(head)
     t0 = time.perf_counter()
-    text = head + sample(models[0], vocab, prompt, length, temperature, top_k, top_p, seed, on_text)
+    text = head + sample(models, vocab, prompt, length, temperature, top_k, top_p, seed, on_text)
     dt = time.perf_counter() - t0
     if on_text:
         on_text("\n")
@@ -534,4 +617,3 @@ def generate(run, models, prompt: str = "", length: int = 500, temperature: floa
         from ..runs import atomic_write
         return [atomic_write(out, text)]
     return []
-

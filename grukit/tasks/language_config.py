@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from ..config import TaskConfig, _choice, opt
 
@@ -49,6 +50,15 @@ class LMConfig(TaskConfig):
     patience: int = opt(3, "early stopping: epochs without validation-perplexity improvement")
     max_minutes: float = opt(0.0, "wall-clock training budget in minutes; training stops, keeps the best "
                                   "checkpoint and evaluates (0 = none)")
+
+    tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune lm` search space
+        "hidden_size": [128, 256, 512],
+        "num_layers": [1, 2, 3],
+        "embedding_size": [64, 128, 256],
+        "dropout": {"low": 0.0, "high": 0.5},
+        "bptt": [32, 64, 128],
+        "lr": {"low": 5e-4, "high": 5e-3, "log": True},
+    }
 
     def problems(self) -> list[str]:
         p = super().problems()

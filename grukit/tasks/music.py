@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +25,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batching import Prepared
-from ..data.music import MusicSource, RollSpec, read_rolls, roll_png, write_midi
+from ..data.music import (MusicSource, RollSpec, eval_batches, piece_loader, read_rolls, split_indices,
+                          write_midi)
 from ..errors import ConfigError, DataError
-from .base import SequenceTask
+from ..plots import roll_png
+from .base import SequenceTask, infer, write_predictions
 from .heads import length_mask
 from .music_config import MusicConfig
 
 __all__ = ["MusicTask", "NADEHead", "BernoulliHead", "frame_nll", "frame_accuracy", "prepare", "evaluate",
-           "predict", "generate", "split_pieces", "PAPER"]
+           "predict", "generate", "generate_run", "split_pieces", "PAPER"]
 
 # Chung et al. 2014, Table 2: test NLL per time step (GRU, LSTM), about 20K parameters each
 PAPER = {"jsb_chorales": (8.54, 8.67), "nottingham": (3.23, 3.20), "musedata": (5.99, 6.23),
@@ -226,8 +227,12 @@ class MusicTask(SequenceTask):
         return {"nll": nll * mask, "frames": float(mask.sum()), "acc": frame_accuracy(pred, target, mask)}, target
 
     def decode(self, outputs, inputs):
-        logits, _ = outputs
-        return torch.sigmoid(logits)                                                # (B, T, P) p(v_tk | past)
+        """What :func:`~grukit.tasks.base.infer` combines over an ensemble (mean): ``prob`` p(v_tk | past)
+        (B, T, P), ``nll`` per frame (B, T) and ``pred`` the greedy frames (B, T, P) as 0/1 (their mean over
+        members > 0.5 is the majority vote)."""
+        logits, seq = outputs
+        return {"prob": torch.sigmoid(logits), "nll": frame_nll(logits, inputs["y"]),
+                "pred": self.head.greedy(seq).float()}
 
     # ---- a time budget (minutes) on top of early stopping
     def on_train_start(self) -> None:
@@ -256,99 +261,28 @@ class MusicTask(SequenceTask):
         return super().configure_optimizers()
 
     # ---- sampling
-    @torch.no_grad()
     def sample(self, n_frames: int, primer: np.ndarray | None = None, temperature: float = 1.0,
                seed: int | None = None) -> np.ndarray:
-        """Primer frames (if any) then ``n_frames`` sampled frames, as a (T, P) uint8 roll."""
-        if self.config.bidirectional:
-            raise ConfigError("a bidirectional GRU cannot generate; train with --no-bidirectional")
-        g = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**31))
-        P = int(self.meta["input_size"])
-        dtype = next(self.parameters()).dtype
-        prev, h = torch.zeros(1, P, dtype=dtype), None                              # (1, P)
-        out = []
-        if primer is not None and len(primer):
-            for frame in torch.as_tensor(np.asarray(primer), dtype=dtype):          # teacher-force the primer
-                _, h = self.encoder.step(prev, h)
-                prev = frame.unsqueeze(0)
-                out.append(prev)
-        for _ in range(n_frames):
-            y, h = self.encoder.step(prev, h)                                       # (1, E), (L, 1, H)
-            prev = self.head.sample(y, temperature, g)                              # (1, P)
-            out.append(prev)
-        if not out:
-            return np.zeros((0, P), np.uint8)
-        return torch.cat(out).numpy().astype(np.uint8)
+        """Primer frames (if any) then ``n_frames`` sampled frames, as a (T, P) uint8 roll (:func:`generate`)."""
+        return generate([self], self.meta, 1, n_frames, temperature, seed, primer=primer)[0]
 
 
 Task = MusicTask
 
 
 # ====================================================================== data
+def _split(source: MusicSource, cfg: MusicConfig) -> tuple[dict[str, list[np.ndarray]], dict[str, list[str]]]:
+    """train/valid/test rolls and piece names: the file's own split, else a seeded split by fraction."""
+    idx = split_indices(source, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    own = "train" in source.splits
+    rolls = {k: [source.splits[k if own else "all"][i] for i in v] for k, v in idx.items()}
+    names = {k: [source.names[k if own else "all"][i] for i in v] for k, v in idx.items()}
+    return rolls, names
+
+
 def split_pieces(source: MusicSource, cfg: MusicConfig) -> dict[str, list[np.ndarray]]:
     """train/valid/test rolls: the file's own split, else a seeded split of the pieces by fraction."""
-    if "train" in source.splits:
-        return {k: source.splits.get(k, []) for k in ("train", "valid", "test")}
-    rolls = source.splits["all"]
-    n = len(rolls)
-    order = np.random.default_rng(cfg.seed).permutation(n)
-    n_test = int(round(cfg.test_fraction * n)) if n >= 3 else 0
-    n_val = int(round(cfg.val_fraction * n)) if n >= 3 else 0
-    if n >= 3:
-        n_test, n_val = max(n_test, 1 if cfg.test_fraction > 0 else 0), max(n_val, 1 if cfg.val_fraction > 0 else 0)
-    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
-    return {"train": [rolls[i] for i in train], "valid": [rolls[i] for i in val], "test": [rolls[i] for i in test]}
-
-
-class _Pieces(torch.utils.data.Dataset):
-    """(input, target) pairs: input = the roll shifted one frame later (zeros first), target = the roll."""
-
-    def __init__(self, rolls: list[np.ndarray], chunk: int = 0):
-        self.items = []
-        for r in rolls:
-            r = np.asarray(r, np.float32)
-            x = np.vstack([np.zeros((1, r.shape[1]), np.float32), r[:-1]])          # (T, P) previous frames
-            step = chunk if chunk > 0 else len(r)
-            for s in range(0, len(r), step):
-                if len(r[s:s + step]) >= (2 if chunk > 0 and s > 0 else 1):
-                    self.items.append((x[s:s + step], r[s:s + step]))
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-    def frames(self) -> int:
-        return sum(len(y) for _, y in self.items)
-
-
-def _collate(items):
-    """Pad (x, y) pairs to (B, T, P) with (B,) lengths."""
-    lengths = torch.tensor([len(y) for _, y in items])
-    B, T, P = len(items), int(lengths.max()), items[0][1].shape[1]
-    x, y = torch.zeros(B, T, P), torch.zeros(B, T, P)
-    for i, (a, b) in enumerate(items):
-        x[i, : len(a)], y[i, : len(b)] = torch.from_numpy(a), torch.from_numpy(b)
-    return {"x": x, "y": y, "lengths": lengths}
-
-
-def _budget_batches(lengths: list[int], frames: int) -> list[list[int]]:
-    """Indices grouped by similar length, each group padded to at most ``frames`` frames (at least one piece)."""
-    order = np.argsort(lengths)[::-1]
-    batches, cur = [], []
-    for i in order:
-        if cur and (len(cur) + 1) * lengths[cur[0]] > frames:
-            batches.append(cur)
-            cur = []
-        cur.append(int(i))
-    return batches + ([cur] if cur else [])
-
-
-def _eval_loader(rolls: list[np.ndarray], frames: int = 16384):
-    ds = _Pieces(rolls, chunk=0)
-    return torch.utils.data.DataLoader(ds, batch_sampler=_budget_batches([len(y) for _, y in ds.items], frames),
-                                       collate_fn=_collate)
+    return _split(source, cfg)[0]
 
 
 def _spec(cfg: MusicConfig) -> RollSpec:
@@ -357,42 +291,38 @@ def _spec(cfg: MusicConfig) -> RollSpec:
 
 def prepare(cfg: MusicConfig) -> Prepared:
     source = read_rolls(cfg.data, _spec(cfg), cfg.max_files)
-    parts = split_pieces(source, cfg)
+    parts, names = _split(source, cfg)
     if not parts["train"]:
         raise DataError("no training pieces after the validation/test split; add pieces or lower "
                         "--val-fraction/--test-fraction", path=cfg.data)
-    train = _Pieces(parts["train"], cfg.chunk)
-    g = torch.Generator().manual_seed(cfg.seed)
-    tr = torch.utils.data.DataLoader(train, batch_size=cfg.batch_size, shuffle=True, collate_fn=_collate,
-                                     generator=g, num_workers=cfg.num_workers)
-    va = _eval_loader(parts["valid"]) if parts["valid"] else None
+    tr = piece_loader(parts["train"], cfg.batch_size, cfg.chunk, cfg.num_workers, cfg.seed)
+    va = eval_batches(parts["valid"])[0] if parts["valid"] else None
     cat = np.concatenate(parts["train"])
     meta = {"input_size": int(cat.shape[1]), "data_name": source.name, "frame_seconds": source.frame_seconds,
             "frames_per_beat": source.frames_per_beat,
             "low_pitch": cfg.low_pitch, "has_val": va is not None,
             "pieces": {k: len(v) for k, v in parts.items()},
             "frames": {k: int(sum(len(r) for r in v)) for k, v in parts.items()},
-            "pitch_frequency": cat.mean(0).round(6).tolist(), "mean_notes_per_frame": float(cat.sum(1).mean())}
+            "split": names,                                     # the piece names of each part: baselines can
+            "pitch_frequency": cat.mean(0).round(6).tolist(),   # be scored on the same pieces
+            "mean_notes_per_frame": float(cat.sum(1).mean())}
     return Prepared(tr, va, meta, extra={"parts": parts})
 
 
 # ====================================================================== use a trained run
-@torch.no_grad()
-def _score(model: MusicTask, rolls: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Per-piece (NLL sum, frames), (TP, TP+FP+FN) and per-piece probabilities p(v_tk=1 | past) (T, P)."""
-    model.eval()
-    ds = _Pieces(rolls, chunk=0)
+def _score(models, rolls: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Per-piece (NLL sum, frames), (TP, TP+FP+FN) and probabilities p(v_tk=1 | past) (T, P), through
+    :func:`~grukit.tasks.base.infer`: an ensemble's frame NLLs and probabilities are averaged and its greedy
+    frames decided by majority vote."""
+    loader, groups = eval_batches(rolls)
+    batches = list(loader)
     nll, acc, probs = np.zeros((len(rolls), 2)), np.zeros((len(rolls), 2)), [None] * len(rolls)
-    for idx in _budget_batches([len(y) for _, y in ds.items], 16384):
-        batch = _collate([ds[i] for i in idx])
-        (logits, seq), _ = model(batch)
-        f = frame_nll(logits, batch["y"])                                           # (B, T)
-        pred = model.head.greedy(seq)                                               # (B, T, P)
+    for idx, out, batch in zip(groups, infer(models, batches), batches):
         for j, i in enumerate(idx):
             T = int(batch["lengths"][j])
-            nll[i] = float(f[j, :T].sum()), T
-            acc[i] = frame_accuracy(pred[j, :T], batch["y"][j, :T])
-            probs[i] = torch.sigmoid(logits[j, :T]).numpy()
+            nll[i] = float(out["nll"][j, :T].sum()), T
+            acc[i] = frame_accuracy(out["pred"][j, :T] > 0.5, batch["y"][j, :T])
+            probs[i] = out["prob"][j, :T].numpy()
     return nll, acc, probs
 
 
@@ -408,22 +338,19 @@ def _eval_rolls(run, data: str | None) -> tuple[list[np.ndarray], str]:
 
 
 def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]]:
-    """NLL per time step (nats) and frame accuracy on the test pieces, beside a per-pitch frequency baseline
-    and, for the four benchmark sets, the numbers of Chung et al. 2014."""
+    """NLL per time step (nats) and frame accuracy on the test pieces (an ensemble: averaged), beside a
+    per-pitch frequency baseline and, for the four benchmark sets, the numbers of Chung et al. 2014."""
     rolls, name = _eval_rolls(run, data)
     if not rolls:
         raise DataError("no test pieces: raise --test-fraction when training, or pass `grukit evaluate RUN "
                         "--data FILE`", path=data or run.config.data)
     _check_width(rolls, run.meta, name)
-    model = models[0]
-    nll, acc, probs = _score(model, rolls)
+    nll, acc, probs = _score(models, rolls)
     frames = nll[:, 1].sum()
     table = {"grukit": {"nll": float(nll[:, 0].sum() / frames), "accuracy": float(acc[:, 0].sum() /
                                                                                   max(acc[:, 1].sum(), 1)),
                         "frames": float(frames), "pieces": float(len(rolls)),
-                        "params": float(sum(p.numel() for p in model.parameters()))}}
-    if len(models) > 1:
-        warnings.warn("music evaluation uses the first ensemble member only", stacklevel=2)
+                        "params": float(sum(p.numel() for p in models[0].parameters()))}}
     q = np.clip(np.asarray(run.meta["pitch_frequency"], np.float64), 1e-4, 1 - 1e-4)
     cat = np.concatenate(rolls).astype(np.float64)                                 # (N, P)
     base_nll = -(cat * np.log(q) + (1 - cat) * np.log1p(-q)).sum(1).mean()
@@ -454,12 +381,11 @@ def _check_width(rolls, meta, name) -> None:
 def predict(run, models, data: str | None, out: str | Path | None = None) -> list[Path]:
     """Per-piece NLL per time step and accuracy as CSV, and the first piece's probabilities as PNG."""
     import pandas as pd
-    from ..runs import atomic_write
     source = read_rolls(data or run.config.data, _spec(run.config), run.config.max_files)
     split = "test" if "test" in source.splits else "all"
     rolls, names = source.splits[split], source.names[split]
     _check_width(rolls, run.meta, source.name)
-    nll, acc, probs = _score(models[0], rolls)
+    nll, acc, probs = _score(models, rolls)
     frame = pd.DataFrame({"piece": names, "frames": nll[:, 1].astype(int), "nll_per_step": nll[:, 0] / nll[:, 1],
                           "accuracy": acc[:, 0] / np.maximum(acc[:, 1], 1)})
     out = Path(out) if out else run.path / "predictions.csv"
@@ -467,7 +393,84 @@ def predict(run, models, data: str | None, out: str | Path | None = None) -> lis
     png = roll_png(out.with_suffix(".png"), [(f"{names[0]} (truth)", rolls[0][:n]),
                                               ("p(note | past)", probs[0][:n])],
                    low_pitch=run.config.low_pitch, frame_seconds=run.meta.get("frame_seconds"))
-    return [atomic_write(out, frame.to_csv(index=False)), png]
+    return [write_predictions(frame, out), png]
+
+
+# ====================================================================== generation
+def _pick(logits: list[Tensor], temperature: float, generator=None) -> Tensor:
+    """0/1 notes from the members' logits: one member draws as :func:`_draw`; an ensemble from the mean of
+    the members' probabilities ``sigmoid(logits / temperature)`` (temperature 0: mean p > 0.5)."""
+    if len(logits) == 1:
+        return _draw(logits[0], temperature, generator)
+    if temperature == 0:
+        return (torch.stack([torch.sigmoid(z) for z in logits]).mean(0) > 0.5).to(logits[0].dtype)
+    p = torch.stack([torch.sigmoid(z / temperature) for z in logits]).mean(0)
+    return torch.bernoulli(p, generator=generator)
+
+
+def _frame(heads: list[nn.Module], es: list[Tensor], temperature: float, generator) -> Tensor:
+    """One sampled frame (N, P) from every member's GRU output (N, E)."""
+    if len(heads) == 1:
+        return heads[0].sample(es[0], temperature, generator)
+    if isinstance(heads[0], BernoulliHead):
+        return _pick([h.proj(e) for h, e in zip(heads, es)], temperature, generator)
+    bs, acts = [h.b(e) for h, e in zip(heads, es)], [h.c(e) for h, e in zip(heads, es)]    # (N, P), (N, K)
+    out = torch.zeros_like(bs[0])
+    for k in range(out.shape[-1]):                                              # NADE: pitch by pitch, jointly
+        z = [b[:, k] + (torch.sigmoid(a) * h.V[k]).sum(-1) for h, b, a in zip(heads, bs, acts)]   # (N,) each
+        out[:, k] = _pick(z, temperature, generator)
+        acts = [a + out[:, k:k + 1] * h.W[k] for h, a in zip(heads, acts)]
+    return out
+
+
+def generate(models, meta: dict, n: int = 1, steps: int = 64, temperature: float = 1.0,
+             seed: int | None = None, *, primer: np.ndarray | None = None) -> list[np.ndarray]:
+    """THE music sampling loop: ``n`` pieces of ``steps`` frames, all advanced together by one batched
+    :meth:`grukit.nn.GRU.step` per frame (per ensemble member; an ensemble samples from its members' mean
+    probabilities). ``primer`` (T0, P) frames are teacher-forced first and kept at the start of every piece.
+    Returns ``n`` rolls (T0 + steps, P) of uint8 0/1; the same ``seed`` gives the same pieces."""
+    members = [models] if isinstance(models, SequenceTask) else list(models)
+    if not members:
+        raise ConfigError("generate() needs at least one model")
+    if any(m.config.bidirectional for m in members):
+        raise ConfigError("a bidirectional GRU cannot generate; train with --no-bidirectional")
+    if temperature is None or temperature < 0:
+        raise ConfigError(f"temperature={temperature}: expected a number >= 0 (1 = the model's distribution, "
+                          "< 1 more conservative, 0 = every note with probability > 0.5)")
+    if n < 1 or steps < 0:
+        raise ConfigError(f"n={n}, steps={steps}: expected at least one piece and steps >= 0")
+    was = [m.training for m in members]
+    try:
+        for m in members:
+            m.eval()
+        with torch.no_grad():
+            return _sample(members, int(meta["input_size"]), n, steps, float(temperature), seed, primer)
+    finally:
+        for m, t in zip(members, was):
+            m.train(t)
+
+
+def _sample(members, P: int, n: int, steps: int, temperature: float, seed, primer) -> list[np.ndarray]:
+    g = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**31))
+    dtype = next(members[0].parameters()).dtype
+    prev, hs = torch.zeros(n, P, dtype=dtype), [None] * len(members)            # (n, P)
+    out = []
+    if primer is not None and len(primer):
+        for frame in torch.as_tensor(np.asarray(primer), dtype=dtype):          # teacher-force the primer
+            hs = [m.encoder.step(prev, h)[1] for m, h in zip(members, hs)]
+            prev = frame.unsqueeze(0).expand(n, P)
+            out.append(prev)
+    for _ in range(steps):
+        es = []
+        for i, m in enumerate(members):
+            y, hs[i] = m.encoder.step(prev, hs[i])                              # (n, E), (L, n, H)
+            es.append(y)
+        prev = _frame([m.head for m in members], es, temperature, g)            # (n, P)
+        out.append(prev)
+    if not out:
+        return [np.zeros((0, P), np.uint8) for _ in range(n)]
+    rolls = torch.stack(out, 1).numpy().astype(np.uint8)                        # (n, T, P)
+    return list(rolls)
 
 
 def _primer(run, prompt: str | None, primer_frames: int | None) -> np.ndarray | None:
@@ -496,10 +499,10 @@ def _primer(run, prompt: str | None, primer_frames: int | None) -> np.ndarray | 
     return roll[:n]
 
 
-def generate(run, models, prompt: str | None = None, length: int | str | None = None, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-             out: str | Path | None = None, seconds: float | None = None, primer_frames: int | None = None,
-             **_ignored) -> list[Path]:
+def generate_run(run, models, prompt: str | None = None, length: int | str | None = None,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 out: str | Path | None = None, seconds: float | None = None,
+                 primer_frames: int | None = None, **_ignored) -> list[Path]:
     """Sample a piece and write it as MIDI, with a piano-roll PNG beside it.
 
     Args:
@@ -528,7 +531,7 @@ def generate(run, models, prompt: str | None = None, length: int | str | None = 
     if n < 1:
         raise ConfigError(f"length={length or seconds}: expected at least one frame")
     primer = _primer(run, prompt, primer_frames)
-    roll = models[0].sample(n, primer, float(temperature), seed)
+    (roll,) = generate(models, run.meta, 1, n, float(temperature), seed, primer=primer)
     out = Path(out) if out else run.path / "generated.mid"
     if out.suffix.lower() not in (".mid", ".midi"):
         out = out.with_suffix(".mid")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from ..config import TaskConfig, _choice, opt
 
@@ -46,6 +47,15 @@ class MusicConfig(TaskConfig):
     lr: float = opt(3e-3, "Adam learning rate")
     val_fraction: float = opt(0.1, "MIDI folders and chorales: fraction of pieces held out for validation "
                                    "(.mat files have their own split)")
+
+    tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune music` search space
+        "hidden_size": [64, 128, 256],
+        "num_layers": [1, 2],
+        "head_dropout": {"low": 0.0, "high": 0.5},
+        "input_dropout": {"low": 0.0, "high": 0.3},
+        "lr": {"low": 5e-4, "high": 1e-2, "log": True},
+        "batch_size": [16, 32, 64],
+    }
 
     def problems(self) -> list[str]:
         p = super().problems()

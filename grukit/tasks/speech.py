@@ -32,11 +32,12 @@ from ..data import audio
 from ..data.batching import DictDataset, Prepared, loader
 from ..errors import ConfigError, DataError
 from ..nn import GRU
-from .base import SequenceTask
+from .base import SequenceTask, infer, write_predictions
 from .heads import CTCHead
 from .speech_config import SpeechConfig
 
-__all__ = ["SpeechTask", "Task", "prepare", "evaluate", "predict", "transcribe", "Streamer", "Vocabulary",
+__all__ = ["SpeechTask", "Task", "prepare", "evaluate", "predict", "transcribe", "transcribe_files", "Streamer",
+           "Vocabulary",
            "CausalConv", "greedy_decode", "beam_search", "error_rates"]
 
 
@@ -232,7 +233,10 @@ class SpeechTask(SequenceTask):
         return hyps, refs
 
     def decode(self, log_probs, inputs):
-        return self.transcripts(log_probs, inputs["out_lengths"], self.config.decoder)
+        """What :func:`~grukit.tasks.base.infer` combines over an ensemble (mean): the posteriors (B, T', S+1)
+        in float64 (so their mean is the ensemble's posterior, ``log`` of it exact to float32) and the valid
+        output frames per utterance (B,)."""
+        return {"probs": log_probs.double().exp(), "lengths": inputs["out_lengths"].double()}
 
 
 Task = SpeechTask
@@ -337,31 +341,50 @@ def _features_of(meta, cfg, samples_or_utts) -> list[np.ndarray]:
     return audio.normalise(feats, cfg.normalize, meta["feature_mean"], meta["feature_std"])
 
 
-@torch.no_grad()
-def _log_probs(model: SpeechTask, feats: list[np.ndarray], batch_size: int = 32) -> list[Tensor]:
-    """Per utterance (T'_i, S+1) log-probabilities, batched in length order."""
+def _log_probs(models, feats: list[np.ndarray], batch_size: int = 32) -> list[Tensor]:
+    """Per utterance (T'_i, S+1) log-probabilities, batched in length order through
+    :func:`~grukit.tasks.base.infer` (an ensemble: the log of the members' mean posterior)."""
     order = np.argsort([len(f) for f in feats])
     out: list[Tensor | None] = [None] * len(feats)
     ds = DictDataset(x=[feats[i] for i in order], lengths=np.array([len(feats[i]) for i in order]))
     k = 0
-    for batch in loader(ds, batch_size, False):
-        lp, _ = model(batch)                                                   # (B, T', S+1)
-        for b in range(lp.shape[0]):
-            out[int(order[k])] = lp[b, : int(batch["out_lengths"][b])]
+    for res in infer(models, loader(ds, batch_size, False)):
+        for b in range(res["probs"].shape[0]):
+            out[int(order[k])] = res["probs"][b, : int(res["lengths"][b])].log().float()   # (T'_b, S+1)
             k += 1
     return out  # type: ignore[return-value]
 
 
 def _transcribe_all(models, feats, decoder: str) -> list[str]:
-    m = models[0]
-    lps = _log_probs(m, feats)
-    if len(models) > 1:                                                       # ensemble: average posteriors
-        others = [_log_probs(o, feats) for o in models[1:]]
-        lps = [torch.logsumexp(torch.stack([lp] + [o[i] for o in others]), 0) - math.log(len(models))
-               for i, lp in enumerate(lps)]
+    m = models[0] if not isinstance(models, SequenceTask) else models
     dec = (lambda lp: greedy_decode(lp)) if decoder == "greedy" else (
         lambda lp: beam_search(lp, m.config.beam_size))
-    return [m.vocab.decode(dec(lp)) for lp in lps]
+    return [m.vocab.decode(dec(lp)) for lp in _log_probs(models, feats)]
+
+
+def transcribe(models, meta: dict, waves: list[np.ndarray], sample_rate: int, *,
+               decoder: str | None = None) -> list[str]:
+    """THE speech inference entry point: the transcript of each wave (float samples in [-1, 1] at
+    ``sample_rate`` Hz, resampled to the model's rate when they differ), decoded greedily or by beam search
+    (``decoder``, default the run's). Waves are featurised and normalised as in training and run in length-
+    sorted batches through :func:`~grukit.tasks.base.infer` (an ensemble averages its posteriors)."""
+    members = [models] if isinstance(models, SequenceTask) else list(models)
+    if not members:
+        raise ConfigError("transcribe() needs at least one model")
+    cfg = members[0].config
+    decoder = decoder or cfg.decoder
+    if decoder not in ("greedy", "beam"):
+        raise ConfigError(f"decoder={decoder!r}: expected greedy or beam")
+    spec = audio.FeatureSpec.from_dict(meta["features"])
+    feats = []
+    for i, w in enumerate(waves):
+        x = np.asarray(w, dtype=np.float32)
+        if x.ndim != 1 or len(x) == 0 or not np.isfinite(x).all():
+            raise DataError(f"wave {i}: expected a non-empty 1-D array of finite samples, got shape "
+                            f"{tuple(x.shape)}")
+        feats.append(audio.features(audio.resample(x, int(sample_rate), spec.rate), spec))
+    norm = audio.normalise(feats, cfg.normalize, meta["feature_mean"], meta["feature_std"])
+    return _transcribe_all(members, norm, decoder)
 
 
 # ====================================================================== use a trained run
@@ -374,15 +397,15 @@ def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]
     utts, name, _ = utterances(cfg, "test", data, rate=run.meta["features"]["rate"])
     feats = _features_of(run.meta, cfg, utts)
     refs = [Vocabulary.clean(u.text) for u in utts]
-    table = {}
+    table, hyps = {}, {}
     for decoder in ("greedy", "beam"):
         t0 = time.perf_counter()
-        hyps = _transcribe_all(models, feats, decoder)
-        table[f"grukit_{decoder}"] = dict(error_rates(hyps, refs), seconds=round(time.perf_counter() - t0, 2))
-    from ..runs import atomic_write
+        hyps[decoder] = _transcribe_all(models, feats, decoder)
+        table[f"grukit_{decoder}"] = dict(error_rates(hyps[decoder], refs),
+                                          seconds=round(time.perf_counter() - t0, 2))
     import pandas as pd
-    atomic_write(run.path / "test_transcripts.csv", pd.DataFrame(
-        {"utterance": [u.path for u in utts], "reference": refs, "greedy": hyps}).to_csv(index=False))
+    write_predictions(pd.DataFrame({"utterance": [u.path for u in utts], "reference": refs,
+                                    "greedy": hyps["greedy"]}), run.path / "test_transcripts.csv")
     return table
 
 
@@ -397,7 +420,6 @@ def _files_of(data: str) -> list[audio.Utterance]:
 def predict(run, models, data: str | None, out: str | Path | None = None) -> list[Path]:
     """Transcripts of an audio file, folder or manifest, as CSV (with the reference when it is known)."""
     import pandas as pd
-    from ..runs import atomic_write
     if not data:
         raise DataError("pass --data AUDIO_FILE, FOLDER or MANIFEST to transcribe", path=run.path)
     utts = _files_of(data)
@@ -405,8 +427,7 @@ def predict(run, models, data: str | None, out: str | Path | None = None) -> lis
     frame = pd.DataFrame({"path": [u.path for u in utts], "transcript": hyps})
     if any(u.text for u in utts):
         frame["reference"] = [u.text for u in utts]
-    out = Path(out) if out else run.path / "predictions.csv"
-    return [atomic_write(out, frame.to_csv(index=False))]
+    return [write_predictions(frame, Path(out) if out else run.path / "predictions.csv")]
 
 
 # ====================================================================== streaming
@@ -480,8 +501,8 @@ class Streamer:
         return torch.stack(self.outputs) if self.outputs else torch.zeros(0, len(self.model.vocab.symbols) + 1)
 
 
-def transcribe(run, files: list[str | Path], *, stream: bool = False, chunk_ms: float = 100.0,
-               decoder: str | None = None, on_partial=None) -> list[dict[str, Any]]:
+def transcribe_files(run, files: list[str | Path], *, stream: bool = False, chunk_ms: float = 100.0,
+                     decoder: str | None = None, on_partial=None) -> list[dict[str, Any]]:
     """Transcribe audio files with a trained run: ``[{path, text, seconds, audio_seconds, rtf}, ...]``.
 
     ``stream=True`` reads each file in ``chunk_ms`` chunks through :class:`Streamer` and calls
@@ -515,9 +536,7 @@ def transcribe(run, files: list[str | Path], *, stream: bool = False, chunk_ms: 
                 last = part
             text = s.finish()
         else:
-            feats = audio.normalise([audio.features(samples, spec)], run.config.normalize,
-                                    run.meta["feature_mean"], run.meta["feature_std"])
-            text = _transcribe_all([model], feats, decoder or run.config.decoder)[0]
+            text = transcribe([model], run.meta, [samples], rate, decoder=decoder)[0]
         sec = time.perf_counter() - t0
         results.append({"path": str(f), "text": text, "seconds": sec, "audio_seconds": dur, "rtf": sec / dur})
     return results

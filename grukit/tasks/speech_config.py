@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from ..config import TaskConfig, _choice, opt
 
@@ -52,6 +53,15 @@ class SpeechConfig(TaskConfig):
     max_epochs: int = opt(24, "upper bound on training epochs")
     patience: int = opt(8, "early stopping patience in epochs")
     val_fraction: float = opt(0.1, "fraction of training utterances held out for validation")
+
+    tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune speech` search space
+        "hidden_size": [64, 128, 256],
+        "num_layers": [1, 2, 3],
+        "conv_channels": [64, 128],
+        "dropout": {"low": 0.0, "high": 0.3},
+        "lr": {"low": 5e-4, "high": 1e-2, "log": True},
+        "batch_size": [8, 16, 32],
+    }
 
     def problems(self) -> list[str]:
         p = super().problems()

@@ -33,7 +33,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-import weakref
 
 import numpy as np
 import torch
@@ -41,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..spec import GRUSpec
+from .weight_cache import WeightCache
 
 if importlib.util.find_spec("numba") is None:   # the registry skips this backend when numba is missing
     raise ImportError("fused_cpu needs numba (pip install numba)")
@@ -161,63 +161,40 @@ def _transposed_np(w: Tensor, b: Tensor | None) -> tuple[np.ndarray, np.ndarray]
     return WT, _bias_np(b, w.shape[0] // 3, WT.dtype)
 
 
-class _InferencePlan:
-    """Everything an inference forward of one module reads, built once per set of weights, each part on first
-    use: for the numba kernels (:meth:`layers`) per layer and direction the detached ``W_ih``/``b_ih`` tensors
-    (for the projection GEMM) and ``W_hh^T``, ``b_hh``, ``W_ih^T``, ``b_ih`` as numpy; for the compiled kernels
-    (:meth:`packed`) the weights in panels; plus reusable kernel scratch. ``key`` holds each parameter's id and
-    version (an in-place update bumps the version; replacing a parameter changes the id), so a stale plan is
-    rebuilt."""
+def _per_layer(module, build) -> list:
+    s: GRUSpec = module.spec
+    return [[build(module.layer_params(layer, d)) for d in range(s.num_directions)] for layer in range(s.num_layers)]
 
-    def __init__(self, module, key) -> None:
-        self.key = key
-        self.params = list(module._parameters.values())   # held: no new tensor can take a cached id
-        self.scratch: dict = {}
-        self._module = weakref.ref(module)
-        self._layers = None
-        self._packed = None
-        self._cplan = None
 
-    def _per_layer(self, build) -> list:
-        module = self._module()
-        s: GRUSpec = module.spec
-        return [[build(module.layer_params(layer, d)) for d in range(s.num_directions)]
-                for layer in range(s.num_layers)]
+def numba_layers(module) -> list:
+    """Per layer and direction ``(w_ih, b_ih, W_hh^T, b_hh, W_ih^T, b_ih)`` for the numba inference kernels (the
+    first two detached tensors for the projection GEMM, the rest numpy)."""
+    return _per_layer(module, lambda p: (
+        p.w_ih.detach(), None if p.b_ih is None else p.b_ih.detach(),
+        *_transposed_np(p.w_hh, p.b_hh), *_transposed_np(p.w_ih, p.b_ih)))
 
-    @property
-    def layers(self) -> list:
-        """Per layer and direction ``(w_ih, b_ih, W_hh^T, b_hh, W_ih^T, b_ih)`` for the numba kernels."""
-        if self._layers is None:
-            self._layers = self._per_layer(lambda p: (
-                p.w_ih.detach(), None if p.b_ih is None else p.b_ih.detach(),
-                *_transposed_np(p.w_hh, p.b_hh), *_transposed_np(p.w_ih, p.b_ih)))
-        return self._layers
 
-    def packed(self) -> tuple[list, int]:
-        """Per layer and direction ``(W_ih, b_ih, W_hh, b_hh)`` packed for the compiled kernels, and ``Hp``."""
-        if self._packed is None:
-            H = self._module().spec.hidden_size
-            self._packed = (self._per_layer(lambda p: _packed_layer(p, H)), _padded(H))
-        return self._packed
+def compiled_plan(c, module):
+    """A ``_cgru.Plan`` holding the module's weights packed in panels (every layer and direction of a forward in
+    one call)."""
+    s: GRUSpec = module.spec
+    H = s.hidden_size
+    layers = _per_layer(module, lambda p: _packed_layer(p, H))
+    return c.Plan([a for per in layers for lay in per for a in lay], s.num_layers, s.num_directions,
+                  s.input_size, H, _padded(H), s.reset_after)
 
-    def compiled(self, c):
-        """The packed weights held by a ``_cgru.Plan`` (every layer and direction of a forward in one call)."""
-        if self._cplan is None:
-            layers, Hp = self.packed()
-            s: GRUSpec = self._module().spec
-            self._cplan = c.Plan([a for per in layers for lay in per for a in lay], s.num_layers,
-                                 s.num_directions, s.input_size, s.hidden_size, Hp, s.reset_after)
-        return self._cplan
 
-    def buffers(self, B: int, H: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        key = (B, threading.get_ident())                  # the kernel releases the GIL: one set per thread
-        hit = self.scratch.get(key)
-        if hit is None:
-            if len(self.scratch) >= 16:
-                self.scratch = {}
-            hit = self.scratch[key] = (np.empty((B, H), dtype), np.empty((B, 3 * H), dtype),
-                                       np.empty((B, H), dtype))
-        return hit
+def scratch_buffers(packed, B: int, H: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kernel scratch ``(B, H)``, ``(B, 3H)``, ``(B, H)`` of one generation, one set per batch size and Python
+    thread (the kernels release the GIL)."""
+    scratch = packed.get("scratch", dict)
+    key = (B, threading.get_ident(), dtype)
+    hit = scratch.get(key)
+    if hit is None:
+        if len(scratch) >= 16:
+            scratch.clear()
+        hit = scratch[key] = (np.empty((B, H), dtype), np.empty((B, 3 * H), dtype), np.empty((B, H), dtype))
+    return hit
 
 
 # Multi-threaded inference input projections up to this many multiply-adds per thread run inside the recurrence
@@ -300,16 +277,14 @@ def _needs_grad(module, *tensors: Tensor) -> bool:
 
 
 class _StepWeights:
-    """``W_ih^T``, ``W_hh^T`` and biases of every layer packed for the step kernel, rebuilt when a parameter
-    changes (in-place update bumps its version; replacing it changes its id)."""
+    """``W_ih^T``, ``W_hh^T`` and biases of every layer packed for the numba step kernel (a part of the module's
+    :class:`~grukit.nn.backends.weight_cache.Packed` generation)."""
 
-    def __init__(self, module, key):
+    def __init__(self, module):
         s: GRUSpec = module.spec
         L, H = s.num_layers, s.hidden_size
         dt = module.weight_ih_l0.detach().numpy().dtype
         imax = max(s.input_size, H)
-        self.key = key
-        self.params = list(module._parameters.values())   # held: no new tensor can take a cached id
         self.WihT = np.zeros((L, imax, 3 * H), dt)
         self.WT = np.empty((L, H, 3 * H), dt)
         self.b = np.zeros((L, 2, 3 * H), dt)
@@ -338,10 +313,6 @@ class _StepWeights:
             dt = self.WT.dtype
             hit = self.scratch[key] = (np.empty((B, 3 * H), dt), np.empty((B, 3 * H), dt), np.empty((B, H), dt))
         return hit
-
-
-def _param_key(module) -> tuple:
-    return tuple((id(p), p._version) for p in module._parameters.values())
 
 
 def _packed_frame(packed, x: np.ndarray, h: np.ndarray | None) -> Tensor:
@@ -463,9 +434,8 @@ class FusedCPUBackend:
     name = "fused_cpu"
 
     def __init__(self) -> None:
-        self._step_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._compiled_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        c = cgru()
+        self.cache = WeightCache(same=None if c is None else c.same)   # every packed weight, one staleness rule
 
     # ------------------------------------------------------------------ what it runs
     def supports(self, spec: GRUSpec, x: Tensor, training: bool) -> str | None:
@@ -519,24 +489,21 @@ class FusedCPUBackend:
         (weights, transposes and scratch come from a plan built once per set of weights; outputs are numpy
         buffers the kernels write into, handed back as tensors without a copy)."""
         spec: GRUSpec = module.spec
-        key = _param_key(module)
-        plan = self._plans.get(module)
-        if plan is None or plan.key != key:
-            plan = self._plans[module] = _InferencePlan(module, key)
+        packed = self.cache.get(module)
         T, B, _ = x.shape
         D, H = spec.num_directions, spec.hidden_size
         c = cgru() if x.dtype == torch.float32 else None
         if c is not None:
-            return self._infer_compiled(c, plan, module, x, hx, lens, zo)
+            return self._infer_compiled(c, packed, module, x, hx, lens, zo)
         dtype = _NP_DTYPES[x.dtype]
-        scratch = plan.buffers(B, H, dtype)
+        scratch = scratch_buffers(packed, B, H, dtype)
         hx_np = hx.detach().numpy()                                    # (L*D, B, H), contiguous
         h_n = np.empty((spec.num_layers * D, B, H), dtype)
         nchunks = threads_for(B, H, T)
         blas = False if spec.deterministic else None
         k = _k()
         layer_in = x                                                   # (T, B, I)
-        for layer, per in enumerate(plan.layers):
+        for layer, per in enumerate(packed.get("layers", lambda: numba_layers(module))):
             outs = np.empty((T, B, D * H), dtype)
             for d, (w_ih, b_ih, WT, bh, WihT, bi) in enumerate(per):
                 i = layer * D + d
@@ -559,7 +526,7 @@ class FusedCPUBackend:
                 layer_in = F.dropout(layer_in, spec.dropout, training=True)
         return layer_in, torch.from_numpy(h_n)                         # (T, B, D*H), (L*D, B, H)
 
-    def _infer_compiled(self, c, plan, module, x: Tensor, hx: Tensor, lens: np.ndarray,
+    def _infer_compiled(self, c, packed, module, x: Tensor, hx: Tensor, lens: np.ndarray,
                         zo: float) -> tuple[Tensor, Tensor]:
         """Inference through the compiled float32 kernels: every layer and direction in one call of the
         module's ``_cgru.Plan`` (per layer and direction the kernels project the inputs, run the recurrence and
@@ -569,7 +536,7 @@ class FusedCPUBackend:
         x = x if x.is_contiguous() else x.contiguous()                 # hx is contiguous (GRU.forward)
         T, B, _ = x.shape
         L, D = spec.num_layers, spec.num_directions
-        run = plan.compiled(c).run
+        run = packed.get("plan", lambda: compiled_plan(c, module)).run
         n0, n1, split = plan_threads(spec, T, B)
         if not (module.training and spec.dropout > 0 and L > 1):
             out, h_n = run(x.data_ptr(), T, B, hx.data_ptr(), lens, zo, n0, n1, split)
@@ -619,10 +586,11 @@ class FusedCPUBackend:
             ha = hx.data_ptr()
         else:
             return None
-        plan = self._plans.get(module)
-        if plan is None or plan.key != _param_key(module):
-            return None                                                # the general path builds the plan
-        out, h_n = plan.compiled(cgru()).run(x.data_ptr(), T, B, ha, None, 0.0 if module.training else spec.zoneout,
+        packed = self.cache.peek(module)
+        plan = None if packed is None else packed.parts.get("plan")
+        if plan is None:
+            return None                                                # the general path (re)builds the plan
+        out, h_n = plan.run(x.data_ptr(), T, B, ha, None, 0.0 if module.training else spec.zoneout,
                                              *plan_threads(spec, T, B))
         out = torch.from_numpy(out)                                    # (T, B, D*H), (L*D, B, H)
         return out.transpose(0, 1) if spec.batch_first else out, torch.from_numpy(h_n)
@@ -640,7 +608,7 @@ class FusedCPUBackend:
         c = cgru() if module.weight_ih_l0.dtype == torch.float32 else None
         if c is not None and B <= c.MAX_STACK_ROWS:                   # wider streams: the numba step kernel
             return _compiled_stream(c, module, B, into)
-        w = _StepWeights(module, _param_key(module))
+        w = _StepWeights(module)
         L, H, G = s.num_layers, s.hidden_size, 3 * s.hidden_size
         parts = [w.WihT.ravel(), w.WT.ravel(), w.b.ravel()]
         n_w = sum(a.size for a in parts)
@@ -671,14 +639,12 @@ class FusedCPUBackend:
                 new.append(hT)
                 layer_in = out
             return torch.stack(new)                                    # (L, B, H)
-        key = _param_key(module)
+        packed = self.cache.get(module)
         L, B, H = h.shape
         c = cgru() if x_t.dtype == torch.float32 else None
         if c is not None and B <= c.MAX_STACK_ROWS:
-            return self._step_compiled(c, module, key, x_t, h)
-        w = self._step_cache.get(module)
-        if w is None or w.key != key:
-            w = self._step_cache[module] = _StepWeights(module, key)
+            return self._step_compiled(c, packed, module, x_t, h)
+        w = packed.get("step", lambda: _StepWeights(module))
         hout = torch.empty(L, B, H, dtype=h.dtype)
         gi, gh, q = w.buffers(B, H)
         w.kernel(x_t.numpy(force=True), h.numpy(force=True), w.WihT, w.WT, w.b, w.n_in, w.reset_after, w.zo, w.one,
@@ -693,11 +659,10 @@ class FusedCPUBackend:
         if (type(x_t) is not Tensor or x_t.dtype != torch.float32 or x_t.ndim != 2 or not x_t.is_cpu
                 or not x_t.is_contiguous()):
             return None
-        per = self._compiled_steps.get(module)
-        if per is None:
-            return None
-        packed = per[1].get((x_t.shape[0], threading.get_ident()))
-        if packed is None or x_t.shape[1] != module.spec.input_size or per[0] != _param_key(module):
+        gen = self.cache.peek(module)
+        streams = None if gen is None else gen.parts.get("streams")
+        packed = None if streams is None else streams.get((x_t.shape[0], threading.get_ident()))
+        if packed is None or x_t.shape[1] != module.spec.input_size:
             return None                                                # the general path (re)builds it
         state = packed[3]
         if h is not None and not (type(h) is Tensor and h.dtype == torch.float32 and h.is_cpu and h.is_contiguous()
@@ -706,19 +671,16 @@ class FusedCPUBackend:
         h_new = _packed_frame(packed, x_t.numpy(), None if h is None else h.numpy())   # (L, B, H)
         return h_new[-1], h_new
 
-    def _step_compiled(self, c, module, key, x_t: Tensor, h: Tensor) -> Tensor:
+    def _step_compiled(self, c, gen, module, x_t: Tensor, h: Tensor) -> Tensor:
         """Inference ``step`` through the compiled stream kernel: the state is copied into a packed stream
-        buffer (one per module, batch size and Python thread, rebuilt when a parameter changes), advanced, and
+        buffer (one per batch size and Python thread in the module's current generation), advanced, and
         copied out."""
         B = h.shape[1]
-        per = self._compiled_steps.get(module)
-        if per is None or per[0] != key:
-            per = (key, {}, list(module._parameters.values()))         # held: no new tensor can take a cached id
-            self._compiled_steps[module] = per
+        streams = gen.get("streams", dict)
         slot = (B, threading.get_ident())
-        packed = per[1].get(slot)
+        packed = streams.get(slot)
         if packed is None:
-            if len(per[1]) >= 16:
-                per[1].clear()
-            packed = per[1][slot] = _compiled_stream(c, module, B)
+            if len(streams) >= 16:
+                streams.clear()
+            packed = streams[slot] = _compiled_stream(c, module, B)
         return _packed_frame(packed, np.ascontiguousarray(x_t.detach().numpy()), h.detach().numpy())

@@ -19,6 +19,7 @@
  *                                hx_address_or_0, lens_or_None, zo, n_first, n_rest, unit_split, l0=0, l1=L)
  *                                -> (out, h_n), the layers [l0, l1) of an inference forward in one call.
  *   gemm(A, M, K, Wp, p0, np, C, ldc, bias_or_None)   the panel matmul itself (for tests).
+ *   same(snapshot, nbytes, addresses)   whether tensors still hold the bytes they were packed from.
  *   isa()                        "avx2" or "generic": the kernels in use.
  *   counts()                     how split calls and stream frames ran, and pipelined chunks helpers wrote.
  *   MAX_STACK_ROWS, PIPE_STEPS   the most rows a split call or stream takes; time steps per pipelined chunk.
@@ -961,6 +962,41 @@ done:
     return res;
 }
 
+/* same(snapshot, nbytes, addresses) -> bool: whether the memory at addresses[i] holds the next nbytes[i] bytes of
+ * snapshot, for every i (the weight cache's staleness check: the caller holds the tensors at those addresses and
+ * has checked their sizes). A plain memcmp: no GIL release, no threads. */
+static PyObject *py_same(PyObject *self, PyObject *args)
+{
+    Py_buffer snap;
+    PyObject *sizes_obj, *addrs_obj, *res = NULL;
+    if (!PyArg_ParseTuple(args, "y*OO", &snap, &sizes_obj, &addrs_obj)) return NULL;
+    PyObject *sizes = PySequence_Fast(sizes_obj, "_cgru.same: nbytes must be a sequence");
+    PyObject *addrs = sizes ? PySequence_Fast(addrs_obj, "_cgru.same: addresses must be a sequence") : NULL;
+    if (!addrs) goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(sizes), off = 0;
+    if (PySequence_Fast_GET_SIZE(addrs) != n) {
+        PyErr_SetString(PyExc_ValueError, "_cgru.same: as many addresses as sizes");
+        goto done;
+    }
+    int same = 1;
+    for (Py_ssize_t i = 0; i < n && same; i++) {
+        Py_ssize_t nb = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(sizes, i));
+        unsigned long long ad = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(addrs, i));
+        if (PyErr_Occurred()) goto done;
+        if (nb < 0 || off + nb > snap.len || (!ad && nb)) {
+            PyErr_SetString(PyExc_ValueError, "_cgru.same: sizes exceed the snapshot");
+            goto done;
+        }
+        same = nb == 0 || memcmp((const void *)(uintptr_t)ad, (const char *)snap.buf + off, (size_t)nb) == 0;
+        off += nb;
+    }
+    res = PyBool_FromLong(same);
+done:
+    Py_XDECREF(sizes); Py_XDECREF(addrs);
+    PyBuffer_Release(&snap);
+    return res;
+}
+
 static PyObject *py_counts(PyObject *self, PyObject *noargs)
 {
     return Py_BuildValue("{sl,sl,sl}", "solo", (long)atomic_load(&counters[0]), "split",
@@ -976,6 +1012,7 @@ static PyMethodDef methods[] = {
     {"forward", py_forward, METH_VARARGS, "forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, "
                                           "reverse, reset_after, zo, ldo, oo, nthreads, unit_split=True)"},
     {"gemm", py_gemm, METH_VARARGS, "gemm(A, M, K, Wp, p0, np, C, ldc, bias)"},
+    {"same", py_same, METH_VARARGS, "same(snapshot, nbytes, addresses) -> bool: the memory still holds the snapshot"},
     {"counts", py_counts, METH_NOARGS,
      "{solo, split, helper_chunks}: split calls and stream frames that went solo (no helper in time) and split, "
      "and chunks of pipelined projections written by helpers"},

@@ -1,0 +1,104 @@
+"""fit()'s overhead on a small model, side by side with a plain PyTorch loop over the same batches.
+
+Steady-state time per epoch: (T(1 + N epochs) - T(1 epoch)) / N, for grukit.train.fit (Lightning Trainer,
+checkpoints, logging, callbacks) and for a plain loop (forward, loss, backward, clip, AdamW step over the
+same training batches, then a no-grad pass over the same validation batches). Fixed start-up: T(1 epoch) of
+fit minus one steady epoch (config, prepare, run directory, Trainer construction, saving the weights,
+metrics.csv and the loss plot). Runs alternate between the two so machine load hits both alike; medians.
+
+    PYTHONPATH=. OMP_NUM_THREADS=1 python bench/fit_overhead.py [--epochs 30] [--repeats 3] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+CONFIG = dict(data="airline", max_epochs=1, patience=0)   # the forecast defaults otherwise (hidden 32, batch 16)
+
+
+def time_fit(epochs: int, progress: bool, root: Path) -> float:
+    from grukit.train import fit
+    out = Path(tempfile.mkdtemp(dir=root))
+    t0 = time.perf_counter()
+    fit("forecast", out=out / "run", evaluate=False, progress=progress, **{**CONFIG, "max_epochs": epochs})
+    return time.perf_counter() - t0
+
+
+def time_plain(epochs: int) -> float:
+    import lightning as L
+    from grukit.tasks import registry
+    from grukit.train import resolve_config
+    t0 = time.perf_counter()
+    cfg = resolve_config("forecast", None, **{**CONFIG, "max_epochs": epochs})
+    module = registry.get("forecast").load()
+    L.seed_everything(0, verbose=False)
+    prepared = module.prepare(cfg)
+    model = module.Task(cfg, prepared.meta)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for _ in range(epochs):
+        model.train()
+        for batch in prepared.train:
+            inputs, target = model.batch_to_inputs(batch)
+            out, _ = model(inputs)
+            loss = model.loss(out, target, inputs)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.gradient_clip_val)
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            for batch in prepared.val or []:
+                inputs, target = model.batch_to_inputs(batch)
+                out, _ = model(inputs)
+                model.loss(out, target, inputs)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="cProfile one 1-epoch and one N-epoch fit")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    root = Path(tempfile.mkdtemp(prefix="fit_overhead_"))
+    n = args.epochs
+    time_fit(2, False, root)                              # imports and first-call caches
+    time_plain(2)
+    if args.profile:
+        for e in (1, 1 + n):
+            prof = cProfile.Profile()
+            prof.enable()
+            time_fit(e, False, root)
+            prof.disable()
+            print(f"---- fit, {e} epoch(s), progress off: top cumulative")
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+    rows: dict[str, list[float]] = {k: [] for k in ("fit1", "fitN", "fit1_bar", "fitN_bar", "plain1", "plainN")}
+    for _ in range(args.repeats):
+        rows["plain1"].append(time_plain(1))
+        rows["fit1"].append(time_fit(1, False, root))
+        rows["plainN"].append(time_plain(1 + n))
+        rows["fitN"].append(time_fit(1 + n, False, root))
+        rows["fit1_bar"].append(time_fit(1, True, root))
+        rows["fitN_bar"].append(time_fit(1 + n, True, root))
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    plain_epoch = (med["plainN"] - med["plain1"]) / n
+    fit_epoch = (med["fitN"] - med["fit1"]) / n
+    bar_epoch = (med["fitN_bar"] - med["fit1_bar"]) / n
+    print(f"forecast on airline, default model, {n} epochs, medians of {args.repeats} (one torch thread)")
+    print(f"  plain loop : {plain_epoch * 1e3:7.1f} ms/epoch")
+    print(f"  fit        : {fit_epoch * 1e3:7.1f} ms/epoch  ({fit_epoch / plain_epoch:.2f}x plain)   "
+          f"start-up {max(0.0, med['fit1'] - fit_epoch):.3f} s   (progress off, as grukit tune trains)")
+    print(f"  fit + bar  : {bar_epoch * 1e3:7.1f} ms/epoch  ({bar_epoch / plain_epoch:.2f}x plain)   "
+          f"start-up {max(0.0, med['fit1_bar'] - bar_epoch):.3f} s   (default: rich progress bar)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Panels of time series: reading long and wide (M4) tables into checked :class:`Series`.
+
+Layouts:
+
+- **long**: one row per time step, an optional series-id column, a time column, target and covariate columns
+  (CSV or Parquet). Rows are sorted by time within each series. Two rows of one series with the same time stamp
+  are an error naming the series and the stamp, unless ``duplicates`` says how to combine them (``mean``,
+  ``sum`` or ``last``).
+- **wide** (the M4 competition's files): one row per series, the id in the first column, then the values in
+  time order, empty cells after the series' end (series have different lengths). ``layout="auto"`` takes a
+  table as wide when it has no time column, its first column holds distinct non-numeric ids and every other
+  column is numeric (or empty).
+
+Problems name the file, the line, the column and the series. Values whose square overflows float64 (|y| >
+1e150) are refused (errors could not be scored); smaller magnitudes are scaled per series, never clipped.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from .timeseries import load_table_or_builtin, numeric, parse_times, pick_time_col, require_columns
+
+__all__ = ["Series", "roles_for", "read_series", "read_wide", "is_wide", "load_panel", "drop_short",
+           "MAX_MAGNITUDE", "DUPLICATES"]
+
+MAX_MAGNITUDE = 1e150           # beyond this, squared errors overflow float64
+DUPLICATES = ("error", "mean", "sum", "last")
+
+
+@dataclass
+class Series:
+    id: str
+    times: pd.Series | None        # (n,) datetimes or numbers, None when the file has no time column
+    y: np.ndarray                  # (n, C) targets, original units; NaN only on future rows
+    known: np.ndarray              # (n, K) known-future covariates
+    past: np.ndarray               # (n, P) past-only covariates
+    n_obs: int                     # rows with observed targets (the rest are future rows)
+
+
+def roles_for(df: pd.DataFrame, path: str, *, time_col: str = "", target=(), known=(), past=(), id_col: str = "",
+              defaults: dict | None = None) -> dict[str, Any]:
+    """Column roles of a long table: time, targets (default: every numeric column not otherwise used), known
+    and past covariates, series id."""
+    defaults = defaults or {}
+    time_col = pick_time_col(df, time_col or defaults.get("time_col", ""), path)
+    target, known, past = list(target or defaults.get("target", ())), list(known), list(past)
+    require_columns(df, [id_col] if id_col else [], path, "series-id column")
+    require_columns(df, target, path, "target column")
+    require_columns(df, known, path, "known covariate column")
+    require_columns(df, past, path, "past covariate column")
+    if not target:
+        used = {time_col, id_col, *known, *past}
+        target = [c for c in df.columns if c not in used and pd.api.types.is_numeric_dtype(df[c])]
+        if not target:
+            raise DataError("no numeric target column found; name it with --target", path=path)
+    return {"time_col": time_col, "target": target, "known": known, "past": past, "id_col": id_col,
+            "layout": "long"}
+
+
+def _combine_duplicates(df: pd.DataFrame, roles: dict, times: pd.Series, path: str, how: str) -> pd.DataFrame:
+    """Raise on repeated (series, time) rows, or combine them with ``how`` (mean, sum, last)."""
+    key = [df[roles["id_col"]].astype(str)] if roles["id_col"] else []
+    frame = pd.DataFrame({"_t": times.to_numpy()})
+    if key:
+        frame["_id"] = key[0].to_numpy()
+    cols = ["_id", "_t"] if key else ["_t"]
+    dup = frame.duplicated(cols, keep=False).to_numpy()
+    if not dup.any():
+        return df
+    if how == "error":
+        first = int(np.flatnonzero(dup)[0])
+        stamp = frame["_t"].iloc[first]
+        same = np.flatnonzero(dup & (frame["_t"] == stamp).to_numpy()
+                              & ((frame["_id"] == frame["_id"].iloc[first]).to_numpy() if key else True))
+        who = f"series {frame['_id'].iloc[first]!r}" if key else "the series"
+        raise DataError(f"{who} has duplicate time stamp {stamp} (lines {', '.join(str(i + 2) for i in same[:3])}); "
+                        "expected one row per series and time: drop the repeats or choose --duplicates mean, "
+                        "sum or last", path=path, column=roles["time_col"])
+    value_cols = [*roles["target"], *roles["known"], *roles["past"]]
+    work = df.copy()
+    work["_t"] = times.to_numpy()
+    gcols = ([roles["id_col"]] if key else []) + ["_t"]
+    agg = work.groupby(gcols, sort=False)[value_cols].agg(how).reset_index()
+    agg[roles["time_col"]] = agg.pop("_t")
+    return agg
+
+
+def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future: bool = False,
+                duplicates: str = "error") -> list[Series]:
+    """Split a long table into series, checking every value; future rows (all targets empty) only at the end."""
+    df = df.reset_index(drop=True)
+    for c in [*roles["target"], *roles["known"], *roles["past"]]:
+        numeric(df, c, path)                                   # a non-numeric cell: its line and column
+    if roles["time_col"]:
+        times = parse_times(df, roles["time_col"], path)
+        combined = _combine_duplicates(df, roles, times, path, duplicates)
+        if combined is not df:
+            df = combined.reset_index(drop=True)
+            times = parse_times(df, roles["time_col"], path)
+    else:
+        times = None
+    cols = {c: numeric(df, c, path) for c in [*roles["target"], *roles["known"], *roles["past"]]}
+    groups = df.groupby(df[roles["id_col"]].astype(str), sort=False).indices if roles["id_col"] else \
+        {"series": np.arange(len(df))}
+    out = []
+    for sid, idx in groups.items():
+        idx = np.asarray(idx)
+        if times is not None:
+            idx = idx[np.argsort(times.iloc[idx].to_numpy(), kind="stable")]
+        y = np.stack([cols[c][idx] for c in roles["target"]], axis=1)          # (n, C)
+        missing = np.isnan(y).all(axis=1)
+        n_obs = 0 if missing.all() else len(idx) - int(np.argmin(missing[::-1]))
+        if not allow_future:
+            n_obs = len(idx)
+        who = f" in series {sid!r}" if roles["id_col"] else ""
+        for j, c in enumerate(roles["target"]):                                # NaN/inf in observed targets
+            bad = ~np.isfinite(y[:n_obs, j])
+            if bad.any():
+                raise DataError(f"{'missing/NaN' if np.isnan(y[:n_obs, j][bad][0]) else 'infinite'} target "
+                                f"value{who}; expected finite numbers (fill or drop the row)", path=path,
+                                line=int(idx[np.flatnonzero(bad)[0]]) + 2, column=c)
+        feats = []
+        for c in [*roles["known"], *roles["past"]]:
+            v = cols[c][idx]
+            limit = len(idx) if c in roles["known"] else n_obs
+            bad = ~np.isfinite(v[:limit])
+            if bad.any():
+                raise DataError(f"missing or infinite covariate value{who}; expected finite numbers", path=path,
+                                line=int(idx[np.flatnonzero(bad)[0]]) + 2, column=c)
+            feats.append(np.nan_to_num(v))
+        K = len(roles["known"])
+        known = np.stack(feats[:K], 1) if K else np.zeros((len(idx), 0))
+        past = np.stack(feats[K:], 1) if roles["past"] else np.zeros((len(idx), 0))
+        t = times.iloc[idx].reset_index(drop=True) if times is not None else None
+        out.append(Series(str(sid), t, y, known, past, n_obs))
+    _check_magnitude(out, path)
+    return out
+
+
+def is_wide(df: pd.DataFrame, time_col: str = "") -> bool:
+    """True for the M4 wide layout: no time column, distinct non-numeric ids first, numeric columns after."""
+    if time_col or df.shape[1] < 3 or pick_time_col(df, "", ""):
+        return False
+    first = df.iloc[:, 0]
+    if pd.api.types.is_numeric_dtype(first) or first.isna().any() or first.duplicated().any():
+        return False
+    if pd.to_numeric(first, errors="coerce").notna().any():
+        return False
+    if pd.to_datetime(first.astype(str), errors="coerce", format="mixed").notna().mean() > 0.5:
+        return False
+    rest = df.iloc[:, 1:]
+    numeric_cols = sum(pd.api.types.is_numeric_dtype(rest[c]) for c in rest.columns)
+    return numeric_cols >= 0.9 * rest.shape[1]
+
+
+def read_wide(df: pd.DataFrame, path: str) -> list[Series]:
+    """Series from the wide layout (id, then values; blanks after a series' end)."""
+    ids = df.iloc[:, 0].astype(str).to_numpy()
+    values = df.iloc[:, 1:]
+    for c in values.columns:                                   # a non-numeric cell: its line, column and series
+        if not pd.api.types.is_numeric_dtype(values[c]):
+            v = pd.to_numeric(values[c], errors="coerce")
+            bad = (v.isna() & values[c].notna() & (values[c].astype(str).str.strip() != "")).to_numpy()
+            if bad.any():
+                pos = int(np.flatnonzero(bad)[0])
+                raise DataError(f"non-numeric value {str(values[c].iloc[pos])!r} in series {ids[pos]!r}; expected "
+                                "a number", path=path, line=pos + 2, column=str(c))
+    arr = values.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)     # (S, T)
+    out = []
+    for i, sid in enumerate(ids):
+        row = arr[i]
+        obs = np.flatnonzero(~np.isnan(row))
+        n = int(obs[-1]) + 1 if len(obs) else 0
+        y = row[:n]
+        bad = ~np.isfinite(y)
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{'gap (empty cell)' if np.isnan(y[j]) else 'infinite value'} inside series {sid!r} "
+                            f"at step {j + 1}; the wide layout expects values without gaps, blanks only after "
+                            "the end", path=path, line=i + 2, column=str(values.columns[j]))
+        out.append(Series(str(sid), None, y[:, None], np.zeros((n, 0)), np.zeros((n, 0)), n))
+    _check_magnitude(out, path)
+    return out
+
+
+def _check_magnitude(series: list[Series], path: str) -> None:
+    for s in series:
+        y = s.y[: s.n_obs]
+        if y.size and np.nanmax(np.abs(y)) > MAX_MAGNITUDE:
+            raise DataError(f"series {s.id!r} has values up to {np.nanmax(np.abs(y)):.3g}; grukit scores forecasts "
+                            f"in float64 and needs |values| <= {MAX_MAGNITUDE:.0e} (squared errors would overflow): "
+                            "divide the data by a power of ten first", path=path)
+
+
+def load_panel(data: str, *, layout: str = "auto", duplicates: str = "error", allow_future: bool = False,
+               roles: dict | None = None, **role_args) -> tuple[list[Series], dict[str, Any], str]:
+    """Read ``data`` (file or built-in name) into series; returns (series, roles, display path).
+
+    ``roles`` (from a trained run) fixes the columns; otherwise they come from ``role_args`` (time_col, target,
+    known, past, id_col) and the built-in's defaults."""
+    df, defaults, path = load_table_or_builtin(data, "forecast")
+    want = (roles or {}).get("layout", layout)
+    if want == "wide" or (want == "auto" and not roles and not role_args.get("id_col")
+                          and is_wide(df, role_args.get("time_col", ""))):
+        return read_wide(df, path), {"time_col": "", "target": ["y"], "known": [], "past": [], "id_col": "id",
+                                     "layout": "wide"}, path
+    if roles is None:
+        roles = roles_for(df, path, defaults=defaults, **role_args)
+    else:
+        roles = {**roles, "layout": "long"}
+        require_columns(df, [roles["time_col"], roles["id_col"], *roles["target"], *roles["known"],
+                             *roles["past"]], path)
+    return read_series(df, roles, path, allow_future=allow_future, duplicates=duplicates), roles, path
+
+
+def drop_short(series: list[Series], need: int, why: str, path: str) -> list[Series]:
+    """Series with at least ``need`` observed points; the others are skipped with one warning naming them."""
+    keep = [s for s in series if s.n_obs >= need]
+    short = [s for s in series if s.n_obs < need]
+    if short:
+        names = ", ".join(f"{s.id!r} ({s.n_obs})" for s in short[:10]) + (" ..." if len(short) > 10 else "")
+        warnings.warn(f"{path}: skipped {len(short)} series too short to {why} (need {need} points): {names}",
+                      stacklevel=2)
+    if not keep:
+        raise DataError(f"no series has the {need} points needed to {why}", path=path)
+    return keep

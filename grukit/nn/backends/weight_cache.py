@@ -1,0 +1,128 @@
+"""The fused kernels' copies of a module's weights, and the one rule that says when they are stale.
+
+The fused kernels read weights packed in their own layouts (transposed, in panels), built once per set of
+weights. **The rule:** a packed copy is used only while every tensor the module's forward would read holds
+exactly the bytes it was packed from. The tensors are what ``module._flat_weights`` gives: the Parameters
+themselves or, for a module under ``torch.nn.utils.parametrize`` or the old hook-based ``weight_norm``, the
+tensors that ``getattr`` computes now. Checking bytes (one ``memcmp`` per tensor against a snapshot taken when
+packing) sees every route by which values change: optimizer steps, ``load_state_dict``, ``.data`` writes,
+``p.data = t``, ``vector_to_parameters`` and later writes into its vector, EMA updates, pruning masks,
+parametrizations, numpy views. A cheaper check runs first: when the same tensor objects sit at the same
+addresses with the same version counters, the snapshot is compared in place; otherwise the new tensors' sizes
+are checked before their bytes are.
+
+Cost (measured with ``bench/engine_cache.py``): one ``memcmp`` of the weights per call, about 1 to 3 us for
+H=64 (2-3 % of ``GRU(x)`` at T=100, B=1).
+
+:class:`WeightCache` keeps one :class:`Packed` per module; every packed form (the numba layers, the compiled
+panels and ``_cgru.Plan``, the step weights, the compiled step streams, kernel scratch) hangs off it and is
+dropped with it.
+"""
+from __future__ import annotations
+
+import operator
+import weakref
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["WeightCache", "Packed", "Snapshot", "weight_tensors"]
+
+
+def weight_tensors(module) -> list[Tensor]:
+    """The tensors a forward of ``module`` reads now, in torch's ``_flat_weights`` order (plus any layer-norm
+    parameters): its Parameters, or what a parametrization or weight_norm hook puts under those names."""
+    params = module._parameters
+    names = module._flat_weights_names
+    out = [params.get(n) for n in names]
+    for t in out:
+        if t is None:                                                  # parametrized or a plain attribute
+            return [getattr(module, n) for n in names]
+    return out
+
+
+class Snapshot:
+    """The bytes of some tensors, copied at one moment, and the check that they still hold them."""
+
+    def __init__(self, tensors: list[Tensor]) -> None:
+        ts = [t.detach() for t in tensors]
+        self.shapes = [(t.shape, t.dtype) for t in ts]
+        self.nbytes = tuple(t.numel() * t.element_size() for t in ts)
+        flat = [t.contiguous().reshape(-1).view(torch.uint8) for t in ts]
+        self.bytes = torch.cat(flat) if flat else torch.empty(0, dtype=torch.uint8)   # (sum nbytes,)
+        self.on_cpu = self.bytes.device.type == "cpu"
+        self._np = self.bytes.numpy() if self.on_cpu else None        # memcmp reads CPU memory only
+        self.held = list(tensors)                                      # no new tensor can take a held address
+        self.key = [(t._version, t.data_ptr()) for t in tensors]
+        self.addrs = tuple(a for _, a in self.key)
+
+    def holds(self, tensors: list[Tensor], same: Callable | None) -> bool:
+        """Whether ``tensors`` (the module's current weights) hold the snapshot's bytes. ``same`` is the compiled
+        ``memcmp`` (``_cgru.same``) or ``None`` (then torch compares)."""
+        held = self.held
+        if (len(tensors) == len(held) and all(map(operator.is_, tensors, held))
+                and [(t._version, t.data_ptr()) for t in tensors] == self.key):
+            return self._compare(tensors, self.addrs, same)            # same objects, sizes and addresses
+        if len(tensors) != len(held):
+            return False
+        for t, (shape, dtype) in zip(tensors, self.shapes):
+            if t.shape != shape or t.dtype != dtype or t.device != self.bytes.device or not t.is_contiguous():
+                return False
+        addrs = tuple(t.data_ptr() for t in tensors)
+        if not self._compare(tensors, addrs, same):
+            return False
+        self.held = list(tensors)                                      # same values in new tensors: keep them
+        self.key = [(t._version, t.data_ptr()) for t in tensors]
+        self.addrs = addrs
+        return True
+
+    def _compare(self, tensors, addrs, same) -> bool:
+        if same is not None and self.on_cpu:
+            return same(self._np, self.nbytes, addrs)
+        off = 0
+        for t, n in zip(tensors, self.nbytes):
+            if not torch.equal(t.detach().reshape(-1).view(torch.uint8), self.bytes[off:off + n]):
+                return False
+            off += n
+        return True
+
+
+class Packed:
+    """One generation of a module's packed weights: the snapshot they were built from and a slot per packed
+    form (filled on first use by whoever needs it: ``packed.get(name, build)``)."""
+
+    def __init__(self, tensors: list[Tensor]) -> None:
+        self.snapshot = Snapshot(tensors)
+        self.parts: dict = {}
+
+    def get(self, name, build: Callable):
+        hit = self.parts.get(name)
+        if hit is None:
+            hit = self.parts[name] = build()
+        return hit
+
+
+class WeightCache:
+    """Per module (weakly held), the current :class:`Packed`; :meth:`get` applies the rule above."""
+
+    def __init__(self, same: Callable | None = None) -> None:
+        self._packed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.same = same
+        self.builds = 0                                                # how many generations were packed (tests)
+
+    def get(self, module) -> Packed:
+        """The packed weights of ``module``'s current values (a new, empty generation when they changed)."""
+        tensors = weight_tensors(module)
+        packed = self._packed.get(module)
+        if packed is None or not packed.snapshot.holds(tensors, self.same):
+            packed = self._packed[module] = Packed(tensors)
+            self.builds += 1
+        return packed
+
+    def peek(self, module) -> Packed | None:
+        """The current generation if it is still valid, else ``None`` (nothing is built)."""
+        packed = self._packed.get(module)
+        if packed is None or not packed.snapshot.holds(weight_tensors(module), self.same):
+            return None
+        return packed

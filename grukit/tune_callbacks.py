@@ -1,0 +1,46 @@
+"""The Lightning callback that connects a training run to an Optuna trial.
+
+Pruning lives here, not in the training loop (the loop does not know about search): at each validation end
+the callback reports the task's monitored validation metric to the trial and raises ``optuna.TrialPruned``
+when the pruner says so. It follows ``PyTorchLightningPruningCallback`` of ``optuna-integration``, and also
+remembers the best value seen, which is the trial's objective (the value of the best checkpoint).
+"""
+from __future__ import annotations
+
+import math
+
+from lightning.pytorch.callbacks import Callback
+
+__all__ = ["TrialPruning"]
+
+
+class TrialPruning(Callback):
+    """Report ``monitor`` (default: the task's ``monitor``, e.g. ``val_loss``) each epoch; prune weak trials.
+
+    Attributes after training: ``best`` (lowest finite value reported, ``inf`` if none), ``epochs`` (validation
+    ends seen), ``pruned_at`` (the epoch it was pruned at, or None).
+    """
+
+    def __init__(self, trial, monitor: str | None = None):
+        self.trial, self.monitor = trial, monitor
+        self.best, self.epochs, self.pruned_at = math.inf, 0, None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.monitor is None:
+            self.monitor = getattr(pl_module, "monitor", "val_loss")
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        import optuna
+        v, epoch = float(value), trainer.current_epoch
+        self.epochs += 1
+        if math.isfinite(v):
+            self.best = min(self.best, v)
+        self.trial.report(v, step=epoch)
+        if self.trial.should_prune():
+            self.pruned_at = epoch
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}: {self.monitor}={v:.4g}")

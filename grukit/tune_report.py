@@ -1,0 +1,103 @@
+"""The end of a ``grukit tune`` search: best.yaml, the best run (scored once on the test split), trials.csv,
+summary.json and the plots (optimisation history, parameter importances, parallel coordinates)."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .errors import TrainingError
+from .runs import Run, atomic_write, read_json, write_json, write_yaml
+
+__all__ = ["finish", "write_plots"]
+
+
+def finish(study, spec: dict, dims: dict, cls, evaluate: bool = True, seconds: float = 0.0) -> dict[str, Any]:
+    """Write the study's outputs into ``spec['out']`` and return its summary."""
+    from optuna.trial import TrialState
+    out = Path(spec["out"])
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(1 for t in trials if t.state == s)
+              for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING,
+                        TrialState.WAITING)}
+    _write_trials_csv(study, out / "trials.csv")
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not done:
+        errors = sorted({t.user_attrs.get("error", "") for t in trials if t.state == TrialState.FAIL} - {""})
+        raise TrainingError(f"no trial of study {spec['study']!r} completed ({counts}); "
+                            + (f"first error: {errors[0]}" if errors else "run more trials or loosen the pruner"))
+    best = study.best_trial
+    base = cls.from_dict(spec["base"], source="search.json")
+    best_cfg = base.replace(**best.params)
+    write_yaml(out / "best.yaml", best_cfg.to_dict())
+    best_dir = out / best.user_attrs["run_dir"]
+    _link(out / "best", best_dir)
+    test = _score_once(best_dir, evaluate)
+    write_plots(study, out / "plots")
+    summary = {"task": spec["task"], "study": spec["study"], "storage": spec["storage"], "trials": counts,
+               "best_trial": best.number, "best_value": best.value, "best_params": best.params,
+               "best_run": str(best_dir), "best_yaml": str(out / "best.yaml"), "test_metrics": test,
+               "seconds": round(seconds, 1), "searched": [d.describe() for d in dims.values()]}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _score_once(run_dir: Path, evaluate: bool) -> dict | None:
+    """The best run's test metrics: scored now, or read back when an earlier call already scored this run."""
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        return read_json(metrics)
+    return Run(run_dir).evaluate() if evaluate else None
+
+
+def _link(link: Path, target: Path) -> None:
+    tmp = link.with_name(f".{link.name}.{os.getpid()}")
+    try:
+        if tmp.is_symlink():
+            tmp.unlink()
+        tmp.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError as e:  # no symlinks on this file system: summary.json still names the run
+        warnings.warn(f"could not link {link} to {target}: {e}", stacklevel=2)
+
+
+def _write_trials_csv(study, path: Path) -> None:
+    df = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs", "duration",
+                                       "datetime_start"))
+    df = df.drop(columns=[c for c in ("user_attrs_host", "user_attrs_pid") if c in df])
+    if "duration" in df:
+        df["duration"] = df["duration"].dt.total_seconds().round(2)
+    atomic_write(path, df.to_csv(index=False))
+
+
+def write_plots(study, folder: Path) -> list[Path]:
+    """optimisation_history.png, param_importances.png and parallel_coordinate.png (those that can be drawn)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+    from optuna.trial import TrialState
+    folder.mkdir(parents=True, exist_ok=True)
+    n_done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    written = []
+    for name, draw, needs in (("optimization_history", ovm.plot_optimization_history, 1),
+                              ("param_importances", ovm.plot_param_importances, 2),
+                              ("parallel_coordinate", ovm.plot_parallel_coordinate, 1)):
+        if n_done < needs:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")            # optuna marks its matplotlib plots experimental
+                ax = draw(study)
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig.set_size_inches(9, 5)
+            fig.tight_layout()
+            import io
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=100)
+            plt.close(fig)
+            written.append(atomic_write(folder / f"{name}.png", buf.getvalue()))
+        except Exception as e:  # a plot must never lose a finished study
+            warnings.warn(f"could not draw {name}: {e}", stacklevel=2)
+    return written

@@ -1,0 +1,126 @@
+"""grukit tune in one process: a planted better setting is found, the test split is scored once (for the best
+trial only), outputs are usable (best.yaml retrains), and bad search spaces fail in one line naming the field."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytest.importorskip("optuna")
+
+from grukit.config import ClassifyConfig, ForecastConfig, load_config_file  # noqa: E402
+from grukit.errors import ConfigError  # noqa: E402
+from grukit.tune import default_study_name, parse_duration, tune  # noqa: E402
+from grukit.tune_space import parse_space, task_space  # noqa: E402
+
+FIXED = dict(lookback=12, horizon=4, hidden_size=8, batch_size=16, patience=0, max_epochs=4, lr_schedule="none",
+             backtests=1, transform="none", likelihood="point")
+SPACE = {"hidden_size": 8, "num_layers": 1, "lookback": 12, "batch_size": 16, "head_dropout": 0.0,
+         "window_norm": True}
+
+
+def sine_csv(path, n=120):
+    t = np.arange(n)
+    y = 10 + 3 * np.sin(t * 2 * np.pi / 12) + 0.02 * t
+    pd.DataFrame({"y": y}).to_csv(path, index=False)
+    return path
+
+
+def test_search_finds_planted_setting_and_scores_test_once(tmp_path, monkeypatch):
+    import grukit.tasks.forecast as forecast
+    data = sine_csv(tmp_path / "s.csv")
+    scored = []
+    real_evaluate = forecast.evaluate
+
+    def counting_evaluate(run, models, data=None):
+        scored.append(run.path.resolve())
+        return real_evaluate(run, models, data)
+
+    monkeypatch.setattr(forecast, "evaluate", counting_evaluate)
+    # lr=1e-7 cannot move the weights in 4 epochs; lr=3e-2 fits the sine: the planted better setting
+    summary = tune("forecast", data=str(data), trials=5, out=tmp_path / "study", pruner="none", seed=1,
+                   space={**SPACE, "lr": [1e-7, 3e-2]}, verbose=False, **FIXED)
+    df = pd.read_csv(tmp_path / "study" / "trials.csv")
+    assert len(df) == 5 and set(df["state"]) == {"COMPLETE"} and sorted(df["number"]) == list(range(5))
+    assert set(df["params_lr"]) == {1e-7, 3e-2}                    # both settings were tried...
+    assert summary["best_params"] == {"lr": 3e-2}                   # ...and the planted one won
+    bad = df[df["params_lr"] == 1e-7]["value"]
+    assert summary["best_value"] == pytest.approx(df["value"].min()) and summary["best_value"] < bad.min()
+    # the test split was read exactly once, for the best run, after the search
+    best = (tmp_path / "study" / "best").resolve()
+    assert scored == [best] and best == (tmp_path / "study" / summary["best_run"]).resolve()
+    assert [p.parent.name for p in (tmp_path / "study" / "trials").glob("*/metrics.json")] == [best.name]
+    assert summary["test_metrics"]["grukit"]["MAE"] > 0
+    # best.yaml trains the best setting again
+    cfg = load_config_file(tmp_path / "study" / "best.yaml", "forecast")
+    assert cfg["lr"] == 3e-2 and cfg["lookback"] == 12 and cfg["data"] == str(data)
+    for name in ("optimization_history", "param_importances", "parallel_coordinate"):
+        assert (tmp_path / "study" / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    # the same call again: the study is complete, nothing is trained or scored again
+    again = tune("forecast", data=str(data), trials=5, out=tmp_path / "study", pruner="none", seed=1,
+                 space={**SPACE, "lr": [1e-7, 3e-2]}, verbose=False, **FIXED)
+    assert again["best_trial"] == summary["best_trial"] and again["trials"]["complete"] == 5 and len(scored) == 1
+
+
+def test_config_file_tune_section_and_train_ignores_it(tmp_path):
+    data = sine_csv(tmp_path / "s.csv")
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump({"data": str(data), **FIXED,
+                                        "tune": {**SPACE, "lr": {"low": 1e-3, "high": 3e-2, "log": True}}}))
+    assert "tune" not in load_config_file(cfg_file, "forecast")   # `grukit train -c` reads the same file
+    summary = tune("forecast", cfg_file, trials=2, out=tmp_path / "st", pruner="none", verbose=False,
+                   evaluate=False)
+    assert set(summary["best_params"]) == {"lr"} and 1e-3 <= summary["best_params"]["lr"] <= 3e-2
+    assert summary["test_metrics"] is None
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"hiden_size": [8, 16]}, "unknown field 'hiden_size' in the search space (did you mean 'hidden_size'?)"),
+    ({"lr": {"low": 0.1, "high": 0.01}}, "field 'lr': low=0.1 is greater than high=0.01"),
+    ({"hidden_size": [8, "big"]}, "field 'hidden_size': choice 'big' does not fit the field"),
+    ({"lookback": {"low": 1.5, "high": 4}}, "field 'lookback': expected an integer, got 1.5"),
+    ({"likelihood": {"low": 1, "high": 2}}, "field 'likelihood': a range needs a numeric field"),
+    ({"lr": {"low": 0, "high": 0.1, "log": True}}, "field 'lr': a log range needs low > 0"),
+    ({"dropout": {"low": 0.0, "high": 1.5}}, "field 'dropout': value 1.5 is refused by the task"),
+    ({"likelihood": ["point", "poisson"]}, "field 'likelihood': value 'poisson' is refused by the task"),
+    ({"lr": {"lo": 1e-3, "high": 1e-2}}, "field 'lr': a range needs low and high"),
+])
+def test_bad_search_space_is_one_line_naming_the_field(spec, message):
+    with pytest.raises(ConfigError) as e:
+        task_space(ForecastConfig, spec, ForecastConfig(data="x"))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_space_fails_before_anything_is_written(tmp_path):
+    with pytest.raises(ConfigError, match="field 'pooling': value 'max' is refused"):
+        tune("classify", data="x.npz", trials=1, out=tmp_path / "st", space={"pooling": ["last", "max"]})
+    assert not (tmp_path / "st").exists()
+
+
+def test_cli_bad_space_one_line(tmp_path, capsys):
+    from grukit.cli import main
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tune:\n  hidden_size: {low: 64, high: 8}\n")
+    rc = main(["tune", "forecast", "--data", "x.csv", "-c", str(cfg), "--out", str(tmp_path / "st")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "field 'hidden_size': low=64 is greater than high=8" in err
+
+
+def test_default_spaces_parse_and_fit_every_task():
+    from grukit.tasks import registry
+    for name in registry.names():
+        cls = registry.get(name).config_class()
+        space = task_space(cls, None, cls(data="x"))
+        assert space and all(d.kind != "fixed" for d in space.values()), name
+    dims = parse_space(ClassifyConfig, {"bidirectional": ["true", False], "lr": {"low": 1e-4, "high": 1e-2,
+                                                                             "log": "yes"}, "batch_size": "32"})
+    assert dims["bidirectional"].choices == (True, False) and dims["lr"].log and dims["batch_size"].value == 32
+
+
+def test_durations_and_names():
+    assert parse_duration("30m") == 1800 and parse_duration("1h30m") == 5400 and parse_duration("90") == 90
+    assert parse_duration(None) is None
+    with pytest.raises(ConfigError, match="--timeout 'soon'"):
+        parse_duration("soon")
+    assert default_study_name("forecast", "data/my sales.csv") == "forecast-my_sales"
