@@ -76,31 +76,19 @@ def test_health_runs_docs_metrics(served):
 
 
 # ------------------------------------------------------------------ every task against its own inference
-def _by_hand_forecast(s, y):
-    """The model applied by hand: log, scale by the history, model, unscale (original units)."""
-    if hasattr(s.module, "forecast_series"):
-        return s.module.forecast_series(s.models, s.meta, s.config, [y])[0]
-    t = np.log(y)
-    mean, std = t.mean(0), t.std(0)
-    z = torch.tensor(((t[-s.config.lookback:] - mean) / std)[None], dtype=torch.float32)
-    m = s.models[0]
-    with torch.no_grad():
-        d = m.decode(m({"x": z, "window": z, "known_future": torch.zeros(1, s.config.horizon, 0)})[0])
-    return {k: np.exp(v[0].numpy() * std + mean) for k, v in d.items()}
-
-
-def test_forecast_matches_the_model_and_batching_changes_nothing(served):
+def test_forecast_is_forecast_series_and_batching_changes_nothing(served):
     s = served["forecast"]
     ys = [10 + np.sin(np.arange(n) / 2) + 0.1 * k for k, n in enumerate((20, 30, 14))]
     with client(served) as c:
         together = c.post("/runs/forecast/forecast", json={"series": [y.tolist() for y in ys]}).json()["forecasts"]
         alone = [c.post("/runs/forecast/forecast", json={"series": [y.tolist()]}).json()["forecasts"][0] for y in ys]
     for t, a, y in zip(together, alone, ys):
-        assert set(t) == {"point", "lo", "hi"} and np.shape(t["point"]) == (4, 1)
+        assert set(t) == {"point", "lo", "hi", "quantiles"} and np.shape(t["point"]) == (4, 1)
         for k in t:
             np.testing.assert_allclose(t[k], a[k], rtol=1e-5)
-        ref = _by_hand_forecast(s, y[:, None])
-        np.testing.assert_allclose(t["point"], ref["point"], rtol=1e-4)
+        ref = s.module.forecast_series(s.models, s.meta, s.config, [y])[0]
+        for k in ("point", "lo", "hi"):
+            np.testing.assert_allclose(t[k], ref[k], rtol=1e-6)
         assert (np.array(t["lo"]) <= np.array(t["point"]) + 1e-9).all()
         assert (np.array(t["point"]) <= np.array(t["hi"]) + 1e-9).all()
 
@@ -126,8 +114,9 @@ def test_anomalies_match_step_scores(served):
     v[40, 1] += 4
     with client(served) as c:
         out = c.post("/runs/autoencoder/anomalies", json={"values": v.tolist()}).json()
-    ref, _ = s.module.step_scores(s.models, v.astype(np.float32), s.meta, s.config)
-    np.testing.assert_allclose(out["scores"], ref, rtol=1e-5)
+    ref, flags = s.module.anomaly_scores(s.models, s.meta, s.config, v)
+    np.testing.assert_allclose(out["scores"], ref, rtol=1e-6)
+    assert out["flags"] == flags.tolist()
     assert out["flags"] == (np.array(out["scores"]) > out["threshold"]).tolist() and any(out["flags"])
 
 
@@ -141,47 +130,57 @@ def test_transcribe_matches_grukit_transcribe(served, tmp_path):
         out = c.post("/runs/speech/transcribe", files={"file": ("u.wav", path.read_bytes(), "audio/wav")}).json()
         bad = c.post("/runs/speech/transcribe", files={"file": ("x.wav", b"not audio at all", "audio/wav")})
     from grukit.tasks import speech
-    assert out["text"] == speech.transcribe(s.run, [path])[0]["text"]
+    assert out["text"] == speech.transcribe_files(s.run, [path])[0]["text"]
     assert abs(out["seconds"] - len(wave) / 8000) < 1e-3
     assert bad.status_code == 422 and "x.wav" in bad.json()["detail"]
 
 
-def test_concurrent_generations_are_decoded_together_and_equal_solo_sampling(served):
+def test_concurrent_generations_are_decoded_together(served):
     from grukit.data.text import Vocab
     from grukit.tasks import language
     s = served["lm"]
-    app = create_app(list(served.values()), ServeOptions(max_batch=8, max_wait_ms=100))
-    reqs = [{"prompt": p, "length": 24, "temperature": t, "seed": k}
-            for k, (p, t) in enumerate([("the ", 1.0), ("a cat", 0.8), ("", 0.0), ("the dog ", 1.2)])]
-    res = gather(app, [("POST", "/runs/lm/generate", r) for r in reqs])
     vocab = Vocab.from_dict(s.meta["vocab"])
+    app = create_app(list(served.values()), ServeOptions(max_batch=8, max_wait_ms=150))
+    # greedy requests of different prompts and lengths: one batched call, each text equal to its solo decode
+    reqs = [{"prompt": p, "length": n, "temperature": 0} for p, n in
+            (("the ", 24), ("a cat", 10), ("", 17), ("the dog ", 30))]
+    res = gather(app, [("POST", "/runs/lm/generate", r) for r in reqs])
     for r, resp in zip(reqs, res):
         assert resp.status_code == 200, resp.text
-        solo = language.sample(s.models[0], vocab, r["prompt"], r["length"], r["temperature"], seed=r["seed"])
-        assert resp.json()["text"] == solo
+        assert resp.json()["text"] == language.sample(s.models[0], vocab, r["prompt"], r["length"], 0.0)
     calls, items = batch_counts(app, "lm", "generate")
     assert items == 4 and calls < 4                                  # decoded together, not one by one
+    # a seeded request alone is exactly the entry point's text for that seed
+    [one] = gather(app, [("POST", "/runs/lm/generate", {"prompt": "the", "length": 30, "temperature": 0.9,
+                                                        "seed": 11})])
+    assert one.json()["text"] == language.sample(s.models[0], vocab, "the", 30, 0.9, seed=11)
     # streamed as Server-Sent Events: the pieces joined are the same text
     from fastapi.testclient import TestClient
     with TestClient(app) as c:
-        with c.stream("POST", "/runs/lm/generate", json={**reqs[0], "stream": True}) as r:
+        with c.stream("POST", "/runs/lm/generate", json={"prompt": "the", "length": 30, "temperature": 0.9,
+                                                          "seed": 11, "stream": True}) as r:
             assert r.headers["content-type"].startswith("text/event-stream")
             body = "".join(r.iter_text())
+        scored = c.post("/runs/lm/score", json={"texts": ["the cat sat", "zzzz qqq"]}).json()["scores"]
     events = [e for e in body.split("\n\n") if e.strip()]
     pieces = [json.loads(e[len("data: "):])["text"] for e in events if e.startswith("data: ")]
     assert events[-1].startswith("event: done") and len(pieces) > 5
-    assert "".join(pieces) == res[0].json()["text"] == json.loads(events[-1].split("data: ", 1)[1])["text"]
+    assert "".join(pieces) == one.json()["text"] == json.loads(events[-1].split("data: ", 1)[1])["text"]
+    assert [x["score"] for x in scored] == pytest.approx(language.score(s.models, s.meta, ["the cat sat", "zzzz qqq"]))
 
 
 def test_music_roll_and_midi(served):
     import pretty_midi
     s = served["music"]
     with client(served) as c:
-        out = c.post("/runs/music/generate", json={"steps": 12, "temperature": 1.0, "seed": 3}).json()
-    roll = np.zeros((out["frames"], out["keys"]), np.uint8)
-    for t, p in out["notes"]:
-        roll[t, p] = 1
-    np.testing.assert_array_equal(roll, s.models[0].sample(12, None, 1.0, 3))
+        pieces = c.post("/runs/music/generate", json={"steps": 12, "temperature": 1.0, "seed": 3, "n": 2}).json()
+    refs = s.module.generate(s.models, s.meta, 2, 12, 1.0, 3)
+    assert len(pieces["pieces"]) == 2
+    for out, ref in zip(pieces["pieces"], refs):
+        roll = np.zeros((out["frames"], out["keys"]), np.uint8)
+        for t, p in out["notes"]:
+            roll[t, p] = 1
+        np.testing.assert_array_equal(roll, ref)
     import base64
     pm = pretty_midi.PrettyMIDI(io.BytesIO(base64.b64decode(out["midi_base64"])))
     onsets = int(((np.diff(np.vstack([np.zeros((1, 88)), roll]).astype(int), axis=0)) == 1).sum())
@@ -255,13 +254,15 @@ def test_body_limit_413(served):
     ("/runs/classify/classify", {"sequences": [[["a", 1]]]}, "sequences[0] must be numbers"),
     ("/runs/classify/classify", {"sequences": []}, "sequences is empty"),
     ("/runs/classify/classify", {"seqs": []}, "sequences: Field required"),
-    ("/runs/forecast/forecast", {"series": [[1.0, 2.0]]}, "series has 2 points; the model reads lookback = 12"),
+    ("/runs/forecast/forecast", {"series": [[]]}, "series is empty"),
+    ("/runs/forecast/forecast", {"series": [[1.0]], "ids": ["a", "b"]}, "ids has 2 entries for 1 series"),
     ("/runs/forecast/forecast", {"series": [[1.0] * 11 + [None]]}, "series has a missing or non-finite value at index [11]"),
-    ("/runs/forecast/forecast", {"series": [[-1.0] * 12]}, "values <= 0"),
+    ("/runs/forecast/forecast", {"series": [[-1.0] * 12]}, "log transform needs positive values"),
     ("/runs/autoencoder/anomalies", {"values": [[0.0, 1.0]] * 5}, "values has 5 rows; the model reads windows of 16"),
     ("/runs/lm/generate", {"prompt": "a", "length": 0}, "length=0: expected a whole number of tokens"),
     ("/runs/lm/generate", {"prompt": "a", "temperature": -1}, "temperature=-1.0: expected a number >= 0"),
-    ("/runs/music/generate", {"steps": 0}, "steps=0: expected 1 to 10000 frames"),
+    ("/runs/music/generate", {"steps": 0}, "steps=0, n=1: expected 1 to 10000 frames"),
+    ("/runs/music/generate", {"temperature": -1}, "temperature=-1.0: expected a number >= 0"),
 ])
 def test_bad_input_422_one_line(served, path, body, message):
     with client(served) as c:

@@ -135,9 +135,10 @@ const PANELS = {
       try {
         const out = await post(`/runs/${run.name}/generate`, { steps: +$("#steps").value,
           temperature: +$("#temperature").value, seed: +$("#seed").value });
-        drawRoll(out);
+        const piece = out.pieces[0];
+        drawRoll(piece);
         const a = $("#midi");
-        a.href = "data:audio/midi;base64," + out.midi_base64;
+        a.href = "data:audio/midi;base64," + piece.midi_base64;
         a.hidden = false;
       } catch (e) { showError(e); }
     };
