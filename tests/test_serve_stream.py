@@ -54,6 +54,40 @@ def test_batched_steps_equal_forward_with_sessions_joining_late(served):
         torch.testing.assert_close(sessions[i].h, h_n[:, :1], rtol=1e-5, atol=1e-6)
 
 
+def test_a_tick_of_sessions_in_different_phases_equals_each_alone(served):
+    """Sessions with different chunk sizes and start times share ticks (front end grouped by frame count and
+    stride phase, one GRU step per time step); each one's outputs equal its session run alone."""
+    from grukit.serve.sessions import SessionBatcher
+    s = served["speech"]
+    sb = SessionBatcher(s, None)
+    waves = [utterance(0, 1, 2), utterance(2, 1), utterance(1, 0, 0)]
+    sizes, starts = (800, 560, 720), (0, 0, 2)
+    together = [Session(s) for _ in waves]
+    pos = [0, 0, 0]
+    for tick in range(40):
+        live = []
+        for k, q in enumerate(together):
+            if tick >= starts[k] and not q.closed:
+                chunk = waves[k][pos[k]:pos[k] + sizes[k]]
+                pos[k] += sizes[k]
+                q.pending, q.final = (chunk, False) if len(chunk) else (None, True)
+                q.closed = not len(chunk)
+                live.append(q)
+        if not live:
+            break
+        sb._tick(live)
+    for k, w in enumerate(waves):
+        alone = Session(s)
+        for i in range(0, len(w), sizes[k]):
+            alone.pending, alone.final = w[i:i + sizes[k]], False
+            sb._tick([alone])
+        alone.pending, alone.final = None, True
+        out = sb._tick([alone])[0]
+        torch.testing.assert_close(torch.cat(together[k].log_probs), torch.cat(alone.log_probs), rtol=1e-5, atol=1e-5)
+        assert together[k].output(final=True)["text"] == out["text"]
+        assert out["text"] == A.transcribe_batch(s, [w])[0]["text"]
+
+
 def test_streamed_transcript_equals_offline_and_partials_grow(served):
     from fastapi.testclient import TestClient
     wave = utterance(0, 2, 1, 1)

@@ -433,7 +433,7 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
                     if runs[name].task == "speech":
                         out = await sb.push(session, None, final=True)
                     else:
-                        out = await asyncio.get_running_loop().run_in_executor(executors[name], session.output, True)
+                        out = await asyncio.get_running_loop().run_in_executor(executors[name], _final_output, session)
                     await ws.send_json({"final": out})
                     await ws.close()
                     break
@@ -443,6 +443,12 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
             sb.close(session)                                # a client that left frees its session
 
     return app
+
+
+def _final_output(session) -> dict:
+    import torch
+    with torch.no_grad():
+        return session.output(final=True)
 
 
 def _nonempty(items: list, what: str) -> list:
