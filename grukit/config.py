@@ -219,7 +219,8 @@ class ForecastConfig(TaskConfig):
     test_data: str = opt("", "file with the values after each series' training data (e.g. M4's test file); "
                              "evaluation then forecasts from the end of the training data instead of holding "
                              "out backtests x horizon points")
-    max_windows: int = opt(0, "training windows per series, the most recent ones (0 = all)")
+    max_windows: int = opt(0, "training windows per series, evenly spaced over its history, the last one "
+                               "included (0 = all)")
     deseasonalize: bool = opt(False, "divide each series by its classical multiplicative seasonal indices (when "
                                      "the M4 seasonality test finds the season) before the transform")
     es_hybrid: bool = opt(False, "ES-RNN-style hybrid: per-series level and seasonal smoothing coefficients and "
@@ -273,20 +274,53 @@ class ForecastConfig(TaskConfig):
 
 @dataclass
 class ClassifyConfig(TaskConfig):
-    """Whole-sequence classification of variable-length multivariate sequences."""
+    """Whole-sequence classification of variable-length multivariate sequences (GRU-FCN by default)."""
 
-    pooling: str = opt("last", "sequence summary fed to the classifier: last (final state), mean, attention")
     id_col: str = opt("id", "long-format CSV: sequence-id column")
     time_col: str = opt("time", "long-format CSV: time/order column within a sequence")
     label_col: str = opt("label", "long-format CSV: label column")
     test_data: str = opt("", "held-out test file in the training file's format (built-in sets use their "
                              "official test split)")
-    normalize: bool = opt(True, "standardise each feature with training-set mean and std")
+    # ---- inputs
+    normalize: str = opt("auto", "input scaling: series (z-normalise each series per feature: recordings "
+                                 "differ in offset and gain), feature (training-set mean/std per feature: "
+                                 "keeps amplitudes, which carry meaning in sensor channels), none; auto = "
+                                 "series for one feature, feature for several")
+    augment: tuple[str, ...] = opt((), "training-time augmentations, comma separated: jitter, scaling, "
+                                       "window_slice, window_warp (off by default: not measured to help "
+                                       "across data sets)")
+    # ---- model: GRU branch + fully convolutional branch (GRU-FCN, Elsayed et al. 2018)
+    conv_channels: int = opt(32, "fully convolutional branch beside the GRU (kernels 8/5/3, channels C/2C/C, "
+                                 "as in LSTM-FCN/GRU-FCN; strong on UCR/UEA data); 0 = GRU only")
+    conv_steps: int = opt(256, "series longer than this are average-pooled down to at most this many steps "
+                               "before both branches (cost grows with length; 0 = never)")
+    gru_steps: int = opt(64, "the GRU reads non-overlapping patches (a strided convolution) so that it runs "
+                             "over at most this many steps (0 = every step)")
+    pooling: str = opt("mean", "GRU summary fed to the classifier: mean (over valid steps; robust), last "
+                               "(final state), attention")
+    hidden_size: int = opt(32, "GRU units per direction (the convolutional branch carries most of the work)")
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
-    ensemble: int = opt(1, "models trained with different seeds whose probabilities are averaged")
-    hidden_size: int = opt(64, "GRU units per direction")
-    max_epochs: int = opt(60, "upper bound on training epochs")
-    patience: int = opt(15, "early stopping patience in epochs")
+    # ---- training schedule
+    schedule: str = opt("auto", "auto: from the training-set size N (fewer than 500 series: no validation "
+                                "split, train on all series for a fixed budget and keep the lowest training "
+                                "loss, as InceptionTime does; 500 or more: a stratified val_fraction split "
+                                "with early stopping); manual: use max_epochs, patience, val_fraction as given")
+    train_steps: int = opt(1000, "schedule=auto: optimiser steps to train for (epochs = train_steps / batches "
+                                 "per epoch, at most max_epochs), so small sets get enough updates")
+    ensemble: int = opt(0, "models trained with different seeds whose probabilities are averaged; 0 = auto: "
+                           "5 below 300 training series (variance dominates there), else 1")
+    batch_size: int = opt(16, "sequences per batch (16 as in FCN; smaller batches regularise small sets)")
+    max_epochs: int = opt(1000, "upper bound on training epochs (schedule=auto picks fewer)")
+    patience: int = opt(30, "early stopping patience in epochs when there is a validation split")
+    lr_schedule: str = opt("cosine", "learning-rate schedule: cosine over max_epochs (a fixed budget needs no "
+                                     "validation data), plateau, none")
+    baselines: tuple[str, ...] = opt(("minirocket", "dtw"), "baselines scored by evaluate on the same split, "
+                                                            "beside the majority class: minirocket (aeon "
+                                                            "MiniRocket), dtw (1-NN DTW); empty = none")
+
+    def __post_init__(self):
+        if isinstance(self.normalize, bool) or str(self.normalize).lower() in ("true", "false"):
+            self.normalize = "feature" if str(self.normalize).lower() == "true" else "none"  # older runs
 
     tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune classify` search space
         "hidden_size": [32, 64, 128],
@@ -301,10 +335,21 @@ class ClassifyConfig(TaskConfig):
     def problems(self) -> list[str]:
         p = super().problems()
         choice(p, "pooling", self.pooling, ["last", "mean", "attention"])
+        choice(p, "normalize", self.normalize, ["auto", "series", "feature", "none"])
+        choice(p, "schedule", self.schedule, ["auto", "manual"])
+        for a in self.augment:
+            choice(p, "augment", a, ["jitter", "scaling", "window_slice", "window_warp"])
+        for b in self.baselines:
+            choice(p, "baselines", b, ["minirocket", "dtw"])
         if not 0 <= self.label_smoothing < 1:
             p.append(f"label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
-        if self.ensemble < 1:
-            p.append(f"ensemble={self.ensemble}: expected an integer >= 1")
+        if self.ensemble < 0:
+            p.append(f"ensemble={self.ensemble}: expected an integer >= 1, or 0 for auto")
+        for name in ("conv_channels", "conv_steps", "gru_steps"):
+            if getattr(self, name) < 0:
+                p.append(f"{name}={getattr(self, name)}: expected an integer >= 0")
+        if self.train_steps < 1:
+            p.append(f"train_steps={self.train_steps}: expected an integer >= 1")
         return p
 
 
