@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 CEXT   := $(VENV)/.cgru
 CSRC   := setup.py grukit/nn/backends/_fused/_cgru.c grukit/nn/backends/_fused/cgru_impl.h
 
-.PHONY: install quickstart test bench clean
+.PHONY: install quickstart test browser bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,18 @@ install: $(STAMP) $(CEXT)
 quickstart: install
 	$(BIN)/grukit quickstart
 
-test: install
+# headless Chromium for the web-page tests (tests/test_serve_browser.py): installed when missing and apt-get is
+# usable (root, or password-less sudo); elsewhere those tests skip with one line saying why
+APT := $(shell if [ "$$(id -u)" = 0 ]; then echo apt-get; elif sudo -n true 2>/dev/null; then echo "sudo apt-get"; fi)
+
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ -n "$(APT)" ]; then \
+	  echo "installing chromium and chromium-driver for the browser tests"; \
+	  $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq chromium chromium-driver; \
+	else echo "note: no headless Chromium and no usable apt-get: the browser tests will skip"; fi
+
+test: install browser
 	$(BIN)/python -m pytest -q tests
 
 bench: install

@@ -79,6 +79,7 @@ def tiny_runs(base: Path) -> dict[str, Path]:
     """Train one tiny run per task under ``base`` (once per process); returns {task: run directory}."""
     from grukit.train import fit
     base = Path(base)
+    base.mkdir(parents=True, exist_ok=True)
     common = dict(progress=False, patience=0, backend="aten", evaluate=False)
     specs = {
         "forecast": dict(data=str(_series_csv(base / "sales.csv")), time_col="date", target="sales",
@@ -109,3 +110,32 @@ def test_tiny_runs_open(tmp_path_factory):
     runs = tiny_runs(tmp_path_factory.getbasetemp() / "serve_runs")
     for task in TASKS:
         assert open_run(runs[task], task).task == task
+
+
+# ------------------------------------------------------------------ an in-process uvicorn on a free port
+class LiveServer:
+    """``with LiveServer(app) as url:`` serves ``app`` on 127.0.0.1:<free port> in a thread."""
+
+    def __init__(self, app):
+        import uvicorn
+        from grukit.serve.server import ws_implementation
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                                    ws=ws_implementation(), lifespan="on"))
+        self.thread = None
+
+    def __enter__(self) -> str:
+        import threading
+        import time
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        t0 = time.time()
+        while not self.server.started:
+            if time.time() - t0 > 30 or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

@@ -1,15 +1,13 @@
-"""What the server calls for each task: input checking and one batched call into the task's inference code.
+"""What the server calls for each task: input checks and one batched call into the task's entry point.
 
-The server never holds a copy of a task's inference code: each adapter turns request bodies into the arguments
-of the task's one inference entry point and its answer back into JSON. Where a task module does not have its
-entry point yet (``forecast_series``, ``classify_sequences``, ``language.generate(models, meta, prompts, ...)``,
-``music.generate(models, meta, n, ...)``, ``speech.transcribe(models, meta, waves, rate)``,
-``autoencoder.anomaly_scores``), the adapter calls what the module offers today (its public helpers and
-:func:`grukit.tasks.base.infer`); these stop-gaps are marked ``STOPGAP`` and switch to the entry point as
-soon as the module has it (checked with ``hasattr`` at call time, so nothing here changes when it lands).
+The server holds no copy of a task's inference code: each adapter turns request bodies into the arguments of
+the task's one inference entry point (``forecast.forecast_series``, ``autoencoder.anomaly_scores``,
+``language.generate`` / ``score``, ``music.generate``, ``speech.transcribe``; ``classify.classify_sequences``
+once it lands, until then a stop-gap marked ``STOPGAP`` that runs :func:`grukit.tasks.base.infer`) and its
+answer back into JSON.
 
 Every ``parse_*`` raises :class:`grukit.errors.DataError` / :class:`~grukit.errors.ShapeError` with one line
-naming the problem; the app answers those with 422.
+naming the problem; the app answers those (and the entry points' own) with 422.
 """
 from __future__ import annotations
 
@@ -113,17 +111,15 @@ def _array(value, what: str, ndim: tuple[int, ...]) -> np.ndarray:
 
 
 def parse_series(s: Served, value) -> np.ndarray:
-    """A forecast history: (T,) or (T, C) in original units, at least ``lookback`` long."""
+    """A forecast history: (T,) or (T, C) in original units (``forecast_series`` checks the rest)."""
     a = _array(value, "series", (1, 2))
     a = a[:, None] if a.ndim == 1 else a
-    C, L = int(s.meta["n_targets"]), s.config.lookback
+    C = int(s.meta["n_targets"])
     if a.shape[1] != C:
         raise ShapeError(f"series has {a.shape[1]} target column(s); this run forecasts {C} "
                          f"({', '.join(s.meta['roles']['target'])})")
-    if len(a) < L:
-        raise DataError(f"series has {len(a)} points; the model reads lookback = {L}")
-    if s.meta["transform"] == "log" and (a <= 0).any():
-        raise DataError("series has values <= 0; this run models log values (trained on positive data)")
+    if len(a) == 0:
+        raise DataError("series is empty; send at least one value")
     return a
 
 
@@ -157,8 +153,8 @@ def read_wave(s: Served, data: bytes, filename: str = "upload") -> np.ndarray:
         f.flush()
         try:
             samples, _ = audio.read_audio(f.name, rate, resample=True, clip_fraction=1.0)
-        except DataError:
-            raise
+        except DataError as e:                                           # name the upload, not the temp file
+            raise DataError(str(e).replace(f.name, filename)) from None
         except Exception as e:  # noqa: BLE001 - soundfile/librosa raise many kinds on foreign bytes
             raise DataError(f"{filename}: not readable audio ({type(e).__name__}: {str(e)[:120]})") from None
     if len(samples) == 0:
@@ -167,41 +163,12 @@ def read_wave(s: Served, data: bytes, filename: str = "upload") -> np.ndarray:
 
 
 # ====================================================================== batched calls (one per batch)
-def forecast_batch(s: Served, series: list[np.ndarray]) -> list[dict]:
-    mod = s.module
-    if hasattr(mod, "forecast_series"):
-        out = mod.forecast_series(s.models, s.meta, s.config, series)
-    else:
-        out = _forecast_stopgap(s, series)
+def forecast_batch(s: Served, items: list[dict]) -> list[dict]:
+    """Items ``{"series": (T, C), "id": str | None}`` -> ``forecast.forecast_series`` in one call."""
+    ids = [i["id"] for i in items]
+    out = s.module.forecast_series(s.models, s.meta, s.config, [i["series"] for i in items],
+                                   ids=ids if any(x is not None for x in ids) else None)
     return [{k: np.asarray(v).tolist() for k, v in o.items()} for o in out]
-
-
-def _forecast_stopgap(s: Served, series: list[np.ndarray]) -> list[dict]:
-    """STOPGAP until ``forecast.forecast_series``: runs without covariates, each series scaled by its own
-    history (as ``predict`` does for a series the run has not seen), one :func:`infer` call for all."""
-    import torch
-    from ..tasks.base import infer
-    meta, cfg = s.meta, s.config
-    if meta["n_known"] or meta["roles"].get("past"):
-        raise DataError("this run uses covariates; serving them waits for forecast.forecast_series")
-    L, tr = cfg.lookback, meta["transform"]
-    fwd = {"log": np.log, "sqrt": np.sqrt}.get(tr, lambda v: v)
-    inv = {"log": lambda v: np.exp(np.clip(v, -50, 50)), "sqrt": lambda v: np.square(np.clip(v, 0, None))
-           }.get(tr, lambda v: v)
-    zs, scales = [], []
-    for y in series:
-        t = fwd(y)
-        mean, std = t.mean(0), t.std(0)
-        std = np.where(std > 1e-8, std, 1.0)
-        zs.append(((t[-L:] - mean) / std).astype(np.float32))
-        scales.append((mean, std))
-    z = torch.from_numpy(np.stack(zs))                                              # (N, L, C)
-    batch = {"x": z, "window": z, "known_future": torch.zeros(len(zs), cfg.horizon, 0), "y": None}
-    [dec] = infer(s.models, [batch])
-    out = []
-    for i, (mean, std) in enumerate(scales):
-        out.append({k: inv(v[i].numpy() * std + mean) for k, v in dec.items()})
-    return out
 
 
 def classify_batch(s: Served, seqs: list[np.ndarray]) -> list[dict]:
@@ -227,57 +194,31 @@ def _classify_stopgap(s: Served, seqs: list[np.ndarray]) -> np.ndarray:
 
 
 def anomaly_batch(s: Served, values: list[np.ndarray]) -> list[dict]:
-    mod = s.module
+    """``autoencoder.anomaly_scores`` per series, with the run's threshold (run.json, as ``grukit predict``)."""
     out = []
+    thr = s.run.info.get("threshold", s.meta.get("threshold"))
     for v in values:
-        if hasattr(mod, "anomaly_scores"):
-            scores, flags = mod.anomaly_scores(s.models, s.meta, s.config, v)
-            thr = None
-        else:                                                            # STOPGAP until anomaly_scores
-            scores, _ = mod.step_scores(s.models, v, s.meta, s.config)
-            thr = threshold(s, scores)
-            flags = scores > thr
+        scores, flags = s.module.anomaly_scores(s.models, s.meta, s.config, v, threshold=thr)
+        used = float(thr) if thr is not None else float(np.percentile(scores, s.config.percentile))
         out.append({"scores": np.asarray(scores).tolist(), "flags": np.asarray(flags).astype(bool).tolist(),
-                    "threshold": thr})
+                    "threshold": used})
     return out
 
 
-def threshold(s: Served, scores: np.ndarray) -> float:
-    """The run's flag threshold: run.json, else metrics.json, else the configured percentile of ``scores``."""
-    thr = s.run.info.get("threshold")
-    if thr is None:
-        m = s.run.path / "metrics.json"
-        if m.is_file():
-            thr = json.loads(m.read_text()).get("grukit", {}).get("threshold")
-    return float(thr) if thr is not None else float(np.percentile(scores, s.config.percentile))
-
-
 def transcribe_batch(s: Served, waves: list[np.ndarray]) -> list[dict]:
-    mod, rate = s.module, int(s.meta["features"]["rate"])
-    if hasattr(mod, "transcribe") and "meta" in _params(mod.transcribe):
-        texts = mod.transcribe(s.models, s.meta, waves, rate)
-    else:                                                                # STOPGAP: features + infer
-        from ..data import audio
-        from ..data.batching import DictDataset, loader
-        from ..tasks.base import infer
-        spec = audio.FeatureSpec.from_dict(s.meta["features"])
-        feats = audio.normalise([audio.features(w, spec) for w in waves], s.config.normalize,
-                                s.meta["feature_mean"], s.meta["feature_std"])
-        ds = DictDataset(x=feats, lengths=np.array([len(f) for f in feats]))
-        texts = [t for batch in infer(s.models[:1], loader(ds, 32, False)) for t in batch]
+    """``speech.transcribe`` of every wave in one call."""
+    rate = int(s.meta["features"]["rate"])
+    texts = s.module.transcribe(s.models, s.meta, waves, rate)
     return [{"text": t, "seconds": len(w) / rate} for t, w in zip(texts, waves)]
 
 
 def music_batch(s: Served, requests: list[dict]) -> list[dict]:
-    """Each request ``{"steps", "temperature", "seed"}`` -> a piano roll, its MIDI bytes (base64)."""
-    mod = s.module
+    """Each request ``{"steps", "temperature", "seed", "n"}`` -> ``music.generate`` (its ``n`` pieces advanced
+    together), each piece a piano roll and its MIDI bytes (base64)."""
     out = []
     for r in requests:
-        if hasattr(mod, "generate") and "meta" in _params(mod.generate):
-            [roll] = mod.generate(s.models, s.meta, 1, r["steps"], r["temperature"], r["seed"])
-        else:                                                            # STOPGAP: the model's own sampler
-            roll = s.models[0].sample(r["steps"], None, r["temperature"], r["seed"])
-        out.append(roll_answer(s, np.asarray(roll)))
+        rolls = s.module.generate(s.models, s.meta, r.get("n", 1), r["steps"], r["temperature"], r["seed"])
+        out.append([roll_answer(s, np.asarray(roll)) for roll in rolls])
     return out
 
 
@@ -306,67 +247,35 @@ def _params(fn) -> list[str]:
 
 
 # ====================================================================== generation (LM)
-def check_generation(length, temperature, seed) -> tuple[int, float, int]:
+def check_generation(length, temperature, top_k, top_p) -> None:
     if not isinstance(length, int) or not 1 <= length <= 10000:
         raise DataError(f"length={length!r}: expected a whole number of tokens from 1 to 10000")
     if not isinstance(temperature, (int, float)) or temperature < 0:
         raise DataError(f"temperature={temperature!r}: expected a number >= 0 (0 = the most likely token)")
-    if not isinstance(seed, int):
-        raise DataError(f"seed={seed!r}: expected a whole number")
-    return length, float(temperature), seed
+    if top_k < 0 or not 0 < top_p <= 1:
+        raise DataError(f"top_k={top_k}, top_p={top_p}: expected top_k >= 0 and 0 < top_p <= 1")
 
 
 def generate_batch(s: Served, requests: list[dict]) -> Iterator[list[str | None]]:
-    """Decode every request together: per step a list with each request's new text (None once it is done).
+    """Decode requests together with ``language.generate``: per step a list with each request's new text
+    (None once it has its ``length``).
 
-    Each request ``{"prompt", "length", "temperature", "seed"}`` draws from its own generator, so its text is
-    the same whichever requests share its batch. STOPGAP until ``language.generate(models, meta, prompts,
-    ...)``: primes each prompt with the model's own ``encode`` and then advances all rows with one batched
-    ``GRU.step`` per token.
+    Requests that share sampling options (temperature, top_k, top_p, seed) are one ``generate`` call, so one
+    batched ``GRU.step`` per token advances all of them; the call's length is the longest request's. The
+    entry point draws every prompt's tokens from one generator seeded with ``seed``: a seeded request alone
+    gives exactly ``grukit generate``'s text, in company its draws depend on the batch (greedy decoding,
+    temperature 0, never does).
     """
-    import torch
-    from ..data.text import Vocab
-    m = s.models[0]
-    vocab = Vocab.from_dict(s.meta["vocab"])
-    with torch.no_grad():
-        hs, logits = [], []
-        for r in requests:
-            ids = torch.tensor([prompt_ids(r["prompt"], vocab)], dtype=torch.int64)
-            seq, h = m.encode({"x": ids})                                   # (1, P, H), (L, 1, H)
-            hs.append(h)
-            logits.append(m.logits(seq[:, -1]))
-        h, lg = torch.cat(hs, 1), torch.cat(logits, 0)                       # (L, B, H), (B, V)
-        gens = [torch.Generator().manual_seed(int(r["seed"])) for r in requests]
-        decoders = [vocab.decoder() for _ in requests]
-        longest = max(r["length"] for r in requests)
-        for step in range(longest):
-            toks, pieces = [], []
-            for b, r in enumerate(requests):
-                t = r["temperature"]
-                if t == 0:
-                    tok = int(lg[b].argmax())
-                else:
-                    tok = int(torch.multinomial(torch.softmax(lg[b].double() / t, -1), 1, generator=gens[b]))
-                toks.append(tok)
-                if step < r["length"]:
-                    piece = decoders[b]([tok])
-                    if step == r["length"] - 1:
-                        piece += decoders[b]([], True)
-                    pieces.append(piece)
-                else:
-                    pieces.append(None)
-            yield pieces
-            if step + 1 < longest:
-                y, h = m.encoder.step(m.embedding(torch.tensor(toks)), h)    # (B, H), (L, B, H): one step
-                lg = m.logits(y)                                             # (B, V)
-
-
-def prompt_ids(prompt: str, vocab) -> list[int]:
-    """Token ids of a prompt (what ``grukit generate`` primes with): bytes, words after a boundary, chars."""
-    from ..data.text import EOS, tokenize
-    if vocab.kind == "byte":
-        return list(prompt.encode("utf-8")) or [10]
-    if vocab.kind == "word":
-        ids = vocab.encode(tokenize(prompt, "word")[:-1] if prompt.strip() else []).tolist()
-        return ([vocab.stoi[EOS]] if EOS in vocab.stoi else [0]) + ids
-    return vocab.encode(list(prompt)).tolist() or [vocab.stoi.get("\n", 0)]
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(requests):
+        groups.setdefault((r["temperature"], r.get("top_k", 0), r.get("top_p", 1.0), r["seed"]), []).append(i)
+    for (temperature, top_k, top_p, seed), idx in groups.items():
+        length = max(requests[i]["length"] for i in idx)
+        steps = s.module.generate(s.models, s.meta, [requests[i]["prompt"] for i in idx], length, temperature,
+                                  seed, top_k=top_k, top_p=top_p)
+        for step, pieces in enumerate(steps):
+            row: list[str | None] = [None] * len(requests)
+            for i, p in zip(idx, pieces):
+                if step < requests[i]["length"]:
+                    row[i] = p
+            yield row

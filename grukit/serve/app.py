@@ -54,6 +54,8 @@ class ServeOptions:
 # ---------------------------------------------------------------- request bodies (shown in /docs)
 class ForecastBody(BaseModel):
     series: list[Any] = Field(..., description="histories: each a list of numbers (T,) or rows (T, C)")
+    ids: Optional[list[Optional[str]]] = Field(None, description="per series, its id in the training data "
+                                               "(its scaler is used); unknown ids use their own history")
 
 
 class ClassifyBody(BaseModel):
@@ -68,8 +70,11 @@ class GenerateBody(BaseModel):
     prompt: str = Field("", description="lm: text that primes the state")
     length: int = Field(200, description="lm: tokens to generate")
     steps: int = Field(64, description="music: frames to generate")
+    n: int = Field(1, description="music: pieces to generate together")
     temperature: float = Field(1.0, description="0 = most likely; 1 = the model's distribution")
-    seed: int = Field(0, description="same seed, same output")
+    top_k: int = Field(0, description="lm: sample among the k most likely tokens (0 = all)")
+    top_p: float = Field(1.0, description="lm: nucleus sampling mass (1 = all)")
+    seed: Optional[int] = Field(None, description="same seed, same output (alone; see the docs for batches)")
     stream: bool = Field(False, description="lm: stream text as Server-Sent Events")
 
 
@@ -286,13 +291,22 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
     # ---- batched routes
     async def submit_all(name: str, kind: str, items: list) -> list:
         b = batcher(name, kind)
-        return list(await asyncio.gather(*(b.submit(i) for i in items)))
+        try:
+            return list(await asyncio.gather(*(b.submit(i) for i in items)))
+        except (GrukitError, QueueFull, HTTPException):
+            raise
+        except Exception as e:  # noqa: BLE001 - a model call that raised: this request's 500, nobody else's
+            raise HTTPException(500, f"the {kind} call failed: {type(e).__name__}: {one_line(e)}") from None
 
     @app.post("/runs/{name}/forecast", tags=["forecast"])
     async def forecast(name: str, body: ForecastBody):
         """Forecast ``horizon`` steps after each series: point and interval bounds (original units)."""
         s = get(name, "forecast")
-        items = [A.parse_series(s, v) for v in _nonempty(body.series, "series")]
+        series = _nonempty(body.series, "series")
+        ids = body.ids or [None] * len(series)
+        if len(ids) != len(series):
+            raise HTTPException(422, f"ids has {len(ids)} entries for {len(series)} series")
+        items = [{"series": A.parse_series(s, v), "id": i} for v, i in zip(series, ids)]
         return {"forecasts": await submit_all(name, "forecast", items)}
 
     @app.post("/runs/{name}/classify", tags=["classify"])
@@ -328,15 +342,14 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
         """lm: text continuing ``prompt`` (SSE when ``stream``); music: a piano roll and its MIDI file."""
         s = get(name, "generate")
         if s.task == "music":
-            if not 1 <= body.steps <= 10000:
-                raise HTTPException(422, f"steps={body.steps}: expected 1 to 10000 frames")
-            if body.temperature < 0:
-                raise HTTPException(422, f"temperature={body.temperature}: expected a number >= 0")
-            [out] = await submit_all(name, "generate", [body.model_dump()])
-            return out
-        A.check_generation(body.length, body.temperature, body.seed)
+            if not 1 <= body.steps <= 10000 or not 1 <= body.n <= 64:
+                raise HTTPException(422, f"steps={body.steps}, n={body.n}: expected 1 to 10000 frames and 1 to "
+                                         "64 pieces")
+            [pieces] = await submit_all(name, "generate", [body.model_dump()])
+            return {"pieces": pieces}
+        A.check_generation(body.length, body.temperature, body.top_k, body.top_p)
         item = {"prompt": body.prompt, "length": body.length, "temperature": body.temperature,
-                "seed": body.seed, "emit": None, "cancelled": False}
+                "top_k": body.top_k, "top_p": body.top_p, "seed": body.seed, "emit": None, "cancelled": False}
         if not body.stream:
             [text] = await submit_all(name, "generate", [item])
             return {"text": text}
@@ -420,7 +433,7 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
                     if runs[name].task == "speech":
                         out = await sb.push(session, None, final=True)
                     else:
-                        out = await asyncio.get_running_loop().run_in_executor(executors[name], session.output, True)
+                        out = await asyncio.get_running_loop().run_in_executor(executors[name], _final_output, session)
                     await ws.send_json({"final": out})
                     await ws.close()
                     break
@@ -430,6 +443,12 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
             sb.close(session)                                # a client that left frees its session
 
     return app
+
+
+def _final_output(session) -> dict:
+    import torch
+    with torch.no_grad():
+        return session.output(final=True)
 
 
 def _nonempty(items: list, what: str) -> list:

@@ -50,11 +50,13 @@ class Batcher:
         self.on_batch = on_batch
         self.queue: asyncio.Queue[Job] | None = None
         self.task: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.busy = 0
 
     def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self.queue = asyncio.Queue()
-        self.task = asyncio.get_running_loop().create_task(self._loop())
+        self.task = self.loop.create_task(self._loop())
 
     @property
     def depth(self) -> int:
@@ -62,8 +64,8 @@ class Batcher:
 
     async def submit(self, item) -> Any:
         """Enqueue one item and await its result (its own exception if it raised)."""
-        if self.queue is None:
-            self.start()
+        if self.queue is None or self.loop is not asyncio.get_running_loop():
+            self.start()                                  # first use, or the app runs in a new event loop
         if self.queue.qsize() >= self.max_queue:
             raise QueueFull(f"{self.queue.qsize()} requests are waiting (--max-queue {self.max_queue})")
         fut = asyncio.get_running_loop().create_future()

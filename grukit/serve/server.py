@@ -36,8 +36,23 @@ def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000,
           options: ServeOptions | None = None, drain_seconds: float = 30.0, log_level: str = "info") -> None:
     """Serve until SIGINT/SIGTERM: uvicorn stops accepting, finishes in-flight requests (at most
     ``drain_seconds``), the batchers drain, and the process exits 0."""
+    import signal
+
     import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM:          # a drained SIGTERM is a clean stop: exit 0, not re-raised
+                self._captured_signals.remove(sig)
+
     app = build(run_dirs, options)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain_seconds,
-                            ws="websockets", lifespan="on")
-    uvicorn.Server(config).run()
+                            ws=ws_implementation(), lifespan="on")
+    Server(config).run()
+
+
+def ws_implementation() -> str:
+    """uvicorn's sans-I/O websockets protocol where this uvicorn has it (the legacy one is deprecated)."""
+    from uvicorn.config import WS_PROTOCOLS
+    return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "websockets"

@@ -44,7 +44,8 @@ class Session:
         self.served = served
         self.model = served.models[0]
         self.h: torch.Tensor | None = None
-        self.pending: torch.Tensor | None = None          # (n, I) GRU inputs waiting for the next tick
+        self.pending: Any = None                            # the chunk waiting for the next tick
+        self.final = False
         self.future: asyncio.Future | None = None
         self.frames = 0
         self.closed = False
@@ -65,21 +66,12 @@ class Session:
             self.ys: list[torch.Tensor] = []
 
     # ---- turning a chunk into GRU input frames (on the run's worker thread)
-    @torch.no_grad()
-    def inputs(self, chunk: np.ndarray | None, final: bool = False) -> torch.Tensor:
-        """Audio samples (speech) or (n, F) feature frames -> (n', I) GRU input frames now complete."""
-        m = self.model
+    def features(self, chunk: np.ndarray | None, final: bool = False) -> torch.Tensor:
+        """Audio samples (speech: streaming features, normalised) or (n, F) frames (normalised) -> (n, F)."""
         if self.served.task == "speech":
             feats = self.feats.finish() if final else self.feats.push(chunk)
-            x = torch.from_numpy(np.asarray(feats)).float()                     # (n, F)
-            if self.served.config.normalize == "global":
-                x = (x - self.mean) / self.std
-            x = x.unsqueeze(0)
-            if m.frontend is not None and x.shape[1]:
-                if self.conv is None:
-                    self.conv = m.frontend.initial_state(1, x)
-                x, self.conv = m.frontend.stream(x, self.conv)                   # (1, n', C)
-            return x[0]
+            x = torch.from_numpy(np.asarray(feats, np.float32))                 # (n, F)
+            return (x - self.mean) / self.std if self.served.config.normalize == "global" else x
         if chunk is None or len(chunk) == 0:
             return torch.zeros(0, int(self.served.meta["input_size"]))
         x = (torch.from_numpy(np.asarray(chunk, np.float32)) - self.mean) / self.std
@@ -87,13 +79,17 @@ class Session:
         return x
 
     @torch.no_grad()
-    def take(self, y: torch.Tensor) -> None:
-        """The top layer's outputs (n, H) of this tick's frames."""
+    def inputs(self, chunk: np.ndarray | None, final: bool = False) -> torch.Tensor:
+        """One session's chunk -> its (n', I) GRU input frames (what a tick does for many at once)."""
+        return front_end([self], [self.features(chunk, final)])[0]
+
+    def take(self, y: torch.Tensor, log_probs: torch.Tensor | None = None) -> None:
+        """The top layer's outputs (n, H) of this tick's frames (speech: and their head's log-probs)."""
         self.frames += len(y)
         if self.served.task == "speech":
             if len(y) == 0:
                 return
-            lp = self.model.head(y)                                             # (n, S+1)
+            lp = self.model.head(y) if log_probs is None else log_probs          # (n, S+1)
             self.log_probs.append(lp)
             for k in lp.argmax(-1).tolist():
                 if k != 0 and k != self.prev:
@@ -102,9 +98,8 @@ class Session:
         else:
             self.ys.append(y)
 
-    @torch.no_grad()
     def output(self, final: bool = False) -> dict:
-        """The partial (or final) output for everything received so far."""
+        """The partial (or final) output for everything received so far (call it without autograd)."""
         s, m = self.served, self.model
         if s.task == "speech":
             if final and m.config.decoder == "beam" and self.log_probs:
@@ -128,36 +123,68 @@ class Session:
 
 
 @torch.no_grad()
+def front_end(sessions: list[Session], feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Speech: each session's feature frames through the causal front end, sessions with the same frame count
+    and stride phase in one call (the conv state is per session); other tasks: the frames unchanged."""
+    m = sessions[0].model
+    if sessions[0].served.task != "speech" or m.frontend is None:
+        return feats
+    fe = m.frontend
+    out: list[torch.Tensor | None] = [None] * len(sessions)
+    groups: dict[tuple, list[int]] = {}
+    for i, (s, f) in enumerate(zip(sessions, feats)):
+        if len(f) == 0:
+            out[i] = f.new_zeros(0, fe.convs[-1].out_channels)
+            continue
+        if s.conv is None:
+            s.conv = fe.initial_state(1, f[None])
+        phase = tuple(seen % st for (_, seen), st in zip(s.conv, fe.strides))   # where the strides fall
+        groups.setdefault((len(f), phase), []).append(i)
+    for idx in groups.values():
+        first = sessions[idx[0]].conv
+        state = [(torch.cat([sessions[i].conv[k][0] for i in idx]), first[k][1]) for k in range(len(first))]
+        y, new = fe.stream(torch.stack([feats[i] for i in idx]), state)        # (b, n', C)
+        for j, i in enumerate(idx):
+            s = sessions[i]
+            s.conv = [(new[k][0][j:j + 1], s.conv[k][1] + new[k][1] - state[k][1]) for k in range(len(new))]
+            out[i] = y[j]
+    return out  # type: ignore[return-value]
+
+
+@torch.no_grad()
 def advance(encoder, sessions: list[Session], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     """Advance every session through its input frames, one batched ``GRU.step`` per time step.
 
     ``inputs[i]`` is (n_i, I); returns each session's top-layer outputs (n_i, H) and updates ``session.h``.
-    Sessions without state yet start from zeros through the step's ``reset`` mask.
+    Sessions without state yet start from zeros through the step's ``reset`` mask; sessions with fewer
+    frames drop out of the later steps.
     """
     spec = encoder.spec
     B = len(sessions)
     L, Hs = spec.num_layers, spec.hidden_size
     like = encoder.weight_ih_l0
+    n = torch.tensor([len(x) for x in inputs])
+    T = int(n.max()) if B else 0
     h = torch.cat([s.h if s.h is not None else like.new_zeros(L, 1, Hs) for s in sessions], 1)   # (L, B, H)
     fresh = torch.tensor([s.h is None for s in sessions])
-    n = [len(x) for x in inputs]
-    outs: list[list[torch.Tensor]] = [[] for _ in sessions]
-    for t in range(max(n, default=0)):
-        idx = [i for i in range(B) if n[i] > t]
-        x = torch.stack([inputs[i][t] for i in idx])                            # (b, I)
-        reset = fresh[idx] if t == 0 and bool(fresh[idx].any()) else None
-        if len(idx) == B:
-            y, h = encoder.step(x, h, reset=reset)
+    X = torch.nn.utils.rnn.pad_sequence(list(inputs), batch_first=True) if T else None           # (B, T, I)
+    Y = like.new_zeros(B, T, Hs)
+    for t in range(T):
+        live = n > t
+        reset = fresh if t == 0 and bool(fresh.any()) else None
+        if bool(live.all()):
+            y, h = encoder.step(X[:, t].contiguous(), h, reset=reset)
+            Y[:, t] = y
         else:
-            sel = torch.tensor(idx)
-            y, hb = encoder.step(x, h.index_select(1, sel).contiguous(), reset=reset)
+            sel = live.nonzero().squeeze(1)
+            y, hb = encoder.step(X[sel, t].contiguous(), h.index_select(1, sel).contiguous(),
+                                 reset=None if reset is None else reset[sel])
             h = h.index_copy(1, sel, hb)
-        for j, i in enumerate(idx):
-            outs[i].append(y[j])
+            Y[sel, t] = y
     for i, s in enumerate(sessions):
         if n[i]:
-            s.h = h[:, i:i + 1].clone()
-    return [torch.stack(o) if o else like.new_zeros(0, Hs) for o in outs]
+            s.h = h[:, i:i + 1]
+    return [Y[i, :int(n[i])] for i in range(B)]
 
 
 class SessionBatcher:
@@ -170,6 +197,7 @@ class SessionBatcher:
         self.on_batch = on_batch
         self.ready: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.sessions: dict[int, Session] = {}
 
     def open(self) -> Session:
@@ -183,13 +211,13 @@ class SessionBatcher:
 
     async def push(self, s: Session, chunk: Any, final: bool = False) -> dict:
         """Queue a chunk of ``s`` and await its partial (``final``: flush and the final) output."""
-        if self.ready is None:
+        if self.ready is None or self.loop is not asyncio.get_running_loop():
+            self.loop = asyncio.get_running_loop()           # first use, or the app runs in a new event loop
             self.ready = asyncio.Queue()
-            self.task = asyncio.get_running_loop().create_task(self._loop())
+            self.task = self.loop.create_task(self._loop())
         loop = asyncio.get_running_loop()
-        s.pending = await loop.run_in_executor(self.executor, s.inputs, chunk, final)
+        s.pending, s.final = chunk, final
         s.future = loop.create_future()
-        s.final = final
         self.ready.put_nowait(s)
         return await s.future
 
@@ -225,15 +253,23 @@ class SessionBatcher:
                     if not s.future.done():
                         s.future.set_exception(e)
 
+    @torch.no_grad()
     def _tick(self, batch: list[Session]) -> list[dict]:
-        ys = advance(batch[0].model.encoder, batch, [s.pending for s in batch])
+        """One tick: every session's chunk to GRU inputs, one batched step per time step, outputs."""
+        m = batch[0].model
+        xs = front_end(batch, [s.features(s.pending, s.final) for s in batch])
+        ys = advance(m.encoder, batch, xs)
         if self.on_batch:
             self.on_batch(len(batch))
+        lps: list = [None] * len(batch)
+        if self.served.task == "speech" and any(len(y) for y in ys):
+            lp = m.head(torch.cat(ys))                                          # one head call for all frames
+            lps = list(lp.split([len(y) for y in ys]))
         outs = []
-        for s, y in zip(batch, ys):
-            s.take(y)
+        for s, y, lp in zip(batch, ys, lps):
+            s.take(y, lp)
             s.pending = None
-            outs.append(s.output(final=getattr(s, "final", False)))
+            outs.append(s.output(final=s.final))
         return outs
 
     async def drain(self, timeout: float = 10.0) -> None:

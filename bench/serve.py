@@ -1,0 +1,257 @@
+"""Load generator for ``grukit serve`` on loopback: batching across requests, streaming sessions, generation.
+
+Starts ``grukit serve`` as a separate process on 127.0.0.1 (a free port) for each configuration, drives it
+from this process with asyncio clients, and prints one table per section:
+
+* requests/s and p50/p99 latency of /classify for 1 vs 32 concurrent clients, batching on (--max-batch 32)
+  vs off (--max-batch 1);
+* concurrent real-time speech streams (100 ms chunks sent every 100 ms) held with p99 chunk latency under
+  100 ms, sequence batching on (--session-batch 256) vs one GRU step call per session (--session-batch 1);
+* generation tokens/s of 1 vs 16 concurrent prompts (same sampling options: one batched step per token).
+
+Everything is bounded: each load phase runs at most ``--seconds`` and ``--max-requests``. Runs are trained
+tiny (seconds) into a temporary folder unless ``--runs DIR`` holds ``classify``, ``speech`` and ``lm`` runs.
+
+    python bench/serve.py                       # all sections, ~3-5 minutes on 2 cores
+    python bench/serve.py --sections http --seconds 5
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ runs
+def train_runs(base: Path, hidden: int) -> dict[str, Path]:
+    """A classify, a speech (unidirectional, streaming) and an lm run, trained for one short epoch."""
+    import warnings
+
+    import torch
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_serve_runs import _classify_npz, _speech_folder, _text  # the tests' tiny data sets
+
+    from grukit.train import fit
+    torch.set_num_threads(1)
+    base.mkdir(parents=True, exist_ok=True)
+    common = dict(progress=False, patience=0, evaluate=False, max_epochs=1)
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out["classify"] = fit("classify", out=base / "classify", data=str(_classify_npz(base / "c.npz", n=64, T=64, F=8)),
+                              hidden_size=hidden, batch_size=16, **common).path
+        out["speech"] = fit("speech", out=base / "speech", data=str(_speech_folder(base / "rec")), hidden_size=hidden,
+                            num_layers=2, conv_channels=32, n_train_utterances=16, n_test_utterances=2, batch_size=8,
+                            normalize="global", **common).path
+        out["lm"] = fit("lm", out=base / "lm", data=str(_text(base / "t.txt")), tokenize="char", hidden_size=hidden,
+                        embedding_size=32, num_layers=1, bptt=32, batch_size=4, **common).path
+    return out
+
+
+# ------------------------------------------------------------------ server process
+class Server:
+    def __init__(self, runs: list[Path], *args: str):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   OMP_NUM_THREADS="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "grukit.cli", "serve", *map(str, runs), "--port",
+                                      str(self.port), "--max-queue", "4096", *args], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def __enter__(self) -> "Server":
+        import httpx
+        t0 = time.time()
+        while time.time() - t0 < 120:
+            if self.proc.poll() is not None:
+                raise RuntimeError("grukit serve exited: " + self.proc.stderr.read()[-2000:])
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("grukit serve did not start in 120 s")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def pct(xs, q) -> float:
+    return float(np.percentile(xs, q)) * 1000 if len(xs) else float("nan")
+
+
+# ------------------------------------------------------------------ sections
+async def http_load(url: str, clients: int, seconds: float, max_requests: int, body: dict) -> dict:
+    import httpx
+    lat: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as c:
+        for _ in range(2):                                              # warm up
+            await c.post("/runs/classify/classify", json=body)
+
+        async def worker():
+            nonlocal errors
+            while time.perf_counter() < stop and len(lat) + errors < max_requests:
+                t = time.perf_counter()
+                r = await c.post("/runs/classify/classify", json=body)
+                if r.status_code == 200:
+                    lat.append(time.perf_counter() - t)
+                else:
+                    errors += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    return {"req/s": len(lat) / wall, "p50 ms": pct(lat, 50), "p99 ms": pct(lat, 99), "n": len(lat),
+            "errors": errors}
+
+
+def section_http(runs, args) -> list[dict]:
+    rng = np.random.default_rng(0)
+    body = {"sequences": [rng.normal(size=(64, 8)).round(3).tolist()]}
+    rows = []
+    for label, flags in (("off (--max-batch 1)", ["--max-batch", "1"]),
+                         ("on (--max-batch 32 --max-wait-ms 2)", ["--max-batch", "32", "--max-wait-ms", "2"])):
+        with Server([runs["classify"]], *flags) as srv:
+            for clients in (1, 32):
+                r = asyncio.run(http_load(srv.url, clients, args.seconds, args.max_requests, body))
+                rows.append({"batching": label, "clients": clients, **r})
+                print(rows[-1], flush=True)
+    return rows
+
+
+async def speech_load(url: str, streams: int, seconds: float, chunk: bytes, n_chunks: int) -> dict:
+    import websockets
+    lat: list[float] = []
+    failed = 0
+    ws_url = url.replace("http", "ws") + "/runs/speech/stream"
+
+    async def one(k: int):
+        nonlocal failed
+        try:
+            async with websockets.connect(ws_url, max_queue=None) as ws:
+                await ws.recv()
+                await asyncio.sleep(0.1 * k / streams)                   # spread the streams over a period
+                nxt = time.perf_counter()
+                end = nxt + seconds
+                i = 0
+                while time.perf_counter() < end:
+                    t = time.perf_counter()
+                    await ws.send(chunk)
+                    await ws.recv()
+                    lat.append(time.perf_counter() - t)
+                    i += 1
+                    if i % n_chunks == 0:                                 # a new utterance: end, reopen
+                        await ws.send(json.dumps({"end": True}))
+                        await ws.recv()
+                        return await one(k)
+                    nxt += 0.1                                            # real time: one chunk per 100 ms
+                    await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+        except Exception:  # noqa: BLE001 - a refused or dropped stream counts as failed
+            failed += 1
+
+    await asyncio.gather(*(one(k) for k in range(streams)))
+    return {"p50 ms": pct(lat, 50), "p99 ms": pct(lat, 99), "chunks": len(lat), "failed": failed}
+
+
+def section_speech(runs, args) -> list[dict]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_serve_runs import chirp
+    wave = np.concatenate([chirp(d % 3, d % 2, d % 7) for d in range(8)])        # ~1.6 s utterance
+    chunks = [wave[i:i + 800] for i in range(0, len(wave) - 799, 800)]           # 100 ms at 8 kHz
+    chunk = np.asarray(chunks[3], "<f4").tobytes()
+    rows = []
+    for label, flags in (("one step per session (--session-batch 1)", ["--session-batch", "1"]),
+                         ("sequence batching (--session-batch 256)", ["--session-batch", "256"])):
+        with Server([runs["speech"]], "--max-wait-ms", "2", *flags) as srv:
+            held = 0
+            for n in args.streams:
+                r = asyncio.run(speech_load(srv.url, n, args.seconds, chunk, len(chunks)))
+                ok = r["p99 ms"] < 100 and not r["failed"]
+                rows.append({"mode": label, "streams": n, **r, "p99<100ms": ok})
+                print(rows[-1], flush=True)
+                if not ok:
+                    break
+                held = n
+            rows.append({"mode": label, "streams held": held})
+    return rows
+
+
+async def gen_load(url: str, prompts: int, length: int) -> dict:
+    import httpx
+    async with httpx.AsyncClient(base_url=url, timeout=300) as c:
+        await c.post("/runs/lm/generate", json={"prompt": "the", "length": 8, "temperature": 0.8, "seed": 1})
+        t0 = time.perf_counter()
+        rs = await asyncio.gather(*(c.post("/runs/lm/generate", json={"prompt": f"the {k}", "length": length,
+                                                                       "temperature": 0.8, "seed": 1})
+                                    for k in range(prompts)))
+        wall = time.perf_counter() - t0
+    assert all(r.status_code == 200 for r in rs), [r.text for r in rs if r.status_code != 200][:1]
+    return {"tokens/s": prompts * length / wall, "seconds": wall}
+
+
+def section_generate(runs, args) -> list[dict]:
+    rows = []
+    with Server([runs["lm"]], "--max-batch", "32", "--max-wait-ms", "20") as srv:
+        for prompts in (1, 16, 1, 16):                                    # alternated: the machine is shared
+            r = asyncio.run(gen_load(srv.url, prompts, args.length))
+            rows.append({"prompts": prompts, **r})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    cols = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+    fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else str(v)          # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sections", nargs="+", default=["http", "speech", "generate"],
+                    choices=["http", "speech", "generate"])
+    ap.add_argument("--runs", type=Path, help="folder with classify/, speech/ and lm/ runs (trained there when missing; default: a temporary folder)")
+    ap.add_argument("--hidden", type=int, default=64, help="hidden size of the runs trained here")
+    ap.add_argument("--seconds", type=float, default=4.0, help="length of each load phase")
+    ap.add_argument("--max-requests", type=int, default=20000, help="most requests of each HTTP load phase")
+    ap.add_argument("--streams", type=int, nargs="+", default=[25, 50, 100, 200, 300, 400],
+                    help="concurrent speech streams tried, in order, until p99 >= 100 ms")
+    ap.add_argument("--length", type=int, default=200, help="tokens per generation")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="grukit-bench-serve-") as tmp:
+        base = args.runs or Path(tmp)
+        have = all((base / k / "run.json").is_file() for k in ("classify", "speech", "lm"))
+        runs = {k: base / k for k in ("classify", "speech", "lm")} if have else train_runs(base, args.hidden)
+        out = {}
+        for sec in args.sections:
+            out[sec] = {"http": section_http, "speech": section_speech, "generate": section_generate}[sec](runs, args)
+    for sec, rows in out.items():
+        print(f"\n## {sec}\n\n{table(rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

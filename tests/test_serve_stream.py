@@ -1,0 +1,235 @@
+"""Streaming sessions: batched GRU steps equal the whole-sequence forward (sessions starting mid-way reset their
+state), a streamed speech transcript equals the offline one (partials are its prefixes), concurrent sessions
+share GRU steps and each still equals its offline result, streamed classification equals /classify, a client
+that disconnects frees its session, and runs that cannot stream say why. Also ``grukit serve`` as a process:
+SIGTERM lets an in-flight request finish and exits 0."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed: pip install grukit[serve]")
+
+from grukit.serve import adapters as A  # noqa: E402
+from grukit.serve.app import ServeOptions, create_app  # noqa: E402
+from grukit.serve.sessions import Session, advance  # noqa: E402
+from test_serve_runs import TASKS, LiveServer, chirp, tiny_runs  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory):
+    runs = tiny_runs(tmp_path_factory.getbasetemp() / "serve_runs")
+    return {t: A.load_served(runs[t], t) for t in TASKS}
+
+
+def utterance(*digits) -> np.ndarray:
+    return np.concatenate([chirp(d, k % 2, k) for k, d in enumerate(digits)])
+
+
+def test_batched_steps_equal_forward_with_sessions_joining_late(served):
+    from grukit.nn import GRU
+    torch.manual_seed(0)
+    gru = GRU(3, 5, num_layers=2, batch_first=True).eval()
+    s = served["classify"]
+    sessions = [Session(s) for _ in range(3)]
+    xs = [torch.randn(n, 3) for n in (7, 4, 6)]
+    # tick 1: sessions 0 and 1 start; tick 2: all three (2 joins late), with different chunk lengths
+    a = advance(gru, sessions[:2], [xs[0][:3], xs[1][:1]])
+    b = advance(gru, sessions, [xs[0][3:], xs[1][1:], xs[2]])
+    for i, x in enumerate(xs):
+        with torch.no_grad():
+            ref, h_n = gru(x[None])
+        got = torch.cat(([a[i]] if i < 2 else []) + [b[i]])
+        torch.testing.assert_close(got, ref[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(sessions[i].h, h_n[:, :1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_tick_of_sessions_in_different_phases_equals_each_alone(served):
+    """Sessions with different chunk sizes and start times share ticks (front end grouped by frame count and
+    stride phase, one GRU step per time step); each one's outputs equal its session run alone."""
+    from grukit.serve.sessions import SessionBatcher
+    s = served["speech"]
+    sb = SessionBatcher(s, None)
+    waves = [utterance(0, 1, 2), utterance(2, 1), utterance(1, 0, 0)]
+    sizes, starts = (800, 560, 720), (0, 0, 2)
+    together = [Session(s) for _ in waves]
+    pos = [0, 0, 0]
+    for tick in range(40):
+        live = []
+        for k, q in enumerate(together):
+            if tick >= starts[k] and not q.closed:
+                chunk = waves[k][pos[k]:pos[k] + sizes[k]]
+                pos[k] += sizes[k]
+                q.pending, q.final = (chunk, False) if len(chunk) else (None, True)
+                q.closed = not len(chunk)
+                live.append(q)
+        if not live:
+            break
+        sb._tick(live)
+    for k, w in enumerate(waves):
+        alone = Session(s)
+        for i in range(0, len(w), sizes[k]):
+            alone.pending, alone.final = w[i:i + sizes[k]], False
+            sb._tick([alone])
+        alone.pending, alone.final = None, True
+        out = sb._tick([alone])[0]
+        torch.testing.assert_close(torch.cat(together[k].log_probs), torch.cat(alone.log_probs), rtol=1e-5, atol=1e-5)
+        assert together[k].output(final=True)["text"] == out["text"]
+        assert out["text"] == A.transcribe_batch(s, [w])[0]["text"]
+
+
+def test_streamed_transcript_equals_offline_and_partials_grow(served):
+    from fastapi.testclient import TestClient
+    wave = utterance(0, 2, 1, 1)
+    offline = A.transcribe_batch(served["speech"], [wave])[0]["text"]
+    with TestClient(create_app(list(served.values()))) as c, c.websocket_connect("/runs/speech/stream") as ws:
+        assert ws.receive_json()["task"] == "speech"
+        partials = []
+        for i in range(0, len(wave), 800):                                   # 100 ms chunks at 8 kHz
+            ws.send_bytes(wave[i:i + 800].astype("<f4").tobytes())
+            partials.append(ws.receive_json()["partial"]["text"])
+        ws.send_json({"end": True})
+        final = ws.receive_json()["final"]
+    assert final["text"] == offline
+    assert all(final["text"].startswith(p) for p in partials) and partials == sorted(partials, key=len)
+
+
+def test_concurrent_sessions_share_steps_and_each_equals_offline(served):
+    import websockets
+    waves = [utterance(*d) for d in ((0, 1), (2, 2, 0), (1, 0, 2, 1), (2,), (1, 1))]
+    offline = [o["text"] for o in A.transcribe_batch(served["speech"], waves)]
+    app = create_app(list(served.values()), ServeOptions(max_wait_ms=20))
+
+    async def one(url, wave):
+        async with websockets.connect(url + "/runs/speech/stream") as ws:
+            json.loads(await ws.recv())
+            for i in range(0, len(wave), 800):
+                await ws.send(wave[i:i + 800].astype("<f4").tobytes())
+                json.loads(await ws.recv())
+            await ws.send(json.dumps({"end": True}))
+            return json.loads(await ws.recv())["final"]["text"]
+
+    async def main(url):
+        return await asyncio.gather(*(one(url, w) for w in waves))
+
+    with LiveServer(app) as url:
+        got = asyncio.run(main(url.replace("http", "ws")))
+    assert got == offline
+    text = app.state.metrics.text().decode()
+    count = float(next(l.split()[-1] for l in text.splitlines()
+                       if l.startswith('grukit_batch_size_count{kind="stream",run="speech"}')))
+    total = float(next(l.split()[-1] for l in text.splitlines()
+                       if l.startswith('grukit_batch_size_sum{kind="stream",run="speech"}')))
+    assert total / count > 1.5, (count, total)                              # sessions shared GRU steps
+
+
+def test_streamed_classification_equals_classify(served):
+    from fastapi.testclient import TestClient
+    x = np.random.default_rng(3).normal(size=(9, 2)).round(4)
+    with TestClient(create_app(list(served.values()))) as c:
+        whole = c.post("/runs/classify/classify", json={"sequences": [x.tolist(), x[:4].tolist()]}).json()
+        with c.websocket_connect("/runs/classify/stream") as ws:
+            ws.receive_json()
+            ws.send_json({"frames": x[:4].tolist()})
+            part = ws.receive_json()["partial"]
+            ws.send_bytes(x[4:].astype("<f4").tobytes())
+            ws.receive_json()
+            ws.send_json({"end": True})
+            final = ws.receive_json()["final"]
+    probs = lambda p: [p["probabilities"][k] for k in ("down", "up")]          # noqa: E731
+    np.testing.assert_allclose(probs(final), probs(whole["predictions"][0]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs(part), probs(whole["predictions"][1]), rtol=1e-5, atol=1e-6)
+    assert final["frames"] == 9 and part["frames"] == 4
+
+
+def test_bad_chunks_are_answered_and_the_session_goes_on(served):
+    from fastapi.testclient import TestClient
+    with TestClient(create_app(list(served.values()))) as c, c.websocket_connect("/runs/classify/stream") as ws:
+        ws.receive_json()
+        ws.send_json({"frames": [[1.0, 2.0, 3.0]]})
+        assert ws.receive_json() == {"error": "frames must be (n, 2) for this run; got shape (1, 3)"}
+        ws.send_bytes(b"abc")
+        assert "not float32" in ws.receive_json()["error"]
+        ws.send_text("{not json")
+        assert "error" in ws.receive_json()
+        ws.send_json({"frames": [[0.5, 0.5]]})
+        assert ws.receive_json()["partial"]["frames"] == 1
+
+
+def test_disconnect_frees_the_session(served):
+    from fastapi.testclient import TestClient
+    app = create_app(list(served.values()))
+    gauge = lambda: [l for l in app.state.metrics.text().decode().splitlines()          # noqa: E731
+                     if l.startswith('grukit_active_sessions{run="speech"}')]
+    with TestClient(app) as c:
+        with c.websocket_connect("/runs/speech/stream") as ws:
+            ws.receive_json()
+            ws.send_bytes(chirp(1)[:800].astype("<f4").tobytes())
+            ws.receive_json()
+            assert gauge() == ['grukit_active_sessions{run="speech"} 1.0']
+        t0 = time.time()                                                    # closed without {"end": true}
+        while gauge() != ['grukit_active_sessions{run="speech"} 0.0'] and time.time() - t0 < 5:
+            time.sleep(0.02)
+        assert gauge() == ['grukit_active_sessions{run="speech"} 0.0']
+
+
+@pytest.mark.parametrize("task, why", [("forecast", "forecast runs have no frame-by-frame output"),
+                                       ("lm", "lm runs have no frame-by-frame output")])
+def test_runs_that_cannot_stream_say_why(served, task, why):
+    from fastapi.testclient import TestClient
+    with TestClient(create_app(list(served.values()))) as c, c.websocket_connect(f"/runs/{task}/stream") as ws:
+        assert ws.receive_json() == {"error": f"run {task!r} cannot stream: {why}"}
+
+
+# ------------------------------------------------------------------ the process: SIGTERM drains, exit 0
+def test_sigterm_finishes_in_flight_work_and_exits_0(served):
+    import socket
+    import threading
+
+    import httpx
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "grukit.cli", "serve", str(served["lm"].run.path),
+                             "--port", str(port), "--max-wait-ms", "1"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.time()
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.time() - t0 < 60, proc.stdout.read() if proc.poll() else "slow"
+            time.sleep(0.1)
+        result = {}
+        req = threading.Thread(target=lambda: result.update(r=httpx.post(
+            url + "/runs/lm/generate", json={"prompt": "the", "length": 3000, "seed": 1}, timeout=60)))
+        req.start()
+        time.sleep(0.3)                                        # the generation is running
+        proc.send_signal(signal.SIGTERM)
+        req.join(60)
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = proc.stdout.read()
+    assert rc == 0, out
+    assert result["r"].status_code == 200 and len(result["r"].json()["text"]) >= 3000 - 10, out
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url + "/health", timeout=1)
