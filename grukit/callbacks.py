@@ -81,6 +81,13 @@ class GradientWatch(Callback):
                       RuntimeWarning, stacklevel=2)
 
 
+def flush_deferred(trainer) -> None:
+    """Write checkpoints grukit's checkpoint IO deferred (``best.ckpt``; see ``grukit.train``)."""
+    flush = getattr(trainer.strategy.checkpoint_io, "flush", None)
+    if flush is not None:
+        flush()
+
+
 class GracefulStop(Callback):
     """On SIGINT or SIGTERM: finish the current step, write ``last.ckpt``, stop; ``signal_received`` says which.
 
@@ -110,6 +117,7 @@ class GracefulStop(Callback):
             return
         trainer.should_stop = True
         if self.ckpt_dir is not None:
+            flush_deferred(trainer)
             trainer.save_checkpoint(self.ckpt_dir / "last.ckpt")   # atomic through grukit's checkpoint IO
 
     def _restore(self) -> None:
@@ -148,6 +156,7 @@ class LastCheckpoint(Checkpoint):
         now = time.monotonic()
         if not force and now - self._last_time < self.every_seconds:
             return
+        flush_deferred(trainer)                          # the best.ckpt this file's callback state names
         trainer.save_checkpoint(self.path)               # atomic and recorded in the manifest (grukit's IO)
         self._last_time, self._saved_step = now, trainer.global_step
 
@@ -170,6 +179,7 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        flush_deferred(trainer)
         self._save(trainer, force=True)
 
 

@@ -51,17 +51,45 @@ def _checkpoint_io(run_dir: Path | None = None):
 
     class _Atomic(TorchCheckpointIO):
         """Lightning checkpoint IO with atomic writes (recorded in ``run_dir``'s manifest) and
-        ``weights_only=True`` loads."""
+        ``weights_only=True`` loads.
+
+        ``best.ckpt`` is serialised when Lightning saves it but reaches the disk only at :meth:`flush`, which
+        :class:`~grukit.callbacks.LastCheckpoint` calls just before it writes ``last.ckpt`` (and at the end of
+        training): every ``last.ckpt`` on disk thus has the ``best.ckpt`` its callback state names, and a small
+        model improving every epoch pays one write per ``checkpoint_every`` seconds instead of one per epoch."""
+
+        def __init__(self):
+            super().__init__()
+            self.pending: dict[Path, bytes] = {}
 
         def save_checkpoint(self, checkpoint, path, storage_options=None):
+            data = checkpoint_bytes(checkpoint)
+            if Path(path).name == "best.ckpt":
+                self.pending[Path(path)] = data
+                return
+            self._write({Path(path): data})
+
+        def _write(self, files: dict) -> None:
             if run_dir is None:
-                atomic_write(path, checkpoint_bytes(checkpoint))
+                for path, data in files.items():
+                    atomic_write(path, data)
             else:
-                record_files(run_dir, {Path(path): checkpoint_bytes(checkpoint)}, settle=False)  # one small write
+                record_files(run_dir, files, settle=False)          # one small write per file
+
+        def flush(self) -> None:
+            """Write the deferred ``best.ckpt`` (if any) now."""
+            if self.pending:
+                files, self.pending = self.pending, {}
+                self._write(files)
 
         def load_checkpoint(self, path, map_location=None, weights_only=None):
+            self.flush()
             from .runs import safe_torch_load
             return safe_torch_load(path)
+
+        def remove_checkpoint(self, path) -> None:
+            self.pending.pop(Path(path), None)
+            super().remove_checkpoint(path)
 
     return _Atomic()
 
@@ -228,6 +256,8 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
             _raise_if_interrupted(trainer, run, task, run_dir)
             if process_rank() != 0:                      # training is done; rank 0 saves and evaluates
                 continue
+            from .callbacks import flush_deferred
+            flush_deferred(trainer)                      # a best.ckpt still in memory reaches the disk
             best = ckpt_dir / "best.ckpt"
             if best.is_file():
                 from .runs import load_checkpoint
