@@ -98,29 +98,61 @@ def pct(xs, q) -> float:
 
 
 # ------------------------------------------------------------------ sections
+class RawClient:
+    """A minimal HTTP/1.1 keep-alive client (one connection): the load generator must cost the server's CPU
+    (shared on a small machine) as little as it can, so requests are pre-encoded bytes and responses are read
+    by Content-Length, no more."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def post(self, request: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def post_bytes(path: str, body: dict, port: int) -> bytes:
+    data = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+
+
 async def http_load(url: str, clients: int, seconds: float, max_requests: int, body: dict) -> dict:
-    import httpx
+    port = int(url.rsplit(":", 1)[1])
+    request = post_bytes("/runs/classify/classify", body, port)
     lat: list[float] = []
     errors = 0
+    conns = [RawClient("127.0.0.1", port) for _ in range(clients)]
+    for c in conns:                                                      # warm up (and connect)
+        await c.post(request)
     stop = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as c:
-        for _ in range(2):                                              # warm up
-            await c.post("/runs/classify/classify", json=body)
 
-        async def worker():
-            nonlocal errors
-            while time.perf_counter() < stop and len(lat) + errors < max_requests:
-                t = time.perf_counter()
-                r = await c.post("/runs/classify/classify", json=body)
-                if r.status_code == 200:
-                    lat.append(time.perf_counter() - t)
-                else:
-                    errors += 1
+    async def worker(c):
+        nonlocal errors
+        while time.perf_counter() < stop and len(lat) + errors < max_requests:
+            t = time.perf_counter()
+            status, _ = await c.post(request)
+            if status == 200:
+                lat.append(time.perf_counter() - t)
+            else:
+                errors += 1
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    wall = time.perf_counter() - t0
+    for c in conns:
+        c.close()
     return {"req/s": len(lat) / wall, "p50 ms": pct(lat, 50), "p99 ms": pct(lat, 99), "n": len(lat),
             "errors": errors}
 

@@ -14,7 +14,7 @@ TOKEN_ENV = "GRUKIT_SERVE_TOKEN"
 
 def build(run_dirs: list[str | Path], options: ServeOptions | None = None):
     """Load every run (names: directory names, numbered on clashes) and make the app."""
-    from .adapters import load_served
+    from .adapters import load_served, warm_up
     if not run_dirs:
         raise ConfigError("give at least one run directory to serve")
     served, names = [], set()
@@ -26,6 +26,7 @@ def build(run_dirs: list[str | Path], options: ServeOptions | None = None):
             name = f"{base}-{i}"
         names.add(name)
         served.append(load_served(d, name))
+        warm_up(served[-1])
     opts = options or ServeOptions()
     if opts.token is None and os.environ.get(TOKEN_ENV):
         opts.token = os.environ[TOKEN_ENV]
