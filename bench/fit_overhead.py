@@ -21,14 +21,34 @@ from pathlib import Path
 import torch
 
 CONFIG = dict(data="airline", max_epochs=1, patience=0)   # the forecast defaults otherwise (hidden 32, batch 16)
+LOGGING = (50, 10)                                        # grukit.train's LOG_EVERY_N_STEPS, BAR_REFRESH_BATCHES
 
 
-def time_fit(epochs: int, progress: bool, root: Path) -> float:
+def time_fit(epochs: int, progress: bool, root: Path, legacy: bool = False) -> float:
+    """One fit() call; ``legacy`` restores the per-step logging and per-batch bar refresh of before."""
+    from grukit import train
     from grukit.train import fit
+    train.LOG_EVERY_N_STEPS, train.BAR_REFRESH_BATCHES = (1, 1) if legacy else LOGGING
     out = Path(tempfile.mkdtemp(dir=root))
     t0 = time.perf_counter()
     fit("forecast", out=out / "run", evaluate=False, progress=progress, **{**CONFIG, "max_epochs": epochs})
     return time.perf_counter() - t0
+
+
+def skip_last_checkpoint() -> None:
+    """Make grukit.train's checkpoint IO drop last.ckpt writes (serialisation included); bench only."""
+    from grukit import runs, train
+
+    class Lazy:
+        def __init__(self, checkpoint):
+            self.checkpoint = checkpoint
+
+    def write(path, data):
+        if Path(path).name == "last.ckpt":
+            return Path(path)
+        return runs.atomic_write(path, runs.checkpoint_bytes(data.checkpoint) if isinstance(data, Lazy) else data)
+
+    train.checkpoint_bytes, train.atomic_write = Lazy, write
 
 
 def time_plain(epochs: int) -> float:
@@ -66,7 +86,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="cProfile one 1-epoch and one N-epoch fit")
+    ap.add_argument("--legacy", action="store_true", help="also time fit with the old Trainer logging options "
+                    "(log every step, bar refresh every batch), alternating with the current ones")
+    ap.add_argument("--skip-last-ckpt", action="store_true", help="estimate a last.ckpt throttle: fit skips "
+                    "writing (and serialising) last.ckpt; best.ckpt is written as usual")
     args = ap.parse_args()
+    if args.skip_last_ckpt:
+        skip_last_checkpoint()
+    global LOGGING
+    from grukit import train
+    LOGGING = (train.LOG_EVERY_N_STEPS, train.BAR_REFRESH_BATCHES)
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="fit_overhead_"))
     n = args.epochs
@@ -80,15 +109,21 @@ def main() -> None:
             prof.disable()
             print(f"---- fit, {e} epoch(s), progress off: top cumulative")
             pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
-    rows: dict[str, list[float]] = {k: [] for k in ("fit1", "fitN", "fit1_bar", "fitN_bar", "plain1", "plainN")}
+    rows: dict[str, list[float]] = {k: [] for k in ("fit1", "fitN", "fit1_bar", "fitN_bar", "plain1", "plainN",
+                                                    "old1", "oldN", "old1_bar", "oldN_bar")}
     for _ in range(args.repeats):
+        if args.legacy:
+            rows["old1"].append(time_fit(1, False, root, legacy=True))
+            rows["oldN"].append(time_fit(1 + n, False, root, legacy=True))
+            rows["old1_bar"].append(time_fit(1, True, root, legacy=True))
+            rows["oldN_bar"].append(time_fit(1 + n, True, root, legacy=True))
         rows["plain1"].append(time_plain(1))
         rows["fit1"].append(time_fit(1, False, root))
         rows["plainN"].append(time_plain(1 + n))
         rows["fitN"].append(time_fit(1 + n, False, root))
         rows["fit1_bar"].append(time_fit(1, True, root))
         rows["fitN_bar"].append(time_fit(1 + n, True, root))
-    med = {k: statistics.median(v) for k, v in rows.items()}
+    med = {k: statistics.median(v) for k, v in rows.items() if v}
     plain_epoch = (med["plainN"] - med["plain1"]) / n
     fit_epoch = (med["fitN"] - med["fit1"]) / n
     bar_epoch = (med["fitN_bar"] - med["fit1_bar"]) / n
@@ -98,6 +133,11 @@ def main() -> None:
           f"start-up {max(0.0, med['fit1'] - fit_epoch):.3f} s   (progress off, as grukit tune trains)")
     print(f"  fit + bar  : {bar_epoch * 1e3:7.1f} ms/epoch  ({bar_epoch / plain_epoch:.2f}x plain)   "
           f"start-up {max(0.0, med['fit1_bar'] - bar_epoch):.3f} s   (default: rich progress bar)")
+    if args.legacy:
+        for key, what in (("", "progress off"), ("_bar", "rich progress bar")):
+            e = (med[f"oldN{key}"] - med[f"old1{key}"]) / n
+            print(f"  old options: {e * 1e3:7.1f} ms/epoch  ({e / plain_epoch:.2f}x plain)   start-up "
+                  f"{max(0.0, med[f'old1{key}'] - e):.3f} s   ({what}; log every step, bar refresh every batch)")
 
 
 if __name__ == "__main__":

@@ -52,13 +52,13 @@ PUBLISHED = {
 ETS_MSIS = {"Hourly": 17.49, "Weekly": 20.39}
 
 COMMON = dict(layout="wide", likelihood="quantile", quantiles=(0.025, 0.5, 0.975), hidden_size=64,
-              batch_size=256, lr=3e-3, val_fraction=0.1, patience=4, lr_schedule="plateau", n_jobs=2,
+              batch_size=256, lr=3e-3, val_fraction=0.1, patience=3, lr_schedule="plateau", n_jobs=2,
               progress=False)
 SETUPS = {
-    "Hourly": dict(COMMON, horizon=48, season_length=24, lookback=168, lookbacks=(72, 120, 168), max_windows=240,
-                   deseasonalize=False, max_epochs=20, ensemble=3),
-    "Weekly": dict(COMMON, horizon=13, season_length=1, lookback=52, lookbacks=(26, 39, 52), max_windows=400,
-                   max_epochs=20, ensemble=3),
+    "Hourly": dict(COMMON, horizon=48, season_length=24, lookback=168, lookbacks=(72, 120, 168), max_windows=60,
+                   hidden_size=48, max_epochs=8, ensemble=2),
+    "Weekly": dict(COMMON, horizon=13, season_length=1, lookback=52, lookbacks=(26, 39, 52), max_windows=150,
+                   max_epochs=10, ensemble=3),
 }
 QUICK = dict(max_epochs=2, ensemble=1, max_windows=20, baselines=("naive", "seasonal_naive", "naive2"))
 

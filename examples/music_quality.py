@@ -71,7 +71,7 @@ def main() -> None:
             run_dir = out / f"{name}-{output}"
             t0 = time.time()
             print(f"== {name} / {output}: up to {minutes:.1f} min", flush=True)
-            run = fit("music", data=str(path), out=run_dir, progress=False, output=output, time_limit=minutes,
+            run = fit("music", data=str(path), out=run_dir, progress=False, output=output, max_minutes=minutes,
                       max_epochs=500, **s)
             m = json.loads((run.path / "metrics.json").read_text())["grukit"]
             epochs = _epochs(run.path / "metrics.csv")
@@ -91,7 +91,8 @@ def main() -> None:
             t0 = time.time()
             run_dir = out / f"{r['set']}-{r['output']}"
             (run_dir / "model.safetensors").unlink(missing_ok=True)    # fit(resume=True) skips finished runs
-            run = fit("music", out=run_dir, resume=True, progress=False, time_limit=args.extend)
+            run = fit("music", out=run_dir, resume=True, progress=False,   # the budget counts all sessions
+                      max_minutes=r["train_minutes"] + args.extend)
             m = json.loads((run.path / "metrics.json").read_text())["grukit"]
             r.update(nll=m["nll"], accuracy=m["accuracy"], epochs=_epochs(run.path / "metrics.csv"),
                      train_minutes=r["train_minutes"] + run.info.get("train_seconds", 0) / 60,

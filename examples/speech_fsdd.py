@@ -40,6 +40,7 @@ def classify(data: str, out: Path, name: str, epochs: int) -> dict:
 def ctc(data: str, out: Path, epochs: int, n_stream: int, **overrides) -> dict:
     import numpy as np
     from grukit.train import fit
+    from grukit.data.text import Vocab
     from grukit.tasks import speech
     t0 = time.time()
     options = dict(units="char", bidirectional=False, conv_channels=128, conv_layers=2, conv_stride=3,
@@ -74,7 +75,7 @@ def ctc(data: str, out: Path, epochs: int, n_stream: int, **overrides) -> dict:
         proc += time.perf_counter() - t
         dur += len(u.samples) / rate
         same += hyps[-1] == w
-    stream = speech.error_rates(hyps, [speech.Vocabulary.clean(u.text) for u in utts])
+    stream = speech.error_rates(hyps, [Vocab.clean(u.text) for u in utts])
     stream.update(rtf=proc / dur, audio_seconds=round(dur, 1), equal_to_whole_utterance=same / len(utts))
     # ---- a few test utterances written as wav files, for `grukit transcribe`
     from grukit.data.audio import write_wav

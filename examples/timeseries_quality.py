@@ -1,10 +1,11 @@
 """Quality check of the time-series tasks on built-in data (not a timed test; a few minutes per data set).
 
     python examples/timeseries_quality.py                 # all four
-    python examples/timeseries_quality.py airline sunspots
+    python examples/timeseries_quality.py airline sunspots lynx nile   # the forecasting ones
 
-Targets (issue 3): forecasting MASE below seasonal naive and ETS on airline (last 24 months held out) and
-sunspots (last 22 years, two rolling 11-year origins); JapaneseVowels official test split accuracy >= 0.98;
+Targets (issues 3 and 18): forecasting MASE below seasonal naive and the strong baselines (automatic ETS,
+Theta, ARIMA by AICc, see grukit.tasks.baselines) on airline (last 24 months held out), sunspots (last 22
+years, two rolling 11-year origins), lynx and nile (last 20 years, two 10-year origins); JapaneseVowels official test split accuracy >= 0.98;
 anomaly detection on UCR InternalBleeding16 (aeon's kdd_tsad_135): F1, point-adjusted F1, ROC-AUC and the UCR
 hit beside a z-score baseline, threshold = 99.9th percentile of the training scores.
 Each run lands in runs/quality/<name> (numbered when taken); results also go to runs/quality/results.json.
@@ -29,6 +30,10 @@ SETUPS = {
     "sunspots": ("forecast", dict(data="sunspots", lookback=33, horizon=11, backtests=2, season_length=11,
                                   transform="sqrt", window_norm=False, val_fraction=0.1, hidden_size=32,
                                   max_epochs=150, patience=30, ensemble=3)),
+    "lynx": ("forecast", dict(data="lynx", lookback=30, horizon=10, backtests=2, season_length=10,
+                              val_fraction=0.1, hidden_size=32, max_epochs=150, patience=30, ensemble=3)),
+    "nile": ("forecast", dict(data="nile", lookback=20, horizon=10, backtests=2, val_fraction=0.1,
+                              hidden_size=32, max_epochs=150, patience=30, ensemble=3)),
     # all 270 training sequences, a fixed cosine schedule, no early stopping (a 10% split left 27 sequences)
     "japanese_vowels": ("classify", dict(data="japanese_vowels", bidirectional=True, hidden_size=128,
                                          pooling="mean", head_dropout=0.2, label_smoothing=0.1, val_fraction=0.0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import signal
 import threading
 import time
@@ -16,7 +17,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import Callback, Checkpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -24,7 +25,8 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from .errors import TrainingError
 from .io import atomic_write
 
-__all__ = ["NonFiniteGuard", "GradientWatch", "GracefulStop", "LastCheckpoint", "AtomicCSVLogger"]
+__all__ = ["NonFiniteGuard", "GradientWatch", "GracefulStop", "LastCheckpoint", "BestCheckpoint",
+           "AtomicCSVLogger"]
 
 
 def _loss_of(outputs):
@@ -86,8 +88,8 @@ class GracefulStop(Callback):
     and restored when training ends.
     """
 
-    def __init__(self, ckpt_dir: Path):
-        self.ckpt_dir = Path(ckpt_dir)
+    def __init__(self, ckpt_dir: Path | None):
+        self.ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None      # None: stop without a checkpoint
         self.signal_received: int | None = None
         self._previous: dict[int, object] = {}
 
@@ -107,7 +109,8 @@ class GracefulStop(Callback):
         if self.signal_received is None or trainer.should_stop:
             return
         trainer.should_stop = True
-        trainer.save_checkpoint(self.ckpt_dir / "last.ckpt")   # atomic through grukit's checkpoint IO
+        if self.ckpt_dir is not None:
+            trainer.save_checkpoint(self.ckpt_dir / "last.ckpt")   # atomic through grukit's checkpoint IO
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():
@@ -140,6 +143,8 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer, force: bool = False) -> None:
         if trainer.sanity_checking or self._saved_step == trainer.global_step:
             return
+        if any(isinstance(c, GracefulStop) and c.signal_received is not None for c in trainer.callbacks):
+            return                                       # the stop wrote its own checkpoint at its step
         now = time.monotonic()
         if not force and now - self._last_time < self.every_seconds:
             return
@@ -165,9 +170,34 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if any(isinstance(c, GracefulStop) and c.signal_received is not None for c in trainer.callbacks):
-            return                                       # the stop wrote its own checkpoint at its step
         self._save(trainer, force=True)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint (``best.ckpt``) that keeps its best score when the run directory was moved,
+    copied or named from another working directory before a resume.
+
+    Lightning forgets the best score when the checkpoint's absolute ``dirpath`` differs from the current one,
+    and the first epoch after the resume then overwrites ``best.ckpt`` however bad it is. Here the recorded
+    paths are moved to the current directory instead. The state key stays ModelCheckpoint's, so checkpoints
+    written with either class resume with either."""
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        old = state_dict.get("dirpath")
+        if isinstance(old, str) and self.dirpath and old != self.dirpath:
+            def moved(p):
+                if isinstance(p, str) and p and os.path.dirname(p) == old:
+                    return os.path.join(self.dirpath, os.path.basename(p))
+                return p
+            state_dict = {**state_dict, "dirpath": self.dirpath,
+                          **{k: moved(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path",
+                                                                   "last_model_path") if k in state_dict},
+                          "best_k_models": {moved(k): v for k, v in (state_dict.get("best_k_models") or {}).items()}}
+        super().load_state_dict(state_dict)
 
 
 class _AtomicWriter(ExperimentWriter):
@@ -179,6 +209,9 @@ class _AtomicWriter(ExperimentWriter):
         self._previous = _readable_rows(Path(self.metrics_file_path))
         self._rows: list[dict] = []
         self._kept: list[dict] | None = None
+
+    def _check_log_dir_exists(self) -> None:
+        """Lightning warns that an existing log will be deleted; this writer keeps its readable rows."""
 
     def save(self) -> None:
         if not self.metrics:

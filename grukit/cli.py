@@ -26,13 +26,23 @@ __all__ = ["app", "main"]
 
 _DEBUG = False
 
-app = typer.Typer(name="grukit", add_completion=False, no_args_is_help=True,
-                  help="GRU sequence models end to end: train, evaluate and use forecasting, classification "
-                       "and anomaly-detection models (and more tasks as they register).",
-                  epilog="Examples:\n\n  grukit quickstart\n\n  grukit datasets\n\n"
-                         "  grukit train forecast --data airline --horizon 24\n\n"
-                         "  grukit evaluate runs/forecast\n\n  grukit predict runs/forecast --data airline "
-                         "--out forecast.csv\n\nAdd --debug to any command for a traceback on errors.")
+# Plain click help (rich_markup_mode=None): option help wraps under its flag at any width (80 columns included)
+# and "[default: x]" is printed, not read as rich markup.
+app = typer.Typer(name="grukit", add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="GRU sequence models end to end. Six tasks: forecast (multi-horizon forecasting), "
+                       "classify (sequence classification), autoencoder (anomaly detection), lm (language "
+                       "models, text generation), music (polyphonic music, MIDI generation) and speech "
+                       "(CTC speech recognition). Train each with `grukit train TASK`, then evaluate, "
+                       "predict, generate, transcribe, export or serve the run.",
+                  epilog="Examples:\n\n\b\n  grukit quickstart\n  grukit datasets\n"
+                         "  grukit train forecast --data airline --horizon 24\n"
+                         "  grukit evaluate runs/forecast\n"
+                         "  grukit predict runs/forecast --data airline --out forecast.csv\n"
+                         "  grukit train lm --data input.txt --max-minutes 10\n"
+                         "  grukit generate runs/lm --prompt 'ROMEO:' --length 300\n"
+                         "  grukit transcribe runs/speech clip.wav\n\n"
+                         "Add --debug to any command for a traceback on errors. Environment variables: "
+                         "see the README's \"Environment\" section.")
 
 
 # ---------------------------------------------------------------- output helpers
@@ -42,25 +52,33 @@ def _console():
 
 
 def print_table(metrics: dict[str, dict[str, float]], title: str = "") -> None:
-    """Rows: the model and its baselines; columns: metrics (side by side)."""
+    """Rows: the model and its baselines; columns: metrics (side by side). When the metrics do not fit the
+    terminal (80 columns, say), the table is turned: one row per metric, one column per model."""
     from rich.table import Table
+    rows = {name: row for name, row in metrics.items() if isinstance(row, dict)}
     cols: list[str] = []
-    for row in metrics.values():
-        if isinstance(row, dict):
-            cols += [c for c in row if c not in cols]
+    for row in rows.values():
+        cols += [c for c in row if c not in cols]
+
+    def cell(v) -> str:
+        return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    console = _console()
+    width = max([5] + [len(n) for n in rows]) + sum(max(len(c), 8) + 3 for c in cols) + 4
     table = Table(title=title or None)
-    table.add_column("model")
-    for c in cols:
-        table.add_column(c, justify="right")
-    for name, row in metrics.items():
-        if not isinstance(row, dict):
-            continue
-        cells = []
+    if width <= console.width:
+        table.add_column("model")
         for c in cols:
-            v = row.get(c)
-            cells.append("-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)))
-        table.add_row(name, *cells)
-    _console().print(table)
+            table.add_column(c, justify="right")
+        for name, row in rows.items():
+            table.add_row(name, *(cell(row.get(c)) for c in cols))
+    else:
+        table.add_column("metric")
+        for name in rows:
+            table.add_column(name, justify="right")
+        for c in cols:
+            table.add_row(c, *(cell(row.get(c)) for row in rows.values()))
+    console.print(table)
 
 
 # ---------------------------------------------------------------- train <task>
@@ -69,17 +87,21 @@ class _TaskGroup(TyperGroup):
 
     def resolve_command(self, ctx, args):
         if args and args[0] not in self.commands and not args[0].startswith("-"):
-            from .config import nearest
+            from .errors import nearest
             raise click.UsageError(f"unknown task {args[0]!r}{nearest(args[0], self.commands)}; expected one of "
                                    f"{', '.join(self.commands)}")
         return super().resolve_command(ctx, args)
 
 
-train_app = typer.Typer(cls=_TaskGroup, no_args_is_help=True,
-                        help="Train a model for TASK into a run directory (see `grukit train TASK --help`).",
-                        epilog="Examples:\n\n  grukit train forecast --data airline --horizon 24\n\n"
-                               "  grukit train classify --data japanese_vowels --bidirectional\n\n"
-                               "  grukit train autoencoder --data kdd_tsad_135 --out runs/ae")
+train_app = typer.Typer(cls=_TaskGroup, no_args_is_help=True, rich_markup_mode=None,
+                        help="Train a model for TASK (forecast, classify, autoencoder, lm, music, speech) into a "
+                             "run directory; `grukit train TASK --help` lists its options with their defaults.",
+                        epilog="Examples:\n\n\b\n  grukit train forecast --data airline --horizon 24\n"
+                               "  grukit train classify --data japanese_vowels --bidirectional\n"
+                               "  grukit train autoencoder --data kdd_tsad_135 --out runs/ae\n"
+                               "  grukit train lm --data input.txt --tokenize char --max-minutes 10\n"
+                               "  grukit train music --data bach_chorales --output nade\n"
+                               "  grukit train speech --data recordings/ --test-speaker theo")
 app.add_typer(train_app, name="train")
 
 
@@ -137,9 +159,10 @@ def _train_command(entry) -> None:
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default))
     command.__signature__ = inspect.Signature(params)
     command.__name__ = f"train_{entry.name}"
-    examples = "\n\n".join(f"  {e}" for e in entry.examples)
-    train_app.command(entry.name, help=f"{entry.help}.\n\nEvery option is also a config-file key.",
-                      epilog=f"Examples:\n\n{examples}" if examples else None)(command)
+    examples = "\n".join(f"  {e}" for e in entry.examples)
+    train_app.command(entry.name, help=f"{entry.help}.\n\nEvery option is also a config-file key (the name "
+                                       "without dashes); [default: ...] is the value used when it is not given.",
+                      epilog=f"Examples:\n\n\b\n{examples}" if examples else None)(command)
 
 
 def _register_tasks() -> None:
@@ -302,15 +325,7 @@ def export(run: Path = typer.Argument(..., help="run directory written by `gruki
 @app.command(epilog="Example:\n\n  grukit bench")
 def bench() -> None:
     """Engine speed: grukit's GRU against torch.nn.GRU (and onnxruntime where installed)."""
-    try:
-        import importlib
-        mod = importlib.import_module("grukit.bench")
-    except ModuleNotFoundError as e:
-        if e.name in ("grukit.bench",):
-            raise GrukitError("grukit.bench is not available in this installation yet; nothing to run") from None
-        raise
-    if not hasattr(mod, "run"):
-        raise GrukitError("grukit.bench has no run(short=True) yet; nothing to run")
+    from . import bench as mod
     result = mod.run(short=True)
     if result is not None:
         if isinstance(result, dict) and all(isinstance(v, dict) for v in result.values()):

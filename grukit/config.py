@@ -10,7 +10,6 @@ This module imports neither torch nor lightning, so the CLI can build its option
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import os
@@ -19,21 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import ConfigError, collect
+from .errors import ConfigError, collect, nearest
 
 __all__ = ["TaskConfig", "ForecastConfig", "ClassifyConfig", "AutoencoderConfig", "opt", "load_config_file",
-           "nearest", "coerce"]
+           "nearest", "choice", "coerce"]
 
 
 def opt(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the natural name here
     """A dataclass field with its help text (the per-field comment, shown by ``--help``)."""
     return field(default=default, metadata={"help": help})
-
-
-def nearest(name: str, choices, n: int = 1) -> str:
-    """' (did you mean 'x'?)' for the closest of ``choices``, or '' when nothing is close."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=n, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass
@@ -55,8 +48,10 @@ class TaskConfig:
     head_dropout: float = opt(0.0, "dropout on the features entering the output head")
     # ---- optimisation
     max_epochs: int = opt(50, "upper bound on training epochs (early stopping usually ends sooner)")
+    max_minutes: float = opt(0.0, "wall-clock training budget in minutes: training stops after the step that "
+                                  "spends it, keeps the best checkpoint and evaluates (0 = none)")
     batch_size: int = opt(32, "sequences or windows per batch")
-    lr: float = opt(3e-3, "Adam learning rate")
+    lr: float = opt(3e-3, "AdamW learning rate")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     lr_schedule: str = opt("plateau", "learning-rate schedule: none, plateau (halve when val loss stalls), cosine")
     gradient_clip_val: float = opt(1.0, "clip the gradient norm to this value (0 = off)")
@@ -77,8 +72,8 @@ class TaskConfig:
                                        "epoch); it is always written at the end and on Ctrl-C")
 
     #: options that ``--resume`` applies (and records); any other option given with ``--resume`` is refused
-    resumable = ("max_epochs", "progress", "num_workers", "accelerator", "devices", "num_nodes", "strategy",
-                 "deterministic", "limit_train_batches", "checkpoint_every")
+    resumable = ("max_epochs", "max_minutes", "progress", "num_workers", "accelerator", "devices", "num_nodes",
+                 "strategy", "deterministic", "limit_train_batches", "checkpoint_every")
 
     # ---- `grukit tune` search space: field -> [choices] | {low, high, log, step} | fixed value (a config
     # file's `tune:` section overrides it per field; see grukit.tune_space)
@@ -145,6 +140,8 @@ class TaskConfig:
             p.append("patience and gradient_clip_val must be >= 0")
         if self.checkpoint_every < 0:
             p.append(f"checkpoint_every={self.checkpoint_every}: expected seconds >= 0 (0 = every epoch)")
+        if self.max_minutes < 0:
+            p.append(f"max_minutes={self.max_minutes}: expected minutes >= 0 (0 = no budget)")
         p += self._memory_problems()
         return p
 
@@ -177,9 +174,13 @@ class TaskConfig:
         collect(self.problems(), ConfigError, "the configuration")
 
 
-def _choice(p: list[str], name: str, value: str, choices: list[str]) -> None:
+def choice(p: list[str], name: str, value: str, choices: list[str]) -> None:
+    """Append to ``p`` a problem (with the nearest valid name) when ``value`` is not one of ``choices``."""
     if value not in choices:
         p.append(f"{name}={value!r}: expected one of {', '.join(choices)}{nearest(value, choices)}")
+
+
+_choice = choice   # the old private name, for config classes written against it (same module only)
 
 
 @dataclass
@@ -218,7 +219,8 @@ class ForecastConfig(TaskConfig):
     test_data: str = opt("", "file with the values after each series' training data (e.g. M4's test file); "
                              "evaluation then forecasts from the end of the training data instead of holding "
                              "out backtests x horizon points")
-    max_windows: int = opt(0, "training windows per series, the most recent ones (0 = all)")
+    max_windows: int = opt(0, "training windows per series, evenly spaced over its history, the last one "
+                               "included (0 = all)")
     deseasonalize: bool = opt(False, "divide each series by its classical multiplicative seasonal indices (when "
                                      "the M4 seasonality test finds the season) before the transform")
     es_hybrid: bool = opt(False, "ES-RNN-style hybrid: per-series level and seasonal smoothing coefficients and "
@@ -248,8 +250,8 @@ class ForecastConfig(TaskConfig):
         p = super().problems()
         if self.lookback < 1 or self.horizon < 1:
             p.append(f"lookback={self.lookback}, horizon={self.horizon}: both must be >= 1")
-        _choice(p, "likelihood", self.likelihood, ["point", "gaussian", "quantile"])
-        _choice(p, "transform", self.transform, ["none", "log", "sqrt", "auto"])
+        choice(p, "likelihood", self.likelihood, ["point", "gaussian", "quantile"])
+        choice(p, "transform", self.transform, ["none", "log", "sqrt", "auto"])
         if self.likelihood == "quantile":
             if not self.quantiles or any(not 0 < q < 1 for q in self.quantiles):
                 p.append(f"quantiles={list(self.quantiles)}: expected values strictly between 0 and 1")
@@ -259,33 +261,66 @@ class ForecastConfig(TaskConfig):
             p.append(f"interval={self.interval}: expected a coverage in (0, 1)")
         if self.backtests < 1 or self.ensemble < 1 or self.season_length < 0:
             p.append("backtests and ensemble must be >= 1, season_length >= 0")
-        _choice(p, "layout", self.layout, ["auto", "long", "wide"])
-        _choice(p, "duplicates", self.duplicates, ["error", "mean", "sum", "last"])
+        choice(p, "layout", self.layout, ["auto", "long", "wide"])
+        choice(p, "duplicates", self.duplicates, ["error", "mean", "sum", "last"])
         if any(not 1 <= k <= self.lookback for k in self.lookbacks):
             p.append(f"lookbacks={list(self.lookbacks)}: expected lengths between 1 and lookback={self.lookback}")
         if self.max_windows < 0 or self.series_embedding < 0 or self.n_jobs < -1:
             p.append("max_windows and series_embedding must be >= 0, n_jobs >= -1")
         for b in self.baselines:
-            _choice(p, "baselines", b, ["naive", "seasonal_naive", "naive2", "theta", "ets", "arima"])
+            choice(p, "baselines", b, ["naive", "seasonal_naive", "naive2", "theta", "ets", "arima"])
         return p
 
 
 @dataclass
 class ClassifyConfig(TaskConfig):
-    """Whole-sequence classification of variable-length multivariate sequences."""
+    """Whole-sequence classification of variable-length multivariate sequences (GRU-FCN by default)."""
 
-    pooling: str = opt("last", "sequence summary fed to the classifier: last (final state), mean, attention")
     id_col: str = opt("id", "long-format CSV: sequence-id column")
     time_col: str = opt("time", "long-format CSV: time/order column within a sequence")
     label_col: str = opt("label", "long-format CSV: label column")
     test_data: str = opt("", "held-out test file in the training file's format (built-in sets use their "
                              "official test split)")
-    normalize: bool = opt(True, "standardise each feature with training-set mean and std")
+    # ---- inputs
+    normalize: str = opt("auto", "input scaling: series (z-normalise each series per feature: recordings "
+                                 "differ in offset and gain), feature (training-set mean/std per feature: "
+                                 "keeps amplitudes, which carry meaning in sensor channels), none; auto = "
+                                 "series for one feature, feature for several")
+    augment: tuple[str, ...] = opt((), "training-time augmentations, comma separated: jitter, scaling, "
+                                       "window_slice, window_warp (off by default: not measured to help "
+                                       "across data sets)")
+    # ---- model: GRU branch + fully convolutional branch (GRU-FCN, Elsayed et al. 2018)
+    conv_channels: int = opt(32, "fully convolutional branch beside the GRU (kernels 8/5/3, channels C/2C/C, "
+                                 "as in LSTM-FCN/GRU-FCN; strong on UCR/UEA data); 0 = GRU only")
+    conv_steps: int = opt(256, "series longer than this are average-pooled down to at most this many steps "
+                               "before both branches (cost grows with length; 0 = never)")
+    gru_steps: int = opt(64, "the GRU reads non-overlapping patches (a strided convolution) so that it runs "
+                             "over at most this many steps (0 = every step)")
+    pooling: str = opt("mean", "GRU summary fed to the classifier: mean (over valid steps; robust), last "
+                               "(final state), attention")
+    hidden_size: int = opt(32, "GRU units per direction (the convolutional branch carries most of the work)")
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
-    ensemble: int = opt(1, "models trained with different seeds whose probabilities are averaged")
-    hidden_size: int = opt(64, "GRU units per direction")
-    max_epochs: int = opt(60, "upper bound on training epochs")
-    patience: int = opt(15, "early stopping patience in epochs")
+    # ---- training schedule
+    schedule: str = opt("auto", "auto: from the training-set size N (fewer than 500 series: no validation "
+                                "split, train on all series for a fixed budget and keep the lowest training "
+                                "loss, as InceptionTime does; 500 or more: a stratified val_fraction split "
+                                "with early stopping); manual: use max_epochs, patience, val_fraction as given")
+    train_steps: int = opt(1000, "schedule=auto: optimiser steps to train for (epochs = train_steps / batches "
+                                 "per epoch, at most max_epochs), so small sets get enough updates")
+    ensemble: int = opt(0, "models trained with different seeds whose probabilities are averaged; 0 = auto: "
+                           "5 below 300 training series (variance dominates there), else 1")
+    batch_size: int = opt(16, "sequences per batch (16 as in FCN; smaller batches regularise small sets)")
+    max_epochs: int = opt(1000, "upper bound on training epochs (schedule=auto picks fewer)")
+    patience: int = opt(30, "early stopping patience in epochs when there is a validation split")
+    lr_schedule: str = opt("cosine", "learning-rate schedule: cosine over max_epochs (a fixed budget needs no "
+                                     "validation data), plateau, none")
+    baselines: tuple[str, ...] = opt(("minirocket", "dtw"), "baselines scored by evaluate on the same split, "
+                                                            "beside the majority class: minirocket (aeon "
+                                                            "MiniRocket), dtw (1-NN DTW); empty = none")
+
+    def __post_init__(self):
+        if isinstance(self.normalize, bool) or str(self.normalize).lower() in ("true", "false"):
+            self.normalize = "feature" if str(self.normalize).lower() == "true" else "none"  # older runs
 
     tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune classify` search space
         "hidden_size": [32, 64, 128],
@@ -299,11 +334,22 @@ class ClassifyConfig(TaskConfig):
 
     def problems(self) -> list[str]:
         p = super().problems()
-        _choice(p, "pooling", self.pooling, ["last", "mean", "attention"])
+        choice(p, "pooling", self.pooling, ["last", "mean", "attention"])
+        choice(p, "normalize", self.normalize, ["auto", "series", "feature", "none"])
+        choice(p, "schedule", self.schedule, ["auto", "manual"])
+        for a in self.augment:
+            choice(p, "augment", a, ["jitter", "scaling", "window_slice", "window_warp"])
+        for b in self.baselines:
+            choice(p, "baselines", b, ["minirocket", "dtw"])
         if not 0 <= self.label_smoothing < 1:
             p.append(f"label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
-        if self.ensemble < 1:
-            p.append(f"ensemble={self.ensemble}: expected an integer >= 1")
+        if self.ensemble < 0:
+            p.append(f"ensemble={self.ensemble}: expected an integer >= 1, or 0 for auto")
+        for name in ("conv_channels", "conv_steps", "gru_steps"):
+            if getattr(self, name) < 0:
+                p.append(f"{name}={getattr(self, name)}: expected an integer >= 0")
+        if self.train_steps < 1:
+            p.append(f"train_steps={self.train_steps}: expected an integer >= 1")
         return p
 
 
@@ -339,7 +385,7 @@ class AutoencoderConfig(TaskConfig):
 
     def problems(self) -> list[str]:
         p = super().problems()
-        _choice(p, "threshold", self.threshold, ["percentile", "f1"])
+        choice(p, "threshold", self.threshold, ["percentile", "f1"])
         if self.window < 2 or self.stride < 1 or self.latent_size < 1:
             p.append(f"window={self.window}, stride={self.stride}, latent_size={self.latent_size}: expected "
                      "window >= 2, stride >= 1, latent_size >= 1")

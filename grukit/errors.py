@@ -8,6 +8,7 @@ disagrees with the module, or a sequence with no steps).
 """
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 
@@ -78,3 +79,9 @@ class Interrupted(GrukitError):
     def __init__(self, message: str, exit_code: int = 130):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def nearest(name: str, choices, n: int = 1) -> str:
+    """' (did you mean 'x'?)' for the closest of ``choices``, or '' when nothing is close."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=n, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""

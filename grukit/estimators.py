@@ -2,8 +2,12 @@
 
 They follow scikit-learn to the letter: ``__init__`` stores its arguments unchanged (the names are those of
 :mod:`grukit.config`, with scikit-learn's ``random_state`` for ``seed``), fitted state ends in ``_``, and they
-clone, pickle and work in ``Pipeline`` / ``GridSearchCV`` / ``cross_val_score``. Training runs through the
-shared :class:`~grukit.tasks.base.SequenceTask` step and a Lightning ``Trainer`` (no loop of their own).
+clone, pickle and work in ``Pipeline`` / ``GridSearchCV`` / ``cross_val_score``. Their defaults are the config
+dataclasses' (:class:`~grukit.config.TaskConfig`, ``ClassifyConfig.pooling``, ``ForecastConfig``): one home for
+each default. Training runs through the shared :class:`~grukit.tasks.base.SequenceTask` step and the Trainer of
+:func:`grukit.train.build_trainer` with fit()'s callbacks (non-finite guard, gradient watch, graceful stop), writing
+no files (no loop of their own); prediction runs through
+:func:`grukit.tasks.base.infer`.
 
 Sequence input ``X`` may be:
 
@@ -28,7 +32,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
+from .config import ClassifyConfig, ForecastConfig, TaskConfig
+
 __all__ = ["GRURegressor", "GRUClassifier", "GRUForecaster"]
+
+_T, _C, _F = TaskConfig(), ClassifyConfig(), ForecastConfig()     # the single home of every default
 
 
 # ---------------------------------------------------------------- input conversion
@@ -84,9 +92,11 @@ def _sequences(est, X, fitting: bool):
 class _GRUEstimatorBase(BaseEstimator):
     _kind = "regression"
 
-    def __init__(self, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0, layer_norm=False,
-                 reset_after=True, pooling="last", max_epochs=50, batch_size=32, lr=3e-3, weight_decay=0.0,
-                 gradient_clip_val=1.0, random_state=None, id_col=None, time_col=None, verbose=False):
+    def __init__(self, hidden_size=_T.hidden_size, num_layers=_T.num_layers, bidirectional=_T.bidirectional,
+                 dropout=_T.dropout, layer_norm=_T.layer_norm, reset_after=_T.reset_after, pooling=_C.pooling,
+                 max_epochs=_T.max_epochs, batch_size=_T.batch_size, lr=_T.lr, weight_decay=_T.weight_decay,
+                 gradient_clip_val=_T.gradient_clip_val, random_state=None, id_col=None, time_col=None,
+                 verbose=False):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -116,7 +126,6 @@ class _GRUEstimatorBase(BaseEstimator):
 
     # ------------------------------------------------------------------ training
     def _config(self):
-        from .config import TaskConfig
         if self.pooling not in ("last", "mean", "attention"):
             raise ValueError(f"pooling={self.pooling!r}: expected last, mean or attention")
         seed = self.random_state if isinstance(self.random_state, numbers.Integral) else \
@@ -126,18 +135,19 @@ class _GRUEstimatorBase(BaseEstimator):
             dropout=self.dropout if self.num_layers > 1 else 0.0, layer_norm=self.layer_norm,
             reset_after=self.reset_after, max_epochs=self.max_epochs, batch_size=self.batch_size, lr=self.lr,
             weight_decay=self.weight_decay, gradient_clip_val=self.gradient_clip_val, seed=seed,
-            lr_schedule="none", val_fraction=0.0), source=type(self).__name__)
+            lr_schedule="none", val_fraction=0.0, patience=0, progress=bool(self.verbose)),
+            source=type(self).__name__)                           # no validation split: no early stopping
 
     def _check_y(self, y):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
 
     def _fit_arrays(self, arr, lengths, target, out_size: int):
-        import lightning as L
         import torch
 
+        from .callbacks import GracefulStop
         from .data.batching import DictDataset, loader
-        from .train import _quiet_lightning
+        from .train import build_trainer, quiet_lightning
 
         cfg = self._config()
         meta = {"input_size": arr.shape[2], "out_size": out_size, "pooling": self.pooling, "has_val": False,
@@ -150,23 +160,25 @@ class _GRUEstimatorBase(BaseEstimator):
             if lengths is not None:
                 cols["lengths"] = lengths
             train = loader(DictDataset(**cols), cfg.batch_size, True, 0, cfg.seed)
-            trainer = L.Trainer(max_epochs=cfg.max_epochs, accelerator="cpu", devices=1, logger=False,
-                                enable_checkpointing=False, enable_progress_bar=bool(self.verbose),
-                                enable_model_summary=False, gradient_clip_val=cfg.gradient_clip_val or None)
-            _quiet_lightning()
+            quiet_lightning()
+            trainer = build_trainer(cfg, None, monitor=self.model_.monitor)   # fit()'s Trainer, guards; no files
             trainer.fit(self.model_, train_dataloaders=train)
+            stop = next((c for c in trainer.callbacks if isinstance(c, GracefulStop)), None)
+            if stop is not None and stop.signal_received is not None:
+                raise KeyboardInterrupt(f"{type(self).__name__}.fit stopped by signal {stop.signal_received}")
         self.model_.eval()
         return self
 
     def _forward(self, X):
         import torch
+
+        from .tasks.base import infer
         check_is_fitted(self, "model_")
         arr, lengths = _sequences(self, X, fitting=False)
-        with torch.no_grad():
-            inputs = {"x": torch.from_numpy(arr)}
-            if lengths is not None:
-                inputs["lengths"] = torch.from_numpy(lengths)
-            out, _ = self.model_(inputs)
+        inputs = {"x": torch.from_numpy(arr)}
+        if lengths is not None:
+            inputs["lengths"] = torch.from_numpy(lengths)
+        (out,) = infer(self.model_, [inputs])
         return out.numpy()
 
 
@@ -233,9 +245,11 @@ class GRUForecaster(_GRUEstimatorBase):
     pickle do.
     """
 
-    def __init__(self, lookback=24, horizon=12, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0,
-                 layer_norm=False, reset_after=True, pooling="last", max_epochs=100, batch_size=32, lr=3e-3,
-                 weight_decay=0.0, gradient_clip_val=1.0, random_state=None, verbose=False):
+    def __init__(self, lookback=_F.lookback, horizon=_F.horizon, hidden_size=_F.hidden_size,
+                 num_layers=_F.num_layers, bidirectional=_F.bidirectional, dropout=_F.dropout,
+                 layer_norm=_F.layer_norm, reset_after=_F.reset_after, pooling=_C.pooling, max_epochs=_F.max_epochs,
+                 batch_size=_F.batch_size, lr=_F.lr, weight_decay=_F.weight_decay,
+                 gradient_clip_val=_F.gradient_clip_val, random_state=None, verbose=False):
         super().__init__(hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional,
                          dropout=dropout, layer_norm=layer_norm, reset_after=reset_after, pooling=pooling,
                          max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .runs import atomic_write
+from .io import atomic_write
 
 __all__ = ["figure", "save_png", "loss_curve", "forecast_plot", "confusion_matrix_plot", "anomaly_plot",
            "roll_png"]

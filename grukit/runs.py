@@ -14,9 +14,10 @@ A run directory holds::
     predictions*.csv      written by ``grukit predict``
 
 Every file is written atomically (:mod:`grukit.io`). The manifest in ``run.json`` records the size and sha256
-of every weight, checkpoint and metadata file (config.yaml, meta.json); it is updated in two steps around each
-write (first the new entry with the old one still accepted, then the file, then the new entry alone), so a kill
-at any moment leaves a run whose files all match it. Every load checks the files it reads against the manifest:
+of every weight, checkpoint and metadata file (config.yaml, meta.json); it is updated in steps around each
+write (first the new entry with the old one still accepted, then the file, then the new entry alone; for
+checkpoints during training the last step waits for the end of training), so a kill at any moment leaves a run
+whose files all match it. Every load checks the files it reads against the manifest:
 a file changed, truncated or deleted afterwards is a one-line :class:`~grukit.errors.DataError` naming it.
 Nothing here unpickles: weights load through safetensors, checkpoints through ``torch.load(weights_only=True)``
 after their zip CRCs are checked, everything else is JSON/YAML text. See docs/run-directory.md.
@@ -68,9 +69,11 @@ def _entry_ok(e) -> bool:
 
 
 def update_info(run_dir: str | Path, **changes) -> dict:
-    """Read run.json afresh, apply ``changes``, write it back atomically; returns the new record."""
+    """Read run.json afresh, apply ``changes``, settle the manifest (see :func:`record_files`), write it back
+    atomically; returns the new record."""
     info = read_info(run_dir)
     info.update(changes)
+    _settle(Path(run_dir), info)
     write_json(Path(run_dir) / RUN_FILE, info)
     return info
 
@@ -82,11 +85,13 @@ def _relative(run_dir: Path, path: Path) -> str | None:
         return None
 
 
-def record_files(run_dir: str | Path, files: dict[Path, bytes]) -> None:
+def record_files(run_dir: str | Path, files: dict[Path, bytes], settle: bool = True) -> None:
     """Write ``files`` (path -> bytes) atomically and record them in the manifest of run.json.
 
-    Two-step, so that a kill at any moment leaves files that match the manifest: (1) each entry is recorded as
-    "new, or the old one" (``or``), (2) the files are written, (3) the entries are recorded alone."""
+    In steps, so that a kill at any moment leaves files that match the manifest: (1) each entry is recorded as
+    "new, or the old one" (``or``), (2) the files are written, (3) with ``settle``, the entries are recorded
+    alone. Checkpoints during training skip (3) to keep each save to one extra small write; :func:`update_info`
+    settles every entry whose file is the new one (at the end of training, or when it stops)."""
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).is_file():
         for p, data in files.items():
@@ -106,9 +111,24 @@ def record_files(run_dir: str | Path, files: dict[Path, bytes]) -> None:
     write_json(run_dir / RUN_FILE, info)
     for p, data in files.items():
         atomic_write(p, data)
-    manifest.update(new)
-    info["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    write_json(run_dir / RUN_FILE, info)
+    if settle:
+        manifest.update(new)
+        info["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_json(run_dir / RUN_FILE, info)
+
+
+def _settle(run_dir: Path, info: dict) -> None:
+    """Drop the ``or`` of every manifest entry whose file is the new version (its write completed)."""
+    for rel, entry in info.get(MANIFEST, {}).items():
+        if "or" not in entry:
+            continue
+        p = run_dir / rel
+        try:
+            now = file_digest(p) if p.is_file() else None
+        except OSError:
+            continue
+        if now is not None and now["size"] == entry["size"] and now["sha256"] == entry["sha256"]:
+            del entry["or"]
 
 
 def verify_file(run_dir: str | Path, path: str | Path, info: dict | None = None, hint: str = "") -> None:
@@ -354,12 +374,19 @@ class Run:
                   and r.endswith(".safetensors")]
         for f in listed:
             if f not in files:
-                self.verify(f, self._weights_hint(f))          # listed but deleted: says so
+                self._verify_weights(f)                        # listed but deleted: says so
         if not files:
             raise ConfigError(f"{self.path} has no trained weights (model.safetensors); the run may have been "
                               f"interrupted: continue it with `grukit train {self.task} --out {self.path} "
                               "--resume`")
         return files
+
+    def _verify_weights(self, weights: Path) -> None:
+        """:meth:`verify`, with the way back (an intact checkpoint) worked out only when the check fails."""
+        try:
+            self.verify(weights)
+        except DataError as e:
+            raise DataError(f"{e}; {self._weights_hint(weights)}") from None
 
     def _weights_hint(self, weights: Path) -> str:
         member = 0 if weights.name == "model.safetensors" else int(weights.stem.split("-")[-1])
@@ -374,7 +401,7 @@ class Run:
         Task = self.module().Task
         out = []
         for f in self.weight_files():
-            self.verify(f, self._weights_hint(f))
+            self._verify_weights(f)
             state = load_weights(f)
             try:
                 m = Task(self.config, self.meta)

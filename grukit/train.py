@@ -57,7 +57,7 @@ def _checkpoint_io(run_dir: Path | None = None):
             if run_dir is None:
                 atomic_write(path, checkpoint_bytes(checkpoint))
             else:
-                record_files(run_dir, {Path(path): checkpoint_bytes(checkpoint)})
+                record_files(run_dir, {Path(path): checkpoint_bytes(checkpoint)}, settle=False)  # one small write
 
         def load_checkpoint(self, path, map_location=None, weights_only=None):
             from .runs import safe_torch_load
@@ -69,28 +69,38 @@ def _checkpoint_io(run_dir: Path | None = None):
 AtomicCheckpointIO = _checkpoint_io  # factory: AtomicCheckpointIO() returns the plugin instance
 
 
-def build_trainer(cfg: TaskConfig, run_dir: Path, monitor: str = "val_loss", ckpt_dir: Path | None = None,
-                  extra_callbacks: list | None = None, log_version: str = ""):
-    """A Lightning Trainer for ``cfg`` writing into ``run_dir``."""
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+# ---- per-epoch overhead (bench/fit_overhead.py): step-level logging and progress refreshes are kept off the
+# hot path; epoch-level values (what metrics.csv, early stopping and the loss plot use) are logged every epoch.
+LOG_EVERY_N_STEPS = 50        # train_loss_step rows in metrics.csv every 50 steps instead of every step
+BAR_REFRESH_BATCHES = 10      # the progress bar redraws every 10 batches and at each epoch end
 
-    ckpt_dir = ckpt_dir or run_dir / "checkpoints"
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
-                           save_last=False, enable_version_counter=False)
-    from .callbacks import AtomicCSVLogger, GracefulStop, GradientWatch, LastCheckpoint, NonFiniteGuard
-    callbacks = [best, LastCheckpoint(ckpt_dir / "last.ckpt", cfg.checkpoint_every), NonFiniteGuard(ckpt_dir),
-                 GradientWatch(cfg.gradient_clip_val), GracefulStop(ckpt_dir)]
+
+def build_trainer(cfg: TaskConfig, run_dir: Path | None, monitor: str = "val_loss", ckpt_dir: Path | None = None,
+                  extra_callbacks: list | None = None, log_version: str = ""):
+    """A Lightning Trainer for ``cfg`` writing into ``run_dir``; ``run_dir=None`` (the scikit-learn
+    estimators) keeps the same guards and early stopping but writes nothing: no checkpoints, no logs."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from .callbacks import (AtomicCSVLogger, BestCheckpoint, GracefulStop, GradientWatch, LastCheckpoint,
+                            NonFiniteGuard)
+    files = run_dir is not None
+    ckpt_dir = (ckpt_dir or run_dir / "checkpoints") if files else None
+    callbacks = [NonFiniteGuard(ckpt_dir), GradientWatch(cfg.gradient_clip_val), GracefulStop(ckpt_dir)]
+    if files:
+        best = BestCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
+                              save_last=False, enable_version_counter=False)
+        callbacks = [best, LastCheckpoint(ckpt_dir / "last.ckpt", cfg.checkpoint_every)] + callbacks
     if cfg.patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=cfg.patience))
     if cfg.progress:
         try:
             from lightning.pytorch.callbacks import RichProgressBar
             import rich  # noqa: F401
-            callbacks.append(RichProgressBar(leave=True))
+            callbacks.append(RichProgressBar(leave=True, refresh_rate=BAR_REFRESH_BATCHES))
         except (ImportError, ModuleNotFoundError):
             from lightning.pytorch.callbacks import TQDMProgressBar
-            callbacks.append(TQDMProgressBar())
+            callbacks.append(TQDMProgressBar(refresh_rate=BAR_REFRESH_BATCHES))
     callbacks += extra_callbacks or []
     devices: Any = cfg.devices
     if isinstance(devices, str) and devices.isdigit():
@@ -100,13 +110,13 @@ def build_trainer(cfg: TaskConfig, run_dir: Path, monitor: str = "val_loss", ckp
         default_root_dir=run_dir, max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=devices,
         num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision,
         gradient_clip_val=cfg.gradient_clip_val or None, deterministic=cfg.deterministic or None,
-        callbacks=callbacks, logger=AtomicCSVLogger(run_dir, name="logs", version=log_version),
-        enable_progress_bar=cfg.progress, enable_model_summary=False, log_every_n_steps=1,
-        limit_train_batches=int(limit) if limit > 1 else limit, plugins=[_checkpoint_io(run_dir)],
-        num_sanity_val_steps=0)
+        callbacks=callbacks, logger=AtomicCSVLogger(run_dir, name="logs", version=log_version) if files else False,
+        enable_progress_bar=cfg.progress, enable_model_summary=False, log_every_n_steps=LOG_EVERY_N_STEPS,
+        limit_train_batches=int(limit) if limit > 1 else limit, plugins=[_checkpoint_io(run_dir)] if files else None,
+        enable_checkpointing=files, num_sanity_val_steps=0)
 
 
-def _quiet_lightning() -> None:
+def quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -178,7 +188,7 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
     if not cfg.data:
         raise ConfigError(f"no data: pass --data PATH or a built-in name (see `grukit datasets`) to "
                           f"`grukit train {task}`")
-    _quiet_lightning()
+    quiet_lightning()
     module = entry.load()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     prepared = module.prepare(cfg)                       # bad input fails here, before anything is written
@@ -366,5 +376,10 @@ def _collect_metrics(run_dir: Path) -> None:
 
 
 def remove_checkpoints(run_dir: Path) -> None:
-    """Delete checkpoints/ once a run is finished and exported (optional; keeps the run small)."""
+    """Delete checkpoints/ once a run is finished and exported (optional; keeps the run small); their entries
+    leave the manifest first, so the run's record never lists a file it does not have."""
+    from .runs import MANIFEST, RUN_FILE, read_info, update_info
+    if (Path(run_dir) / RUN_FILE).is_file():
+        files = read_info(run_dir).get(MANIFEST, {})
+        update_info(run_dir, **{MANIFEST: {k: v for k, v in files.items() if not k.startswith("checkpoints/")}})
     shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)

@@ -117,6 +117,10 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
                for rank in range(1, n_jobs)]
     try:
         _search(spec, rank=0, opened=opened)
+    except Interrupted as e:
+        raise Interrupted(f"search stopped ({_finished(opened[0])} of {trials} trials done; the interrupted "
+                          f"trial's setting is queued again): run the same command to resume study {study!r}",
+                          exit_code=e.exit_code) from None
     finally:
         codes = [w.wait() for w in workers]
     if any(codes):
@@ -157,7 +161,8 @@ def _open_study(spec: dict, rank: int):
                                  grace_period=GRACE_S, **{callback_arg: retry})
             break
         except Exception as e:  # bad URL, missing driver, unreachable server
-            if attempt == 2 or "already exists" not in str(e):
+            racing = type(e).__name__ in ("IntegrityError", "OperationalError") or "already exists" in str(e)
+            if attempt == 2 or not racing:
                 raise ConfigError(f"--storage {url!r}: cannot open the study database: "
                                   f"{str(e).splitlines()[0]}") from e
             time.sleep(0.5 + attempt)
@@ -219,7 +224,6 @@ def _reclaim_dead_trials(study, storage, retry) -> int:
 
 def _search(spec: dict, rank: int, opened=None) -> None:
     """Run trials until the study holds ``spec['trials']`` finished ones or the timeout passes."""
-    import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
     from .tasks import registry
@@ -241,7 +245,6 @@ def _search(spec: dict, rank: int, opened=None) -> None:
         callbacks.append(_progress_line)
     study.optimize(objective, timeout=spec["timeout"], callbacks=callbacks,
                    catch=(DataError, ConfigError, TrainingError))
-    del optuna
 
 
 class _Objective:
@@ -293,16 +296,18 @@ def _mark(run_dir: Path, status: str) -> None:
 
 
 class _StopOnErrors:
-    """Stop the search when trials keep failing (bad data for every setting must not loop forever)."""
+    """Stop the search when the last few trials all failed on an error (bad data for every setting must not
+    loop until the trial budget is spent)."""
 
     def __init__(self, trials: int):
-        self.limit = max(3, trials)
+        self.window = max(3, min(10, trials))
 
     def __call__(self, study, frozen) -> None:
         from optuna.trial import TrialState
-        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if "error" in t.user_attrs
-                  and t.user_attrs["error"] != "its process died"]
-        if len(failed) >= self.limit:
+        ended = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()][-self.window:]
+        if len(ended) == self.window and all(t.state == TrialState.FAIL and t.user_attrs.get("error") not in
+                                             (None, "", "its process died") for t in ended):
+            _say(f"stopping: the last {self.window} trials failed; first error: {ended[0].user_attrs['error']}")
             study.stop()
 
 

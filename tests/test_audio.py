@@ -142,6 +142,11 @@ def test_fsdd_folder_splits(tmp_path):
     held, _ = audio.read_labelled(f"{root}?test_speaker=bob", "test")
     assert {u.speaker for u in held} == {"bob"} and len(held) == 21
     assert audio.has_split(str(root)) and audio.is_audio_source(str(root))
+    from grukit.data.speech import source_options
+    from grukit.tasks.speech_config import SpeechConfig
+    opts = source_options(SpeechConfig(test_speaker="bob"))                  # --test-speaker, a config field
+    assert audio.read_labelled(str(root), "test", opts)[0] == held
+    assert audio.read_labelled(f"{root}?test_speaker=ann", "test", opts)[0] == held   # the field wins
     with pytest.raises(DataError, match="test_speaker='eve' is not among the speakers"):
         audio.read_labelled(f"{root}?test_speaker=eve", "test")
     feats, labels, _ = audio.labelled_features(str(root), "test")
@@ -195,6 +200,7 @@ def test_manifest_problems_are_reported_with_lines(tmp_path):
     m.write_text(f"path,transcript\n../a.wav,one\n{outside},three\n")
     assert len(audio.read_manifest(m, allow_outside=True)) == 2
     assert len(audio.read_labelled(f"{m}?allow_outside=1")[0]) == 2
+    assert len(audio.read_labelled(str(m), options={"allow_outside": "1"})[0]) == 2    # a config field
     bad = sub / "bad.csv"
     bad.write_text("name,words\nx.wav,one\n")
     with pytest.raises(DataError, match=r"bad\.csv, line 1: header .* expected a path column"):

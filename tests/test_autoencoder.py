@@ -9,8 +9,9 @@ from grukit.errors import DataError
 from grukit.runs import Run
 from grukit.train import fit
 
-TINY = dict(window=16, stride=2, hidden_size=8, latent_size=4, batch_size=16, progress=False, patience=0,
-            lr=1e-2, train_fraction=0.5)
+from tests.conftest import TINY, TOL
+
+TINY = TINY["autoencoder"]
 
 
 def make_series(path, n=400):
@@ -24,10 +25,9 @@ def make_series(path, n=400):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ae")
-    data = make_series(d / "s.csv")
-    return fit("autoencoder", data=str(data), label_col="anomaly", out=d / "run", max_epochs=4, **TINY), data
+def trained(tmp_path_factory, train_tiny):
+    data = make_series(tmp_path_factory.mktemp("ae") / "s.csv")
+    return train_tiny("autoencoder", data=str(data), label_col="anomaly", max_epochs=4), data
 
 
 def test_trains_scores_and_metrics(trained):
@@ -123,10 +123,10 @@ def test_anomaly_scores_entry_point(trained):
         count[s:s + W] += 1
     width = run.config.smooth or max(1, W // 16)
     ref = np.convolve(total / count, np.ones(width) / width, mode="same")
-    np.testing.assert_allclose(scores, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores, ref, **TOL["float32"])
     np.testing.assert_array_equal(flags, scores > 0.5)
     pair, _ = ae.anomaly_scores([model, model], run.meta, run.config, values, threshold=0.5)
-    np.testing.assert_allclose(pair, scores, rtol=1e-6)
+    np.testing.assert_allclose(pair, scores, **TOL["float32"])
     _, default = ae.anomaly_scores([model], run.meta, run.config, values)      # no threshold: a percentile
     assert default.sum() == (scores > np.percentile(scores, run.config.percentile)).sum()
     with pytest.raises(ShapeError, match=rf"expected \(n, {len(cols)}\)"):

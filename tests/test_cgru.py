@@ -18,7 +18,7 @@ pytest.importorskip("numba")
 
 from grukit.nn import GRU, backends  # noqa: E402
 from grukit.errors import ShapeError  # noqa: E402
-from grukit.nn.backends import fused_cpu  # noqa: E402
+from grukit.nn.backends import fused_cpu, fused_kernels  # noqa: E402
 
 C = fused_cpu.cgru()
 needs_c = pytest.mark.skipif(C is None, reason="grukit's C extension _cgru was not built here (no C compiler at "
@@ -36,7 +36,7 @@ def _ref_pair(I, H, **kw):
 @pytest.fixture
 def two_threads(monkeypatch):
     """torch (hence grukit) on 2 threads, with 2 cores as far as the thread policy can tell."""
-    monkeypatch.setattr(fused_cpu, "_cores", lambda: 2)
+    monkeypatch.setattr(fused_kernels, "cores", lambda: 2)
     prev = torch.get_num_threads()
     torch.set_num_threads(2)
     yield
@@ -164,7 +164,7 @@ def test_pipelined_projection_is_bitwise_the_one_thread_call(reset_after, B, len
 
 
 @needs_c
-@pytest.mark.skipif(fused_cpu._cores() < 2, reason="needs 2 cores for a helper to project alongside")
+@pytest.mark.skipif(fused_cpu.cores() < 2, reason="needs 2 cores for a helper to project alongside")
 def test_pipelined_projection_really_uses_the_helpers():
     """Helpers do write chunks of a pipelined call (the bitwise test above also passes when the caller ends up
     projecting every chunk itself, as it does when a call is over before a sleeping helper wakes)."""
@@ -207,7 +207,7 @@ def test_thread_policy():
     assert fused_cpu.compiled_threads(64, 8, 10) == 1                        # too little work
     assert fused_cpu.compiled_threads(1, 8, 10, 8) == 1                      # too little to pipeline
     assert not fused_cpu.unit_split(fused_cpu.SPLIT_MIN_HIDDEN - 1) and fused_cpu.unit_split(512)
-    n = min(torch.get_num_threads(), fused_cpu._cores())
+    n = min(torch.get_num_threads(), fused_cpu.cores())
     if n >= 2:
         assert fused_cpu.compiled_threads(1, 512, 100) == n
         assert fused_cpu.compiled_threads(64, 256, 100) == n
@@ -294,7 +294,7 @@ def test_stream_split_over_threads_is_bitwise_the_one_thread_stream(reset_after,
     split_before = C.counts()["split"]
     for n in (2, 3, 5):
         assert np.array_equal(run(n), base), n
-    if fused_cpu._cores() >= 2 and fused_cpu._padded(H) >= 32:   # 2+ unit panels, helpers had a core:
+    if fused_cpu.cores() >= 2 and fused_cpu._padded(H) >= 32:   # 2+ unit panels, helpers had a core:
         for _ in range(20):                                        # some frames really split (a sleeping
             if C.counts()["split"] > split_before:                 # helper may miss the first runs)
                 break

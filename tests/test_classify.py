@@ -9,7 +9,8 @@ from grukit.errors import DataError
 from grukit.runs import Run
 from grukit.train import fit
 
-TINY = dict(hidden_size=8, batch_size=8, progress=False, patience=0, lr=2e-2, val_fraction=0.25)
+TINY = dict(hidden_size=8, conv_channels=8, batch_size=8, progress=False, patience=0, lr=2e-2, val_fraction=0.25,
+            schedule="manual", ensemble=1, baselines=())
 
 
 def make_npz(path, n=40, T=12, F=2, seed=0):
@@ -59,10 +60,13 @@ def test_long_csv_and_pooling(tmp_path):
             rows.append({"id": sid, "time": t, "f1": rng.normal() + lab, "f2": rng.normal(), "label": f"c{lab}"})
     pd.DataFrame(rows).sample(frac=1, random_state=0).to_csv(tmp_path / "long.csv", index=False)
     run = fit("classify", data=str(tmp_path / "long.csv"), out=tmp_path / "run", max_epochs=2,
-              pooling="attention", bidirectional=True, evaluate=False, **TINY)
+              pooling="attention", bidirectional=True, evaluate=False, **{**TINY, "baselines": ("minirocket",)})
     assert run.meta["classes"] == ["c0", "c1", "c2"] and run.meta["input_size"] == 2
     m = run.evaluate(str(tmp_path / "long.csv"))
-    assert set(m) == {"grukit", "majority_class"}
+    assert set(m) == {"grukit", "majority_class", "minirocket"}
+    assert m["majority_class"]["accuracy"] == pytest.approx(1 / 3)          # 8 series of each of 3 classes
+    assert m["minirocket"]["accuracy"] > 0.9                                 # scored on its own training data
+    assert all(row["seconds"] >= 0 for row in m.values())
 
 
 def test_bad_inputs(tmp_path):
@@ -106,3 +110,15 @@ def test_ts_files(tmp_path):
     (tmp_path / "bad.ts").write_text("@problemName x\n@data\n1,2,:a\n")
     with pytest.raises(DataError, match="bad.ts"):
         read_sequences(str(tmp_path / "bad.ts"), ClassifyConfig())
+    head = "@problemName x\n@timeStamps false\n@univariate true\n@classLabel true a b\n@data\n"
+    (tmp_path / "v.ts").write_text(head + "1,2,3:a\n1,2,x:b\n")
+    with pytest.raises(DataError, match=r"v.ts, line 7: cannot be read as a .ts file: dimension 1: 'x' is not a "
+                                        r"number") as e:
+        read_sequences(str(tmp_path / "v.ts"), ClassifyConfig())
+    assert "TextIOWrapper" not in str(e.value)
+    (tmp_path / "d.ts").write_text(head + "1,2,3:a\n1,2,3\n")
+    with pytest.raises(DataError, match=r"d.ts, line 7: .*no class label"):
+        read_sequences(str(tmp_path / "d.ts"), ClassifyConfig())
+    (tmp_path / "e.ts").write_text(head + "1,2,3:a\n1,2,3:4,5,6:b\n")
+    with pytest.raises(DataError, match=r"e.ts, line 7: .*2 dimensions; expected 1"):
+        read_sequences(str(tmp_path / "e.ts"), ClassifyConfig())

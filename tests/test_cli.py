@@ -60,10 +60,53 @@ def test_datasets_lists_builtins(capsys):
         assert name in out
 
 
-def test_bench_without_module_says_so(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "grukit.bench", None)
-    rc, _, err = run_cli(capsys, "bench")
-    assert rc == 2 and "grukit.bench" in err
+def test_bench_runs_the_short_bench_and_prints_its_table(capsys, monkeypatch):
+    """`grukit bench` runs grukit.bench.run(short=True) and prints its rows as a table."""
+    import grukit.bench
+    calls = []
+
+    def fake(short=False):
+        calls.append(short)
+        return {"grukit": {"ms": 1.5}, "torch.nn.GRU": {"ms": 3.25}}
+
+    monkeypatch.setattr(grukit.bench, "run", fake)
+    rc, out, _ = run_cli(capsys, "bench")
+    assert rc == 0 and calls == [True]
+    assert "torch.nn.GRU" in out and "3.25" in out and "1.5" in out
+
+
+def test_help_lists_six_tasks_with_defaults_in_80_columns(capsys, monkeypatch):
+    """`grukit --help` and `grukit train --help` name all six tasks; every `train TASK --help` shows each
+    option's default and fits 80 columns (the examples aside, which are printed as written)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    tasks = ("forecast", "classify", "autoencoder", "lm", "music", "speech")
+    for cmd in ([], ["train"]):
+        rc, out, _ = run_cli(capsys, *cmd, "--help")
+        assert rc == 0 and all(t in out for t in tasks), out
+    for t in tasks:
+        rc, out, _ = run_cli(capsys, "train", t, "--help")
+        body = out.split("Examples:")[0]
+        assert rc == 0 and "--max-minutes" in body and "[default:" in body
+        assert max(len(line) for line in body.splitlines()) <= 80, t
+    _, out, _ = run_cli(capsys, "train", "music", "--help")
+    assert "[default: 128]" in " ".join(out.split())                     # hidden_size of MusicConfig
+    assert "--length 30s" not in out and "--seconds 30" in out             # the example that can run
+
+
+def test_wide_metric_tables_turn_to_fit(capsys, monkeypatch):
+    """print_table: metrics side by side when they fit; turned (a row per metric) when they do not."""
+    from grukit.cli import print_table
+    monkeypatch.setenv("COLUMNS", "80")
+    narrow = {"grukit": {"MAE": 1.0, "RMSE": 2.0}, "naive": {"MAE": 3.0, "RMSE": 4.0}}
+    print_table(narrow)
+    out = capsys.readouterr().out
+    assert "MAE" in out.splitlines()[1] and "RMSE" in out.splitlines()[1]    # header row holds the metrics
+    wide = {"grukit": {f"metric_number_{i}": float(i) for i in range(9)}, "zscore": {"metric_number_0": 0.5}}
+    print_table(wide)
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "grukit" in out.splitlines()[1] and "zscore" in out.splitlines()[1]
+    assert all(f"metric_number_{i}" in out for i in range(9)) and "…" not in out
 
 
 def test_train_evaluate_predict_round_trip(capsys, tmp_path):
@@ -88,3 +131,19 @@ def test_train_evaluate_predict_round_trip(capsys, tmp_path):
                          str(tmp_path / "run"))
     assert rc == 2 and "already exists" in err                 # an existing run is never overwritten
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_every_environment_switch_is_documented():
+    """Each environment variable grukit reads (GRUKIT_*, NUMBA_CACHE_DIR), in Python or C, has a row in the
+    README's and docs/ARCHITECTURE.md's environment tables."""
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    found = set()
+    for p in list((root / "grukit").rglob("*.py")) + list((root / "grukit").rglob("*.c")):
+        found |= set(re.findall(r"\b(GRUKIT_[A-Z_]+|NUMBA_CACHE_DIR)\b", p.read_text(encoding="utf-8")))
+    assert {"GRUKIT_CGRU", "GRUKIT_SPIN_US", "GRUKIT_CACHE_DIR"} <= found              # the scan finds them
+    for doc in ("README.md", "docs/ARCHITECTURE.md"):
+        text = (root / doc).read_text(encoding="utf-8")
+        missing = sorted(v for v in found if f"`{v}" not in text)
+        assert not missing, f"{doc} does not document {missing}"

@@ -60,8 +60,10 @@ def test_regressor_in_pipeline_grid_search_cross_val_and_pickle():
     scores = cross_val_score(pipe, X, y, cv=2)
     assert scores.shape == (2,)
     grid = GridSearchCV(GRURegressor(max_epochs=3, random_state=0), {"hidden_size": [4, 8]}, cv=2).fit(X, y)
-    assert grid.best_params_["hidden_size"] in (4, 8)
     est = grid.best_estimator_
+    assert est.model_.encoder.hidden_size == grid.best_params_["hidden_size"]      # set_params reached the model
+    scores = grid.cv_results_["mean_test_score"]
+    assert scores[0] != scores[1]                                                  # two really different models
     again = pickle.loads(pickle.dumps(est))
     np.testing.assert_allclose(again.predict(X), est.predict(X), atol=1e-6)
     assert clone(est).get_params() == est.get_params()
@@ -77,3 +79,29 @@ def test_forecaster_beats_the_last_value_on_a_sine():
     assert pickle.loads(pickle.dumps(f)).predict().shape == (12,)
     with pytest.raises(ValueError, match="needs at least 48"):
         GRUForecaster(lookback=36, horizon=12).fit(s[:40])
+
+
+def test_defaults_come_from_the_config_dataclasses():
+    """One home for each default: the estimators' defaults are TaskConfig's (ClassifyConfig's pooling) and the
+    forecaster's ForecastConfig's."""
+    from grukit.config import ClassifyConfig, ForecastConfig, TaskConfig
+    t, c, f = TaskConfig(), ClassifyConfig(), ForecastConfig()
+    for est in (GRURegressor(), GRUClassifier()):
+        p = est.get_params()
+        for k in ("hidden_size", "num_layers", "dropout", "max_epochs", "batch_size", "lr", "weight_decay",
+                  "gradient_clip_val", "reset_after", "layer_norm", "bidirectional"):
+            assert p[k] == getattr(t, k), (type(est).__name__, k)
+        assert p["pooling"] == c.pooling
+    p = GRUForecaster().get_params()
+    for k in ("lookback", "horizon", "hidden_size", "num_layers", "max_epochs", "batch_size", "lr"):
+        assert p[k] == getattr(f, k), k
+
+
+def test_estimators_train_with_fits_guards():
+    """The estimators train through train.build_trainer's Trainer and callbacks: a diverging fit stops with
+    fit()'s TrainingError (NonFiniteGuard) instead of returning a NaN model."""
+    from grukit.errors import TrainingError
+    X, _ = _data(40, T=6)
+    with pytest.raises(TrainingError, match="training loss became nan"):
+        GRURegressor(hidden_size=4, max_epochs=3, lr=1e15, gradient_clip_val=0, random_state=0).fit(
+            X, X.sum((1, 2)))

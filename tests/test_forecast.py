@@ -9,7 +9,8 @@ from grukit.errors import ConfigError, DataError
 from grukit.runs import Run, load_checkpoint
 from grukit.train import fit
 
-TINY = dict(lookback=12, horizon=4, hidden_size=8, batch_size=16, progress=False, patience=0, lr=1e-2)
+TINY = dict(lookback=12, horizon=4, hidden_size=8, batch_size=16, progress=False, patience=0, lr=1e-2,
+            baselines=("naive", "seasonal_naive", "naive2", "ets"))
 
 
 def series_csv(path, n=80, ids=("a", "b"), known=True):
@@ -44,9 +45,15 @@ def test_loss_falls_and_run_directory(trained):
               "checkpoints/best.ckpt", "checkpoints/last.ckpt", "plots/loss.png", "plots/forecast.png"):
         assert (run.path / f).is_file(), f
     metrics = run.evaluate()
-    assert set(metrics) == {"grukit", "naive", "seasonal_naive", "ets"}
-    assert {"MAE", "RMSE", "MASE", "sMAPE", "coverage"} <= set(metrics["grukit"])
+    assert set(metrics) == {"grukit", "naive", "seasonal_naive", "naive2", "ets"}
+    assert {"MAE", "RMSE", "MASE", "sMAPE", "OWA", "MSIS", "coverage"} <= set(metrics["grukit"])
     assert 0.0 <= metrics["grukit"]["coverage"] <= 1.0
+    assert metrics["naive2"]["OWA"] == pytest.approx(1.0)
+    per = pd.read_csv(run.path / "evaluation" / "series.csv")         # one row per series and method
+    assert len(per) == 2 * 5 and set(per.series) == {"a", "b"}
+    mine = per[per.method == "grukit"]
+    assert mine["sMAPE"].mean() == pytest.approx(metrics["grukit"]["sMAPE"])
+    assert (run.path / "plots" / "best.png").is_file() and (run.path / "plots" / "worst.png").is_file()
 
 
 def test_predict_needs_known_future_rows(trained, tmp_path):
@@ -132,7 +139,12 @@ BAD = [
                                                                for i in range(28))), {}, "line 7"),
     ("inf", lambda p: p.write_text("date,sales\n" + "".join(f"2020-01-{i + 1:02d},{'inf' if i == 3 else i}\n"
                                                                for i in range(28))), {}, "infinite"),
-    ("short", lambda p: series_csv(p, n=15, ids=("a",), known=False), {}, "too short"),
+    ("short", lambda p: series_csv(p, n=8, ids=("a",), known=False), {}, "too short"),
+    ("duplicate", lambda p: p.write_text("date,sales\n" + "".join(f"2020-01-{i % 20 + 1:02d},{i}\n"
+                                                                    for i in range(28))),
+     {}, "duplicate time stamp 2020-01-01.*--duplicates"),
+    ("huge", lambda p: p.write_text("date,sales\n" + "".join(f"2020-01-{i + 1:02d},{1e300 * (i + 1)}\n"
+                                                               for i in range(28))), {}, "values up to 2.8e\\+301"),
 ]
 
 

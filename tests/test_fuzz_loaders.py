@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import shutil
 import tempfile
 import wave
 from pathlib import Path
@@ -26,6 +27,7 @@ FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 TRIED: dict[str, int] = {}
+PREFIX = f"grukit-fuzz-{os.getpid()}-"        # every example's folder; removed after the example
 
 # task -> (file suffix, options that keep prepare() cheap)
 LOADERS = {
@@ -50,10 +52,18 @@ def _prepare(task: str, path: Path, options: dict) -> None:
         assert str(e).strip(), "a grukit error must say what is wrong"
     except MemoryError:  # pragma: no cover
         pytest.fail(f"{task}: loading {path.name} ran out of memory")
+    finally:
+        _remove(path)
+
+
+def _remove(path: Path) -> None:
+    """Remove the example's temporary folder (the fuzzer writes hundreds of them)."""
+    if path.parent.name.startswith(PREFIX):
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def _write(data: bytes, suffix: str) -> Path:
-    d = Path(tempfile.mkdtemp(prefix="fuzz-"))
+    d = Path(tempfile.mkdtemp(prefix=PREFIX))
     p = d / f"input{suffix}"
     p.write_bytes(data)
     return p
@@ -155,7 +165,7 @@ def _wav(rng) -> bytes:
 @given(kind=st.sampled_from(["ok", "truncated", "garbage", "escape", "missing"]), seed=st.integers(0, 10 ** 6))
 def test_audio_manifest(kind, seed):
     rng = np.random.default_rng(seed)
-    d = Path(tempfile.mkdtemp(prefix="fuzz-audio-"))
+    d = Path(tempfile.mkdtemp(prefix=PREFIX))
     wav = _wav(rng)
     if kind == "truncated":
         wav = wav[: rng.integers(0, len(wav) + 1)]
@@ -178,6 +188,8 @@ def test_config_files(data, suffix):
         ForecastConfig.from_dict(load_config_file(p, "forecast"))
     except GrukitError as e:
         assert str(e).strip()
+    finally:
+        _remove(p)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -186,3 +198,5 @@ def _report_how_many_inputs_were_tried():
     yield
     print("\nfuzzed inputs per loader:", TRIED)
     assert sum(TRIED.values()) > 0
+    left = sorted(Path(tempfile.gettempdir()).glob(PREFIX + "*"))
+    assert not left, f"{len(left)} temporary folder(s) of this run were left behind, e.g. {left[0]}"

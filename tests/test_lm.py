@@ -16,13 +16,13 @@ from grukit.data.text import EOS, UNK, StreamBatches, Vocab, find_splits, read_t
 from grukit.errors import ConfigError, DataError
 from grukit.tasks import language as lm
 from grukit.tasks.language_config import LMConfig
+from tests.conftest import TINY, TOL
 
 # A small, very regular text: a GRU learns it far below its unigram entropy in a few epochs.
 LINES = ["the cat sat on the mat .", "the dog sat on the log .", "a cat and a dog ran to the mat .",
          "the bird sat on a tree .", "a dog saw the cat on the log ."]
 TEXT = "\n".join(LINES[i % len(LINES)] for i in range(120)) + "\n"
-SMALL = dict(hidden_size=32, embedding_size=16, num_layers=1, dropout=0.0, bptt=16, batch_size=4,
-             eval_batch_size=2, lr=1e-2, max_epochs=6, patience=0, progress=False, seed=0)
+SMALL = TINY["lm"]
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +215,13 @@ def test_batched_generation_equals_one_prompt_at_a_time(runs):
         assert together == alone
     with pytest.raises(ConfigError, match="temperature=-1"):
         lm.generate(run.models(), run.meta, ["x"], 3, temperature=-1)             # checked before any step
+    # sampled: each prompt draws from its own seed, so its text does not depend on its batch companions
+    steps = list(lm.generate(run.models(), run.meta, ["the ", "a dog"], 15, temperature=[1.0, 0.7],
+                             seed=[11, 5]))
+    other = list(lm.generate(run.models(), run.meta, ["xyz", "a dog", "the "], 15, temperature=[1.0, 0.7, 1.0],
+                             seed=[3, 5, 11]))
+    assert [s[1] for s in steps] == [s[1] for s in other] and [s[0] for s in steps] == [s[2] for s in other]
+    assert "".join(s[0] for s in steps) == lm.sample(run.models(), vocab, "the ", 15, 1.0, seed=11)
 
 
 def test_score_is_the_mean_nll_of_each_text(runs):
@@ -229,8 +236,8 @@ def test_score_is_the_mean_nll_of_each_text(runs):
         with torch.no_grad():
             logits, _ = model.eval()({"x": torch.tensor([ids[:-1]])})
         ref = torch.nn.functional.cross_entropy(logits[0], torch.tensor(ids[1:]))
-        assert math.isclose(value, float(ref), rel_tol=1e-5)
-        assert lm.score([model], run.meta, [text]) == pytest.approx([value], rel=1e-6)
+        assert math.isclose(value, float(ref), rel_tol=TOL["float32"]["rtol"])
+        assert lm.score([model], run.meta, [text]) == pytest.approx([value], rel=TOL["float32"]["rtol"])
     assert got[0] < lm.score([model], run.meta, ["xq zj vvk"])[0]               # familiar text scores lower
     with pytest.raises(DataError, match="text 1 is empty"):
         lm.score([model], run.meta, ["ok", ""])

@@ -14,11 +14,11 @@ import torch
 from grukit.data.music import RollSpec, read_rolls, roll_to_midi, write_midi
 from grukit.errors import ConfigError, DataError
 from grukit.tasks.music import NADEHead, frame_accuracy, frame_nll
+from tests.conftest import TINY, TOL
 
 pytest.importorskip("pretty_midi")
 
-TINY = dict(hidden_size=8, max_epochs=1, batch_size=4, chunk=16, progress=False, patience=0, nade_hidden=4,
-            backend="aten")                                # torch kernels: no JIT compile in a short test
+TINY = TINY["music"]
 
 
 def _roll(T=24, P=88, seed=0, density=0.06) -> np.ndarray:
@@ -133,6 +133,10 @@ def test_corrupt_and_empty_midi_files_are_skipped_with_a_warning(midi_dir):
     msg = " ".join(str(w.message) for w in rec)
     assert "skipped 3 of 9" in msg and all(n in msg for n in ("broken.mid", "empty.mid", "silent.mid"))
     assert len(src.splits["all"]) == 6
+    with warnings.catch_warnings(record=True) as again:                     # evaluation reads the folder again:
+        warnings.simplefilter("always")                                     # the list is printed once only
+        read_rolls(str(midi_dir), RollSpec(quantize="time"))
+    assert not [w for w in again if "skipped" in str(w.message)]
 
 
 def test_nothing_usable_is_an_error(tmp_path):
@@ -274,16 +278,17 @@ def test_evaluation_averages_the_ensemble():
     m1, m2 = _models()
     (n1, a1, p1), (n2, _, p2) = music._score([m1], rolls), music._score([m2], rolls)
     both, _, pb = music._score([m1, m2], rolls)
-    np.testing.assert_allclose(both[:, 0], (n1[:, 0] + n2[:, 0]) / 2, rtol=1e-5)
-    np.testing.assert_allclose(pb[0], (p1[0] + p2[0]) / 2, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(both[:, 0], (n1[:, 0] + n2[:, 0]) / 2, **TOL["float32"])
+    np.testing.assert_allclose(pb[0], (p1[0] + p2[0]) / 2, **TOL["float32"])
     same, acc, _ = music._score([m1, m1], rolls)
-    np.testing.assert_allclose(same, n1, rtol=1e-6)
+    np.testing.assert_allclose(same, n1, **TOL["float32"])
     np.testing.assert_array_equal(acc, a1)
     with torch.no_grad():                                                  # by hand, piece 0 through forward
         x = torch.from_numpy(np.vstack([np.zeros((1, 88)), rolls[0][:-1]])).float()[None]
         y = torch.from_numpy(rolls[0]).float()[None]
         (logits, _), _ = m1({"x": x, "y": y})
-    assert math.isclose(n1[0, 0], float(frame_nll(logits, y).sum()), rel_tol=1e-5) and n1[0, 1] == 30
+    assert math.isclose(n1[0, 0], float(frame_nll(logits, y).sum()), rel_tol=TOL["float32"]["rtol"])
+    assert n1[0, 1] == 30
 
 
 def test_shuffled_loader_depends_only_on_seed_and_epoch(midi_dir):
@@ -307,3 +312,21 @@ def test_shuffled_loader_depends_only_on_seed_and_epoch(midi_dir):
     split = first.meta["split"]
     assert sorted(split["train"] + split["valid"] + split["test"]) == sorted(f"piece{i}.mid" for i in range(6))
     assert len(split["test"]) == first.meta["pieces"]["test"] >= 1
+
+
+def test_validation_metrics_equal_evaluation():
+    """The NLL and frame accuracy logged in validation (sums over frames, not means of batch means) equal the
+    evaluation path's on the same pieces."""
+    from grukit.data.music import eval_batches
+    from grukit.tasks import music
+    (m,) = _models(n=1)
+    rolls = [_roll(30, seed=1), _roll(18, seed=2), _roll(25, seed=3)]
+    nll, acc, _ = music._score([m], rolls)
+    loader, _ = eval_batches(rolls, frames=40)                             # several batches
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        for i, batch in enumerate(loader):
+            m.validation_step(batch, i)
+    got = m.val_metrics.compute()
+    assert math.isclose(float(got["val_nll"]), nll[:, 0].sum() / nll[:, 1].sum(), rel_tol=TOL["float32"]["rtol"])
+    assert math.isclose(float(got["val_acc"]), acc[:, 0].sum() / acc[:, 1].sum(), rel_tol=TOL["float32"]["rtol"])

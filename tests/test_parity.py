@@ -121,3 +121,38 @@ def test_dropout_between_layers_only_in_training():
     ours.train()
     a, b = ours(x)[0], ours(x)[0]
     assert not torch.allclose(a, b), "dropout in training should make two passes differ"
+
+
+def _family(backend: str, dtype, grad: bool) -> str:
+    """The kernel family ``backends.last_kernel()`` must report for a call of ``backend``."""
+    if backend != "fused_cpu":
+        return backend
+    if grad:
+        return "fused_cpu/numba+autograd"
+    from grukit.nn.backends.fused_cpu import cgru
+    return "fused_cpu/compiled" if dtype == torch.float32 and cgru() is not None else "fused_cpu/numba"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("backend", all_backends())
+@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: c.id)
+def test_matches_torch_gru_without_autograd(case: Case, backend: str, dtype):
+    """The same table with autograd off, so the inference kernels (the compiled C ones in float32, and their
+    fast path on the second call) join the parity table; the kernel family that ran is asserted."""
+    if not _supported(backend, dtype):
+        pytest.skip(f"backend {backend} does not run the plain GRU in {dtype}")
+    ref, ours = _pair(case, backend, dtype)
+    ours.eval()
+    ref.eval()
+    x, h0, lengths = _inputs(case, dtype)
+    tol = TOL[dtype]
+    with torch.no_grad():
+        out_r, h_r = _run(ref, case, x, h0, lengths, torch_side=True)
+        for _ in range(2):                                            # the general path, then the fast path
+            out_o, h_o = _run(ours, case, x, h0, lengths, torch_side=False)
+            assert backends.last_used() == backend
+            assert backends.last_kernel() == _family(backend, dtype, grad=False)
+            torch.testing.assert_close(out_o, out_r, atol=tol["out"], rtol=0)
+            torch.testing.assert_close(h_o, h_r, atol=tol["out"], rtol=0)
+    _run(ours, case, x, h0, lengths, torch_side=False)
+    assert backends.last_kernel() == _family(backend, dtype, grad=True)

@@ -87,7 +87,7 @@ def test_last_checkpoint_is_throttled_but_always_written_at_the_end(tmp_path, mo
     writes = []
     real = train.record_files
     monkeypatch.setattr(train, "record_files",
-                        lambda run_dir, files: (writes.extend(p.name for p in files), real(run_dir, files)))
+                        lambda run_dir, files, **kw: (writes.extend(p.name for p in files), real(run_dir, files, **kw)))
     fit("forecast", out=tmp_path / "r", max_epochs=5, patience=0, **{**SMALL, "checkpoint_every": 3600})
     assert writes.count("last.ckpt") == 2                    # the first epoch, then the end
     assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.ckpt")["epoch"] == 5   # all 5 epochs done
@@ -106,6 +106,16 @@ def test_flipped_weights_are_refused_with_the_way_back(run, capsys):
     fit("forecast", out=run, resume=True, progress=False)      # the hint works: same weights as before
     again = load_weights(run / "model.safetensors")
     assert all(torch.equal(good[k], again[k]) for k in good)
+
+
+def test_removed_checkpoints_leave_the_manifest(run):
+    from grukit.train import remove_checkpoints
+
+    remove_checkpoints(run)
+    assert not (run / "checkpoints").exists()
+    assert sorted(json.loads((run / "run.json").read_text())["files"]) == ["config.yaml", "meta.json",
+                                                                          "model.safetensors"]
+    assert len(open_run(run).models()) == 1
 
 
 # ---------------------------------------------------------------- item 3: checkpoints verified before resume
@@ -208,7 +218,7 @@ NO_MANIFEST = {   # runs written before manifests: the files themselves are chec
 @pytest.mark.parametrize("case", list(NO_MANIFEST))
 def test_damaged_files_of_a_run_without_manifest(run, capsys, case):
     record = json.loads((run / "run.json").read_text())
-    del record["files"]
+    record.pop("files", None)                                  # (absent on runs from before manifests)
     (run / "run.json").write_text(json.dumps(record))
     name, damage, message = NO_MANIFEST[case]
     damage(run / name)
@@ -221,7 +231,7 @@ def test_truncated_last_checkpoint_on_resume(run, capsys):
     rc, err = cli(capsys, "train", "forecast", "--out", run, "--resume", "--max-epochs", 6)
     assert rc == 2 and "last.ckpt: the checkpoint is truncated or damaged" in one_line(err)
     record = json.loads((run / "run.json").read_text())
-    del record["files"]
+    record.pop("files", None)                                  # (absent on runs from before manifests)
     (run / "run.json").write_text(json.dumps(record))
     rc, err = cli(capsys, "train", "forecast", "--out", run, "--resume", "--max-epochs", 6)
     assert rc == 2 and "last.ckpt: the checkpoint is truncated or damaged" in one_line(err)
@@ -244,3 +254,54 @@ def test_invalid_values_are_refused_before_the_run_directory_exists(tmp_path, op
     with pytest.raises(ConfigError, match=message):
         fit("forecast", out=tmp_path / "r", max_epochs=1, **{**SMALL, **option})
     assert not (tmp_path / "r").exists()
+
+
+def test_graceful_stop_writes_last_checkpoint_at_its_step_and_resume_finishes(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from grukit.errors import Interrupted
+    from grukit.tasks.forecast import ForecastTask
+
+    original, calls = ForecastTask.loss, {"n": 0}
+
+    def stop_midway(self, outputs, target, inputs):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 15:                                  # epoch 1, a few batches in
+                os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, outputs, target, inputs)
+
+    monkeypatch.setattr(ForecastTask, "loss", stop_midway)
+    out = tmp_path / "r"
+    with pytest.raises(Interrupted, match="stopped on SIGTERM") as e:
+        fit("forecast", out=out, max_epochs=4, **{**SMALL, "checkpoint_every": 3600})
+    assert e.value.exit_code == 128 + signal.SIGTERM
+    ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 15                              # the stop's step, not an epoch end after it
+    assert open_run(out).info["status"] == "interrupted"
+    monkeypatch.setattr(ForecastTask, "loss", original)
+    fit("forecast", out=out, resume=True, progress=False, evaluate=False)
+    assert open_run(out).info["status"] == "trained"
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["epoch"] == 4
+
+
+def test_resume_of_a_moved_run_keeps_its_best_checkpoint(tmp_path, monkeypatch):
+    import warnings
+
+    from grukit.tasks.forecast import ForecastTask
+
+    original = ForecastTask.loss
+
+    def worse_each_epoch(self, outputs, target, inputs):       # val_loss = epoch: epoch 0 stays the best
+        loss = original(self, outputs, target, inputs)
+        return loss if self.training else loss * 0 + float(self.current_epoch)
+
+    monkeypatch.setattr(ForecastTask, "loss", worse_each_epoch)
+    fit("forecast", out=tmp_path / "a", max_epochs=2, patience=0, **SMALL)
+    moved = Path(shutil.move(tmp_path / "a", tmp_path / "b"))  # renamed (or copied, or another cwd)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)              # Lightning's "dirpath has changed" warning
+        fit("forecast", out=moved, resume=True, max_epochs=4, progress=False, evaluate=False)
+    assert load_checkpoint(moved / "checkpoints" / "best.ckpt")["epoch"] == 0      # not epoch 2's worse model
+    assert load_checkpoint(moved / "checkpoints" / "last.ckpt")["epoch"] == 3

@@ -62,11 +62,16 @@ def test_beam_search_probability_of_prefix_matches_brute_force():
 
 
 def test_vocabulary_chars_and_words():
-    v = speech.Vocabulary.build(["Seven three", "nine  one"], "char")
-    assert v.decode(v.encode("seven three")) == "seven three"
-    assert " " in v.symbols and 0 not in v.encode("nine")
-    w = speech.Vocabulary.build(["seven three", "nine"], "word")
-    assert w.symbols == ["nine", "seven", "three"] and w.decode(w.encode("three nine")) == "three nine"
+    """The one vocabulary class (grukit.data.text.Vocab) as CTC output symbols: id 0 the blank, cleaned text,
+    unknown symbols dropped, and a round trip through a run's meta (symbols, units)."""
+    from grukit.data.text import BLANK, Vocab
+    v = Vocab.of_labels(["Seven three", "nine  one"], "char")
+    assert v.text_of(v.labels("Seven  THREE")) == "seven three" and v.itos[0] == BLANK
+    assert " " in v.symbols and 0 not in v.labels("nine") and v.labels("xyz") == []
+    assert v.text_of([0, v.stoi["n"], 0, 99]) == "n"                          # blanks and unknown ids dropped
+    w = Vocab.of_labels(["seven three", "nine"], "word")
+    assert w.symbols == ["nine", "seven", "three"] and w.text_of(w.labels("three nine zero")) == "three nine"
+    assert Vocab.from_symbols(w.symbols, "word") == w
 
 
 # ---------------------------------------------------------------- front end and streaming
@@ -242,9 +247,9 @@ def test_transcribe_waves_batches_resamples_and_averages_ensembles():
         lp, _ = m({"x": torch.from_numpy(feats[0])[None]})                   # (1, T', S+1) by hand
     assert together[0] == m.vocab.decode(speech.greedy_decode(lp[0]))
     torch.testing.assert_close(speech._log_probs([m], feats)[0], lp[0], atol=1e-6, rtol=1e-6)
-    up = audio.resample(waves[0], RATE, 2 * RATE)
+    up = audio.resample_to(waves[0], RATE, 2 * RATE)
     assert speech.transcribe([m], m.meta, [up], 2 * RATE)[0] == speech.transcribe([m], m.meta,
-                                                                                  [audio.resample(up, 2 * RATE, RATE)],
+                                                                                  [audio.resample_to(up, 2 * RATE, RATE)],
                                                                                   RATE)[0]
     other = _model()
     with torch.no_grad():                                                    # a second, different member

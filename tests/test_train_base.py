@@ -105,3 +105,75 @@ def test_infer_is_the_one_ensemble_loop():
     with pytest.raises(ConfigError, match="ensemble rule"):
         infer(members, batches, rule="mode")
     assert combine([[torch.ones(1)], [torch.zeros(1)]])[0].item() == 0.5
+
+
+# ------------------------------------------------------------------ one optimiser, one time budget, one encoder
+def _ae(tmp_path, n=600, **kw):
+    """A tiny autoencoder run's inputs: a CSV and options (the cheapest task to train)."""
+    import numpy as np
+    import pandas as pd
+    p = tmp_path / "s.csv"
+    pd.DataFrame({"value": np.sin(np.arange(n) / 5.0)}).to_csv(p, index=False)
+    return dict(data=str(p), window=8, stride=1, hidden_size=4, latent_size=2, batch_size=8, progress=False,
+                **kw)
+
+
+def test_max_minutes_is_every_tasks_time_budget(tmp_path):
+    """max_minutes (a TaskConfig field: every task, the CLI's --max-minutes) stops training after the step that
+    spends it; music's old time_limit is read as max_minutes; a negative budget is refused."""
+    import warnings
+
+    from grukit.config import AutoencoderConfig
+    from grukit.tasks.language_config import LMConfig
+    from grukit.tasks.music_config import MusicConfig
+    from grukit.train import fit
+    for cls in (ForecastConfig, ClassifyConfig, AutoencoderConfig, LMConfig, MusicConfig):
+        assert "max_minutes" in cls.field_names(), cls
+    assert MusicConfig.from_dict({"time_limit": 2.5}).max_minutes == 2.5
+    with pytest.raises(ConfigError, match="max_minutes=-1"):
+        AutoencoderConfig.from_dict({"max_minutes": -1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = fit("autoencoder", out=tmp_path / "run", max_epochs=1000, max_minutes=0.002, patience=0,
+                  evaluate=False, **_ae(tmp_path))
+    epochs = {r["epoch"] for r in __import__("csv").DictReader(open(run.path / "metrics.csv")) if r.get("epoch")}
+    assert 1 <= len(epochs) < 1000                                              # the budget ended training
+    assert load_config_file(run.path / "config.yaml")["max_minutes"] == 0.002            # recorded
+
+
+def test_the_one_optimiser_builder():
+    """SequenceTask.configure_optimizers builds every task's optimiser: AdamW (music too, which had Adam), SGD
+    where the LM config asks, the plateau schedule's factor/patience from lr_decay/lr_patience or the defaults."""
+    from grukit.tasks.language import LMTask
+    from grukit.tasks.language_config import LMConfig
+    from grukit.tasks.music import MusicTask
+    from grukit.tasks.music_config import MusicConfig
+    music = MusicTask(MusicConfig(data="x", hidden_size=4, patience=9), {"input_size": 88}).configure_optimizers()
+    assert type(music["optimizer"]) is torch.optim.AdamW
+    assert music["lr_scheduler"]["scheduler"].factor == 0.5 and music["lr_scheduler"]["scheduler"].patience == 3
+    lm = LMTask(LMConfig(data="x", hidden_size=4, embedding_size=4, optimizer="sgd", lr_decay=0.25,
+                         lr_patience=2), {"vocab_size": 9, "tokenize": "char", "input_size": 4})
+    opt = lm.configure_optimizers()
+    assert type(opt["optimizer"]) is torch.optim.SGD and opt["lr_scheduler"]["scheduler"].factor == 0.25
+    assert opt["lr_scheduler"]["scheduler"].patience == 2
+    assert lm.encoder.input_size == 4 and lm.encoder.hidden_size == 4              # build_encoder(embedding size)
+    cos = MusicTask(MusicConfig(data="x", hidden_size=4, lr_schedule="cosine", max_epochs=7),
+                    {"input_size": 88}).configure_optimizers()
+    assert cos["lr_scheduler"].T_max == 7
+
+
+def test_no_validation_data_is_said_not_silent(tmp_path):
+    """val_fraction=0 with early stopping: a warning says that early stopping and the best checkpoint follow the
+    training loss and how to choose otherwise; with --patience 0 and no plateau schedule nothing is said."""
+    import warnings
+
+    from grukit.train import fit
+    with pytest.warns(UserWarning, match=r"no validation data \(val_fraction=0.0\): early stopping .* TRAINING "
+                                         r"loss.*--patience 0"):
+        fit("autoencoder", out=tmp_path / "a", max_epochs=1, val_fraction=0.0, patience=5, evaluate=False,
+            **_ae(tmp_path))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fit("autoencoder", out=tmp_path / "b", max_epochs=1, val_fraction=0.0, patience=0, lr_schedule="none",
+            evaluate=False, **_ae(tmp_path))
+    assert not [w for w in seen if "no validation data" in str(w.message)]

@@ -124,3 +124,41 @@ def test_durations_and_names():
     with pytest.raises(ConfigError, match="--timeout 'soon'"):
         parse_duration("soon")
     assert default_study_name("forecast", "data/my sales.csv") == "forecast-my_sales"
+
+
+def test_pruning_callback_reports_each_epoch_and_stops_the_run(tmp_path):
+    import math
+
+    import optuna
+
+    from grukit.train import fit
+    from grukit.tune_callbacks import TrialPruning
+
+    class Trial:                                   # the two calls the callback makes on an optuna trial
+        def __init__(self):
+            self.reports = []
+
+        def report(self, value, step):
+            self.reports.append((step, value))
+
+        def should_prune(self):
+            return self.reports[-1][0] >= 2
+
+    trial = Trial()
+    cb = TrialPruning(trial)
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 2: val_loss="):
+        fit("forecast", data=str(sine_csv(tmp_path / "s.csv")), out=tmp_path / "run", evaluate=False,
+            callbacks=[cb], progress=False, **{**FIXED, "max_epochs": 10})
+    assert [s for s, _ in trial.reports] == [0, 1, 2] and cb.monitor == "val_loss" and cb.pruned_at == 2
+    assert all(math.isfinite(v) for _, v in trial.reports) and cb.best == min(v for _, v in trial.reports)
+    assert not (tmp_path / "run" / "model.safetensors").exists()      # a pruned run is not exported
+
+
+def test_every_setting_failing_stops_with_the_error(tmp_path):
+    from grukit.errors import TrainingError
+    data = tmp_path / "bad.csv"                           # every trial's prepare() fails on this file
+    data.write_text("y\n" + "\n".join(["1", "2", "abc"] + [str(i) for i in range(60)]) + "\n")
+    with pytest.raises(TrainingError, match="no trial of study .* completed .*first error: .*no numeric target"):
+        tune("forecast", data=str(data), trials=50, out=tmp_path / "st", verbose=False, space=SPACE, **FIXED)
+    df = pd.read_csv(tmp_path / "st" / "trials.csv")
+    assert len(df) == 10 and set(df["state"]) == {"FAIL"}  # stopped after 10 failures in a row, not 50

@@ -39,7 +39,7 @@ from ..errors import DataError
 __all__ = ["AUDIO_EXTENSIONS", "FeatureSpec", "read_audio", "file_rate", "features", "StreamingFeatures",
            "Utterance", "parse_source", "is_audio_source", "read_labelled", "read_manifest", "scan_folder",
            "split_utterances", "has_split", "labelled_features", "load", "concat_utterances", "write_wav",
-           "spec_augment", "normalise", "resample", "DIGIT_WORDS"]
+           "spec_augment", "normalise", "resample_to", "DIGIT_WORDS"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -83,11 +83,11 @@ def read_audio(path: str | Path, rate: int = 0, *, resample: bool = True, clip_f
         if not resample:
             raise DataError(f"sample rate {sr} Hz, expected {rate} Hz; convert the file or allow resampling",
                             path=p)
-        x, sr = resample(x, sr, rate), rate
+        x, sr = resample_to(x, sr, rate), rate
     return np.ascontiguousarray(x, dtype=np.float32), int(sr)
 
 
-def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
+def resample_to(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     """``x`` (N,) at ``rate`` Hz as float32 samples at ``target`` Hz (librosa/soxr; unchanged when equal)."""
     if int(rate) == int(target):
         return np.asarray(x, dtype=np.float32)
@@ -393,9 +393,11 @@ def split_utterances(utts: list[Utterance], split: str, opts: dict[str, str], na
     return utts                       # no natural split: all of it (a separate test folder or manifest)
 
 
-def has_split(data: str) -> bool:
-    """True when ``data`` is an audio folder with a built-in test split (FSDD names or ``?test_speaker=``)."""
+def has_split(data: str, options: dict[str, str] | None = None) -> bool:
+    """True when ``data`` is an audio folder with a built-in test split (FSDD names, or a test speaker given
+    in ``options`` or as ``?test_speaker=``)."""
     p, opts = parse_source(data)
+    opts.update(options or {})
     if not p.is_dir():
         return False
     try:
@@ -404,9 +406,12 @@ def has_split(data: str) -> bool:
         return False
 
 
-def read_labelled(data: str, split: str = "all") -> tuple[list[Utterance], dict[str, str]]:
-    """Utterances of an audio folder or manifest (``split`` train / test / all) and the source's options."""
+def read_labelled(data: str, split: str = "all", options: dict[str, str] | None = None
+                  ) -> tuple[list[Utterance], dict[str, str]]:
+    """Utterances of an audio folder or manifest (``split`` train / test / all) and the source's options: those
+    of its query string (``DIR?test_speaker=NAME``), overridden by ``options`` (a task's config fields)."""
     p, opts = parse_source(data)
+    opts.update(options or {})
     if p.is_dir():
         utts = scan_folder(p)
     elif p.is_file():

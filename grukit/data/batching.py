@@ -6,13 +6,15 @@ the GRU uses so padding never enters a state (``grukit.nn.GRU(..., lengths=)``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["Prepared", "DictDataset", "pad_sequences", "collate", "loader"]
+from ..errors import ConfigError
+
+__all__ = ["Prepared", "DictDataset", "pad_sequences", "collate", "loader", "EpochShuffle", "RankStreams"]
 
 
 @dataclass
@@ -103,3 +105,34 @@ def loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 
     return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
                       sampler=EpochShuffle(len(dataset), seed) if shuffle else None,
                       persistent_workers=num_workers > 0)
+
+
+class RankStreams(torch.utils.data.IterableDataset):
+    """The windows of a :class:`grukit.data.text.StreamBatches`, in order, restricted under DDP to this rank's share of the
+    streams (rank r of W reads streams ``[r*B/W, (r+1)*B/W)``), so every rank carries its state across
+    consecutive windows and the W ranks together see the same global batch as one process. (Lightning's
+    DistributedSampler would hand each rank every W-th *window*, breaking the state carrying; an iterable
+    dataset is left alone.)"""
+
+    def __init__(self, batches, even: bool = True) -> None:
+        self.batches, self.even = batches, even                        # even: equal shares (training)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def rows(self) -> slice:
+        import torch.distributed as dist
+        B = self.batches.data.shape[0]
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return slice(0, B)
+        W, r = dist.get_world_size(), dist.get_rank()
+        if B % W if self.even else B < W:
+            raise ConfigError(f"{B} parallel streams cannot be shared {'evenly ' if self.even else ''}by {W} DDP "
+                              f"processes; use a {'batch_size' if self.even else 'eval_batch_size'} "
+                              f"{'divisible by' if self.even else 'of at least'} {W}")
+        return slice(r * B // W, (r + 1) * B // W)
+
+    def __iter__(self) -> Iterator[dict]:
+        rows = self.rows()
+        for b in self.batches:
+            yield {"x": b["x"][rows], "y": b["y"][rows]}               # (B/W, T) each

@@ -111,7 +111,7 @@ def is_builtin(name: str) -> bool:
 
 def get(name: str, task: str | None = None) -> Builtin:
     if name not in DATASETS:
-        from ..config import nearest
+        from ..errors import nearest
         raise DataError(f"no such file or built-in data set{nearest(name, DATASETS)}; built-in sets: "
                         f"{', '.join(DATASETS)}", path=name)
     b = DATASETS[name]

@@ -182,6 +182,17 @@ def _midi_files(p: Path) -> list[Path]:
     return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MIDI_SUFFIXES)
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Warn about a folder's skipped files once per process: training, evaluation and generation each read
+    the folder again, and the same list need not be printed each time."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
 def read_midi_folder(path: str | Path, spec: RollSpec, max_files: int = 0) -> MusicSource:
     """Every MIDI file under ``path`` (or the one file); bad files skipped with a warning naming them."""
     import pretty_midi
@@ -212,13 +223,13 @@ def read_midi_folder(path: str | Path, spec: RollSpec, max_files: int = 0) -> Mu
         names.append(str(f.relative_to(p)) if p.is_dir() else f.name)
     if bad:
         shown = "; ".join(bad[:20]) + (f"; ... and {len(bad) - 20} more" if len(bad) > 20 else "")
-        warnings.warn(f"{p}: skipped {len(bad)} of {len(files)} MIDI file(s): {shown}", stacklevel=2)
+        _warn_once(f"{p}: skipped {len(bad)} of {len(files)} MIDI file(s): {shown}")
     if not rolls:
         raise DataError(f"none of the {len(files)} MIDI file(s) could be used ({len(bad)} corrupt, empty or "
                         "without notes in the pitch range)", path=p)
     if dropped:
-        warnings.warn(f"{p}: {dropped} note(s) outside MIDI {spec.low_pitch}-{spec.high_pitch} were dropped "
-                      "(widen --low-pitch/--high-pitch or pass --out-of-range fold)", stacklevel=2)
+        _warn_once(f"{p}: {dropped} note(s) outside MIDI {spec.low_pitch}-{spec.high_pitch} were dropped "
+                   "(widen --low-pitch/--high-pitch or pass --out-of-range fold)")
     frame_seconds = 0.5 / spec.frames_per_beat if spec.quantize == "beats" else 1.0 / spec.fs
     return MusicSource({"all": rolls}, {"all": names}, p.name, frame_seconds, spec.frames_per_beat)
 
@@ -289,7 +300,7 @@ def bach_chorales(spec: RollSpec, max_files: int = 0) -> MusicSource:
                 break
     if not rolls:
         raise DataError("music21's chorale iterator yielded no usable chorales", path="bach_chorales")
-    from ..runs import atomic_write
+    from ..io import atomic_write
     buf = io.BytesIO()
     np.savez_compressed(buf, rolls=np.concatenate(rolls), lengths=np.array([len(r) for r in rolls]),
                         names=np.array(names))
@@ -308,7 +319,7 @@ def read_rolls(data: str, spec: RollSpec, max_files: int = 0) -> MusicSource:
     if not p.exists():
         if data in BUILTIN_MUSIC:
             return bach_chorales(spec, max_files)
-        from ..config import nearest
+        from ..errors import nearest
         raise DataError(f"no such file or folder{nearest(data, BUILTIN_MUSIC)}; expected a .mat file, a MIDI "
                         f"file or folder, or a built-in set ({', '.join(BUILTIN_MUSIC)})", path=p)
     if p.is_file() and p.stat().st_size == 0:
@@ -348,7 +359,7 @@ def roll_to_midi(roll: np.ndarray, frame_seconds: float, low_pitch: int = 21, pr
 def write_midi(roll: np.ndarray, path: str | Path, frame_seconds: float, low_pitch: int = 21,
                program: int = 0, frames_per_beat: int = 4) -> Path:
     """Write ``roll`` as a MIDI file (atomically)."""
-    from ..runs import atomic_write
+    from ..io import atomic_write
     buf = io.BytesIO()
     roll_to_midi(roll, frame_seconds, low_pitch, program, frames_per_beat=frames_per_beat).write(buf)
     return atomic_write(path, buf.getvalue())

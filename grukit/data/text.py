@@ -32,10 +32,10 @@ import numpy as np
 from ..errors import DataError
 
 __all__ = ["Vocab", "TOKENIZATIONS", "read_text", "find_splits", "tokenize", "StreamBatches", "streams",
-           "UNK", "EOS"]
+           "split_ids", "UNK", "EOS", "BLANK"]
 
 TOKENIZATIONS = ("char", "word", "byte")
-UNK, EOS = "<unk>", "<eos>"
+UNK, EOS, BLANK = "<unk>", "<eos>", "<blank>"
 _SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "val", "dev"), "test": ("test",)}
 
 
@@ -133,7 +133,11 @@ def tokenize(text: str | bytes, kind: str) -> list:
 
 @dataclass
 class Vocab:
-    """Token <-> id. ``kind`` char/word keep ``itos`` (index 0 is ``<unk>``); byte has 256 fixed ids."""
+    """THE vocabulary of grukit: token <-> id. ``kind`` char/word keep ``itos``; byte has 256 fixed ids.
+
+    Id 0 is reserved: ``<unk>`` for a language model (:meth:`build`), the CTC blank ``<blank>`` for the
+    output symbols of a speech model (:meth:`of_labels`, :meth:`labels`, :meth:`text_of`).
+    """
 
     kind: str
     itos: list[str]
@@ -192,6 +196,40 @@ class Vocab:
     def to_dict(self) -> dict:
         return {"kind": self.kind, "itos": self.itos}
 
+    # ---- CTC output symbols (speech): id 0 is the blank, texts are cleaned (lower case, single spaces)
+    @staticmethod
+    def clean(text: str) -> str:
+        """Lower case, runs of whitespace as one space, no leading/trailing space."""
+        return " ".join(text.lower().split())
+
+    @classmethod
+    def of_labels(cls, texts: Iterable[str], kind: str) -> "Vocab":
+        """The blank, then every character (``kind="char"``) or word of the cleaned ``texts``, sorted."""
+        items: set[str] = set()
+        for t in texts:
+            items.update(cls.clean(t).split() if kind == "word" else cls.clean(t))
+        return cls(kind, [BLANK] + sorted(items))
+
+    @classmethod
+    def from_symbols(cls, symbols: Iterable[str], kind: str) -> "Vocab":
+        """A CTC vocabulary from its symbols 1..S (as a run's meta stores them)."""
+        return cls(kind, [BLANK] + list(symbols))
+
+    @property
+    def symbols(self) -> list[str]:
+        """The CTC output symbols 1..S (everything after the reserved id 0)."""
+        return self.itos[1:]
+
+    def labels(self, text: str) -> list[int]:
+        """CTC target ids of the cleaned ``text``; symbols outside the vocabulary are dropped."""
+        items = self.clean(text).split() if self.kind == "word" else self.clean(text)
+        return [i for i in (self.stoi.get(s, 0) for s in items) if i > 0]
+
+    def text_of(self, ids) -> str:
+        """Text of CTC label ids: blanks and unknown ids dropped, words joined by spaces."""
+        sym = [self.itos[i] for i in (int(i) for i in ids) if 0 < i < len(self.itos)]
+        return " ".join(sym) if self.kind == "word" else "".join(sym).strip()
+
     @classmethod
     def from_dict(cls, d: dict) -> "Vocab":
         return cls(d["kind"], list(d["itos"]))
@@ -202,6 +240,52 @@ def encode_file(path: str | Path, vocab: Vocab, encoding: str = "utf-8", errors:
     if vocab.kind == "byte":
         return vocab.encode(read_bytes(path))
     return vocab.encode(tokenize(read_text(path, encoding, errors), vocab.kind))
+
+
+# ====================================================================== a language model's splits
+def _tokens_of(path: str, cfg) -> list:
+    if cfg.tokenize == "byte":
+        return list(read_bytes(path))
+    return tokenize(read_text(path, cfg.encoding, cfg.errors), cfg.tokenize)
+
+
+def _split_tokens(cfg) -> tuple[dict[str, list], dict[str, str]]:
+    """Tokens of train / valid / test and where each came from (file path or 'tail of FILE')."""
+    sources: dict[str, str] = {}
+    layout = find_splits(cfg.data) if not cfg.valid_data else None
+    if cfg.valid_data or layout:
+        files = dict(layout or {})
+        files["train"] = files.get("train", cfg.data)
+        if cfg.valid_data:
+            files["valid"] = cfg.valid_data
+        if cfg.test_data:
+            files["test"] = cfg.test_data
+        out = {k: _tokens_of(str(v), cfg) for k, v in files.items()}
+        sources = {k: str(v) for k, v in files.items()}
+        return out, sources
+    toks = _tokens_of(cfg.data, cfg)
+    n = len(toks)
+    t_frac = 0.0 if cfg.test_data else cfg.test_fraction
+    a, b = int(n * (1 - cfg.val_fraction - t_frac)), int(n * (1 - t_frac))
+    out = {"train": toks[:a]}
+    sources["train"] = cfg.data
+    if b > a:
+        out["valid"], sources["valid"] = toks[a:b], f"tail {cfg.val_fraction:g} of {cfg.data}"
+    if cfg.test_data:
+        out["test"], sources["test"] = _tokens_of(cfg.test_data, cfg), cfg.test_data
+    elif n > b:
+        out["test"], sources["test"] = toks[b:], f"tail {t_frac:g} of {cfg.data}"
+    return out, sources
+
+
+def split_ids(cfg, vocab: Vocab | None = None) -> tuple[Vocab, dict[str, np.ndarray], dict[str, str]]:
+    """(vocabulary, ids per split, sources) of a language model's text: ``cfg`` (an LMConfig) names the files
+    (``data``, ``valid_data``, ``test_data``, or a train/valid/test layout) or the tail fractions; the
+    vocabulary is built from train unless given."""
+    toks, sources = _split_tokens(cfg)
+    if vocab is None:
+        vocab = Vocab.build(toks["train"], cfg.tokenize, cfg.min_freq, cfg.max_size)
+    return vocab, {k: vocab.encode(v) for k, v in toks.items()}, sources
 
 
 def unigram_entropy(ids: np.ndarray, V: int, eval_ids: np.ndarray | None = None) -> float:

@@ -11,8 +11,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ..config import nearest
-from ..errors import DataError
+from ..errors import DataError, nearest
 
 __all__ = ["read_table", "require_columns", "numeric", "finite", "pick_time_col", "season_from_times",
            "future_times", "load_table_or_builtin"]

@@ -85,13 +85,15 @@ def window_at(z: np.ndarray, cov: np.ndarray, o: int, L: int, H: int, K: int, lo
 
 def train_origins(end: int, L: int, H: int, max_windows: int = 0) -> np.ndarray:
     """Origins with a full horizon before ``end``: from L (long series) or 1 (short ones: padded lookback);
-    the ``max_windows`` most recent when > 0."""
+    with ``max_windows`` > 0 at most that many, evenly spaced over the series and always including the last."""
     last = end - H
     if last < 1:
         return np.zeros(0, dtype=int)
     first = L if last >= L else 1
     o = np.arange(first, last + 1)
-    return o[-max_windows:] if max_windows > 0 else o
+    if 0 < max_windows < len(o):
+        o = np.unique(o[np.round(np.linspace(0, len(o) - 1, max_windows)).astype(int)])
+    return o
 
 
 class WindowDataset(Dataset):

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import warnings
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -13,13 +15,17 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from ..errors import ConfigError, ShapeError, SizeMismatchError
 from . import backends
 from .backends.reference import cell, gate_norm
+from .checks import check_finite, check_float, shape_str
 from .spec import GRUSpec, LayerParams
 
 __all__ = ["GRU", "GRUCell", "check_finite"]
 
 
-def _shape(t: Tensor) -> str:
-    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+class FastPath(NamedTuple):
+    """A backend's fast path for one kind of call (``forward`` or ``step``) of one module, as noted."""
+    training: bool                  # the mode it was noted in (a new mode notes it again)
+    call: Callable | None           # fn(module, x, h) -> result or None (None: the backend offers none)
+    backend: str                    # the backend's name, for backends.record
 
 
 _ZERO_STATES: dict = {}
@@ -39,26 +45,17 @@ def _zero_state(shape: tuple, like: Tensor) -> Tensor:
     return hit
 
 
-def check_finite(t: Tensor, name: str = "input") -> Tensor:
-    """Raise :class:`ShapeError` naming ``name`` and the first bad index if ``t`` holds NaN or inf."""
-    bad = ~torch.isfinite(t)
-    if bad.any():
-        idx = tuple(int(i) for i in bad.nonzero()[0])
-        kind = "NaN" if torch.isnan(t[idx]) else "inf"
-        raise ShapeError(f"{name} holds {int(bad.sum())} non-finite value(s) ({kind} first at index {idx}); "
-                         "clean or impute the data before it reaches the GRU")
-    return t
+def _prob(v):
+    """A probability argument as a float for the spec; a bool or a non-number goes as it is (the spec refuses it,
+    as torch does ``dropout=True``)."""
+    return v if isinstance(v, bool) or not isinstance(v, numbers.Real) else float(v)
 
 
-def _check_float(x: Tensor, name: str, like: Tensor) -> None:
-    if not isinstance(x, Tensor):
-        raise ShapeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ShapeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; "
-                         f"convert it with .to({like.dtype})")
-    if x.dtype != like.dtype:
-        raise ShapeError(f"{name} has dtype {x.dtype} but the GRU's parameters are {like.dtype}; "
-                         f"convert the input with .to({like.dtype}) or the module with .to({x.dtype})")
+def _transformed() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, jacrev, ...) is running: its wrapped tensors have no memory
+    the fused kernels could read, so GRU routes the call to the reference backend (torch ops, which every
+    transform knows); ``backends.last_used()`` then says ``"reference"``."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 class GRU(nn.Module):
@@ -112,8 +109,8 @@ class GRU(nn.Module):
             raise ConfigError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if hidden_size == 0 and not isinstance(hidden_size, bool):
             raise ConfigError("hidden_size must be greater than zero (a GRU needs at least one unit)")
-        self.spec = GRUSpec(input_size, hidden_size, num_layers, bias, batch_first, float(dropout),
-                            bidirectional, reset_after, layer_norm, float(recurrent_dropout), float(zoneout),
+        self.spec = GRUSpec(input_size, hidden_size, num_layers, bias, batch_first, _prob(dropout),
+                            bidirectional, reset_after, layer_norm, _prob(recurrent_dropout), _prob(zoneout),
                             deterministic)
         if backend != "auto":
             backends.get(backend)  # unknown names fail here, at construction
@@ -247,7 +244,7 @@ class GRU(nn.Module):
                 raise ShapeError(f"lengths must be a 1-D sequence of integers, got {lengths!r}") from e
         if lengths.ndim != 1 or lengths.shape[0] != B:
             raise SizeMismatchError(f"lengths must have shape ({B},) (one length per sequence of the batch), "
-                             f"got shape {_shape(lengths)}")
+                             f"got shape {shape_str(lengths)}")
         if B and (lengths.min() < 1 or lengths.max() > T):
             bad = int(((lengths < 1) | (lengths > T)).nonzero()[0])
             raise ShapeError(f"lengths must lie in [1, {T}] (the padded length), got lengths[{bad}] = "
@@ -259,15 +256,18 @@ class GRU(nn.Module):
         rows = s.num_layers * s.num_directions
         if hx is None:
             return _zero_state((rows, B, s.hidden_size), x)
-        _check_float(hx, "hx", self.weight_ih_l0)
+        check_float(hx, "hx", self.weight_ih_l0)
         want = (rows, B, s.hidden_size) if batched else (rows, s.hidden_size)
         if tuple(hx.shape) != want:
             raise SizeMismatchError(f"hx must have shape {want} (num_layers*num_directions, "
-                             f"{'batch, ' if batched else ''}hidden_size), got {_shape(hx)}")
+                             f"{'batch, ' if batched else ''}hidden_size), got {shape_str(hx)}")
         return hx if batched else hx.unsqueeze(1)
 
     def forward(self, input, hx: Tensor | None = None, lengths=None):
-        if lengths is None:
+        if torch.compiler.is_compiling():                             # torch.compile / torch.export tracing
+            return self._forward_traced(input, hx, lengths)
+        transformed = _transformed()
+        if lengths is None and not transformed:
             res = self._fast_call("forward", input, hx)
             if res is not None:
                 return res
@@ -280,10 +280,10 @@ class GRU(nn.Module):
             batched = True
         else:
             x = input
-            _check_float(x, "input", self._parameters.get("weight_ih_l0", None) if self._plain else self.weight_ih_l0)
+            check_float(x, "input", self._parameters.get("weight_ih_l0", None) if self._plain else self.weight_ih_l0)
             if x.ndim not in (2, 3):
                 raise ShapeError(f"input must be 3-D {'(B, T, I)' if s.batch_first else '(T, B, I)'} or "
-                                 f"2-D (T, I) unbatched, got {x.ndim}-D with shape {_shape(x)}")
+                                 f"2-D (T, I) unbatched, got {x.ndim}-D with shape {shape_str(x)}")
             batched = x.ndim == 3
             if not batched:
                 x = x.unsqueeze(1)                                    # (T, 1, I)
@@ -294,7 +294,7 @@ class GRU(nn.Module):
                              f"input_size={s.input_size}")
         T, B = x.shape[0], x.shape[1]
         if T == 0:                                                    # torch: RuntimeError too
-            raise SizeMismatchError(f"input has no time steps (shape {_shape(input if not packed else x)})")
+            raise SizeMismatchError(f"input has no time steps (shape {shape_str(input if not packed else x)})")
         if lengths is not None:
             lengths = self._check_lengths(lengths, B, T)
             if not packed and bool((lengths == T).all()):
@@ -308,11 +308,11 @@ class GRU(nn.Module):
             backend = self._backend_choice.get(key)                   # a backend's support depends on these only
             if backend is None:
                 backend = self._backend_choice[key] = backends.select(self.backend, s, x, self.training)
-            if B == 0:                                                # an empty batch: torch ops, empty results
+            if B == 0 or transformed:                                 # an empty batch, or torch.func: torch ops
                 backend = backends.get("reference")
             out, h_n = backend.forward(self, x, hx.contiguous(), lengths)   # (T, B, D*H), (L*D, B, H)
-            backends.record(backend.name)
-            if not torch.is_grad_enabled():
+            backends.record(backend.name, getattr(backend, "kernel", None))
+            if not torch.is_grad_enabled() and not transformed:
                 self._note_fast_path("forward", backend, x)
         if packed:
             order = input.sorted_indices
@@ -327,27 +327,59 @@ class GRU(nn.Module):
             out = out.transpose(0, 1)                                 # (T, B, D*H) -> (B, T, D*H)
         return out, h_n
 
+    def _forward_traced(self, input, hx, lengths):
+        """``forward`` while torch.compile or torch.export traces it: the fused kernels as the operators of
+        :mod:`grukit.nn.ops` (one ``grukit::gru_layer`` per layer and direction, with fake shapes, autograd and
+        vmap rules), so the graph has no break; specs the fused kernels decline (layer_norm, training-mode masks)
+        trace the reference backend's torch ops instead. Plain tensors only (no PackedSequence)."""
+        from .ops import gru_forward_ops
+        s = self.spec
+        if isinstance(input, PackedSequence):
+            raise ShapeError("a PackedSequence cannot be traced by torch.compile/torch.export; pass the padded "
+                             "tensor and lengths=")
+        batched = input.ndim == 3
+        x = input if batched else input.unsqueeze(1)                  # (T, B, I)
+        if batched and s.batch_first:
+            x = x.transpose(0, 1)                                     # (B, T, I) -> (T, B, I)
+        rows = s.num_layers * s.num_directions
+        if hx is None:
+            hx = x.new_zeros(rows, x.shape[1], s.hidden_size)         # (L*D, B, H)
+        elif not batched:
+            hx = hx.unsqueeze(1)
+        if lengths is not None and not isinstance(lengths, Tensor):
+            lengths = torch.as_tensor(list(lengths), dtype=torch.int64)
+        fused = backends.get("fused_cpu") if "fused_cpu" in backends.available() else None
+        if fused is not None and fused.supports(s, x, self.training) is None:
+            out, h_n = gru_forward_ops(self, x, hx, lengths)
+            backends.record("fused_cpu", "custom_op")
+        else:
+            out, h_n = backends.get("reference").forward(self, x, hx, lengths)
+            backends.record("reference")
+        if not batched:
+            return out.squeeze(1), h_n.squeeze(1)
+        return (out.transpose(0, 1) if s.batch_first else out), h_n
+
     # Fast paths: a backend may offer, for plain inference calls of forward or step, a function that skips this
     # module's checks and dispatch (``backend.fast_path(which, module, x)``; it returns None for a call it does
     # not take, and the general path runs). Noted by the general path (autograd off) in _backend_choice under
-    # ("fast", which) as (training flag, function or None, backend name), so what clears the choice (a new
-    # backend request, ``.to()``) clears it too, and a new training flag notes it again.
+    # ("fast", which) as a FastPath, so what clears the choice (a new backend request, ``.to()``) clears it too,
+    # and a new training flag notes it again.
     def _fast_call(self, which: str, x, h):
         fast = self._backend_choice.get(("fast", which))
-        if fast is None or fast[1] is None or fast[0] != self.training or torch.is_grad_enabled():
+        if fast is None or fast.call is None or fast.training != self.training or torch.is_grad_enabled():
             return None
-        res = fast[1](self, x, h)
+        res = fast.call(self, x, h)
         if res is not None:
-            backends.record(fast[2])
+            backends.record(fast.backend, "compiled")
         return res
 
     def _note_fast_path(self, which: str, backend, x: Tensor) -> None:
         key = ("fast", which)
         noted = self._backend_choice.get(key)
-        if noted is None or noted[0] != self.training:
+        if noted is None or noted.training != self.training:
             get = getattr(backend, "fast_path", None)
-            self._backend_choice[key] = (self.training, get(which, self, x) if get is not None else None,
-                                         backend.name)
+            self._backend_choice[key] = FastPath(self.training, get(which, self, x) if get is not None else None,
+                                                 backend.name)
 
     def step(self, x_t: Tensor, h: Tensor | None = None, reset: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Advance every layer by one time step, for streaming.
@@ -360,7 +392,8 @@ class GRU(nn.Module):
         Returns ``(y_t, h')``: the top layer's output ``(B, H)`` and the new state ``(L, B, H)``.
         Calling ``step`` over a sequence gives the same outputs as ``forward`` over it.
         """
-        if reset is None:
+        transformed = _transformed()
+        if reset is None and not transformed:
             res = self._fast_call("step", x_t, h)
             if res is not None:
                 return res
@@ -371,9 +404,9 @@ class GRU(nn.Module):
         if self.training and s.recurrent_dropout > 0:
             raise ConfigError("step() in training mode cannot keep recurrent_dropout's per-sequence mask; "
                               "call .eval() for streaming or train with forward()")
-        _check_float(x_t, "x_t", self.weight_ih_l0)
+        check_float(x_t, "x_t", self.weight_ih_l0)
         if x_t.ndim not in (1, 2):
-            raise ShapeError(f"x_t must be (B, I) or (I,) for one time step, got shape {_shape(x_t)}")
+            raise ShapeError(f"x_t must be (B, I) or (I,) for one time step, got shape {shape_str(x_t)}")
         batched = x_t.ndim == 2
         x = x_t if batched else x_t.unsqueeze(0)                      # (B, I)
         if x.shape[-1] != s.input_size:
@@ -383,28 +416,28 @@ class GRU(nn.Module):
         if h is None:
             h = _zero_state((s.num_layers, B, s.hidden_size), x)
         else:
-            _check_float(h, "h", self.weight_ih_l0)
+            check_float(h, "h", self.weight_ih_l0)
             want = (s.num_layers, B, s.hidden_size) if batched else (s.num_layers, s.hidden_size)
             if tuple(h.shape) != want:
                 raise SizeMismatchError(f"h must have shape {want} (num_layers, {'batch, ' if batched else ''}"
-                                 f"hidden_size), got {_shape(h)}")
+                                 f"hidden_size), got {shape_str(h)}")
             if not batched:
                 h = h.unsqueeze(1)
         if reset is not None:
             reset = torch.as_tensor(reset, device=x.device).reshape(-1)
             if reset.dtype != torch.bool or reset.shape[0] != B:
                 raise ShapeError(f"reset must be a bool tensor of shape ({B},), got {reset.dtype} "
-                                 f"{_shape(reset)}")
+                                 f"{shape_str(reset)}")
             h = h.masked_fill(reset[None, :, None], 0.0)
         key = (self.backend, x.dtype, x.device.type, self.training, torch.is_grad_enabled())
         backend = self._backend_choice.get(key)                       # streaming calls this per frame:
         if backend is None:                                          # choose once per (dtype, device, mode)
             backend = self._backend_choice[key] = backends.select_step(self.backend, s, x, self.training)
-        if B == 0:                                                    # an empty batch: torch ops, empty results
+        if B == 0 or transformed:                                     # an empty batch, or torch.func: torch ops
             backend = backends.get("reference")
         h_new = backend.step(self, x, h if h.is_contiguous() else h.contiguous())   # (L, B, H)
-        backends.record(backend.name)
-        if not torch.is_grad_enabled():
+        backends.record(backend.name, getattr(backend, "kernel", None))
+        if not torch.is_grad_enabled() and not transformed:
             self._note_fast_path("step", backend, x)
         if not batched:
             h_new = h_new.squeeze(1)
@@ -429,8 +462,9 @@ class GRUCell(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  reset_after: bool = True, layer_norm: bool = False, zoneout: float = 0.0) -> None:
         super().__init__()
+        bias = bool(bias)                                             # torch's GRUCell takes any truthy bias
         self.spec = GRUSpec(input_size, hidden_size, 1, bias, reset_after=reset_after,
-                            layer_norm=layer_norm, zoneout=float(zoneout))
+                            layer_norm=layer_norm, zoneout=_prob(zoneout))
         kw = {"device": device, "dtype": dtype}
         H = hidden_size
         self.weight_ih = nn.Parameter(torch.empty(3 * H, input_size, **kw))
@@ -476,9 +510,9 @@ class GRUCell(nn.Module):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         s = self.spec
-        _check_float(input, "input", self.weight_ih)
+        check_float(input, "input", self.weight_ih)
         if input.ndim not in (1, 2):
-            raise ShapeError(f"GRUCell input must be (B, I) or (I,), got shape {_shape(input)}")
+            raise ShapeError(f"GRUCell input must be (B, I) or (I,), got shape {shape_str(input)}")
         batched = input.ndim == 2
         x = input if batched else input.unsqueeze(0)                # (B, I)
         if x.shape[-1] != s.input_size:
@@ -487,10 +521,10 @@ class GRUCell(nn.Module):
         if hx is None:
             h = torch.zeros(x.shape[0], s.hidden_size, dtype=x.dtype, device=x.device)
         else:
-            _check_float(hx, "hx", self.weight_ih)
+            check_float(hx, "hx", self.weight_ih)
             want = (x.shape[0], s.hidden_size) if batched else (s.hidden_size,)
             if tuple(hx.shape) != want:
-                raise SizeMismatchError(f"hx must have shape {want}, got {_shape(hx)}")
+                raise SizeMismatchError(f"hx must have shape {want}, got {shape_str(hx)}")
             h = hx if batched else hx.unsqueeze(0)
         p = LayerParams(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                         getattr(self, "layer_norm_ih_weight", None), getattr(self, "layer_norm_ih_bias", None),

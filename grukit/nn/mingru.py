@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError, ShapeError
 from . import equations as eq
 from .backends.scan import parallel_scan_log, sequential_scan_log
-from .gru import _check_float, _shape
+from .checks import check_float, shape_str
 
 __all__ = ["MinGRU"]
 
@@ -80,9 +80,9 @@ class MinGRU(nn.Module):
 
     def forward(self, input: Tensor, hx: Tensor | None = None, lengths=None) -> tuple[Tensor, Tensor]:
         w0 = self.weight_l0
-        _check_float(input, "input", w0)
+        check_float(input, "input", w0)
         if input.ndim not in (2, 3):
-            raise ShapeError(f"input must be 3-D or 2-D (T, I) unbatched, got shape {_shape(input)}")
+            raise ShapeError(f"input must be 3-D or 2-D (T, I) unbatched, got shape {shape_str(input)}")
         batched = input.ndim == 3
         x = input if batched else input.unsqueeze(1)
         if batched and self.batch_first:
@@ -95,10 +95,10 @@ class MinGRU(nn.Module):
         if hx is None:
             hx = x.new_zeros(L, B, H)
         else:
-            _check_float(hx, "hx", w0)
+            check_float(hx, "hx", w0)
             want = (L, B, H) if batched else (L, H)
             if tuple(hx.shape) != want:
-                raise ShapeError(f"hx must have shape {want}, got {_shape(hx)}")
+                raise ShapeError(f"hx must have shape {want}, got {shape_str(hx)}")
             hx = hx if batched else hx.unsqueeze(1)
         mask = None
         if lengths is not None:
@@ -129,11 +129,11 @@ class MinGRU(nn.Module):
 
     def step(self, x_t: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One step for streaming: ``x_t`` ``(B, I)`` or ``(I,)``, ``h`` ``(L, B, H)``; returns ``(y_t, h')``."""
-        _check_float(x_t, "x_t", self.weight_l0)
+        check_float(x_t, "x_t", self.weight_l0)
         batched = x_t.ndim == 2
         x = x_t if batched else x_t.unsqueeze(0)
         if x.ndim != 2 or x.shape[-1] != self.input_size:
-            raise ShapeError(f"x_t must be (B, {self.input_size}) or ({self.input_size},), got {_shape(x_t)}")
+            raise ShapeError(f"x_t must be (B, {self.input_size}) or ({self.input_size},), got {shape_str(x_t)}")
         if h is None:
             h = x.new_zeros(self.num_layers, x.shape[0], self.hidden_size)
         elif not batched:

@@ -45,7 +45,7 @@ register("music", config="grukit.tasks.music_config:MusicConfig", module="grukit
               "use it with `grukit generate`",
          examples=["grukit train music --data ../shared/data/polyphonic_mat/JSB_Chorales.mat",
                    "grukit train music --data midi/ --quantize beats --frames-per-beat 4 --output nade",
-                   "grukit generate runs/music --prompt data:0 --length 30s --temperature 0.9 --seed 1"])
+                   "grukit generate runs/music --prompt data:0 --seconds 30 --temperature 0.9 --seed 1"])
 register("speech", config="grukit.tasks.speech_config:SpeechConfig", module="grukit.tasks.speech",
          help="speech recognition: conv front end, GRU stack, CTC (manifest of path,transcript or an "
               "FSDD-style word folder built into digit strings); use it with `grukit transcribe`",

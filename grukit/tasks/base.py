@@ -12,10 +12,13 @@ supplies small hooks and never copies the loop::
 
 Hooks (override what you need):
 
-``build_encoder()``
-    The encoder module; default ``grukit.nn.GRU(meta["input_size"], ...)`` from the config, batch_first.
+``build_encoder(input_size=None)``
+    THE GRU-from-config builder: ``grukit.nn.GRU(input_size or meta["input_size"], ...)`` with every engine option
+    of the config, batch_first. A task with a front end (embedding, convolutions) builds that first and calls
+    ``super().build_encoder(its output size)``.
 ``build_head()``
-    The output module (``grukit.tasks.heads``: regression, classification, tied LM, multi-label, CTC).
+    The output module (``grukit.tasks.heads``: regression, classification, tied LM, CTC; music's
+    Bernoulli and NADE heads live in ``grukit.tasks.music``).
 ``build_metrics()``
     A ``torchmetrics.MetricCollection`` (or None). Cloned with ``val_``/``test_`` prefixes and logged per epoch.
 ``batch_to_inputs(batch)``
@@ -38,9 +41,9 @@ state returned by ``encode`` is then detached and fed to the next batch of the s
 zeros at each epoch start and whenever the batch size changes. Override ``detach_state`` for non-tensor states.
 
 Examples of plugging in: language modelling = embedding in ``encode``, ``heads.TiedLMHead``, cross-entropy
-``loss``, ``carry_state = True``; music = ``heads.MultiLabelHead`` with ``BCEWithLogits`` loss summed over 88
+``loss``, ``carry_state = True``; music = ``music.BernoulliHead`` with ``BCEWithLogits`` loss summed over 88
 keys; speech = ``heads.CTCHead`` and ``loss`` calling ``F.ctc_loss`` with ``inputs["lengths"]`` and
-``inputs["target_lengths"]``, ``decode`` doing greedy CTC decoding.
+``inputs["target_lengths"]``, ``decode`` returning the posteriors that ``infer`` averages.
 
 Checkpoints carry ``checkpoint["grukit"] = {"version", "task", "config", "meta"}`` (plain JSON values, so
 ``torch.load(weights_only=True)`` reads them); loading a checkpoint of another task raises ConfigError.
@@ -55,6 +58,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..errors import ConfigError
+from ..io import atomic_write
 from ..nn import GRU
 
 __all__ = ["SequenceTask", "infer", "combine", "write_predictions"]
@@ -85,9 +89,10 @@ class SequenceTask(L.LightningModule):
         c = self.config
         return c.hidden_size * (2 if c.bidirectional else 1)
 
-    def build_encoder(self) -> nn.Module:
+    def build_encoder(self, input_size: int | None = None) -> nn.Module:
         c = self.config
-        return GRU(int(self.meta["input_size"]), c.hidden_size, c.num_layers, batch_first=True,
+        size = int(self.meta["input_size"] if input_size is None else input_size)
+        return GRU(size, c.hidden_size, c.num_layers, batch_first=True,
                    dropout=c.dropout if c.num_layers > 1 else 0.0, bidirectional=c.bidirectional,
                    reset_after=c.reset_after, layer_norm=c.layer_norm, recurrent_dropout=c.recurrent_dropout,
                    zoneout=c.zoneout, backend=c.backend, deterministic=c.deterministic)
@@ -187,23 +192,55 @@ class SequenceTask(L.LightningModule):
     def on_predict_epoch_start(self) -> None:
         self._states.pop("predict", None)
 
-    # ------------------------------------------------------------------ optimiser
+    # ------------------------------------------------------------------ optimiser, time budget
     def configure_optimizers(self):
+        """THE optimiser builder: AdamW (or SGD where the config has ``optimizer="sgd"``) with ``lr`` and
+        ``weight_decay``; schedule ``plateau`` (factor ``lr_decay``, default 0.5; patience ``lr_patience``,
+        default ``max(1, patience // 3)``), ``cosine`` over ``max_epochs``, or none."""
         c = self.config
-        opt = torch.optim.AdamW(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        if getattr(c, "optimizer", "adam") == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        else:
+            opt = torch.optim.AdamW(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         if c.lr_schedule == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5,
-                                                               patience=max(1, c.patience // 3))
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, factor=getattr(c, "lr_decay", 0.5), patience=getattr(c, "lr_patience", max(1, c.patience // 3)))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
         if c.lr_schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, c.max_epochs))
             return {"optimizer": opt, "lr_scheduler": sched}
         return opt
 
+    def configure_callbacks(self):
+        """THE time budget of every task: ``max_minutes`` > 0 stops training after the step that spends it
+        (Lightning's Timer; its elapsed time is saved in checkpoints, so a resumed run keeps counting)."""
+        minutes = float(getattr(self.config, "max_minutes", 0.0) or 0.0)
+        if minutes > 0:
+            from datetime import timedelta
+
+            from lightning.pytorch.callbacks import Timer
+            return [Timer(duration=timedelta(minutes=minutes), interval="step", verbose=False)]
+        return []
+
     @property
     def monitor(self) -> str:
         """The metric early stopping, the LR schedule and the best checkpoint follow."""
         return "val_loss" if self.meta.get("has_val", True) else "train_loss"
+
+    def on_fit_start(self) -> None:
+        """Say so when there is no validation data: early stopping, the plateau schedule and the best
+        checkpoint then follow the training loss (a stated choice, never a silent switch)."""
+        c = self.config
+        follows = [what for what, on in (("early stopping", c.patience > 0), ("the learning-rate schedule",
+                                                                            c.lr_schedule == "plateau"))
+                   if on]
+        if self.monitor == "train_loss" and follows and self.trainer.is_global_zero:
+            import warnings
+            warnings.warn(f"no validation data (val_fraction={getattr(c, 'val_fraction', 0)}): "
+                          f"{' and '.join(follows)} and the best checkpoint follow the TRAINING loss, which keeps "
+                          "falling as the model overfits; give validation data (--val-fraction > 0 or --valid-data "
+                          "where the task has it), or pass --patience 0 to train for all --max-epochs",
+                          stacklevel=2)
 
     # ------------------------------------------------------------------ checkpoints
     def grukit_info(self) -> dict[str, Any]:
@@ -275,5 +312,4 @@ def infer(models, batches, *, rule: str | None = None) -> list:
 def write_predictions(frame, path):
     """THE writer of a task's ``predictions.csv`` (any CSV of predictions): a pandas frame written atomically
     without its index. Returns the path."""
-    from ..runs import atomic_write
     return atomic_write(path, frame.to_csv(index=False))

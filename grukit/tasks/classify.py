@@ -1,14 +1,28 @@
-"""Sequence classification: a (bi)GRU over variable-length sequences, pooled, then a small MLP.
+"""Sequence classification: a GRU-FCN hybrid over variable-length multivariate sequences.
 
 Inputs: ``.npz`` with ``X`` (N, T, F) (or (N, T)), optional ``lengths`` (N,) and ``y`` (N,); a long-format CSV
 (``id_col``, ``time_col``, feature columns..., ``label_col``); a ``.ts`` file (sktime/aeon); a built-in set; or
 audio (a folder of ``label_speaker_index.wav`` files or class sub-folders, or a path,label manifest), read as
-log-mel frames by :func:`grukit.data.audio.labelled_features`.
-Sequences keep their own lengths: padding goes to the GRU with ``lengths``, so it never enters a state, and
-pooling masks it. Metrics: accuracy and macro-F1 (torchmetrics), confusion-matrix PNG.
+log-mel frames by :func:`grukit.data.audio.labelled_features`. The readers live in
+:mod:`grukit.data.sequences`.
+
+The model (defaults chosen to hold up on UCR/UEA data it was not tuned on; see :class:`ClassifyConfig`)::
+
+    x (B, T, F) z-normalised ──pool_time (series longer than conv_steps)──> (B, T', F)
+        ├── FCNBranch: Conv1d 8/5/3 + BatchNorm + ReLU, mean over valid steps ──> (B, C)
+        └── PatchEmbed (strided conv to at most gru_steps) ──> GRU ──> Pooling ──> (B, D*H)
+    concat ──> ClassificationHead ──> (B, K) logits
+
+Sequences keep their own lengths: padding is zeroed before every convolution and goes to the GRU with
+``lengths``, so it never enters a state, and pooling masks it. Metrics: accuracy and macro-F1 (torchmetrics),
+confusion-matrix PNG, and MiniRocket / 1-NN DTW / majority-class baselines on the same split.
+
+The one inference entry point is :func:`classify_sequences` (CLI evaluate/predict and serving call it).
 """
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +32,21 @@ import torch.nn.functional as F
 
 from ..config import ClassifyConfig
 from ..data import audio, builtin
+from ..data.augment import augment
 from ..data.batching import DictDataset, Prepared, loader
-from ..data.timeseries import numeric, read_table, require_columns
-from ..errors import DataError
-from .base import SequenceTask
+from ..data.sequences import check_features, normalise_series, read_labelled, stratified_split
+from ..errors import DataError, ShapeError
+from ..nn import GRU
+from .base import SequenceTask, infer
+from .conv import FCNBranch, PatchEmbed, pool_time, strides
 from .heads import ClassificationHead, Pooling
 
-__all__ = ["ClassifyTask", "prepare", "evaluate", "predict", "read_sequences"]
+__all__ = ["ClassifyTask", "prepare", "evaluate", "predict", "read_sequences", "classify_sequences",
+           "resolve_schedule"]
+
+VAL_MIN_SERIES = 500        # schedule=auto: a validation split from this many training series on
+MIN_BATCHES = 40            # schedule=auto: small training sets are repeated so an epoch has this many batches
+SMALL_ENSEMBLE = (300, 5)   # schedule=auto with ensemble=0: 5 members below 300 training series
 
 
 # ====================================================================== data
@@ -37,183 +59,112 @@ def read_sequences(data: str, cfg: ClassifyConfig, split: str = "train", need_la
     if not p.exists() and builtin.is_builtin(data):
         seqs, y = builtin.get(data, "classify").loader(split)
         return seqs, y, data
-    if not p.exists():
-        if p.suffix == "":
-            builtin.get(data, "classify")
-        raise DataError("file not found", path=p)
-    if p.stat().st_size == 0:
-        raise DataError("the file is empty", path=p)
-    suffix = p.suffix.lower()
-    if suffix == ".npz":
-        seqs, y = _read_npz(p, need_labels)
-    elif suffix == ".ts":
-        seqs, y = _read_ts(p)
-    elif suffix in (".csv", ".parquet", ".pq"):
-        seqs, y = _read_long(p, cfg, need_labels)
-    else:
-        raise DataError(f"unknown file type {suffix!r}; expected .npz, .csv, .parquet or .ts", path=p)
-    if need_labels and y is None:
-        raise DataError("no labels; expected y (npz) or the label column (CSV)", path=p)
+    if not p.exists() and p.suffix == "":
+        builtin.get(data, "classify")            # unknown name: the error lists the built-in sets
+    seqs, y = read_labelled(p, need_labels, cfg.id_col, cfg.time_col, cfg.label_col)
     return seqs, y, str(p)
 
 
-def _read_npz(p: Path, need_labels: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
-    try:
-        z = np.load(p, allow_pickle=False)
-        files = set(z.files)
-    except ValueError as e:
-        raise DataError(f"cannot be read without unpickling ({e}); store X as a padded float array "
-                        "(N, T, F) with a lengths array", path=p) from None
-    except Exception as e:  # noqa: BLE001 - zip/format errors
-        raise DataError(f"not a readable .npz file: {e}", path=p) from None
-    if "X" not in files:
-        from ..config import nearest
-        raise DataError(f"no array 'X'{nearest('X', files)}; expected X (N, T, F), y (N,) and optionally "
-                        f"lengths (N,); found {', '.join(sorted(files)) or 'nothing'}", path=p)
-    try:
-        X = np.asarray(z["X"])
-    except ValueError as e:
-        raise DataError(f"array X cannot be loaded without unpickling ({e}); store it padded (N, T, F) with "
-                        "lengths", path=p) from None
-    if X.ndim == 2:
-        X = X[:, :, None]                                                   # (N, T) -> (N, T, 1)
-    if X.ndim != 3 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise DataError(f"X has shape {X.shape}; expected (N, T, F) with N, T >= 1", path=p, column="X")
-    if not np.issubdtype(X.dtype, np.number):
-        raise DataError(f"X has dtype {X.dtype}; expected numbers", path=p, column="X")
-    N, T, _ = X.shape
-    if "lengths" in files:
-        lengths = np.asarray(z["lengths"])
-        if lengths.shape != (N,):
-            raise DataError(f"inconsistent sequence lengths: lengths has shape {lengths.shape} but X holds {N} "
-                            f"sequences; expected shape ({N},)", path=p, column="lengths")
-        if not np.issubdtype(lengths.dtype, np.integer) or lengths.min() < 1 or lengths.max() > T:
-            bad = int(np.flatnonzero((lengths < 1) | (lengths > T))[0]) if np.issubdtype(
-                lengths.dtype, np.number) and ((lengths < 1) | (lengths > T)).any() else 0
-            raise DataError(f"inconsistent sequence lengths: lengths[{bad}] = {lengths[bad]}; expected integers "
-                            f"in [1, {T}] (the padded length of X)", path=p, column="lengths")
-    else:
-        lengths = np.full(N, T)
-    seqs = []
-    for i in range(N):
-        s = X[i, : int(lengths[i])].astype(np.float32)
-        bad = ~np.isfinite(s)
-        if bad.any():
-            t, f = np.argwhere(bad)[0]
-            raise DataError(f"non-finite value in X[{i}, {t}, {f}] (sequence {i}, step {t}, feature {f}); "
-                            "expected finite numbers (impute or shorten via lengths)", path=p, column="X")
-        seqs.append(s)
-    y = None
-    if "y" in files:
-        y = np.asarray(z["y"]).astype(str).reshape(-1)
-        if len(y) != N:
-            raise DataError(f"y has {len(y)} labels but X holds {N} sequences; expected one label per sequence",
-                            path=p, column="y")
-    elif need_labels:
-        raise DataError("no array 'y' (labels); expected y (N,)", path=p)
-    return seqs, y
-
-
-def _read_ts(p: Path) -> tuple[list[np.ndarray], np.ndarray]:
-    from aeon.datasets import load_from_ts_file
-    try:
-        X, y = load_from_ts_file(str(p))
-    except Exception as e:  # noqa: BLE001 - the .ts parser's many errors
-        raise DataError(f"cannot be read as a .ts file: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-                        path=p) from None
-    seqs = [np.asarray(x, dtype=np.float32).T for x in X]                   # (F, T) -> (T, F)
-    for i, s in enumerate(seqs):
-        if not np.isfinite(s).all():
-            raise DataError(f"missing or non-finite value in case {i + 1}; expected finite numbers", path=p)
-    return seqs, np.asarray(y).astype(str)
-
-
-def _read_long(p: Path, cfg: ClassifyConfig, need_labels: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
-    df = read_table(p)
-    has_label = cfg.label_col in df.columns
-    require_columns(df, [cfg.id_col, cfg.time_col] + ([cfg.label_col] if need_labels else []), p)
-    feats = [c for c in df.columns if c not in (cfg.id_col, cfg.time_col, cfg.label_col)]
-    if not feats:
-        raise DataError(f"no feature columns besides {cfg.id_col!r}, {cfg.time_col!r} and {cfg.label_col!r}",
-                        path=p)
-    values = np.stack([numeric(df, c, p) for c in feats], 1)                 # (rows, F)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise DataError("missing or infinite feature value; expected finite numbers", path=p, line=int(r) + 2,
-                        column=feats[c])
-    t = numeric(df, cfg.time_col, p)
-    seqs, labels = [], []
-    for sid, idx in df.groupby(cfg.id_col, sort=False).indices.items():
-        idx = idx[np.argsort(t[idx], kind="stable")]
-        seqs.append(values[idx].astype(np.float32))
-        if has_label:
-            lab = df[cfg.label_col].iloc[idx].astype(str)
-            if lab.nunique() > 1:
-                r = int(idx[np.flatnonzero(lab.to_numpy() != lab.iloc[0])[0]])
-                raise DataError(f"sequence {sid!r} has more than one label ({', '.join(lab.unique()[:3])}); "
-                                "expected one label per sequence", path=p, line=r + 2, column=cfg.label_col)
-            labels.append(lab.iloc[0])
-    return seqs, (np.asarray(labels) if has_label else None)
-
-
-def _check_features(seqs: list[np.ndarray], F_: int | None, name: str) -> int:
-    widths = {s.shape[1] for s in seqs}
-    if len(widths) > 1 or (F_ is not None and widths != {F_}):
-        want = F_ if F_ is not None else min(widths)
-        bad = next(i for i, s in enumerate(seqs) if s.shape[1] != want)
-        raise DataError(f"sequence {bad} has {seqs[bad].shape[1]} features; expected {want} like the "
-                        f"{'training data' if F_ is not None else 'others'}", path=name)
-    return widths.pop()
+def normalisation(cfg: ClassifyConfig, n_feat: int) -> str:
+    """The scaling ``normalize`` stands for: auto is per-series for one feature, per-feature for several."""
+    if cfg.normalize == "auto":
+        return "series" if n_feat == 1 else "feature"
+    return cfg.normalize
 
 
 def _normalise(seqs, meta):
+    kind = meta.get("normalize", "feature")
+    if kind == "series":
+        return [normalise_series(s) for s in seqs]
+    if kind == "none":
+        return [np.asarray(s, np.float32) for s in seqs]
     mean, std = np.asarray(meta["feature_mean"], np.float32), np.asarray(meta["feature_std"], np.float32)
-    return [(s - mean) / std for s in seqs]
+    return [((s - mean) / std).astype(np.float32) for s in seqs]
 
 
 def _dataset(seqs, y_idx):
     return DictDataset(x=seqs, lengths=np.array([len(s) for s in seqs]), y=np.asarray(y_idx, dtype=np.int64))
 
 
+def resolve_schedule(cfg: ClassifyConfig, n: int) -> dict:
+    """Fill in the training schedule for ``n`` labelled series (schedule=auto) and say why; changes ``cfg``
+    in place (so the run's config.yaml records the values used) and returns the choices for meta.json."""
+    if cfg.schedule == "manual":
+        cfg.ensemble = cfg.ensemble or 1
+        return {"rule": "manual", "val_fraction": cfg.val_fraction, "max_epochs": cfg.max_epochs,
+                "patience": cfg.patience, "ensemble": cfg.ensemble}
+    use_val = n >= VAL_MIN_SERIES and cfg.val_fraction > 0
+    if not use_val:
+        cfg.val_fraction = 0.0
+        cfg.patience = 0                        # a fixed budget: nothing to stop early on
+    n_fit = n - int(round(cfg.val_fraction * n))
+    repeat = max(1, MIN_BATCHES // max(1, math.ceil(n_fit / cfg.batch_size)))   # fewer, longer epochs: less
+    batches = max(1, math.ceil(n_fit * repeat / cfg.batch_size))               # per-epoch overhead
+    cfg.max_epochs = max(1, min(cfg.max_epochs, math.ceil(cfg.train_steps / batches)))
+    if cfg.ensemble == 0:
+        cfg.ensemble = SMALL_ENSEMBLE[1] if n < SMALL_ENSEMBLE[0] else 1
+    why = (f"{n} series >= {VAL_MIN_SERIES}: stratified validation split, early stopping on val_loss" if use_val
+           else f"{n} series < {VAL_MIN_SERIES}: no validation split, fixed budget, the weights with the "
+                "lowest training loss are kept")
+    return {"rule": why, "val_fraction": cfg.val_fraction, "max_epochs": cfg.max_epochs, "patience": cfg.patience,
+            "ensemble": cfg.ensemble, "batches_per_epoch": batches, "repeat": repeat}
+
+
 def prepare(cfg: ClassifyConfig) -> Prepared:
     seqs, y, name = read_sequences(cfg.data, cfg, "train")
-    n_feat = _check_features(seqs, None, name)
+    n_feat = check_features(seqs, None, name)
     classes = sorted(set(y.tolist()), key=lambda c: (len(c), c) if c.isdigit() else (0, c))
     if len(classes) < 2:
         raise DataError(f"only one class ({classes[0]!r}); classification needs at least two", path=name)
     idx = {c: i for i, c in enumerate(classes)}
     y_idx = np.array([idx[c] for c in y])
-    rng = np.random.default_rng(cfg.seed)
-    val = []
-    if cfg.val_fraction > 0:                                              # stratified hold-out
-        for k in range(len(classes)):
-            members = rng.permutation(np.flatnonzero(y_idx == k))
-            val += members[: int(round(cfg.val_fraction * len(members)))].tolist()
-    val_set = set(val)
-    train = [i for i in range(len(seqs)) if i not in val_set]
+    schedule = resolve_schedule(cfg, len(seqs))
+    train, val = stratified_split(y_idx, cfg.val_fraction, cfg.seed)
+    kind = normalisation(cfg, n_feat)
     cat = np.concatenate([seqs[i] for i in train])
-    meta = {"input_size": n_feat, "classes": classes, "data_name": name, "has_val": bool(val),
-            "feature_mean": (cat.mean(0) if cfg.normalize else np.zeros(n_feat)).tolist(),
-            "feature_std": (np.where(cat.std(0) > 1e-8, cat.std(0), 1) if cfg.normalize else np.ones(n_feat)).tolist(),
-            "n_train": len(train), "n_val": len(val), "max_length": int(max(len(s) for s in seqs))}
+    std = np.where(cat.std(0) > 1e-8, cat.std(0), 1)
+    max_length = int(max(len(s) for s in seqs))
+    s, r = strides(max_length, cfg.conv_steps, cfg.gru_steps)
+    meta = {"input_size": n_feat, "classes": classes, "data_name": name, "has_val": bool(len(val)),
+            "normalize": kind, "feature_mean": cat.mean(0).tolist(), "feature_std": std.tolist(),
+            "n_train": len(train), "n_val": len(val), "max_length": max_length, "pool_stride": s,
+            "patch_stride": r, "schedule": schedule,
+            "class_counts": np.bincount(y_idx[train], minlength=len(classes)).tolist()}
     norm = _normalise(seqs, meta)
-    tr = _dataset([norm[i] for i in train], y_idx[train])
-    va = _dataset([norm[i] for i in val], y_idx[val]) if val else None
+    fit_idx = np.tile(train, int(schedule.get("repeat", 1)))          # small sets: each epoch sees them r times
+    tr = _dataset([norm[i] for i in fit_idx], y_idx[fit_idx])
+    va = _dataset([norm[i] for i in val], y_idx[val]) if len(val) else None
     return Prepared(loader(tr, cfg.batch_size, True, cfg.num_workers, cfg.seed),
                     loader(va, cfg.batch_size, False, cfg.num_workers) if va else None, meta)
 
 
 # ====================================================================== model
 class ClassifyTask(SequenceTask):
-    """GRU encoder, :class:`~grukit.tasks.heads.Pooling` over valid steps, MLP classifier."""
+    """GRU-FCN: a fully convolutional branch beside a GRU over patch embeddings, joined by an MLP head
+    (``conv_channels=0, gru_steps=0, conv_steps=0`` gives the plain GRU of earlier versions)."""
 
     task_name = "classify"
+    ensemble_rule = "mean"                     # members' class probabilities are averaged
+
+    def build_encoder(self):
+        c, m = self.config, self.meta
+        self.pool_stride = int(m.get("pool_stride", 1))
+        in_size = int(m["input_size"])
+        self.fcn = FCNBranch(in_size, c.conv_channels) if c.conv_channels > 0 else None
+        self.patch = None
+        if c.gru_steps > 0:
+            self.patch = PatchEmbed(in_size, c.conv_channels or c.hidden_size, int(m.get("patch_stride", 1)))
+            in_size = c.conv_channels or c.hidden_size
+        return GRU(in_size, c.hidden_size, c.num_layers, batch_first=True,
+                   dropout=c.dropout if c.num_layers > 1 else 0.0, bidirectional=c.bidirectional,
+                   reset_after=c.reset_after, layer_norm=c.layer_norm, recurrent_dropout=c.recurrent_dropout,
+                   zoneout=c.zoneout, backend=c.backend, deterministic=c.deterministic)
 
     def build_head(self):
         c = self.config
         self.pool = Pooling(c.pooling, self.encoder_size, c.bidirectional)
-        return ClassificationHead(self.encoder_size, len(self.meta["classes"]), c.head_dropout)
+        size = self.encoder_size + (self.fcn.out_size if self.fcn is not None else 0)
+        return ClassificationHead(size, len(self.meta["classes"]), c.head_dropout)
 
     def build_metrics(self):
         from torchmetrics import Accuracy, F1Score, MetricCollection
@@ -221,8 +172,41 @@ class ClassifyTask(SequenceTask):
         return MetricCollection({"acc": Accuracy("multiclass", num_classes=k),
                                  "f1": F1Score("multiclass", num_classes=k, average="macro")})
 
-    def readout(self, seq, h_n, inputs):
-        return self.head(self.pool(seq, h_n, inputs.get("lengths")))       # (B, K) logits
+    def batch_to_inputs(self, batch):
+        if self.training and self.config.augment:
+            batch = dict(batch, x=augment(batch["x"], batch.get("lengths"), self.config.augment))
+        return batch, batch.get("y")
+
+    def encode(self, inputs, state=None):
+        x, lengths = pool_time(inputs["x"], inputs.get("lengths"), self.pool_stride)   # (B, T', F)
+        fcn = self.fcn(x, lengths) if self.fcn is not None else None                  # (B, C)
+        if self.patch is not None:
+            x, lengths = self.patch(x, lengths)                                        # (B, T'/r, C)
+        seq, h_n = self.encoder(x, state, lengths=lengths)                             # (B, T'', D*H)
+        return seq, (h_n, lengths, fcn)
+
+    def readout(self, seq, encoded, inputs):
+        """``encoded`` is encode()'s (h_n, GRU-step lengths, FCN features); a bare h_n (a streaming session's
+        state) is accepted for a model without front end (conv_channels=0, gru_steps=0)."""
+        if isinstance(encoded, torch.Tensor):
+            encoded = (encoded, inputs.get("lengths"), None)
+        h_n, lengths, fcn = encoded
+        feats = self.pool(seq, h_n, lengths)                                           # (B, D*H)
+        if fcn is not None:
+            feats = torch.cat([feats, fcn], dim=-1)                                    # (B, D*H + C)
+        return self.head(feats)                                                        # (B, K) logits
+
+    def forward(self, inputs, state=None):
+        seq, encoded = self.encode(inputs, state)
+        return self.readout(seq, encoded, inputs), encoded[0]
+
+    @property
+    def streamable(self) -> bool:
+        """Whether frames can be fed one at a time (a serving session): only a unidirectional plain GRU on
+        training-set feature scaling; the convolutional parts and per-series scaling need the whole series."""
+        c = self.config
+        return (self.fcn is None and self.patch is None and self.pool_stride == 1 and not c.bidirectional
+                and self.meta.get("normalize", "feature") in ("feature", "none"))
 
     def loss(self, logits, y, inputs):
         return F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
@@ -235,14 +219,28 @@ Task = ClassifyTask
 
 
 # ====================================================================== use a trained run
-def _probs(models, seqs, meta, batch_size=256) -> np.ndarray:
-    norm = _normalise(seqs, meta)
-    ds = _dataset(norm, np.zeros(len(norm)))
-    out = []
-    with torch.no_grad():
-        for batch in loader(ds, batch_size, False):
-            out.append(np.mean([m.decode(m(batch)[0]).numpy() for m in models], axis=0))
-    return np.concatenate(out)
+def classify_sequences(models, meta: dict, sequences, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (N, K), columns in ``meta["classes"]`` order, for ``sequences``: (T_i, F) float
+    arrays in raw units, any lengths. The one inference entry point (CLI evaluate/predict, estimators,
+    serving); normalises as in training and runs :func:`grukit.tasks.base.infer` (ensembles averaged)."""
+    F_ = int(meta["input_size"])
+    seqs = []
+    for i, s in enumerate(sequences):
+        a = np.asarray(s, dtype=np.float32)
+        if a.ndim == 1 and F_ == 1:
+            a = a[:, None]                                                     # (T,) -> (T, 1)
+        if a.ndim != 2 or a.shape[1] != F_ or a.shape[0] < 1:
+            raise ShapeError(f"sequence {i} has shape {a.shape}; expected (T, {F_}) with T >= 1")
+        if not np.isfinite(a).all():
+            t, f = np.argwhere(~np.isfinite(a))[0]
+            raise ShapeError(f"sequence {i} has a non-finite value at step {t}, feature {f}; expected finite "
+                             "numbers")
+        seqs.append(a)
+    K = len(meta["classes"])
+    if not seqs:
+        return np.zeros((0, K), dtype=np.float32)
+    batches = loader(_dataset(_normalise(seqs, meta), np.zeros(len(seqs))), batch_size, False)
+    return torch.cat(infer(models, batches)).numpy()                           # (N, K)
 
 
 def _eval_data(run, data):
@@ -257,24 +255,36 @@ def _eval_data(run, data):
                     path=cfg.data)
 
 
+def _row(yi, pred, seconds):
+    from sklearn.metrics import accuracy_score, f1_score
+    return {"accuracy": float(accuracy_score(yi, pred)),
+            "macro_F1": float(f1_score(yi, pred, average="macro", zero_division=0)),
+            "n": float(len(yi)), "seconds": round(float(seconds), 2)}
+
+
 def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]]:
-    """Accuracy and macro-F1 on the test data, beside the majority class; confusion-matrix PNG."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+    """Accuracy and macro-F1 on the test data, beside the majority class, MiniRocket and 1-NN DTW fitted on
+    the same training data (``baselines``); seconds = training plus prediction; confusion-matrix PNG."""
+    from sklearn.metrics import confusion_matrix
+
+    from .classify_baselines import fit_predict
     meta = run.meta
     seqs, y, name = _eval_data(run, data)
-    _check_features(seqs, meta["input_size"], name)
+    check_features(seqs, meta["input_size"], name)
     classes = meta["classes"]
     unknown = sorted(set(y.tolist()) - set(classes))
     if unknown:
         raise DataError(f"labels {unknown[:5]} were not seen in training; expected one of {classes}", path=name)
     yi = np.array([classes.index(c) for c in y])
-    pred = _probs(models, seqs, meta).argmax(1)
-    major = np.full_like(yi, int(np.argmax(np.bincount(yi, minlength=len(classes)))))
-    table = {"grukit": {"accuracy": float(accuracy_score(yi, pred)),
-                        "macro_F1": float(f1_score(yi, pred, average="macro")), "n": float(len(yi))},
-             "majority_class": {"accuracy": float(accuracy_score(yi, major)),
-                                "macro_F1": float(f1_score(yi, major, average="macro", zero_division=0)),
-                                "n": float(len(yi))}}
+    t0 = time.perf_counter()
+    pred = classify_sequences(models, meta, seqs).argmax(1)
+    grukit_s = float(run.info.get("train_seconds", 0.0) or 0.0) + time.perf_counter() - t0
+    table = {"grukit": _row(yi, pred, grukit_s)}
+    train_seqs, train_y, _ = read_sequences(run.config.data, run.config, "train")
+    for row, (p, sec) in fit_predict(tuple(run.config.baselines), train_seqs, np.asarray(train_y), seqs,
+                                     run.config.seed).items():
+        p_idx = np.array([classes.index(c) if c in classes else -1 for c in np.asarray(p).astype(str)])
+        table[row] = _row(yi, p_idx, sec)
     from ..plots import confusion_matrix_plot
     confusion_matrix_plot(confusion_matrix(yi, pred, labels=range(len(classes))), classes,
                           run.path / "plots" / "confusion_matrix.png", title=f"{Path(name).name}: "
@@ -286,8 +296,8 @@ def predict(run, models, data: str | None, out: str | Path | None = None) -> lis
     """Predicted label and class probabilities per sequence, as CSV."""
     from ..runs import atomic_write
     seqs, y, name = read_sequences(data or run.config.data, run.config, "test", need_labels=False)
-    _check_features(seqs, run.meta["input_size"], name)
-    probs = _probs(models, seqs, run.meta)
+    check_features(seqs, run.meta["input_size"], name)
+    probs = classify_sequences(models, run.meta, seqs)
     classes = run.meta["classes"]
     frame = pd.DataFrame({"sequence": np.arange(len(seqs)), "length": [len(s) for s in seqs],
                           "predicted": [classes[i] for i in probs.argmax(1)]})

@@ -238,11 +238,15 @@ class _LookbackView:
     def predict_step(self, batch, batch_idx):
         L, C = batch["window"].shape[1], batch["window"].shape[2]
         cut = max(0, L - self.lookback)
-        mask = batch["mask"].clone()
-        mask[:, :cut] = 0
-        x = batch["x"].clone()
-        x[:, :, C] = mask                                                          # the mask feature
-        return self.model.predict_step({**batch, "mask": mask, "x": x}, batch_idx)
+        mask, x, window = batch["mask"].clone(), batch["x"].clone(), batch["window"].clone()
+        if cut:                                    # as window_at pads: the oldest kept value, masked out
+            first = torch.argmax((mask[:, cut:] > 0).float(), dim=1) + cut           # (B,) first observed kept
+            fill = window[torch.arange(len(window)), first].unsqueeze(1)              # (B, 1, C)
+            window[:, :cut] = fill
+            x[:, :cut, :C] = window[:, :cut]
+            mask[:, :cut] = 0
+            x[:, :, C] = mask                                                      # the mask feature
+        return self.model.predict_step({**batch, "mask": mask, "x": x, "window": window}, batch_idx)
 
 
 def forecast_series(models: ForecastTask | Sequence[ForecastTask], meta: dict, config: ForecastConfig,
@@ -291,11 +295,11 @@ def forecast_series(models: ForecastTask | Sequence[ForecastTask], meta: dict, c
         if meta["transform"] == "log" and (y <= 0).any() or meta["transform"] == "sqrt" and (y < 0).any():
             raise DataError(f"series {name}: the run's {meta['transform']} transform needs "
                             f"{'positive' if meta['transform'] == 'log' else 'non-negative'} values")
-        season = season_of(y, m, cfg.deseasonalize)
-        if sid in meta["scalers"]:
+        if sid in meta["scalers"]:                                          # a training series: its encoding
             scale = meta["scalers"][sid]
-            season = np.asarray(meta.get("seasons", {}).get(sid, season), dtype=float)
+            season = np.asarray(meta.get("seasons", {}).get(sid, [1.0]), dtype=float)
         else:
+            season = season_of(y, m, cfg.deseasonalize)
             scale = scaler(fwd(y / season[np.arange(len(y)) % len(season)][:, None], meta["transform"]))
         codec = Codec(meta["transform"], scale, season, name)
         z = codec.encode(y)

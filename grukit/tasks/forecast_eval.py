@@ -21,6 +21,7 @@ import pandas as pd
 from ..data.panel import Series, load_panel
 from ..data.timeseries import future_times
 from ..errors import DataError
+from ..io import atomic_write
 from .baselines import fit_baselines
 from .forecast_metrics import owa, series_metrics, summarize
 
@@ -75,6 +76,22 @@ def cases_for(run, data: str | None) -> tuple[list[dict], str]:
     return cases, path
 
 
+def _progress(cfg, n: int):
+    """A stderr progress line for the baselines of many series (shown with ``progress`` and 20+ series)."""
+    if not cfg.progress or n < 20:
+        return None
+    import sys
+    step = max(1, n // 20)
+
+    def show(i: int, total: int) -> None:
+        if i % step == 0 or i == total:
+            sys.stderr.write(f"\rbaselines {', '.join(cfg.baselines)}: {i}/{total} series")
+            if i == total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+    return show
+
+
 def evaluate(run, models: list, data: str | None = None, *, forecast: Callable) -> dict[str, dict[str, float]]:
     """The model and the baselines on the same origins; returns {method: averaged metrics} (see module doc)."""
     cfg, meta = run.config, run.meta
@@ -92,7 +109,7 @@ def evaluate(run, models: list, data: str | None = None, *, forecast: Callable) 
     t0 = time.time()
     for c in range(C):
         base, failures = fit_baselines([cs["history"][:, c] for cs in cases], H, m, list(cfg.baselines),
-                                       level=level, n_jobs=cfg.n_jobs)
+                                       level=level, n_jobs=cfg.n_jobs, progress=_progress(cfg, len(cases)))
         for k, n_bad in failures.items():
             if n_bad:
                 warnings.warn(f"baseline {k} failed on {n_bad} series (naive used there)", stacklevel=2)
@@ -120,7 +137,6 @@ def evaluate(run, models: list, data: str | None = None, *, forecast: Callable) 
 
 
 def _write(run, records: list[dict], cases: list[dict], fcs: list[dict], meta: dict, data: str | None) -> None:
-    from ..runs import atomic_write
     frame = pd.DataFrame.from_records(records)
     name = "series.csv" if data is None else "series-eval.csv"
     atomic_write(run.path / "evaluation" / name, frame.to_csv(index=False))
@@ -157,7 +173,6 @@ def predict(run, models: list, data: str | None, out: str | Path | None = None, 
 
     ``holdout`` > 0 forecasts from ``holdout`` steps before the end instead, so the CSV gets an ``actual``
     column and the PNG the actuals beside the forecast (a back-test of one origin)."""
-    from ..runs import atomic_write
     cfg, meta = run.config, run.meta
     series, _, path = load_panel(data or cfg.data, roles=meta["roles"], duplicates=cfg.duplicates,
                                  allow_future=True)

@@ -1,12 +1,18 @@
-"""Output heads shared by the tasks. Letters: B batch, T time, E encoder features (D*H), C channels."""
+"""Output heads of the tasks: regression, classification, tied and adaptive language-model outputs, CTC,
+direct forecasts, and the piano-roll frame distributions (independent Bernoulli, NADE). Letters: B batch,
+T time, E encoder features (D*H), C channels, P pitches, K NADE units, N frames flattened."""
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["length_mask", "Pooling", "RegressionHead", "ClassificationHead", "MultiLabelHead", "TiedLMHead",
-           "CTCHead", "DirectForecastHead"]
+from ..errors import ConfigError
+
+__all__ = ["length_mask", "Pooling", "RegressionHead", "ClassificationHead", "TiedLMHead", "AdaptiveHead",
+           "CTCHead", "DirectForecastHead", "BernoulliHead", "NADEHead", "draw_notes"]
 
 
 def length_mask(lengths: Tensor | None, T: int, device=None) -> Tensor | None:
@@ -71,13 +77,6 @@ class ClassificationHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
-
-
-class MultiLabelHead(RegressionHead):
-    """Per-step logits of independent Bernoulli outputs (e.g. 88 piano keys); pair with BCEWithLogits."""
-
-    def probabilities(self, logits: Tensor) -> Tensor:
-        return torch.sigmoid(logits)
 
 
 class TiedLMHead(nn.Module):
@@ -146,3 +145,100 @@ class DirectForecastHead(nn.Module):
             base = self.skip(window.transpose(1, 2)).transpose(1, 2)          # (B, lookback, C) -> (B, horizon, C)
             y = y + base.unsqueeze(-1)
         return y
+
+
+class AdaptiveHead(nn.Module):
+    """Dropout, then :class:`torch.nn.AdaptiveLogSoftmaxWithLoss` (ids must be in frequency order, as
+    :class:`~grukit.data.text.Vocab` builds them): the language model's output for large vocabularies."""
+
+    def __init__(self, in_size: int, V: int, cutoffs: tuple[int, ...] = (), dropout: float = 0.0):
+        super().__init__()
+        cuts = [c for c in (cutoffs or (round(V * 0.2), round(V * 0.6))) if 0 < c < V]
+        if not cuts:
+            raise ConfigError(f"softmax=adaptive needs cutoffs inside the vocabulary of {V}; pass --cutoffs or "
+                              "--softmax full")
+        self.drop = nn.Dropout(dropout)
+        self.asm = nn.AdaptiveLogSoftmaxWithLoss(in_size, V, sorted(set(cuts)), div_value=4.0)
+
+    def loss(self, feats: Tensor, y: Tensor) -> Tensor:
+        return self.asm(feats.reshape(-1, feats.shape[-1]), y.reshape(-1)).loss    # (B*T, H), (B*T,)
+
+    def log_prob(self, feats: Tensor) -> Tensor:
+        flat = self.asm.log_prob(feats.reshape(-1, feats.shape[-1]))             # (B*T, V)
+        return flat.view(*feats.shape[:-1], flat.shape[-1])
+
+
+# ---------------------------------------------------------------- piano-roll frames (music)
+def draw_notes(logits: Tensor, temperature: float, generator=None) -> Tensor:
+    """Bernoulli draws from ``sigmoid(logits / temperature)``; temperature 0 keeps the notes with p > 0.5."""
+    if temperature == 0:
+        return (logits > 0).to(logits.dtype)
+    return torch.bernoulli(torch.sigmoid(logits / temperature), generator=generator)
+
+
+class BernoulliHead(nn.Module):
+    """Independent Bernoulli per pitch: logits ``W h_t + b`` (Chung et al. 2014)."""
+
+    def __init__(self, in_size: int, n_pitches: int, dropout: float = 0.0):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.proj = nn.Linear(in_size, n_pitches)
+
+    def forward(self, seq: Tensor, v: Tensor | None = None) -> Tensor:
+        return self.proj(self.drop(seq))                                            # (B, T, P) logits
+
+    def greedy(self, seq: Tensor) -> Tensor:
+        return (self(seq) > 0).float()
+
+    def sample(self, e: Tensor, temperature: float = 1.0, generator=None) -> Tensor:
+        return draw_notes(self.proj(e), temperature, generator)                          # (N, P)
+
+
+class NADEHead(nn.Module):
+    r"""NADE over the pitches of a frame, its biases given by the GRU output (RNN-NADE).
+
+    .. math::
+        a_k = c(h_t) + \sum_{j<k} W_j v_{tj}, \quad
+        p(v_{tk} = 1 | v_{t,<k}, h_t) = \sigma\big(b_k(h_t) + V_k \cdot \sigma(a_k)\big)
+
+    with :math:`b(h) = W_b h + b_b` (P values) and :math:`c(h) = W_c h + b_c` (K values). Under teacher forcing
+    all the :math:`a_k` come from one exclusive cumulative sum over pitches, so training is parallel; sampling
+    takes P sequential steps per frame.
+    """
+
+    def __init__(self, in_size: int, n_pitches: int, hidden: int = 64, dropout: float = 0.0):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.b = nn.Linear(in_size, n_pitches)
+        self.c = nn.Linear(in_size, hidden)
+        self.W = nn.Parameter(torch.randn(n_pitches, hidden) / math.sqrt(hidden))
+        self.V = nn.Parameter(torch.randn(n_pitches, hidden) / math.sqrt(hidden))
+
+    def _logits(self, b: Tensor, c: Tensor, v: Tensor) -> Tensor:
+        contrib = v.unsqueeze(-1) * self.W                                          # (..., P, K)
+        a = c.unsqueeze(-2) + contrib.cumsum(-2) - contrib                          # (..., P, K) exclusive sum
+        return b + (torch.sigmoid(a) * self.V).sum(-1)                              # (..., P)
+
+    def forward(self, seq: Tensor, v: Tensor, block: int = 256) -> Tensor:
+        e = self.drop(seq)
+        b, c = self.b(e), self.c(e)                                                 # (B, T, P), (B, T, K)
+        if torch.is_grad_enabled() or seq.shape[1] <= block:
+            return self._logits(b, c, v)
+        return torch.cat([self._logits(b[:, s:s + block], c[:, s:s + block], v[:, s:s + block])
+                          for s in range(0, seq.shape[1], block)], dim=1)           # bounded memory in eval
+
+    def _autoregress(self, e: Tensor, choose) -> Tensor:
+        b, a = self.b(e), self.c(e)                                                 # (N, P), (N, K)
+        out = torch.zeros_like(b)
+        for k in range(b.shape[-1]):
+            logit = b[:, k] + (torch.sigmoid(a) * self.V[k]).sum(-1)                # (N,)
+            out[:, k] = choose(logit)
+            a = a + out[:, k:k + 1] * self.W[k]                                     # (N, K)
+        return out
+
+    def greedy(self, seq: Tensor) -> Tensor:
+        B, T, _ = seq.shape
+        return self._autoregress(seq.reshape(B * T, -1), lambda z: (z > 0).to(seq.dtype)).view(B, T, -1)
+
+    def sample(self, e: Tensor, temperature: float = 1.0, generator=None) -> Tensor:
+        return self._autoregress(e, lambda z: draw_notes(z, temperature, generator))

@@ -6,19 +6,24 @@ state of the previous one and restart from zeros at each epoch. The loss is the 
 (nats); validation and test report perplexity :math:`e^{\text{loss}}` for words and bits per character
 :math:`\text{loss} / \ln 2` for chars and bytes.
 
-Generation primes the GRU with the prompt in one forward pass, then advances one token at a time with the
-engine's streaming :meth:`grukit.nn.GRU.step` and the carried state, so each new token costs one step, never
-a re-run of the prompt. Python API::
+The inference entry points, for the CLI, the server and Python alike: :func:`score` (mean NLL per text,
+through :func:`~grukit.tasks.base.infer`) and :func:`generate`, which primes the GRU with all prompts in one
+batched forward pass, then advances every prompt by one token per batched :meth:`grukit.nn.GRU.step` from the
+carried state, so each new token costs one step, never a re-run of the prompt. Python API::
 
-    from grukit.tasks.language import generate_text
-    text = generate_text("runs/lm", prompt="ROMEO:", length=300, temperature=0.8, seed=1)
+    from grukit.runs import open_run
+    from grukit.tasks import language
+    run = open_run("runs/lm")
+    language.score(run.models(), run.meta, ["to be or not to be"])            # [nats per token]
+    for pieces in language.generate(run.models(), run.meta, ["ROMEO:", "JULIET:"], 300, 0.8, seed=1):
+        ...                                                                    # one text piece per prompt
+    text = language.generate_text(run, prompt="ROMEO:", length=300, temperature=0.8, seed=1)
 """
 from __future__ import annotations
 
 import math
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -28,13 +33,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..data.batching import Prepared
-from ..data.text import (EOS, StreamBatches, Vocab, encode_file, find_splits, read_bytes, read_text, streams,
-                         tokenize)
+from ..data.batching import Prepared, RankStreams
+from ..data.text import EOS, StreamBatches, Vocab, encode_file, split_ids, streams, tokenize
 from ..errors import ConfigError, DataError
-from ..nn import GRU
 from .base import SequenceTask, infer, write_predictions
-from .heads import RegressionHead, TiedLMHead
+from .heads import AdaptiveHead, RegressionHead, TiedLMHead
 from .language_config import LMConfig
 
 __all__ = ["LMTask", "Task", "prepare", "evaluate", "predict", "score", "generate", "generate_run",
@@ -44,86 +47,12 @@ LN2 = math.log(2.0)
 
 
 # ====================================================================== data
-def _tokens_of(path: str, cfg: LMConfig) -> list:
-    if cfg.tokenize == "byte":
-        return list(read_bytes(path))
-    return tokenize(read_text(path, cfg.encoding, cfg.errors), cfg.tokenize)
-
-
-def _split_tokens(cfg: LMConfig) -> tuple[dict[str, list], dict[str, str]]:
-    """Tokens of train / valid / test and where each came from (file path or 'tail of FILE')."""
-    sources: dict[str, str] = {}
-    layout = find_splits(cfg.data) if not cfg.valid_data else None
-    if cfg.valid_data or layout:
-        files = dict(layout or {})
-        files["train"] = files.get("train", cfg.data)
-        if cfg.valid_data:
-            files["valid"] = cfg.valid_data
-        if cfg.test_data:
-            files["test"] = cfg.test_data
-        out = {k: _tokens_of(str(v), cfg) for k, v in files.items()}
-        sources = {k: str(v) for k, v in files.items()}
-        return out, sources
-    toks = _tokens_of(cfg.data, cfg)
-    n = len(toks)
-    t_frac = 0.0 if cfg.test_data else cfg.test_fraction
-    a, b = int(n * (1 - cfg.val_fraction - t_frac)), int(n * (1 - t_frac))
-    out = {"train": toks[:a]}
-    sources["train"] = cfg.data
-    if b > a:
-        out["valid"], sources["valid"] = toks[a:b], f"tail {cfg.val_fraction:g} of {cfg.data}"
-    if cfg.test_data:
-        out["test"], sources["test"] = _tokens_of(cfg.test_data, cfg), cfg.test_data
-    elif n > b:
-        out["test"], sources["test"] = toks[b:], f"tail {t_frac:g} of {cfg.data}"
-    return out, sources
-
-
-def split_ids(cfg: LMConfig, vocab: Vocab | None = None) -> tuple[Vocab, dict[str, np.ndarray], dict[str, str]]:
-    """(vocabulary, ids per split, sources): the vocabulary is built from train unless given."""
-    toks, sources = _split_tokens(cfg)
-    if vocab is None:
-        vocab = Vocab.build(toks["train"], cfg.tokenize, cfg.min_freq, cfg.max_size)
-    return vocab, {k: vocab.encode(v) for k, v in toks.items()}, sources
-
-
 def _eval_streams(ids: np.ndarray, cfg: LMConfig, name: str) -> StreamBatches:
     if len(ids) < 2:
         raise DataError(f"holds {len(ids)} token(s); a language model needs at least 2 (a token and its "
                         "successor) to be evaluated", path=name)
     B = max(1, min(cfg.eval_batch_size, len(ids) // (cfg.bptt + 1)))
     return StreamBatches(streams(ids, B), cfg.bptt)
-
-
-class RankStreams(torch.utils.data.IterableDataset):
-    """The windows of a :class:`StreamBatches`, in order, restricted under DDP to this rank's share of the
-    streams (rank r of W reads streams ``[r*B/W, (r+1)*B/W)``), so every rank carries its state across
-    consecutive windows and the W ranks together see the same global batch as one process. (Lightning's
-    DistributedSampler would hand each rank every W-th *window*, breaking the state carrying; an iterable
-    dataset is left alone.)"""
-
-    def __init__(self, batches: StreamBatches, even: bool = True) -> None:
-        self.batches, self.even = batches, even                        # even: equal shares (training)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def rows(self) -> slice:
-        import torch.distributed as dist
-        B = self.batches.data.shape[0]
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-            return slice(0, B)
-        W, r = dist.get_world_size(), dist.get_rank()
-        if B % W if self.even else B < W:
-            raise ConfigError(f"{B} parallel streams cannot be shared {'evenly ' if self.even else ''}by {W} DDP "
-                              f"processes; use a {'batch_size' if self.even else 'eval_batch_size'} "
-                              f"{'divisible by' if self.even else 'of at least'} {W}")
-        return slice(r * B // W, (r + 1) * B // W)
-
-    def __iter__(self) -> Iterator[dict]:
-        rows = self.rows()
-        for b in self.batches:
-            yield {"x": b["x"][rows], "y": b["y"][rows]}               # (B/W, T) each
 
 
 def _loader(batches: StreamBatches, even: bool = True) -> DataLoader:
@@ -185,27 +114,6 @@ class TokenNLL:
         return _NLL()
 
 
-class AdaptiveHead(nn.Module):
-    """Dropout, then :class:`torch.nn.AdaptiveLogSoftmaxWithLoss` (ids must be in frequency order, as
-    :class:`~grukit.data.text.Vocab` builds them)."""
-
-    def __init__(self, in_size: int, V: int, cutoffs: tuple[int, ...] = (), dropout: float = 0.0):
-        super().__init__()
-        cuts = [c for c in (cutoffs or (round(V * 0.2), round(V * 0.6))) if 0 < c < V]
-        if not cuts:
-            raise ConfigError(f"softmax=adaptive needs cutoffs inside the vocabulary of {V}; pass --cutoffs or "
-                              "--softmax full")
-        self.drop = nn.Dropout(dropout)
-        self.asm = nn.AdaptiveLogSoftmaxWithLoss(in_size, V, sorted(set(cuts)), div_value=4.0)
-
-    def loss(self, feats: Tensor, y: Tensor) -> Tensor:
-        return self.asm(feats.reshape(-1, feats.shape[-1]), y.reshape(-1)).loss    # (B*T, H), (B*T,)
-
-    def log_prob(self, feats: Tensor) -> Tensor:
-        flat = self.asm.log_prob(feats.reshape(-1, feats.shape[-1]))             # (B*T, V)
-        return flat.view(*feats.shape[:-1], flat.shape[-1])
-
-
 class LMTask(SequenceTask):
     """Embedding -> grukit.nn.GRU (any engine option) -> dropout -> decoder (tied to the embedding if asked)."""
 
@@ -221,10 +129,7 @@ class LMTask(SequenceTask):
         self.embedding = nn.Embedding(self.vocab_size, c.embedding_size)
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)              # small logits at start when tied
         self.drop = nn.Dropout(c.dropout)
-        return GRU(c.embedding_size, c.hidden_size, c.num_layers, batch_first=True,
-                   dropout=c.dropout if c.num_layers > 1 else 0.0, reset_after=c.reset_after,
-                   layer_norm=c.layer_norm, recurrent_dropout=c.recurrent_dropout, zoneout=c.zoneout,
-                   backend=c.backend, deterministic=c.deterministic)
+        return super().build_encoder(c.embedding_size)                  # (B, T, E) -> (B, T, H)
 
     def build_head(self) -> nn.Module:
         c = self.config
@@ -279,27 +184,7 @@ class LMTask(SequenceTask):
             return F.cross_entropy(outputs.transpose(1, 2), y, reduction="none")   # (B, V, T) vs (B, T)
         return self.head.log_prob(outputs) if self.adaptive else torch.log_softmax(outputs, -1)   # (B, T, V)
 
-    # ---- training extras: optimiser, wall-clock budget, throughput
-    def configure_optimizers(self):
-        c = self.config
-        if c.optimizer == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        else:
-            opt = torch.optim.AdamW(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        if c.lr_schedule == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=c.lr_decay, patience=c.lr_patience)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
-        if c.lr_schedule == "cosine":
-            return {"optimizer": opt,
-                    "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, c.max_epochs))}
-        return opt
-
-    def configure_callbacks(self):
-        if self.config.max_minutes > 0:
-            from lightning.pytorch.callbacks import Timer
-            return [Timer(duration=timedelta(minutes=self.config.max_minutes), interval="step", verbose=False)]
-        return []
-
+    # ---- training extras: throughput
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         self._tokens, self._t0 = 0, time.perf_counter()
@@ -486,29 +371,42 @@ def _next_scores(members: list[LMTask], ys: list[Tensor]) -> Tensor:
     return torch.stack([torch.log_softmax(m.logits(y), -1) for m, y in zip(members, ys)]).mean(0)
 
 
-def generate(models, meta: dict, prompts: list[str], length: int = 200, temperature: float = 1.0,
-             seed: int | None = None, *, top_k: int = 0, top_p: float = 1.0) -> Iterator[list[str]]:
+def generate(models, meta: dict, prompts: list[str], length: int = 200, temperature: float | list[float] = 1.0,
+             seed: int | list[int] | None = None, *, top_k: int = 0, top_p: float = 1.0) -> Iterator[list[str]]:
     """THE text generation loop: continue every prompt by ``length`` tokens, all prompts together.
 
     Yields, once per step, the list of new text pieces (one per prompt, in order; a piece may be ``""`` while
     a byte model is inside a multi-byte character; the last step's pieces include any flushed tail). The
     prompts prime the GRU state in one batched forward pass; every new token is then ONE batched
-    :meth:`grukit.nn.GRU.step` for all prompts (per ensemble member). ``temperature`` 0 is greedy; ``top_k``
-    / ``top_p`` cut the distribution. Tokens are drawn prompt by prompt from one generator seeded with
-    ``seed``, so the same seed gives the same texts. Options are checked before the first step.
+    :meth:`grukit.nn.GRU.step` for all prompts (per ensemble member). ``temperature`` (one for all prompts or
+    one per prompt) 0 is greedy; ``top_k`` / ``top_p`` cut the distribution. Each prompt draws from its own
+    generator, seeded ``seed + i`` for prompt i (or ``seed[i]`` when a list is given), so a prompt's text
+    depends only on its own seed, never on which prompts share the batch. Options are checked before the
+    first step.
     """
-    _check_sampling(length, temperature, top_k, top_p)
+    temps = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature] * len(prompts)
+    if len(temps) != len(prompts):
+        raise ConfigError(f"{len(temps)} temperatures for {len(prompts)} prompts; give one, or one per prompt")
+    for t in set(temps) or {1.0}:
+        _check_sampling(length, t, top_k, top_p)
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != len(prompts):
+            raise ConfigError(f"{len(seed)} seeds for {len(prompts)} prompts; give one, or one per prompt")
+        seeds = [int(x) for x in seed]
+    else:
+        base = int(seed) if seed is not None else int(torch.seed() % (2 ** 62))
+        seeds = [base + i for i in range(len(prompts))]
     members = _models(models)
     if not members:
         raise ConfigError("generate() needs at least one model")
     vocab = Vocab.from_dict(meta["vocab"])
     rows = [_prompt_ids(p, vocab) for p in prompts]
-    return _generate(members, vocab, rows, length, temperature, top_k, top_p, seed)
+    return _generate(members, vocab, rows, length, temps, top_k, top_p, seeds)
 
 
 @torch.no_grad()
-def _generate(members, vocab: Vocab, rows: list[list[int]], length: int, temperature: float, top_k: int,
-              top_p: float, seed: int | None) -> Iterator[list[str]]:
+def _generate(members, vocab: Vocab, rows: list[list[int]], length: int, temps: list[float], top_k: int,
+              top_p: float, seeds: list[int]) -> Iterator[list[str]]:
     B = len(rows)
     if B == 0 or length == 0:
         return
@@ -516,8 +414,7 @@ def _generate(members, vocab: Vocab, rows: list[list[int]], length: int, tempera
     for m in members:
         m.eval()
     try:
-        gen = torch.Generator()
-        gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % (2 ** 63)))
+        gens = [torch.Generator().manual_seed(s) for s in seeds]             # one per prompt
         P = torch.tensor([len(r) for r in rows])                        # (B,) prompt lengths
         x = torch.zeros(B, int(P.max()), dtype=torch.int64)             # (B, P_max) padded after each prompt
         for b, r in enumerate(rows):
@@ -533,7 +430,7 @@ def _generate(members, vocab: Vocab, rows: list[list[int]], length: int, tempera
         logits = _next_scores(members, ys)                              # (B, V)
         decoders = [vocab.decoder() for _ in range(B)]
         for step in range(length):
-            toks = [_choose(logits[b], temperature, top_k, top_p, gen) for b in range(B)]
+            toks = [_choose(logits[b], temps[b], top_k, top_p, gens[b]) for b in range(B)]
             pieces = [decoders[b]([t]) for b, t in enumerate(toks)]
             if step == length - 1:
                 pieces = [p + decoders[b]([], True) for b, p in enumerate(pieces)]
@@ -614,6 +511,6 @@ def generate_run(run, models, prompt: str = "", length: int = 500, temperature: 
     print(f"[{length} tokens in {dt:.2f} s: {length / dt if dt > 0 else float('nan'):.0f} tokens/s]",
           file=sys.stderr)
     if out:
-        from ..runs import atomic_write
+        from ..io import atomic_write
         return [atomic_write(out, text)]
     return []

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..config import TaskConfig, _choice, opt
+from ..config import TaskConfig, choice, opt
 
 __all__ = ["LMConfig"]
 
@@ -42,14 +42,12 @@ class LMConfig(TaskConfig):
     cutoffs: tuple[int, ...] = opt((), "adaptive softmax cluster boundaries in vocabulary ids (frequency order); "
                                        "empty: 20% and 60% of the vocabulary")
     optimizer: str = opt("adam", "adam (AdamW) or sgd (plain SGD, Zaremba et al.)")
-    lr: float = opt(2e-3, "learning rate")
+    lr: float = opt(2e-3, "learning rate (AdamW or SGD, see optimizer)")
     lr_decay: float = opt(0.5, "factor applied to the learning rate when validation loss stalls")
     lr_patience: int = opt(0, "epochs without validation improvement before the learning rate decays")
     gradient_clip_val: float = opt(1.0, "clip the gradient norm to this value (0 = off)")
     max_epochs: int = opt(20, "upper bound on training epochs")
     patience: int = opt(3, "early stopping: epochs without validation-perplexity improvement")
-    max_minutes: float = opt(0.0, "wall-clock training budget in minutes; training stops, keeps the best "
-                                  "checkpoint and evaluates (0 = none)")
 
     tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune lm` search space
         "hidden_size": [128, 256, 512],
@@ -62,15 +60,15 @@ class LMConfig(TaskConfig):
 
     def problems(self) -> list[str]:
         p = super().problems()
-        _choice(p, "tokenize", self.tokenize, ["char", "word", "byte"])
-        _choice(p, "optimizer", self.optimizer, ["adam", "sgd"])
-        _choice(p, "softmax", self.softmax, ["full", "adaptive"])
+        choice(p, "tokenize", self.tokenize, ["char", "word", "byte"])
+        choice(p, "optimizer", self.optimizer, ["adam", "sgd"])
+        choice(p, "softmax", self.softmax, ["full", "adaptive"])
         if self.softmax == "adaptive" and self.tie_weights:
             p.append("tie_weights=True with softmax=adaptive: the adaptive softmax has its own cluster weights; "
                      "pass --no-tie-weights")
         if list(self.cutoffs) != sorted(set(self.cutoffs)) or any(c < 1 for c in self.cutoffs):
             p.append(f"cutoffs={list(self.cutoffs)}: expected increasing positive vocabulary ids")
-        _choice(p, "errors", self.errors, ["strict", "replace", "ignore"])
+        choice(p, "errors", self.errors, ["strict", "replace", "ignore"])
         if self.bptt < 1 or self.eval_batch_size < 1 or self.embedding_size < 1:
             p.append(f"bptt={self.bptt}, eval_batch_size={self.eval_batch_size}, embedding_size="
                      f"{self.embedding_size}: expected integers >= 1")
@@ -85,8 +83,6 @@ class LMConfig(TaskConfig):
                      "lr_patience >= 0")
         if not 0.0 <= self.weight_drop < 1.0:
             p.append(f"weight_drop={self.weight_drop}: expected a probability in [0, 1)")
-        if self.max_minutes < 0:
-            p.append(f"max_minutes={self.max_minutes}: expected minutes >= 0 (0 = no budget)")
         if self.bidirectional:
             p.append("bidirectional=True: a language model predicts the next token from the past only; "
                      "pass --no-bidirectional")

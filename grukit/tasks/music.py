@@ -15,8 +15,6 @@ note for NADE). Letters: B batch, T frames, P pitches, E GRU features, N frames 
 """
 from __future__ import annotations
 
-import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ from ..data.music import (MusicSource, RollSpec, eval_batches, piece_loader, rea
 from ..errors import ConfigError, DataError
 from ..plots import roll_png
 from .base import SequenceTask, infer, write_predictions
-from .heads import length_mask
+from .heads import BernoulliHead, NADEHead, draw_notes, length_mask
 from .music_config import MusicConfig
 
 __all__ = ["MusicTask", "NADEHead", "BernoulliHead", "frame_nll", "frame_accuracy", "prepare", "evaluate",
@@ -57,123 +55,31 @@ def frame_accuracy(pred: Tensor, v: Tensor, mask: Tensor | None = None) -> tuple
     return float(tp), float(tp + (pred & ~v).sum() + (~pred & v).sum())
 
 
-# ====================================================================== output distributions
-def _draw(logits: Tensor, temperature: float, generator=None) -> Tensor:
-    """Bernoulli draws from ``sigmoid(logits / temperature)``; temperature 0 keeps the notes with p > 0.5."""
-    if temperature == 0:
-        return (logits > 0).to(logits.dtype)
-    return torch.bernoulli(torch.sigmoid(logits / temperature), generator=generator)
-
-
-class BernoulliHead(nn.Module):
-    """Independent Bernoulli per pitch: logits ``W h_t + b`` (Chung et al. 2014)."""
-
-    def __init__(self, in_size: int, n_pitches: int, dropout: float = 0.0):
-        super().__init__()
-        self.drop = nn.Dropout(dropout)
-        self.proj = nn.Linear(in_size, n_pitches)
-
-    def forward(self, seq: Tensor, v: Tensor | None = None) -> Tensor:
-        return self.proj(self.drop(seq))                                            # (B, T, P) logits
-
-    def greedy(self, seq: Tensor) -> Tensor:
-        return (self(seq) > 0).float()
-
-    def sample(self, e: Tensor, temperature: float = 1.0, generator=None) -> Tensor:
-        return _draw(self.proj(e), temperature, generator)                          # (N, P)
-
-
-class NADEHead(nn.Module):
-    r"""NADE over the pitches of a frame, its biases given by the GRU output (RNN-NADE).
-
-    .. math::
-        a_k = c(h_t) + \sum_{j<k} W_j v_{tj}, \quad
-        p(v_{tk} = 1 | v_{t,<k}, h_t) = \sigma\big(b_k(h_t) + V_k \cdot \sigma(a_k)\big)
-
-    with :math:`b(h) = W_b h + b_b` (P values) and :math:`c(h) = W_c h + b_c` (K values). Under teacher forcing
-    all the :math:`a_k` come from one exclusive cumulative sum over pitches, so training is parallel; sampling
-    takes P sequential steps per frame.
-    """
-
-    def __init__(self, in_size: int, n_pitches: int, hidden: int = 64, dropout: float = 0.0):
-        super().__init__()
-        self.drop = nn.Dropout(dropout)
-        self.b = nn.Linear(in_size, n_pitches)
-        self.c = nn.Linear(in_size, hidden)
-        self.W = nn.Parameter(torch.randn(n_pitches, hidden) / math.sqrt(hidden))
-        self.V = nn.Parameter(torch.randn(n_pitches, hidden) / math.sqrt(hidden))
-
-    def _logits(self, b: Tensor, c: Tensor, v: Tensor) -> Tensor:
-        contrib = v.unsqueeze(-1) * self.W                                          # (..., P, K)
-        a = c.unsqueeze(-2) + contrib.cumsum(-2) - contrib                          # (..., P, K) exclusive sum
-        return b + (torch.sigmoid(a) * self.V).sum(-1)                              # (..., P)
-
-    def forward(self, seq: Tensor, v: Tensor, block: int = 256) -> Tensor:
-        e = self.drop(seq)
-        b, c = self.b(e), self.c(e)                                                 # (B, T, P), (B, T, K)
-        if torch.is_grad_enabled() or seq.shape[1] <= block:
-            return self._logits(b, c, v)
-        return torch.cat([self._logits(b[:, s:s + block], c[:, s:s + block], v[:, s:s + block])
-                          for s in range(0, seq.shape[1], block)], dim=1)           # bounded memory in eval
-
-    def _autoregress(self, e: Tensor, choose) -> Tensor:
-        b, a = self.b(e), self.c(e)                                                 # (N, P), (N, K)
-        out = torch.zeros_like(b)
-        for k in range(b.shape[-1]):
-            logit = b[:, k] + (torch.sigmoid(a) * self.V[k]).sum(-1)                # (N,)
-            out[:, k] = choose(logit)
-            a = a + out[:, k:k + 1] * self.W[k]                                     # (N, K)
-        return out
-
-    def greedy(self, seq: Tensor) -> Tensor:
-        B, T, _ = seq.shape
-        return self._autoregress(seq.reshape(B * T, -1), lambda z: (z > 0).to(seq.dtype)).view(B, T, -1)
-
-    def sample(self, e: Tensor, temperature: float = 1.0, generator=None) -> Tensor:
-        return self._autoregress(e, lambda z: _draw(z, temperature, generator))
-
-
 # ====================================================================== torchmetrics
 def _metrics():
-    from torchmetrics import Metric
+    """NLL per time step over every valid frame seen (not a mean of batch means) and the frame-level accuracy
+    of Bay et al. 2009, TP / (TP + FP + FN) summed over frames: each a ratio of two sums."""
+    from torchmetrics import Metric, MetricCollection
 
-    class FrameNLL(Metric):
-        """NLL per time step over every valid frame seen (not a mean of batch means)."""
-
+    class SumRatio(Metric):
         full_state_update = False
 
-        def __init__(self):
+        def __init__(self, parts):
             super().__init__()
-            self.add_state("nll", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-            self.add_state("frames", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-        def update(self, out: dict, target) -> None:
-            self.nll += out["nll"].sum().double()
-            self.frames += out["frames"]
-
-        def compute(self):
-            return (self.nll / self.frames.clamp_min(1)).float()
-
-    class FrameAccuracy(Metric):
-        """Bay et al. 2009 frame-level accuracy, TP / (TP + FP + FN) summed over frames."""
-
-        full_state_update = False
-
-        def __init__(self):
-            super().__init__()
-            self.add_state("tp", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+            self.parts = parts                              # metric_inputs' dict -> (numerator, denominator)
+            self.add_state("num", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
             self.add_state("den", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
         def update(self, out: dict, target) -> None:
-            tp, den = out["acc"]
-            self.tp += tp
-            self.den += den
+            num, den = self.parts(out)
+            self.num += float(num)
+            self.den += float(den)
 
         def compute(self):
-            return (self.tp / self.den.clamp_min(1)).float()
+            return (self.num / self.den.clamp_min(1)).float()
 
-    from torchmetrics import MetricCollection
-    return MetricCollection({"nll": FrameNLL(), "acc": FrameAccuracy()})
+    return MetricCollection({"nll": SumRatio(lambda o: (o["nll"].sum(), o["frames"])),
+                             "acc": SumRatio(lambda o: o["acc"])})
 
 
 # ====================================================================== the task
@@ -233,32 +139,6 @@ class MusicTask(SequenceTask):
         logits, seq = outputs
         return {"prob": torch.sigmoid(logits), "nll": frame_nll(logits, inputs["y"]),
                 "pred": self.head.greedy(seq).float()}
-
-    # ---- a time budget (minutes) on top of early stopping
-    def on_train_start(self) -> None:
-        self._t_start, self._t_epoch, self._epoch_times = time.time(), time.time(), []
-
-    def on_train_epoch_end(self) -> None:
-        limit = 60.0 * self.config.time_limit
-        now = time.time()
-        self._epoch_times.append(now - self._t_epoch)
-        self._t_epoch = now
-        # stop when the budget is spent, or when the next epoch (as fast as the fastest so far) would overrun it
-        if limit > 0 and now - self._t_start + 0.8 * min(self._epoch_times) > limit:
-            self.trainer.should_stop = True
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self._t_start = self._t_epoch = time.time()
-        self._epoch_times = []
-
-    def configure_optimizers(self):
-        c = self.config
-        opt = torch.optim.Adam(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        if c.lr_schedule == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, c.patience // 3))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
-        return super().configure_optimizers()
 
     # ---- sampling
     def sample(self, n_frames: int, primer: np.ndarray | None = None, temperature: float = 1.0,
@@ -398,10 +278,10 @@ def predict(run, models, data: str | None, out: str | Path | None = None) -> lis
 
 # ====================================================================== generation
 def _pick(logits: list[Tensor], temperature: float, generator=None) -> Tensor:
-    """0/1 notes from the members' logits: one member draws as :func:`_draw`; an ensemble from the mean of
+    """0/1 notes from the members' logits: one member draws as :func:`~grukit.tasks.heads.draw_notes`; an ensemble from the mean of
     the members' probabilities ``sigmoid(logits / temperature)`` (temperature 0: mean p > 0.5)."""
     if len(logits) == 1:
-        return _draw(logits[0], temperature, generator)
+        return draw_notes(logits[0], temperature, generator)
     if temperature == 0:
         return (torch.stack([torch.sigmoid(z) for z in logits]).mean(0) > 0.5).to(logits[0].dtype)
     p = torch.stack([torch.sigmoid(z / temperature) for z in logits]).mean(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..config import TaskConfig, _choice, opt
+from ..config import TaskConfig, choice, opt
 
 __all__ = ["MusicConfig"]
 
@@ -40,11 +40,10 @@ class MusicConfig(TaskConfig):
     # ---- training
     chunk: int = opt(200, "training windows of this many frames (the state restarts at each); 0 = whole "
                           "pieces. Evaluation always reads whole pieces")
-    time_limit: float = opt(0.0, "stop training after this many minutes (0 = no limit); the best epoch is kept")
     max_epochs: int = opt(200, "upper bound on training epochs")
     patience: int = opt(10, "early stopping patience in epochs (validation NLL)")
     batch_size: int = opt(32, "training windows per batch")
-    lr: float = opt(3e-3, "Adam learning rate")
+    lr: float = opt(3e-3, "AdamW learning rate")
     val_fraction: float = opt(0.1, "MIDI folders and chorales: fraction of pieces held out for validation "
                                    "(.mat files have their own split)")
 
@@ -57,14 +56,25 @@ class MusicConfig(TaskConfig):
         "batch_size": [16, 32, 64],
     }
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "MusicConfig":
+        """As :meth:`TaskConfig.from_dict`; the old ``time_limit`` option (runs and config files written before
+        every task had ``max_minutes``) is read as ``max_minutes``."""
+        values = dict(values)
+        for old in ("time_limit", "time-limit"):
+            if old in values:
+                minutes = values.pop(old)
+                values.setdefault("max_minutes", minutes)
+        return super().from_dict(values, source)
+
     def problems(self) -> list[str]:
         p = super().problems()
         if not 0 <= self.low_pitch <= self.high_pitch <= 127:
             p.append(f"low_pitch={self.low_pitch}, high_pitch={self.high_pitch}: expected 0 <= low_pitch <= "
                      "high_pitch <= 127")
-        _choice(p, "quantize", self.quantize, ["beats", "time"])
-        _choice(p, "out_of_range", self.out_of_range, ["drop", "fold"])
-        _choice(p, "output", self.output, ["bernoulli", "nade"])
+        choice(p, "quantize", self.quantize, ["beats", "time"])
+        choice(p, "out_of_range", self.out_of_range, ["drop", "fold"])
+        choice(p, "output", self.output, ["bernoulli", "nade"])
         if self.frames_per_beat < 1 or self.fs <= 0:
             p.append(f"frames_per_beat={self.frames_per_beat}, fs={self.fs}: expected frames_per_beat >= 1 and "
                      "fs > 0")
@@ -72,8 +82,9 @@ class MusicConfig(TaskConfig):
             p.append(f"programs={list(self.programs)}: expected General MIDI programs in 0-127")
         if self.chunk < 0 or self.chunk == 1:
             p.append(f"chunk={self.chunk}: expected 0 (whole pieces) or >= 2 frames")
-        if self.nade_hidden < 1 or self.max_files < 0 or self.time_limit < 0:
-            p.append("nade_hidden must be >= 1, max_files and time_limit >= 0")
+        if self.nade_hidden < 1 or self.max_files < 0:
+            p.append(f"nade_hidden={self.nade_hidden}, max_files={self.max_files}: expected nade_hidden >= 1 and "
+                     "max_files >= 0")
         if not 0 <= self.input_dropout < 1:
             p.append(f"input_dropout={self.input_dropout}: expected a probability in [0, 1)")
         if not 0 <= self.test_fraction < 1 or self.test_fraction + self.val_fraction >= 1:

@@ -66,7 +66,7 @@ def names() -> list[str]:
 def get(name: str) -> TaskEntry:
     _ensure_builtins()
     if name not in _REGISTRY:
-        from ..config import nearest
+        from ..errors import nearest
         raise ConfigError(f"unknown task {name!r}{nearest(name, _REGISTRY)}; expected one of "
                           f"{', '.join(_REGISTRY)}")
     return _REGISTRY[name]

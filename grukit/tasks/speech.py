@@ -30,45 +30,19 @@ from torch import Tensor, nn
 
 from ..data import audio
 from ..data.batching import DictDataset, Prepared, loader
+from ..data.speech import (audio_inputs, ctc_dataset, feature_spec, featurise, read_kw, run_features, source_options,
+                           utterances)
+from ..data.text import Vocab
 from ..errors import ConfigError, DataError
-from ..nn import GRU
 from .base import SequenceTask, infer, write_predictions
 from .heads import CTCHead
 from .speech_config import SpeechConfig
 
 __all__ = ["SpeechTask", "Task", "prepare", "evaluate", "predict", "transcribe", "transcribe_files", "Streamer",
-           "Vocabulary",
            "CausalConv", "greedy_decode", "beam_search", "error_rates"]
 
 
-# ====================================================================== vocabulary and decoding
-class Vocabulary:
-    """Symbols 1..S (0 is the CTC blank): characters or whole words."""
-
-    def __init__(self, symbols: list[str], units: str):
-        self.symbols, self.units = list(symbols), units
-        self.index = {s: i + 1 for i, s in enumerate(self.symbols)}
-
-    @staticmethod
-    def clean(text: str) -> str:
-        return " ".join(text.lower().split())
-
-    @classmethod
-    def build(cls, texts: list[str], units: str) -> "Vocabulary":
-        items = set()
-        for t in texts:
-            items.update(cls.clean(t).split() if units == "word" else cls.clean(t))
-        return cls(sorted(items), units)
-
-    def encode(self, text: str) -> list[int]:
-        items = self.clean(text).split() if self.units == "word" else self.clean(text)
-        return [self.index[s] for s in items if s in self.index]
-
-    def decode(self, ids) -> str:
-        sym = [self.symbols[i - 1] for i in ids if 0 < i <= len(self.symbols)]
-        return " ".join(sym) if self.units == "word" else "".join(sym).strip()
-
-
+# ====================================================================== decoding
 def greedy_decode(log_probs: Tensor | np.ndarray, blank: int = 0) -> list[int]:
     """Best path of one utterance (T, S+1): argmax per frame, merge repeats, drop blanks."""
     best = torch.as_tensor(log_probs).argmax(-1)
@@ -180,14 +154,10 @@ class SpeechTask(SequenceTask):
         c, n_in = self.config, int(self.meta["input_size"])
         self.frontend = (CausalConv(n_in, c.conv_channels, c.conv_layers, c.conv_stride)
                          if c.conv_channels > 0 else None)
-        size = c.conv_channels if self.frontend is not None else n_in
-        return GRU(size, c.hidden_size, c.num_layers, batch_first=True,
-                   dropout=c.dropout if c.num_layers > 1 else 0.0, bidirectional=c.bidirectional,
-                   reset_after=c.reset_after, layer_norm=c.layer_norm, recurrent_dropout=c.recurrent_dropout,
-                   zoneout=c.zoneout, backend=c.backend, deterministic=c.deterministic)
+        return super().build_encoder(c.conv_channels if self.frontend is not None else n_in)
 
     def build_head(self):
-        self.vocab = Vocabulary(self.meta["symbols"], self.meta["units"])
+        self.vocab = Vocab.from_symbols(self.meta["symbols"], self.meta["units"])
         return CTCHead(self.encoder_size, len(self.vocab.symbols), blank=0, dropout=self.config.head_dropout)
 
     def build_metrics(self):
@@ -223,12 +193,12 @@ class SpeechTask(SequenceTask):
         for b in range(log_probs.shape[0]):
             lp = log_probs[b, : int(lengths[b])]                                # (T'_b, S+1)
             ids = greedy_decode(lp) if decoder == "greedy" else beam_search(lp, self.config.beam_size)
-            out.append(self.vocab.decode(ids))
+            out.append(self.vocab.text_of(ids))
         return out
 
     def metric_inputs(self, log_probs, target, inputs):
         hyps = self.transcripts(log_probs, inputs["out_lengths"])
-        refs = [self.vocab.decode(target[b, : int(inputs["target_lengths"][b])].tolist())
+        refs = [self.vocab.text_of(target[b, : int(inputs["target_lengths"][b])].tolist())
                 for b in range(target.shape[0])]
         return hyps, refs
 
@@ -243,69 +213,16 @@ Task = SpeechTask
 
 
 # ====================================================================== data
-def _spec(cfg: SpeechConfig, rate: int) -> audio.FeatureSpec:
-    spec = audio.FeatureSpec(kind=cfg.features, rate=rate, n_mels=cfg.n_mels, n_mfcc=cfg.n_mfcc,
-                             win_ms=cfg.win_ms, hop_ms=cfg.hop_ms)
-    if spec.problems():
-        raise ConfigError("; ".join(spec.problems()))
-    return spec
-
-
-def _read_kw(cfg) -> dict[str, Any]:
-    return {"resample": cfg.resample, "clip_fraction": cfg.clip_fraction}
-
-
-def _is_word_folder(data: str) -> bool:
-    return audio.parse_source(data)[0].is_dir()
-
-
-def utterances(cfg: SpeechConfig, split: str, data: str | None = None, rate: int = 0
-               ) -> tuple[list[audio.Utterance], str, int]:
-    """(utterances, display name, sample rate): a manifest's rows, or utterances built from a word folder.
-
-    ``rate`` 0 takes ``cfg.sample_rate``, else the first file's rate.
-    """
-    src = data or (cfg.data if split == "train" or not cfg.test_data else cfg.test_data)
-    path, opts = audio.parse_source(src)
-    if _is_word_folder(src):
-        words, _ = audio.read_labelled(src, "all")
-        pool = audio.split_utterances(words, split, opts, str(path))
-        rate = rate or cfg.sample_rate or audio.file_rate(words[0].path)
-        for u in pool:                                                      # check (and cache) every file
-            audio.load(u, rate, **_read_kw(cfg))
-        n = cfg.n_train_utterances if split == "train" else cfg.n_test_utterances
-        seed = cfg.seed if split == "train" else cfg.seed + 7919            # test strings: their own seed
-        built = audio.concat_utterances(pool, n, rate, min_words=cfg.words_min, max_words=cfg.words_max,
-                                        seed=seed)
-        return built, f"{path} ({split}: {n} utterances of {cfg.words_min}-{cfg.words_max} words)", rate
-    utts, _ = audio.read_labelled(src, "all")
-    return utts, str(path), rate or cfg.sample_rate or audio.file_rate(utts[0].path)
-
-
-def featurise(utts: list[audio.Utterance], spec: audio.FeatureSpec, cfg) -> list[np.ndarray]:
-    return [audio.features(audio.load(u, spec.rate, **_read_kw(cfg)), spec) for u in utts]
-
-
-def _dataset(feats, texts, vocab: Vocabulary, max_target: int | None = None) -> DictDataset:
-    ids = [vocab.encode(t) for t in texts]
-    S = max_target or max(1, max(len(i) for i in ids))
-    y = np.zeros((len(ids), S), dtype=np.int64)                             # (N, S) padded targets
-    for i, t in enumerate(ids):
-        y[i, : len(t)] = t[:S]
-    return DictDataset(x=feats, lengths=np.array([len(f) for f in feats]), y=y,
-                       target_lengths=np.array([min(len(t), S) for t in ids]))
-
-
 def prepare(cfg: SpeechConfig) -> Prepared:
     utts, name, rate = utterances(cfg, "train")
-    spec = _spec(cfg, rate)
+    spec = feature_spec(cfg, rate)
     feats = featurise(utts, spec, cfg)
-    texts = [Vocabulary.clean(u.text) for u in utts]
+    texts = [Vocab.clean(u.text) for u in utts]
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(utts))
     n_val = int(round(cfg.val_fraction * len(utts)))
     val, train = order[:n_val].tolist(), order[n_val:].tolist()
-    vocab = Vocabulary.build([texts[i] for i in train], cfg.units)
+    vocab = Vocab.of_labels([texts[i] for i in train], cfg.units)
     _check_alignable(utts, feats, texts, vocab, cfg, name)
     cat = np.concatenate([feats[i] for i in train])                         # (sum T, F)
     mean, std = cat.mean(0), np.maximum(cat.std(0), 1e-5)
@@ -314,8 +231,8 @@ def prepare(cfg: SpeechConfig) -> Prepared:
             "feature_std": std.tolist(), "symbols": vocab.symbols, "units": cfg.units, "data_name": name,
             "has_val": bool(val), "n_train": len(train), "n_val": len(val),
             "max_frames": int(max(len(f) for f in feats))}
-    tr = _dataset([norm[i] for i in train], [texts[i] for i in train], vocab)
-    va = _dataset([norm[i] for i in val], [texts[i] for i in val], vocab) if val else None
+    tr = ctc_dataset([norm[i] for i in train], [texts[i] for i in train], vocab)
+    va = ctc_dataset([norm[i] for i in val], [texts[i] for i in val], vocab) if val else None
     return Prepared(loader(tr, cfg.batch_size, True, cfg.num_workers, cfg.seed),
                     loader(va, cfg.batch_size, False, cfg.num_workers) if va else None, meta)
 
@@ -325,7 +242,7 @@ def _check_alignable(utts, feats, texts, vocab, cfg, name) -> None:
     stride = cfg.conv_stride if cfg.conv_channels > 0 else 1
     short = []
     for u, f, t in zip(utts, feats, texts):
-        ids = vocab.encode(t)
+        ids = vocab.labels(t)
         need = len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
         if -(-len(f) // stride) < need:
             short.append(u.path)
@@ -333,12 +250,6 @@ def _check_alignable(utts, feats, texts, vocab, cfg, name) -> None:
         raise DataError(f"{len(short)} of {len(utts)} utterances are too short for their transcripts after "
                         f"the front end's stride {stride} (CTC needs a frame per symbol), e.g. {short[0]}; "
                         "lower --conv-stride or --hop-ms, or use --units word", path=name)
-
-
-def _features_of(meta, cfg, samples_or_utts) -> list[np.ndarray]:
-    spec = audio.FeatureSpec.from_dict(meta["features"])
-    feats = featurise(samples_or_utts, spec, cfg)
-    return audio.normalise(feats, cfg.normalize, meta["feature_mean"], meta["feature_std"])
 
 
 def _log_probs(models, feats: list[np.ndarray], batch_size: int = 32) -> list[Tensor]:
@@ -359,7 +270,7 @@ def _transcribe_all(models, feats, decoder: str) -> list[str]:
     m = models[0] if not isinstance(models, SequenceTask) else models
     dec = (lambda lp: greedy_decode(lp)) if decoder == "greedy" else (
         lambda lp: beam_search(lp, m.config.beam_size))
-    return [m.vocab.decode(dec(lp)) for lp in _log_probs(models, feats)]
+    return [m.vocab.text_of(dec(lp)) for lp in _log_probs(models, feats)]
 
 
 def transcribe(models, meta: dict, waves: list[np.ndarray], sample_rate: int, *,
@@ -382,7 +293,7 @@ def transcribe(models, meta: dict, waves: list[np.ndarray], sample_rate: int, *,
         if x.ndim != 1 or len(x) == 0 or not np.isfinite(x).all():
             raise DataError(f"wave {i}: expected a non-empty 1-D array of finite samples, got shape "
                             f"{tuple(x.shape)}")
-        feats.append(audio.features(audio.resample(x, int(sample_rate), spec.rate), spec))
+        feats.append(audio.features(audio.resample_to(x, int(sample_rate), spec.rate), spec))
     norm = audio.normalise(feats, cfg.normalize, meta["feature_mean"], meta["feature_std"])
     return _transcribe_all(members, norm, decoder)
 
@@ -391,12 +302,12 @@ def transcribe(models, meta: dict, waves: list[np.ndarray], sample_rate: int, *,
 def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]]:
     """WER and CER of greedy and beam decoding on the held-out utterances."""
     cfg = run.config
-    if data is None and not cfg.test_data and not audio.has_split(cfg.data):
+    if data is None and not cfg.test_data and not audio.has_split(cfg.data, source_options(cfg)):
         raise DataError("no test data: train with --test-data MANIFEST or pass `grukit evaluate RUN --data "
                         "MANIFEST`", path=cfg.data)
     utts, name, _ = utterances(cfg, "test", data, rate=run.meta["features"]["rate"])
-    feats = _features_of(run.meta, cfg, utts)
-    refs = [Vocabulary.clean(u.text) for u in utts]
+    feats = run_features(run.meta, cfg, utts)
+    refs = [Vocab.clean(u.text) for u in utts]
     table, hyps = {}, {}
     for decoder in ("greedy", "beam"):
         t0 = time.perf_counter()
@@ -409,21 +320,13 @@ def evaluate(run, models, data: str | None = None) -> dict[str, dict[str, float]
     return table
 
 
-def _files_of(data: str) -> list[audio.Utterance]:
-    p, _ = audio.parse_source(data)
-    if p.is_file() and p.suffix.lower() in audio.AUDIO_EXTENSIONS:
-        return [audio.Utterance(str(p), "")]
-    return audio.read_labelled(data, "all")[0] if not audio.has_split(data) else \
-        audio.read_labelled(data, "test")[0]
-
-
 def predict(run, models, data: str | None, out: str | Path | None = None) -> list[Path]:
     """Transcripts of an audio file, folder or manifest, as CSV (with the reference when it is known)."""
     import pandas as pd
     if not data:
         raise DataError("pass --data AUDIO_FILE, FOLDER or MANIFEST to transcribe", path=run.path)
-    utts = _files_of(data)
-    hyps = _transcribe_all(models, _features_of(run.meta, run.config, utts), run.config.decoder)
+    utts = audio_inputs(data, run.config)
+    hyps = _transcribe_all(models, run_features(run.meta, run.config, utts), run.config.decoder)
     frame = pd.DataFrame({"path": [u.path for u in utts], "transcript": hyps})
     if any(u.text for u in utts):
         frame["reference"] = [u.text for u in utts]
@@ -489,13 +392,13 @@ class Streamer:
 
     def push(self, samples: np.ndarray) -> str:
         self._frames(self.feats.push(samples))
-        return self.model.vocab.decode(self.ids)
+        return self.model.vocab.text_of(self.ids)
 
     def finish(self) -> str:
         self._frames(self.feats.finish())
         if self.decoder == "beam" and self.outputs:
-            return self.model.vocab.decode(beam_search(self.log_probs(), self.model.config.beam_size))
-        return self.model.vocab.decode(self.ids)
+            return self.model.vocab.text_of(beam_search(self.log_probs(), self.model.config.beam_size))
+        return self.model.vocab.text_of(self.ids)
 
     def log_probs(self) -> Tensor:
         return torch.stack(self.outputs) if self.outputs else torch.zeros(0, len(self.model.vocab.symbols) + 1)
@@ -515,7 +418,7 @@ def transcribe_files(run, files: list[str | Path], *, stream: bool = False, chun
         raise ConfigError(f"{run.path} is a {run.task!r} run; transcribe needs a speech run")
     model = run.models()[0]
     spec = audio.FeatureSpec.from_dict(run.meta["features"])
-    kw = _read_kw(run.config)
+    kw = read_kw(run.config)
     warm = np.zeros(spec.rate // 5, np.float32)                 # 0.2 s of silence: kernels compile/load before
     if stream:                                                  # the clock starts, so rtf is the steady state
         Streamer(model, "greedy").push(warm)

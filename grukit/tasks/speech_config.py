@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..config import TaskConfig, _choice, opt
+from ..config import TaskConfig, choice, opt
 
 __all__ = ["SpeechConfig"]
 
@@ -16,7 +16,10 @@ class SpeechConfig(TaskConfig):
     data: str = opt("", "CSV/TSV manifest (path, transcript), or a folder of FSDD-style single-word files "
                         "(label_speaker_index.wav) from which multi-word utterances are built")
     test_data: str = opt("", "held-out manifest (FSDD-style folders use their official split, or "
-                             "DIR?test_speaker=NAME)")
+                             "--test-speaker)")
+    test_speaker: str = opt("", "FSDD-style folders: hold out this speaker's recordings as the test set "
+                                "(empty: the official split, recordings 0-4 of every speaker)")
+    allow_outside: bool = opt(False, "manifests: allow audio paths outside the manifest's folder")
     # ---- features
     features: str = opt("logmel", "acoustic features: logmel or mfcc")
     sample_rate: int = opt(0, "sample rate features are computed at; files at other rates are resampled "
@@ -48,7 +51,7 @@ class SpeechConfig(TaskConfig):
     beam_size: int = opt(8, "beam width for decoder=beam")
     # ---- optimisation
     batch_size: int = opt(16, "utterances per batch")
-    lr: float = opt(3e-3, "Adam learning rate")
+    lr: float = opt(3e-3, "AdamW learning rate")
     lr_schedule: str = opt("cosine", "learning-rate schedule: none, plateau, cosine (over max_epochs)")
     max_epochs: int = opt(24, "upper bound on training epochs")
     patience: int = opt(8, "early stopping patience in epochs")
@@ -65,10 +68,10 @@ class SpeechConfig(TaskConfig):
 
     def problems(self) -> list[str]:
         p = super().problems()
-        _choice(p, "features", self.features, ["logmel", "mfcc"])
-        _choice(p, "normalize", self.normalize, ["global", "utterance", "none"])
-        _choice(p, "units", self.units, ["char", "word"])
-        _choice(p, "decoder", self.decoder, ["greedy", "beam"])
+        choice(p, "features", self.features, ["logmel", "mfcc"])
+        choice(p, "normalize", self.normalize, ["global", "utterance", "none"])
+        choice(p, "units", self.units, ["char", "word"])
+        choice(p, "decoder", self.decoder, ["greedy", "beam"])
         if not 1 <= self.words_min <= self.words_max:
             p.append(f"words_min={self.words_min}, words_max={self.words_max}: expected 1 <= min <= max")
         if self.conv_channels < 0 or self.conv_layers < 1 or self.conv_stride < 1 or self.beam_size < 1:

@@ -17,8 +17,10 @@ A backend is an object with:
 
 ``select`` walks the registry in priority order (fastest first) and returns the first backend whose
 ``supports`` answers ``None``. Naming a backend that cannot run the spec raises :class:`BackendError` with
-the reason and what to pass instead. The name of the backend that ran last is kept (``last_used()``) so
-tests can prove the fast path fired.
+the reason and what to pass instead. The name of the backend that ran last is kept (``last_used()``), and
+the kernel family inside it (``last_kernel()``: e.g. ``"fused_cpu/compiled"``, ``"fused_cpu/numba"``,
+``"fused_cpu/numba+autograd"``, ``"fused_cpu/custom_op"``, ``"reference"``), so tests can prove which
+kernels ran. A backend names its family in an attribute ``kernel`` set by the call that just ran.
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ from torch import Tensor
 from ...errors import BackendError
 from ..spec import GRUSpec
 
-__all__ = ["Backend", "register", "get", "available", "select", "select_step", "last_used", "record"]
+__all__ = ["Backend", "register", "get", "available", "select", "select_step", "last_used", "last_kernel",
+           "record"]
 
 
 @runtime_checkable
@@ -42,7 +45,7 @@ class Backend(Protocol):
 
 
 _REGISTRY: dict[str, tuple[int, Backend]] = {}
-_LAST: list[str | None] = [None]
+_LAST: list[str | None] = [None, None]               # backend name, kernel family
 
 
 def register(backend: Backend, priority: int) -> None:
@@ -96,13 +99,19 @@ def select_step(requested: str, spec: GRUSpec, x: Tensor, training: bool) -> Bac
     return _pick(requested, spec, x, training, for_step=True)
 
 
-def record(name: str) -> None:
+def record(name: str, kernel: str | None = None) -> None:
     _LAST[0] = name
+    _LAST[1] = name if kernel is None else f"{name}/{kernel}"
 
 
 def last_used() -> str | None:
     """Name of the backend that ran the most recent GRU forward or step in this process."""
     return _LAST[0]
+
+
+def last_kernel() -> str | None:
+    """``backend/family`` of the kernels that ran the most recent GRU forward or step (see the module doc)."""
+    return _LAST[1]
 
 
 def _register_builtin() -> None:

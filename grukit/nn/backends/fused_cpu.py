@@ -27,12 +27,19 @@ per thread (``min(torch.get_num_threads(), numba.get_num_threads(), B)``), one p
 both kernel sets every output element is one fixed chain of multiply-adds whatever the split, so results are
 bit-identical run to run and across thread counts, which is what ``deterministic=True`` asks: the backend
 honours it at no cost.
+
+The backend is split by concern: ``fused_kernels.py`` (which kernels are loaded, how many threads a call uses),
+``fused_autograd.py`` (the training path: layer forward with its stash, BPTT backward, the autograd function),
+``weight_cache.py`` (the packed copies of the weights and the one rule that says when they are stale), and this
+file (the packed layouts and the backend: dispatch to the kernels). The numba float32 inference path stays
+next to the compiled one because the C extension is optional (no compiler at install time, ``GRUKIT_CGRU=0``):
+it is what float32 inference runs without it, and what float64 inference always runs.
 """
 from __future__ import annotations
 
 import importlib.util
-import os
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,52 +47,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..spec import GRUSpec
+from .fused_autograd import (GRULayerFn, as_numpy, bias_np, in_proj, layer_backward, layer_forward,  # noqa: F401
+                             reference_layer, transposed_np)
+from .fused_kernels import (COMPILED_PARALLEL_MIN_WORK, PARALLEL_MIN_WORK, PIPELINE_MIN_WORK,  # noqa: F401
+                            SPLIT_MIN_HIDDEN, STREAM_SPLIT_MIN_HIDDEN, cgru, cgru_status, compiled_threads, cores,
+                            kernels, plan_threads, stream_threads, threads_for, unit_split)
 from .weight_cache import WeightCache
 
 if importlib.util.find_spec("numba") is None:   # the registry skips this backend when numba is missing
     raise ImportError("fused_cpu needs numba (pip install numba)")
 
-__all__ = ["FusedCPUBackend", "GRULayerFn", "layer_forward", "threads_for"]
+__all__ = ["FusedCPUBackend", "GRULayerFn", "layer_forward", "layer_backward", "reference_layer", "threads_for"]
 
 _DTYPES = (torch.float32, torch.float64)
 _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
-# Batch rows are split across threads only when one call has this much recurrent work (B * H * H * T
-# multiply-adds): below it one thread wins, the parallel region and a cold second core cost more.
-PARALLEL_MIN_WORK = 4_000_000
-
-
-_KERNELS: list = []
-
-
-def _k():
-    """The numba kernels module (imported, and compiled or loaded from cache, on first use)."""
-    if not _KERNELS:
-        from ._fused import load
-        _KERNELS.append(load())
-    return _KERNELS[0]
-
-
-_CGRU: list = []
-
-
-def cgru():
-    """grukit's compiled float32 kernels (``_fused/_cgru.c``), or ``None`` where they were not built (no C
-    compiler at install time) or ``GRUKIT_CGRU=0`` turns them off; then the numba kernels run everything."""
-    if not _CGRU:
-        mod = None
-        if os.environ.get("GRUKIT_CGRU", "1") != "0":
-            try:
-                from ._fused import _cgru as mod
-            except ImportError:
-                mod = None
-        _CGRU.append(mod)
-    return _CGRU[0]
-
-
-def cgru_status() -> str:
-    """Which kernels float32 inference runs: ``"compiled (avx2)"``, ``"compiled (generic)"`` or ``"numba"``."""
-    c = cgru()
-    return "numba" if c is None else f"compiled ({c.isa()})"
 
 
 def _padded(H: int) -> int:
@@ -99,7 +74,7 @@ def _pack_panels(w: Tensor, H: int) -> np.ndarray:
     K = w.shape[1]
     Hp = _padded(H)
     a = np.zeros((K, 3, Hp), np.float32)
-    a[:, :, :H] = _np(w).T.reshape(K, 3, H)
+    a[:, :, :H] = as_numpy(w).T.reshape(K, 3, H)
     return np.ascontiguousarray(a.reshape(K, 3 * Hp // 16, 16).transpose(1, 0, 2))
 
 
@@ -107,26 +82,13 @@ def _pack_bias(b: Tensor | None, H: int) -> np.ndarray:
     """``b`` ``(3H,)`` padded per gate to ``(3 Hp,)`` (zeros when absent)."""
     a = np.zeros((3, _padded(H)), np.float32)
     if b is not None:
-        a[:, :H] = _np(b).reshape(3, H)
+        a[:, :H] = as_numpy(b).reshape(3, H)
     return a.ravel()
 
 
 def _packed_layer(p, H: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One layer and direction's ``(W_ih, b_ih, W_hh, b_hh)`` packed for the compiled kernels."""
     return _pack_panels(p.w_ih, H), _pack_bias(p.b_ih, H), _pack_panels(p.w_hh, H), _pack_bias(p.b_hh, H)
-
-
-def threads_for(B: int, H: int, T: int) -> int:
-    """How many batch chunks (threads) the kernels use for a call of this size."""
-    n = torch.get_num_threads()
-    if n < 2 or B < 2 or B * H * H * T < PARALLEL_MIN_WORK:
-        return 1
-    import numba
-    return max(1, min(n, numba.get_num_threads(), B))
-
-
-def _np(t: Tensor) -> np.ndarray:
-    return t.detach().numpy() if t.requires_grad else t.numpy()       # detach() costs ~0.4 us
 
 
 _FULL_LENS: dict = {}
@@ -143,24 +105,6 @@ def _lens(lengths: Tensor | None, T: int, B: int) -> np.ndarray:
     return np.ascontiguousarray(lengths.numpy(), dtype=np.int64)
 
 
-def _in_proj(x: Tensor, w_ih: Tensor, b_ih: Tensor | None) -> Tensor:
-    """``gi = x W_ih^T + b_ih`` for every step at once: ``(T, B, I)`` -> ``(T, B, 3H)``."""
-    T, B, I = x.shape
-    x2 = x.reshape(T * B, I)                                          # (T*B, I)
-    gi = torch.mm(x2, w_ih.t()) if b_ih is None else torch.addmm(b_ih, x2, w_ih.t())
-    return gi.view(T, B, -1)                                          # (T, B, 3H)
-
-
-def _bias_np(b_hh: Tensor | None, H: int, dtype) -> np.ndarray:
-    return np.zeros(3 * H, dtype=dtype) if b_hh is None else np.ascontiguousarray(_np(b_hh))
-
-
-def _transposed_np(w: Tensor, b: Tensor | None) -> tuple[np.ndarray, np.ndarray]:
-    """``W^T`` ``(K, 3H)`` and ``b`` ``(3H,)`` (zeros when absent) as contiguous numpy arrays."""
-    WT = np.ascontiguousarray(_np(w).T)                                # (K, 3H)
-    return WT, _bias_np(b, w.shape[0] // 3, WT.dtype)
-
-
 def _per_layer(module, build) -> list:
     s: GRUSpec = module.spec
     return [[build(module.layer_params(layer, d)) for d in range(s.num_directions)] for layer in range(s.num_layers)]
@@ -171,7 +115,7 @@ def numba_layers(module) -> list:
     first two detached tensors for the projection GEMM, the rest numpy)."""
     return _per_layer(module, lambda p: (
         p.w_ih.detach(), None if p.b_ih is None else p.b_ih.detach(),
-        *_transposed_np(p.w_hh, p.b_hh), *_transposed_np(p.w_ih, p.b_ih)))
+        *transposed_np(p.w_hh, p.b_hh), *transposed_np(p.w_ih, p.b_ih)))
 
 
 def compiled_plan(c, module):
@@ -204,72 +148,6 @@ def scratch_buffers(packed, B: int, H: int, dtype) -> tuple[np.ndarray, np.ndarr
 SMALL_PROJECTION = 50_000_000
 
 
-def layer_forward(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
-                  lens: np.ndarray, reverse: bool, reset_after: bool, zo: float, blas: bool | None = None):
-    """One layer and direction of the training forward, without autograd: ``x`` ``(T, B, I)``, ``h0``
-    ``(B, H)`` -> ``(out, h_T, hp, gates)``, the last two the stash the backward pass reads. ``blas=False``
-    keeps the fixed-order matmul loop (deterministic=True); ``None`` lets the kernels choose."""
-    T, B, I = x.shape
-    H = h0.shape[1]
-    with torch.no_grad():
-        gi = _in_proj(x.detach(), w_ih.detach(), None if b_ih is None else b_ih.detach()).numpy()
-    WT, bh = _transposed_np(w_hh, b_hh)
-    out = torch.empty(T, B, H, dtype=x.dtype)
-    hT = torch.empty(B, H, dtype=x.dtype)
-    hp = torch.empty(T, B, H, dtype=x.dtype)
-    gates = torch.empty(T, B, 4 * H, dtype=x.dtype)
-    _k().forward(gi, WT, bh, _np(h0.contiguous()), lens, reverse, reset_after, zo, out.numpy(), hT.numpy(),
-                 hp.numpy(), gates.numpy(), threads_for(B, H, T), blas=blas)
-    return out, hT, hp, gates
-
-
-class GRULayerFn(torch.autograd.Function):
-    """One layer and direction of the fused GRU as an autograd function (BPTT in numba).
-
-    ``apply(x (T,B,I), h0 (B,H), w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo[, blas]) -> (out, h_T)``;
-    gradients flow to ``x``, ``h0`` and all four weights (``b_*`` may be ``None``).
-    """
-
-    @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo, blas=None):
-        out, hT, hp, gates = layer_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lens, reverse, reset_after, zo, blas)
-        ctx.save_for_backward(x, w_ih, w_hh, hp, gates)
-        ctx.cfg = (lens, reverse, reset_after, zo, b_ih is not None, blas)
-        return out, hT
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dout, dhT):
-        x, w_ih, w_hh, hp, gates = ctx.saved_tensors
-        lens, reverse, reset_after, zo, has_bias, blas = ctx.cfg
-        T, B, I = x.shape
-        H = w_hh.shape[1]
-        dout = torch.zeros(T, B, H, dtype=x.dtype) if dout is None else dout.contiguous()
-        dhT = torch.zeros(B, H, dtype=x.dtype) if dhT is None else dhT.contiguous()
-        dgi = torch.empty(T, B, 3 * H, dtype=x.dtype)
-        dgh = torch.empty(T, B, 3 * H, dtype=x.dtype)
-        qp = torch.empty(T, B, H, dtype=x.dtype) if not reset_after else torch.empty(1, 1, 1, dtype=x.dtype)
-        dh0 = torch.empty(B, H, dtype=x.dtype)
-        _k().backward(dout.numpy(), dhT.numpy(), gates.numpy(), hp.numpy(), _np(w_hh.contiguous()), lens, reverse,
-                      reset_after, zo, dgi.numpy(), dgh.numpy(), qp.numpy(), dh0.numpy(), threads_for(B, H, T),
-                      blas=blas)
-        need = ctx.needs_input_grad
-        dgi2 = dgi.view(T * B, 3 * H)                                   # (T*B, 3H)
-        dgh2 = dgh.view(T * B, 3 * H)
-        dx = (dgi2 @ w_ih).view(T, B, I) if need[0] else None           # (T, B, I)
-        dw_ih = dgi2.t() @ x.reshape(T * B, I) if need[2] else None     # (3H, I)
-        dw_hh = None
-        if need[3]:
-            hp2 = hp.view(T * B, H)
-            if reset_after:
-                dw_hh = dgh2.t() @ hp2                                  # (3H, H)
-            else:                                                       # W_hn reads r*h, W_h[rz] read h
-                dw_hh = torch.cat([dgh2[:, :2 * H].t() @ hp2, dgh2[:, 2 * H:].t() @ qp.view(T * B, H)])
-        db_ih = dgi2.sum(0) if has_bias and need[4] else None
-        db_hh = dgh2.sum(0) if has_bias and need[5] else None
-        return dx, dh0 if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None, None, None, None, None
-
-
 def _needs_grad(module, *tensors: Tensor) -> bool:
     if not torch.is_grad_enabled():
         return False
@@ -291,15 +169,15 @@ class _StepWeights:
         self.n_in = np.array([s.layer_input_size(l) for l in range(L)], dtype=np.int64)
         for layer in range(L):
             p = module.layer_params(layer, 0)
-            self.WihT[layer, :self.n_in[layer]] = _np(p.w_ih).T
-            self.WT[layer] = _np(p.w_hh).T
+            self.WihT[layer, :self.n_in[layer]] = as_numpy(p.w_ih).T
+            self.WT[layer] = as_numpy(p.w_hh).T
             if p.b_ih is not None:
-                self.b[layer, 0] = _np(p.b_ih)
-                self.b[layer, 1] = _np(p.b_hh)
+                self.b[layer, 0] = as_numpy(p.b_ih)
+                self.b[layer, 1] = as_numpy(p.b_hh)
         self.one = dt.type(1)
         self.zo = dt.type(s.zoneout)
         self.reset_after = s.reset_after
-        self.kernel = _k().step
+        self.kernel = kernels().step
         self.scratch: dict[tuple[int, int], tuple] = {}
 
     def buffers(self, B: int, H: int):
@@ -315,10 +193,20 @@ class _StepWeights:
         return hit
 
 
+class PackedStream(NamedTuple):
+    """What ``packed_stream`` hands a GRUStream: ``kernel(x (B, I))`` advances the stream in place; ``ws`` holds
+    the packed weights, the state and the scratch; ``meta`` its sizes and offsets (see ``_cgru.c``); ``state``
+    the ``(L, B, H)`` state, a view into ``ws``."""
+    kernel: object
+    ws: np.ndarray
+    meta: np.ndarray
+    state: np.ndarray
+
+
 def _packed_frame(packed, x: np.ndarray, h: np.ndarray | None) -> Tensor:
     """One step through a packed compiled stream (``_compiled_stream``'s tuple) from state ``h`` ``(L, B, H)``
     (zeros when None): the new state, a fresh tensor."""
-    kernel, _, _, state = packed
+    kernel, state = packed.kernel, packed.state
     if h is None:
         state.fill(0.0)
     else:
@@ -357,83 +245,14 @@ def _compiled_stream(c, module, B: int, into=None):
         into = c.Stream(ws, meta, stream_threads(H))
     else:
         c.Stream.__init__(into, ws, meta, stream_threads(H))
-    return into, ws, meta, ws[off_h:off_gi].reshape(L, B, H)
-
-
-# A single sequence splits its hidden units across threads (one meeting per step) from this hidden size: below
-# it the meetings cost more than the halved matmul saves (B=1, 2 threads, us per step, reset-after: H=64 1.68
-# vs 1.43 on one thread; H=128 3.08 vs 3.85; H=256 11.7 vs 19.5; H=512 50 vs 92).
-SPLIT_MIN_HIDDEN = 128
-# Batch rows go to several threads from this much recurrent work (B * H * H * T multiply-adds) per call: the
-# pool's helpers are handed work without a system call while they spin, and a call never waits for one, so
-# the break-even is lower than the numba kernels' PARALLEL_MIN_WORK (B=8 H=64 T=100: 9.7 vs 12 us per step).
-COMPILED_PARALLEL_MIN_WORK = 1_000_000
-
-
-# A stream frame splits the hidden units of every layer across the threads (one meeting per layer) from this
-# hidden size. Measured (B=1, us per frame, 1 vs 2 threads, medians of alternating blocks, helpers starting with
-# the frame): H=192 15.6-16.7 vs 10.1-10.6, H=256 24.3 vs 15.1, H=512 109 vs 57; H=96-160 swung either way
-# from run to run (H=128 6.9 vs 7.4 in one, 7.0 vs 4.9 in another), so they stay on one thread.
-STREAM_SPLIT_MIN_HIDDEN = 192
-
-
-def stream_threads(H: int) -> int:
-    """Threads of a compiled stream (chosen when it is made): from ``STREAM_SPLIT_MIN_HIDDEN`` every frame is split
-    by hidden units."""
-    if H < STREAM_SPLIT_MIN_HIDDEN:
-        return 1
-    return max(1, min(torch.get_num_threads(), _cores()))
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:                                             # not on Linux
-        return os.cpu_count() or 1
-
-
-# Fewer rows than threads below SPLIT_MIN_HIDDEN: the recurrence stays on the calling thread while the helpers
-# project the time steps ahead of it ("pipelined"), from this much projection work (T * B * 3H * I multiply-adds)
-# and at least two chunks of steps (of _cgru.PIPE_STEPS). Measured (B=1, T=100, us per step, 1 thread vs pipelined): H=I=64 0.98 vs
-# 0.76, H=64 I=40 0.86 vs 0.72, H=I=32 0.28 vs 0.23, H=I=16 0.127 vs 0.119, H=I=8 0.096 vs 0.096.
-PIPELINE_MIN_WORK = 200_000
-
-
-def compiled_threads(B: int, H: int, T: int, I: int = 0) -> int:
-    """Threads of a compiled inference call: batch chunks from ``COMPILED_PARALLEL_MIN_WORK``; for fewer rows than
-    threads a hidden-unit split from ``SPLIT_MIN_HIDDEN`` (see :func:`unit_split`), below it a pipelined
-    projection from ``PIPELINE_MIN_WORK``; never more than the cores this process may use (the split's threads
-    wait for each other spinning, so they must not share a core)."""
-    n = torch.get_num_threads()
-    c = cgru()
-    pipelined = c is not None and T >= 2 * c.PIPE_STEPS and T * B * 3 * H * I >= PIPELINE_MIN_WORK
-    if n < 2 or (B * H * H * T < COMPILED_PARALLEL_MIN_WORK and (H < SPLIT_MIN_HIDDEN or T == 1) and not pipelined):
-        return 1                                            # decided without asking the OS (~0.6 us)
-    n = min(n, _cores())
-    if n < 2:
-        return 1
-    if B < n:
-        return n if (H >= SPLIT_MIN_HIDDEN and T > 1) or pipelined else 1
-    return min(n, B) if B * H * H * T >= COMPILED_PARALLEL_MIN_WORK else 1
-
-
-def unit_split(H: int) -> bool:
-    """Whether a call with fewer rows than threads splits the hidden units (else it is pipelined)."""
-    return H >= SPLIT_MIN_HIDDEN
-
-
-def plan_threads(spec: GRUSpec, T: int, B: int) -> tuple[int, int, bool]:
-    """``(threads of the first layer, threads of the layers above, unit_split)`` for a ``_cgru.Plan`` call."""
-    H = spec.hidden_size
-    n0 = compiled_threads(B, H, T, spec.input_size)
-    n1 = n0 if spec.num_layers == 1 else compiled_threads(B, H, T, spec.num_directions * H)
-    return n0, n1, unit_split(H)
+    return PackedStream(into, ws, meta, ws[off_h:off_gi].reshape(L, B, H))
 
 
 class FusedCPUBackend:
     name = "fused_cpu"
 
     def __init__(self) -> None:
+        self.kernel = "numba"                                          # the family the last call ran
         c = cgru()
         self.cache = WeightCache(same=None if c is None else c.same)   # every packed weight, one staleness rule
 
@@ -468,6 +287,7 @@ class FusedCPUBackend:
         zo = spec.zoneout if not module.training else 0.0
         if not _needs_grad(module, x, hx):
             return self._infer(module, x, hx, lens, zo)
+        self.kernel = "numba+autograd"
         layer_in = x                                                   # (T, B, I)
         h_n = []
         for layer in range(spec.num_layers):
@@ -493,6 +313,7 @@ class FusedCPUBackend:
         T, B, _ = x.shape
         D, H = spec.num_directions, spec.hidden_size
         c = cgru() if x.dtype == torch.float32 else None
+        self.kernel = "numba" if c is None else "compiled"
         if c is not None:
             return self._infer_compiled(c, packed, module, x, hx, lens, zo)
         dtype = _NP_DTYPES[x.dtype]
@@ -501,7 +322,7 @@ class FusedCPUBackend:
         h_n = np.empty((spec.num_layers * D, B, H), dtype)
         nchunks = threads_for(B, H, T)
         blas = False if spec.deterministic else None
-        k = _k()
+        k = kernels()
         layer_in = x                                                   # (T, B, I)
         for layer, per in enumerate(packed.get("layers", lambda: numba_layers(module))):
             outs = np.empty((T, B, D * H), dtype)
@@ -516,7 +337,7 @@ class FusedCPUBackend:
                               nchunks, x=layer_in.detach().contiguous().numpy(), WihT=WihT, bi=bi,
                               scratch=scratch, blas=blas)
                 else:
-                    gi = _in_proj(layer_in, w_ih, b_ih).numpy()        # one BLAS GEMM for every step
+                    gi = in_proj(layer_in, w_ih, b_ih).numpy()        # one BLAS GEMM for every step
                     k.forward(gi, WT, bh, hx_np[i], lens, d == 1, spec.reset_after, zo, o, h_n[i], None, None,
                               1, scratch=scratch, blas=blas)
                 if D > 1:
@@ -617,16 +438,17 @@ class FusedCPUBackend:
         ws[-2], ws[-1] = w.zo, w.one
         meta = np.array([L, B, H, w.WihT.shape[1], int(w.reset_after), *w.n_in], dtype=np.int64)
         h = ws[n_w:n_w + L * B * H].reshape(L, B, H)
-        step = _k().step_packed
+        step = kernels().step_packed
 
         def kernel(x):
             if x.dtype != ws.dtype:                                    # numba would compile a mixed version
                 raise ValueError(f"frame dtype {x.dtype}, stream {ws.dtype}")
             step(x, ws, meta)
-        return kernel, ws, meta, h
+        return PackedStream(kernel, ws, meta, h)
 
     def step(self, module, x_t: Tensor, h: Tensor) -> Tensor:
         if _needs_grad(module, x_t, h):                                # differentiable: T = 1 sequences
+            self.kernel = "numba+autograd"
             spec: GRUSpec = module.spec
             zo = spec.zoneout if not module.training else 0.0
             lens = np.ones(x_t.shape[0], dtype=np.int64)
@@ -642,6 +464,7 @@ class FusedCPUBackend:
         packed = self.cache.get(module)
         L, B, H = h.shape
         c = cgru() if x_t.dtype == torch.float32 else None
+        self.kernel = "compiled" if c is not None and B <= c.MAX_STACK_ROWS else "numba"
         if c is not None and B <= c.MAX_STACK_ROWS:
             return self._step_compiled(c, packed, module, x_t, h)
         w = packed.get("step", lambda: _StepWeights(module))
@@ -664,7 +487,7 @@ class FusedCPUBackend:
         packed = None if streams is None else streams.get((x_t.shape[0], threading.get_ident()))
         if packed is None or x_t.shape[1] != module.spec.input_size:
             return None                                                # the general path (re)builds it
-        state = packed[3]
+        state = packed.state
         if h is not None and not (type(h) is Tensor and h.dtype == torch.float32 and h.is_cpu and h.is_contiguous()
                                   and h.shape == state.shape):
             return None

@@ -1,0 +1,134 @@
+"""Which kernels the fused CPU backend runs, and on how many threads.
+
+``kernels()`` loads the numba kernels (``_fused/kernels.py``) on first use, ``cgru()`` the compiled C ones
+(``_fused/_cgru.c``; ``None`` where not built or ``GRUKIT_CGRU=0``). The thread choices below are rules with the
+measurements that set their thresholds.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..spec import GRUSpec
+
+__all__ = ["kernels", "cgru", "cgru_status", "threads_for", "compiled_threads", "unit_split", "plan_threads",
+           "stream_threads", "cores", "PARALLEL_MIN_WORK", "SPLIT_MIN_HIDDEN", "COMPILED_PARALLEL_MIN_WORK",
+           "STREAM_SPLIT_MIN_HIDDEN", "PIPELINE_MIN_WORK"]
+
+# Batch rows are split across threads only when one call has this much recurrent work (B * H * H * T
+# multiply-adds): below it one thread wins, the parallel region and a cold second core cost more.
+PARALLEL_MIN_WORK = 4_000_000
+
+
+_KERNELS: list = []
+
+
+def kernels():
+    """The numba kernels module (imported, and compiled or loaded from cache, on first use)."""
+    if not _KERNELS:
+        from ._fused import load
+        _KERNELS.append(load())
+    return _KERNELS[0]
+
+
+_CGRU: list = []
+
+
+def cgru():
+    """grukit's compiled float32 kernels (``_fused/_cgru.c``), or ``None`` where they were not built (no C
+    compiler at install time) or ``GRUKIT_CGRU=0`` turns them off; then the numba kernels run everything."""
+    if not _CGRU:
+        mod = None
+        if os.environ.get("GRUKIT_CGRU", "1") != "0":
+            try:
+                from ._fused import _cgru as mod
+            except ImportError:
+                mod = None
+        _CGRU.append(mod)
+    return _CGRU[0]
+
+
+def cgru_status() -> str:
+    """Which kernels float32 inference runs: ``"compiled (avx2)"``, ``"compiled (generic)"`` or ``"numba"``."""
+    c = cgru()
+    return "numba" if c is None else f"compiled ({c.isa()})"
+
+
+def threads_for(B: int, H: int, T: int) -> int:
+    """How many batch chunks (threads) the kernels use for a call of this size."""
+    n = torch.get_num_threads()
+    if n < 2 or B < 2 or B * H * H * T < PARALLEL_MIN_WORK:
+        return 1
+    import numba
+    return max(1, min(n, numba.get_num_threads(), B))
+
+
+# A single sequence splits its hidden units across threads (one meeting per step) from this hidden size: below
+# it the meetings cost more than the halved matmul saves (B=1, 2 threads, us per step, reset-after: H=64 1.68
+# vs 1.43 on one thread; H=128 3.08 vs 3.85; H=256 11.7 vs 19.5; H=512 50 vs 92).
+SPLIT_MIN_HIDDEN = 128
+# Batch rows go to several threads from this much recurrent work (B * H * H * T multiply-adds) per call: the
+# pool's helpers are handed work without a system call while they spin, and a call never waits for one, so
+# the break-even is lower than the numba kernels' PARALLEL_MIN_WORK (B=8 H=64 T=100: 9.7 vs 12 us per step).
+COMPILED_PARALLEL_MIN_WORK = 1_000_000
+
+
+# A stream frame splits the hidden units of every layer across the threads (one meeting per layer) from this
+# hidden size. Measured (B=1, us per frame, 1 vs 2 threads, medians of alternating blocks, helpers starting with
+# the frame): H=192 15.6-16.7 vs 10.1-10.6, H=256 24.3 vs 15.1, H=512 109 vs 57; H=96-160 swung either way
+# from run to run (H=128 6.9 vs 7.4 in one, 7.0 vs 4.9 in another), so they stay on one thread.
+STREAM_SPLIT_MIN_HIDDEN = 192
+
+
+def stream_threads(H: int) -> int:
+    """Threads of a compiled stream (chosen when it is made): from ``STREAM_SPLIT_MIN_HIDDEN`` every frame is split
+    by hidden units."""
+    if H < STREAM_SPLIT_MIN_HIDDEN:
+        return 1
+    return max(1, min(torch.get_num_threads(), cores()))
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                                             # not on Linux
+        return os.cpu_count() or 1
+
+
+# Fewer rows than threads below SPLIT_MIN_HIDDEN: the recurrence stays on the calling thread while the helpers
+# project the time steps ahead of it ("pipelined"), from this much projection work (T * B * 3H * I multiply-adds)
+# and at least two chunks of steps (of _cgru.PIPE_STEPS). Measured (B=1, T=100, us per step, 1 thread vs pipelined): H=I=64 0.98 vs
+# 0.76, H=64 I=40 0.86 vs 0.72, H=I=32 0.28 vs 0.23, H=I=16 0.127 vs 0.119, H=I=8 0.096 vs 0.096.
+PIPELINE_MIN_WORK = 200_000
+
+
+def compiled_threads(B: int, H: int, T: int, I: int = 0) -> int:
+    """Threads of a compiled inference call: batch chunks from ``COMPILED_PARALLEL_MIN_WORK``; for fewer rows than
+    threads a hidden-unit split from ``SPLIT_MIN_HIDDEN`` (see :func:`unit_split`), below it a pipelined
+    projection from ``PIPELINE_MIN_WORK``; never more than the cores this process may use (the split's threads
+    wait for each other spinning, so they must not share a core)."""
+    n = torch.get_num_threads()
+    c = cgru()
+    pipelined = c is not None and T >= 2 * c.PIPE_STEPS and T * B * 3 * H * I >= PIPELINE_MIN_WORK
+    if n < 2 or (B * H * H * T < COMPILED_PARALLEL_MIN_WORK and (H < SPLIT_MIN_HIDDEN or T == 1) and not pipelined):
+        return 1                                            # decided without asking the OS (~0.6 us)
+    n = min(n, cores())
+    if n < 2:
+        return 1
+    if B < n:
+        return n if (H >= SPLIT_MIN_HIDDEN and T > 1) or pipelined else 1
+    return min(n, B) if B * H * H * T >= COMPILED_PARALLEL_MIN_WORK else 1
+
+
+def unit_split(H: int) -> bool:
+    """Whether a call with fewer rows than threads splits the hidden units (else it is pipelined)."""
+    return H >= SPLIT_MIN_HIDDEN
+
+
+def plan_threads(spec: GRUSpec, T: int, B: int) -> tuple[int, int, bool]:
+    """``(threads of the first layer, threads of the layers above, unit_split)`` for a ``_cgru.Plan`` call."""
+    H = spec.hidden_size
+    n0 = compiled_threads(B, H, T, spec.input_size)
+    n1 = n0 if spec.num_layers == 1 else compiled_threads(B, H, T, spec.num_directions * H)
+    return n0, n1, unit_split(H)

@@ -1,0 +1,103 @@
+r"""Convolutional parts of the classifier: shortening long series, the patch front end of the GRU, and the
+fully convolutional branch of the GRU-FCN hybrid.
+
+Letters: B batch, T time, F input features, C channels. Every module takes ``(B, T, F)`` inputs padded to the
+batch's longest sequence with ``lengths`` (B,) and keeps padding out of the result: padded steps are zeroed
+before each convolution, so a sequence gives (in eval mode) the same output alone as inside a padded batch.
+
+* :func:`pool_time` averages non-overlapping windows of ``s`` steps (a masked mean), so a series of any length
+  reaches the convolutions and the GRU with at most ``conv_steps`` steps.
+* :class:`PatchEmbed` turns non-overlapping patches of ``r`` steps into one GRU input each (a strided Conv1d
+  and ReLU): the recurrence then runs over at most ``gru_steps`` steps, which keeps training fast and the
+  gradient path short on long series.
+* :class:`FCNBranch` is the fully convolutional network of Wang et al. (2017) as used in LSTM-FCN (Karim et
+  al. 2017) and GRU-FCN (Elsayed et al. 2018): three Conv1d-BatchNorm-ReLU blocks with kernels 8, 5, 3 and
+  channels C, 2C, C, then global average pooling over the valid steps.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .heads import length_mask
+
+__all__ = ["pool_time", "shorter", "strides", "PatchEmbed", "FCNBranch"]
+
+
+def strides(max_length: int, conv_steps: int, gru_steps: int) -> tuple[int, int]:
+    """(s, r): average-pooling stride so ``max_length`` fits ``conv_steps``, then the patch size so the result
+    fits ``gru_steps`` (0 for either step count means no shortening at that stage)."""
+    s = max(1, math.ceil(max_length / conv_steps)) if conv_steps > 0 else 1
+    r = max(1, math.ceil(math.ceil(max_length / s) / gru_steps)) if gru_steps > 0 else 1
+    return s, r
+
+
+def shorter(lengths: Tensor | None, s: int) -> Tensor | None:
+    """Lengths after grouping steps in windows of ``s`` (a partial last window counts)."""
+    return None if lengths is None else torch.div(lengths + s - 1, s, rounding_mode="floor")
+
+
+def _masked(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Zero the padded steps of (B, T, C)."""
+    mask = length_mask(lengths, x.shape[1], x.device)                      # (B, T) or None
+    return x if mask is None else x * mask.unsqueeze(-1).to(x.dtype)
+
+
+def pool_time(x: Tensor, lengths: Tensor | None, s: int) -> tuple[Tensor, Tensor | None]:
+    """Mean over non-overlapping windows of ``s`` valid steps: (B, T, F) -> (B, ceil(T/s), F)."""
+    if s == 1:
+        return x, lengths
+    B, T, Fe = x.shape
+    pad = (-T) % s
+    mask = length_mask(lengths, T, x.device)
+    m = torch.ones(B, T, 1, dtype=x.dtype, device=x.device) if mask is None else \
+        mask.unsqueeze(-1).to(x.dtype)                                       # (B, T, 1)
+    xs = F.pad(x * m, (0, 0, 0, pad)).reshape(B, -1, s, Fe).sum(2)          # (B, T/s, F) window sums
+    ms = F.pad(m, (0, 0, 0, pad)).reshape(B, -1, s, 1).sum(2)               # (B, T/s, 1) valid steps per window
+    return xs / ms.clamp_min(1.0), shorter(lengths, s)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches of ``r`` steps to ``channels`` features each: (B, T, F) -> (B, ceil(T/r), C)."""
+
+    def __init__(self, in_size: int, channels: int, r: int):
+        super().__init__()
+        self.r = r
+        self.proj = nn.Conv1d(in_size, channels, kernel_size=r, stride=r)
+
+    def forward(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        pad = (-x.shape[1]) % self.r
+        x = F.pad(_masked(x, lengths), (0, 0, 0, pad)).transpose(1, 2)      # (B, F, T) for Conv1d
+        z = torch.relu(self.proj(x)).transpose(1, 2)                         # (B, T/r, C)
+        return z, shorter(lengths, self.r)
+
+
+class FCNBranch(nn.Module):
+    """Three Conv1d-BatchNorm-ReLU blocks (kernels 8, 5, 3; channels C, 2C, C), masked global average pool."""
+
+    kernels = (8, 5, 3)
+
+    def __init__(self, in_size: int, channels: int):
+        super().__init__()
+        widths = (in_size, channels, 2 * channels, channels)
+        self.convs = nn.ModuleList(nn.Conv1d(widths[i], widths[i + 1], k) for i, k in enumerate(self.kernels))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(widths[i + 1]) for i in range(len(self.kernels)))
+        self.out_size = channels
+
+    def forward(self, x: Tensor, lengths: Tensor | None) -> Tensor:
+        B, T, _ = x.shape
+        mask = length_mask(lengths, T, x.device)
+        m = None if mask is None else mask.unsqueeze(1).to(x.dtype)         # (B, 1, T)
+        h = x.transpose(1, 2)                                                # (B, F, T)
+        for conv, norm in zip(self.convs, self.norms):
+            if m is not None:
+                h = h * m                                                    # padding reads as the zero border
+            k = conv.kernel_size[0]
+            h = F.pad(h, ((k - 1) // 2, k // 2))                             # "same" length (torch's split)
+            h = torch.relu(norm(conv(h)))                                    # (B, C_i, T)
+        if m is None:
+            return h.mean(2)                                                 # (B, C)
+        return (h * m).sum(2) / m.sum(2).clamp_min(1.0)                      # (B, C) mean over valid steps

@@ -1,0 +1,217 @@
+"""The classifier's parts: time pooling, patch front end, FCN branch (masks), augmentations, the class-keeping
+split, the auto schedule, the baselines' wiring and the one inference entry point."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from grukit.config import ClassifyConfig
+from grukit.data.augment import augment, jitter, scaling, window_slice, window_warp
+from grukit.data.sequences import normalise_series, stratified_split
+from grukit.errors import ShapeError
+from grukit.tasks import classify_baselines as cb
+from grukit.tasks.base import infer
+from grukit.tasks.classify import ClassifyTask, classify_sequences, resolve_schedule
+from grukit.tasks.conv import FCNBranch, PatchEmbed, pool_time, strides
+
+
+def padded(seqs):
+    lengths = torch.tensor([len(s) for s in seqs])
+    x = torch.zeros(len(seqs), int(lengths.max()), seqs[0].shape[1])
+    for i, s in enumerate(seqs):
+        x[i, :len(s)] = torch.as_tensor(s)
+    return x, lengths
+
+
+def test_strides():
+    assert strides(150, 256, 64) == (1, 3)          # no pooling; patches of 3 -> 50 GRU steps
+    assert strides(2000, 256, 64) == (8, 4)         # 2000 -> 250 steps -> 63 GRU steps
+    assert strides(24, 256, 64) == (1, 1)
+    assert strides(5000, 0, 0) == (1, 1)            # 0 = no shortening
+
+
+def test_pool_time_is_a_masked_window_mean():
+    x = torch.tensor([[1., 2, 3, 4, 5], [10, 20, 30, 99, 99]]).unsqueeze(-1)     # (2, 5, 1), row 1 has 3 steps
+    out, lengths = pool_time(x, torch.tensor([5, 3]), 2)
+    assert lengths.tolist() == [3, 2]
+    assert out[0, :, 0].tolist() == [1.5, 3.5, 5.0]             # last window holds one valid step
+    assert out[1, :2, 0].tolist() == [15.0, 30.0]                # padding (99) never enters a mean
+    same, L = pool_time(x, None, 1)
+    assert same is x and L is None
+
+
+def test_patch_embed_shapes_and_padding():
+    torch.manual_seed(0)
+    pe = PatchEmbed(2, 5, 3).eval()
+    a, b = np.random.default_rng(0).normal(size=(7, 2)), np.random.default_rng(1).normal(size=(4, 2))
+    x, lengths = padded([a, b])
+    z, zl = pe(x, lengths)
+    assert z.shape == (2, 3, 5) and zl.tolist() == [3, 2]        # ceil(7/3), ceil(4/3)
+    alone, _ = pe(torch.as_tensor(b, dtype=torch.float32)[None], torch.tensor([4]))
+    torch.testing.assert_close(z[1, :2], alone[0])
+
+
+def test_fcn_branch_ignores_padding():
+    torch.manual_seed(0)
+    fcn = FCNBranch(3, 4)
+    fcn(torch.randn(8, 20, 3), None)                             # a training step so BatchNorm stats move
+    fcn.eval()
+    rng = np.random.default_rng(0)
+    seqs = [rng.normal(size=(n, 3)).astype(np.float32) for n in (20, 9, 13)]
+    x, lengths = padded(seqs)
+    x[1, 9:] = 1e3                                               # garbage padding must not matter
+    out = fcn(x, lengths)
+    assert out.shape == (3, 4)
+    for i, s in enumerate(seqs):
+        torch.testing.assert_close(out[i], fcn(torch.as_tensor(s)[None], None)[0], atol=1e-5, rtol=1e-5)
+
+
+def _model(seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = ClassifyConfig(hidden_size=6, conv_channels=4, **kw)
+    s, r = strides(30, cfg.conv_steps, cfg.gru_steps)
+    return ClassifyTask(cfg, {"input_size": 2, "classes": ["a", "b", "c"], "pool_stride": s, "patch_stride": r,
+                              "normalize": "series"}).eval()
+
+
+def test_whole_model_variable_lengths_and_long_series():
+    m = _model(conv_steps=8, gru_steps=4)                        # 30 steps -> pooled by 4, patches of 2
+    assert (m.pool_stride, m.patch.r) == (4, 2)
+    rng = np.random.default_rng(1)
+    seqs = [rng.normal(size=(n, 2)).astype(np.float32) for n in (30, 11, 5)]
+    x, lengths = padded(seqs)
+    with torch.no_grad():
+        logits, _ = m({"x": x, "lengths": lengths})
+        assert logits.shape == (3, 3)
+        for i, s in enumerate(seqs):
+            alone, _ = m({"x": torch.as_tensor(s)[None], "lengths": torch.tensor([len(s)])})
+            torch.testing.assert_close(logits[i], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_augmentations_shapes_determinism_and_padding():
+    x = torch.randn(4, 40, 2)
+    lengths = torch.tensor([40, 31, 17, 3])
+    x = x * (torch.arange(40)[None, :] < lengths[:, None]).unsqueeze(-1)
+    for fn in (jitter, scaling, window_slice, window_warp):
+        a = fn(x, lengths, torch.Generator().manual_seed(3))
+        b = fn(x, lengths, torch.Generator().manual_seed(3))
+        c = fn(x, lengths, torch.Generator().manual_seed(4))
+        assert a.shape == x.shape and torch.equal(a, b), fn.__name__
+        assert not torch.equal(a, c), fn.__name__
+        for i, n in enumerate(lengths.tolist()):
+            assert a[i, n:].abs().sum() == 0, fn.__name__        # padding stays zero
+    s = scaling(x, lengths, torch.Generator().manual_seed(0))
+    ratio = s[0] / x[0]                                          # (T, F): one factor per series and feature
+    torch.testing.assert_close(ratio, ratio[:1].expand_as(ratio))
+    ramp = torch.arange(10.0).reshape(1, 10, 1)
+    sl = window_slice(ramp, None, torch.Generator().manual_seed(0), ratio=0.5)
+    assert sl[0, 0, 0] >= 0 and sl[0, -1, 0] <= 9 and (sl[0, -1, 0] - sl[0, 0, 0]) == pytest.approx(4.0)
+    torch.manual_seed(5)
+    g1 = augment(x, lengths, ("jitter", "window_warp"))
+    torch.manual_seed(5)
+    assert torch.equal(g1, augment(x, lengths, ("jitter", "window_warp")))
+
+
+def test_training_applies_augmentation_only_when_training():
+    m = _model(augment=("jitter",))
+    batch = {"x": torch.zeros(2, 6, 2), "lengths": torch.tensor([6, 4]), "y": torch.tensor([0, 1])}
+    inputs, _ = m.batch_to_inputs(batch)
+    assert torch.equal(inputs["x"], batch["x"])                  # eval mode: untouched
+    m.train()
+    inputs, _ = m.batch_to_inputs(batch)
+    assert not torch.equal(inputs["x"], batch["x"]) and inputs["x"][1, 4:].abs().sum() == 0
+
+
+def test_stratified_split_keeps_every_class():
+    y = np.array([0] * 10 + [1] * 3 + [2] * 2 + [3])
+    train, val = stratified_split(y, 0.2, seed=0)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(len(y)))
+    assert set(y[train]) == {0, 1, 2, 3}                         # every class trains
+    assert set(y[val]) == {0, 1, 2}                              # every class with 2+ series validates
+    assert np.bincount(y[val]).tolist() == [2, 1, 1]
+    t2, v2 = stratified_split(y, 0.2, seed=0)
+    assert np.array_equal(train, t2) and np.array_equal(val, v2)
+    t0, v0 = stratified_split(y, 0.0)
+    assert len(v0) == 0 and len(t0) == len(y)
+
+
+def test_auto_schedule_from_training_set_size():
+    small = ClassifyConfig()
+    info = resolve_schedule(small, 50)
+    assert small.val_fraction == 0 and small.patience == 0 and small.ensemble == 5
+    repeat = 40 // math.ceil(50 / 16)                            # 4 batches of the 50 series -> repeated 10 times
+    assert info["repeat"] == repeat == 10
+    assert small.max_epochs == math.ceil(small.train_steps / math.ceil(50 * repeat / small.batch_size))
+    assert "no validation split" in info["rule"]
+    big = ClassifyConfig()
+    resolve_schedule(big, 800)
+    assert big.val_fraction == 0.2 and big.patience == 30 and big.ensemble == 1
+    n_fit = 800 - 160                                            # 40 batches: no repetition
+    assert big.max_epochs == math.ceil(big.train_steps / math.ceil(n_fit / big.batch_size))
+    manual = ClassifyConfig(schedule="manual", max_epochs=7, val_fraction=0.1)
+    resolve_schedule(manual, 50)
+    assert (manual.max_epochs, manual.val_fraction, manual.ensemble) == (7, 0.1, 1)
+
+
+def test_config_accepts_old_boolean_normalize():
+    assert ClassifyConfig.from_dict({"normalize": True}).normalize == "feature"
+    assert ClassifyConfig.from_dict({"normalize": "false"}).normalize == "none"
+    from grukit.errors import ConfigError
+    with pytest.raises(ConfigError, match="augment='jiter'.*did you mean 'jitter'"):
+        ClassifyConfig.from_dict({"augment": "jiter"})
+
+
+def _toy(n, rng, length=30):
+    """Class 0: a bump early, class 1: a bump late (plus noise); lengths vary."""
+    seqs, y = [], []
+    for i in range(n):
+        k = i % 2
+        T = length + int(rng.integers(-3, 4))
+        s = rng.normal(0, 0.1, size=(T, 1))
+        c = T // 4 if k == 0 else 3 * T // 4
+        s[c - 2:c + 3, 0] += 3
+        seqs.append(s.astype(np.float32))
+        y.append(f"c{k}")
+    return seqs, np.array(y)
+
+
+def test_baselines_wiring():
+    rng = np.random.default_rng(0)
+    tr, ytr = _toy(20, rng)
+    te, yte = _toy(10, rng)
+    out = cb.fit_predict(("minirocket", "dtw"), tr, ytr, te, seed=0)
+    assert set(out) == {"majority_class", "minirocket", "dtw_1nn"}
+    assert (out["dtw_1nn"][0] == yte).mean() == 1.0
+    assert (out["minirocket"][0] == yte).mean() >= 0.9
+    assert out["majority_class"][0].tolist() == ["c0"] * 10      # tie 10/10: the first label
+    panel = cb.to_panel([np.arange(3.0)[:, None], np.arange(5.0)[:, None]], 5)
+    assert panel.shape == (2, 1, 5) and panel[0, 0].tolist() == [0, 0.5, 1, 1.5, 2]
+    said = []
+    old = cb.DTW_MAX_CELLS
+    cb.DTW_MAX_CELLS = 10
+    try:
+        out = cb.fit_predict(("dtw",), tr, ytr, te, log=said.append)
+    finally:
+        cb.DTW_MAX_CELLS = old
+    assert "dtw_1nn" not in out and "1-NN DTW skipped" in said[0]
+
+
+def test_classify_sequences_is_the_ensemble_mean():
+    members = [_model(seed=s) for s in (0, 1)]
+    rng = np.random.default_rng(0)
+    seqs = [rng.normal(3, 2, size=(n, 2)) for n in (30, 12, 7)]
+    meta = members[0].meta
+    p = classify_sequences(members, meta, seqs)
+    assert p.shape == (3, 3) and np.allclose(p.sum(1), 1, atol=1e-6)
+    each = [classify_sequences([m], meta, seqs) for m in members]
+    np.testing.assert_allclose(p, (each[0] + each[1]) / 2, atol=1e-6)
+    x, lengths = padded([normalise_series(s.astype(np.float32)) for s in seqs])
+    direct = torch.cat(infer(members[0], [{"x": x, "lengths": lengths}])).numpy()
+    np.testing.assert_allclose(each[0], direct, atol=1e-5)       # raw units in, normalised inside
+    with pytest.raises(ShapeError, match=r"sequence 1 has shape \(4, 3\); expected \(T, 2\)"):
+        classify_sequences(members, meta, [seqs[0], np.zeros((4, 3))])
+    with pytest.raises(ShapeError, match="sequence 0 has a non-finite value at step 2"):
+        classify_sequences(members, meta, [np.array([[0, 0], [1, 1], [np.nan, 0]])])

@@ -1,0 +1,82 @@
+"""Forecast metrics against hand computations and the M4 published figures; the baselines' basic contracts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from grukit.data.seasonal import seasonal_indices, seasonality_test
+from grukit.tasks import baselines as B
+from grukit.tasks.forecast_metrics import coverage, mase, mase_scale, msis, owa, series_metrics, smape, summarize
+
+M4 = next((p / "shared" / "data" / "m4" for p in Path(__file__).resolve().parents[1].parents
+           if (p / "shared" / "data" / "m4").is_dir()), Path(__file__).resolve().parents[1].parent / "shared")
+
+
+def test_metrics_by_hand():
+    a, f = np.array([10.0, 20.0, 0.0]), np.array([12.0, 15.0, 0.0])
+    # sMAPE: 200*2/22, 200*5/35, 0 (both zero) -> mean
+    assert smape(a, f) == pytest.approx((400 / 22 + 1000 / 35 + 0) / 3)
+    hist = np.array([1.0, 3.0, 2.0, 6.0, 4.0])                # lag-2 diffs: |2-1|, |6-3|, |4-2| -> 2
+    assert mase_scale(hist, 2) == pytest.approx(2.0)
+    assert mase_scale(hist, 9) == pytest.approx(np.mean([2, 1, 4, 2]))   # history too short for m: lag 1
+    assert mase_scale(np.ones(5), 1) == 1.0                   # constant history: finite scale
+    assert mase(a, f, hist, 2) == pytest.approx((2 + 5 + 0) / 3 / 2)
+    lo, hi = np.array([9.0, 21.0, -1.0]), np.array([11.0, 25.0, 1.0])
+    # widths 2, 4, 2; 20 is below lo=21 by 1 -> penalty 2/0.05*1 = 40
+    assert msis(a, lo, hi, hist, 2, 0.05) == pytest.approx((2 + 4 + 40 + 2) / 3 / 2)
+    assert coverage(a, lo, hi) == pytest.approx(2 / 3)
+    assert owa(10.0, 2.0, 20.0, 1.0) == pytest.approx((0.5 + 2.0) / 2)
+    row = series_metrics(a, f, hist, 2, lo, hi)
+    assert row["MAE"] == pytest.approx(7 / 3) and row["RMSE"] == pytest.approx(np.sqrt((4 + 25) / 3))
+    table = summarize({"naive2": [{"sMAPE": 10.0, "MASE": 1.0}, {"sMAPE": 30.0, "MASE": 3.0}],
+                       "m": [{"sMAPE": 5.0, "MASE": 1.0}, {"sMAPE": 15.0, "MASE": 3.0}]})
+    assert table["m"]["OWA"] == pytest.approx((10 / 20 + 2 / 2) / 2)   # OWA of the averages (M4's definition)
+
+
+def test_seasonal_decomposition_recovers_the_pattern():
+    t = np.arange(120)
+    pattern = np.array([0.8, 1.0, 1.3, 0.9])
+    y = (100 + t) * pattern[t % 4]
+    idx = seasonal_indices(y, 4)
+    np.testing.assert_allclose(idx, pattern / pattern.mean(), rtol=0.02)
+    assert seasonality_test(y, 4) and not seasonality_test(np.random.default_rng(1).normal(size=120), 4)
+    fc = B.naive2(y, 8, 4)["point"]                           # last adjusted level times the next indices
+    np.testing.assert_allclose(fc / fc[0], idx[(120 + np.arange(8)) % 4] / idx[0], rtol=1e-9)
+
+
+def test_baselines_contracts():
+    rng = np.random.default_rng(0)
+    t = np.arange(96)
+    y = 50 + 0.5 * t + 5 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 0.5, 96)
+    out, failed = B.fit_baselines([y, y[:30]], 12, 12, ["naive", "seasonal_naive", "naive2", "theta", "ets"],
+                                  level=0.9)
+    assert failed == {k: 0 for k in out}
+    assert (out["naive"][0]["point"] == y[-1]).all()
+    np.testing.assert_array_equal(out["seasonal_naive"][0]["point"], y[-12:])
+    for k in ("theta", "ets"):
+        for fc in out[k]:
+            assert fc["point"].shape == (12,) and (fc["lo"] <= fc["point"]).all() and (fc["point"] <= fc["hi"]).all()
+    actual = 50 + 0.5 * (96 + np.arange(12)) + 5 * np.sin(2 * np.pi * (96 + np.arange(12)) / 12)
+    err = {k: np.abs(out[k][0]["point"] - actual).mean() for k in out}
+    assert err["ets"] < err["naive"] and err["ets"] < err["seasonal_naive"]    # trend + season captured
+    with pytest.raises(Exception, match="unknown baseline"):
+        B.fit_baselines([y], 3, 1, ["prophet"])
+
+
+@pytest.mark.skipif(not (M4 / "Hourly-train.csv").is_file(), reason=f"M4 files not found under {M4}")
+def test_m4_hourly_published_benchmarks_reproduced():
+    """Naive, seasonal naive and Naive2 on M4 Hourly reproduce the published sMAPE / MASE to 3 decimals."""
+    tr = pd.read_csv(M4 / "Hourly-train.csv", index_col=0)
+    te = pd.read_csv(M4 / "Hourly-test.csv", index_col=0)
+    hist = [r.dropna().to_numpy(float) for _, r in tr.iterrows()]
+    act = [te.loc[sid].dropna().to_numpy(float) for sid in tr.index]
+    out, _ = B.fit_baselines(hist, 48, 24, ["naive", "seasonal_naive", "naive2"])
+    rows = {k: [series_metrics(a, f["point"], h, 24) for a, f, h in zip(act, out[k], hist)] for k in out}
+    table = summarize(rows)
+    for k, (s, m_) in {"naive": (43.003, 11.608), "seasonal_naive": (13.912, 1.193),
+                       "naive2": (18.383, 2.395)}.items():
+        assert round(table[k]["sMAPE"], 3) == s and round(table[k]["MASE"], 3) == m_, k
+    assert table["seasonal_naive"]["OWA"] == pytest.approx(0.627, abs=1.5e-3)   # published from rounded parts

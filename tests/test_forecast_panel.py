@@ -1,0 +1,230 @@
+"""Many-series forecasting: panels of any length, the M4 wide layout, bad panels, model options, forecast_series."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from grukit.config import ForecastConfig
+from grukit.errors import DataError
+from grukit.runs import Run
+from grukit.tasks.forecast import ForecastTask, forecast_series, prepare
+from grukit.train import fit
+
+FAST = dict(hidden_size=8, batch_size=32, progress=False, patience=0, lr=1e-2, max_epochs=2,
+            baselines=("naive", "naive2"))
+
+
+def wide_panel(path, lengths=(60, 16, 45, 1), m=6, seed=0):
+    """M4 wide layout: id, then values; blanks after each series' end."""
+    rng = np.random.default_rng(seed)
+    n_max = max(lengths)
+    rows = []
+    for k, n in enumerate(lengths):
+        t = np.arange(n)
+        y = 50 + 5 * k + 0.2 * t + 4 * np.sin(2 * np.pi * t / m) + rng.normal(0, 0.3, n)
+        rows.append([f"S{k + 1}"] + [f"{v:.3f}" for v in y] + [""] * (n_max - n))
+    header = ",".join(f'"V{i + 1}"' for i in range(n_max + 1))
+    path.write_text(header + "\n" + "\n".join(",".join([f'"{r[0]}"'] + r[1:]) for r in rows) + "\n")
+    return path
+
+
+def test_short_series_train_and_forecast_one_point_series_skipped(tmp_path):
+    """A 16-point series among long ones trains (padded, masked windows) and is forecast; a 1-point series is
+    skipped with one warning naming it; the M4 wide layout reads directly."""
+    data = wide_panel(tmp_path / "train.csv")
+    with pytest.warns(UserWarning, match=r"skipped 1 series too short.*'S4' \(1\)"):
+        run = fit("forecast", data=str(data), out=tmp_path / "run", lookback=24, horizon=6, season_length=6,
+                  **FAST)
+    meta = run.meta
+    assert meta["roles"]["layout"] == "wide" and meta["series_ids"] == ["S1", "S2", "S3"]
+    assert "S2" in meta["short_series"]                        # 16 - 6 held out < lookback 24 + horizon 6
+    per = pd.read_csv(run.path / "evaluation" / "series.csv")
+    assert set(per.series) == {"S1", "S2", "S3"}
+    s2 = per[(per.series == "S2") & (per.method == "grukit")]
+    assert np.isfinite(s2["sMAPE"]).all() and s2["sMAPE"].iloc[0] < 20   # a sane forecast of the short one
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = prepare(run.config).train.dataset
+    s2 = [ds[i] for i in range(len(ds)) if ds.index[i][0] == 1]           # S2's training windows
+    assert len(s2) == 3 and all(it["mask"][0] == 0 and it["mask"][-1] == 1 for it in s2)   # padded, masked
+    assert all(it["x"].shape == (24, 2) for it in s2)                      # [value, mask] per step
+
+
+def test_wide_test_file_gives_the_evaluation(tmp_path):
+    full = wide_panel(tmp_path / "full.csv", lengths=(66, 22, 51))
+    df = pd.read_csv(full)
+    train, test = df.copy(), df.iloc[:, :7].copy()
+    for i in range(len(df)):
+        vals = df.iloc[i, 1:].dropna().to_numpy()
+        train.iloc[i, 1:] = np.nan
+        train.iloc[i, 1:len(vals) - 6 + 1] = vals[:-6]
+        test.iloc[i, 1:] = vals[-6:]
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    run = fit("forecast", data=str(tmp_path / "train.csv"), test_data=str(tmp_path / "test.csv"),
+              out=tmp_path / "run", lookback=24, horizon=6, season_length=6, **FAST)
+    per = pd.read_csv(run.path / "evaluation" / "series.csv")
+    naive = per[per.method == "naive"].set_index("series")
+    for i, sid in enumerate(df.iloc[:, 0]):                   # naive's sMAPE by hand from the test file
+        vals = df.iloc[i, 1:].dropna().to_numpy(float)
+        hist, act = vals[:-6], vals[-6:]
+        want = np.mean(200 * np.abs(act - hist[-1]) / (np.abs(act) + np.abs(hist[-1])))
+        assert naive.loc[sid, "sMAPE"] == pytest.approx(want)
+        assert naive.loc[sid, "origin"] == len(hist)
+
+
+def test_bad_panels_name_the_series(tmp_path):
+    p = wide_panel(tmp_path / "w.csv", lengths=(30, 30))
+    text = p.read_text().splitlines()
+    cells = text[2].split(",")
+    cells[3] = "n/a?"                                           # a non-numeric cell in series S2, column V4
+    text[2] = ",".join(cells)
+    p.write_text("\n".join(text) + "\n")
+    with pytest.raises(DataError, match=r"line 3, column 'V4': non-numeric value 'n/a\?' in series 'S2'"):
+        fit("forecast", data=str(p), out=tmp_path / "r1", lookback=8, horizon=4, **FAST)
+    rows = [{"date": f"2020-01-{d:02d}", "store": s, "sales": float(d)} for s in "ab" for d in range(1, 29)]
+    rows.append({"date": "2020-01-05", "store": "b", "sales": 99.0})
+    pd.DataFrame(rows).to_csv(tmp_path / "dup.csv", index=False)
+    kw = dict(data=str(tmp_path / "dup.csv"), id_col="store", target="sales", lookback=8, horizon=4, **FAST)
+    with pytest.raises(DataError, match=r"series 'b' has duplicate time stamp 2020-01-05.*--duplicates mean"):
+        fit("forecast", out=tmp_path / "r2", **kw)
+    run = fit("forecast", out=tmp_path / "r3", duplicates="mean", evaluate=False, **kw)
+    from grukit.data.panel import load_panel
+    series, _, _ = load_panel(str(tmp_path / "dup.csv"), roles=run.meta["roles"], duplicates="mean")
+    b = [s for s in series if s.id == "b"][0]
+    assert len(b.y) == 28 and b.y[4, 0] == pytest.approx((5.0 + 99.0) / 2)
+    with pytest.raises(Exception, match="duplicates='median': expected one of error, mean, sum, last"):
+        ForecastConfig(duplicates="median").validate()
+
+
+def test_large_magnitudes_scale_instead_of_clipping(tmp_path):
+    """Values around 1e30 forecast at their own magnitude (no exp(50) clip); 1e300 is refused (see
+    test_forecast BAD 'huge')."""
+    t = np.arange(60)
+    y = 1e30 * (2 + np.sin(2 * np.pi * t / 6))
+    pd.DataFrame({"time": t, "y": y}).to_csv(tmp_path / "big.csv", index=False)
+    run = fit("forecast", data=str(tmp_path / "big.csv"), out=tmp_path / "run", lookback=12, horizon=6,
+              evaluate=False, **FAST)
+    assert run.meta["transform"] == "log"
+    fc = forecast_series(run.models(), run.meta, run.config, [y])[0]
+    assert fc["point"].shape == (6, 1)
+    assert 3e29 < fc["point"].min() and fc["point"].max() < 1e31     # far beyond exp(50) = 5.2e21
+
+
+def test_es_layer_matches_the_holt_winters_recursion():
+    """The hybrid's smoothing on one window equals a hand-written additive Holt-Winters recursion."""
+    from grukit.tasks.forecast_es import ESLayer
+    torch.manual_seed(0)
+    es = ESLayer(n_series=2, season=3)
+    with torch.no_grad():
+        es.alpha[:] = torch.tensor([0.3, -0.5])
+        es.gamma[:] = torch.tensor([-1.0, 0.2])
+        es.season0[:] = torch.randn(2, 3)
+    x = torch.randn(2, 7, 1, dtype=torch.float32)
+    mask = torch.ones(2, 7)
+    mask[1, :2] = 0
+    x[1, :2] = x[1, 2]                                            # padded like window_at
+    sid, phase = torch.tensor([0, 1]), torch.tensor([2, 4])
+    base_in, base_out = es(x, mask, sid, phase, horizon=4)
+    for b in range(2):
+        a, g = torch.sigmoid(es.alpha[b]).item(), torch.sigmoid(es.gamma[b]).item()
+        s0 = es.season0[b].detach().numpy()
+        s0 = s0 - s0.mean()
+        seas = [s0[(phase[b].item() + j) % 3] for j in range(3)]
+        xs = x[b, :, 0].numpy()
+        level = xs[0] - seas[0]
+        used = []
+        for t in range(7):
+            s = seas[t]
+            used.append(s)
+            if mask[b, t] > 0:
+                new = a * (xs[t] - s) + (1 - a) * level
+                seas.append(g * (xs[t] - new) + (1 - g) * s)
+                level = new
+            else:
+                seas.append(s)
+        np.testing.assert_allclose(base_in[b, :, 0].detach().numpy(), np.array(used) + level, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(base_out[b, :, 0].detach().numpy(),
+                                   [seas[7 + h % 3] + level for h in range(4)], rtol=1e-5, atol=1e-5)
+    unknown, _ = es(x[:1], mask[:1], torch.tensor([-1]), phase[:1], 4)     # unknown id: mean parameters
+    assert torch.isfinite(unknown).all()
+
+
+OPTIONS = [
+    ("deseasonalize", dict(deseasonalize=True)),
+    ("es_hybrid", dict(es_hybrid=True)),
+    ("series_embedding", dict(series_embedding=3)),
+    ("lookbacks", dict(lookbacks=(6, 12))),
+    ("gaussian", dict(likelihood="gaussian")),
+]
+
+
+@pytest.mark.parametrize("name,extra", OPTIONS, ids=[o[0] for o in OPTIONS])
+def test_model_options_train_and_forecast(tmp_path, name, extra):
+    data = wide_panel(tmp_path / "w.csv", lengths=(60, 40, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = fit("forecast", data=str(data), out=tmp_path / "run", lookback=12, horizon=6, season_length=6,
+                  **{**FAST, **extra})
+    metrics = json_metrics(run)
+    assert np.isfinite(metrics["grukit"]["sMAPE"]) and metrics["grukit"]["sMAPE"] < 30
+    model = run.models()[0]
+    if name == "es_hybrid":
+        assert model.es is not None and model.es.alpha.shape == (3,)
+        assert not torch.equal(model.es.season0, torch.zeros(3, 6))      # learned jointly with the GRU
+    if name == "series_embedding":
+        assert model.embed.weight.shape == (3, 3)
+    if name == "deseasonalize":
+        assert set(run.meta["seasons"]) <= {"S1", "S2", "S3"} and run.meta["seasons"]
+    hist = [np.linspace(50, 60, 30), np.array([52.0, 53.0])]
+    fcs = forecast_series(run.models(), run.meta, run.config, hist)       # unknown ids, a 2-point history
+    for fc in fcs:
+        assert fc["point"].shape == (6, 1) and np.isfinite(fc["point"]).all()
+        assert (fc["lo"] <= fc["point"] + 1e-9).all() and (fc["point"] <= fc["hi"] + 1e-9).all()
+
+
+def json_metrics(run):
+    import json
+    return json.loads((run.path / "metrics.json").read_text())
+
+
+def test_forecast_series_median_of_members_through_infer(tmp_path):
+    """forecast_series combines ensemble members by their median (ForecastTask.ensemble_rule) in original
+    units; quantiles come back for quantile outputs."""
+    data = wide_panel(tmp_path / "w.csv", lengths=(60, 40))
+    run = fit("forecast", data=str(data), out=tmp_path / "run", lookback=12, horizon=6, season_length=6,
+              ensemble=3, evaluate=False, **FAST)
+    models = Run(run.path).models()
+    assert len(models) == 3 and ForecastTask.ensemble_rule == "median"
+    hist = [np.linspace(50, 70, 40), np.linspace(60, 55, 25)[:, None]]
+    alone = [forecast_series(m, run.meta, run.config, hist) for m in models]
+    both = forecast_series(models, run.meta, run.config, hist, ids=["S1", "S2"])
+    alone_ids = [forecast_series(m, run.meta, run.config, hist, ids=["S1", "S2"]) for m in models]
+    for j in range(2):
+        want = np.median(np.stack([a[j]["point"] for a in alone_ids]), 0)
+        np.testing.assert_allclose(both[j]["point"], want, rtol=1e-5)
+        assert both[j]["quantiles"].shape == (6, 1, 3)
+        np.testing.assert_allclose(both[j]["quantiles"][..., 1], both[j]["point"], rtol=1e-6)
+    assert not np.allclose(alone[0][0]["point"], alone_ids[0][0]["point"])   # ids pick the training scaler
+    with pytest.raises(DataError, match=r"series #0: the history has missing or infinite values"):
+        forecast_series(models, run.meta, run.config, [np.array([1.0, np.nan])])
+
+
+def test_layout_detection_and_long_parquet(tmp_path):
+    from grukit.data.panel import is_wide, load_panel
+    assert is_wide(pd.DataFrame({"V1": ["H1", "H2"], "V2": [1.0, 2.0], "V3": [2.0, np.nan]}))
+    assert not is_wide(pd.DataFrame({"date": ["2020-01-01", "2020-01-02"], "a": [1, 2], "b": [3, 4]}))
+    assert not is_wide(pd.DataFrame({"store": ["a", "a"], "x": [1, 2], "y": [3, 4]}))     # repeated ids: long
+    assert not is_wide(pd.DataFrame({"day": ["2020-01-01", "2020-01-02"], "x": [1, 2], "y": [3, 4]}))
+    long = pd.DataFrame({"ds": list(pd.date_range("2021-01-01", periods=5)) * 2, "id": ["p"] * 5 + ["q"] * 5,
+                         "v": np.arange(10.0)})
+    long.sample(frac=1, random_state=0).to_parquet(tmp_path / "l.parquet")      # rows shuffled
+    series, roles, _ = load_panel(str(tmp_path / "l.parquet"), id_col="id", target=("v",))
+    assert roles["layout"] == "long" and sorted(s.id for s in series) == ["p", "q"]
+    by = {s.id: s.y[:, 0] for s in series}
+    np.testing.assert_array_equal(by["p"], np.arange(5.0))                       # sorted by time per series
+    np.testing.assert_array_equal(by["q"], np.arange(5.0, 10.0))
