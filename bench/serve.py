@@ -50,7 +50,8 @@ def train_runs(base: Path, hidden: int) -> dict[str, Path]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out["classify"] = fit("classify", out=base / "classify", data=str(_classify_npz(base / "c.npz", n=64, T=64, F=8)),
-                              hidden_size=hidden, batch_size=16, **common).path
+                              hidden_size=hidden, batch_size=16, conv_channels=0, gru_steps=0, conv_steps=0,
+                              **common).path
         out["speech"] = fit("speech", out=base / "speech", data=str(_speech_folder(base / "rec")), hidden_size=hidden,
                             num_layers=2, conv_channels=32, n_train_utterances=16, n_test_utterances=2, batch_size=8,
                             normalize="global", **common).path
