@@ -69,36 +69,6 @@ def load_served(path: str | Path, name: str | None = None) -> Served:
     return Served(name or Path(path).resolve().name, run, models, run.module())
 
 
-def warm_up(s: Served) -> None:
-    """One small call of each route (and a streaming tick) at start, so the first request does not pay for
-    kernel compilation and first-use set-up. Inputs the run cannot take (e.g. covariates) are skipped."""
-    import torch
-
-    from ..errors import GrukitError
-    F = int(s.meta.get("input_size", 1))
-    calls = {"forecast": lambda: forecast_batch(s, [{"series": np.ones((s.config.lookback, int(s.meta["n_targets"]))),
-                                                     "id": None}]),
-             "classify": lambda: classify_batch(s, [np.zeros((4, F), np.float32)]),
-             "autoencoder": lambda: anomaly_batch(s, [np.zeros((s.config.window, F), np.float32)]),
-             "lm": lambda: list(generate_batch(s, [{"prompt": "", "length": 2, "temperature": 1.0, "seed": 0}])),
-             "music": lambda: music_batch(s, [{"steps": 2, "temperature": 1.0, "seed": 0}]),
-             "speech": lambda: transcribe_batch(s, [np.zeros(int(s.meta["features"]["rate"]) // 5, np.float32)])}
-    try:
-        calls[s.task]()
-        if streamable(s):
-            from .sessions import Session, SessionBatcher
-            tick = SessionBatcher(s, None)._tick
-            for n in (1, 2):
-                sessions = [Session(s) for _ in range(n)]
-                for q in sessions:
-                    q.pending = (np.zeros(int(s.meta["features"]["rate"]) // 10, np.float32) if s.task == "speech"
-                                 else np.zeros((3, F), np.float32))
-                with torch.no_grad():
-                    tick(sessions)
-    except GrukitError:
-        pass
-
-
 def streamable(s: Served) -> bool:
     """A run can stream frames when its GRU is unidirectional and its readout works on a growing sequence."""
     if s.task not in ("speech", "classify", "autoencoder"):
