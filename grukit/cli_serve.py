@@ -36,5 +36,6 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
     from .serve.server import serve as run_server
     torch.set_num_threads(threads)
     opts = ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                        max_body=int(max_body_mb * 2 ** 20), token=token, session_batch=session_batch)
+                        max_body=int(max_body_mb * 2 ** 20), token=token, session_batch=session_batch,
+                        warm_up=True)
     run_server(runs, host=host, port=port, options=opts, drain_seconds=drain_seconds)
