@@ -25,6 +25,7 @@ import torch
 
 from ..errors import ConfigError, DataError, ShapeError
 from .adapters import Served, streamable
+from .batcher import collect
 
 __all__ = ["Session", "SessionBatcher", "advance"]
 
@@ -248,20 +249,7 @@ class SessionBatcher:
         q = self.ready
         while True:
             batch = [await q.get()]
-            deadline = time.perf_counter() + self.max_wait
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(q.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(q.get(), left))
-                except asyncio.TimeoutError:
-                    break
+            batch += await collect(q, self.max_batch - 1, time.perf_counter() + self.max_wait)
             batch = [s for s in batch if not s.closed]
             if not batch:
                 continue
