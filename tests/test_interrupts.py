@@ -100,7 +100,7 @@ def test_nan_loss_stops_with_the_batch_and_keeps_the_last_good_checkpoint(tmp_pa
     monkeypatch.setattr(classify.ClassifyTask, "loss", poisoned)
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 1, batch 9 .*last good checkpoint is kept"):
         fit("classify", data=str(data), out=tmp_path / "run", max_epochs=3, hidden_size=8, batch_size=16,
-            progress=False, evaluate=False)
+            progress=False, evaluate=False, schedule="manual", ensemble=1)
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert ckpt["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
