@@ -50,7 +50,8 @@ def train_runs(base: Path, hidden: int) -> dict[str, Path]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out["classify"] = fit("classify", out=base / "classify", data=str(_classify_npz(base / "c.npz", n=64, T=64, F=8)),
-                              hidden_size=hidden, batch_size=16, **common).path
+                              hidden_size=hidden, batch_size=16, conv_channels=0, gru_steps=0, conv_steps=0,
+                              **common).path
         out["speech"] = fit("speech", out=base / "speech", data=str(_speech_folder(base / "rec")), hidden_size=hidden,
                             num_layers=2, conv_channels=32, n_train_utterances=16, n_test_utterances=2, batch_size=8,
                             normalize="global", **common).path
@@ -98,29 +99,61 @@ def pct(xs, q) -> float:
 
 
 # ------------------------------------------------------------------ sections
+class RawClient:
+    """A minimal HTTP/1.1 keep-alive client (one connection): the load generator must cost the server's CPU
+    (shared on a small machine) as little as it can, so requests are pre-encoded bytes and responses are read
+    by Content-Length, no more."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def post(self, request: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def post_bytes(path: str, body: dict, port: int) -> bytes:
+    data = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+
+
 async def http_load(url: str, clients: int, seconds: float, max_requests: int, body: dict) -> dict:
-    import httpx
+    port = int(url.rsplit(":", 1)[1])
+    request = post_bytes("/runs/classify/classify", body, port)
     lat: list[float] = []
     errors = 0
+    conns = [RawClient("127.0.0.1", port) for _ in range(clients)]
+    for c in conns:                                                      # warm up (and connect)
+        await c.post(request)
     stop = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as c:
-        for _ in range(2):                                              # warm up
-            await c.post("/runs/classify/classify", json=body)
 
-        async def worker():
-            nonlocal errors
-            while time.perf_counter() < stop and len(lat) + errors < max_requests:
-                t = time.perf_counter()
-                r = await c.post("/runs/classify/classify", json=body)
-                if r.status_code == 200:
-                    lat.append(time.perf_counter() - t)
-                else:
-                    errors += 1
+    async def worker(c):
+        nonlocal errors
+        while time.perf_counter() < stop and len(lat) + errors < max_requests:
+            t = time.perf_counter()
+            status, _ = await c.post(request)
+            if status == 200:
+                lat.append(time.perf_counter() - t)
+            else:
+                errors += 1
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    wall = time.perf_counter() - t0
+    for c in conns:
+        c.close()
     return {"req/s": len(lat) / wall, "p50 ms": pct(lat, 50), "p99 ms": pct(lat, 99), "n": len(lat),
             "errors": errors}
 
@@ -140,37 +173,38 @@ def section_http(runs, args) -> list[dict]:
 
 
 async def speech_load(url: str, streams: int, seconds: float, chunk: bytes, n_chunks: int) -> dict:
+    """``streams`` clients, each sending a 100 ms chunk every 100 ms (real time, never catching up in bursts)
+    for ``seconds``, ending its utterance and opening a new session every ``n_chunks`` chunks."""
     import websockets
     lat: list[float] = []
-    failed = 0
+    errors: list[str] = []
     ws_url = url.replace("http", "ws") + "/runs/speech/stream"
+    end = time.perf_counter() + seconds
 
     async def one(k: int):
-        nonlocal failed
+        await asyncio.sleep(0.1 * k / streams)                           # spread the streams over a period
         try:
-            async with websockets.connect(ws_url, max_queue=None) as ws:
-                await ws.recv()
-                await asyncio.sleep(0.1 * k / streams)                   # spread the streams over a period
-                nxt = time.perf_counter()
-                end = nxt + seconds
-                i = 0
-                while time.perf_counter() < end:
-                    t = time.perf_counter()
-                    await ws.send(chunk)
+            while time.perf_counter() < end:
+                async with websockets.connect(ws_url, max_queue=None) as ws:
                     await ws.recv()
-                    lat.append(time.perf_counter() - t)
-                    i += 1
-                    if i % n_chunks == 0:                                 # a new utterance: end, reopen
-                        await ws.send(json.dumps({"end": True}))
+                    nxt = time.perf_counter()
+                    for _ in range(n_chunks):
+                        if time.perf_counter() >= end:
+                            return
+                        t = time.perf_counter()
+                        await ws.send(chunk)
                         await ws.recv()
-                        return await one(k)
-                    nxt += 0.1                                            # real time: one chunk per 100 ms
-                    await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
-        except Exception:  # noqa: BLE001 - a refused or dropped stream counts as failed
-            failed += 1
+                        lat.append(time.perf_counter() - t)
+                        nxt = max(nxt + 0.1, time.perf_counter())        # real time: one chunk per 100 ms
+                        await asyncio.sleep(nxt - time.perf_counter())
+                    await ws.send(json.dumps({"end": True}))
+                    await ws.recv()
+        except Exception as e:  # noqa: BLE001 - a refused or dropped stream counts as failed
+            errors.append(f"{type(e).__name__}: {e}"[:120])
 
     await asyncio.gather(*(one(k) for k in range(streams)))
-    return {"p50 ms": pct(lat, 50), "p99 ms": pct(lat, 99), "chunks": len(lat), "failed": failed}
+    return {"p50 ms": pct(lat, 50), "p99 ms": pct(lat, 99), "chunks": len(lat), "failed": len(errors),
+            **({"first error": errors[0]} if errors else {})}
 
 
 def section_speech(runs, args) -> list[dict]:

@@ -8,10 +8,10 @@ import typer
 
 __all__ = ["serve"]
 
-EPILOG = ("Examples:\n\n  grukit serve runs/forecast runs/lm\n\n"
-          "  grukit serve runs/speech --port 9000 --max-batch 64 --max-wait-ms 2\n\n"
+EPILOG = ("Examples:\n\n\b\n  grukit serve runs/forecast runs/lm\n"
+          "  grukit serve runs/speech --port 9000 --max-batch 64 --max-wait-ms 2\n"
           "  GRUKIT_SERVE_TOKEN=secret grukit serve runs/classify --host 0.0.0.0\n\n"
-          "Then open http://127.0.0.1:8000/ (the page) or /docs (the API).")
+          "Then open http://127.0.0.1:8000/ (the page) or /docs (the API). See docs/serving.md.")
 
 
 def serve(runs: list[Path] = typer.Argument(..., help="run directories written by `grukit train`"),
@@ -36,5 +36,6 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
     from .serve.server import serve as run_server
     torch.set_num_threads(threads)
     opts = ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                        max_body=int(max_body_mb * 2 ** 20), token=token, session_batch=session_batch)
+                        max_body=int(max_body_mb * 2 ** 20), token=token, session_batch=session_batch,
+                        warm_up=True)
     run_server(runs, host=host, port=port, options=opts, drain_seconds=drain_seconds)

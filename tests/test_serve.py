@@ -93,19 +93,15 @@ def test_forecast_is_forecast_series_and_batching_changes_nothing(served):
         assert (np.array(t["point"]) <= np.array(t["hi"]) + 1e-9).all()
 
 
-def test_classify_matches_the_model(served):
+def test_classify_is_classify_sequences(served):
     s = served["classify"]
     xs = seqs(5)
     with client(served) as c:
         preds = c.post("/runs/classify/classify", json={"sequences": xs}).json()["predictions"]
-    m = s.models[0]
-    mean, std = np.array(s.meta["feature_mean"]), np.array(s.meta["feature_std"])
-    for x, p in zip(xs, preds):
-        z = torch.tensor(((np.array(x) - mean) / std)[None], dtype=torch.float32)
-        with torch.no_grad():
-            ref = m.decode(m({"x": z, "lengths": torch.tensor([len(x)])})[0])[0].numpy()
-        np.testing.assert_allclose([p["probabilities"][k] for k in ("down", "up")], ref, rtol=1e-5, atol=1e-6)
-        assert p["label"] == ["down", "up"][int(ref.argmax())]
+    ref = s.module.classify_sequences(s.models, s.meta, [np.array(x, np.float32) for x in xs])
+    for p, r in zip(preds, ref):
+        np.testing.assert_allclose([p["probabilities"][k] for k in ("down", "up")], r, rtol=1e-6, atol=1e-7)
+        assert p["label"] == ["down", "up"][int(r.argmax())]
 
 
 def test_anomalies_match_step_scores(served):

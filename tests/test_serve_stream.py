@@ -219,9 +219,13 @@ def test_sigterm_finishes_in_flight_work_and_exits_0(served):
             time.sleep(0.1)
         result = {}
         req = threading.Thread(target=lambda: result.update(r=httpx.post(
-            url + "/runs/lm/generate", json={"prompt": "the", "length": 3000, "seed": 1}, timeout=60)))
+            url + "/runs/lm/generate", json={"prompt": "the", "length": 2000, "seed": 1}, timeout=60)))
         req.start()
-        time.sleep(0.3)                                        # the generation is running
+        busy = 'grukit_queue_depth{kind="generate",run="lm"} 1.0'
+        t0 = time.time()
+        while busy not in httpx.get(url + "/metrics", timeout=5).text:   # until the generation is running
+            assert time.time() - t0 < 30 and req.is_alive(), "the generation never showed as in flight"
+            time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
         req.join(60)
         rc = proc.wait(60)
@@ -230,6 +234,6 @@ def test_sigterm_finishes_in_flight_work_and_exits_0(served):
             proc.kill()
     out = proc.stdout.read()
     assert rc == 0, out
-    assert result["r"].status_code == 200 and len(result["r"].json()["text"]) >= 3000 - 10, out
+    assert result["r"].status_code == 200 and len(result["r"].json()["text"]) >= 2000 - 10, out
     with pytest.raises(httpx.HTTPError):
         httpx.get(url + "/health", timeout=1)

@@ -1,10 +1,10 @@
 """What the server calls for each task: input checks and one batched call into the task's entry point.
 
 The server holds no copy of a task's inference code: each adapter turns request bodies into the arguments of
-the task's one inference entry point (``forecast.forecast_series``, ``autoencoder.anomaly_scores``,
-``language.generate`` / ``score``, ``music.generate``, ``speech.transcribe``; ``classify.classify_sequences``
-once it lands, until then a stop-gap marked ``STOPGAP`` that runs :func:`grukit.tasks.base.infer`) and its
-answer back into JSON.
+the task's one inference entry point (``forecast.forecast_series``, ``classify.classify_sequences``,
+``autoencoder.anomaly_scores``, ``language.generate`` / ``score``, ``music.generate``,
+``speech.transcribe``) and its answer back into JSON. Streaming sessions (:mod:`grukit.serve.sessions`)
+drive the model's own modules (front end, ``GRU.step``, head, ``readout``/``decode``) frame by frame.
 
 Every ``parse_*`` raises :class:`grukit.errors.DataError` / :class:`~grukit.errors.ShapeError` with one line
 naming the problem; the app answers those (and the entry points' own) with 422.
@@ -72,6 +72,10 @@ def load_served(path: str | Path, name: str | None = None) -> Served:
 def streamable(s: Served) -> bool:
     """A run can stream frames when its GRU is unidirectional and its readout works on a growing sequence."""
     if s.task not in ("speech", "classify", "autoencoder"):
+        return False
+    if not getattr(s.models[0], "streamable", True):          # the model says (classify: no conv front end...)
+        return False
+    if s.task == "speech" and len(s.models) > 1:              # its offline posteriors average the members
         return False
     return not s.config.bidirectional and (s.task != "speech" or s.config.normalize != "utterance")
 
@@ -172,25 +176,11 @@ def forecast_batch(s: Served, items: list[dict]) -> list[dict]:
 
 
 def classify_batch(s: Served, seqs: list[np.ndarray]) -> list[dict]:
-    mod = s.module
-    if hasattr(mod, "classify_sequences"):
-        probs = np.asarray(mod.classify_sequences(s.models, s.meta, seqs))
-    else:
-        probs = _classify_stopgap(s, seqs)
+    """``classify.classify_sequences`` of every sequence in one call."""
+    probs = np.asarray(s.module.classify_sequences(s.models, s.meta, seqs))
     classes = s.meta["classes"]
     return [{"label": classes[int(p.argmax())], "probabilities": dict(zip(classes, map(float, p)))}
             for p in probs]
-
-
-def _classify_stopgap(s: Served, seqs: list[np.ndarray]) -> np.ndarray:
-    """STOPGAP until ``classify.classify_sequences``: normalise, pad, one :func:`infer` call."""
-    from ..data.batching import DictDataset, loader
-    from ..tasks.base import infer
-    mean = np.asarray(s.meta["feature_mean"], np.float32)
-    std = np.asarray(s.meta["feature_std"], np.float32)
-    norm = [((q - mean) / std).astype(np.float32) for q in seqs]
-    ds = DictDataset(x=norm, lengths=np.array([len(q) for q in norm]), y=np.zeros(len(norm), np.int64))
-    return np.concatenate([p.numpy() for p in infer(s.models, loader(ds, 256, False))])
 
 
 def anomaly_batch(s: Served, values: list[np.ndarray]) -> list[dict]:

@@ -49,6 +49,7 @@ class ServeOptions:
     session_batch: int = 256         # most sessions advanced per GRU step (1 = one step call per session)
     max_sessions: int = 1024         # open streaming sessions per run
     retry_after: int = 1             # seconds, in the 503 answer
+    warm_up: bool = False            # one small call per route on each run's worker thread before serving
 
 
 # ---------------------------------------------------------------- request bodies (shown in /docs)
@@ -219,6 +220,11 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        if opts.warm_up:                                 # on the worker threads: kernels set up per thread
+            from .warmup import warm_up
+            loop = asyncio.get_running_loop()
+            for name, s in runs.items():
+                await loop.run_in_executor(executors[name], warm_up, s)
         yield
         state["draining"] = True                         # uvicorn stopped accepting and finished requests
         for b in list(batchers.values()):

@@ -16,7 +16,39 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["Batcher", "QueueFull", "Job"]
+__all__ = ["Batcher", "QueueFull", "Job", "collect"]
+
+
+async def collect(q: asyncio.Queue, n: int, deadline: float) -> list:
+    """Up to ``n`` more items from ``q``, waiting until ``deadline`` (``time.perf_counter()``) at most.
+
+    Never loses an item: ``asyncio.wait_for(q.get(), t)`` can drop one that arrives as the timeout fires
+    (CPython before 3.12), so the getter is awaited after its cancellation and its item kept if it had one.
+    """
+    items: list = []
+    while len(items) < n:
+        try:
+            items.append(q.get_nowait())
+            continue
+        except asyncio.QueueEmpty:
+            pass
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            break
+        getter = asyncio.ensure_future(q.get())
+        done, _ = await asyncio.wait({getter}, timeout=left)
+        if getter in done:
+            items.append(getter.result())
+            continue
+        getter.cancel()
+        try:
+            items.append(await getter)                       # it got an item before the cancel landed
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():        # we are being cancelled ourselves
+                raise
+        break
+    return items
 
 
 class QueueFull(Exception):
@@ -76,21 +108,7 @@ class Batcher:
         q = self.queue
         while True:
             first = await q.get()
-            jobs = [first]
-            deadline = time.perf_counter() + self.max_wait
-            while len(jobs) < self.max_batch:
-                try:
-                    jobs.append(q.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    break
-                try:
-                    jobs.append(await asyncio.wait_for(q.get(), left))
-                except asyncio.TimeoutError:
-                    break
+            jobs = [first] + await collect(q, self.max_batch - 1, time.perf_counter() + self.max_wait)
             jobs = [j for j in jobs if not j.future.done()]             # a cancelled (disconnected) request
             if not jobs:
                 continue

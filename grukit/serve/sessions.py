@@ -25,6 +25,7 @@ import torch
 
 from ..errors import ConfigError, DataError, ShapeError
 from .adapters import Served, streamable
+from .batcher import collect
 
 __all__ = ["Session", "SessionBatcher", "advance"]
 
@@ -37,13 +38,19 @@ class Session:
     def __init__(self, served: Served):
         if not streamable(served):
             why = ("its GRU is bidirectional" if getattr(served.config, "bidirectional", False) else
-                   "it normalises per utterance" if served.task == "speech" else
+                   "it normalises per utterance" if served.task == "speech" and
+                   served.config.normalize == "utterance" else
+                   "it is an ensemble (offline transcripts average the members' posteriors)"
+                   if served.task == "speech" else
+                   "its model needs the whole sequence (a convolutional branch, pooling in time or "
+                   "per-series scaling)" if served.task == "classify" else
                    f"{served.task} runs have no frame-by-frame output")
             raise ConfigError(f"run {served.name!r} cannot stream: {why}")
         self.id = next(_ids)
         self.served = served
         self.model = served.models[0]
-        self.h: torch.Tensor | None = None
+        self.members = served.models if served.task != "speech" else served.models[:1]
+        self.hs: list[torch.Tensor | None] = [None] * len(self.members)   # GRU state of each ensemble member
         self.pending: Any = None                            # the chunk waiting for the next tick
         self.final = False
         self.future: asyncio.Future | None = None
@@ -62,8 +69,10 @@ class Session:
             key = ("feature_mean", "feature_std") if served.task == "classify" else ("mean", "std")
             self.mean = torch.tensor(m[key[0]], dtype=torch.float32)
             self.std = torch.tensor(m[key[1]], dtype=torch.float32)
+            if m.get("normalize") == "none":                           # classify trained on raw features
+                self.mean, self.std = torch.zeros_like(self.mean), torch.ones_like(self.std)
             self.xs: list[torch.Tensor] = []
-            self.ys: list[torch.Tensor] = []
+            self.ys: list[list[torch.Tensor]] = [[] for _ in self.members]
 
     # ---- turning a chunk into GRU input frames (on the run's worker thread)
     def features(self, chunk: np.ndarray | None, final: bool = False) -> torch.Tensor:
@@ -83,8 +92,16 @@ class Session:
         """One session's chunk -> its (n', I) GRU input frames (what a tick does for many at once)."""
         return front_end([self], [self.features(chunk, final)])[0]
 
-    def take(self, y: torch.Tensor, log_probs: torch.Tensor | None = None) -> None:
-        """The top layer's outputs (n, H) of this tick's frames (speech: and their head's log-probs)."""
+    @property
+    def h(self) -> torch.Tensor | None:
+        """The first member's GRU state (L, 1, H), None before the first frame."""
+        return self.hs[0]
+
+    def take(self, y: torch.Tensor | list, log_probs: torch.Tensor | None = None) -> None:
+        """The top layer's outputs (n, H) of this tick's frames, one per ensemble member (speech: one, and
+        its head's log-probs)."""
+        ys = y if isinstance(y, list) else [y]
+        y = ys[0]
         self.frames += len(y)
         if self.served.task == "speech":
             if len(y) == 0:
@@ -96,7 +113,8 @@ class Session:
                     self.ids.append(k)
                 self.prev = k
         else:
-            self.ys.append(y)
+            for k, yk in enumerate(ys):
+                self.ys[k].append(yk)
 
     def output(self, final: bool = False) -> dict:
         """The partial (or final) output for everything received so far (call it without autograd)."""
@@ -108,12 +126,16 @@ class Session:
             else:
                 text = m.vocab.decode(self.ids)
             return {"text": text, "frames": self.frames}
-        if not self.ys:
+        if not self.frames:
             return {"frames": 0}
-        seq = torch.cat(self.ys)[None]                                          # (1, T, H)
+        from ..tasks.base import combine
         x = torch.cat(self.xs)[None]                                            # (1, T, F)
-        inputs = {"x": x, "lengths": torch.tensor([seq.shape[1]])}
-        out = m.decode(m.readout(seq, self.h, inputs), inputs)
+        inputs = {"x": x, "lengths": torch.tensor([x.shape[1]])}
+        outs = []
+        for member, ys, h in zip(self.members, self.ys, self.hs):               # an ensemble: every member
+            seq = torch.cat(ys)[None]                                           # (1, T, H)
+            outs.append(member.decode(member.readout(seq, h, inputs), inputs))
+        out = combine(outs, m.ensemble_rule)
         if s.task == "classify":
             p = out[0].tolist()
             classes = s.meta["classes"]
@@ -152,10 +174,11 @@ def front_end(sessions: list[Session], feats: list[torch.Tensor]) -> list[torch.
 
 
 @torch.no_grad()
-def advance(encoder, sessions: list[Session], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+def advance(encoder, sessions: list[Session], inputs: list[torch.Tensor], member: int = 0) -> list[torch.Tensor]:
     """Advance every session through its input frames, one batched ``GRU.step`` per time step.
 
-    ``inputs[i]`` is (n_i, I); returns each session's top-layer outputs (n_i, H) and updates ``session.h``.
+    ``inputs[i]`` is (n_i, I); returns each session's top-layer outputs (n_i, H) and updates the sessions'
+    state of ensemble member ``member`` (``session.hs[member]``).
     Sessions without state yet start from zeros through the step's ``reset`` mask; sessions with fewer
     frames drop out of the later steps.
     """
@@ -165,8 +188,9 @@ def advance(encoder, sessions: list[Session], inputs: list[torch.Tensor]) -> lis
     like = encoder.weight_ih_l0
     n = torch.tensor([len(x) for x in inputs])
     T = int(n.max()) if B else 0
-    h = torch.cat([s.h if s.h is not None else like.new_zeros(L, 1, Hs) for s in sessions], 1)   # (L, B, H)
-    fresh = torch.tensor([s.h is None for s in sessions])
+    h = torch.cat([s.hs[member] if s.hs[member] is not None else like.new_zeros(L, 1, Hs) for s in sessions],
+                  1)                                                                              # (L, B, H)
+    fresh = torch.tensor([s.hs[member] is None for s in sessions])
     X = torch.nn.utils.rnn.pad_sequence(list(inputs), batch_first=True) if T else None           # (B, T, I)
     Y = like.new_zeros(B, T, Hs)
     for t in range(T):
@@ -183,7 +207,7 @@ def advance(encoder, sessions: list[Session], inputs: list[torch.Tensor]) -> lis
             Y[sel, t] = y
     for i, s in enumerate(sessions):
         if n[i]:
-            s.h = h[:, i:i + 1]
+            s.hs[member] = h[:, i:i + 1]
     return [Y[i, :int(n[i])] for i in range(B)]
 
 
@@ -225,20 +249,7 @@ class SessionBatcher:
         q = self.ready
         while True:
             batch = [await q.get()]
-            deadline = time.perf_counter() + self.max_wait
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(q.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(q.get(), left))
-                except asyncio.TimeoutError:
-                    break
+            batch += await collect(q, self.max_batch - 1, time.perf_counter() + self.max_wait)
             batch = [s for s in batch if not s.closed]
             if not batch:
                 continue
@@ -258,7 +269,8 @@ class SessionBatcher:
         """One tick: every session's chunk to GRU inputs, one batched step per time step, outputs."""
         m = batch[0].model
         xs = front_end(batch, [s.features(s.pending, s.final) for s in batch])
-        ys = advance(m.encoder, batch, xs)
+        per_member = [advance(mk.encoder, batch, xs, k) for k, mk in enumerate(batch[0].members)]
+        ys = per_member[0]
         if self.on_batch:
             self.on_batch(len(batch))
         lps: list = [None] * len(batch)
@@ -266,8 +278,8 @@ class SessionBatcher:
             lp = m.head(torch.cat(ys))                                          # one head call for all frames
             lps = list(lp.split([len(y) for y in ys]))
         outs = []
-        for s, y, lp in zip(batch, ys, lps):
-            s.take(y, lp)
+        for i, (s, lp) in enumerate(zip(batch, lps)):
+            s.take([ys_k[i] for ys_k in per_member], lp)
             s.pending = None
             outs.append(s.output(final=s.final))
         return outs
