@@ -17,7 +17,6 @@ whose cost per token is a fraction of the 10,000-way full softmax that dominates
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -25,16 +24,14 @@ from pathlib import Path
 
 import torch
 
+from lm_common import base_args, measure, publish   # examples/lm_common.py
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "ptb"
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--out", default="/tmp/lm_ptb")
-    ap.add_argument("--minutes", type=float, default=60.0, help="training wall-clock budget")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
+    ap = base_args(__doc__.splitlines()[0], str(DEFAULT_DATA), "/tmp/lm_ptb", 60.0)
     ap.add_argument("--hidden-size", type=int, default=512)
     ap.add_argument("--num-layers", type=int, default=1)
     ap.add_argument("--embedding-size", type=int, default=400)
@@ -54,7 +51,6 @@ def main(argv=None) -> int:
         print(f"skipping: {args.data}/ptb.train.txt not found", file=sys.stderr)
         return 0
     torch.set_num_threads(args.threads)
-    from grukit.tasks.language import generate_text
     from grukit.train import fit
 
     t0 = time.time()
@@ -66,28 +62,12 @@ def main(argv=None) -> int:
               lr_decay=0.5, lr_patience=0,
               gradient_clip_val=0.5 if args.optimizer == "adam" else 5.0, max_epochs=args.max_epochs,
               patience=3, max_minutes=args.minutes, progress=False, seed=0)
-    wall = time.time() - t0
+    common, sample = measure(run, "the company said", 60, time.time() - t0, args)
     metrics = json.loads((run.path / "metrics.json").read_text())
-    info = json.loads((run.path / "run.json").read_text())
-    import pandas as pd
-    log = pd.read_csv(run.path / "metrics.csv")
-    tok_s = log["train_tokens_per_s"].dropna()
-    generate_text(run, prompt="the company said", length=5, seed=0)       # warm-up: first step() call compiles
-    t1 = time.time()
-    sample = generate_text(run, prompt="the company said", length=60, temperature=0.8, seed=1)
-    gen_s = 60 / (time.time() - t1)
     g = metrics["grukit"]
-    report = {"valid_ppl": round(g["valid_ppl"], 2), "test_ppl": round(g["test_ppl"], 2),
-              "unigram_test_ppl": round(metrics["unigram"]["test_ppl"], 1),
-              "train_seconds": info.get("train_seconds"), "wall_seconds": round(wall, 1),
-              "epochs": int(log["epoch"].max()) + 1,
-              "train_tokens_per_s": round(float(tok_s.mean()), 1) if len(tok_s) else None,
-              "generate_tokens_per_s": round(gen_s, 1), "eval": info.get("evaluation"),
-              "threads": torch.get_num_threads(), "config": vars(args), "target_met": g["test_ppl"] <= 100}
-    print(json.dumps(report, indent=2))
-    print("---- sample (temperature 0.8) ----")
-    print(sample)
-    (run.path / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
+    publish(run, {"valid_ppl": round(g["valid_ppl"], 2), "test_ppl": round(g["test_ppl"], 2),
+                  "unigram_test_ppl": round(metrics["unigram"]["test_ppl"], 1), **common,
+                  "target_met": g["test_ppl"] <= 100}, sample)
     return 0
 
 

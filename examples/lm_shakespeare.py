@@ -12,7 +12,6 @@ Target from the issue: validation loss <= 1.55 nats per character within 30 minu
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -21,16 +20,14 @@ from pathlib import Path
 
 import torch
 
+from lm_common import base_args, measure, publish   # examples/lm_common.py
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--out", default="/tmp/lm_shakespeare")
-    ap.add_argument("--minutes", type=float, default=30.0, help="training wall-clock budget")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
+    ap = base_args(__doc__.splitlines()[0], str(DEFAULT_DATA), "/tmp/lm_shakespeare", 30.0)
     ap.add_argument("--hidden-size", type=int, default=256)
     ap.add_argument("--num-layers", type=int, default=2)
     ap.add_argument("--embedding-size", type=int, default=64)
@@ -44,7 +41,6 @@ def main(argv=None) -> int:
         print(f"skipping: {args.data} not found", file=sys.stderr)
         return 0
     torch.set_num_threads(args.threads)
-    from grukit.tasks.language import generate_text
     from grukit.train import fit
 
     t0 = time.time()
@@ -53,30 +49,13 @@ def main(argv=None) -> int:
               tie_weights=False, bptt=args.bptt, batch_size=args.batch_size, eval_batch_size=16,
               dropout=args.dropout, lr=args.lr, lr_decay=0.5, lr_patience=0, gradient_clip_val=1.0,
               max_epochs=args.max_epochs, patience=4, max_minutes=args.minutes, progress=False, seed=0)
-    wall = time.time() - t0
+    common, sample = measure(run, "ROMEO:", 500, time.time() - t0, args)
     metrics = json.loads((run.path / "metrics.json").read_text())
-    info = json.loads((run.path / "run.json").read_text())
-    import pandas as pd
-    log = pd.read_csv(run.path / "metrics.csv")
-    tok_s = log["train_tokens_per_s"].dropna()
-    epochs = int(log["epoch"].max()) + 1
-    generate_text(run, prompt="ROMEO:", length=5, seed=0)       # warm-up: first step() call compiles
-    t1 = time.time()
-    sample = generate_text(run, prompt="ROMEO:", length=500, temperature=0.8, seed=1)
-    gen_s = 500 / (time.time() - t1)
     val = metrics["grukit"]["valid_loss"]
-    report = {"valid_loss_nats_per_char": round(val, 4), "valid_bpc": round(val / math.log(2), 4),
-              "unigram_valid_loss": round(metrics["unigram"]["valid_loss"], 4),
-              "train_seconds": info.get("train_seconds"), "wall_seconds": round(wall, 1), "epochs": epochs,
-              "train_tokens_per_s": round(float(tok_s.mean()), 1) if len(tok_s) else None,
-              "generate_tokens_per_s": round(gen_s, 1), "eval": info.get("evaluation"),
-              "threads": torch.get_num_threads(), "config": vars(args), "target_met": val <= 1.55}
-    print(json.dumps(report, indent=2))
-    print("---- sample (temperature 0.8) ----")
-    print(sample)
-    (run.path / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
+    publish(run, {"valid_loss_nats_per_char": round(val, 4), "valid_bpc": round(val / math.log(2), 4),
+                  "unigram_valid_loss": round(metrics["unigram"]["valid_loss"], 4), **common,
+                  "target_met": val <= 1.55}, sample)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

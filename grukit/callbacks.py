@@ -229,7 +229,7 @@ class _AtomicWriter(ExperimentWriter):
         writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write(self.metrics_file_path, buf.getvalue())
+        atomic_write(self.metrics_file_path, buf.getvalue(), durable=False)   # per log call: no fsync
 
 
 def _epoch(row: dict) -> float | None:

@@ -103,22 +103,11 @@ def test_the_scan_finds_cycles_and_private_names():
     assert "grukit.runs" in edges["grukit.tasks.language"]                # function-level imports count
 
 
-# Known and owned by the engine restructuring of issue 17 (item 4): nn/mingru.py borrows gru.py's private input
-# checks. Only this turns a failure into an expected failure; anything else fails, and the test passes once it
-# is gone.
-KNOWN_PRIVATE = "issue 17: nn/mingru.py imports gru.py's private input checks (engine restructuring)"
-
-
 def test_no_import_cycle():
     cycles = _cycles(_imports(_modules())[0])
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
 def test_no_private_name_imported_across_modules():
-    import pytest
     _, private = _imports(_modules())
-    unknown = [p for p in private if not p.startswith("grukit.nn.mingru imports _") or
-               not p.endswith("from grukit.nn.gru")]
-    assert not unknown, "private names imported across modules: " + "; ".join(unknown)
-    if private:
-        pytest.xfail(f"{KNOWN_PRIVATE}: " + "; ".join(private))
+    assert not private, "private names imported across modules: " + "; ".join(private)

@@ -164,7 +164,7 @@ def test_metrics_log_is_replaced_atomically(tmp_path, monkeypatch):
 
     writes = []
     real = callbacks.atomic_write
-    monkeypatch.setattr(callbacks, "atomic_write", lambda p, d: (writes.append(Path(p).name), real(p, d))[1])
+    monkeypatch.setattr(callbacks, "atomic_write", lambda p, d, **kw: (writes.append(Path(p).name), real(p, d, **kw))[1])
     fit("forecast", out=tmp_path / "r", max_epochs=2, **SMALL)
     assert "metrics.csv" in writes
     assert not list((tmp_path / "r").rglob("*.tmp"))

@@ -46,6 +46,7 @@ def load(out: Path):
     return optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'study.db'}")
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_sqlite_study(tmp_path):
     data, cfg, out = sine_csv(tmp_path / "s.csv"), space_file(tmp_path / "c.yaml", 8), tmp_path / "study"
     procs = [subprocess.Popen(grukit_tune(data, cfg, out, trials=8, seed=s), env=env(), cwd=tmp_path,
@@ -63,6 +64,7 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
     assert len(pids) == 2 and all("trial " in log and " complete " in log for log in logs)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_trial_then_same_command_continues(tmp_path):
     data, cfg, out = sine_csv(tmp_path / "s.csv"), space_file(tmp_path / "c.yaml", 30), tmp_path / "study"
     cmd = grukit_tune(data, cfg, out, trials=3)

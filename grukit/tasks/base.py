@@ -1,7 +1,9 @@
 r"""SequenceTask: the one LightningModule every grukit task builds on.
 
-It holds the only training / validation / test / predict step, the optimiser and the metric logging. A task
-supplies small hooks and never copies the loop::
+It holds the only training / validation / test / predict step, THE optimiser builder (``configure_optimizers``),
+THE time budget (``configure_callbacks``: ``max_minutes``), the metric logging, and below the class the one
+inference loop :func:`infer` and the one writer of predictions :func:`write_predictions`. A task supplies small
+hooks and never copies the loop::
 
     batch ──batch_to_inputs──> (inputs, target)
     inputs, state ──encode──> (seq (B, T, D*H), h_n (L*D, B, H))        # grukit.nn.GRU by default

@@ -19,7 +19,7 @@ Evaluation and prediction files live in :mod:`grukit.tasks.forecast_eval`.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
