@@ -189,7 +189,7 @@ def _rerun_reference(model, vocab, prompt, length, temperature, top_k, top_p, se
     with torch.no_grad():
         for _ in range(length):
             logits, _ = model({"x": torch.tensor([ids + out])})
-            out.append(lm._choose(logits[0, -1], temperature, top_k, top_p, gen))
+            out.append(_one_row_multinomial(logits[0, -1], temperature, top_k, top_p, gen))
     return vocab.decode(out)
 
 
@@ -222,6 +222,38 @@ def test_batched_generation_equals_one_prompt_at_a_time(runs):
                              seed=[3, 5, 11]))
     assert [s[1] for s in steps] == [s[1] for s in other] and [s[0] for s in steps] == [s[2] for s in other]
     assert "".join(s[0] for s in steps) == lm.sample(run.models(), vocab, "the ", 15, 1.0, seed=11)
+
+
+def _one_row_multinomial(logits, temperature, top_k, top_p, gen):
+    """The per-row reference: scale, cut and softmax one (V,) row, then ``torch.multinomial``."""
+    if temperature == 0:
+        return int(logits.argmax())
+    z = logits.double() / temperature
+    if 0 < top_k < z.numel():
+        z = z.masked_fill(z < torch.topk(z, top_k).values[-1], float("-inf"))
+    probs = torch.softmax(z, -1)
+    if top_p < 1:
+        p_sorted, idx = torch.sort(probs, descending=True)
+        p_sorted = p_sorted.masked_fill(torch.cumsum(p_sorted, 0) - p_sorted >= top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter(0, idx, p_sorted)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+@pytest.mark.parametrize("top_k,top_p", [(0, 1.0), (2, 1.0), (0, 0.6), (10, 0.95)])
+def test_batched_choice_equals_per_row_multinomial(top_k, top_p):
+    """_choose_rows scales, cuts and softmaxes all rows at once; each row's token (mixed temperatures, greedy
+    rows included) equals one-row ``torch.multinomial`` with that row's own generator, draw for draw."""
+    torch.manual_seed(0)
+    temps = [0.0, 0.5, 1.0, 1.7, 0.0, 0.9]
+    for trial in range(20):
+        V = (3, 40, 257)[trial % 3]
+        x = torch.randn(len(temps), V) * 3
+        got = lm._choose_rows(x, temps, top_k, top_p,
+                              [torch.Generator().manual_seed(100 * trial + b) for b in range(len(temps))])
+        want = [_one_row_multinomial(x[b], t, top_k, top_p, torch.Generator().manual_seed(100 * trial + b))
+                for b, t in enumerate(temps)]
+        assert got.tolist() == want
+    assert lm._choose_rows(torch.tensor([[0.0, 5.0, 1.0]]), [0.0], 0, 1.0, [torch.Generator()]).tolist() == [1]
 
 
 def test_score_is_the_mean_nll_of_each_text(runs):

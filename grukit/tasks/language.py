@@ -328,20 +328,43 @@ def _check_sampling(length: int, temperature: float, top_k: int, top_p: float) -
 
 
 def _choose(logits: Tensor, temperature: float, top_k: int, top_p: float, gen: torch.Generator) -> int:
-    """One token id from (V,) logits: greedy at temperature 0, else top-k / nucleus (top-p) sampling."""
-    if temperature == 0:
-        return int(logits.argmax())
-    logits = logits.double() / temperature
-    if 0 < top_k < logits.numel():
-        kth = torch.topk(logits, top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, -1)
+    """One token id from (V,) logits: :func:`_choose_rows` for a single row."""
+    return int(_choose_rows(logits[None], [temperature], top_k, top_p, [gen])[0])
+
+
+def _choose_rows(logits: Tensor, temps: list[float], top_k: int, top_p: float,
+                 gens: list[torch.Generator]) -> Tensor:
+    """(B,) token ids from (B, V) logits, row b at temperature ``temps[b]`` drawing from ``gens[b]``: greedy
+    at temperature 0, else top-k / nucleus (top-p) sampling.
+
+    Scaling, the cuts and the softmax run on all rows at once; only the draw is per row: ``V`` Exp(1) values
+    from the row's own generator, and the token is ``argmax(p / q)`` (the exponential race, exactly what
+    ``torch.multinomial(p, 1, generator=g)`` computes on CPU), so a row's token depends only on its own logits
+    and generator, never on its batch companions, and equals a one-row multinomial draw.
+    """
+    B, V = logits.shape
+    greedy = logits.argmax(-1)                                           # (B,)
+    hot = [b for b, t in enumerate(temps) if t != 0]
+    if not hot:
+        return greedy
+    rows = torch.tensor(hot) if len(hot) < B else None
+    z = (logits if rows is None else logits[rows]).double()             # (R, V) rows that sample
+    z = z / torch.tensor([temps[b] for b in hot], dtype=torch.float64)[:, None]
+    if 0 < top_k < V:
+        kth = torch.topk(z, top_k, dim=-1).values[:, -1:]                # (R, 1)
+        z = z.masked_fill(z < kth, float("-inf"))
+    probs = torch.softmax(z, -1)                                         # (R, V)
     if top_p < 1:
-        p_sorted, idx = torch.sort(probs, descending=True)
-        cut = torch.cumsum(p_sorted, 0) - p_sorted >= top_p            # drop tokens after mass top_p is reached
-        p_sorted = p_sorted.masked_fill(cut, 0.0)
-        probs = torch.zeros_like(probs).scatter(0, idx, p_sorted)
-    return int(torch.multinomial(probs, 1, generator=gen))
+        p_sorted, idx = torch.sort(probs, -1, descending=True)
+        cut = torch.cumsum(p_sorted, -1) - p_sorted >= top_p             # drop tokens after mass top_p is reached
+        probs = torch.zeros_like(probs).scatter(-1, idx, p_sorted.masked_fill(cut, 0.0))
+    q = torch.empty_like(probs)
+    for r, b in enumerate(hot):
+        q[r].exponential_(1, generator=gens[b])                          # (V,) this row's own draws
+    drawn = (probs / q).argmax(-1)                                       # (R,)
+    if rows is None:
+        return drawn
+    return greedy.index_put((rows,), drawn)
 
 
 def _text_ids(text: str, vocab: Vocab) -> list[int]:
@@ -430,14 +453,13 @@ def _generate(members, vocab: Vocab, rows: list[list[int]], length: int, temps: 
         logits = _next_scores(members, ys)                              # (B, V)
         decoders = [vocab.decoder() for _ in range(B)]
         for step in range(length):
-            toks = [_choose(logits[b], temps[b], top_k, top_p, gens[b]) for b in range(B)]
-            pieces = [decoders[b]([t]) for b, t in enumerate(toks)]
+            tok = _choose_rows(logits, temps, top_k, top_p, gens)        # (B,) all rows at once
+            pieces = [decoders[b]([t]) for b, t in enumerate(tok.tolist())]
             if step == length - 1:
                 pieces = [p + decoders[b]([], True) for b, p in enumerate(pieces)]
             yield pieces
             if step == length - 1:
                 break
-            tok = torch.tensor(toks)                                     # (B,)
             for i, m in enumerate(members):
                 ys[i], hs[i] = m.encoder.step(m.embedding(tok), hs[i])   # (B, H), (L, B, H)
             logits = _next_scores(members, ys)                          # (B, V)
