@@ -297,17 +297,20 @@ def infer(models, batches, *, rule: str | None = None) -> list:
     if rule not in ("mean", "median"):
         raise ConfigError(f"ensemble rule {rule!r} is not one of: mean, median")
     was_training = [m.training for m in members]
-    for m in members:
-        m.eval()
+    for m, t in zip(members, was_training):
+        if t:                                            # train()/eval() walk every submodule: only when needed
+            m.eval()
         m.on_predict_epoch_start()
     out = []
     try:
         with torch.no_grad():
             for i, batch in enumerate(batches):
-                out.append(combine([m.predict_step(batch, i) for m in members], rule))
+                preds = [m.predict_step(batch, i) for m in members]
+                out.append(preds[0] if len(preds) == 1 else combine(preds, rule))   # one member: as decoded
     finally:
         for m, t in zip(members, was_training):
-            m.train(t)
+            if t:
+                m.train(True)
     return out
 
 
