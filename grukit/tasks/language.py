@@ -359,8 +359,8 @@ def _choose_rows(logits: Tensor, temps: list[float], top_k: int, top_p: float,
         cut = torch.cumsum(p_sorted, -1) - p_sorted >= top_p             # drop tokens after mass top_p is reached
         probs = torch.zeros_like(probs).scatter(-1, idx, p_sorted.masked_fill(cut, 0.0))
     q = torch.empty_like(probs)
-    for r, b in enumerate(hot):
-        q[r].exponential_(1, generator=gens[b])                          # (V,) this row's own draws
+    for row, b in zip(q.unbind(0), hot):
+        row.exponential_(1, generator=gens[b])                           # (V,) this row's own draws
     drawn = (probs / q).argmax(-1)                                       # (R,)
     if rows is None:
         return drawn
