@@ -30,7 +30,7 @@ def run_dir(tmp_path_factory):
     X = rng.standard_normal((24, 6, 2)).astype("float32")
     np.savez(tmp / "d.npz", X=X, y=(X[:, :, 0].mean(1) > 0).astype(int))
     fit("classify", data=str(tmp / "d.npz"), max_epochs=1, hidden_size=4, out=tmp / "run", progress=False,
-        evaluate=False)
+        evaluate=False, ensemble=1)                      # one weights file (the auto ensemble trains 5 here)
     return tmp / "run"
 
 
