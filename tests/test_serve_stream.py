@@ -88,6 +88,32 @@ def test_a_tick_of_sessions_in_different_phases_equals_each_alone(served):
         assert out["text"] == A.transcribe_batch(s, [w])[0]["text"]
 
 
+def test_a_tick_featurises_all_sessions_in_one_call_equal_to_each_alone(served):
+    """StreamingFeatures.push_many (one FFT + mel call per tick) gives each stream exactly the frames its own
+    push gives, chunk sizes mixed (one too short for a frame), and the rest equal features(whole signal)."""
+    from grukit.data import audio
+    spec = audio.FeatureSpec.from_dict(served["speech"].meta["features"])
+    waves = [utterance(0, 1), utterance(2), utterance(1, 2, 0)]
+    sizes = (800, 37, 560)
+    many = [audio.StreamingFeatures(spec) for _ in waves]
+    one = [audio.StreamingFeatures(spec) for _ in waves]
+    got: list[list[np.ndarray]] = [[] for _ in waves]
+    for i in range(4000):
+        idx = [k for k, w in enumerate(waves) if i * sizes[k] < len(w)]
+        if not idx:
+            break
+        chunks = [waves[k][i * sizes[k]:(i + 1) * sizes[k]] for k in idx]
+        outs = audio.StreamingFeatures.push_many([many[k] for k in idx], chunks)
+        for k, c, o in zip(idx, chunks, outs):
+            ref = one[k].push(c)
+            assert o.shape == ref.shape and np.array_equal(o, ref)
+            got[k].append(o)
+    for k, w in enumerate(waves):
+        whole = np.concatenate(got[k] + [many[k].finish()])
+        np.testing.assert_allclose(whole, audio.features(w, spec), rtol=1e-5, atol=1e-4)
+    assert any(len(o) == 0 for o in got[1]) and all(len(o) for o in got[0])   # zero-frame chunks mixed in
+
+
 def test_streamed_transcript_equals_offline_and_partials_grow(served):
     from fastapi.testclient import TestClient
     wave = utterance(0, 2, 1, 1)

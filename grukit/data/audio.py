@@ -223,6 +223,31 @@ class StreamingFeatures:
         self.done = True
         return self._emit()
 
+    @staticmethod
+    def push_many(streams: "list[StreamingFeatures]", chunks: list[np.ndarray]) -> list[np.ndarray]:
+        """``[s.push(c) for s, c in zip(streams, chunks)]`` (all with one spec) with one vectorised
+        FFT + mel call for the frames of all streams: what a server tick does for its sessions."""
+        if not streams:
+            return []
+        s = streams[0].spec
+        n_fft, hop = s.n_fft, s.hop
+        frames, counts = [], []
+        for st, c in zip(streams, chunks):
+            if st.done:
+                raise RuntimeError("StreamingFeatures.push after finish(); make a new one per utterance")
+            st.buf = np.concatenate([st.buf, np.asarray(c, dtype=np.float64)])
+            T = 1 + (len(st.buf) - n_fft) // hop if len(st.buf) >= n_fft else 0
+            if T:
+                b = st.buf
+                frames.append(np.lib.stride_tricks.as_strided(b, (T, n_fft), (hop * b.strides[0], b.strides[0]),
+                                                              writeable=False))
+                st.buf = st.buf[T * hop:]
+            counts.append(T)
+        if not frames:
+            return [np.zeros((0, s.size), np.float32) for _ in streams]
+        out = _frames_to_features(np.concatenate(frames), s)
+        return np.split(out, np.cumsum(counts)[:-1])
+
 
 def normalise(feats: list[np.ndarray], how: str, mean=None, std=None) -> list[np.ndarray]:
     """``global`` (training mean/std, given), ``utterance`` (each its own) or ``none``."""
