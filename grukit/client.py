@@ -144,7 +144,7 @@ class StreamSession:
     def __init__(self, client: Client, run: str):
         from websockets.sync.client import connect
         url = client.url.replace("http", "ws", 1) + f"/runs/{run}/stream"
-        self.ws = connect(url, additional_headers=client.headers)
+        self.ws = connect(url, additional_headers=client.headers, compression=None)   # audio: no deflate
         hello = json.loads(self.ws.recv())
         if "error" in hello:
             self.ws.close()
