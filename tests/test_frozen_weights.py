@@ -147,3 +147,22 @@ def test_frozen_weights_function_finds_every_gru_in_models():
         with frozen_weights(a, "encoder"):
             pass
     assert not frozen_now(a)
+
+
+def test_language_generate_holds_the_scope_while_it_runs():
+    from grukit.data.text import Vocab
+    from grukit.tasks import language as lm
+    from grukit.tasks.language_config import LMConfig
+    torch.manual_seed(0)
+    chars = list("abc \n")
+    cfg = LMConfig(data="x", hidden_size=8, embedding_size=8, num_layers=1, tokenize="char")
+    model = lm.LMTask(cfg, {"vocab_size": len(chars), "tokenize": "char", "input_size": 8}).eval()
+    meta = {"vocab": Vocab(kind="char", itos=chars).to_dict()}
+    gen = lm.generate(model, meta, ["ab", "c"], 5, 0.0, seed=0)
+    assert not frozen_now(model.encoder)
+    next(gen)
+    assert frozen_now(model.encoder)                                  # the token loop runs inside the scope
+    gen.close()
+    assert not frozen_now(model.encoder)                              # closing the generator ends it
+    assert len(list(lm.generate(model, meta, ["ab"], 4, 0.0, seed=0))) == 4
+    assert not frozen_now(model.encoder)
