@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, ShapeError
+from ..nn import frozen_weights
 from .adapters import Served, streamable
 
 __all__ = ["Session", "SessionBatcher", "advance"]
@@ -306,7 +307,8 @@ class SessionBatcher:
         """One tick: every session's chunk to GRU inputs, one batched step per time step, outputs."""
         m = batch[0].model
         xs = front_end(batch, batch_features(batch))
-        per_member = [advance(mk.encoder, batch, xs, k) for k, mk in enumerate(batch[0].members)]
+        with frozen_weights(*batch[0].members):                   # weights checked once per tick, not per frame
+            per_member = [advance(mk.encoder, batch, xs, k) for k, mk in enumerate(batch[0].members)]
         ys = per_member[0]
         if self.on_batch:
             self.on_batch(len(batch))

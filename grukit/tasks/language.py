@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from ..data.batching import Prepared, RankStreams
 from ..data.text import EOS, StreamBatches, Vocab, encode_file, split_ids, streams, tokenize
 from ..errors import ConfigError, DataError
+from ..nn import frozen_weights
 from .base import SequenceTask, infer, write_predictions
 from .heads import AdaptiveHead, RegressionHead, TiedLMHead
 from .language_config import LMConfig
@@ -405,7 +406,8 @@ def generate(models, meta: dict, prompts: list[str], length: int = 200, temperat
     one per prompt) 0 is greedy; ``top_k`` / ``top_p`` cut the distribution. Each prompt draws from its own
     generator, seeded ``seed + i`` for prompt i (or ``seed[i]`` when a list is given), so a prompt's text
     depends only on its own seed, never on which prompts share the batch. Options are checked before the
-    first step.
+    first step. The models' GRU weights are checked once, when generation starts (``frozen_weights``): do not
+    change them until the generator is exhausted or closed.
     """
     temps = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature] * len(prompts)
     if len(temps) != len(prompts):
@@ -437,32 +439,33 @@ def _generate(members, vocab: Vocab, rows: list[list[int]], length: int, temps: 
     for m in members:
         m.eval()
     try:
-        gens = [torch.Generator().manual_seed(s) for s in seeds]             # one per prompt
-        P = torch.tensor([len(r) for r in rows])                        # (B,) prompt lengths
-        x = torch.zeros(B, int(P.max()), dtype=torch.int64)             # (B, P_max) padded after each prompt
-        for b, r in enumerate(rows):
-            x[b, : len(r)] = torch.tensor(r)
-        ys, hs = [], []
-        for m in members:                                               # priming: one forward per member
-            if bool((P == P[0]).all()):
-                seq, h = m.encode({"x": x})                             # (B, P, H), (L, B, H)
-            else:
-                seq, h = m.encoder(m.drop(m.embedding(x)), None, lengths=P)
-            ys.append(seq[torch.arange(B), P - 1])                      # (B, H) output at each last prompt token
-            hs.append(h)
-        logits = _next_scores(members, ys)                              # (B, V)
-        decoders = [vocab.decoder() for _ in range(B)]
-        for step in range(length):
-            tok = _choose_rows(logits, temps, top_k, top_p, gens)        # (B,) all rows at once
-            pieces = [decoders[b]([t]) for b, t in enumerate(tok.tolist())]
-            if step == length - 1:
-                pieces = [p + decoders[b]([], True) for b, p in enumerate(pieces)]
-            yield pieces
-            if step == length - 1:
-                break
-            for i, m in enumerate(members):
-                ys[i], hs[i] = m.encoder.step(m.embedding(tok), hs[i])   # (B, H), (L, B, H)
-            logits = _next_scores(members, ys)                          # (B, V)
+        with frozen_weights(*members):                                  # weights checked once, not per token
+            gens = [torch.Generator().manual_seed(s) for s in seeds]             # one per prompt
+            P = torch.tensor([len(r) for r in rows])                        # (B,) prompt lengths
+            x = torch.zeros(B, int(P.max()), dtype=torch.int64)             # (B, P_max) padded after each prompt
+            for b, r in enumerate(rows):
+                x[b, : len(r)] = torch.tensor(r)
+            ys, hs = [], []
+            for m in members:                                               # priming: one forward per member
+                if bool((P == P[0]).all()):
+                    seq, h = m.encode({"x": x})                             # (B, P, H), (L, B, H)
+                else:
+                    seq, h = m.encoder(m.drop(m.embedding(x)), None, lengths=P)
+                ys.append(seq[torch.arange(B), P - 1])                      # (B, H) output at each last prompt token
+                hs.append(h)
+            logits = _next_scores(members, ys)                              # (B, V)
+            decoders = [vocab.decoder() for _ in range(B)]
+            for step in range(length):
+                tok = _choose_rows(logits, temps, top_k, top_p, gens)        # (B,) all rows at once
+                pieces = [decoders[b]([t]) for b, t in enumerate(tok.tolist())]
+                if step == length - 1:
+                    pieces = [p + decoders[b]([], True) for b, p in enumerate(pieces)]
+                yield pieces
+                if step == length - 1:
+                    break
+                for i, m in enumerate(members):
+                    ys[i], hs[i] = m.encoder.step(m.embedding(tok), hs[i])   # (B, H), (L, B, H)
+                logits = _next_scores(members, ys)                          # (B, V)
     finally:
         for m, t in zip(members, was):
             m.train(t)

@@ -26,6 +26,7 @@ from ..data.batching import Prepared
 from ..data.music import (MusicSource, RollSpec, eval_batches, piece_loader, read_rolls, split_indices,
                           write_midi)
 from ..errors import ConfigError, DataError
+from ..nn import frozen_weights
 from ..plots import roll_png
 from .base import SequenceTask, infer, write_predictions
 from .heads import BernoulliHead, NADEHead, draw_notes, length_mask
@@ -323,7 +324,7 @@ def generate(models, meta: dict, n: int = 1, steps: int = 64, temperature: float
     try:
         for m in members:
             m.eval()
-        with torch.no_grad():
+        with torch.no_grad(), frozen_weights(*members):                   # weights checked once, not per frame
             return _sample(members, int(meta["input_size"]), n, steps, float(temperature), seed, primer)
     finally:
         for m, t in zip(members, was):

@@ -28,7 +28,7 @@ def in_proj(x: Tensor, w_ih: Tensor, b_ih: Tensor | None) -> Tensor:
 
 
 def bias_np(b_hh: Tensor | None, H: int, dtype) -> np.ndarray:
-    return np.zeros(3 * H, dtype=dtype) if b_hh is None else np.ascontiguousarray(as_numpy(b_hh))
+    return np.zeros(3 * H, dtype=dtype) if b_hh is None else as_numpy(b_hh).copy()   # a copy: packed forms never alias
 
 
 def transposed_np(w: Tensor, b: Tensor | None) -> tuple[np.ndarray, np.ndarray]:

@@ -112,9 +112,10 @@ def _per_layer(module, build) -> list:
 
 def numba_layers(module) -> list:
     """Per layer and direction ``(w_ih, b_ih, W_hh^T, b_hh, W_ih^T, b_ih)`` for the numba inference kernels (the
-    first two detached tensors for the projection GEMM, the rest numpy)."""
+    first two tensors for the projection GEMM, the rest numpy; all copies, so that inside a ``frozen_weights``
+    scope the kernels keep reading the weights checked on entry)."""
     return _per_layer(module, lambda p: (
-        p.w_ih.detach(), None if p.b_ih is None else p.b_ih.detach(),
+        p.w_ih.detach().clone(), None if p.b_ih is None else p.b_ih.detach().clone(),
         *transposed_np(p.w_hh, p.b_hh), *transposed_np(p.w_ih, p.b_ih)))
 
 
