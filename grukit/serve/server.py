@@ -48,7 +48,8 @@ def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000,
 
     app = build(run_dirs, options)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain_seconds,
-                            ws=ws_implementation(), lifespan="on")
+                            ws=ws_implementation(), lifespan="on",
+                            ws_per_message_deflate=False)       # float audio frames do not compress
     Server(config).run()
 
 
