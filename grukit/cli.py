@@ -138,8 +138,8 @@ def _train_command(entry) -> None:
             return
         con = _console()
         if not no_eval:
-            import json
-            print_table(json.loads((run.path / "metrics.json").read_text()), title=f"{entry.name}: held-out metrics")
+            from .io import read_json
+            print_table(read_json(run.path / "metrics.json", "metrics file"), title=f"{entry.name}: held-out metrics")
         con.print(f"run directory: [bold]{run.path}[/bold]  (use it with `grukit evaluate {run.path}` and "
                   f"`grukit predict {run.path} --data ...`)")
 
@@ -299,8 +299,8 @@ def quickstart(out: Optional[Path] = typer.Option(None, "--out", help="run direc
     con.print("[bold]grukit quickstart[/bold]: GRU forecaster on monthly airline passengers, the last 24 months "
               "held out")
     run = fit("forecast", out=out, progress=progress, **QUICKSTART)
-    import json
-    print_table(json.loads((run.path / "metrics.json").read_text()), title="airline, last 24 months")
+    from .io import read_json
+    print_table(read_json(run.path / "metrics.json", "metrics file"), title="airline, last 24 months")
     con.print(f"plot: {run.path / 'plots' / 'forecast.png'}\nrun directory: {run.path}  "
               f"({time.time() - t0:.0f} s)")
 

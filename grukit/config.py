@@ -180,9 +180,6 @@ def choice(p: list[str], name: str, value: str, choices: list[str]) -> None:
         p.append(f"{name}={value!r}: expected one of {', '.join(choices)}{nearest(value, choices)}")
 
 
-_choice = choice   # the old private name, for config classes written against it (same module only)
-
-
 @dataclass
 class ForecastConfig(TaskConfig):
     """Multi-horizon forecasting of one or many series with a GRU over a lookback window."""

@@ -36,7 +36,8 @@ from typing import Any
 
 from .config import TaskConfig
 from .errors import ConfigError, DataError, GrukitError, Interrupted, TrainingError
-from .runs import read_json, write_json
+from .io import read_json, write_json
+from .runs import update_info
 from .train import remove_checkpoints, resolve_config
 from .tune_space import Dim, read_tune_section, task_space
 
@@ -290,9 +291,8 @@ class _Objective:
 
 
 def _mark(run_dir: Path, status: str) -> None:
-    info = run_dir / "run.json"
-    if info.is_file():
-        write_json(info, {**read_json(info), "status": status})
+    if (run_dir / "run.json").is_file():
+        update_info(run_dir, status=status)              # the one run.json updater (shape check, manifest)
 
 
 class _StopOnErrors:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TrainingError
-from .runs import Run, atomic_write, read_json, write_json, write_yaml
+from .io import atomic_write, read_json, write_json, write_yaml
+from .runs import Run
 
 __all__ = ["finish", "write_plots"]
 

@@ -66,16 +66,21 @@ def tensor_offset_of_ckpt(path: Path) -> int:
 
 
 # ---------------------------------------------------------------- item 1: last.ckpt every epoch
-def test_last_checkpoint_follows_every_epoch_not_the_best_one(tmp_path, monkeypatch):
+@pytest.fixture
+def val_loss_is_the_epoch(monkeypatch):
+    """Forecast validation loss = the epoch number, so epoch 0 stays the best checkpoint."""
     from grukit.tasks.forecast import ForecastTask
 
     original = ForecastTask.loss
 
-    def worse_each_epoch(self, outputs, target, inputs):       # val_loss = epoch: epoch 0 stays the best
+    def worse_each_epoch(self, outputs, target, inputs):
         loss = original(self, outputs, target, inputs)
         return loss if self.training else loss * 0 + float(self.current_epoch)
 
     monkeypatch.setattr(ForecastTask, "loss", worse_each_epoch)
+
+
+def test_last_checkpoint_follows_every_epoch_not_the_best_one(tmp_path, val_loss_is_the_epoch):
     fit("forecast", out=tmp_path / "r", max_epochs=5, patience=0, **SMALL)
     assert load_checkpoint(tmp_path / "r" / "checkpoints" / "best.ckpt")["epoch"] == 0
     assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.ckpt")["epoch"] == 4
@@ -286,18 +291,9 @@ def test_graceful_stop_writes_last_checkpoint_at_its_step_and_resume_finishes(tm
     assert load_checkpoint(out / "checkpoints" / "last.ckpt")["epoch"] == 4
 
 
-def test_resume_of_a_moved_run_keeps_its_best_checkpoint(tmp_path, monkeypatch):
+def test_resume_of_a_moved_run_keeps_its_best_checkpoint(tmp_path, val_loss_is_the_epoch):
     import warnings
 
-    from grukit.tasks.forecast import ForecastTask
-
-    original = ForecastTask.loss
-
-    def worse_each_epoch(self, outputs, target, inputs):       # val_loss = epoch: epoch 0 stays the best
-        loss = original(self, outputs, target, inputs)
-        return loss if self.training else loss * 0 + float(self.current_epoch)
-
-    monkeypatch.setattr(ForecastTask, "loss", worse_each_epoch)
     fit("forecast", out=tmp_path / "a", max_epochs=2, patience=0, **SMALL)
     moved = Path(shutil.move(tmp_path / "a", tmp_path / "b"))  # renamed (or copied, or another cwd)
     with warnings.catch_warnings():

@@ -170,7 +170,7 @@ class GRU(nn.Module):
     def _flat_weights(self) -> list[Tensor]:
         """torch's ``_flat_weights``: the weights in ``_flat_weights_names`` order, as a forward reads them now
         (through any parametrization or weight_norm hook)."""
-        return [getattr(self, n) for n in self._flat_weights_names]
+        return self.flat_weights()
 
     def reset_parameters(self) -> None:
         """torch.nn.GRU's initialisation: every weight and bias U(-1/sqrt(H), 1/sqrt(H)), in its order.

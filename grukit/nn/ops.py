@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .backends.fused_autograd import layer_backward, layer_forward
+
 __all__ = ["gru_layer", "gru_layer_backward", "gru_forward_ops"]
 
 
@@ -31,7 +33,6 @@ def _lens(lengths: Tensor | None, T: int, B: int) -> np.ndarray:
 def gru_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
               lengths: Tensor | None, reverse: bool, reset_after: bool,
               zoneout: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    from .backends.fused_cpu import layer_forward
     T, B, _ = x.shape
     out, hT, hp, gates = layer_forward(x.contiguous(), h0.contiguous(), w_ih, w_hh, b_ih, b_hh, _lens(lengths, T, B),
                                        reverse, reset_after, zoneout)
@@ -49,7 +50,6 @@ def _(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, zoneout):
 def gru_layer_backward(dout: Tensor, dhT: Tensor, x: Tensor, w_ih: Tensor, w_hh: Tensor, hp: Tensor, gates: Tensor,
                        lengths: Tensor | None, reverse: bool, reset_after: bool, zoneout: float,
                        has_bias: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    from .backends.fused_cpu import layer_backward
     T, B, _ = x.shape
     H = w_hh.shape[1]
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = layer_backward(dout, dhT, x, w_ih, w_hh, hp, gates, _lens(lengths, T, B),

@@ -224,16 +224,8 @@ def roll_answer(s: Served, roll: np.ndarray) -> dict:
 
 
 def score_batch(s: Served, texts: list[str]) -> list[dict]:
-    mod = s.module
-    if not hasattr(mod, "score"):
-        raise ConfigError("scoring text waits for grukit.tasks.language.score; this grukit has none yet")
-    out = mod.score(s.models, s.meta, texts)
+    out = s.module.score(s.models, s.meta, texts)
     return [o if isinstance(o, dict) else {"score": float(o)} for o in out]
-
-
-def _params(fn) -> list[str]:
-    import inspect
-    return list(inspect.signature(fn).parameters)
 
 
 # ====================================================================== generation (LM)

@@ -122,9 +122,9 @@ class Session:
         if s.task == "speech":
             if final and m.config.decoder == "beam" and self.log_probs:
                 from ..tasks.speech import beam_search
-                text = m.vocab.decode(beam_search(torch.cat(self.log_probs), m.config.beam_size))
+                text = m.vocab.text_of(beam_search(torch.cat(self.log_probs), m.config.beam_size))
             else:
-                text = m.vocab.decode(self.ids)
+                text = m.vocab.text_of(self.ids)                     # as transcribe() writes it
             return {"text": text, "frames": self.frames}
         if not self.frames:
             return {"frames": 0}

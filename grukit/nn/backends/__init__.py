@@ -101,7 +101,7 @@ def select_step(requested: str, spec: GRUSpec, x: Tensor, training: bool) -> Bac
 
 def record(name: str, kernel: str | None = None) -> None:
     _LAST[0] = name
-    _LAST[1] = name if kernel is None else f"{name}/{kernel}"
+    _LAST[1] = kernel                                    # formatted only when asked (last_kernel)
 
 
 def last_used() -> str | None:
@@ -111,7 +111,8 @@ def last_used() -> str | None:
 
 def last_kernel() -> str | None:
     """``backend/family`` of the kernels that ran the most recent GRU forward or step (see the module doc)."""
-    return _LAST[1]
+    name, kernel = _LAST
+    return name if kernel is None else f"{name}/{kernel}"
 
 
 def _register_builtin() -> None:
