@@ -182,7 +182,9 @@ def test_baselines_wiring():
     rng = np.random.default_rng(0)
     tr, ytr = _toy(20, rng)
     te, yte = _toy(10, rng)
+    threads = torch.get_num_threads()
     out = cb.fit_predict(("minirocket", "dtw"), tr, ytr, te, seed=0)
+    assert torch.get_num_threads() == threads           # numba's OpenMP layer must not change torch's threads
     assert set(out) == {"majority_class", "minirocket", "dtw_1nn"}
     assert (out["dtw_1nn"][0] == yte).mean() == 1.0
     assert (out["minirocket"][0] == yte).mean() >= 0.9
