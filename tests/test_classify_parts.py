@@ -91,6 +91,37 @@ def test_whole_model_variable_lengths_and_long_series():
             torch.testing.assert_close(logits[i], alone[0], atol=1e-5, rtol=1e-5)
 
 
+def _stem_model(**kw):
+    torch.manual_seed(0)
+    cfg = ClassifyConfig(hidden_size=6, conv_channels=4, conv_steps=8, gru_steps=4, **kw)
+    return ClassifyTask(cfg, {"input_size": 2, "classes": ["a", "b", "c"], "pool_stride": 4, "patch_stride": 2,
+                              "normalize": "series", "downsample": cfg.downsample}).eval()
+
+
+def test_learned_stem_keeps_detail_that_averaging_removes():
+    m = _stem_model()                                            # the default: downsample="conv"
+    assert m.stem is not None and m.stem.r == 4 and m.fcn.convs[0].in_channels == 4
+    rng = np.random.default_rng(1)
+    seqs = [rng.normal(size=(n, 2)).astype(np.float32) for n in (30, 11, 5)]
+    x, lengths = padded(seqs)
+    x[2, 5:] = 1e3                                               # garbage padding must not matter
+    with torch.no_grad():
+        logits, _ = m({"x": x, "lengths": lengths})
+        assert logits.shape == (3, 3)
+        for i, s in enumerate(seqs):
+            alone, _ = m({"x": torch.as_tensor(s)[None], "lengths": torch.tensor([len(s)])})
+            torch.testing.assert_close(logits[i], alone[0], atol=1e-5, rtol=1e-5)
+    flat = torch.zeros(1, 32, 2)
+    alt = flat + torch.tensor([1.0, -1.0]).repeat(16)[None, :, None]   # +1 -1 +1 ... : every window averages to 0
+    torch.testing.assert_close(pool_time(alt, None, 4)[0], pool_time(flat, None, 4)[0])
+    with torch.no_grad():
+        assert not torch.allclose(m.stem(alt, None)[0], m.stem(flat, None)[0])
+        assert not torch.allclose(m({"x": alt})[0], m({"x": flat})[0])
+    old = _model(conv_steps=8, gru_steps=4)                      # a run saved before the stem: no "downsample"
+    assert old.stem is None and old.pool_stride == 4             # in meta -> window means, its weights still load
+    assert _stem_model(downsample="mean").stem is None
+
+
 def test_augmentations_shapes_determinism_and_padding():
     x = torch.randn(4, 40, 2)
     lengths = torch.tensor([40, 31, 17, 3])

@@ -6,7 +6,8 @@ batch's longest sequence with ``lengths`` (B,) and keeps padding out of the resu
 before each convolution, so a sequence gives (in eval mode) the same output alone as inside a padded batch.
 
 * :func:`pool_time` averages non-overlapping windows of ``s`` steps (a masked mean), so a series of any length
-  reaches the convolutions and the GRU with at most ``conv_steps`` steps.
+  reaches the convolutions and the GRU with at most ``conv_steps`` steps (``downsample="mean"``; the default
+  ``"conv"`` learns that step instead: a linear :class:`PatchEmbed` of ``s`` steps).
 * :class:`PatchEmbed` turns non-overlapping patches of ``r`` steps into one GRU input each (a strided Conv1d
   and ReLU): the recurrence then runs over at most ``gru_steps`` steps, which keeps training fast and the
   gradient path short on long series.
@@ -61,18 +62,23 @@ def pool_time(x: Tensor, lengths: Tensor | None, s: int) -> tuple[Tensor, Tensor
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping patches of ``r`` steps to ``channels`` features each: (B, T, F) -> (B, ceil(T/r), C)."""
+    """Non-overlapping patches of ``r`` steps to ``channels`` features each: (B, T, F) -> (B, ceil(T/r), C).
 
-    def __init__(self, in_size: int, channels: int, r: int):
+    With ``activation=False`` it is linear: the learned downsampling stem that shortens long series before both
+    branches (``downsample="conv"``), which can keep fast detail (a step-to-step alternation) that a window mean
+    removes."""
+
+    def __init__(self, in_size: int, channels: int, r: int, activation: bool = True):
         super().__init__()
         self.r = r
+        self.activation = activation
         self.proj = nn.Conv1d(in_size, channels, kernel_size=r, stride=r)
 
     def forward(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
         pad = (-x.shape[1]) % self.r
         x = F.pad(_masked(x, lengths), (0, 0, 0, pad)).transpose(1, 2)      # (B, F, T) for Conv1d
-        z = torch.relu(self.proj(x)).transpose(1, 2)                         # (B, T/r, C)
-        return z, shorter(lengths, self.r)
+        z = self.proj(x).transpose(1, 2)                                     # (B, T/r, C)
+        return (torch.relu(z) if self.activation else z), shorter(lengths, self.r)
 
 
 class FCNBranch(nn.Module):
