@@ -291,9 +291,10 @@ class ClassifyConfig(TaskConfig):
                                  "as in LSTM-FCN/GRU-FCN; strong on UCR/UEA data); 0 = GRU only")
     conv_steps: int = opt(256, "series longer than this are shortened to at most this many steps before both "
                                "branches, in windows of s steps (cost grows with length; 0 = never)")
-    downsample: str = opt("conv", "how those windows are shortened: conv (a learned linear strided convolution to "
-                                  "conv_channels features: keeps fast detail; ACSF1 0.63 -> see README), mean "
-                                  "(the window average: removes detail faster than s steps)")
+    downsample: str = opt("fold", "how those windows are shortened: fold (the s steps of a window become s*F "
+                                  "features: lossless, no parameters), conv (a learned linear strided "
+                                  "convolution to conv_channels features), mean (the window average: loses "
+                                  "detail faster than s steps; measured in the README)")
     gru_steps: int = opt(64, "the GRU reads non-overlapping patches (a strided convolution) so that it runs "
                              "over at most this many steps (0 = every step)")
     pooling: str = opt("mean", "GRU summary fed to the classifier: mean (over valid steps; robust), last "
@@ -337,7 +338,7 @@ class ClassifyConfig(TaskConfig):
         choice(p, "pooling", self.pooling, ["last", "mean", "attention"])
         choice(p, "normalize", self.normalize, ["auto", "series", "feature", "none"])
         choice(p, "schedule", self.schedule, ["auto", "manual"])
-        choice(p, "downsample", self.downsample, ["conv", "mean"])
+        choice(p, "downsample", self.downsample, ["conv", "fold", "mean"])
         for a in self.augment:
             choice(p, "augment", a, ["jitter", "scaling", "window_slice", "window_warp"])
         for b in self.baselines:

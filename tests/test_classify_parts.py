@@ -15,7 +15,7 @@ from grukit.errors import ShapeError
 from grukit.tasks import classify_baselines as cb
 from grukit.tasks.base import infer
 from grukit.tasks.classify import ClassifyTask, classify_sequences, resolve_schedule
-from grukit.tasks.conv import FCNBranch, PatchEmbed, pool_time, strides
+from grukit.tasks.conv import FCNBranch, PatchEmbed, fold_time, pool_time, strides
 
 
 def padded(seqs):
@@ -98,9 +98,26 @@ def _stem_model(**kw):
                               "normalize": "series", "downsample": cfg.downsample}).eval()
 
 
-def test_learned_stem_keeps_detail_that_averaging_removes():
-    m = _stem_model()                                            # the default: downsample="conv"
-    assert m.stem is not None and m.stem.r == 4 and m.fcn.convs[0].in_channels == 4
+def test_fold_time_stacks_window_steps_as_features():
+    x = torch.arange(1.0, 11.0).reshape(1, 5, 2)                 # steps (1,2) (3,4) (5,6) (7,8) (9,10)
+    out, lengths = fold_time(x, torch.tensor([5]), 2)
+    assert out.shape == (1, 3, 4) and lengths.tolist() == [3]
+    assert out[0].tolist() == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 0, 0]]   # the last window is zero-padded
+    y = x.clone()
+    y[0, 3:] = 99.0                                              # padding beyond length 3 is zeroed, never read
+    assert fold_time(y, torch.tensor([3]), 2)[0][0, 1].tolist() == [5, 6, 0, 0]
+    same, L = fold_time(x, None, 1)
+    assert same is x and L is None
+
+
+@pytest.mark.parametrize("downsample", ["fold", "conv"])
+def test_shortening_keeps_detail_that_averaging_removes(downsample):
+    m = _stem_model(downsample=downsample)
+    if downsample == "fold":                                     # the default
+        assert ClassifyConfig().downsample == "fold"
+        assert m.fold and m.stem is None and m.fcn.convs[0].in_channels == 4 * 2   # s * F features
+    else:
+        assert m.stem is not None and m.stem.r == 4 and m.fcn.convs[0].in_channels == 4
     rng = np.random.default_rng(1)
     seqs = [rng.normal(size=(n, 2)).astype(np.float32) for n in (30, 11, 5)]
     x, lengths = padded(seqs)
@@ -115,11 +132,13 @@ def test_learned_stem_keeps_detail_that_averaging_removes():
     alt = flat + torch.tensor([1.0, -1.0]).repeat(16)[None, :, None]   # +1 -1 +1 ... : every window averages to 0
     torch.testing.assert_close(pool_time(alt, None, 4)[0], pool_time(flat, None, 4)[0])
     with torch.no_grad():
-        assert not torch.allclose(m.stem(alt, None)[0], m.stem(flat, None)[0])
         assert not torch.allclose(m({"x": alt})[0], m({"x": flat})[0])
-    old = _model(conv_steps=8, gru_steps=4)                      # a run saved before the stem: no "downsample"
-    assert old.stem is None and old.pool_stride == 4             # in meta -> window means, its weights still load
-    assert _stem_model(downsample="mean").stem is None
+    old = _model(conv_steps=8, gru_steps=4)                      # a run saved before: no "downsample" in meta
+    assert old.stem is None and not old.fold and old.pool_stride == 4    # -> window means, its weights still load
+    mean = _stem_model(downsample="mean")
+    assert mean.stem is None and not mean.fold
+    with torch.no_grad():
+        torch.testing.assert_close(mean({"x": alt})[0], mean({"x": flat})[0])   # averaging cannot tell them apart
 
 
 def test_augmentations_shapes_determinism_and_padding():

@@ -8,8 +8,8 @@ log-mel frames by :func:`grukit.data.audio.labelled_features`. The readers live 
 
 The model (defaults chosen to hold up on UCR/UEA data it was not tuned on; see :class:`ClassifyConfig`)::
 
-    x (B, T, F) z-normalised ──stem: series longer than conv_steps in windows of s steps──> (B, T', C or F)
-        │   (downsample=conv: a learned linear strided Conv1d to C features; mean: pool_time, F features)
+    x (B, T, F) z-normalised ──series longer than conv_steps in windows of s steps──> (B, T/s, F')
+        │   (downsample=fold: fold_time, F' = s*F; conv: a learned linear strided Conv1d, F' = C; mean: pool_time)
         ├── FCNBranch: Conv1d 8/5/3 + BatchNorm + ReLU, mean over valid steps ──> (B, C)
         └── PatchEmbed (strided conv to at most gru_steps) ──> GRU ──> Pooling ──> (B, D*H)
     concat ──> ClassificationHead ──> (B, K) logits
@@ -39,7 +39,7 @@ from ..data.sequences import check_features, normalise_series, read_labelled, st
 from ..errors import DataError, ShapeError
 from ..nn import GRU
 from .base import SequenceTask, infer
-from .conv import FCNBranch, PatchEmbed, pool_time, strides
+from .conv import FCNBranch, PatchEmbed, fold_time, pool_time, strides
 from .heads import ClassificationHead, Pooling
 
 __all__ = ["ClassifyTask", "prepare", "evaluate", "predict", "read_sequences", "classify_sequences",
@@ -152,6 +152,9 @@ class ClassifyTask(SequenceTask):
         self.pool_stride = int(m.get("pool_stride", 1))
         in_size = int(m["input_size"])
         self.stem = None                         # runs from before the stem (no "downsample" in meta) averaged
+        self.fold = self.pool_stride > 1 and m.get("downsample", "mean") == "fold"
+        if self.fold:
+            in_size *= self.pool_stride          # windows of s steps become s*F features
         if self.pool_stride > 1 and m.get("downsample", "mean") == "conv":
             self.stem = PatchEmbed(in_size, c.conv_channels or c.hidden_size, self.pool_stride, activation=False)
             in_size = c.conv_channels or c.hidden_size
@@ -185,6 +188,8 @@ class ClassifyTask(SequenceTask):
     def encode(self, inputs, state=None):
         if self.stem is not None:
             x, lengths = self.stem(inputs["x"], inputs.get("lengths"))                # (B, T/s, C)
+        elif self.fold:
+            x, lengths = fold_time(inputs["x"], inputs.get("lengths"), self.pool_stride)  # (B, T/s, s*F)
         else:
             x, lengths = pool_time(inputs["x"], inputs.get("lengths"), self.pool_stride)   # (B, T/s, F)
         fcn = self.fcn(x, lengths) if self.fcn is not None else None                  # (B, C)

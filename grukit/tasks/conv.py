@@ -6,8 +6,9 @@ batch's longest sequence with ``lengths`` (B,) and keeps padding out of the resu
 before each convolution, so a sequence gives (in eval mode) the same output alone as inside a padded batch.
 
 * :func:`pool_time` averages non-overlapping windows of ``s`` steps (a masked mean), so a series of any length
-  reaches the convolutions and the GRU with at most ``conv_steps`` steps (``downsample="mean"``; the default
-  ``"conv"`` learns that step instead: a linear :class:`PatchEmbed` of ``s`` steps).
+  reaches the convolutions and the GRU with at most ``conv_steps`` steps (``downsample="mean"``). The default
+  :func:`fold_time` stacks the window's steps as features instead (lossless); ``"conv"`` learns a linear
+  :class:`PatchEmbed` of ``s`` steps.
 * :class:`PatchEmbed` turns non-overlapping patches of ``r`` steps into one GRU input each (a strided Conv1d
   and ReLU): the recurrence then runs over at most ``gru_steps`` steps, which keeps training fast and the
   gradient path short on long series.
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 
 from .heads import length_mask
 
-__all__ = ["pool_time", "shorter", "strides", "PatchEmbed", "FCNBranch"]
+__all__ = ["pool_time", "fold_time", "shorter", "strides", "PatchEmbed", "FCNBranch"]
 
 
 def strides(max_length: int, conv_steps: int, gru_steps: int) -> tuple[int, int]:
@@ -59,6 +60,17 @@ def pool_time(x: Tensor, lengths: Tensor | None, s: int) -> tuple[Tensor, Tensor
     xs = F.pad(x * m, (0, 0, 0, pad)).reshape(B, -1, s, Fe).sum(2)          # (B, T/s, F) window sums
     ms = F.pad(m, (0, 0, 0, pad)).reshape(B, -1, s, 1).sum(2)               # (B, T/s, 1) valid steps per window
     return xs / ms.clamp_min(1.0), shorter(lengths, s)
+
+
+def fold_time(x: Tensor, lengths: Tensor | None, s: int) -> tuple[Tensor, Tensor | None]:
+    """Windows of ``s`` steps stacked as features (space-to-depth, lossless, no parameters):
+    (B, T, F) -> (B, ceil(T/s), s*F); feature ``k*F + f`` of a window is feature f at its step k. Padded steps
+    are zeroed first."""
+    if s == 1:
+        return x, lengths
+    B, T, Fe = x.shape
+    x = F.pad(_masked(x, lengths), (0, 0, 0, (-T) % s))                  # (B, s*ceil(T/s), F)
+    return x.reshape(B, -1, s * Fe), shorter(lengths, s)                 # (B, T/s, s*F)
 
 
 class PatchEmbed(nn.Module):
