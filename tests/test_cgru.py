@@ -427,7 +427,8 @@ def test_other_kernel_builds_match_reference(env, status):
 @needs_c
 @pytest.mark.parametrize("kw", [dict(), dict(reset_after=False, num_layers=2)])
 def test_gru_step_runs_the_compiled_stream_kernel(kw):
-    """GRU.step (inference, float32) goes through the compiled stream kernel and equals forward()."""
+    """GRU.step (inference, float32) goes through the compiled step kernel, reading the weight tensors in place
+    (no packed copy is made for it), and equals forward()."""
     torch.manual_seed(0)
     gru = GRU(4, 18, **kw).eval()
     xs = torch.randn(6, 3, 4)
@@ -439,7 +440,9 @@ def test_gru_step_runs_the_compiled_stream_kernel(kw):
             torch.testing.assert_close(y, y_all[t], atol=1e-5, rtol=0)
     torch.testing.assert_close(h, h_all, atol=1e-5, rtol=0)
     be = backends.get("fused_cpu")
-    assert "streams" in be.cache.peek(gru).parts
+    assert "streams" not in be.cache.peek(gru).parts and backends.last_kernel() == "fused_cpu/compiled"
+    read = fused_cpu._inplace_weights(gru)
+    assert read is not None and read.ptrs == tuple(p.data_ptr() for p in gru._flat_weights)
 
 
 @needs_c
@@ -569,7 +572,8 @@ def test_onnx_export_after_fast_calls_traces_the_general_path(tmp_path):
 @pytest.mark.parametrize("kw", [dict(), dict(reset_after=False, num_layers=3, zoneout=0.2)], ids=["plain", "cho-3"])
 def test_step_fast_path_matches_forward_and_leaves_what_it_does_not_take(kw, monkeypatch):
     """After the first no-grad step, float32 frames skip GRU.step's general path and still equal forward();
-    reset masks, unbatched frames, a strided state and stale weights take the general path."""
+    reset masks and unbatched frames take the general path; a strided state is copied by the fast path; changed
+    weights are read in place by the next fast call."""
     torch.manual_seed(0)
     gru = GRU(4, 18, **kw).eval()
     xs = torch.randn(6, 3, 4)
@@ -589,13 +593,15 @@ def test_step_fast_path_matches_forward_and_leaves_what_it_does_not_take(kw, mon
         assert calls == []
         gru.step(xs[0], h, reset=torch.tensor([True, False, True]))
         gru.step(xs[0, 0])                                             # unbatched
-        gru.step(xs[0], torch.randn(gru.num_layers, 3, 36)[..., ::2])  # strided state
+        strided = torch.randn(gru.num_layers, 3, 36)[..., ::2]
+        torch.testing.assert_close(gru.step(xs[0], strided)[1], gru.step(xs[0], strided.contiguous())[1],
+                                   atol=0, rtol=0)                     # strided state: copied, fast path
         with pytest.raises(ShapeError, match="h must have shape"):
             gru.step(xs[0], torch.zeros(1, 3, 5))
-        assert len(calls) == 3
-        gru.weight_ih_l0.mul_(0.5)                                      # stale packed weights: general path
+        assert len(calls) == 2
+        gru.weight_ih_l0.mul_(0.5)                                      # read in place: seen by the fast path
         y_new, _ = gru.step(xs[0])
-        assert len(calls) == 4
+        assert len(calls) == 2
         ref = GRU(4, 18, backend="reference", **kw).eval()
         ref.load_state_dict(gru.state_dict())
         torch.testing.assert_close(y_new, ref.step(xs[0])[0], atol=1e-5, rtol=0)

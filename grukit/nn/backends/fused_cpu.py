@@ -38,6 +38,7 @@ it is what float32 inference runs without it, and what float64 inference always 
 from __future__ import annotations
 
 import importlib.util
+import operator
 import threading
 from typing import NamedTuple
 
@@ -52,7 +53,7 @@ from .fused_autograd import (GRULayerFn, as_numpy, bias_np, in_proj, layer_backw
 from .fused_kernels import (COMPILED_PARALLEL_MIN_WORK, PARALLEL_MIN_WORK, PIPELINE_MIN_WORK,  # noqa: F401
                             SPLIT_MIN_HIDDEN, STREAM_SPLIT_MIN_HIDDEN, cgru, cgru_status, compiled_threads, cores,
                             kernels, plan_threads, stream_threads, threads_for, unit_split)
-from .weight_cache import WeightCache
+from .weight_cache import WeightCache, weight_tensors
 
 if importlib.util.find_spec("numba") is None:   # the registry skips this backend when numba is missing
     raise ImportError("fused_cpu needs numba (pip install numba)")
@@ -202,6 +203,56 @@ class PackedStream(NamedTuple):
     ws: np.ndarray
     meta: np.ndarray
     state: np.ndarray
+
+
+class InPlaceWeights(NamedTuple):
+    """The weight tensors of a module as the compiled step reads them in place: the ``tensors`` (compared by
+    identity), views ``keep`` holding their memory (so that no other allocation can start at one of the addresses
+    while this record is current: same object at the same address means the same memory), their addresses
+    ``ptrs``, and ``layers``, per layer ``(n_in, W_ih, b_ih or 0, W_hh, b_hh or 0)`` addresses for ``_cgru.step``."""
+    tensors: tuple
+    keep: tuple
+    ptrs: tuple
+    layers: tuple
+
+
+_STEP_MAX_ROWS = 256                     # _cgru.MAX_STACK_ROWS (checked at import of the extension below)
+_data_ptr = Tensor.data_ptr
+
+
+def _inplace_weights(module) -> InPlaceWeights | None:
+    """The module's weights for an in-place step, or ``None`` where they cannot be read in place (not float32
+    CPU C-contiguous tensors of the spec's shapes). The shapes are checked whenever a tensor object or address
+    changes since the last call (a new Parameter, ``p.data = t``, a parametrization's fresh tensor); values are
+    never cached, so every write to the weights is seen by the next step."""
+    ts = weight_tensors(module)
+    rec = module._backend_choice.get(_INPLACE)
+    if rec is not None:
+        ptrs = tuple(map(_data_ptr, ts))
+        if ptrs == rec.ptrs and all(map(operator.is_, ts, rec.tensors)):
+            return rec
+    s: GRUSpec = module.spec
+    H, G = s.hidden_size, 3 * s.hidden_size
+    per = 4 if s.bias else 2
+    if s.bidirectional or s.layer_norm or len(ts) != per * s.num_layers:
+        return None
+    layers = []
+    for layer in range(s.num_layers):
+        n_in = s.layer_input_size(layer)
+        group = ts[per * layer:per * (layer + 1)]              # torch's order: w_ih, w_hh[, b_ih, b_hh]
+        want = [(G, n_in), (G, H)] + ([(G,), (G,)] if per == 4 else [])
+        for t, shape in zip(group, want):
+            if (t.dtype != torch.float32 or t.device.type != "cpu" or tuple(t.shape) != shape
+                    or not t.is_contiguous()):
+                return None
+        ptr = [t.data_ptr() for t in group]
+        layers += [n_in, ptr[0], ptr[2] if per == 4 else 0, ptr[1], ptr[3] if per == 4 else 0]
+    rec = module._backend_choice[_INPLACE] = InPlaceWeights(tuple(ts), tuple(t.detach() for t in ts),
+                                                               tuple(map(_data_ptr, ts)), tuple(layers))
+    return rec
+
+
+_INPLACE = ("inplace weights",)
 
 
 def _packed_frame(packed, x: np.ndarray, h: np.ndarray | None) -> Tensor:
@@ -462,13 +513,12 @@ class FusedCPUBackend:
                 new.append(hT)
                 layer_in = out
             return torch.stack(new)                                    # (L, B, H)
-        packed = self.cache.get(module)
         L, B, H = h.shape
         c = cgru() if x_t.dtype == torch.float32 else None
         self.kernel = "compiled" if c is not None and B <= c.MAX_STACK_ROWS else "numba"
         if c is not None and B <= c.MAX_STACK_ROWS:
-            return self._step_compiled(c, packed, module, x_t, h)
-        w = packed.get("step", lambda: _StepWeights(module))
+            return self._step_compiled(c, None, module, x_t, h)
+        w = self.cache.get(module).get("step", lambda: _StepWeights(module))
         hout = torch.empty(L, B, H, dtype=h.dtype)
         gi, gh, q = w.buffers(B, H)
         w.kernel(x_t.numpy(force=True), h.numpy(force=True), w.WihT, w.WT, w.b, w.n_in, w.reset_after, w.zo, w.one,
@@ -477,30 +527,49 @@ class FusedCPUBackend:
 
     def step_fast(self, module, x_t, h):
         """``GRU.step`` for plain float32 inference frames (autograd off, no reset, a contiguous ``(B, I)`` CPU
-        tensor, ``h`` omitted or a contiguous ``(L, B, H)`` float32 tensor) through the packed stream that the
-        general path already built for this module, batch size and thread: ``(y_t, h')`` or ``None`` for a call
-        it does not take (GRU.step then takes the general path, which also gives the errors)."""
+        tensor, ``h`` omitted or a contiguous ``(L, B, H)`` float32 tensor): one call of the compiled step, which
+        reads the module's weight tensors in place. ``(y_t, h')``, or ``None`` for a call it does not take
+        (GRU.step then takes the general path, which also gives the errors)."""
         if (type(x_t) is not Tensor or x_t.dtype != torch.float32 or x_t.ndim != 2 or not x_t.is_cpu
                 or not x_t.is_contiguous()):
             return None
-        gen = self.cache.peek(module)
-        streams = None if gen is None else gen.parts.get("streams")
-        packed = None if streams is None else streams.get((x_t.shape[0], threading.get_ident()))
-        if packed is None or x_t.shape[1] != module.spec.input_size:
-            return None                                                # the general path (re)builds it
-        state = packed.state
-        if h is not None and not (type(h) is Tensor and h.dtype == torch.float32 and h.is_cpu and h.is_contiguous()
-                                  and h.shape == state.shape):
+        s: GRUSpec = module.spec
+        B = x_t.shape[0]
+        if x_t.shape[1] != s.input_size or not 0 < B <= _STEP_MAX_ROWS:
             return None
-        h_new = _packed_frame(packed, x_t.numpy(), None if h is None else h.numpy())   # (L, B, H)
+        if h is None:
+            h_new = torch.zeros(s.num_layers, B, s.hidden_size)
+        elif (type(h) is Tensor and h.dtype == torch.float32 and h.is_cpu
+              and h.shape == (s.num_layers, B, s.hidden_size)):
+            h_new = h.clone(memory_format=torch.contiguous_format)
+        else:
+            return None
+        if not self._step_inplace(module, x_t, h_new):
+            return None
         return h_new[-1], h_new
 
+    def _step_inplace(self, module, x: Tensor, h_new: Tensor) -> bool:
+        """Advance the contiguous float32 state ``h_new`` ``(L, B, H)`` in place by one frame ``x`` ``(B, I)``
+        with the compiled step reading the module's weight tensors where they are (``InPlaceWeights``); False
+        when they cannot be read in place (then nothing ran)."""
+        weights = _inplace_weights(module)
+        if weights is None:
+            return False
+        s: GRUSpec = module.spec
+        cgru().step(x.data_ptr(), h_new.data_ptr(), x.shape[0], s.hidden_size, s.reset_after,
+                    0.0 if module.training else s.zoneout, stream_threads(s.hidden_size), weights.layers)
+        return True
+
     def _step_compiled(self, c, gen, module, x_t: Tensor, h: Tensor) -> Tensor:
-        """Inference ``step`` through the compiled stream kernel: the state is copied into a packed stream
-        buffer (one per batch size and Python thread in the module's current generation), advanced, and
-        copied out."""
+        """Inference ``step`` through the compiled kernels: the weights read in place (see :meth:`_step_inplace`),
+        or, where they cannot be, through a packed stream of the module's current generation (one per batch size
+        and Python thread)."""
+        h_new = h.detach().clone(memory_format=torch.contiguous_format)
+        x = x_t.detach()
+        if self._step_inplace(module, x if x.is_contiguous() else x.contiguous(), h_new):
+            return h_new
         B = h.shape[1]
-        streams = gen.get("streams", dict)
+        streams = self.cache.get(module).get("streams", dict)
         slot = (B, threading.get_ident())
         packed = streams.get(slot)
         if packed is None:

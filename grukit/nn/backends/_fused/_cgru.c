@@ -48,6 +48,14 @@ typedef int v8i __attribute__((vector_size(32)));
 #define LD(p) ({ v8 v_; __builtin_memcpy(&v_, (p), sizeof(v8)); v_; })
 #define ST(p, v) do { v8 s_ = (v); __builtin_memcpy((p), &s_, sizeof(v8)); } while (0)
 #define BC(a) ({ float a_ = (a); (v8){a_, a_, a_, a_, a_, a_, a_, a_}; })
+#if defined(__clang__) || __GNUC__ >= 12
+#define SHUF(a, b, ...) __builtin_shufflevector((a), (b), __VA_ARGS__)
+#else
+#define SHUF(a, b, ...) __builtin_shuffle((a), (b), (v8i){__VA_ARGS__})
+#endif
+/* Floats per vector, and columns per panel of the packed weights (two vectors). */
+#define LANES 8
+#define PANEL 16
 /* Most batch rows a stream or a hidden-unit split call keeps per-row pointers for on the stack (module
  * attribute MAX_STACK_ROWS: Python sends wider ones elsewhere). */
 #define MAX_STACK_ROWS 256
@@ -59,7 +67,28 @@ typedef struct {
     long T, B, I, H, Hp, ldo, oo;
     int reverse, reset_after;
     float zo;
+    int rowmajor;                               /* whh is torch's (3H, H), read in place, bhh may be NULL */
 } Job;
+
+/* Most layers of a stream or step frame. */
+#define MAX_LAYERS 64
+
+/* One layer of a frame: its input size and weights, packed in panels or (rowmajor) torch's tensors read in
+ * place ((3H, n_in), (3H,) or NULL, (3H, H), (3H,) or NULL). */
+typedef struct {
+    long n_in;
+    const float *wih, *bih, *whh, *bhh;
+} FrameLayer;
+
+/* One streaming step of every layer (stream_frame): sizes, the state h (L, B, H) updated in place, scratch gi,
+ * gh (B, 3Hp) and q (B, H), and per layer its weights. */
+typedef struct {
+    long L, B, H, Hp;
+    int reset_after, rowmajor;
+    float zo;
+    float *h, *gi, *gh, *q;
+    FrameLayer layer[MAX_LAYERS];
+} Frame;
 
 /* Pauses a waiting thread spins before it starts yielding its core (a partner that was descheduled). */
 #define SPIN_PAUSES 4000
@@ -187,13 +216,13 @@ static void do_split_recur(const Job *J, Split *S, int tid, int n, void (*ready)
     split_recur_generic(J, S, tid, n, ready, ctx);
 }
 
-static void do_stream_frame(const float *x, float *ws, const long *meta, float *hn, int tid, int n, Barrier *bar,
+static void do_stream_frame(const float *x, const Frame *F, float *hn, int tid, int n, Barrier *bar,
                             int (*decide)(void *), void *ctx)
 {
 #ifdef HAVE_AVX2_BUILD
-    if (use_avx2) { stream_frame_avx2(x, ws, meta, hn, tid, n, bar, decide, ctx); return; }
+    if (use_avx2) { stream_frame_avx2(x, F, hn, tid, n, bar, decide, ctx); return; }
 #endif
-    stream_frame_generic(x, ws, meta, hn, tid, n, bar, decide, ctx);
+    stream_frame_generic(x, F, hn, tid, n, bar, decide, ctx);
 }
 
 /* ------------------------------------------------------------------------------------------ threads
@@ -219,10 +248,10 @@ typedef struct {
     long nchunks;
     Split S;
     atomic_int chunk_done[PIPE_MAX_CHUNKS];   /* a pipelined call: chunk c's projection is written */
-    /* a stream frame (J == NULL): its frame, buffer, meta and the layers' h' buffers */
+    /* a stream frame (J == NULL): its input, frame and the layers' h' buffers */
     const float *sx;
-    float *sws, *shn;
-    const long *smm;
+    const Frame *sf;
+    float *shn;
 } Team;
 
 static void team_release(Team *tm)
@@ -308,8 +337,7 @@ static void team_join(Team *tm)
         int mode;
         while ((mode = atomic_load_explicit(&tm->mode, memory_order_acquire)) == OPEN) cpu_relax();
         if (mode == SPLIT && tm->J) do_split_recur(tm->J, &tm->S, tid, tm->n, NULL, NULL);
-        if (mode == SPLIT && !tm->J) do_stream_frame(tm->sx, tm->sws, tm->smm, tm->shn, tid, tm->n, &tm->S.bar,
-                                                     NULL, NULL);
+        if (mode == SPLIT && !tm->J) do_stream_frame(tm->sx, tm->sf, tm->shn, tid, tm->n, &tm->S.bar, NULL, NULL);
     }
     team_release(tm);
 }
@@ -501,17 +529,17 @@ static int stream_decide(void *ctx)
 }
 
 /* One frame of a stream on n threads (hidden units split; see stream_frame). Returns 0 or -1 (no memory). */
-static int run_stream(const float *x, float *ws, const long *meta, float *hn, int n)
+static int run_stream(const float *x, const Frame *F, float *hn, int n)
 {
     Team *tm = calloc(1, sizeof(Team));
     if (!tm) return -1;
     tm->n = n;
-    tm->sx = x; tm->sws = ws; tm->smm = meta; tm->shn = hn;
+    tm->sx = x; tm->sf = F; tm->shn = hn;
     atomic_init(&tm->refs, 1);
     atomic_init(&tm->mode, OPEN);
     tm->S.bar.n = n;
     pool_post(tm, n - 1);
-    do_stream_frame(x, ws, meta, hn, 0, n, &tm->S.bar, stream_decide, tm);
+    do_stream_frame(x, F, hn, 0, n, &tm->S.bar, stream_decide, tm);
     team_release(tm);
     return 0;
 }
@@ -595,6 +623,7 @@ typedef struct {
     Py_buffer ws, meta;
     int held, nthreads;
     long mm[10 + 5 * 64];
+    Frame frame;                                /* the frame of ws, described by meta */
     Py_ssize_t x_bytes;
     float *hn;                                  /* (2, B, H): the layers' h' while the threads split a frame */
 } StreamObj;
@@ -652,6 +681,14 @@ static int stream_init(StreamObj *self, PyObject *args, PyObject *kw)
         stream_drop(self);
         return -1;
     }
+    float *w = self->ws.buf;
+    Frame *F = &self->frame;
+    *F = (Frame){.L = L, .B = B, .H = H, .Hp = Hp, .reset_after = mm[4] != 0, .rowmajor = 0, .zo = w[mm[9]],
+                 .h = w + mm[5], .gi = w + mm[6], .gh = w + mm[7], .q = w + mm[8]};
+    for (long l = 0; l < L; l++) {
+        const long *q = mm + 10 + 5 * l;
+        F->layer[l] = (FrameLayer){q[0], w + q[1], w + q[2], w + q[3], w + q[4]};
+    }
     self->x_bytes = (Py_ssize_t)(B * mm[10] * 4);
     self->nthreads = nthreads < 1 ? 1 : (nthreads > 64 ? 64 : nthreads);
     if (self->nthreads > Hp / 16) self->nthreads = (int)(Hp / 16);
@@ -666,8 +703,8 @@ static int stream_init(StreamObj *self, PyObject *args, PyObject *kw)
 /* One frame from a buffer (any object exporting B * n_in C-contiguous float32 values). */
 static int stream_run(StreamObj *self, const float *x)
 {
-    if (self->nthreads > 1) return run_stream(x, self->ws.buf, self->mm, self->hn, self->nthreads);
-    do_stream_frame(x, self->ws.buf, self->mm, NULL, 0, 1, NULL, NULL, NULL);
+    if (self->nthreads > 1) return run_stream(x, &self->frame, self->hn, self->nthreads);
+    do_stream_frame(x, &self->frame, NULL, 0, 1, NULL, NULL, NULL);
     return 0;
 }
 
@@ -997,6 +1034,55 @@ done:
     return res;
 }
 
+/* step(x_address, h_address, B, H, reset_after, zo, nthreads, layers) -> None: one streaming step of every
+ * layer, reading torch's weight tensors in place (no packed copy, so no copy can be stale). layers is a tuple
+ * of 5 ints per layer: (n_in, W_ih, b_ih or 0, W_hh, b_hh or 0), the addresses of C-contiguous float32 tensors
+ * of shapes (3H, n_in), (3H,), (3H, H), (3H,); x is (B, n_in_0) and h the (L, B, H) state, updated in place.
+ * The caller (grukit's fused_cpu) checks every shape and keeps the tensors alive for the call. */
+static PyObject *py_step(PyObject *self, PyObject *args)
+{
+    unsigned long long xa, ha;
+    long B, H;
+    int reset_after, nthreads;
+    float zo;
+    PyObject *layers;
+    if (!PyArg_ParseTuple(args, "KKllpfiO!", &xa, &ha, &B, &H, &reset_after, &zo, &nthreads, &PyTuple_Type,
+                          &layers))
+        return NULL;
+    const Py_ssize_t n = PyTuple_GET_SIZE(layers);
+    const long L = (long)(n / 5);
+    if (n % 5 || L < 1 || L > MAX_LAYERS || B < 1 || B > MAX_STACK_ROWS || H < 1 || !xa || !ha) {
+        PyErr_SetString(PyExc_ValueError, "_cgru.step: inconsistent sizes");
+        return NULL;
+    }
+    const long Hp = (H + PANEL - 1) / PANEL * PANEL, G = 3 * Hp;
+    Frame F = {.L = L, .B = B, .H = H, .Hp = Hp, .reset_after = reset_after, .rowmajor = 1, .zo = zo,
+               .h = (float *)(uintptr_t)ha};
+    for (long l = 0; l < L; l++) {
+        unsigned long long v[5];
+        for (int i = 0; i < 5; i++) v[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(layers, 5 * l + i));
+        if (PyErr_Occurred()) return NULL;
+        if (!v[0] || !v[1] || !v[3] || (l && (long)v[0] != H)) {
+            PyErr_SetString(PyExc_ValueError, "_cgru.step: a layer without weights or with the wrong input size");
+            return NULL;
+        }
+        F.layer[l] = (FrameLayer){(long)v[0], (const float *)(uintptr_t)v[1], (const float *)(uintptr_t)v[2],
+                                  (const float *)(uintptr_t)v[3], (const float *)(uintptr_t)v[4]};
+    }
+    if (nthreads > Hp / PANEL) nthreads = (int)(Hp / PANEL);
+    float *scratch = falloc(2 * B * G + B * H + (nthreads > 1 ? 2 * B * H : 0));
+    if (!scratch) return PyErr_NoMemory();
+    F.gi = scratch; F.gh = scratch + B * G; F.q = scratch + 2 * B * G;
+    int rc = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (nthreads > 1) rc = run_stream((const float *)(uintptr_t)xa, &F, F.q + B * H, nthreads);
+    else do_stream_frame((const float *)(uintptr_t)xa, &F, NULL, 0, 1, NULL, NULL, NULL);
+    Py_END_ALLOW_THREADS
+    free(scratch);
+    if (rc) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_counts(PyObject *self, PyObject *noargs)
 {
     return Py_BuildValue("{sl,sl,sl}", "solo", (long)atomic_load(&counters[0]), "split",
@@ -1012,6 +1098,8 @@ static PyMethodDef methods[] = {
     {"forward", py_forward, METH_VARARGS, "forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, "
                                           "reverse, reset_after, zo, ldo, oo, nthreads, unit_split=True)"},
     {"gemm", py_gemm, METH_VARARGS, "gemm(A, M, K, Wp, p0, np, C, ldc, bias)"},
+    {"step", py_step, METH_VARARGS, "step(x_address, h_address, B, H, reset_after, zo, nthreads, layers): one "
+                                    "streaming step reading torch's weights in place"},
     {"same", py_same, METH_VARARGS, "same(snapshot, nbytes, addresses) -> bool: the memory still holds the snapshot"},
     {"counts", py_counts, METH_NOARGS,
      "{solo, split, helper_chunks}: split calls and stream frames that went solo (no helper in time) and split, "

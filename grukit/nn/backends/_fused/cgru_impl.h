@@ -86,6 +86,76 @@ static ATTR void FN(gemm)(const float *A, long lda, long M, long K, const float 
     }
 }
 
+/* The sums of 8 accumulators, lane i = the sum of c[i]'s 8 lanes, each by the same tree
+ * ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7)) of its lanes (horizontal adds, then the two halves). */
+static inline ATTR v8 FN(hadd)(v8 a, v8 b)
+{
+    return SHUF(a, b, 0, 2, 8, 10, 4, 6, 12, 14) + SHUF(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
+}
+
+static inline ATTR v8 FN(reduce8)(const v8 *c)
+{
+    v8 q0 = FN(hadd)(FN(hadd)(c[0], c[1]), FN(hadd)(c[2], c[3]));
+    v8 q1 = FN(hadd)(FN(hadd)(c[4], c[5]), FN(hadd)(c[6], c[7]));
+    return SHUF(q0, q1, 0, 1, 2, 3, 8, 9, 10, 11) + SHUF(q0, q1, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
+/* The row-major matmul: C[m, j] (row stride ldc) = A[m, 0:K) . W[j, 0:K) (+ bias[j]) for j in [0, N), with W
+ * in torch's own layout (N rows of K, row stride ldw), read in place. Every element is one chain: 8-lane
+ * partial sums over k = 0 .. K8-1 (K8 = K rounded down to 8), reduced by reduce8's fixed tree, then the k past
+ * K8 one at a time, then the bias; so a row's result does not depend on the batch size or the blocking. */
+static ATTR void FN(gemm_rows)(const float *A, long lda, long M, long K, const float *W, long ldw, long N,
+                               float *C, long ldc, const float *bias)
+{
+    const long K8 = K / LANES * LANES;
+    long m = 0;
+    for (; m + 4 <= M; m += 4) {                 /* 4 rows x 2 weight rows: 8 accumulators */
+        const float *a[4] = {A + m * lda, A + (m + 1) * lda, A + (m + 2) * lda, A + (m + 3) * lda};
+        for (long j = 0; j < N; j += 2) {
+            const float *w0 = W + j * ldw, *w1 = j + 1 < N ? w0 + ldw : w0;
+            v8 c[8] = {V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO};
+            for (long k = 0; k < K8; k += LANES) {
+                v8 x0 = LD(w0 + k), x1 = LD(w1 + k);
+                for (int r = 0; r < 4; r++) {
+                    v8 av = LD(a[r] + k);
+                    c[2 * r] += av * x0;
+                    c[2 * r + 1] += av * x1;
+                }
+            }
+            float s[LANES];
+            ST(s, FN(reduce8)(c));
+            for (int r = 0; r < 4; r++)
+                for (long jj = 0; jj < 2 && j + jj < N; jj++) {
+                    const float *w = jj ? w1 : w0;
+                    float v = s[2 * r + jj];
+                    for (long k = K8; k < K; k++) v += a[r][k] * w[k];
+                    if (bias) v += bias[j + jj];
+                    C[(m + r) * ldc + j + jj] = v;
+                }
+        }
+    }
+    for (; m < M; m++) {                         /* single rows: 8 weight rows at a time */
+        const float *a = A + m * lda;
+        for (long j = 0; j < N; j += LANES) {
+            const float *w[LANES];
+            for (int i = 0; i < LANES; i++) w[i] = W + (j + i < N ? j + i : j) * ldw;
+            v8 c[8] = {V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO};
+            for (long k = 0; k < K8; k += LANES) {
+                v8 av = LD(a + k);
+                for (int i = 0; i < LANES; i++) c[i] += av * LD(w[i] + k);
+            }
+            float s[LANES];
+            ST(s, FN(reduce8)(c));
+            for (long i = 0; i < LANES && j + i < N; i++) {
+                float v = s[i];
+                for (long k = K8; k < K; k++) v += a[k] * w[i][k];
+                if (bias) v += bias[j + i];
+                C[m * ldc + j + i] = v;
+            }
+        }
+    }
+}
+
 /* tanh for float32: Eigen's rational approximation (odd degree 13 over even degree 6, |x| <= 7.905),
  * the same one the numba kernels use; error a few ulps. */
 static inline ATTR float FN(tanh_f)(float x)
@@ -175,25 +245,34 @@ static inline ATTR void FN(gates_cho_r)(const float *gi, const float *gh, const 
         q[j] = FN(sigm_f)(gi[j] + gh[j]) * hin[j];
 }
 
-/* Panels [u0, u1) (of Hp / 16 per gate) of each gate in [g0, g1) of a packed weight W of K inputs (+ bias), for
- * R rows of A: out[:, g*Hp + 16u0 ...] (row stride 3Hp). */
+/* Panels [u0, u1) (of Hp / 16 per gate) of each gate in [g0, g1) of a weight W of K inputs (+ bias), for R rows
+ * of A: out[:, g*Hp + 16u0 ...] (row stride 3Hp). W is packed in panels, or (rowmajor) torch's (3H, K) read in
+ * place, its bias (3H,) or NULL; then only the H real units of a gate are written. */
 static inline ATTR void FN(gate_cols)(const float *A, long lda, long R, long K, const float *W, const float *bias,
-                                      float *out, long Hp, long g0, long g1, long u0, long u1)
+                                      float *out, long H, long Hp, int rowmajor, long g0, long g1, long u0, long u1)
 {
-    const long PH = Hp / 16, G = 3 * Hp;
+    const long PH = Hp / PANEL, G = 3 * Hp;
+    if (rowmajor) {
+        const long j0 = PANEL * u0, j1 = PANEL * u1 < H ? PANEL * u1 : H;
+        if (j1 > j0)
+            for (long g = g0; g < g1; g++)
+                FN(gemm_rows)(A, lda, R, K, W + (g * H + j0) * K, K, j1 - j0, out + g * Hp + j0, G,
+                              bias ? bias + g * H + j0 : NULL);
+        return;
+    }
     if (u0 == 0 && u1 == PH) {                   /* all units: the gates' panels are contiguous */
         FN(gemm)(A, lda, R, K, W, g0 * PH, (g1 - g0) * PH, out + g0 * Hp, G, bias);
         return;
     }
     for (long g = g0; g < g1; g++)
-        FN(gemm)(A, lda, R, K, W, g * PH + u0, u1 - u0, out + g * Hp + 16 * u0, G, bias);
+        FN(gemm)(A, lda, R, K, W, g * PH + u0, u1 - u0, out + g * Hp + PANEL * u0, G, bias);
 }
 
 /* W_hh panels [u0, u1) of each gate in gates [g0, g1) for R rows of A: gh[:, g*Hp + 16u0 ...]. */
 static inline ATTR void FN(gate_gemm)(const Job *J, const float *A, long R, float *gh, long g0, long g1, long u0,
                                       long u1)
 {
-    FN(gate_cols)(A, J->H, R, J->H, J->whh, J->bhh, gh, J->Hp, g0, g1, u0, u1);
+    FN(gate_cols)(A, J->H, R, J->H, J->whh, J->bhh, gh, J->H, J->Hp, J->rowmajor, g0, g1, u0, u1);
 }
 
 /* One recurrent step of R rows for the units of panels [u0, u1) (of Hp / 16 per gate): reads the state hin
@@ -300,22 +379,20 @@ done:
     return rc;
 }
 
-/* One streaming step of every layer (the layout of ws and meta: above Stream in _cgru.c), on n threads split by
- * hidden units: thread tid owns unit panels [PH * tid / n, PH * (tid + 1) / n) of each gate at every layer.
- * Alone (n = 1, hn NULL) each layer's state is updated in place. Split, layer l writes h' into hn[l & 1]
- * (another thread may still be reading the state h_l), the threads meet, and thread 0 copies it into the state
- * while the next layer reads it from hn. Thread 0 calls decide(ctx) first, before any work (the helpers start
- * their shares only once it has decided, so deciding later would leave them idle meanwhile: at H=256 they
- * started ~8 us into a 25 us frame): 0 there (a helper did not turn up) means it does the frame alone; so does
- * a meeting that says solo (see barrier_wait). Every unit's arithmetic is the same either way. */
-static ATTR void FN(stream_frame)(const float *x, float *ws, const long *meta, float *hn, int tid, int n,
-                                  Barrier *bar, int (*decide)(void *), void *ctx)
+/* One streaming step of every layer of the frame F (see Frame in _cgru.c), on n threads split by hidden units:
+ * thread tid owns unit panels [PH * tid / n, PH * (tid + 1) / n) of each gate at every layer. Alone (n = 1, hn
+ * NULL) each layer's state is updated in place. Split, layer l writes h' into hn[l & 1] (another thread may
+ * still be reading the state h_l), the threads meet, and thread 0 copies it into the state while the next layer
+ * reads it from hn. Thread 0 calls decide(ctx) first, before any work (the helpers start their shares only once
+ * it has decided): 0 there (a helper did not turn up) means it does the frame alone; so does a meeting that says
+ * solo (see barrier_wait). Every unit's arithmetic is the same either way. */
+static ATTR void FN(stream_frame)(const float *x, const Frame *F, float *hn, int tid, int n, Barrier *bar,
+                                  int (*decide)(void *), void *ctx)
 {
-    const long L = meta[0], B = meta[1], H = meta[2], Hp = meta[3], G = 3 * Hp, PH = Hp / 16;
+    const long L = F->L, B = F->B, H = F->H, Hp = F->Hp, G = 3 * Hp, PH = Hp / PANEL;
     Job J = {0};                                 /* the fields a stream step reads are set below */
-    J.H = H; J.Hp = Hp; J.reset_after = meta[4] != 0;
-    float *hs = ws + meta[5], *gi = ws + meta[6], *gh = ws + meta[7], *q = ws + meta[8];
-    J.zo = ws[meta[9]];
+    J.H = H; J.Hp = Hp; J.reset_after = F->reset_after; J.rowmajor = F->rowmajor; J.zo = F->zo;
+    float *hs = F->h, *gi = F->gi, *gh = F->gh, *q = F->q;
     const float *gi_rows[MAX_STACK_ROWS];
     float *out_rows[MAX_STACK_ROWS];
     long u0 = PH * tid / n, u1 = PH * (tid + 1) / n;
@@ -323,11 +400,11 @@ static ATTR void FN(stream_frame)(const float *x, float *ws, const long *meta, f
         u0 = 0; u1 = PH; bar = NULL;
     }
     for (long l = 0; l < L; l++) {
-        const long *m = meta + 10 + 5 * l;      /* n_in, W_ih, b_ih, W_hh, b_hh offsets */
+        const FrameLayer *ly = &F->layer[l];
         float *h = hs + l * B * H, *o = hn ? hn + (l & 1) * B * H : h;
         const float *in = l == 0 ? x : (hn ? hn + ((l - 1) & 1) * B * H : h - B * H);
-        FN(gate_cols)(in, m[0], B, m[0], ws + m[1], ws + m[2], gi, Hp, 0, 3, u0, u1);
-        J.whh = ws + m[3]; J.bhh = ws + m[4];
+        FN(gate_cols)(in, ly->n_in, B, ly->n_in, ly->wih, ly->bih, gi, H, Hp, F->rowmajor, 0, 3, u0, u1);
+        J.whh = ly->whh; J.bhh = ly->bhh;
         for (long r = 0; r < B; r++) { gi_rows[r] = gi + r * G; out_rows[r] = o + r * H; }
         FN(step_rows)(&J, B, h, o, gi_rows, out_rows, gh, q, u0, u1, bar);
         if (bar && barrier_wait(bar)) {
