@@ -605,3 +605,44 @@ def test_step_fast_path_matches_forward_and_leaves_what_it_does_not_take(kw, mon
         ref = GRU(4, 18, backend="reference", **kw).eval()
         ref.load_state_dict(gru.state_dict())
         torch.testing.assert_close(y_new, ref.step(xs[0])[0], atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- the layouts Python and C exchange
+@needs_c
+def test_stream_meta_is_filled_by_the_c_sides_field_names():
+    """A stream's meta is built from the C side's own field names (cgru.h's StreamMeta / StreamLayerMeta): each
+    field holds what Python means by its name, and the Stream reads it so (the frame's state sits at off_h)."""
+    from grukit.nn.backends._fused import _cgru as C
+    assert C.STREAM_META[:3] == ("L", "B", "H") and "off_h" in C.STREAM_META and "off_whh" in C.STREAM_LAYER_META
+    torch.manual_seed(0)
+    gru = GRU(3, 20, num_layers=2).eval()
+    st = fused_cpu._compiled_stream(C, gru, 2)
+    head = dict(zip(C.STREAM_META, st.meta[:len(C.STREAM_META)]))
+    assert (head["L"], head["B"], head["H"], head["Hp"]) == (2, 2, 20, 32)
+    assert np.shares_memory(st.state, st.ws) and st.state.ctypes.data == st.ws.ctypes.data + 4 * head["off_h"]
+    layer1 = dict(zip(C.STREAM_LAYER_META, st.meta[len(C.STREAM_META) + len(C.STREAM_LAYER_META):]))
+    assert layer1["n_in"] == 20
+
+
+@needs_c
+def test_a_layout_disagreement_is_a_clear_error():
+    """Python and C disagreeing on a field (an extension built from other sources) fails with an error naming the
+    field and the fix, never a misread buffer: a meta field one side lacks, a constant that differs, a meta of
+    the wrong size at the C boundary."""
+    from types import SimpleNamespace
+
+    from grukit.nn.backends._fused import _cgru as C
+    head = dict(L=1, B=1, H=4, Hp=16, reset_after=1, off_h=0, off_gi=0, off_gh=0, off_q=0, off_zo=0)
+    layer = dict(n_in=2, off_wih=0, off_bih=0, off_whh=0, off_bhh=0)
+    old = SimpleNamespace(STREAM_META=C.STREAM_META[:-1], STREAM_LAYER_META=C.STREAM_LAYER_META)
+    with pytest.raises(RuntimeError, match=r"StreamMeta layout: Python fills \['off_zo'\] that C does not have.*rebuild"):
+        fused_kernels.stream_meta(old, head, [layer])
+    new = SimpleNamespace(STREAM_META=C.STREAM_META, STREAM_LAYER_META=C.STREAM_LAYER_META + ("off_norm",))
+    with pytest.raises(RuntimeError, match=r"StreamLayerMeta layout: C has \['off_norm'\] that Python does not fill"):
+        fused_kernels.stream_meta(new, head, [layer])
+    with pytest.raises(RuntimeError, match=r"PANEL: C 8, Python 16.*rebuild"):
+        fused_kernels.check_constants(SimpleNamespace(PANEL=8, MAX_STACK_ROWS=C.MAX_STACK_ROWS))
+    fused_kernels.check_constants(C)                                    # the built module agrees
+    st = fused_cpu._compiled_stream(C, GRU(2, 4).eval(), 1)
+    with pytest.raises(ValueError, match="not a StreamMeta and L StreamLayerMeta"):
+        C.Stream(st.ws, np.concatenate([st.meta, st.meta[-5:]]))        # one layer more than L says

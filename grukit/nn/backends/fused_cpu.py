@@ -2,7 +2,7 @@
 
 Two sets of kernels:
 
-* **compiled C** (``_fused/_cgru.c`` + ``cgru_impl.h``, a CPython extension built by ``setup.py``; optional):
+* **compiled C** (``_fused/``: the parts listed in ``cgru.h``, a CPython extension built by ``setup.py``; optional):
   float32 inference (``forward`` without autograd), ``step`` and :class:`grukit.nn.GRUStream`. Per layer and
   direction one call projects the inputs of every step (a register-blocked matmul over weights packed in
   16-column panels), then runs the recurrence with the gates vectorised; AVX2+FMA or baseline code is chosen
@@ -50,9 +50,9 @@ from torch import Tensor
 from ..spec import GRUSpec
 from .fused_autograd import (GRULayerFn, as_numpy, bias_np, in_proj, layer_backward, layer_forward,  # noqa: F401
                              reference_layer, transposed_np)
-from .fused_kernels import (COMPILED_PARALLEL_MIN_WORK, PARALLEL_MIN_WORK, PIPELINE_MIN_WORK,  # noqa: F401
+from .fused_kernels import (MAX_STACK_ROWS, PANEL, COMPILED_PARALLEL_MIN_WORK, PARALLEL_MIN_WORK, PIPELINE_MIN_WORK,  # noqa: F401
                             SPLIT_MIN_HIDDEN, STREAM_SPLIT_MIN_HIDDEN, cgru, cgru_status, compiled_threads, cores,
-                            kernels, plan_threads, stream_threads, threads_for, unit_split)
+                            kernels, plan_threads, stream_meta, stream_threads, threads_for, unit_split)
 from .weight_cache import WeightCache, weight_tensors
 
 if importlib.util.find_spec("numba") is None:   # the registry skips this backend when numba is missing
@@ -65,18 +65,18 @@ _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _padded(H: int) -> int:
-    """``H`` rounded up to a multiple of 16 (the compiled kernels' panel width)."""
-    return -(-H // 16) * 16
+    """``H`` rounded up to a multiple of ``PANEL`` (the compiled kernels' panel width)."""
+    return -(-H // PANEL) * PANEL
 
 
 def _pack_panels(w: Tensor, H: int) -> np.ndarray:
-    """``W`` ``(3H, K)`` as the compiled kernels read it: ``P = 3 Hp / 16`` panels ``(K, 16)`` of ``W^T``, each
-    gate's columns padded with zeros to ``Hp = _padded(H)``."""
+    """``W`` ``(3H, K)`` as the compiled kernels read it: ``P = 3 Hp / PANEL`` panels ``(K, PANEL)`` of ``W^T``,
+    each gate's columns padded with zeros to ``Hp = _padded(H)``."""
     K = w.shape[1]
     Hp = _padded(H)
-    a = np.zeros((K, 3, Hp), np.float32)
+    a = np.zeros((K, 3, Hp), np.float32)                               # (K, gate, Hp)
     a[:, :, :H] = as_numpy(w).T.reshape(K, 3, H)
-    return np.ascontiguousarray(a.reshape(K, 3 * Hp // 16, 16).transpose(1, 0, 2))
+    return np.ascontiguousarray(a.reshape(K, 3 * Hp // PANEL, PANEL).transpose(1, 0, 2))   # (P, K, PANEL)
 
 
 def _pack_bias(b: Tensor | None, H: int) -> np.ndarray:
@@ -197,7 +197,7 @@ class _StepWeights:
 
 class PackedStream(NamedTuple):
     """What ``packed_stream`` hands a GRUStream: ``kernel(x (B, I))`` advances the stream in place; ``ws`` holds
-    the packed weights, the state and the scratch; ``meta`` its sizes and offsets (see ``_cgru.c``); ``state``
+    the packed weights, the state and the scratch; ``meta`` its sizes and offsets (``StreamMeta`` in ``cgru.h``, filled by name); ``state``
     the ``(L, B, H)`` state, a view into ``ws``."""
     kernel: object
     ws: np.ndarray
@@ -216,7 +216,6 @@ class InPlaceWeights(NamedTuple):
     layers: tuple
 
 
-_STEP_MAX_ROWS = 256                     # _cgru.MAX_STACK_ROWS (checked at import of the extension below)
 _data_ptr = Tensor.data_ptr
 
 
@@ -272,19 +271,19 @@ def _compiled_stream(c, module, B: int, into=None):
     given, else a new one): ``ws`` holds per
     layer the packed ``W_ih``, ``b_ih``, ``W_hh``, ``b_hh``, then the state ``h`` ``(L, B, H)``, scratch ``gi``,
     ``gh`` ``(B, 3Hp)``, ``q`` ``(B, H)`` and the zoneout factor; ``meta`` the sizes and offsets (see
-    ``_cgru.c``)."""
+    ``cgru.h``)."""
     s: GRUSpec = module.spec
     L, H = s.num_layers, s.hidden_size
-    parts, per_layer, o = [], [], 0
+    parts, layers, o = [], [], 0
     Hp = _padded(H)
     for layer in range(L):
-        offs = [s.layer_input_size(layer)]
-        for a in _packed_layer(module.layer_params(layer, 0), H):
-            offs.append(o)
+        offs = {"n_in": s.layer_input_size(layer)}
+        for name, a in zip(("off_wih", "off_bih", "off_whh", "off_bhh"), _packed_layer(module.layer_params(layer, 0), H)):
+            offs[name] = o
             parts.append(a.ravel())
             o += a.size
-        per_layer += offs
-    off_h = o
+        layers.append(offs)
+    off_h = o                                                          # then h (L, B, H), gi, gh (B, 3Hp), q (B, H)
     off_gi = off_h + L * B * H
     off_gh = off_gi + B * 3 * Hp
     off_q = off_gh + B * 3 * Hp
@@ -292,7 +291,8 @@ def _compiled_stream(c, module, B: int, into=None):
     ws = np.zeros(off_zo + 1, np.float32)
     ws[:o] = np.concatenate(parts)
     ws[off_zo] = s.zoneout
-    meta = np.array([L, B, H, Hp, int(s.reset_after), off_h, off_gi, off_gh, off_q, off_zo, *per_layer], np.int64)
+    meta = stream_meta(c, dict(L=L, B=B, H=H, Hp=Hp, reset_after=int(s.reset_after), off_h=off_h, off_gi=off_gi,
+                               off_gh=off_gh, off_q=off_q, off_zo=off_zo), layers)
     if into is None:
         into = c.Stream(ws, meta, stream_threads(H))
     else:
@@ -535,7 +535,7 @@ class FusedCPUBackend:
             return None
         s: GRUSpec = module.spec
         B = x_t.shape[0]
-        if x_t.shape[1] != s.input_size or not 0 < B <= _STEP_MAX_ROWS:
+        if x_t.shape[1] != s.input_size or not 0 < B <= MAX_STACK_ROWS:
             return None
         if h is None:
             h_new = torch.zeros(s.num_layers, B, s.hidden_size)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 from ..spec import GRUSpec
 
-__all__ = ["kernels", "cgru", "cgru_status", "threads_for", "compiled_threads", "unit_split", "plan_threads",
+__all__ = ["kernels", "cgru", "cgru_status", "stream_meta", "check_constants", "PANEL", "MAX_STACK_ROWS", "threads_for", "compiled_threads", "unit_split", "plan_threads",
            "stream_threads", "cores", "PARALLEL_MIN_WORK", "SPLIT_MIN_HIDDEN", "COMPILED_PARALLEL_MIN_WORK",
            "STREAM_SPLIT_MIN_HIDDEN", "PIPELINE_MIN_WORK"]
 
@@ -34,6 +35,20 @@ def kernels():
 
 _CGRU: list = []
 
+PANEL = 16              # columns per panel of the compiled kernels' packed weights (cgru.h's PANEL)
+MAX_STACK_ROWS = 256    # the most rows a compiled step, stream or split call takes (cgru.h's MAX_STACK_ROWS)
+
+
+def check_constants(mod) -> None:
+    """The compiled module's sizes that Python also uses must be the ones Python packs for: a ``RuntimeError``
+    naming each one that differs (an extension built from other sources: rebuild it)."""
+    bad = [f"{name}: C {getattr(mod, name, None)}, Python {want}"
+           for name, want in (("PANEL", PANEL), ("MAX_STACK_ROWS", MAX_STACK_ROWS))
+           if getattr(mod, name, None) != want]
+    if bad:
+        raise RuntimeError("grukit's compiled kernels and its Python side disagree on " + "; ".join(bad)
+                           + " (rebuild the extension: python setup.py build_ext --inplace)")
+
 
 def cgru():
     """grukit's compiled float32 kernels (``_fused/_cgru.c``), or ``None`` where they were not built (no C
@@ -45,8 +60,33 @@ def cgru():
                 from ._fused import _cgru as mod
             except ImportError:
                 mod = None
+            if mod is not None:
+                check_constants(mod)
         _CGRU.append(mod)
     return _CGRU[0]
+
+
+def stream_meta(c, head: dict[str, int], layers: list[dict[str, int]]) -> np.ndarray:
+    """A compiled stream's meta, filled by field name: ``head`` the ``StreamMeta`` fields and ``layers`` one dict
+    of ``StreamLayerMeta`` fields per layer. The layout (names and order, all int64) is the C side's own
+    (``c.STREAM_META``, ``c.STREAM_LAYER_META``, from ``cgru.h``), so the two cannot disagree on a position; a field
+    one side has and the other lacks is a ``RuntimeError`` naming it (an extension built from other sources:
+    rebuild it)."""
+    out = []
+    for what, names, values in [("StreamMeta", c.STREAM_META, head)] + [
+            ("StreamLayerMeta", c.STREAM_LAYER_META, v) for v in layers]:
+        missing, unknown = [n for n in names if n not in values], [n for n in values if n not in names]
+        if missing or unknown:
+            raise RuntimeError(
+                f"grukit's compiled kernels and its Python side disagree on the {what} layout: "
+                + "; ".join(filter(None, [missing and f"C has {missing} that Python does not fill",
+                                          unknown and f"Python fills {unknown} that C does not have"]))
+                + " (rebuild the extension: python setup.py build_ext --inplace)")
+        rec = np.zeros((), np.dtype([(n, np.int64) for n in names]))
+        for n in names:
+            rec[n] = values[n]
+        out.append(rec.reshape(1).view(np.int64))
+    return np.concatenate(out)
 
 
 def cgru_status() -> str:
