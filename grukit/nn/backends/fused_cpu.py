@@ -50,7 +50,7 @@ from torch import Tensor
 from ..spec import GRUSpec
 from .fused_autograd import (GRULayerFn, as_numpy, bias_np, in_proj, layer_backward, layer_forward,  # noqa: F401
                              reference_layer, transposed_np)
-from .fused_kernels import (MAX_STACK_ROWS, PANEL, COMPILED_PARALLEL_MIN_WORK, PARALLEL_MIN_WORK, PIPELINE_MIN_WORK,  # noqa: F401
+from .fused_kernels import (MAX_LAYERS, MAX_STACK_ROWS, PANEL, COMPILED_PARALLEL_MIN_WORK, PARALLEL_MIN_WORK, PIPELINE_MIN_WORK,  # noqa: F401
                             SPLIT_MIN_HIDDEN, STREAM_SPLIT_MIN_HIDDEN, cgru, cgru_status, compiled_threads, cores,
                             kernels, plan_threads, stream_meta, stream_threads, threads_for, unit_split)
 from .weight_cache import WeightCache, weight_tensors
@@ -206,14 +206,21 @@ class PackedStream(NamedTuple):
 
 
 class InPlaceWeights(NamedTuple):
-    """The weight tensors of a module as the compiled step reads them in place: the ``tensors`` (compared by
-    identity), views ``keep`` holding their memory (so that no other allocation can start at one of the addresses
-    while this record is current: same object at the same address means the same memory), their addresses
-    ``ptrs``, and ``layers``, per layer ``(n_in, W_ih, b_ih or 0, W_hh, b_hh or 0)`` addresses for ``_cgru.step``."""
+    """A module's weight tensors as the compiled step reads them in place: the ``tensors`` (compared by identity),
+    views ``keep`` holding their memory (so that no other allocation can start at one of the addresses while this
+    record is current: the same object at the same address means the same memory), their addresses ``ptrs``,
+    ``layers`` (per layer ``(n_in, W_ih, b_ih or 0, W_hh, b_hh or 0)`` addresses for ``_cgru.step``) and the
+    sizes and options of the call."""
     tensors: tuple
     keep: tuple
     ptrs: tuple
     layers: tuple
+    L: int
+    H: int
+    n_in: int
+    reset_after: bool
+    zoneout: float
+    split: bool                          # H from STREAM_SPLIT_MIN_HIDDEN: a frame may split its hidden units
 
 
 _data_ptr = Tensor.data_ptr
@@ -221,19 +228,20 @@ _data_ptr = Tensor.data_ptr
 
 def _inplace_weights(module) -> InPlaceWeights | None:
     """The module's weights for an in-place step, or ``None`` where they cannot be read in place (not float32
-    CPU C-contiguous tensors of the spec's shapes). The shapes are checked whenever a tensor object or address
-    changes since the last call (a new Parameter, ``p.data = t``, a parametrization's fresh tensor); values are
-    never cached, so every write to the weights is seen by the next step."""
-    ts = weight_tensors(module)
+    CPU C-contiguous tensors of the spec's shapes, a bidirectional or layer-norm GRU). The shapes are checked
+    whenever a tensor object or address changed since the last call (a new Parameter, ``p.data = t``, a
+    parametrization's fresh tensor); values are never copied, so every write to the weights is seen by the next
+    step."""
     rec = module._backend_choice.get(_INPLACE)
-    if rec is not None:
-        ptrs = tuple(map(_data_ptr, ts))
-        if ptrs == rec.ptrs and all(map(operator.is_, ts, rec.tensors)):
+    if rec is not None:                      # the Parameters seen last time (no parametrization: get finds them)
+        ts = list(map(module._parameters.get, module._flat_weights_names))
+        if all(map(operator.is_, ts, rec.tensors)) and tuple(map(_data_ptr, ts)) == rec.ptrs:
             return rec
+    ts = weight_tensors(module)
     s: GRUSpec = module.spec
     H, G = s.hidden_size, 3 * s.hidden_size
     per = 4 if s.bias else 2
-    if s.bidirectional or s.layer_norm or len(ts) != per * s.num_layers:
+    if s.bidirectional or s.layer_norm or len(ts) != per * s.num_layers or s.num_layers > MAX_LAYERS:
         return None
     layers = []
     for layer in range(s.num_layers):
@@ -246,12 +254,21 @@ def _inplace_weights(module) -> InPlaceWeights | None:
                 return None
         ptr = [t.data_ptr() for t in group]
         layers += [n_in, ptr[0], ptr[2] if per == 4 else 0, ptr[1], ptr[3] if per == 4 else 0]
-    rec = module._backend_choice[_INPLACE] = InPlaceWeights(tuple(ts), tuple(t.detach() for t in ts),
-                                                               tuple(map(_data_ptr, ts)), tuple(layers))
+    rec = module._backend_choice[_INPLACE] = InPlaceWeights(
+        tuple(ts), tuple(t.detach() for t in ts), tuple(map(_data_ptr, ts)), tuple(layers), s.num_layers, H,
+        s.input_size, s.reset_after, s.zoneout, H >= STREAM_SPLIT_MIN_HIDDEN)
     return rec
 
 
 _INPLACE = ("inplace weights",)
+
+
+def _step_run(w: InPlaceWeights, module, x: Tensor, h_new: Tensor) -> None:
+    """``_cgru.step`` on ``x`` ``(B, I)`` and the state ``h_new`` ``(L, B, H)`` (both contiguous float32, checked
+    by the caller), updated in place."""
+    ha = h_new.data_ptr()
+    cgru().step(w.layers, w.H, w.reset_after, 0.0 if module.training else w.zoneout,
+                min(torch.get_num_threads(), cores()) if w.split else 1, x.data_ptr(), ha, ha, x.shape[0])
 
 
 def _packed_frame(packed, x: np.ndarray, h: np.ndarray | None) -> Tensor:
@@ -527,37 +544,39 @@ class FusedCPUBackend:
 
     def step_fast(self, module, x_t, h):
         """``GRU.step`` for plain float32 inference frames (autograd off, no reset, a contiguous ``(B, I)`` CPU
-        tensor, ``h`` omitted or a contiguous ``(L, B, H)`` float32 tensor): one call of the compiled step, which
-        reads the module's weight tensors in place. ``(y_t, h')``, or ``None`` for a call it does not take
-        (GRU.step then takes the general path, which also gives the errors)."""
+        tensor, ``h`` omitted or a ``(L, B, H)`` float32 CPU tensor): one call of the compiled step, which reads
+        the module's weight tensors in place. ``(y_t, h')``, or ``None`` for a call it does not take (GRU.step
+        then takes the general path, which also gives the errors)."""
         if (type(x_t) is not Tensor or x_t.dtype != torch.float32 or x_t.ndim != 2 or not x_t.is_cpu
                 or not x_t.is_contiguous()):
             return None
-        s: GRUSpec = module.spec
-        B = x_t.shape[0]
-        if x_t.shape[1] != s.input_size or not 0 < B <= MAX_STACK_ROWS:
+        w = _inplace_weights(module)
+        if w is None:
             return None
+        B, I = x_t.shape
+        if I != w.n_in or not 0 < B <= MAX_STACK_ROWS:
+            return None
+        h_new = torch.empty(w.L, B, w.H)                               # (L, B, H)
         if h is None:
-            h_new = torch.zeros(s.num_layers, B, s.hidden_size)
-        elif (type(h) is Tensor and h.dtype == torch.float32 and h.is_cpu
-              and h.shape == (s.num_layers, B, s.hidden_size)):
-            h_new = h.clone(memory_format=torch.contiguous_format)
+            ha = 0
+        elif type(h) is Tensor and h.dtype == torch.float32 and h.is_cpu and h.shape == h_new.shape:
+            if not h.is_contiguous():
+                h = h.contiguous()                                     # held by h through the call
+            ha = h.data_ptr()
         else:
             return None
-        if not self._step_inplace(module, x_t, h_new):
-            return None
+        cgru().step(w.layers, w.H, w.reset_after, 0.0 if module.training else w.zoneout,
+                    min(torch.get_num_threads(), cores()) if w.split else 1, x_t.data_ptr(), ha, h_new.data_ptr(), B)
         return h_new[-1], h_new
 
     def _step_inplace(self, module, x: Tensor, h_new: Tensor) -> bool:
-        """Advance the contiguous float32 state ``h_new`` ``(L, B, H)`` in place by one frame ``x`` ``(B, I)``
-        with the compiled step reading the module's weight tensors where they are (``InPlaceWeights``); False
-        when they cannot be read in place (then nothing ran)."""
-        weights = _inplace_weights(module)
-        if weights is None:
+        """Advance the contiguous float32 state ``h_new`` ``(L, B, H)`` in place by one contiguous frame ``x``
+        ``(B, I)`` with the compiled step reading the module's weight tensors where they are; False when they
+        cannot be read in place (then nothing ran)."""
+        w = _inplace_weights(module)
+        if w is None:
             return False
-        s: GRUSpec = module.spec
-        cgru().step(x.data_ptr(), h_new.data_ptr(), x.shape[0], s.hidden_size, s.reset_after,
-                    0.0 if module.training else s.zoneout, stream_threads(s.hidden_size), weights.layers)
+        _step_run(w, module, x, h_new)
         return True
 
     def _step_compiled(self, c, gen, module, x_t: Tensor, h: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ import torch
 
 from ..spec import GRUSpec
 
-__all__ = ["kernels", "cgru", "cgru_status", "stream_meta", "check_constants", "PANEL", "MAX_STACK_ROWS", "threads_for", "compiled_threads", "unit_split", "plan_threads",
+__all__ = ["kernels", "cgru", "cgru_status", "stream_meta", "check_constants", "PANEL", "MAX_STACK_ROWS", "MAX_LAYERS", "threads_for", "compiled_threads", "unit_split", "plan_threads",
            "stream_threads", "cores", "PARALLEL_MIN_WORK", "SPLIT_MIN_HIDDEN", "COMPILED_PARALLEL_MIN_WORK",
            "STREAM_SPLIT_MIN_HIDDEN", "PIPELINE_MIN_WORK"]
 
@@ -37,13 +37,14 @@ _CGRU: list = []
 
 PANEL = 16              # columns per panel of the compiled kernels' packed weights (cgru.h's PANEL)
 MAX_STACK_ROWS = 256    # the most rows a compiled step, stream or split call takes (cgru.h's MAX_STACK_ROWS)
+MAX_LAYERS = 64         # the most layers of a compiled step or stream (cgru.h's MAX_LAYERS)
 
 
 def check_constants(mod) -> None:
     """The compiled module's sizes that Python also uses must be the ones Python packs for: a ``RuntimeError``
     naming each one that differs (an extension built from other sources: rebuild it)."""
     bad = [f"{name}: C {getattr(mod, name, None)}, Python {want}"
-           for name, want in (("PANEL", PANEL), ("MAX_STACK_ROWS", MAX_STACK_ROWS))
+           for name, want in (("PANEL", PANEL), ("MAX_STACK_ROWS", MAX_STACK_ROWS), ("MAX_LAYERS", MAX_LAYERS))
            if getattr(mod, name, None) != want]
     if bad:
         raise RuntimeError("grukit's compiled kernels and its Python side disagree on " + "; ".join(bad)
@@ -129,11 +130,17 @@ def stream_threads(H: int) -> int:
     return max(1, min(torch.get_num_threads(), cores()))
 
 
+_CORES: list = []
+
+
 def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:                                             # not on Linux
-        return os.cpu_count() or 1
+    """The cores this process may use (read once: a stream frame asks per call)."""
+    if not _CORES:
+        try:
+            _CORES.append(len(os.sched_getaffinity(0)))
+        except AttributeError:                                         # not on Linux
+            _CORES.append(os.cpu_count() or 1)
+    return _CORES[0]
 
 
 # Fewer rows than threads below SPLIT_MIN_HIDDEN: the recurrence stays on the calling thread while the helpers

@@ -90,6 +90,19 @@ def frozen_now(module) -> bool:
     return id(module) in _FROZEN
 
 
+_data_ptr = Tensor.data_ptr
+
+
+def _holds_now(module, snapshot: "Snapshot", same) -> bool:
+    """The rule for ``module``'s current weights. The Parameters themselves are looked up first (no
+    parametrization: ``_parameters`` has them all); when they are the held objects at the held addresses, the
+    snapshot is compared in place, else the tensors a forward reads (``weight_tensors``) are checked in full."""
+    params = list(map(module._parameters.get, module._flat_weights_names))
+    if snapshot.same_objects(params):
+        return snapshot._compare(params, snapshot.addrs, same)
+    return snapshot.holds(weight_tensors(module), same)
+
+
 class Snapshot:
     """The bytes of some tensors, copied at one moment, and the check that they still hold them."""
 
@@ -102,28 +115,30 @@ class Snapshot:
         self.on_cpu = self.bytes.device.type == "cpu"
         self._np = self.bytes.numpy() if self.on_cpu else None        # memcmp reads CPU memory only
         self.held = list(tensors)                                      # no new tensor can take a held address
-        self.key = [(t._version, t.data_ptr()) for t in tensors]
-        self.addrs = tuple(a for _, a in self.key)
+        self.addrs = tuple(map(_data_ptr, tensors))
 
     def holds(self, tensors: list[Tensor], same: Callable | None) -> bool:
         """Whether ``tensors`` (the module's current weights) hold the snapshot's bytes. ``same`` is the compiled
         ``memcmp`` (``_cgru.same``) or ``None`` (then torch compares)."""
-        held = self.held
-        if (len(tensors) == len(held) and all(map(operator.is_, tensors, held))
-                and [(t._version, t.data_ptr()) for t in tensors] == self.key):
+        if self.same_objects(tensors):
             return self._compare(tensors, self.addrs, same)            # same objects, sizes and addresses
-        if len(tensors) != len(held):
+        if len(tensors) != len(self.held):
             return False
         for t, (shape, dtype) in zip(tensors, self.shapes):
             if t.shape != shape or t.dtype != dtype or t.device != self.bytes.device or not t.is_contiguous():
                 return False
-        addrs = tuple(t.data_ptr() for t in tensors)
+        addrs = tuple(map(_data_ptr, tensors))
         if not self._compare(tensors, addrs, same):
             return False
         self.held = list(tensors)                                      # same values in new tensors: keep them
-        self.key = [(t._version, t.data_ptr()) for t in tensors]
         self.addrs = addrs
         return True
+
+    def same_objects(self, tensors: list) -> bool:
+        """Whether ``tensors`` are the held tensor objects at the held addresses (so their sizes are the
+        snapshot's: the held objects keep their memory, no other allocation can start at those addresses)."""
+        return (len(tensors) == len(self.held) and all(map(operator.is_, tensors, self.held))
+                and tuple(map(_data_ptr, tensors)) == self.addrs)
 
     def _compare(self, tensors, addrs, same) -> bool:
         if same is not None and self.on_cpu:
@@ -167,9 +182,8 @@ class WeightCache:
         scope = _FROZEN.get(id(module)) if _FROZEN else None
         if scope is not None and packed is not None and packed.trusted is scope:
             return packed
-        tensors = weight_tensors(module)
-        if packed is None or not packed.snapshot.holds(tensors, self.same):
-            packed = self._packed[module] = Packed(tensors)
+        if packed is None or not _holds_now(module, packed.snapshot, self.same):
+            packed = self._packed[module] = Packed(weight_tensors(module))
             self.builds += 1
         packed.trusted = scope
         return packed
@@ -183,7 +197,7 @@ class WeightCache:
         scope = _FROZEN.get(id(module)) if _FROZEN else None
         if scope is not None and packed.trusted is scope:
             return packed
-        if not packed.snapshot.holds(weight_tensors(module), self.same):
+        if not _holds_now(module, packed.snapshot, self.same):
             return None
         packed.trusted = scope
         return packed

@@ -11,7 +11,7 @@
  *       one layer and direction of an inference forward on nthreads threads: batch rows in chunks, or (fewer
  *       rows than threads) the hidden units shared out (unit_split), or the recurrence on the calling thread
  *       while helpers project the steps ahead of it (not unit_split).
- *   step(x_address, h_address, B, H, reset_after, zo, nthreads, layers)   one streaming step of every layer,
+ *   step(layers, H, reset_after, zo, nthreads, x_address, h_address_or_0, out_address, B)   one streaming step,
  *                                reading torch's weight tensors in place (row-major): nothing to be stale.
  *   Stream(ws, meta, nthreads=1) a packed stream (subclassable): stream(x) advances every layer by one frame,
  *                                the state kept in ws (on nthreads threads: hidden units split), and returns a
@@ -35,6 +35,9 @@
 #include <numpy/arrayobject.h>
 #undef I                                /* <complex.h>'s, via numpy's headers: I is a size here */
 #include "cgru.h"
+
+/* A step's scratch up to this many floats (32 KB) lives on the calling thread's stack (no allocation). */
+#define STEP_STACK_FLOATS 8192
 
 /* How long pool helpers spin after a job before they sleep, unless GRUKIT_SPIN_US says otherwise. */
 #define DEFAULT_SPIN_NS 300000L
@@ -154,30 +157,40 @@ done:
     return res;
 }
 
-/* step(x_address, h_address, B, H, reset_after, zo, nthreads, layers) -> None: one streaming step of every
- * layer, reading torch's weight tensors in place (no packed copy, so no copy can be stale). layers is a tuple
- * of 5 ints per layer: (n_in, W_ih, b_ih or 0, W_hh, b_hh or 0), the addresses of C-contiguous float32 tensors
- * of shapes (3H, n_in), (3H,), (3H, H), (3H,); x is (B, n_in_0) and h the (L, B, H) state, updated in place.
- * The caller (grukit's fused_cpu) checks every shape and keeps the tensors alive for the call. */
-static PyObject *py_step(PyObject *self, PyObject *args)
+/* step(layers, H, reset_after, zo, nthreads, x_address, h_address_or_0, out_address, B) -> None: one streaming
+ * step of every layer, reading torch's weight tensors in place (no packed copy, so no copy can be stale). layers
+ * is a tuple of 5 ints per layer: (n_in, W_ih, b_ih or 0, W_hh, b_hh or 0), the addresses of C-contiguous
+ * float32 tensors of shapes (3H, n_in), (3H,), (3H, H), (3H,); x is (B, n_in_0), h the (L, B, H) state (0:
+ * zeros) and out the (L, B, H) new state (may be h). The caller (grukit's fused_cpu) checks every shape and
+ * keeps the tensors alive for the call. */
+static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    unsigned long long xa, ha;
-    long B, H;
-    int reset_after, nthreads;
-    float zo;
-    PyObject *layers;
-    if (!PyArg_ParseTuple(args, "KKllpfiO!", &xa, &ha, &B, &H, &reset_after, &zo, &nthreads, &PyTuple_Type,
-                          &layers))
+    if (nargs != 9 || !PyTuple_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "step(layers, H, reset_after, zo, nthreads, x_address, h_address_or_0, "
+                        "out_address, B): 9 arguments, layers a tuple");
         return NULL;
+    }
+    PyObject *layers = args[0];
+    const long H = PyLong_AsLong(args[1]);
+    const int reset_after = PyObject_IsTrue(args[2]);
+    const float zo = (float)PyFloat_AsDouble(args[3]);
+    int nthreads = (int)PyLong_AsLong(args[4]);
+    const unsigned long long xa = PyLong_AsUnsignedLongLong(args[5]), ha = PyLong_AsUnsignedLongLong(args[6]),
+                             oa = PyLong_AsUnsignedLongLong(args[7]);
+    const long B = PyLong_AsLong(args[8]);
+    if (PyErr_Occurred()) return NULL;
     const Py_ssize_t n = PyTuple_GET_SIZE(layers);
     const long L = (long)(n / 5);
-    if (n % 5 || L < 1 || L > MAX_LAYERS || B < 1 || B > MAX_STACK_ROWS || H < 1 || !xa || !ha) {
+    if (n % 5 || L < 1 || L > MAX_LAYERS || B < 1 || B > MAX_STACK_ROWS || H < 1 || !xa || !oa) {
         PyErr_SetString(PyExc_ValueError, "_cgru.step: inconsistent sizes");
         return NULL;
     }
     const long Hp = (H + PANEL - 1) / PANEL * PANEL, G = 3 * Hp;
-    Frame F = {.L = L, .B = B, .H = H, .Hp = Hp, .reset_after = reset_after, .rowmajor = 1, .zo = zo,
-               .h = (float *)(uintptr_t)ha};
+    Frame F;                                    /* fields set one by one: no zero fill of every layer slot */
+    F.L = L; F.B = B; F.H = H; F.Hp = Hp; F.reset_after = reset_after; F.rowmajor = 1; F.zo = zo;
+    F.h = (float *)(uintptr_t)oa;
+    if (!ha) memset(F.h, 0, sizeof(float) * (size_t)(L * B * H));
+    else if (ha != oa) memcpy(F.h, (const float *)(uintptr_t)ha, sizeof(float) * (size_t)(L * B * H));
     for (long l = 0; l < L; l++) {
         unsigned long long v[5];
         for (int i = 0; i < 5; i++) v[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(layers, 5 * l + i));
@@ -190,7 +203,9 @@ static PyObject *py_step(PyObject *self, PyObject *args)
                                   (const float *)(uintptr_t)v[3], (const float *)(uintptr_t)v[4]};
     }
     if (nthreads > Hp / PANEL) nthreads = (int)(Hp / PANEL);
-    float *scratch = falloc(2 * B * G + B * H + (nthreads > 1 ? 2 * B * H : 0));
+    const long need = 2 * B * G + B * H + (nthreads > 1 ? 2 * B * H : 0);
+    float small[STEP_STACK_FLOATS] __attribute__((aligned(64)));
+    float *scratch = need <= STEP_STACK_FLOATS ? small : falloc(need);
     if (!scratch) return PyErr_NoMemory();
     F.gi = scratch; F.gh = scratch + B * G; F.q = scratch + 2 * B * G;
     int rc = 0;
@@ -198,7 +213,7 @@ static PyObject *py_step(PyObject *self, PyObject *args)
     if (nthreads > 1) rc = run_stream((const float *)(uintptr_t)xa, &F, F.q + B * H, nthreads);
     else do_stream_frame((const float *)(uintptr_t)xa, &F, NULL, 0, 1, NULL, NULL, NULL);
     Py_END_ALLOW_THREADS
-    free(scratch);
+    if (scratch != small) free(scratch);
     if (rc) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
@@ -218,8 +233,9 @@ static PyMethodDef methods[] = {
     {"forward", py_forward, METH_VARARGS, "forward(x, wih, bih, whh, bhh, h0, lens, out, hT, T, B, I, H, Hp, "
                                           "reverse, reset_after, zo, ldo, oo, nthreads, unit_split=True)"},
     {"gemm", py_gemm, METH_VARARGS, "gemm(A, M, K, Wp, p0, np, C, ldc, bias)"},
-    {"step", py_step, METH_VARARGS, "step(x_address, h_address, B, H, reset_after, zo, nthreads, layers): one "
-                                    "streaming step reading torch's weights in place"},
+    {"step", (PyCFunction)(void (*)(void))py_step, METH_FASTCALL,
+     "step(layers, H, reset_after, zo, nthreads, x_address, h_address_or_0, out_address, B): one streaming step "
+     "reading torch's weights in place"},
     {"same", py_same, METH_VARARGS, "same(snapshot, nbytes, addresses) -> bool: the memory still holds the snapshot"},
     {"counts", py_counts, METH_NOARGS,
      "{solo, split, helper_chunks}: split calls and stream frames that went solo (no helper in time) and split, "

@@ -132,7 +132,21 @@ static ATTR void FN(gemm_rows)(const float *A, long lda, long M, long K, const f
     }
     for (; m < M; m++) {                         /* single rows: 8 weight rows at a time */
         const float *a = A + m * lda;
-        for (long j = 0; j < N; j += LANES) {
+        float *cm = C + m * ldc;
+        long j = 0;
+        if (K8 == K)                             /* no k tail: whole blocks end in vector adds and stores */
+            for (; j + LANES <= N; j += LANES) {
+                const float *w = W + j * ldw;
+                v8 c[8] = {V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO};
+                for (long k = 0; k < K8; k += LANES) {
+                    v8 av = LD(a + k);
+                    for (int i = 0; i < LANES; i++) c[i] += av * LD(w + i * ldw + k);
+                }
+                v8 r = FN(reduce8)(c);
+                if (bias) r += LD(bias + j);
+                ST(cm + j, r);
+            }
+        for (; j < N; j += LANES) {
             const float *w[LANES];
             for (int i = 0; i < LANES; i++) w[i] = W + (j + i < N ? j + i : j) * ldw;
             v8 c[8] = {V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO, V8ZERO};
@@ -146,7 +160,7 @@ static ATTR void FN(gemm_rows)(const float *A, long lda, long M, long K, const f
                 float v = s[i];
                 for (long k = K8; k < K; k++) v += a[k] * w[i][k];
                 if (bias) v += bias[j + i];
-                C[m * ldc + j + i] = v;
+                cm[j + i] = v;
             }
         }
     }
