@@ -1,5 +1,5 @@
 """Does the numba float32 inference path earn its place next to the compiled C kernels? Both run ``GRU(x)`` (no
-grad, float32) in this process on the same module and input, alternating blocks, medians; torch.nn.GRU (aten)
+grad, float32) in this process on the same module and input, alternating blocks, CPU time, medians; torch.nn.GRU (aten)
 alongside, since it is what a plain GRU could run instead when the C extension is missing.
 
     python bench/numba_vs_c.py                       # B in 1, 8, 64; H in 64, 256; T=100; 1 thread
@@ -47,17 +47,17 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 y_c, y_n = c_path()[0], numba_path()[0]
                 assert (y_c - y_n).abs().max() < 1e-5
-                n = max(1, int(0.02 / (lambda t0: (c_path(), time.perf_counter() - t0)[1])(time.perf_counter())))
+                n = max(1, int(0.02 / (lambda t0: (c_path(), time.process_time() - t0)[1])(time.process_time())))
                 got = {"C": [], "numba": [], "aten": []}
                 for r in range(args.rounds):
                     for k, f in (("C", c_path), ("numba", numba_path), ("aten", lambda: ref(x))):
                         if k == "C":
                             g._backend_choice.clear()
                             c_path()
-                        t0 = time.perf_counter()
+                        t0 = time.process_time()
                         for _ in range(n):
                             f()
-                        got[k].append((time.perf_counter() - t0) / n / 100 * 1e6)
+                        got[k].append((time.process_time() - t0) / n / 100 * 1e6)
             m = {k: statistics.median(v) for k, v in got.items()}
             print(f"{B:>3} {H:>4} {m['C']:>8.2f} {m['numba']:>8.2f} {m['aten']:>8.2f} {m['numba'] / m['C']:>8.2f} "
                   f"{m['numba'] / m['aten']:>10.2f}")

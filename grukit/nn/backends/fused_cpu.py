@@ -5,7 +5,8 @@ Two sets of kernels:
 * **compiled C** (``_fused/``: the parts listed in ``cgru.h``, a CPython extension built by ``setup.py``; optional):
   float32 inference (``forward`` without autograd), ``step`` and :class:`grukit.nn.GRUStream`. Per layer and
   direction one call projects the inputs of every step (a register-blocked matmul over weights packed in
-  16-column panels), then runs the recurrence with the gates vectorised; AVX2+FMA or baseline code is chosen
+  ``PANEL``-column panels), then runs the recurrence with the gates vectorised. ``step`` packs nothing: it reads
+  torch's weight tensors in place (row-major, :class:`InPlaceWeights`), so no copy can be stale; AVX2+FMA or baseline code is chosen
   at import (``GRUKIT_CPU_ISA=generic`` forces the baseline, ``GRUKIT_CGRU=0`` turns the extension off).
   Threads come from a small pool of helpers that the calling thread never waits for: batch rows in chunks; for
   fewer rows than threads a split of the hidden units with one meeting per step (from ``SPLIT_MIN_HIDDEN``),
@@ -31,9 +32,14 @@ honours it at no cost.
 The backend is split by concern: ``fused_kernels.py`` (which kernels are loaded, how many threads a call uses),
 ``fused_autograd.py`` (the training path: layer forward with its stash, BPTT backward, the autograd function),
 ``weight_cache.py`` (the packed copies of the weights and the one rule that says when they are stale), and this
-file (the packed layouts and the backend: dispatch to the kernels). The numba float32 inference path stays
-next to the compiled one because the C extension is optional (no compiler at install time, ``GRUKIT_CGRU=0``):
-it is what float32 inference runs without it, and what float64 inference always runs.
+file (the packed layouts and the backend: dispatch to the kernels).
+
+Why the numba float32 inference path stays next to the compiled one (measured with ``bench/numba_vs_c.py``,
+numbers in ``bench/README.md``): it is not a second implementation but the same dtype-generic numba kernels that
+float64 inference, training and the backward need anyway, reached by a few lines of dispatch; and the C extension
+is optional (no compiler at install time, ``GRUKIT_CGRU=0``), where it is what runs every option of the spec
+(reset_after=False, zoneout, bias=False, ...) in float32 at compiled speed, instead of the reference loop. The C
+kernels stay the default wherever they are built because they are faster on every cell measured.
 """
 from __future__ import annotations
 
@@ -143,10 +149,10 @@ def scratch_buffers(packed, B: int, H: int, dtype) -> tuple[np.ndarray, np.ndarr
     return hit
 
 
-# Multi-threaded inference input projections up to this many multiply-adds per thread run inside the recurrence
-# kernel (each thread projects its own batch rows: no BLAS call, no second thread pool to wake); larger ones,
-# and every single-thread call, go to torch's BLAS, whose whole-GEMM kernel is 2-3x faster than the kernel's
-# per-row projection (B=1, T=100, 1 thread: 0.35 vs 1.17 us per step at H=64, 6.0 vs 13.5 at H=256).
+# (numba kernels) Multi-threaded inference input projections up to this many multiply-adds per thread run inside
+# the recurrence kernel (each thread projects its own batch rows: no BLAS call, no second thread pool to wake);
+# larger ones, and every single-thread call, go to torch's BLAS, whose whole-GEMM kernel is faster than the
+# kernel's per-row projection (bench/README.md).
 SMALL_PROJECTION = 50_000_000
 
 

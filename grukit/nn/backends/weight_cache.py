@@ -1,26 +1,30 @@
 """The fused kernels' copies of a module's weights, and the one rule that says when they are stale.
 
-The fused kernels read weights packed in their own layouts (transposed, in panels), built once per set of
-weights. **The rule:** a packed copy is used only while every tensor the module's forward would read holds
+Some fused kernels read weights packed in their own layouts (transposed, in panels), built once per set of
+weights: the compiled ``GRU(x)`` plan, the numba kernels (float64, and everything without the C extension), the
+numba step. **The rule:** a packed copy is used only while every tensor the module's forward would read holds
 exactly the bytes it was packed from. The tensors are what ``module._flat_weights`` gives: the Parameters
 themselves or, for a module under ``torch.nn.utils.parametrize`` or the old hook-based ``weight_norm``, the
 tensors that ``getattr`` computes now. Checking bytes (one ``memcmp`` per tensor against a snapshot taken when
 packing) sees every route by which values change: optimizer steps, ``load_state_dict``, ``.data`` writes,
 ``p.data = t``, ``vector_to_parameters`` and later writes into its vector, EMA updates, pruning masks,
-parametrizations, numpy views. A cheaper check runs first: when the same tensor objects sit at the same
-addresses with the same version counters, the snapshot is compared in place; otherwise the new tensors' sizes
-are checked before their bytes are.
+parametrizations, numpy views (``.data`` writes and numpy views bump no version counter, so bytes are the only
+witness). When the same tensor objects sit at the same addresses (the snapshot holds them, so no other
+allocation can start there) the snapshot is compared in place; otherwise the new tensors' sizes are checked
+before their bytes are.
 
-Cost (measured with ``bench/engine_cache.py``): one ``memcmp`` of the weights per call, about 1 to 3 us for
-H=64 (2-3 % of ``GRU(x)`` at T=100, B=1), but with the Python around it a large share of one ``GRU.step``
-(7.8 -> 12.5 us at H=64, 34 -> 80 us at H=256). **The one exception:** inside :func:`frozen` (what
-``GRU.frozen_weights()`` and ``grukit.nn.frozen_weights(...)`` open) a module's packed copy is checked once,
-on the first call in the scope, and then trusted until the scope exits: changes to the weights inside the
-scope are not seen; after it exits the rule above applies again.
+The compiled float32 ``GRU.step`` keeps no copy at all: it reads the weight tensors where they are
+(``fused_cpu.InPlaceWeights``), so nothing can be stale and it pays no comparison.
+
+**The one exception:** inside :func:`frozen` (what ``GRU.frozen_weights()`` and ``grukit.nn.frozen_weights(...)``
+open) a module's packed copy is checked once, on the first call in the scope, and then trusted until the scope
+exits: changes to the weights inside the scope are not seen by the packed copies (the in-place step still sees
+them); after it exits the rule above applies again. The cost of the rule and of the scope is measured in
+``bench/README.md``.
 
 :class:`WeightCache` keeps one :class:`Packed` per module; every packed form (the numba layers, the compiled
-panels and ``_cgru.Plan``, the step weights, the compiled step streams, kernel scratch) hangs off it and is
-dropped with it.
+panels and ``_cgru.Plan``, the numba step weights, packed streams, kernel scratch) hangs off it and is dropped
+with it.
 """
 from __future__ import annotations
 

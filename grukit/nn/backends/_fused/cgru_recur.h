@@ -85,9 +85,7 @@ static ATTR int FN(run_rows)(const Job *J, long r0, long r1)
 {
     const long T = J->T, B = J->B, I = J->I, H = J->H, Hp = J->Hp, G = 3 * Hp, R = r1 - r0;
     /* The projection. With at least 8 rows, one GEMM per step over the rows, just before the step reads it
-     * (gi is one step, in cache, and the call's memory no longer grows with T: projecting every step first
-     * wrote T * R * 3Hp floats out and read them back; B=64 H=I=256, 1 thread, both orders of alternating runs:
-     * 800-962 vs 809-1203 us per step; B=64 H=I=512, 2 threads: no difference beyond noise). With fewer rows:
+     * (gi is one step, in cache, and the call's memory does not grow with T). With fewer rows:
      * all of them in the batch, one GEMM over all T * B input rows (gi is (T, B, 3Hp)); a chunk, one GEMM over
      * the T steps of each row (gi is (R, T, 3Hp)): a GEMM of 1-4 rows per step would run the slow single-row
      * kernel. */

@@ -345,8 +345,7 @@ int run_stream(const float *x, const Frame *F, float *hn, int n)
 }
 
 /* Rows split into nthreads fixed chunks; fewer rows than threads split the hidden units (unit_split) or run
- * pipelined instead (a unit split measured for B=8 and 64 at H=128-512 too: no clear gain over row chunks, and
- * at B=64 H=512 I=40 2.3x slower). */
+ * pipelined instead (a unit split never wins over row chunks when there are enough rows: bench/README.md). */
 int run_job(const Job *J, int nthreads, int unit_split)
 {
     if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
