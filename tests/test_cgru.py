@@ -441,7 +441,7 @@ def test_gru_step_runs_the_compiled_stream_kernel(kw):
     torch.testing.assert_close(h, h_all, atol=1e-5, rtol=0)
     be = backends.get("fused_cpu")
     assert "streams" not in be.cache.peek(gru).parts and backends.last_kernel() == "fused_cpu/compiled"
-    read = fused_cpu._inplace_weights(gru)
+    read = fused_cpu.inplace_weights(gru)
     assert read is not None and read.ptrs == tuple(p.data_ptr() for p in gru._flat_weights)
 
 

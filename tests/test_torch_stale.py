@@ -218,7 +218,7 @@ def test_compiled_step_reads_the_weights_in_place():
     cache = backends.get("fused_cpu").cache
     with torch.no_grad():
         m.step(x[0])
-        read = fused_cpu._inplace_weights(m)
+        read = fused_cpu.inplace_weights(m)
         assert read.ptrs == tuple(t.data_ptr() for t in m._flat_weights)
         before = cache.builds
         for t in range(3):
@@ -226,6 +226,6 @@ def test_compiled_step_reads_the_weights_in_place():
             _check(m, x)
         assert cache.peek(m) is None or "streams" not in cache.peek(m).parts   # no packed step copy was made
         m.weight_hh_l0.data = m.weight_hh_l0.data.t().contiguous().t()   # same values, column-major
-        assert fused_cpu._inplace_weights(m) is None
+        assert fused_cpu.inplace_weights(m) is None
         _check(m, x)                                                  # the packed path, as correct
         assert cache.builds > before

@@ -6,7 +6,7 @@ Two sets of kernels:
   float32 inference (``forward`` without autograd), ``step`` and :class:`grukit.nn.GRUStream`. Per layer and
   direction one call projects the inputs of every step (a register-blocked matmul over weights packed in
   ``PANEL``-column panels), then runs the recurrence with the gates vectorised. ``step`` packs nothing: it reads
-  torch's weight tensors in place (row-major, :class:`InPlaceWeights`), so no copy can be stale; AVX2+FMA or baseline code is chosen
+  torch's weight tensors in place (row-major, ``fused_step.py``), so no copy can be stale; AVX2+FMA or baseline code is chosen
   at import (``GRUKIT_CPU_ISA=generic`` forces the baseline, ``GRUKIT_CGRU=0`` turns the extension off).
   Threads come from a small pool of helpers that the calling thread never waits for: batch rows in chunks; for
   fewer rows than threads a split of the hidden units with one meeting per step (from ``SPLIT_MIN_HIDDEN``),
@@ -44,7 +44,6 @@ kernels stay the default wherever they are built because they are faster on ever
 from __future__ import annotations
 
 import importlib.util
-import operator
 import threading
 from typing import NamedTuple
 
@@ -56,10 +55,11 @@ from torch import Tensor
 from ..spec import GRUSpec
 from .fused_autograd import (GRULayerFn, as_numpy, bias_np, in_proj, layer_backward, layer_forward,  # noqa: F401
                              reference_layer, transposed_np)
-from .fused_kernels import (MAX_LAYERS, MAX_STACK_ROWS, PANEL, COMPILED_PARALLEL_MIN_WORK, PARALLEL_MIN_WORK, PIPELINE_MIN_WORK,  # noqa: F401
+from .fused_kernels import (MAX_STACK_ROWS, PANEL, COMPILED_PARALLEL_MIN_WORK, PARALLEL_MIN_WORK, PIPELINE_MIN_WORK,  # noqa: F401
                             SPLIT_MIN_HIDDEN, STREAM_SPLIT_MIN_HIDDEN, cgru, cgru_status, compiled_threads, cores,
                             kernels, plan_threads, stream_meta, stream_threads, threads_for, unit_split)
-from .weight_cache import WeightCache, weight_tensors
+from .fused_step import InPlaceWeights, inplace_weights, step_run  # noqa: F401
+from .weight_cache import WeightCache
 
 if importlib.util.find_spec("numba") is None:   # the registry skips this backend when numba is missing
     raise ImportError("fused_cpu needs numba (pip install numba)")
@@ -209,72 +209,6 @@ class PackedStream(NamedTuple):
     ws: np.ndarray
     meta: np.ndarray
     state: np.ndarray
-
-
-class InPlaceWeights(NamedTuple):
-    """A module's weight tensors as the compiled step reads them in place: the ``tensors`` (compared by identity),
-    views ``keep`` holding their memory (so that no other allocation can start at one of the addresses while this
-    record is current: the same object at the same address means the same memory), their addresses ``ptrs``,
-    ``layers`` (per layer ``(n_in, W_ih, b_ih or 0, W_hh, b_hh or 0)`` addresses for ``_cgru.step``) and the
-    sizes and options of the call."""
-    tensors: tuple
-    keep: tuple
-    ptrs: tuple
-    layers: tuple
-    L: int
-    H: int
-    n_in: int
-    reset_after: bool
-    zoneout: float
-    split: bool                          # H from STREAM_SPLIT_MIN_HIDDEN: a frame may split its hidden units
-
-
-_data_ptr = Tensor.data_ptr
-
-
-def _inplace_weights(module) -> InPlaceWeights | None:
-    """The module's weights for an in-place step, or ``None`` where they cannot be read in place (not float32
-    CPU C-contiguous tensors of the spec's shapes, a bidirectional or layer-norm GRU). The shapes are checked
-    whenever a tensor object or address changed since the last call (a new Parameter, ``p.data = t``, a
-    parametrization's fresh tensor); values are never copied, so every write to the weights is seen by the next
-    step."""
-    rec = module._backend_choice.get(_INPLACE)
-    if rec is not None:                      # the Parameters seen last time (no parametrization: get finds them)
-        ts = list(map(module._parameters.get, module._flat_weights_names))
-        if all(map(operator.is_, ts, rec.tensors)) and tuple(map(_data_ptr, ts)) == rec.ptrs:
-            return rec
-    ts = weight_tensors(module)
-    s: GRUSpec = module.spec
-    H, G = s.hidden_size, 3 * s.hidden_size
-    per = 4 if s.bias else 2
-    if s.bidirectional or s.layer_norm or len(ts) != per * s.num_layers or s.num_layers > MAX_LAYERS:
-        return None
-    layers = []
-    for layer in range(s.num_layers):
-        n_in = s.layer_input_size(layer)
-        group = ts[per * layer:per * (layer + 1)]              # torch's order: w_ih, w_hh[, b_ih, b_hh]
-        want = [(G, n_in), (G, H)] + ([(G,), (G,)] if per == 4 else [])
-        for t, shape in zip(group, want):
-            if (t.dtype != torch.float32 or t.device.type != "cpu" or tuple(t.shape) != shape
-                    or not t.is_contiguous()):
-                return None
-        ptr = [t.data_ptr() for t in group]
-        layers += [n_in, ptr[0], ptr[2] if per == 4 else 0, ptr[1], ptr[3] if per == 4 else 0]
-    rec = module._backend_choice[_INPLACE] = InPlaceWeights(
-        tuple(ts), tuple(t.detach() for t in ts), tuple(map(_data_ptr, ts)), tuple(layers), s.num_layers, H,
-        s.input_size, s.reset_after, s.zoneout, H >= STREAM_SPLIT_MIN_HIDDEN)
-    return rec
-
-
-_INPLACE = ("inplace weights",)
-
-
-def _step_run(w: InPlaceWeights, module, x: Tensor, h_new: Tensor) -> None:
-    """``_cgru.step`` on ``x`` ``(B, I)`` and the state ``h_new`` ``(L, B, H)`` (both contiguous float32, checked
-    by the caller), updated in place."""
-    ha = h_new.data_ptr()
-    cgru().step(w.layers, w.H, w.reset_after, 0.0 if module.training else w.zoneout,
-                min(torch.get_num_threads(), cores()) if w.split else 1, x.data_ptr(), ha, ha, x.shape[0])
 
 
 def _packed_frame(packed, x: np.ndarray, h: np.ndarray | None) -> Tensor:
@@ -556,7 +490,7 @@ class FusedCPUBackend:
         if (type(x_t) is not Tensor or x_t.dtype != torch.float32 or x_t.ndim != 2 or not x_t.is_cpu
                 or not x_t.is_contiguous()):
             return None
-        w = _inplace_weights(module)
+        w = inplace_weights(module)
         if w is None:
             return None
         B, I = x_t.shape
@@ -579,10 +513,10 @@ class FusedCPUBackend:
         """Advance the contiguous float32 state ``h_new`` ``(L, B, H)`` in place by one contiguous frame ``x``
         ``(B, I)`` with the compiled step reading the module's weight tensors where they are; False when they
         cannot be read in place (then nothing ran)."""
-        w = _inplace_weights(module)
+        w = inplace_weights(module)
         if w is None:
             return False
-        _step_run(w, module, x, h_new)
+        step_run(w, module, x, h_new)
         return True
 
     def _step_compiled(self, c, gen, module, x_t: Tensor, h: Tensor) -> Tensor:
