@@ -646,3 +646,45 @@ def test_a_layout_disagreement_is_a_clear_error():
     st = fused_cpu._compiled_stream(C, GRU(2, 4).eval(), 1)
     with pytest.raises(ValueError, match="not a StreamMeta and L StreamLayerMeta"):
         C.Stream(st.ws, np.concatenate([st.meta, st.meta[-5:]]))        # one layer more than L says
+
+
+@needs_c
+def test_in_place_step_split_over_threads_is_bitwise_one_thread():
+    """From STREAM_SPLIT_MIN_HIDDEN the in-place step shares each layer's hidden units out over the threads
+    (unit ranges of the row-major weights); every unit's arithmetic is the same, so the state is bit for bit the
+    one-thread state, and it equals the reference."""
+    torch.manual_seed(0)
+    H = fused_kernels.STREAM_SPLIT_MIN_HIDDEN + 8                      # not a multiple of the panel width
+    gru = GRU(7, H, num_layers=2, reset_after=False).eval()
+    ref = GRU(7, H, num_layers=2, reset_after=False, backend="reference").eval()
+    ref.load_state_dict(gru.state_dict())
+    xs = torch.randn(5, 2, 7)
+    before = torch.get_num_threads()
+    got = {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            h = None
+            with torch.no_grad():
+                for t in range(5):
+                    _, h = gru.step(xs[t], h)
+            got[n] = h
+    finally:
+        torch.set_num_threads(before)
+    assert backends.last_kernel() == "fused_cpu/compiled"
+    assert torch.equal(got[1], got[2])
+    with torch.no_grad():
+        h = None
+        for t in range(5):
+            _, h = ref.step(xs[t], h)
+    torch.testing.assert_close(got[1], h, atol=1e-5, rtol=0)
+
+
+def test_numba_step_meta_is_filled_by_name():
+    """The numba packed stream's meta follows the one table STEP_META; a name it does not have is an error."""
+    k = fused_kernels.kernels()
+    meta = k.step_meta([3, 5], L=2, B=4, H=5, Imax=5, reset_after=1)
+    assert dict(zip(k.STEP_META, meta)) == dict(L=2, B=4, H=5, Imax=5, reset_after=1)
+    assert list(meta[len(k.STEP_META):]) == [3, 5]
+    with pytest.raises(KeyError, match="no field \\['Hp'\\]"):
+        k.step_meta([3], L=1, B=1, H=5, Imax=5, reset_after=1, Hp=16)

@@ -445,7 +445,7 @@ class FusedCPUBackend:
         ws = np.zeros(n_w + L * B * H + 2 * B * G + B * H + 2, dtype=w.WT.dtype)
         ws[:n_w] = np.concatenate(parts)
         ws[-2], ws[-1] = w.zo, w.one
-        meta = np.array([L, B, H, w.WihT.shape[1], int(w.reset_after), *w.n_in], dtype=np.int64)
+        meta = kernels().step_meta(w.n_in, L=L, B=B, H=H, Imax=w.WihT.shape[1], reset_after=int(w.reset_after))
         h = ws[n_w:n_w + L * B * H].reshape(L, B, H)
         step = kernels().step_packed
 
