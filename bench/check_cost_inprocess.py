@@ -10,6 +10,7 @@
     python bench/check_cost_inprocess.py                      # the inference grid of bench/engine.py
     python bench/check_cost_inprocess.py 1,64,64 1,256,256    # cells B,H,I
     python bench/check_cost_inprocess.py --step 64 128 256 512
+    python bench/check_cost_inprocess.py --step --batch 16 64 256     # a batch of streams (a serving tick)
 """
 from __future__ import annotations
 
@@ -82,11 +83,11 @@ def _previous_step_fast(c):
     return call
 
 
-def step(Hs, rounds: int = 21) -> None:
+def step(Hs, rounds: int = 21, B: int = 1) -> None:
     c = fc.cgru()
     for H in Hs:
         g = GRU(H, H).eval()
-        x1, h = torch.randn(1, H), torch.zeros(1, 1, H)
+        x1, h = torch.randn(B, H), torch.zeros(1, B, H)
         with torch.no_grad():
             g.step(x1, h), g.step(x1, h)
             paths = {"now": g._backend_choice[("fast", "step")],
@@ -94,7 +95,7 @@ def step(Hs, rounds: int = 21) -> None:
             torch.testing.assert_close(paths["now"].call(g, x1, h)[1], paths["previous"].call(g, x1, h)[1],
                                        atol=1e-5, rtol=0)
             got: dict[str, list[float]] = {k: [] for k in paths}
-            n = 400 if H <= 128 else 100
+            n = max(5, (400 if H <= 128 else 100) // B)
             for r in range(rounds):
                 for k in (("previous", "now") if r % 2 else ("now", "previous")):
                     g._backend_choice[("fast", "step")] = paths[k]
@@ -104,13 +105,16 @@ def step(Hs, rounds: int = 21) -> None:
                         g.step(x1, h)
                     got[k].append((time.process_time() - t0) / n * 1e6)
         a, b = statistics.median(got["previous"]), statistics.median(got["now"])
-        print(f"step H={H}: previous, no check {a:.2f} us; now, in place {b:.2f} us; ratio {b / a:.3f}", flush=True)
+        print(f"step B={B} H={H}: previous, no check {a:.2f} us; now, in place {b:.2f} us; ratio {b / a:.3f}", flush=True)
 
 
 def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
     if argv and argv[0] == "--step":
-        step([int(a) for a in argv[1:]] or [64, 128, 256, 512])
+        B = 1
+        if len(argv) > 2 and argv[1] == "--batch":
+            B, argv = int(argv[2]), argv[2:]
+        step([int(a) for a in argv[1:]] or [64, 128, 256, 512], B=B)
     else:
         forward([tuple(map(int, a.split(","))) for a in argv] or GRID)
     return 0

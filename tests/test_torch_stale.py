@@ -229,3 +229,20 @@ def test_compiled_step_reads_the_weights_in_place():
         assert fused_cpu.inplace_weights(m) is None
         _check(m, x)                                                  # the packed path, as correct
         assert cache.builds > before
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_batched_step_through_packed_streams_sees_changes(dtype):
+    """A batch of PACKED_STEP_MIN_ROWS rows or more steps through a packed stream (not in place): the weight
+    cache's rule still sees a ``.data`` write and a ``p.data = t`` before the next step."""
+    from grukit.nn.backends import fused_cpu
+    torch.manual_seed(0)
+    m = GRU(8, 16, dtype=dtype).eval()
+    x = torch.randn(5, fused_cpu.PACKED_STEP_MIN_ROWS + 2, 8, dtype=dtype)
+    _warm(m, x)
+    _route_data_fill(m)
+    _check(m, x)
+    m.weight_ih_l0.data = torch.randn_like(m.weight_ih_l0)
+    _check(m, x)
+    if dtype == torch.float32 and fused_cpu.cgru() is not None:
+        assert "streams" in backends.get("fused_cpu").cache.peek(m).parts

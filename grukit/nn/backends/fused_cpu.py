@@ -156,6 +156,13 @@ def scratch_buffers(packed, B: int, H: int, dtype) -> tuple[np.ndarray, np.ndarr
 SMALL_PROJECTION = 50_000_000
 
 
+# The compiled step reads the weights in place (fused_step.py) for fewer rows than this; a batch of this many
+# rows or more steps through a packed stream (panels, checked per call by the weight cache's rule): the row-major
+# kernel reads the weights once per row, the panel GEMM once per four rows, and from here that costs more than
+# the check (bench/README.md).
+PACKED_STEP_MIN_ROWS = 4
+
+
 def _needs_grad(module, *tensors: Tensor) -> bool:
     if not torch.is_grad_enabled():
         return False
@@ -490,11 +497,11 @@ class FusedCPUBackend:
         if (type(x_t) is not Tensor or x_t.dtype != torch.float32 or x_t.ndim != 2 or not x_t.is_cpu
                 or not x_t.is_contiguous()):
             return None
-        w = inplace_weights(module)
-        if w is None:
-            return None
         B, I = x_t.shape
-        if I != w.n_in or not 0 < B <= MAX_STACK_ROWS:
+        if B >= PACKED_STEP_MIN_ROWS:
+            return self._packed_step_fast(module, x_t, h)
+        w = inplace_weights(module)
+        if w is None or I != w.n_in or B == 0:
             return None
         h_new = torch.empty(w.L, B, w.H)                               # (L, B, H)
         if h is None:
@@ -509,6 +516,22 @@ class FusedCPUBackend:
                     min(torch.get_num_threads(), cores()) if w.split else 1, x_t.data_ptr(), ha, h_new.data_ptr(), B)
         return h_new[-1], h_new
 
+    def _packed_step_fast(self, module, x_t: Tensor, h):
+        """``step_fast`` for ``PACKED_STEP_MIN_ROWS`` rows or more: through the packed stream that the general
+        path built for this module's current weights (checked by the weight cache's rule), batch size and
+        thread; ``None`` where there is none yet (the general path builds it)."""
+        gen = self.cache.peek(module)
+        streams = None if gen is None else gen.parts.get("streams")
+        packed = None if streams is None else streams.get((x_t.shape[0], threading.get_ident()))
+        if packed is None or x_t.shape[1] != module.spec.input_size:
+            return None
+        state = packed.state
+        if h is not None and not (type(h) is Tensor and h.dtype == torch.float32 and h.is_cpu and h.is_contiguous()
+                                  and h.shape == state.shape):
+            return None
+        h_new = _packed_frame(packed, x_t.numpy(), None if h is None else h.numpy())   # (L, B, H)
+        return h_new[-1], h_new
+
     def _step_inplace(self, module, x: Tensor, h_new: Tensor) -> bool:
         """Advance the contiguous float32 state ``h_new`` ``(L, B, H)`` in place by one contiguous frame ``x``
         ``(B, I)`` with the compiled step reading the module's weight tensors where they are; False when they
@@ -520,14 +543,15 @@ class FusedCPUBackend:
         return True
 
     def _step_compiled(self, c, gen, module, x_t: Tensor, h: Tensor) -> Tensor:
-        """Inference ``step`` through the compiled kernels: the weights read in place (see :meth:`_step_inplace`),
-        or, where they cannot be, through a packed stream of the module's current generation (one per batch size
-        and Python thread)."""
-        h_new = h.detach().clone(memory_format=torch.contiguous_format)
-        x = x_t.detach()
-        if self._step_inplace(module, x if x.is_contiguous() else x.contiguous(), h_new):
-            return h_new
+        """Inference ``step`` through the compiled kernels: for fewer than ``PACKED_STEP_MIN_ROWS`` rows the weights
+        read in place (see :meth:`_step_inplace`); for more, or where they cannot be read in place, a packed stream
+        of the module's current generation (one per batch size and Python thread)."""
         B = h.shape[1]
+        if B < PACKED_STEP_MIN_ROWS:
+            h_new = h.detach().clone(memory_format=torch.contiguous_format)
+            x = x_t.detach()
+            if self._step_inplace(module, x if x.is_contiguous() else x.contiguous(), h_new):
+                return h_new
         streams = self.cache.get(module).get("streams", dict)
         slot = (B, threading.get_ident())
         packed = streams.get(slot)
