@@ -11,7 +11,10 @@ packing) sees every route by which values change: optimizer steps, ``load_state_
 parametrizations, numpy views (``.data`` writes and numpy views bump no version counter, so bytes are the only
 witness). When the same tensor objects sit at the same addresses (the snapshot holds them, so no other
 allocation can start there) the snapshot is compared in place; otherwise the new tensors' sizes are checked
-before their bytes are.
+before their bytes are. With the C extension the common case is one call, ``_cgru.held``: it looks the
+Parameters up in the module's ``_parameters``, checks identity and ``data_ptr()`` against the held ones and runs
+the ``memcmp`` (no Python list, map or frame per tensor: about 0.4 us of Python and call overhead around the
+``memcmp`` at H=64, from 1.4 us).
 
 The compiled float32 ``GRU.step`` keeps no copy at all: it reads the weight tensors where they are
 (``fused_cpu.InPlaceWeights``), so nothing can be stale and it pays no comparison.
