@@ -688,3 +688,25 @@ def test_numba_step_meta_is_filled_by_name():
     assert list(meta[len(k.STEP_META):]) == [3, 5]
     with pytest.raises(KeyError, match="no field \\['Hp'\\]"):
         k.step_meta([3], L=1, B=1, H=5, Imax=5, reset_after=1, Hp=16)
+
+
+@needs_c
+def test_held_check_identity_addresses_and_bytes():
+    """``_cgru.held``, the weight cache's check in one call: ``None`` unless the tensors (a sequence, or a dict's
+    entries by name) are the held objects at the held addresses; then whether their bytes are the snapshot's."""
+    a, b = torch.randn(3, 4), torch.randn(5)
+    snap = torch.cat([a.reshape(-1), b]).numpy().view(np.uint8)
+    args = (snap.copy(), (48, 20), (a.data_ptr(), b.data_ptr()), (a, b))
+    assert C.held(*args, [a, b]) is True
+    assert C.held(*args, {"w": a, "b": b, "x": None}, ["w", "b"]) is True
+    assert C.held(*args, [a, b.clone()]) is None                              # another object
+    assert C.held(*args, {"w": a}, ["w", "b"]) is None                         # a name missing
+    assert C.held(*args, [a]) is None                                          # fewer tensors
+    b.data[2] += 1
+    assert C.held(*args, [a, b]) is False                                      # a value written in place
+    b.data = torch.randn(5)
+    assert C.held(*args, [a, b]) is None                                       # moved: same object elsewhere
+    with pytest.raises(ValueError, match="sizes exceed the snapshot"):
+        C.held(snap[:40].copy(), (48, 20), (a.data_ptr(), a.data_ptr()), (a, a), [a, a])
+    with pytest.raises(TypeError, match="held"):
+        C.held(snap, [48, 20], (a.data_ptr(),), (a,), [a])

@@ -270,7 +270,7 @@ class FusedCPUBackend:
     def __init__(self) -> None:
         self.kernel = "numba"                                          # the family the last call ran
         c = cgru()
-        self.cache = WeightCache(same=None if c is None else c.same)   # every packed weight, one staleness rule
+        self.cache = WeightCache(held=None if c is None else c.held)   # every packed weight, one staleness rule
 
     # ------------------------------------------------------------------ what it runs
     def supports(self, spec: GRUSpec, x: Tensor, training: bool) -> str | None:

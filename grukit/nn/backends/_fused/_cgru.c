@@ -21,6 +21,8 @@
  *                                -> (out, h_n), the layers [l0, l1) of an inference forward in one call.
  *   gemm(A, M, K, Wp, p0, np, C, ldc, bias_or_None)   the panel matmul itself (for tests).
  *   same(snapshot, nbytes, addresses)   whether tensors still hold the bytes they were packed from.
+ *   held(snapshot, nbytes, addresses, held, tensors, names=None)   the same for the held tensor objects at
+ *                                the held addresses in one call (the weight cache's check), None for others.
  *   isa()                        "avx2" or "generic": the kernels in use.
  *   counts()                     how split calls and stream frames ran, and pipelined chunks helpers wrote.
  *   MAX_STACK_ROWS, PIPE_STEPS, PANEL, MAX_LAYERS   the most rows a split call, stream or step takes; time steps
@@ -157,6 +159,82 @@ done:
     return res;
 }
 
+/* held(snapshot, nbytes, addresses, held, tensors, names=None) -> True / False / None: the weight cache's check in
+ * one call. tensors is a sequence, or with names (a list) a dict (a module's _parameters) holding them under those
+ * names.
+ * None when they are not the held tensor objects (a tuple) at the held addresses (each one's data_ptr()), in
+ * order: the caller then checks sizes and compares in full. Otherwise whether the memory at addresses[i] holds
+ * the next nbytes[i] bytes of snapshot for every i (as same()). The held tensors keep their memory, so no other
+ * allocation can start at a held address. */
+static PyObject *str_data_ptr;
+
+static PyObject *py_held(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if ((nargs != 5 && nargs != 6) || !PyTuple_Check(args[1]) || !PyTuple_Check(args[2]) || !PyTuple_Check(args[3])
+        || (nargs == 6 && !(PyDict_Check(args[4]) && PyList_Check(args[5])))) {
+        PyErr_SetString(PyExc_TypeError, "held(snapshot, nbytes, addresses, held, tensors, names=None): nbytes, "
+                        "addresses and held tuples; with names (a list) tensors a dict");
+        return NULL;
+    }
+    PyObject *sizes = args[1], *addrs = args[2], *held = args[3];
+    const Py_ssize_t n = PyTuple_GET_SIZE(held);
+    if (PyTuple_GET_SIZE(sizes) != n || PyTuple_GET_SIZE(addrs) != n) {
+        PyErr_SetString(PyExc_ValueError, "_cgru.held: as many sizes and addresses as held tensors");
+        return NULL;
+    }
+    PyObject *tensors = NULL, *res = NULL;
+    int mine;
+    if (nargs == 6) {                                   /* a module's _parameters and its weights' names */
+        PyObject *names = args[5];
+        mine = PyList_GET_SIZE(names) == n;
+        for (Py_ssize_t i = 0; mine && i < n; i++) {
+            PyObject *t = PyDict_GetItemWithError(args[4], PyList_GET_ITEM(names, i));    /* borrowed */
+            if (!t && PyErr_Occurred()) return NULL;
+            mine = t == PyTuple_GET_ITEM(held, i);
+        }
+    } else {
+        tensors = PySequence_Fast(args[4], "_cgru.held: tensors must be a sequence");
+        if (!tensors) return NULL;
+        mine = PySequence_Fast_GET_SIZE(tensors) == n;
+        for (Py_ssize_t i = 0; mine && i < n; i++)
+            mine = PySequence_Fast_GET_ITEM(tensors, i) == PyTuple_GET_ITEM(held, i);
+    }
+    for (Py_ssize_t i = 0; mine && i < n; i++) {        /* the held objects: are they where they were? */
+        PyObject *ptr = PyObject_CallMethodNoArgs(PyTuple_GET_ITEM(held, i), str_data_ptr);
+        if (!ptr) goto done;
+        unsigned long long now = PyLong_AsUnsignedLongLong(ptr);
+        Py_DECREF(ptr);
+        unsigned long long was = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(addrs, i));
+        if (PyErr_Occurred()) goto done;
+        mine = now == was;
+    }
+    if (!mine) {
+        res = Py_NewRef(Py_None);
+        goto done;
+    }
+    Py_buffer snap;
+    if (PyObject_GetBuffer(args[0], &snap, PyBUF_SIMPLE) < 0) goto done;
+    int same = 1;
+    Py_ssize_t off = 0;
+    for (Py_ssize_t i = 0; i < n && same; i++) {
+        Py_ssize_t nb = PyLong_AsSsize_t(PyTuple_GET_ITEM(sizes, i));
+        unsigned long long ad = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(addrs, i));
+        if (PyErr_Occurred()) { PyBuffer_Release(&snap); goto done; }
+        if (nb < 0 || off + nb > snap.len || (!ad && nb)) {
+            PyErr_SetString(PyExc_ValueError, "_cgru.held: sizes exceed the snapshot");
+            PyBuffer_Release(&snap);
+            goto done;
+        }
+        same = nb == 0 || memcmp((const void *)(uintptr_t)ad, (const char *)snap.buf + off, (size_t)nb) == 0;
+        off += nb;
+    }
+    PyBuffer_Release(&snap);
+    res = PyBool_FromLong(same);
+done:
+    Py_XDECREF(tensors);
+    return res;
+}
+
 /* step(layers, H, reset_after, zo, nthreads, x_address, h_address_or_0, out_address, B) -> None: one streaming
  * step of every layer, reading torch's weight tensors in place (no packed copy, so no copy can be stale). layers
  * is a tuple of 5 ints per layer: (n_in, W_ih, b_ih or 0, W_hh, b_hh or 0), the addresses of C-contiguous
@@ -237,6 +315,9 @@ static PyMethodDef methods[] = {
      "step(layers, H, reset_after, zo, nthreads, x_address, h_address_or_0, out_address, B): one streaming step "
      "reading torch's weights in place"},
     {"same", py_same, METH_VARARGS, "same(snapshot, nbytes, addresses) -> bool: the memory still holds the snapshot"},
+    {"held", (PyCFunction)(void (*)(void))py_held, METH_FASTCALL,
+     "held(snapshot, nbytes, addresses, held, tensors, names=None) -> True/False, or None when tensors (or "
+     "tensors[name] for names) are not the held tensors at the held addresses"},
     {"counts", py_counts, METH_NOARGS,
      "{solo, split, helper_chunks}: split calls and stream frames that went solo (no helper in time) and split, "
      "and chunks of pipelined projections written by helpers"},
@@ -273,6 +354,8 @@ PyMODINIT_FUNC PyInit__cgru(void)
         spin_ns = us * 1000L;
     }
     pool_configure(spin_ns);
+    str_data_ptr = PyUnicode_InternFromString("data_ptr");
+    if (!str_data_ptr) return NULL;
     import_array();
     int avx2 = 0;
 #if defined(__x86_64__) || defined(__i386__)
