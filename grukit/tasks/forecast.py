@@ -61,6 +61,21 @@ def season_of(y: np.ndarray, m: int, deseasonalize: bool) -> np.ndarray:
     return seasonal_factors(y[:, 0], m)
 
 
+def mase_weights(zs: list[np.ndarray], ends: list[int], m: int) -> list[float]:
+    """Per-series loss weights 1 / d_i, d_i the mean absolute seasonal (lag m; lag 1 when the training part is
+    shorter than m + 1) difference of the encoded training part, over the median weight, clipped to [0.05, 20]:
+    a loss weighted so averages errors scaled as MASE scales them."""
+    d = []
+    for z, end in zip(zs, ends):
+        z = z[:end]
+        lag = m if end > m else 1
+        diff = np.abs(z[lag:] - z[:-lag]) if end > lag else np.zeros(0)
+        d.append(float(diff.mean()) if diff.size and diff.mean() > 1e-6 else np.nan)
+    inv = 1 / np.asarray(d)
+    med = np.nanmedian(inv) if np.isfinite(inv).any() else 1.0
+    return np.clip(np.nan_to_num(inv / med, nan=1.0), 0.05, 20.0).tolist()
+
+
 def _covariates(s: Series, cov_scale: dict) -> np.ndarray:
     cov = np.concatenate([s.known, s.past], 1)
     return (cov - cov_scale["mean"]) / cov_scale["std"] if cov.shape[1] else cov
@@ -106,6 +121,8 @@ def prepare(cfg: ForecastConfig) -> Prepared:
             "seasons": seasons, "cov_scaler": cov_scale, "data_name": path, "series_ids": [s.id for s in series],
             "short_series": short, "has_val": len(val_ds) > 0, "n_train_windows": len(train_ds),
             "n_val_windows": len(val_ds)}
+    if cfg.mase_loss:
+        meta["loss_weights"] = mase_weights(zs, [s.n_obs - hold for s in series], int(m))
     return Prepared(loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed),
                     loader(val_ds, cfg.batch_size, False, cfg.num_workers) if len(val_ds) else None, meta,
                     {"series": series})
@@ -124,6 +141,21 @@ class ForecastTask(SequenceTask):
         c = self.config
         self.embed = nn.Embedding(n_series, c.series_embedding) if c.series_embedding else None
         self.es = ESLayer(n_series, int(self.meta.get("season_length", 1))) if c.es_hybrid else None
+        w = self.meta.get("loss_weights") if c.mase_loss else None
+        self.register_buffer("series_w", torch.tensor(w, dtype=torch.float32) if w else None, persistent=False)
+
+    @property
+    def patch_len(self) -> int:
+        """Steps per GRU input (``patch``; 0 picks the season when the lookback holds two of them)."""
+        c = self.config
+        if c.patch:
+            return int(c.patch)
+        m = int(self.meta.get("season_length", 1))
+        return m if 1 < m and 2 * m <= c.lookback else 1
+
+    def build_encoder(self, input_size: int | None = None):
+        size = int(self.meta["input_size"] if input_size is None else input_size)
+        return super().build_encoder(size * self.patch_len)                       # p steps of F features
 
     @property
     def n_params(self) -> int:
@@ -165,7 +197,13 @@ class ForecastTask(SequenceTask):
         feats = [adj, x[..., C:]]
         if self.embed is not None:
             feats.append(self._embedding(inputs["sid"]).unsqueeze(1).expand(B, L, -1))
-        seq, h_n = self.encoder(torch.cat(feats, -1), state)
+        inp = torch.cat(feats, -1)                                                 # (B, L, F)
+        p = self.patch_len
+        if p > 1:                                                                  # one GRU step per patch
+            pad = (-L) % p
+            inp = F.pad(inp, (0, 0, pad, 0))                                      # (B, L + pad, F), zeros first
+            inp = inp.reshape(B, (L + pad) // p, p * inp.shape[-1])               # (B, T/p, p*F)
+        seq, h_n = self.encoder(inp, state)
         h = torch.cat([h_n[-2], h_n[-1]], -1) if c.bidirectional else h_n[-1]    # (B, D*H)
         out = self.head(h, adj, inputs.get("known_future"))                       # (B, horizon, C, P)
         shift = base_out.unsqueeze(-1)                                             # (B, horizon, C, 1)
@@ -186,13 +224,19 @@ class ForecastTask(SequenceTask):
     def loss(self, out, y, inputs):
         c = self.config
         if c.likelihood == "point":
-            return F.mse_loss(out[..., 0], y)
-        if c.likelihood == "gaussian":
+            per = F.mse_loss(out[..., 0], y, reduction="none")                    # (B, horizon, C)
+        elif c.likelihood == "gaussian":
             sigma = F.softplus(out[..., 1]) + 1e-3
-            return F.gaussian_nll_loss(out[..., 0], y, sigma ** 2)
-        q = torch.tensor(c.quantiles, dtype=out.dtype, device=out.device)        # (Q,)
-        diff = y.unsqueeze(-1) - out                                              # (B, horizon, C, Q)
-        return torch.maximum(q * diff, (q - 1) * diff).mean()
+            per = F.gaussian_nll_loss(out[..., 0], y, sigma ** 2, reduction="none")
+        else:
+            q = torch.tensor(c.quantiles, dtype=out.dtype, device=out.device)    # (Q,)
+            diff = y.unsqueeze(-1) - out                                          # (B, horizon, C, Q)
+            per = torch.maximum(q * diff, (q - 1) * diff)
+        if self.series_w is None:
+            return per.mean()
+        sid = inputs["sid"]
+        w = torch.where(sid >= 0, self.series_w[sid.clamp(min=0)], torch.ones_like(self.series_w[:1]))  # (B,)
+        return (per.flatten(1).mean(1) * w).mean()
 
     def metric_inputs(self, out, y, inputs):
         return self._point(out), y

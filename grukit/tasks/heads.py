@@ -116,8 +116,9 @@ class DirectForecastHead(nn.Module):
     ``y = W [h_T ; known_future] + skip(window)``: a linear layer on the final GRU state (and the flattened
     known-future covariates), plus an optional linear map from each target's own lookback window to its horizon
     (shared by the targets), a strong base the GRU corrects. The linear map starts as the seasonal-naive
-    forecast (period ``season``; the naive one when ``season`` is 1 or longer than the lookback), so training
-    starts from that baseline and learns corrections to it. Output shape (B, horizon, C, P).
+    forecast (period ``season``; the naive one when ``season`` is 1 or longer than the lookback) and the GRU's
+    projection at zero, so the untrained head outputs exactly that baseline and training learns corrections to
+    it. Output shape (B, horizon, C, P).
     """
 
     def __init__(self, in_size: int, horizon: int, n_targets: int, n_params: int, lookback: int,
@@ -130,6 +131,8 @@ class DirectForecastHead(nn.Module):
         if self.skip is not None:
             m = season if 1 < season <= lookback else 1
             with torch.no_grad():
+                self.proj.weight.zero_()                                      # the GRU part starts at 0:
+                self.proj.bias.zero_()                                        # the output is the skip alone
                 self.skip.weight.zero_()
                 self.skip.bias.zero_()
                 for h in range(horizon):                                      # y[h] = x[L - m + h mod m]
