@@ -225,9 +225,9 @@ class ForecastConfig(TaskConfig):
     series_embedding: int = opt(0, "size of a learned per-series id embedding fed to the GRU (0 = off)")
     mase_loss: bool = opt(False, "weight each series' training loss by 1 / its in-sample mean absolute seasonal "
                                  "difference (encoded units), as MASE scales errors, instead of equally")
-    patch: int = opt(1, "the GRU reads the lookback in non-overlapping patches of this many steps (one recurrent "
+    patch: int = opt(0, "the GRU reads the lookback in non-overlapping patches of this many steps (one recurrent "
                         "step per patch: lookback / patch steps, far faster on long lookbacks); 0 = the seasonal "
-                        "period when it is > 1 and the lookback holds two periods, else 1")
+                        "period when it is >= 24 (hourly and finer) and the lookback holds two periods, else 1")
     baselines: tuple[str, ...] = opt(("naive", "seasonal_naive", "naive2", "theta", "ets", "arima"),
                                      "baselines fitted beside the model: naive, seasonal_naive, naive2, theta, "
                                      "ets, arima")

@@ -264,11 +264,12 @@ def test_untrained_head_forecasts_seasonal_naive_exactly():
 
 
 def test_patches_feed_one_gru_step_per_patch():
-    """patch=p: the GRU reads (B, L/p, p*F), zeros padding the oldest patch; 0 picks the season when the
+    """patch=p: the GRU reads (B, L/p, p*F), zeros padding the oldest patch; 0 picks a season >= 24 when the
     lookback holds two of them."""
     torch.manual_seed(0)
-    assert _model(patch=0).patch_len == 6 and _model(patch=0, lookback=11).patch_len == 1
-    assert _model(patch=0, season=1).patch_len == 1
+    assert _model(lookback=48, season=24).patch_len == 24                          # the default, 0: auto
+    assert _model(lookback=47, season=24).patch_len == 1 and _model(season=6).patch_len == 1
+    assert _model(patch=3).patch_len == 3
     model = _model(lookback=12, patch=5, window_norm=False)
     with torch.no_grad():
         model.head.proj.weight.normal_()                                           # make the GRU part count

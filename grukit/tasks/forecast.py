@@ -146,12 +146,13 @@ class ForecastTask(SequenceTask):
 
     @property
     def patch_len(self) -> int:
-        """Steps per GRU input (``patch``; 0 picks the season when the lookback holds two of them)."""
+        """Steps per GRU input (``patch``; 0: a high-frequency season (m >= 24, hourly and finer) when the lookback
+        holds two of them, where reading step by step costs m times more recurrent steps; 1 otherwise)."""
         c = self.config
         if c.patch:
             return int(c.patch)
         m = int(self.meta.get("season_length", 1))
-        return m if 1 < m and 2 * m <= c.lookback else 1
+        return m if m >= 24 and 2 * m <= c.lookback else 1
 
     def build_encoder(self, input_size: int | None = None):
         size = int(self.meta["input_size"] if input_size is None else input_size)
