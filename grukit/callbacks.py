@@ -211,14 +211,17 @@ class BestCheckpoint(ModelCheckpoint):
 
 
 class _AtomicWriter(ExperimentWriter):
-    """Lightning's CSV experiment writer, but each save rewrites the whole file atomically (so a kill leaves the
-    previous complete file), keeping the rows of a run being resumed for the epochs before the resumed one."""
+    """Lightning's CSV experiment writer that never leaves a broken file: the first save (and any save that brings
+    a new column) rewrites the whole file atomically, keeping the rows of a run being resumed for the epochs
+    before the resumed one; other saves append their rows as whole lines in one write, so a kill can cut at most
+    the last line, which :func:`_readable_rows` drops. Each save costs its new rows, not the whole log."""
 
     def __init__(self, log_dir: str) -> None:
         super().__init__(log_dir=log_dir)
         self._previous = _readable_rows(Path(self.metrics_file_path))
         self._rows: list[dict] = []
         self._kept: list[dict] | None = None
+        self._written: list[str] | None = None          # the header of the file on disk, once this writer wrote it
 
     def _check_log_dir_exists(self) -> None:
         """Lightning warns that an existing log will be deleted; this writer keeps its readable rows."""
@@ -230,8 +233,14 @@ class _AtomicWriter(ExperimentWriter):
             first = min((_epoch(r) for r in self.metrics if _epoch(r) is not None), default=None)
             self._kept = [r for r in self._previous if first is None or (_epoch(r) is not None
                                                                           and _epoch(r) < first)]
-        self._rows += self.metrics
-        self.metrics = []
+        new, self.metrics = self.metrics, []
+        self._rows += new
+        if self._written is not None and set().union(*new) <= set(self._written):
+            buf = io.StringIO()
+            csv.DictWriter(buf, fieldnames=self._written, lineterminator="\n").writerows(new)
+            with open(self.metrics_file_path, "a", encoding="utf-8") as f:
+                f.write(buf.getvalue())
+            return
         rows = self._kept + self._rows
         keys = sorted(set().union(*rows))
         self.metrics_keys = keys
@@ -240,6 +249,7 @@ class _AtomicWriter(ExperimentWriter):
         writer.writeheader()
         writer.writerows(rows)
         atomic_write(self.metrics_file_path, buf.getvalue(), durable=False)   # per log call: no fsync
+        self._written = keys
 
 
 def _epoch(row: dict) -> float | None:

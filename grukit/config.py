@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from .errors import ConfigError, collect, nearest
 
 __all__ = ["TaskConfig", "ForecastConfig", "ClassifyConfig", "AutoencoderConfig", "opt", "load_config_file",
-           "nearest", "choice", "coerce"]
+           "read_config_mapping", "nearest", "choice", "coerce"]
 
 
 def opt(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the natural name here
@@ -456,12 +456,9 @@ def coerce(value: Any, hint: Any) -> Any:
     return value
 
 
-def load_config_file(path: str | Path, task: str | None = None) -> dict[str, Any]:
-    """Read a YAML, TOML or JSON config file into a flat dict.
-
-    Sections are flattened: ``{model: {hidden_size: 64}, train: {lr: 0.01}}`` reads as
-    ``{hidden_size: 64, lr: 0.01}``; a section named after another task is skipped.
-    """
+def read_config_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML, TOML or JSON config file, as written (sections not flattened); every
+    problem (missing, not UTF-8, unknown format, unparsable, not a mapping) is one ``ConfigError`` line."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
@@ -489,6 +486,16 @@ def load_config_file(path: str | Path, task: str | None = None) -> dict[str, Any
         raise ConfigError(f"{p}: cannot parse: {str(e).splitlines()[0]}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of option names to values at the top level")
+    return raw
+
+
+def load_config_file(path: str | Path, task: str | None = None) -> dict[str, Any]:
+    """Read a YAML, TOML or JSON config file into a flat dict.
+
+    Sections are flattened: ``{model: {hidden_size: 64}, train: {lr: 0.01}}`` reads as
+    ``{hidden_size: 64, lr: 0.01}``; a section named after another task is skipped.
+    """
+    raw = read_config_mapping(path)
     from .tasks.registry import names as task_names
     flat: dict[str, Any] = {}
     for k, v in raw.items():

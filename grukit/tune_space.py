@@ -16,13 +16,12 @@ This module imports neither torch nor optuna (the CLI's ``--help`` describes the
 """
 from __future__ import annotations
 
-import json
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import TaskConfig, coerce, nearest
+from .config import TaskConfig, coerce, nearest, read_config_mapping
 from .errors import ConfigError
 
 __all__ = ["Dim", "parse_space", "task_space", "describe_space", "read_tune_section"]
@@ -146,19 +145,9 @@ def describe_space(cls: type[TaskConfig]) -> str:
 
 def read_tune_section(path: str | Path) -> dict[str, Any]:
     """The ``tune:`` section of a YAML/TOML/JSON config file ({} when it has none)."""
-    p = Path(path)
-    text = p.read_text(encoding="utf-8")
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
-        raw = yaml.safe_load(text) or {}
-    elif p.suffix == ".toml":
-        import tomllib
-        raw = tomllib.loads(text)
-    else:
-        raw = json.loads(text)
-    section = raw.get("tune", {}) if isinstance(raw, dict) else {}
+    section = read_config_mapping(path).get("tune", {})
     if section is None:
         return {}
     if not isinstance(section, dict):
-        raise ConfigError(f"{p}: the tune: section must map field names to choices, ranges or fixed values")
+        raise ConfigError(f"{path}: the tune: section must map field names to choices, ranges or fixed values")
     return section

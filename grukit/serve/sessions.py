@@ -25,6 +25,7 @@ import torch
 
 from ..errors import ConfigError, DataError, ShapeError
 from ..nn import frozen_weights
+from ..tasks.speech import GreedyStream, beam_search
 from .adapters import Served, streamable
 
 __all__ = ["Session", "SessionBatcher", "advance"]
@@ -62,7 +63,7 @@ class Session:
             self.spec = audio.FeatureSpec.from_dict(m["features"])
             self.feats = audio.StreamingFeatures(self.spec)
             self.conv = None
-            self.prev, self.ids, self.log_probs = 0, [], []
+            self.best, self.log_probs = GreedyStream(), []
             self.mean = torch.tensor(m["feature_mean"], dtype=torch.float32)
             self.std = torch.tensor(m["feature_std"], dtype=torch.float32)
         else:
@@ -108,10 +109,7 @@ class Session:
                 return
             lp = self.model.head(y) if log_probs is None else log_probs          # (n, S+1)
             self.log_probs.append(lp)
-            for k in lp.argmax(-1).tolist():
-                if k != 0 and k != self.prev:
-                    self.ids.append(k)
-                self.prev = k
+            self.best.feed(lp.argmax(-1).tolist())
         else:
             for k, yk in enumerate(ys):
                 self.ys[k].append(yk)
@@ -121,10 +119,9 @@ class Session:
         s, m = self.served, self.model
         if s.task == "speech":
             if final and m.config.decoder == "beam" and self.log_probs:
-                from ..tasks.speech import beam_search
                 text = m.vocab.text_of(beam_search(torch.cat(self.log_probs), m.config.beam_size))
             else:
-                text = m.vocab.text_of(self.ids)                     # as transcribe() writes it
+                text = m.vocab.text_of(self.best.ids)                # as transcribe() writes it
             return {"text": text, "frames": self.frames}
         if not self.frames:
             return {"frames": 0}

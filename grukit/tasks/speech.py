@@ -39,7 +39,7 @@ from .heads import CTCHead
 from .speech_config import SpeechConfig
 
 __all__ = ["SpeechTask", "Task", "prepare", "evaluate", "predict", "transcribe", "transcribe_files", "Streamer",
-           "CausalConv", "greedy_decode", "beam_search", "error_rates"]
+           "CausalConv", "greedy_decode", "GreedyStream", "beam_search", "error_rates"]
 
 
 # ====================================================================== decoding
@@ -47,6 +47,22 @@ def greedy_decode(log_probs: Tensor | np.ndarray, blank: int = 0) -> list[int]:
     """Best path of one utterance (T, S+1): argmax per frame, merge repeats, drop blanks."""
     best = torch.as_tensor(log_probs).argmax(-1)
     return [int(i) for i in torch.unique_consecutive(best) if int(i) != blank]
+
+
+class GreedyStream:
+    """:func:`greedy_decode` fed frame by frame (streaming): a frame's best label is kept when it is not blank and
+    differs from the previous frame's; ``ids`` is the transcript so far."""
+    __slots__ = ("prev", "ids", "blank")
+
+    def __init__(self, blank: int = 0) -> None:
+        self.prev, self.ids, self.blank = blank, [], blank
+
+    def feed(self, labels) -> None:
+        """Take the best labels (ints) of the next frames."""
+        for k in labels:
+            if k != self.blank and k != self.prev:
+                self.ids.append(k)
+            self.prev = k
 
 
 def _lse(a: float, b: float) -> float:
@@ -358,7 +374,7 @@ class Streamer:
         self.decoder = decoder or model.config.decoder
         self.h: Tensor | None = None
         self.conv = None
-        self.prev, self.ids, self.outputs = 0, [], []
+        self.best, self.outputs = GreedyStream(), []
 
     def _frames(self, frames: np.ndarray) -> None:
         if len(frames) == 0:
@@ -385,20 +401,17 @@ class Streamer:
             y, self.h = m.encoder.step(x[:, t], self.h)                         # (1, H), (L, 1, H)
             lp = m.head(y)[0]                                                   # (S+1,)
             self.outputs.append(lp)
-            k = int(lp.argmax())
-            if k != 0 and k != self.prev:
-                self.ids.append(k)
-            self.prev = k
+            self.best.feed((int(lp.argmax()),))
 
     def push(self, samples: np.ndarray) -> str:
         self._frames(self.feats.push(samples))
-        return self.model.vocab.text_of(self.ids)
+        return self.model.vocab.text_of(self.best.ids)
 
     def finish(self) -> str:
         self._frames(self.feats.finish())
         if self.decoder == "beam" and self.outputs:
             return self.model.vocab.text_of(beam_search(self.log_probs(), self.model.config.beam_size))
-        return self.model.vocab.text_of(self.ids)
+        return self.model.vocab.text_of(self.best.ids)
 
     def log_probs(self) -> Tensor:
         return torch.stack(self.outputs) if self.outputs else torch.zeros(0, len(self.model.vocab.symbols) + 1)
