@@ -38,8 +38,8 @@ from .base import SequenceTask, infer
 from .forecast_es import ESLayer
 from .heads import DirectForecastHead
 
-__all__ = ["ForecastTask", "prepare", "forecast_series", "evaluate", "predict", "Series", "choose_transform",
-           "season_of"]
+__all__ = ["ForecastTask", "prepare", "prepare_series", "forecast_series", "evaluate", "predict", "Series",
+           "choose_transform", "season_of", "mase_weights"]
 
 
 # ====================================================================== data
@@ -84,8 +84,17 @@ def _covariates(s: Series, cov_scale: dict) -> np.ndarray:
 def prepare(cfg: ForecastConfig) -> Prepared:
     series, roles, path = load_panel(cfg.data, layout=cfg.layout, duplicates=cfg.duplicates, time_col=cfg.time_col,
                                      target=cfg.target, known=cfg.known, past=cfg.past, id_col=cfg.id_col)
+    return prepare_series(cfg, series, roles, path)
+
+
+def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path: str = "",
+                   hold: int | None = None) -> Prepared:
+    """Loaders and meta for series already read (``prepare`` reads ``cfg.data``; the estimator passes arrays).
+    ``hold``: points kept out of training at each series' end (default: none with ``test_data``, else
+    ``backtests x horizon`` for the evaluation)."""
     L, H = cfg.lookback, cfg.horizon
-    hold = 0 if cfg.test_data else cfg.backtests * H
+    if hold is None:
+        hold = 0 if cfg.test_data else cfg.backtests * H
     series = drop_short(series, hold + 2, f"train and hold out {hold} points", path)
     if not any(s.n_obs - hold >= H + 1 for s in series):
         raise DataError(f"too short: no series has horizon {H} + held-out {hold} (backtests x horizon) + 1 = "
