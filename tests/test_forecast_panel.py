@@ -261,6 +261,9 @@ def test_untrained_head_forecasts_seasonal_naive_exactly():
         out, _ = _model(window_norm=norm)(_batch(window))                           # (B, H, C, Q)
         for q in range(out.shape[-1]):
             torch.testing.assert_close(out[:, :, 0, q], want, rtol=1e-6, atol=1e-6)
+    out, _ = _model(likelihood="gaussian")(_batch(window))                          # (B, H, C, 2)
+    torch.testing.assert_close(out[:, :, 0, 0], want, rtol=1e-6, atol=1e-6)         # the mean moves,
+    torch.testing.assert_close(out[..., 1], torch.zeros(2, 6, 1))                   # not the scale
 
 
 def test_patches_feed_one_gru_step_per_patch():

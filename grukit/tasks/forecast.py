@@ -177,7 +177,8 @@ class ForecastTask(SequenceTask):
         adjusted = c.deseasonalize or c.es_hybrid                # the window is seasonally adjusted already
         return DirectForecastHead(self.encoder_size, c.horizon, m["n_targets"], self.n_params, c.lookback,
                                   m["n_known"], c.linear_skip, c.head_dropout,
-                                  1 if adjusted else int(m.get("season_length", 1)))
+                                  1 if adjusted else int(m.get("season_length", 1)),
+                                  n_locations=1 if c.likelihood == "gaussian" else None)
 
     def build_metrics(self):
         from torchmetrics import MeanAbsoluteError, MetricCollection
