@@ -374,7 +374,7 @@ def test_bad_options():
     with pytest.raises(ConfigError, match="bidirectional"):
         LMConfig.from_dict({"data": "x", "bidirectional": True})
     with pytest.raises(ConfigError, match=r"(?s)2 problems.*temperature=-1.*top_k=-2"):
-        lm._check_sampling(10, -1.0, -2, 1.0)
+        lm.check_sampling(10, -1.0, -2, 1.0)
     with pytest.raises(ConfigError, match="no generation option"):
         lm.generate_run(None, [], primer="x")
 

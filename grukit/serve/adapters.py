@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import ConfigError, DataError, ShapeError
+from ..tasks.language import check_sampling
 
 __all__ = ["Served", "load_served", "parse_series", "parse_sequence", "parse_values", "ROUTES"]
 
@@ -229,13 +230,14 @@ def score_batch(s: Served, texts: list[str]) -> list[dict]:
 
 
 # ====================================================================== generation (LM)
+MAX_GENERATION = 10000                    # tokens one request may ask for (a serving limit, not the model's)
+
+
 def check_generation(length, temperature, top_k, top_p) -> None:
-    if not isinstance(length, int) or not 1 <= length <= 10000:
-        raise DataError(f"length={length!r}: expected a whole number of tokens from 1 to 10000")
-    if not isinstance(temperature, (int, float)) or temperature < 0:
-        raise DataError(f"temperature={temperature!r}: expected a number >= 0 (0 = the most likely token)")
-    if top_k < 0 or not 0 < top_p <= 1:
-        raise DataError(f"top_k={top_k}, top_p={top_p}: expected top_k >= 0 and 0 < top_p <= 1")
+    """The generation options of one request: a length the server grants, then the task's own checks."""
+    if not isinstance(length, int) or not 1 <= length <= MAX_GENERATION:
+        raise DataError(f"length={length!r}: expected a whole number of tokens from 1 to {MAX_GENERATION}")
+    check_sampling(length, temperature, top_k, top_p)
 
 
 def generate_batch(s: Served, requests: list[dict]) -> Iterator[list[str | None]]:

@@ -42,7 +42,7 @@ from .heads import AdaptiveHead, RegressionHead, TiedLMHead
 from .language_config import LMConfig
 
 __all__ = ["LMTask", "Task", "prepare", "evaluate", "predict", "score", "generate", "generate_run",
-           "generate_text", "sample", "stream_nll", "split_ids"]
+           "generate_text", "sample", "check_sampling", "stream_nll", "split_ids"]
 
 LN2 = math.log(2.0)
 
@@ -313,12 +313,13 @@ def predict(run, models, data: str | None, out: str | Path | None = None) -> lis
 
 
 # ====================================================================== generation
-def _check_sampling(length: int, temperature: float, top_k: int, top_p: float) -> None:
+def check_sampling(length: int, temperature: float, top_k: int, top_p: float) -> None:
+    """One ``ConfigError`` naming every sampling option out of range (the CLI, Python and the server check here)."""
     problems = []
     if length < 0:
         problems.append(f"length={length}: expected a number of tokens >= 0")
     if temperature < 0:
-        problems.append(f"temperature={temperature}: expected >= 0 (0 = always the most likely token)")
+        problems.append(f"temperature={temperature}: expected a number >= 0 (0 = always the most likely token)")
     if top_k < 0:
         problems.append(f"top_k={top_k}: expected >= 0 (0 = no limit)")
     if not 0 < top_p <= 1:
@@ -413,7 +414,7 @@ def generate(models, meta: dict, prompts: list[str], length: int = 200, temperat
     if len(temps) != len(prompts):
         raise ConfigError(f"{len(temps)} temperatures for {len(prompts)} prompts; give one, or one per prompt")
     for t in set(temps) or {1.0}:
-        _check_sampling(length, t, top_k, top_p)
+        check_sampling(length, t, top_k, top_p)
     if isinstance(seed, (list, tuple)):
         if len(seed) != len(prompts):
             raise ConfigError(f"{len(seed)} seeds for {len(prompts)} prompts; give one, or one per prompt")
@@ -517,7 +518,7 @@ def generate_run(run, models, prompt: str = "", length: int = 500, temperature: 
         raise ConfigError(f"the lm task has no generation option(s) {', '.join(sorted(unknown))}; it takes "
                           "--prompt, --length, --temperature, --top-k, --top-p, --seed, --out")
     vocab = Vocab.from_dict(run.meta["vocab"])
-    _check_sampling(length, temperature, top_k, top_p)
+    check_sampling(length, temperature, top_k, top_p)
     stream = stream if stream is not None else (None if out else sys.stdout)
 
     def emit(s: str) -> None:
