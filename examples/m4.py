@@ -34,10 +34,11 @@ Weekly meets Smyl's OWA (0.845 <= 0.85) and beats every baseline; Hourly beats e
 (0.866 < 0.893) but not his OWA (0.511 > 0.44): its sMAPE stays high on the intermittent, near-zero series
 (H130-H170, H330-H400), where sMAPE explodes for every method. Intervals meet the targets on both (coverage
 within 2 points of 95%, MSIS far below the ETS benchmark's). What moved Hourly from 0.616 (MASE 1.225, worse
-than seasonal naive) to 0.511: the head starts at the seasonal-naive forecast with the GRU's part at zero, the
-GRU reads the week one day per step (``patch``, 24x fewer steps, so 40 epochs fit the budget instead of 8), and
-``mase_loss`` weighs each series as MASE does (the nearly periodic series, whose seasonal naive is almost exact,
-had dominated MASE). Chosen on a validation split (the train file's last 48 / 13 points), never the test file.
+than seasonal naive) to 0.511: the head starts at the seasonal-naive forecast with the GRU's part at zero
+(``head_init=auto`` on a panel), the GRU reads the week one day per step (``patch``, 24x fewer steps, so 40
+epochs fit the budget instead of 8), and ``mase_loss`` weighs each series as MASE does (the nearly periodic
+series, whose seasonal naive is almost exact, had dominated MASE). Chosen on a validation split (the train
+file's last 48 / 13 points), never the test file.
 """
 from __future__ import annotations
 

@@ -252,8 +252,9 @@ def _batch(window):
 
 
 def test_untrained_head_forecasts_seasonal_naive_exactly():
-    """With the linear skip, the untrained model's every output is the seasonal-naive forecast of the window
-    (the GRU learns a correction to it), with and without window normalisation."""
+    """With the linear skip and head_init auto on many series (or baseline), the untrained model's every output
+    is the seasonal-naive forecast of the window (the GRU learns a correction to it), with and without window
+    normalisation; a single series (auto) or head_init=random keeps PyTorch's init of the GRU's part."""
     torch.manual_seed(0)
     window = torch.randn(2, 12) + 3.0
     want = torch.stack([window[:, 6 + h % 6] for h in range(6)], 1)                 # y[h] = x[L - m + h mod m]
@@ -261,6 +262,10 @@ def test_untrained_head_forecasts_seasonal_naive_exactly():
         out, _ = _model(window_norm=norm)(_batch(window))                           # (B, H, C, Q)
         for q in range(out.shape[-1]):
             torch.testing.assert_close(out[:, :, 0, q], want, rtol=1e-6, atol=1e-6)
+    one = ForecastTask(_model().config, {**_model().meta, "series_ids": ["a"]})
+    assert one.head.proj.weight.abs().sum() > 0                                     # auto: random for one series
+    assert ForecastTask(_model(head_init="baseline").config, one.meta).head.proj.weight.abs().sum() == 0
+    assert _model(head_init="random").head.proj.weight.abs().sum() > 0
     out, _ = _model(likelihood="gaussian")(_batch(window))                          # (B, H, C, 2)
     torch.testing.assert_close(out[:, :, 0, 0], want, rtol=1e-6, atol=1e-6)         # the mean moves,
     torch.testing.assert_close(out[..., 1], torch.zeros(2, 6, 1))                   # not the scale

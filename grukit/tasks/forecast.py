@@ -178,7 +178,9 @@ class ForecastTask(SequenceTask):
         return DirectForecastHead(self.encoder_size, c.horizon, m["n_targets"], self.n_params, c.lookback,
                                   m["n_known"], c.linear_skip, c.head_dropout,
                                   1 if adjusted else int(m.get("season_length", 1)),
-                                  n_locations=1 if c.likelihood == "gaussian" else None)
+                                  n_locations=1 if c.likelihood == "gaussian" else None,
+                                  zero_correction=c.head_init == "baseline" or
+                                  (c.head_init == "auto" and len(m.get("series_ids", [])) > 1))
 
     def build_metrics(self):
         from torchmetrics import MeanAbsoluteError, MetricCollection
