@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # the C kernels (optional: without a compiler grukit runs its numba kernels); rebuilt when their source changes
 CEXT   := $(VENV)/.cgru
-CSRC   := setup.py grukit/nn/backends/_fused/_cgru.c grukit/nn/backends/_fused/cgru_impl.h
+CSRC   := setup.py $(wildcard grukit/nn/backends/_fused/*.c grukit/nn/backends/_fused/*.h)
 
 .PHONY: install quickstart test browser bench clean
 

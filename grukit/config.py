@@ -313,7 +313,10 @@ class ClassifyConfig(TaskConfig):
     schedule: str = opt("auto", "auto: from the training-set size N (fewer than 500 series: no validation "
                                 "split, train on all series for a fixed budget and keep the lowest training "
                                 "loss, as InceptionTime does; 500 or more: a stratified val_fraction split "
-                                "with early stopping); manual: use max_epochs, patience, val_fraction as given")
+                                "with early stopping); validated: as auto but always with the validation "
+                                "split and early stopping, one model unless --ensemble says otherwise (what "
+                                "grukit tune runs: a search needs a validation score); manual: use "
+                                "max_epochs, patience, val_fraction as given")
     train_steps: int = opt(1000, "schedule=auto: optimiser steps to train for (epochs = train_steps / batches "
                                  "per epoch, at most max_epochs), so small sets get enough updates")
     ensemble: int = opt(0, "models trained with different seeds whose probabilities are averaged; 0 = auto: "
@@ -339,13 +342,14 @@ class ClassifyConfig(TaskConfig):
         "dropout": {"low": 0.0, "high": 0.3},
         "lr": {"low": 3e-4, "high": 1e-2, "log": True},
         "batch_size": [16, 32, 64],
+        "schedule": "validated",               # fixed: every trial needs a validation split to be scored on
     }
 
     def problems(self) -> list[str]:
         p = super().problems()
         choice(p, "pooling", self.pooling, ["last", "mean", "attention"])
         choice(p, "normalize", self.normalize, ["auto", "series", "feature", "none"])
-        choice(p, "schedule", self.schedule, ["auto", "manual"])
+        choice(p, "schedule", self.schedule, ["auto", "validated", "manual"])
         for a in self.augment:
             choice(p, "augment", a, ["jitter", "scaling", "window_slice", "window_warp"])
         for b in self.baselines:

@@ -290,7 +290,7 @@ raises(lambda: plan.run(x.ctypes.data, 3, 2, 0, None, 0.0, 1, 1, True, 0, 2), "P
 st = fused_cpu._compiled_stream(C, m.eval(), 1)
 raises(lambda: C.Stream(st.ws, st.meta[:-1].copy()), "Stream short meta")
 bad = st.meta.copy()
-bad[13] = st.ws.size
+bad[len(C.STREAM_META) + C.STREAM_LAYER_META.index("off_whh")] = st.ws.size
 raises(lambda: C.Stream(st.ws, bad), "Stream offset past ws")
 
 # ---------------------------------------------------------------- two Python threads, one plan and one pool

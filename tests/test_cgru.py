@@ -427,7 +427,8 @@ def test_other_kernel_builds_match_reference(env, status):
 @needs_c
 @pytest.mark.parametrize("kw", [dict(), dict(reset_after=False, num_layers=2)])
 def test_gru_step_runs_the_compiled_stream_kernel(kw):
-    """GRU.step (inference, float32) goes through the compiled stream kernel and equals forward()."""
+    """GRU.step (inference, float32) goes through the compiled step kernel, reading the weight tensors in place
+    (no packed copy is made for it), and equals forward()."""
     torch.manual_seed(0)
     gru = GRU(4, 18, **kw).eval()
     xs = torch.randn(6, 3, 4)
@@ -439,7 +440,9 @@ def test_gru_step_runs_the_compiled_stream_kernel(kw):
             torch.testing.assert_close(y, y_all[t], atol=1e-5, rtol=0)
     torch.testing.assert_close(h, h_all, atol=1e-5, rtol=0)
     be = backends.get("fused_cpu")
-    assert "streams" in be.cache.peek(gru).parts
+    assert "streams" not in be.cache.peek(gru).parts and backends.last_kernel() == "fused_cpu/compiled"
+    read = fused_cpu.inplace_weights(gru)
+    assert read is not None and read.ptrs == tuple(p.data_ptr() for p in gru._flat_weights)
 
 
 @needs_c
@@ -569,7 +572,8 @@ def test_onnx_export_after_fast_calls_traces_the_general_path(tmp_path):
 @pytest.mark.parametrize("kw", [dict(), dict(reset_after=False, num_layers=3, zoneout=0.2)], ids=["plain", "cho-3"])
 def test_step_fast_path_matches_forward_and_leaves_what_it_does_not_take(kw, monkeypatch):
     """After the first no-grad step, float32 frames skip GRU.step's general path and still equal forward();
-    reset masks, unbatched frames, a strided state and stale weights take the general path."""
+    reset masks and unbatched frames take the general path; a strided state is copied by the fast path; changed
+    weights are read in place by the next fast call."""
     torch.manual_seed(0)
     gru = GRU(4, 18, **kw).eval()
     xs = torch.randn(6, 3, 4)
@@ -589,13 +593,120 @@ def test_step_fast_path_matches_forward_and_leaves_what_it_does_not_take(kw, mon
         assert calls == []
         gru.step(xs[0], h, reset=torch.tensor([True, False, True]))
         gru.step(xs[0, 0])                                             # unbatched
-        gru.step(xs[0], torch.randn(gru.num_layers, 3, 36)[..., ::2])  # strided state
+        strided = torch.randn(gru.num_layers, 3, 36)[..., ::2]
+        torch.testing.assert_close(gru.step(xs[0], strided)[1], gru.step(xs[0], strided.contiguous())[1],
+                                   atol=0, rtol=0)                     # strided state: copied, fast path
         with pytest.raises(ShapeError, match="h must have shape"):
             gru.step(xs[0], torch.zeros(1, 3, 5))
-        assert len(calls) == 3
-        gru.weight_ih_l0.mul_(0.5)                                      # stale packed weights: general path
+        assert len(calls) == 2
+        gru.weight_ih_l0.mul_(0.5)                                      # read in place: seen by the fast path
         y_new, _ = gru.step(xs[0])
-        assert len(calls) == 4
+        assert len(calls) == 2
         ref = GRU(4, 18, backend="reference", **kw).eval()
         ref.load_state_dict(gru.state_dict())
         torch.testing.assert_close(y_new, ref.step(xs[0])[0], atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- the layouts Python and C exchange
+@needs_c
+def test_stream_meta_is_filled_by_the_c_sides_field_names():
+    """A stream's meta is built from the C side's own field names (cgru.h's StreamMeta / StreamLayerMeta): each
+    field holds what Python means by its name, and the Stream reads it so (the frame's state sits at off_h)."""
+    from grukit.nn.backends._fused import _cgru as C
+    assert C.STREAM_META[:3] == ("L", "B", "H") and "off_h" in C.STREAM_META and "off_whh" in C.STREAM_LAYER_META
+    torch.manual_seed(0)
+    gru = GRU(3, 20, num_layers=2).eval()
+    st = fused_cpu._compiled_stream(C, gru, 2)
+    head = dict(zip(C.STREAM_META, st.meta[:len(C.STREAM_META)]))
+    assert (head["L"], head["B"], head["H"], head["Hp"]) == (2, 2, 20, 32)
+    assert np.shares_memory(st.state, st.ws) and st.state.ctypes.data == st.ws.ctypes.data + 4 * head["off_h"]
+    layer1 = dict(zip(C.STREAM_LAYER_META, st.meta[len(C.STREAM_META) + len(C.STREAM_LAYER_META):]))
+    assert layer1["n_in"] == 20
+
+
+@needs_c
+def test_a_layout_disagreement_is_a_clear_error():
+    """Python and C disagreeing on a field (an extension built from other sources) fails with an error naming the
+    field and the fix, never a misread buffer: a meta field one side lacks, a constant that differs, a meta of
+    the wrong size at the C boundary."""
+    from types import SimpleNamespace
+
+    from grukit.nn.backends._fused import _cgru as C
+    head = dict(L=1, B=1, H=4, Hp=16, reset_after=1, off_h=0, off_gi=0, off_gh=0, off_q=0, off_zo=0)
+    layer = dict(n_in=2, off_wih=0, off_bih=0, off_whh=0, off_bhh=0)
+    old = SimpleNamespace(STREAM_META=C.STREAM_META[:-1], STREAM_LAYER_META=C.STREAM_LAYER_META)
+    with pytest.raises(RuntimeError, match=r"StreamMeta layout: Python fills \['off_zo'\] that C does not have.*rebuild"):
+        fused_kernels.stream_meta(old, head, [layer])
+    new = SimpleNamespace(STREAM_META=C.STREAM_META, STREAM_LAYER_META=C.STREAM_LAYER_META + ("off_norm",))
+    with pytest.raises(RuntimeError, match=r"StreamLayerMeta layout: C has \['off_norm'\] that Python does not fill"):
+        fused_kernels.stream_meta(new, head, [layer])
+    with pytest.raises(RuntimeError, match=r"PANEL: C 8, Python 16.*rebuild"):
+        fused_kernels.check_constants(SimpleNamespace(PANEL=8, MAX_STACK_ROWS=C.MAX_STACK_ROWS))
+    fused_kernels.check_constants(C)                                    # the built module agrees
+    st = fused_cpu._compiled_stream(C, GRU(2, 4).eval(), 1)
+    with pytest.raises(ValueError, match="not a StreamMeta and L StreamLayerMeta"):
+        C.Stream(st.ws, np.concatenate([st.meta, st.meta[-5:]]))        # one layer more than L says
+
+
+@needs_c
+def test_in_place_step_split_over_threads_is_bitwise_one_thread():
+    """From STREAM_SPLIT_MIN_HIDDEN the in-place step shares each layer's hidden units out over the threads
+    (unit ranges of the row-major weights); every unit's arithmetic is the same, so the state is bit for bit the
+    one-thread state, and it equals the reference."""
+    torch.manual_seed(0)
+    H = fused_kernels.STREAM_SPLIT_MIN_HIDDEN + 8                      # not a multiple of the panel width
+    gru = GRU(7, H, num_layers=2, reset_after=False).eval()
+    ref = GRU(7, H, num_layers=2, reset_after=False, backend="reference").eval()
+    ref.load_state_dict(gru.state_dict())
+    xs = torch.randn(5, 2, 7)
+    before = torch.get_num_threads()
+    got = {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            h = None
+            with torch.no_grad():
+                for t in range(5):
+                    _, h = gru.step(xs[t], h)
+            got[n] = h
+    finally:
+        torch.set_num_threads(before)
+    assert backends.last_kernel() == "fused_cpu/compiled"
+    assert torch.equal(got[1], got[2])
+    with torch.no_grad():
+        h = None
+        for t in range(5):
+            _, h = ref.step(xs[t], h)
+    torch.testing.assert_close(got[1], h, atol=1e-5, rtol=0)
+
+
+def test_numba_step_meta_is_filled_by_name():
+    """The numba packed stream's meta follows the one table STEP_META; a name it does not have is an error."""
+    k = fused_kernels.kernels()
+    meta = k.step_meta([3, 5], L=2, B=4, H=5, Imax=5, reset_after=1)
+    assert dict(zip(k.STEP_META, meta)) == dict(L=2, B=4, H=5, Imax=5, reset_after=1)
+    assert list(meta[len(k.STEP_META):]) == [3, 5]
+    with pytest.raises(KeyError, match="no field \\['Hp'\\]"):
+        k.step_meta([3], L=1, B=1, H=5, Imax=5, reset_after=1, Hp=16)
+
+
+@needs_c
+def test_held_check_identity_addresses_and_bytes():
+    """``_cgru.held``, the weight cache's check in one call: ``None`` unless the tensors (a sequence, or a dict's
+    entries by name) are the held objects at the held addresses; then whether their bytes are the snapshot's."""
+    a, b = torch.randn(3, 4), torch.randn(5)
+    snap = torch.cat([a.reshape(-1), b]).numpy().view(np.uint8)
+    args = (snap.copy(), (48, 20), (a.data_ptr(), b.data_ptr()), (a, b))
+    assert C.held(*args, [a, b]) is True
+    assert C.held(*args, {"w": a, "b": b, "x": None}, ["w", "b"]) is True
+    assert C.held(*args, [a, b.clone()]) is None                              # another object
+    assert C.held(*args, {"w": a}, ["w", "b"]) is None                         # a name missing
+    assert C.held(*args, [a]) is None                                          # fewer tensors
+    b.data[2] += 1
+    assert C.held(*args, [a, b]) is False                                      # a value written in place
+    b.data = torch.randn(5)
+    assert C.held(*args, [a, b]) is None                                       # moved: same object elsewhere
+    with pytest.raises(ValueError, match="sizes exceed the snapshot"):
+        C.held(snap[:40].copy(), (48, 20), (a.data_ptr(), a.data_ptr()), (a, a), [a, a])
+    with pytest.raises(TypeError, match="held"):
+        C.held(snap, [48, 20], (a.data_ptr(),), (a,), [a])

@@ -154,6 +154,16 @@ def test_auto_schedule_from_training_set_size():
     manual = ClassifyConfig(schedule="manual", max_epochs=7, val_fraction=0.1)
     resolve_schedule(manual, 50)
     assert (manual.max_epochs, manual.val_fraction, manual.ensemble) == (7, 0.1, 1)
+    validated = ClassifyConfig(schedule="validated")             # what grukit tune trains: always scored
+    info = resolve_schedule(validated, 50)
+    assert validated.val_fraction == 0.2 and validated.patience == 30 and validated.ensemble == 1
+    assert "validation split" in info["rule"] and "no validation" not in info["rule"]
+
+
+def test_tune_trials_of_a_small_set_are_validated():
+    from grukit.tune_space import task_space
+    space = task_space(ClassifyConfig)
+    assert space["schedule"].kind == "fixed" and space["schedule"].value == "validated"
 
 
 def test_config_accepts_old_boolean_normalize():

@@ -203,3 +203,46 @@ def test_stream_warns_at_reset_when_stale_and_refresh_clears_it():
     with torch.no_grad():
         want = _torch_twin(m)(x)[0][:, 0]
     torch.testing.assert_close(ys, want, atol=1e-6, rtol=0)
+
+
+def test_compiled_step_reads_the_weights_in_place():
+    """The compiled float32 step keeps no copy: it reads the Parameters at their addresses (so a write by any
+    route is seen with nothing to compare), and weights it cannot read in place (a non-contiguous tensor after
+    ``p.data = t``) send the step to the packed path, with the same results."""
+    from grukit.nn.backends import fused_cpu
+    if fused_cpu.cgru() is None:
+        pytest.skip("the C extension is not built: the numba step runs")
+    torch.manual_seed(0)
+    m = GRU(6, 20, 2).eval()
+    x = torch.randn(4, 3, 6)
+    cache = backends.get("fused_cpu").cache
+    with torch.no_grad():
+        m.step(x[0])
+        read = fused_cpu.inplace_weights(m)
+        assert read.ptrs == tuple(t.data_ptr() for t in m._flat_weights)
+        before = cache.builds
+        for t in range(3):
+            m.weight_ih_l1.data[t] += 1.0                              # a write no version counter sees
+            _check(m, x)
+        assert cache.peek(m) is None or "streams" not in cache.peek(m).parts   # no packed step copy was made
+        m.weight_hh_l0.data = m.weight_hh_l0.data.t().contiguous().t()   # same values, column-major
+        assert fused_cpu.inplace_weights(m) is None
+        _check(m, x)                                                  # the packed path, as correct
+        assert cache.builds > before
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_batched_step_through_packed_streams_sees_changes(dtype):
+    """A batch of PACKED_STEP_MIN_ROWS rows or more steps through a packed stream (not in place): the weight
+    cache's rule still sees a ``.data`` write and a ``p.data = t`` before the next step."""
+    from grukit.nn.backends import fused_cpu
+    torch.manual_seed(0)
+    m = GRU(8, 16, dtype=dtype).eval()
+    x = torch.randn(5, fused_cpu.PACKED_STEP_MIN_ROWS + 2, 8, dtype=dtype)
+    _warm(m, x)
+    _route_data_fill(m)
+    _check(m, x)
+    m.weight_ih_l0.data = torch.randn_like(m.weight_ih_l0)
+    _check(m, x)
+    if dtype == torch.float32 and fused_cpu.cgru() is not None:
+        assert "streams" in backends.get("fused_cpu").cache.peek(m).parts

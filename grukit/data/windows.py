@@ -13,13 +13,15 @@ fewer than ``lookback`` steps exist, the window is padded on the left with the f
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
 
-__all__ = ["fwd", "inv", "scaler", "Codec", "window_at", "WindowDataset", "train_origins"]
+__all__ = ["fwd", "inv", "scaler", "Codec", "window_at", "WindowDataset", "train_origins", "split_origins"]
 
 
 def fwd(y: np.ndarray, transform: str) -> np.ndarray:
@@ -94,6 +96,26 @@ def train_origins(end: int, L: int, H: int, max_windows: int = 0) -> np.ndarray:
     if 0 < max_windows < len(o):
         o = np.unique(o[np.round(np.linspace(0, len(o) - 1, max_windows)).astype(int)])
     return o
+
+
+def split_origins(end: int, L: int, H: int, max_windows: int = 0, val_fraction: float = 0.0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation origins of one series' first ``end`` points: the last ``val_fraction`` of the
+    origins validate, and a training window's targets end before the first validation target (no validation
+    target is ever a training target, so the validation loss measures forecasts of unseen points, which early
+    stopping and ``grukit tune`` rely on). Training windows then come from the points before the validation
+    targets (with a padded lookback where the series is short); a series too short for both trains on all of its
+    origins and validates none."""
+    origins = train_origins(end, L, H, max_windows)
+    n = len(origins)
+    n_val = min(n - 1, max(1, math.ceil(val_fraction * n))) if val_fraction > 0 and n > 1 else 0
+    if n_val == 0:
+        return origins, origins[:0]
+    val = origins[n - n_val:]
+    train = train_origins(int(val[0]), L, H, max_windows)      # targets [o, o + H) end before val[0]
+    if len(train) == 0:
+        return origins, origins[:0]
+    return train, val
 
 
 class WindowDataset(Dataset):

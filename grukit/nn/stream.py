@@ -51,7 +51,7 @@ def _memcmp():
     except ImportError:
         return None
     c = cgru()
-    return None if c is None else c.same
+    return None if c is None else c.held
 
 
 class _PythonFrames:

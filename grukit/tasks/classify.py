@@ -93,7 +93,8 @@ def resolve_schedule(cfg: ClassifyConfig, n: int) -> dict:
         cfg.ensemble = cfg.ensemble or 1
         return {"rule": "manual", "val_fraction": cfg.val_fraction, "max_epochs": cfg.max_epochs,
                 "patience": cfg.patience, "ensemble": cfg.ensemble}
-    use_val = n >= VAL_MIN_SERIES and cfg.val_fraction > 0
+    validated = cfg.schedule == "validated"
+    use_val = (n >= VAL_MIN_SERIES or validated) and cfg.val_fraction > 0
     if not use_val:
         cfg.val_fraction = 0.0
         cfg.patience = 0                        # a fixed budget: nothing to stop early on
@@ -102,8 +103,9 @@ def resolve_schedule(cfg: ClassifyConfig, n: int) -> dict:
     batches = max(1, math.ceil(n_fit * repeat / cfg.batch_size))               # per-epoch overhead
     cfg.max_epochs = max(1, min(cfg.max_epochs, math.ceil(cfg.train_steps / batches)))
     if cfg.ensemble == 0:
-        cfg.ensemble = SMALL_ENSEMBLE[1] if n < SMALL_ENSEMBLE[0] else 1
-    why = (f"{n} series >= {VAL_MIN_SERIES}: stratified validation split, early stopping on val_loss" if use_val
+        cfg.ensemble = SMALL_ENSEMBLE[1] if n < SMALL_ENSEMBLE[0] and not validated else 1
+    why = ("schedule=validated: stratified validation split, early stopping on val_loss" if use_val and validated
+           else f"{n} series >= {VAL_MIN_SERIES}: stratified validation split, early stopping on val_loss" if use_val
            else f"{n} series < {VAL_MIN_SERIES}: no validation split, fixed budget, the weights with the "
                 "lowest training loss are kept")
     return {"rule": why, "val_fraction": cfg.val_fraction, "max_epochs": cfg.max_epochs, "patience": cfg.patience,

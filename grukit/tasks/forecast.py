@@ -18,7 +18,6 @@ Evaluation and prediction files live in :mod:`grukit.tasks.forecast_eval`.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -31,7 +30,7 @@ from ..data.batching import Prepared, loader
 from ..data.panel import MAX_MAGNITUDE, Series, drop_short, load_panel
 from ..data.seasonal import seasonal_factors
 from ..data.timeseries import season_from_times
-from ..data.windows import Codec, WindowDataset, fwd, scaler, to_batch, train_origins, window_at
+from ..data.windows import Codec, WindowDataset, fwd, scaler, split_origins, to_batch, window_at
 from ..errors import DataError
 from . import forecast_eval
 from .base import SequenceTask, infer
@@ -115,11 +114,9 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
             seasons[s.id] = season.tolist()
         zs.append(Codec(transform, scalers[s.id], season, s.id).encode(s.y[: s.n_obs]))
         cov_list.append(_covariates(s, cov_scale) if covs.shape[1] else np.zeros((s.n_obs, 0)))
-        origins = train_origins(end, L, H, cfg.max_windows)
-        n = len(origins)
-        n_val = min(n - 1, max(1, math.ceil(cfg.val_fraction * n))) if cfg.val_fraction > 0 and n > 1 else 0
-        train_idx += [(i, int(o)) for o in origins[: n - n_val]]
-        val_idx += [(i, int(o)) for o in origins[n - n_val:]]
+        train_o, val_o = split_origins(end, L, H, cfg.max_windows, cfg.val_fraction)
+        train_idx += [(i, int(o)) for o in train_o]
+        val_idx += [(i, int(o)) for o in val_o]
     sids = list(range(len(series)))
     train_ds = WindowDataset(zs, cov_list, train_idx, L, H, K, sids, cfg.lookbacks, cfg.seed)
     val_ds = WindowDataset(zs, cov_list, val_idx, L, H, K, sids)

@@ -2,10 +2,11 @@
 
 Two sets of kernels:
 
-* **compiled C** (``_fused/_cgru.c`` + ``cgru_impl.h``, a CPython extension built by ``setup.py``; optional):
+* **compiled C** (``_fused/``: the parts listed in ``cgru.h``, a CPython extension built by ``setup.py``; optional):
   float32 inference (``forward`` without autograd), ``step`` and :class:`grukit.nn.GRUStream`. Per layer and
   direction one call projects the inputs of every step (a register-blocked matmul over weights packed in
-  16-column panels), then runs the recurrence with the gates vectorised; AVX2+FMA or baseline code is chosen
+  ``PANEL``-column panels), then runs the recurrence with the gates vectorised. ``step`` packs nothing: it reads
+  torch's weight tensors in place (row-major, ``fused_step.py``), so no copy can be stale; AVX2+FMA or baseline code is chosen
   at import (``GRUKIT_CPU_ISA=generic`` forces the baseline, ``GRUKIT_CGRU=0`` turns the extension off).
   Threads come from a small pool of helpers that the calling thread never waits for: batch rows in chunks; for
   fewer rows than threads a split of the hidden units with one meeting per step (from ``SPLIT_MIN_HIDDEN``),
@@ -31,9 +32,14 @@ honours it at no cost.
 The backend is split by concern: ``fused_kernels.py`` (which kernels are loaded, how many threads a call uses),
 ``fused_autograd.py`` (the training path: layer forward with its stash, BPTT backward, the autograd function),
 ``weight_cache.py`` (the packed copies of the weights and the one rule that says when they are stale), and this
-file (the packed layouts and the backend: dispatch to the kernels). The numba float32 inference path stays
-next to the compiled one because the C extension is optional (no compiler at install time, ``GRUKIT_CGRU=0``):
-it is what float32 inference runs without it, and what float64 inference always runs.
+file (the packed layouts and the backend: dispatch to the kernels).
+
+Why the numba float32 inference path stays next to the compiled one (measured with ``bench/numba_vs_c.py``,
+numbers in ``bench/README.md``): it is not a second implementation but the same dtype-generic numba kernels that
+float64 inference, training and the backward need anyway, reached by a few lines of dispatch; and the C extension
+is optional (no compiler at install time, ``GRUKIT_CGRU=0``), where it is what runs every option of the spec
+(reset_after=False, zoneout, bias=False, ...) in float32 at compiled speed, instead of the reference loop. The C
+kernels stay the default wherever they are built because they are faster on every cell measured.
 """
 from __future__ import annotations
 
@@ -49,9 +55,10 @@ from torch import Tensor
 from ..spec import GRUSpec
 from .fused_autograd import (GRULayerFn, as_numpy, bias_np, in_proj, layer_backward, layer_forward,  # noqa: F401
                              reference_layer, transposed_np)
-from .fused_kernels import (COMPILED_PARALLEL_MIN_WORK, PARALLEL_MIN_WORK, PIPELINE_MIN_WORK,  # noqa: F401
+from .fused_kernels import (MAX_STACK_ROWS, PANEL, COMPILED_PARALLEL_MIN_WORK, PARALLEL_MIN_WORK, PIPELINE_MIN_WORK,  # noqa: F401
                             SPLIT_MIN_HIDDEN, STREAM_SPLIT_MIN_HIDDEN, cgru, cgru_status, compiled_threads, cores,
-                            kernels, plan_threads, stream_threads, threads_for, unit_split)
+                            kernels, plan_threads, stream_meta, stream_threads, threads_for, unit_split)
+from .fused_step import InPlaceWeights, inplace_weights, step_run  # noqa: F401
 from .weight_cache import WeightCache
 
 if importlib.util.find_spec("numba") is None:   # the registry skips this backend when numba is missing
@@ -64,18 +71,18 @@ _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _padded(H: int) -> int:
-    """``H`` rounded up to a multiple of 16 (the compiled kernels' panel width)."""
-    return -(-H // 16) * 16
+    """``H`` rounded up to a multiple of ``PANEL`` (the compiled kernels' panel width)."""
+    return -(-H // PANEL) * PANEL
 
 
 def _pack_panels(w: Tensor, H: int) -> np.ndarray:
-    """``W`` ``(3H, K)`` as the compiled kernels read it: ``P = 3 Hp / 16`` panels ``(K, 16)`` of ``W^T``, each
-    gate's columns padded with zeros to ``Hp = _padded(H)``."""
+    """``W`` ``(3H, K)`` as the compiled kernels read it: ``P = 3 Hp / PANEL`` panels ``(K, PANEL)`` of ``W^T``,
+    each gate's columns padded with zeros to ``Hp = _padded(H)``."""
     K = w.shape[1]
     Hp = _padded(H)
-    a = np.zeros((K, 3, Hp), np.float32)
+    a = np.zeros((K, 3, Hp), np.float32)                               # (K, gate, Hp)
     a[:, :, :H] = as_numpy(w).T.reshape(K, 3, H)
-    return np.ascontiguousarray(a.reshape(K, 3 * Hp // 16, 16).transpose(1, 0, 2))
+    return np.ascontiguousarray(a.reshape(K, 3 * Hp // PANEL, PANEL).transpose(1, 0, 2))   # (P, K, PANEL)
 
 
 def _pack_bias(b: Tensor | None, H: int) -> np.ndarray:
@@ -142,11 +149,18 @@ def scratch_buffers(packed, B: int, H: int, dtype) -> tuple[np.ndarray, np.ndarr
     return hit
 
 
-# Multi-threaded inference input projections up to this many multiply-adds per thread run inside the recurrence
-# kernel (each thread projects its own batch rows: no BLAS call, no second thread pool to wake); larger ones,
-# and every single-thread call, go to torch's BLAS, whose whole-GEMM kernel is 2-3x faster than the kernel's
-# per-row projection (B=1, T=100, 1 thread: 0.35 vs 1.17 us per step at H=64, 6.0 vs 13.5 at H=256).
+# (numba kernels) Multi-threaded inference input projections up to this many multiply-adds per thread run inside
+# the recurrence kernel (each thread projects its own batch rows: no BLAS call, no second thread pool to wake);
+# larger ones, and every single-thread call, go to torch's BLAS, whose whole-GEMM kernel is faster than the
+# kernel's per-row projection (bench/README.md).
 SMALL_PROJECTION = 50_000_000
+
+
+# The compiled step reads the weights in place (fused_step.py) for fewer rows than this; a batch of this many
+# rows or more steps through a packed stream (panels, checked per call by the weight cache's rule): the row-major
+# kernel reads the weights once per row, the panel GEMM once per four rows, and from here that costs more than
+# the check (bench/README.md).
+PACKED_STEP_MIN_ROWS = 4
 
 
 def _needs_grad(module, *tensors: Tensor) -> bool:
@@ -196,7 +210,7 @@ class _StepWeights:
 
 class PackedStream(NamedTuple):
     """What ``packed_stream`` hands a GRUStream: ``kernel(x (B, I))`` advances the stream in place; ``ws`` holds
-    the packed weights, the state and the scratch; ``meta`` its sizes and offsets (see ``_cgru.c``); ``state``
+    the packed weights, the state and the scratch; ``meta`` its sizes and offsets (``StreamMeta`` in ``cgru.h``, filled by name); ``state``
     the ``(L, B, H)`` state, a view into ``ws``."""
     kernel: object
     ws: np.ndarray
@@ -221,19 +235,19 @@ def _compiled_stream(c, module, B: int, into=None):
     given, else a new one): ``ws`` holds per
     layer the packed ``W_ih``, ``b_ih``, ``W_hh``, ``b_hh``, then the state ``h`` ``(L, B, H)``, scratch ``gi``,
     ``gh`` ``(B, 3Hp)``, ``q`` ``(B, H)`` and the zoneout factor; ``meta`` the sizes and offsets (see
-    ``_cgru.c``)."""
+    ``cgru.h``)."""
     s: GRUSpec = module.spec
     L, H = s.num_layers, s.hidden_size
-    parts, per_layer, o = [], [], 0
+    parts, layers, o = [], [], 0
     Hp = _padded(H)
     for layer in range(L):
-        offs = [s.layer_input_size(layer)]
-        for a in _packed_layer(module.layer_params(layer, 0), H):
-            offs.append(o)
+        offs = {"n_in": s.layer_input_size(layer)}
+        for name, a in zip(("off_wih", "off_bih", "off_whh", "off_bhh"), _packed_layer(module.layer_params(layer, 0), H)):
+            offs[name] = o
             parts.append(a.ravel())
             o += a.size
-        per_layer += offs
-    off_h = o
+        layers.append(offs)
+    off_h = o                                                          # then h (L, B, H), gi, gh (B, 3Hp), q (B, H)
     off_gi = off_h + L * B * H
     off_gh = off_gi + B * 3 * Hp
     off_q = off_gh + B * 3 * Hp
@@ -241,7 +255,8 @@ def _compiled_stream(c, module, B: int, into=None):
     ws = np.zeros(off_zo + 1, np.float32)
     ws[:o] = np.concatenate(parts)
     ws[off_zo] = s.zoneout
-    meta = np.array([L, B, H, Hp, int(s.reset_after), off_h, off_gi, off_gh, off_q, off_zo, *per_layer], np.int64)
+    meta = stream_meta(c, dict(L=L, B=B, H=H, Hp=Hp, reset_after=int(s.reset_after), off_h=off_h, off_gi=off_gi,
+                               off_gh=off_gh, off_q=off_q, off_zo=off_zo), layers)
     if into is None:
         into = c.Stream(ws, meta, stream_threads(H))
     else:
@@ -255,7 +270,7 @@ class FusedCPUBackend:
     def __init__(self) -> None:
         self.kernel = "numba"                                          # the family the last call ran
         c = cgru()
-        self.cache = WeightCache(same=None if c is None else c.same)   # every packed weight, one staleness rule
+        self.cache = WeightCache(held=None if c is None else c.held)   # every packed weight, one staleness rule
 
     # ------------------------------------------------------------------ what it runs
     def supports(self, spec: GRUSpec, x: Tensor, training: bool) -> str | None:
@@ -437,7 +452,7 @@ class FusedCPUBackend:
         ws = np.zeros(n_w + L * B * H + 2 * B * G + B * H + 2, dtype=w.WT.dtype)
         ws[:n_w] = np.concatenate(parts)
         ws[-2], ws[-1] = w.zo, w.one
-        meta = np.array([L, B, H, w.WihT.shape[1], int(w.reset_after), *w.n_in], dtype=np.int64)
+        meta = kernels().step_meta(w.n_in, L=L, B=B, H=H, Imax=w.WihT.shape[1], reset_after=int(w.reset_after))
         h = ws[n_w:n_w + L * B * H].reshape(L, B, H)
         step = kernels().step_packed
 
@@ -462,13 +477,12 @@ class FusedCPUBackend:
                 new.append(hT)
                 layer_in = out
             return torch.stack(new)                                    # (L, B, H)
-        packed = self.cache.get(module)
         L, B, H = h.shape
         c = cgru() if x_t.dtype == torch.float32 else None
         self.kernel = "compiled" if c is not None and B <= c.MAX_STACK_ROWS else "numba"
         if c is not None and B <= c.MAX_STACK_ROWS:
-            return self._step_compiled(c, packed, module, x_t, h)
-        w = packed.get("step", lambda: _StepWeights(module))
+            return self._step_compiled(c, None, module, x_t, h)
+        w = self.cache.get(module).get("step", lambda: _StepWeights(module))
         hout = torch.empty(L, B, H, dtype=h.dtype)
         gi, gh, q = w.buffers(B, H)
         w.kernel(x_t.numpy(force=True), h.numpy(force=True), w.WihT, w.WT, w.b, w.n_in, w.reset_after, w.zo, w.one,
@@ -477,17 +491,40 @@ class FusedCPUBackend:
 
     def step_fast(self, module, x_t, h):
         """``GRU.step`` for plain float32 inference frames (autograd off, no reset, a contiguous ``(B, I)`` CPU
-        tensor, ``h`` omitted or a contiguous ``(L, B, H)`` float32 tensor) through the packed stream that the
-        general path already built for this module, batch size and thread: ``(y_t, h')`` or ``None`` for a call
-        it does not take (GRU.step then takes the general path, which also gives the errors)."""
+        tensor, ``h`` omitted or a ``(L, B, H)`` float32 CPU tensor): one call of the compiled step, which reads
+        the module's weight tensors in place. ``(y_t, h')``, or ``None`` for a call it does not take (GRU.step
+        then takes the general path, which also gives the errors)."""
         if (type(x_t) is not Tensor or x_t.dtype != torch.float32 or x_t.ndim != 2 or not x_t.is_cpu
                 or not x_t.is_contiguous()):
             return None
+        B, I = x_t.shape
+        if B >= PACKED_STEP_MIN_ROWS:
+            return self._packed_step_fast(module, x_t, h)
+        w = inplace_weights(module)
+        if w is None or I != w.n_in or B == 0:
+            return None
+        h_new = torch.empty(w.L, B, w.H)                               # (L, B, H)
+        if h is None:
+            ha = 0
+        elif type(h) is Tensor and h.dtype == torch.float32 and h.is_cpu and h.shape == h_new.shape:
+            if not h.is_contiguous():
+                h = h.contiguous()                                     # held by h through the call
+            ha = h.data_ptr()
+        else:
+            return None
+        cgru().step(w.layers, w.H, w.reset_after, 0.0 if module.training else w.zoneout,
+                    min(torch.get_num_threads(), cores()) if w.split else 1, x_t.data_ptr(), ha, h_new.data_ptr(), B)
+        return h_new[-1], h_new
+
+    def _packed_step_fast(self, module, x_t: Tensor, h):
+        """``step_fast`` for ``PACKED_STEP_MIN_ROWS`` rows or more: through the packed stream that the general
+        path built for this module's current weights (checked by the weight cache's rule), batch size and
+        thread; ``None`` where there is none yet (the general path builds it)."""
         gen = self.cache.peek(module)
         streams = None if gen is None else gen.parts.get("streams")
         packed = None if streams is None else streams.get((x_t.shape[0], threading.get_ident()))
         if packed is None or x_t.shape[1] != module.spec.input_size:
-            return None                                                # the general path (re)builds it
+            return None
         state = packed.state
         if h is not None and not (type(h) is Tensor and h.dtype == torch.float32 and h.is_cpu and h.is_contiguous()
                                   and h.shape == state.shape):
@@ -495,12 +532,27 @@ class FusedCPUBackend:
         h_new = _packed_frame(packed, x_t.numpy(), None if h is None else h.numpy())   # (L, B, H)
         return h_new[-1], h_new
 
+    def _step_inplace(self, module, x: Tensor, h_new: Tensor) -> bool:
+        """Advance the contiguous float32 state ``h_new`` ``(L, B, H)`` in place by one contiguous frame ``x``
+        ``(B, I)`` with the compiled step reading the module's weight tensors where they are; False when they
+        cannot be read in place (then nothing ran)."""
+        w = inplace_weights(module)
+        if w is None:
+            return False
+        step_run(w, module, x, h_new)
+        return True
+
     def _step_compiled(self, c, gen, module, x_t: Tensor, h: Tensor) -> Tensor:
-        """Inference ``step`` through the compiled stream kernel: the state is copied into a packed stream
-        buffer (one per batch size and Python thread in the module's current generation), advanced, and
-        copied out."""
+        """Inference ``step`` through the compiled kernels: for fewer than ``PACKED_STEP_MIN_ROWS`` rows the weights
+        read in place (see :meth:`_step_inplace`); for more, or where they cannot be read in place, a packed stream
+        of the module's current generation (one per batch size and Python thread)."""
         B = h.shape[1]
-        streams = gen.get("streams", dict)
+        if B < PACKED_STEP_MIN_ROWS:
+            h_new = h.detach().clone(memory_format=torch.contiguous_format)
+            x = x_t.detach()
+            if self._step_inplace(module, x if x.is_contiguous() else x.contiguous(), h_new):
+                return h_new
+        streams = self.cache.get(module).get("streams", dict)
         slot = (B, threading.get_ident())
         packed = streams.get(slot)
         if packed is None:

@@ -1,18 +1,19 @@
 """Which kernels the fused CPU backend runs, and on how many threads.
 
 ``kernels()`` loads the numba kernels (``_fused/kernels.py``) on first use, ``cgru()`` the compiled C ones
-(``_fused/_cgru.c``; ``None`` where not built or ``GRUKIT_CGRU=0``). The thread choices below are rules with the
-measurements that set their thresholds.
+(``_fused/``, the parts listed in ``cgru.h``; ``None`` where not built or ``GRUKIT_CGRU=0``). The thread choices
+below are rules; the measurements that set their thresholds are in ``bench/README.md``.
 """
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 from ..spec import GRUSpec
 
-__all__ = ["kernels", "cgru", "cgru_status", "threads_for", "compiled_threads", "unit_split", "plan_threads",
+__all__ = ["kernels", "cgru", "cgru_status", "stream_meta", "check_constants", "PANEL", "MAX_STACK_ROWS", "MAX_LAYERS", "threads_for", "compiled_threads", "unit_split", "plan_threads",
            "stream_threads", "cores", "PARALLEL_MIN_WORK", "SPLIT_MIN_HIDDEN", "COMPILED_PARALLEL_MIN_WORK",
            "STREAM_SPLIT_MIN_HIDDEN", "PIPELINE_MIN_WORK"]
 
@@ -34,9 +35,24 @@ def kernels():
 
 _CGRU: list = []
 
+PANEL = 16              # columns per panel of the compiled kernels' packed weights (cgru.h's PANEL)
+MAX_STACK_ROWS = 256    # the most rows a compiled step, stream or split call takes (cgru.h's MAX_STACK_ROWS)
+MAX_LAYERS = 64         # the most layers of a compiled step or stream (cgru.h's MAX_LAYERS)
+
+
+def check_constants(mod) -> None:
+    """The compiled module's sizes that Python also uses must be the ones Python packs for: a ``RuntimeError``
+    naming each one that differs (an extension built from other sources: rebuild it)."""
+    bad = [f"{name}: C {getattr(mod, name, None)}, Python {want}"
+           for name, want in (("PANEL", PANEL), ("MAX_STACK_ROWS", MAX_STACK_ROWS), ("MAX_LAYERS", MAX_LAYERS))
+           if getattr(mod, name, None) != want]
+    if bad:
+        raise RuntimeError("grukit's compiled kernels and its Python side disagree on " + "; ".join(bad)
+                           + " (rebuild the extension: python setup.py build_ext --inplace)")
+
 
 def cgru():
-    """grukit's compiled float32 kernels (``_fused/_cgru.c``), or ``None`` where they were not built (no C
+    """grukit's compiled float32 kernels (``_fused/_cgru``), or ``None`` where they were not built (no C
     compiler at install time) or ``GRUKIT_CGRU=0`` turns them off; then the numba kernels run everything."""
     if not _CGRU:
         mod = None
@@ -45,8 +61,33 @@ def cgru():
                 from ._fused import _cgru as mod
             except ImportError:
                 mod = None
+            if mod is not None:
+                check_constants(mod)
         _CGRU.append(mod)
     return _CGRU[0]
+
+
+def stream_meta(c, head: dict[str, int], layers: list[dict[str, int]]) -> np.ndarray:
+    """A compiled stream's meta, filled by field name: ``head`` the ``StreamMeta`` fields and ``layers`` one dict
+    of ``StreamLayerMeta`` fields per layer. The layout (names and order, all int64) is the C side's own
+    (``c.STREAM_META``, ``c.STREAM_LAYER_META``, from ``cgru.h``), so the two cannot disagree on a position; a field
+    one side has and the other lacks is a ``RuntimeError`` naming it (an extension built from other sources:
+    rebuild it)."""
+    out = []
+    for what, names, values in [("StreamMeta", c.STREAM_META, head)] + [
+            ("StreamLayerMeta", c.STREAM_LAYER_META, v) for v in layers]:
+        missing, unknown = [n for n in names if n not in values], [n for n in values if n not in names]
+        if missing or unknown:
+            raise RuntimeError(
+                f"grukit's compiled kernels and its Python side disagree on the {what} layout: "
+                + "; ".join(filter(None, [missing and f"C has {missing} that Python does not fill",
+                                          unknown and f"Python fills {unknown} that C does not have"]))
+                + " (rebuild the extension: python setup.py build_ext --inplace)")
+        rec = np.zeros((), np.dtype([(n, np.int64) for n in names]))
+        for n in names:
+            rec[n] = values[n]
+        out.append(rec.reshape(1).view(np.int64))
+    return np.concatenate(out)
 
 
 def cgru_status() -> str:
@@ -65,19 +106,16 @@ def threads_for(B: int, H: int, T: int) -> int:
 
 
 # A single sequence splits its hidden units across threads (one meeting per step) from this hidden size: below
-# it the meetings cost more than the halved matmul saves (B=1, 2 threads, us per step, reset-after: H=64 1.68
-# vs 1.43 on one thread; H=128 3.08 vs 3.85; H=256 11.7 vs 19.5; H=512 50 vs 92).
+# it the meetings cost more than the halved matmul saves (measurements: bench/README.md, "thread thresholds").
 SPLIT_MIN_HIDDEN = 128
 # Batch rows go to several threads from this much recurrent work (B * H * H * T multiply-adds) per call: the
 # pool's helpers are handed work without a system call while they spin, and a call never waits for one, so
-# the break-even is lower than the numba kernels' PARALLEL_MIN_WORK (B=8 H=64 T=100: 9.7 vs 12 us per step).
+# the break-even is lower than the numba kernels' PARALLEL_MIN_WORK (bench/README.md).
 COMPILED_PARALLEL_MIN_WORK = 1_000_000
 
 
 # A stream frame splits the hidden units of every layer across the threads (one meeting per layer) from this
-# hidden size. Measured (B=1, us per frame, 1 vs 2 threads, medians of alternating blocks, helpers starting with
-# the frame): H=192 15.6-16.7 vs 10.1-10.6, H=256 24.3 vs 15.1, H=512 109 vs 57; H=96-160 swung either way
-# from run to run (H=128 6.9 vs 7.4 in one, 7.0 vs 4.9 in another), so they stay on one thread.
+# hidden size; below it two threads do not win reliably, so frames stay on one (bench/README.md).
 STREAM_SPLIT_MIN_HIDDEN = 192
 
 
@@ -89,17 +127,23 @@ def stream_threads(H: int) -> int:
     return max(1, min(torch.get_num_threads(), cores()))
 
 
+_CORES: list = []
+
+
 def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:                                             # not on Linux
-        return os.cpu_count() or 1
+    """The cores this process may use (read once: a stream frame asks per call)."""
+    if not _CORES:
+        try:
+            _CORES.append(len(os.sched_getaffinity(0)))
+        except AttributeError:                                         # not on Linux
+            _CORES.append(os.cpu_count() or 1)
+    return _CORES[0]
 
 
 # Fewer rows than threads below SPLIT_MIN_HIDDEN: the recurrence stays on the calling thread while the helpers
 # project the time steps ahead of it ("pipelined"), from this much projection work (T * B * 3H * I multiply-adds)
-# and at least two chunks of steps (of _cgru.PIPE_STEPS). Measured (B=1, T=100, us per step, 1 thread vs pipelined): H=I=64 0.98 vs
-# 0.76, H=64 I=40 0.86 vs 0.72, H=I=32 0.28 vs 0.23, H=I=16 0.127 vs 0.119, H=I=8 0.096 vs 0.096.
+# and at least two chunks of steps (of _cgru.PIPE_STEPS): below it the helper's hand-off costs what it saves
+# (bench/README.md).
 PIPELINE_MIN_WORK = 200_000
 
 

@@ -1,26 +1,33 @@
 """The fused kernels' copies of a module's weights, and the one rule that says when they are stale.
 
-The fused kernels read weights packed in their own layouts (transposed, in panels), built once per set of
-weights. **The rule:** a packed copy is used only while every tensor the module's forward would read holds
+Some fused kernels read weights packed in their own layouts (transposed, in panels), built once per set of
+weights: the compiled ``GRU(x)`` plan, the numba kernels (float64, and everything without the C extension), the
+numba step. **The rule:** a packed copy is used only while every tensor the module's forward would read holds
 exactly the bytes it was packed from. The tensors are what ``module._flat_weights`` gives: the Parameters
 themselves or, for a module under ``torch.nn.utils.parametrize`` or the old hook-based ``weight_norm``, the
 tensors that ``getattr`` computes now. Checking bytes (one ``memcmp`` per tensor against a snapshot taken when
 packing) sees every route by which values change: optimizer steps, ``load_state_dict``, ``.data`` writes,
 ``p.data = t``, ``vector_to_parameters`` and later writes into its vector, EMA updates, pruning masks,
-parametrizations, numpy views. A cheaper check runs first: when the same tensor objects sit at the same
-addresses with the same version counters, the snapshot is compared in place; otherwise the new tensors' sizes
-are checked before their bytes are.
+parametrizations, numpy views (``.data`` writes and numpy views bump no version counter, so bytes are the only
+witness). When the same tensor objects sit at the same addresses (the snapshot holds them, so no other
+allocation can start there) the snapshot is compared in place; otherwise the new tensors' sizes are checked
+before their bytes are. With the C extension the common case is one call, ``_cgru.held``: it looks the
+Parameters up in the module's ``_parameters``, checks identity and ``data_ptr()`` against the held ones and runs
+the ``memcmp`` (no Python list, map or frame per tensor: about 0.4 us of Python and call overhead around the
+``memcmp`` at H=64, from 1.4 us).
 
-Cost (measured with ``bench/engine_cache.py``): one ``memcmp`` of the weights per call, about 1 to 3 us for
-H=64 (2-3 % of ``GRU(x)`` at T=100, B=1), but with the Python around it a large share of one ``GRU.step``
-(7.8 -> 12.5 us at H=64, 34 -> 80 us at H=256). **The one exception:** inside :func:`frozen` (what
-``GRU.frozen_weights()`` and ``grukit.nn.frozen_weights(...)`` open) a module's packed copy is checked once,
-on the first call in the scope, and then trusted until the scope exits: changes to the weights inside the
-scope are not seen; after it exits the rule above applies again.
+The compiled float32 ``GRU.step`` keeps no copy at all: it reads the weight tensors where they are
+(``fused_cpu.InPlaceWeights``), so nothing can be stale and it pays no comparison.
+
+**The one exception:** inside :func:`frozen` (what ``GRU.frozen_weights()`` and ``grukit.nn.frozen_weights(...)``
+open) a module's packed copy is checked once, on the first call in the scope, and then trusted until the scope
+exits: changes to the weights inside the scope are not seen by the packed copies (the in-place step still sees
+them); after it exits the rule above applies again. The cost of the rule and of the scope is measured in
+``bench/README.md``.
 
 :class:`WeightCache` keeps one :class:`Packed` per module; every packed form (the numba layers, the compiled
-panels and ``_cgru.Plan``, the step weights, the compiled step streams, kernel scratch) hangs off it and is
-dropped with it.
+panels and ``_cgru.Plan``, the numba step weights, packed streams, kernel scratch) hangs off it and is dropped
+with it.
 """
 from __future__ import annotations
 
@@ -90,6 +97,26 @@ def frozen_now(module) -> bool:
     return id(module) in _FROZEN
 
 
+_data_ptr = Tensor.data_ptr
+
+
+def _holds_now(module, snapshot: "Snapshot", held) -> bool:
+    """The rule for ``module``'s current weights. The Parameters themselves are looked up first (no
+    parametrization: ``_parameters`` has them all); when they are the held objects at the held addresses, the
+    snapshot is compared in place (with the compiled check: one C call from the module's ``_parameters``), else
+    the tensors a forward reads (``weight_tensors``) are checked in full."""
+    if held is not None and snapshot.on_cpu:
+        got = held(snapshot._np, snapshot.nbytes, snapshot.addrs, snapshot.held, module._parameters,
+                   module._flat_weights_names)
+        if got is not None:
+            return got
+    else:
+        params = list(map(module._parameters.get, module._flat_weights_names))
+        if snapshot.same_objects(params):
+            return snapshot._compare(params, snapshot.addrs, held)
+    return snapshot.holds(weight_tensors(module), held)
+
+
 class Snapshot:
     """The bytes of some tensors, copied at one moment, and the check that they still hold them."""
 
@@ -101,33 +128,41 @@ class Snapshot:
         self.bytes = torch.cat(flat) if flat else torch.empty(0, dtype=torch.uint8)   # (sum nbytes,)
         self.on_cpu = self.bytes.device.type == "cpu"
         self._np = self.bytes.numpy() if self.on_cpu else None        # memcmp reads CPU memory only
-        self.held = list(tensors)                                      # no new tensor can take a held address
-        self.key = [(t._version, t.data_ptr()) for t in tensors]
-        self.addrs = tuple(a for _, a in self.key)
+        self.held = tuple(tensors)                                     # no new tensor can take a held address
+        self.addrs = tuple(map(_data_ptr, tensors))
 
-    def holds(self, tensors: list[Tensor], same: Callable | None) -> bool:
-        """Whether ``tensors`` (the module's current weights) hold the snapshot's bytes. ``same`` is the compiled
-        ``memcmp`` (``_cgru.same``) or ``None`` (then torch compares)."""
-        held = self.held
-        if (len(tensors) == len(held) and all(map(operator.is_, tensors, held))
-                and [(t._version, t.data_ptr()) for t in tensors] == self.key):
-            return self._compare(tensors, self.addrs, same)            # same objects, sizes and addresses
-        if len(tensors) != len(held):
+    def holds(self, tensors: list[Tensor], held: Callable | None) -> bool:
+        """Whether ``tensors`` (the module's current weights) hold the snapshot's bytes. ``held`` is the compiled
+        check (``_cgru.held``: identity and addresses, then one ``memcmp``) or ``None`` (then torch compares)."""
+        if held is not None and self.on_cpu:
+            got = held(self._np, self.nbytes, self.addrs, self.held, tensors)
+            if got is not None:
+                return got
+        elif self.same_objects(tensors):
+            return self._compare(tensors, self.addrs, held)            # same objects, sizes and addresses
+        if len(tensors) != len(self.held):
             return False
         for t, (shape, dtype) in zip(tensors, self.shapes):
-            if t.shape != shape or t.dtype != dtype or t.device != self.bytes.device or not t.is_contiguous():
+            if (t is None or t.shape != shape or t.dtype != dtype or t.device != self.bytes.device
+                    or not t.is_contiguous()):
                 return False
-        addrs = tuple(t.data_ptr() for t in tensors)
-        if not self._compare(tensors, addrs, same):
+        tensors = tuple(tensors)
+        addrs = tuple(map(_data_ptr, tensors))
+        if not self._compare(tensors, addrs, held):
             return False
-        self.held = list(tensors)                                      # same values in new tensors: keep them
-        self.key = [(t._version, t.data_ptr()) for t in tensors]
+        self.held = tensors                                            # same values in new tensors: keep them
         self.addrs = addrs
         return True
 
-    def _compare(self, tensors, addrs, same) -> bool:
-        if same is not None and self.on_cpu:
-            return same(self._np, self.nbytes, addrs)
+    def same_objects(self, tensors: list) -> bool:
+        """Whether ``tensors`` are the held tensor objects at the held addresses (so their sizes are the
+        snapshot's: the held objects keep their memory, no other allocation can start at those addresses)."""
+        return (len(tensors) == len(self.held) and all(map(operator.is_, tensors, self.held))
+                and tuple(map(_data_ptr, tensors)) == self.addrs)
+
+    def _compare(self, tensors: tuple, addrs: tuple, held) -> bool:
+        if held is not None and self.on_cpu:
+            return held(self._np, self.nbytes, addrs, tensors, tensors)   # sizes checked: compare in place
         off = 0
         for t, n in zip(tensors, self.nbytes):
             if not torch.equal(t.detach().reshape(-1).view(torch.uint8), self.bytes[off:off + n]):
@@ -155,9 +190,9 @@ class Packed:
 class WeightCache:
     """Per module (weakly held), the current :class:`Packed`; :meth:`get` applies the rule above."""
 
-    def __init__(self, same: Callable | None = None) -> None:
+    def __init__(self, held: Callable | None = None) -> None:
         self._packed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.same = same
+        self.held = held                                               # _cgru.held, or None: torch compares
         self.builds = 0                                                # how many generations were packed (tests)
 
     def get(self, module) -> Packed:
@@ -167,9 +202,8 @@ class WeightCache:
         scope = _FROZEN.get(id(module)) if _FROZEN else None
         if scope is not None and packed is not None and packed.trusted is scope:
             return packed
-        tensors = weight_tensors(module)
-        if packed is None or not packed.snapshot.holds(tensors, self.same):
-            packed = self._packed[module] = Packed(tensors)
+        if packed is None or not _holds_now(module, packed.snapshot, self.held):
+            packed = self._packed[module] = Packed(weight_tensors(module))
             self.builds += 1
         packed.trusted = scope
         return packed
@@ -183,7 +217,7 @@ class WeightCache:
         scope = _FROZEN.get(id(module)) if _FROZEN else None
         if scope is not None and packed.trusted is scope:
             return packed
-        if not packed.snapshot.holds(weight_tensors(module), self.same):
+        if not _holds_now(module, packed.snapshot, self.held):
             return None
         packed.trusted = scope
         return packed

@@ -424,15 +424,31 @@ def step(x, h, WihT, WT, b, n_in, reset_after, zo, one, hout, gi, gh, q):
 
 
 
+# The numba packed stream's meta (int64), defined once: these fields in this order, then n_in of every layer.
+# step_meta() fills it by name; step_packed() reads the fields at the positions this table gives.
+STEP_META = ("L", "B", "H", "Imax", "reset_after")
+_L, _B, _H, _IMAX, _RESET_AFTER = range(len(STEP_META))
+_N_IN = len(STEP_META)
+
+
+def step_meta(n_in, **fields) -> np.ndarray:
+    """The meta of :func:`step_packed`: ``fields`` by the names of ``STEP_META``, then ``n_in`` per layer; a
+    missing or unknown name is a ``KeyError`` naming it."""
+    unknown = sorted(set(fields) - set(STEP_META))
+    if unknown:
+        raise KeyError(f"step_meta: no field {unknown} (fields: {STEP_META})")
+    return np.array([fields[name] for name in STEP_META] + list(n_in), dtype=np.int64)
+
+
 @_jit
 def step_packed(x, ws, meta):
     """:func:`step` with every array carved out of one buffer, so a streaming call pays numba's argument
     dispatch for three arrays instead of thirteen (that dispatch is most of a small step's cost).
 
-    ``meta`` = ``(L, B, H, Imax, reset_after, n_in[0..L))``. ``ws`` holds, in order: ``W_ih^T`` ``(L, Imax, 3H)``,
+    ``meta``: see ``STEP_META`` (:func:`step_meta`). ``ws`` holds, in order: ``W_ih^T`` ``(L, Imax, 3H)``,
     ``W_hh^T`` ``(L, H, 3H)``, biases ``(L, 2, 3H)``, the state ``h`` ``(L, B, H)`` (advanced in place), scratch
     ``gi``, ``gh`` ``(B, 3H)`` and ``q`` ``(B, H)``, then ``zoneout`` and ``1``."""
-    L, B, H, Imax, reset_after = meta[0], meta[1], meta[2], meta[3], meta[4] != 0
+    L, B, H, Imax, reset_after = meta[_L], meta[_B], meta[_H], meta[_IMAX], meta[_RESET_AFTER] != 0
     G = 3 * H
     o = 0
     WihT = ws[o:o + L * Imax * G].reshape((L, Imax, G))
@@ -449,4 +465,4 @@ def step_packed(x, ws, meta):
     o += B * G
     q = ws[o:o + B * H].reshape((B, H))
     o += B * H
-    step(x, h, WihT, WT, b, meta[5:5 + L], reset_after, ws[o], ws[o + 1], h, gi, gh, q)
+    step(x, h, WihT, WT, b, meta[_N_IN:_N_IN + L], reset_after, ws[o], ws[o + 1], h, gi, gh, q)
