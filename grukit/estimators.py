@@ -7,7 +7,8 @@ dataclasses' (:class:`~grukit.config.TaskConfig`, ``ClassifyConfig.pooling``, ``
 each default. Training runs through the shared :class:`~grukit.tasks.base.SequenceTask` step and the Trainer of
 :func:`grukit.train.build_trainer` with fit()'s callbacks (non-finite guard, gradient watch, graceful stop), writing
 no files (no loop of their own); prediction runs through
-:func:`grukit.tasks.base.infer`.
+:func:`grukit.tasks.base.infer` (``GRUClassifier`` through the classify task's entry point
+:func:`grukit.tasks.classify.classify_sequences`, which calls it).
 
 Sequence input ``X`` may be:
 
@@ -226,13 +227,18 @@ class GRUClassifier(ClassifierMixin, _GRUEstimatorBase):
         return self._fit_arrays(arr, lengths, y_idx.astype(np.int64), len(self.classes_))
 
     def predict_proba(self, X):
-        logits = self._forward(X).astype(np.float64)
-        e = np.exp(logits - logits.max(1, keepdims=True))
-        return e / e.sum(1, keepdims=True)
+        """Class probabilities (N, K), columns in ``classes_`` order, through the classify task's one inference
+        entry point :func:`grukit.tasks.classify.classify_sequences` (inputs already scaled: ``normalize=none``)."""
+        from .tasks.classify import classify_sequences
+        check_is_fitted(self, "model_")
+        arr, lengths = _sequences(self, X, fitting=False)
+        seqs = list(arr) if lengths is None else [a[:n] for a, n in zip(arr, lengths)]   # (T_i, F) each
+        meta = {"input_size": self.n_input_channels_, "classes": self.classes_.tolist(), "normalize": "none"}
+        return classify_sequences(self.model_, meta, seqs).astype(np.float64)
 
     def predict(self, X):
-        logits = self._forward(X)
-        return self.classes_[np.argmax(logits, axis=1)]
+        check_is_fitted(self, "model_")
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
 class GRUForecaster(_GRUEstimatorBase):

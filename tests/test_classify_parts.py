@@ -15,7 +15,7 @@ from grukit.errors import ShapeError
 from grukit.tasks import classify_baselines as cb
 from grukit.tasks.base import infer
 from grukit.tasks.classify import ClassifyTask, classify_sequences, resolve_schedule
-from grukit.tasks.conv import FCNBranch, PatchEmbed, pool_time, strides
+from grukit.tasks.conv import FCNBranch, PatchEmbed, fold_time, pool_time, strides
 
 
 def padded(seqs):
@@ -89,6 +89,56 @@ def test_whole_model_variable_lengths_and_long_series():
         for i, s in enumerate(seqs):
             alone, _ = m({"x": torch.as_tensor(s)[None], "lengths": torch.tensor([len(s)])})
             torch.testing.assert_close(logits[i], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def _stem_model(**kw):
+    torch.manual_seed(0)
+    cfg = ClassifyConfig(hidden_size=6, conv_channels=4, conv_steps=8, gru_steps=4, **kw)
+    return ClassifyTask(cfg, {"input_size": 2, "classes": ["a", "b", "c"], "pool_stride": 4, "patch_stride": 2,
+                              "normalize": "series", "downsample": cfg.downsample}).eval()
+
+
+def test_fold_time_stacks_window_steps_as_features():
+    x = torch.arange(1.0, 11.0).reshape(1, 5, 2)                 # steps (1,2) (3,4) (5,6) (7,8) (9,10)
+    out, lengths = fold_time(x, torch.tensor([5]), 2)
+    assert out.shape == (1, 3, 4) and lengths.tolist() == [3]
+    assert out[0].tolist() == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 0, 0]]   # the last window is zero-padded
+    y = x.clone()
+    y[0, 3:] = 99.0                                              # padding beyond length 3 is zeroed, never read
+    assert fold_time(y, torch.tensor([3]), 2)[0][0, 1].tolist() == [5, 6, 0, 0]
+    same, L = fold_time(x, None, 1)
+    assert same is x and L is None
+
+
+@pytest.mark.parametrize("downsample", ["fold", "conv"])
+def test_shortening_keeps_detail_that_averaging_removes(downsample):
+    m = _stem_model(downsample=downsample)
+    if downsample == "fold":                                     # the default
+        assert ClassifyConfig().downsample == "fold"
+        assert m.fold and m.stem is None and m.fcn.convs[0].in_channels == 4 * 2   # s * F features
+    else:
+        assert m.stem is not None and m.stem.r == 4 and m.fcn.convs[0].in_channels == 4
+    rng = np.random.default_rng(1)
+    seqs = [rng.normal(size=(n, 2)).astype(np.float32) for n in (30, 11, 5)]
+    x, lengths = padded(seqs)
+    x[2, 5:] = 1e3                                               # garbage padding must not matter
+    with torch.no_grad():
+        logits, _ = m({"x": x, "lengths": lengths})
+        assert logits.shape == (3, 3)
+        for i, s in enumerate(seqs):
+            alone, _ = m({"x": torch.as_tensor(s)[None], "lengths": torch.tensor([len(s)])})
+            torch.testing.assert_close(logits[i], alone[0], atol=1e-5, rtol=1e-5)
+    flat = torch.zeros(1, 32, 2)
+    alt = flat + torch.tensor([1.0, -1.0]).repeat(16)[None, :, None]   # +1 -1 +1 ... : every window averages to 0
+    torch.testing.assert_close(pool_time(alt, None, 4)[0], pool_time(flat, None, 4)[0])
+    with torch.no_grad():
+        assert not torch.allclose(m({"x": alt})[0], m({"x": flat})[0])
+    old = _model(conv_steps=8, gru_steps=4)                      # a run saved before: no "downsample" in meta
+    assert old.stem is None and not old.fold and old.pool_stride == 4    # -> window means, its weights still load
+    mean = _stem_model(downsample="mean")
+    assert mean.stem is None and not mean.fold
+    with torch.no_grad():
+        torch.testing.assert_close(mean({"x": alt})[0], mean({"x": flat})[0])   # averaging cannot tell them apart
 
 
 def test_augmentations_shapes_determinism_and_padding():
@@ -192,7 +242,9 @@ def test_baselines_wiring():
     rng = np.random.default_rng(0)
     tr, ytr = _toy(20, rng)
     te, yte = _toy(10, rng)
+    threads = torch.get_num_threads()
     out = cb.fit_predict(("minirocket", "dtw"), tr, ytr, te, seed=0)
+    assert torch.get_num_threads() == threads           # numba's OpenMP layer must not change torch's threads
     assert set(out) == {"majority_class", "minirocket", "dtw_1nn"}
     assert (out["dtw_1nn"][0] == yte).mean() == 1.0
     assert (out["minirocket"][0] == yte).mean() >= 0.9

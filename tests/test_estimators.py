@@ -45,6 +45,8 @@ def test_classifier_learns_variable_lengths_and_long_frames():
     assert set(clf.classes_) == {"neg", "pos"} and clf.score(ragged, y) > 0.9
     proba = clf.predict_proba(ragged)
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+    for i in (0, 7):                     # one sequence alone gives its row of the padded batch (padding is masked)
+        np.testing.assert_allclose(clf.predict_proba([ragged[i]])[0], proba[i], atol=1e-5)
     rows = [dict(id=i, t=t, a=ragged[i][t, 0], b=ragged[i][t, 1]) for i in range(len(ragged))
             for t in range(lengths[i])]
     frame = pd.DataFrame(rows).sample(frac=1.0, random_state=0)          # shuffled rows

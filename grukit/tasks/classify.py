@@ -8,7 +8,8 @@ log-mel frames by :func:`grukit.data.audio.labelled_features`. The readers live 
 
 The model (defaults chosen to hold up on UCR/UEA data it was not tuned on; see :class:`ClassifyConfig`)::
 
-    x (B, T, F) z-normalised ──pool_time (series longer than conv_steps)──> (B, T', F)
+    x (B, T, F) z-normalised ──series longer than conv_steps in windows of s steps──> (B, T/s, F')
+        │   (downsample=fold: fold_time, F' = s*F; conv: a learned linear strided Conv1d, F' = C; mean: pool_time)
         ├── FCNBranch: Conv1d 8/5/3 + BatchNorm + ReLU, mean over valid steps ──> (B, C)
         └── PatchEmbed (strided conv to at most gru_steps) ──> GRU ──> Pooling ──> (B, D*H)
     concat ──> ClassificationHead ──> (B, K) logits
@@ -38,7 +39,7 @@ from ..data.sequences import check_features, normalise_series, read_labelled, st
 from ..errors import DataError, ShapeError
 from ..nn import GRU
 from .base import SequenceTask, infer
-from .conv import FCNBranch, PatchEmbed, pool_time, strides
+from .conv import FCNBranch, PatchEmbed, fold_time, pool_time, strides
 from .heads import ClassificationHead, Pooling
 
 __all__ = ["ClassifyTask", "prepare", "evaluate", "predict", "read_sequences", "classify_sequences",
@@ -130,7 +131,7 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
     meta = {"input_size": n_feat, "classes": classes, "data_name": name, "has_val": bool(len(val)),
             "normalize": kind, "feature_mean": cat.mean(0).tolist(), "feature_std": std.tolist(),
             "n_train": len(train), "n_val": len(val), "max_length": max_length, "pool_stride": s,
-            "patch_stride": r, "schedule": schedule,
+            "patch_stride": r, "downsample": cfg.downsample, "schedule": schedule,
             "class_counts": np.bincount(y_idx[train], minlength=len(classes)).tolist()}
     norm = _normalise(seqs, meta)
     fit_idx = np.tile(train, int(schedule.get("repeat", 1)))          # small sets: each epoch sees them r times
@@ -152,6 +153,13 @@ class ClassifyTask(SequenceTask):
         c, m = self.config, self.meta
         self.pool_stride = int(m.get("pool_stride", 1))
         in_size = int(m["input_size"])
+        self.stem = None                         # runs from before the stem (no "downsample" in meta) averaged
+        self.fold = self.pool_stride > 1 and m.get("downsample", "mean") == "fold"
+        if self.fold:
+            in_size *= self.pool_stride          # windows of s steps become s*F features
+        if self.pool_stride > 1 and m.get("downsample", "mean") == "conv":
+            self.stem = PatchEmbed(in_size, c.conv_channels or c.hidden_size, self.pool_stride, activation=False)
+            in_size = c.conv_channels or c.hidden_size
         self.fcn = FCNBranch(in_size, c.conv_channels) if c.conv_channels > 0 else None
         self.patch = None
         if c.gru_steps > 0:
@@ -180,7 +188,12 @@ class ClassifyTask(SequenceTask):
         return batch, batch.get("y")
 
     def encode(self, inputs, state=None):
-        x, lengths = pool_time(inputs["x"], inputs.get("lengths"), self.pool_stride)   # (B, T', F)
+        if self.stem is not None:
+            x, lengths = self.stem(inputs["x"], inputs.get("lengths"))                # (B, T/s, C)
+        elif self.fold:
+            x, lengths = fold_time(inputs["x"], inputs.get("lengths"), self.pool_stride)  # (B, T/s, s*F)
+        else:
+            x, lengths = pool_time(inputs["x"], inputs.get("lengths"), self.pool_stride)   # (B, T/s, F)
         fcn = self.fcn(x, lengths) if self.fcn is not None else None                  # (B, C)
         if self.patch is not None:
             x, lengths = self.patch(x, lengths)                                        # (B, T'/r, C)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 
-__all__ = ["BASELINES", "to_panel", "majority", "minirocket", "dtw_1nn", "fit_predict", "dtw_cells"]
+__all__ = ["BASELINES", "to_panel", "majority", "minirocket", "dtw_1nn", "fit_predict", "dtw_cells", "keep_torch_threads"]
 
 DTW_MAX_CELLS = 5e10   # 1-NN DTW fills N_train * N_test * T^2 cells; above this (minutes on one core) it is skipped
 
@@ -85,8 +86,23 @@ def fit_predict(names, train_seqs, y_train, test_seqs, seed: int = 0, log=print
                 "minutes on one core); pass --baselines minirocket to silence this")
             continue
         t0 = time.perf_counter()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), keep_torch_threads():
             warnings.simplefilter("ignore")
             pred = BASELINES[name](train_seqs, y_train, test_seqs, seed)
         out[NAMES[name]] = (pred, time.perf_counter() - t0)
     return out
+
+
+@contextmanager
+def keep_torch_threads():
+    """Restore torch's intra-op thread count on exit. aeon's numba kernels start numba's OpenMP threading layer,
+    which raises the OpenMP thread count that torch reads (1 -> the number of cores under OMP_NUM_THREADS=1):
+    a model trained after a baseline in the same process (the suite, ``grukit tune``) then ran on threads it was
+    not given, spinning against other work (6x the CPU time per step on the loaded 2-core machine)."""
+    import torch
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)

@@ -6,7 +6,9 @@ batch's longest sequence with ``lengths`` (B,) and keeps padding out of the resu
 before each convolution, so a sequence gives (in eval mode) the same output alone as inside a padded batch.
 
 * :func:`pool_time` averages non-overlapping windows of ``s`` steps (a masked mean), so a series of any length
-  reaches the convolutions and the GRU with at most ``conv_steps`` steps.
+  reaches the convolutions and the GRU with at most ``conv_steps`` steps (``downsample="mean"``). The default
+  :func:`fold_time` stacks the window's steps as features instead (lossless); ``"conv"`` learns a linear
+  :class:`PatchEmbed` of ``s`` steps.
 * :class:`PatchEmbed` turns non-overlapping patches of ``r`` steps into one GRU input each (a strided Conv1d
   and ReLU): the recurrence then runs over at most ``gru_steps`` steps, which keeps training fast and the
   gradient path short on long series.
@@ -24,7 +26,7 @@ from torch import Tensor, nn
 
 from .heads import length_mask
 
-__all__ = ["pool_time", "shorter", "strides", "PatchEmbed", "FCNBranch"]
+__all__ = ["pool_time", "fold_time", "shorter", "strides", "PatchEmbed", "FCNBranch"]
 
 
 def strides(max_length: int, conv_steps: int, gru_steps: int) -> tuple[int, int]:
@@ -60,19 +62,35 @@ def pool_time(x: Tensor, lengths: Tensor | None, s: int) -> tuple[Tensor, Tensor
     return xs / ms.clamp_min(1.0), shorter(lengths, s)
 
 
-class PatchEmbed(nn.Module):
-    """Non-overlapping patches of ``r`` steps to ``channels`` features each: (B, T, F) -> (B, ceil(T/r), C)."""
+def fold_time(x: Tensor, lengths: Tensor | None, s: int) -> tuple[Tensor, Tensor | None]:
+    """Windows of ``s`` steps stacked as features (space-to-depth, lossless, no parameters):
+    (B, T, F) -> (B, ceil(T/s), s*F); feature ``k*F + f`` of a window is feature f at its step k. Padded steps
+    are zeroed first."""
+    if s == 1:
+        return x, lengths
+    B, T, Fe = x.shape
+    x = F.pad(_masked(x, lengths), (0, 0, 0, (-T) % s))                  # (B, s*ceil(T/s), F)
+    return x.reshape(B, -1, s * Fe), shorter(lengths, s)                 # (B, T/s, s*F)
 
-    def __init__(self, in_size: int, channels: int, r: int):
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches of ``r`` steps to ``channels`` features each: (B, T, F) -> (B, ceil(T/r), C).
+
+    With ``activation=False`` it is linear: the learned downsampling stem that shortens long series before both
+    branches (``downsample="conv"``), which can keep fast detail (a step-to-step alternation) that a window mean
+    removes."""
+
+    def __init__(self, in_size: int, channels: int, r: int, activation: bool = True):
         super().__init__()
         self.r = r
+        self.activation = activation
         self.proj = nn.Conv1d(in_size, channels, kernel_size=r, stride=r)
 
     def forward(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
         pad = (-x.shape[1]) % self.r
         x = F.pad(_masked(x, lengths), (0, 0, 0, pad)).transpose(1, 2)      # (B, F, T) for Conv1d
-        z = torch.relu(self.proj(x)).transpose(1, 2)                         # (B, T/r, C)
-        return z, shorter(lengths, self.r)
+        z = self.proj(x).transpose(1, 2)                                     # (B, T/r, C)
+        return (torch.relu(z) if self.activation else z), shorter(lengths, self.r)
 
 
 class FCNBranch(nn.Module):

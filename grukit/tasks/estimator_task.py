@@ -1,6 +1,7 @@
 """The small task behind the scikit-learn estimators: GRU -> pooling -> linear (module-level, so it pickles)."""
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -26,3 +27,8 @@ class EstimatorTask(SequenceTask):
         if self.meta["kind"] == "classification":
             return F.cross_entropy(outputs, target.long())
         return F.mse_loss(outputs, target.to(outputs.dtype))
+
+    def decode(self, outputs, inputs=None):
+        """Class probabilities (B, K) for classification (what ``classify_sequences`` averages over members),
+        the standardised values (B, out) for regression."""
+        return torch.softmax(outputs, -1) if self.meta["kind"] == "classification" else outputs
