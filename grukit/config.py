@@ -223,6 +223,15 @@ class ForecastConfig(TaskConfig):
     es_hybrid: bool = opt(False, "ES-RNN-style hybrid: per-series level and seasonal smoothing coefficients and "
                                  "initial seasonality, learned jointly with the GRU, normalise each window")
     series_embedding: int = opt(0, "size of a learned per-series id embedding fed to the GRU (0 = off)")
+    head_init: str = opt("auto", "the GRU's part of the head: baseline (starts at zero, so the untrained model is "
+                                 "the skip's seasonal-naive forecast), random (PyTorch's init), auto (baseline for "
+                                 "many series, random for one: its few validation windows then stop training at "
+                                 "the near-baseline first epochs)")
+    mase_loss: bool = opt(False, "weight each series' training loss by 1 / its in-sample mean absolute seasonal "
+                                 "difference (encoded units), as MASE scales errors, instead of equally")
+    patch: int = opt(0, "the GRU reads the lookback in non-overlapping patches of this many steps (one recurrent "
+                        "step per patch: lookback / patch steps, far faster on long lookbacks); 0 = the seasonal "
+                        "period when it is >= 24 (hourly and finer) and the lookback holds two periods, else 1")
     baselines: tuple[str, ...] = opt(("naive", "seasonal_naive", "naive2", "theta", "ets", "arima"),
                                      "baselines fitted beside the model: naive, seasonal_naive, naive2, theta, "
                                      "ets, arima")
@@ -264,6 +273,9 @@ class ForecastConfig(TaskConfig):
             p.append(f"lookbacks={list(self.lookbacks)}: expected lengths between 1 and lookback={self.lookback}")
         if self.max_windows < 0 or self.series_embedding < 0 or self.n_jobs < -1:
             p.append("max_windows and series_embedding must be >= 0, n_jobs >= -1")
+        choice(p, "head_init", self.head_init, ["auto", "baseline", "random"])
+        if not 0 <= self.patch <= self.lookback:
+            p.append(f"patch={self.patch}: expected 0 (the season) or a length between 1 and lookback={self.lookback}")
         for b in self.baselines:
             choice(p, "baselines", b, ["naive", "seasonal_naive", "naive2", "theta", "ets", "arima"])
         return p

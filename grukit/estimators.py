@@ -242,57 +242,97 @@ class GRUClassifier(ClassifierMixin, _GRUEstimatorBase):
 
 
 class GRUForecaster(_GRUEstimatorBase):
-    """Series -> its next ``horizon`` values, from windows of ``lookback`` steps (direct multi-horizon).
+    """Series -> its next ``horizon`` values: the forecast task's model (:class:`~grukit.tasks.forecast.ForecastTask`:
+    padded, masked lookback windows, window normalisation, a seasonal-naive skip the GRU corrects, quantile outputs),
+    trained on the windows :func:`~grukit.tasks.forecast.prepare_series` builds and forecasting through
+    :func:`~grukit.tasks.forecast.forecast_series`, the task's one inference entry point.
 
-    ``fit(y)`` takes a series ``(n,)`` or ``(n, C)``; ``predict(y=None)`` forecasts the ``horizon`` steps after
-    ``y`` (default: after the training series), shape ``(horizon,)`` or ``(horizon, C)``. ``score(y_future, y)``
-    is the negative mean absolute error of that forecast. Not a scikit-learn regressor (its input is one
-    series, not N samples), so scikit-learn's estimator checks do not apply to it; clone, get_params and
-    pickle do.
+    ``fit(y)`` takes a series ``(n,)`` or ``(n, C)`` with ``n > horizon`` (shorter than ``lookback + horizon`` trains
+    on padded windows); ``predict(y=None)`` forecasts the ``horizon`` steps after ``y`` (default: after the
+    training series; any length >= 1), shape ``(horizon,)`` or ``(horizon, C)``; ``predict_interval`` gives the
+    outer quantiles. ``score(y_future, y)`` is the negative mean absolute error of that forecast. Not a
+    scikit-learn regressor (its input is one series, not N samples), so scikit-learn's estimator checks do not
+    apply to it; clone, get_params and pickle do.
     """
 
     def __init__(self, lookback=_F.lookback, horizon=_F.horizon, hidden_size=_F.hidden_size,
                  num_layers=_F.num_layers, bidirectional=_F.bidirectional, dropout=_F.dropout,
                  layer_norm=_F.layer_norm, reset_after=_F.reset_after, pooling=_C.pooling, max_epochs=_F.max_epochs,
                  batch_size=_F.batch_size, lr=_F.lr, weight_decay=_F.weight_decay,
-                 gradient_clip_val=_F.gradient_clip_val, random_state=None, verbose=False):
+                 gradient_clip_val=_F.gradient_clip_val, season_length=_F.season_length, random_state=None,
+                 verbose=False):
         super().__init__(hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional,
                          dropout=dropout, layer_norm=layer_norm, reset_after=reset_after, pooling=pooling,
                          max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          gradient_clip_val=gradient_clip_val, random_state=random_state, verbose=verbose)
         self.lookback = lookback
         self.horizon = horizon
+        self.season_length = season_length
 
     def _series(self, y):
-        y = check_array(np.asarray(y, dtype=np.float32).reshape(len(y), -1), dtype=np.float32, input_name="y")
+        y = check_array(np.asarray(y, dtype=np.float64).reshape(len(y), -1), dtype=np.float64, input_name="y")
         return y                                                                # (n, C)
 
     def fit(self, y, X=None):  # noqa: ARG002 - X is accepted for Pipeline compatibility, unused
+        import torch
+
+        from .callbacks import GracefulStop
+        from .data.panel import Series
+        from .tasks.forecast import ForecastTask, prepare_series
+        from .train import build_trainer, quiet_lightning
+
         s = self._series(y)
         n, C = s.shape
-        if n < self.lookback + self.horizon:
-            raise ValueError(f"the series has {n} steps; lookback={self.lookback} + horizon={self.horizon} "
-                             f"needs at least {self.lookback + self.horizon}")
+        if n < self.horizon + 1:
+            raise ValueError(f"the series has {n} steps; horizon={self.horizon} needs at least {self.horizon + 1}")
+        base = self._config().to_dict()
+        cfg = ForecastConfig.from_dict(dict(
+            {k: base[k] for k in ("hidden_size", "num_layers", "bidirectional", "dropout", "layer_norm",
+                                  "reset_after", "max_epochs", "batch_size", "lr", "weight_decay",
+                                  "gradient_clip_val", "seed", "lr_schedule", "val_fraction", "patience",
+                                  "progress")},
+            lookback=self.lookback, horizon=self.horizon, season_length=self.season_length, baselines=()),
+            source=type(self).__name__)
+        roles = {"time_col": "", "target": [f"y{c}" for c in range(C)] if C > 1 else ["y"], "known": [],
+                 "past": [], "id_col": "", "layout": "long"}
+        one = Series("series", None, s, np.zeros((n, 0)), np.zeros((n, 0)), n)
+        prepared = prepare_series(cfg, [one], roles, type(self).__name__, hold=0)
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            self.model_ = ForecastTask(cfg, prepared.meta)
+            quiet_lightning()
+            trainer = build_trainer(cfg, None, monitor=self.model_.monitor)   # fit()'s Trainer, guards; no files
+            trainer.fit(self.model_, train_dataloaders=prepared.train)
+            stop = next((c for c in trainer.callbacks if isinstance(c, GracefulStop)), None)
+            if stop is not None and stop.signal_received is not None:
+                raise KeyboardInterrupt(f"{type(self).__name__}.fit stopped by signal {stop.signal_received}")
+        self.model_.eval()
+        self.config_, self.meta_ = cfg, prepared.meta
         self.y_1d_ = np.ndim(y) == 1
-        self.mean_, self.scale_ = s.mean(0), np.where(s.std(0) > 0, s.std(0), 1.0)
-        z = (s - self.mean_) / self.scale_
-        starts = range(n - self.lookback - self.horizon + 1)
-        Xw = np.stack([z[i:i + self.lookback] for i in starts]).astype(np.float32)              # (N, L, C)
-        Yw = np.stack([z[i + self.lookback:i + self.lookback + self.horizon].reshape(-1)
-                       for i in starts]).astype(np.float32)                                    # (N, h*C)
-        self.n_input_channels_ = C
-        self.n_features_in_ = C
-        self.history_ = s[-self.lookback:]
-        return self._fit_arrays(Xw, None, Yw, self.horizon * C)
+        self.n_input_channels_ = self.n_features_in_ = C
+        self.history_ = s
+        return self
+
+    def _forecast(self, y):
+        from .tasks.forecast import forecast_series
+        check_is_fitted(self, "model_")
+        hist = self.history_ if y is None else self._series(y)
+        if hist.shape[1] != self.n_input_channels_:
+            raise ValueError(f"y has {hist.shape[1]} columns, but {type(self).__name__} was fitted on "
+                             f"{self.n_input_channels_}")
+        (fc,) = forecast_series(self.model_, self.meta_, self.config_, [hist], ids=["series"])
+        return fc
+
+    def _shape(self, out):
+        return out[:, 0] if self.y_1d_ else out
 
     def predict(self, y=None):
-        check_is_fitted(self, "model_")
-        hist = self.history_ if y is None else self._series(y)[-self.lookback:]
-        if len(hist) < self.lookback:
-            raise ValueError(f"need at least lookback={self.lookback} past values, got {len(hist)}")
-        z = ((hist - self.mean_) / self.scale_)[None].astype(np.float32)                      # (1, L, C)
-        out = self._forward(z)[0].reshape(self.horizon, -1) * self.scale_ + self.mean_
-        return out[:, 0] if self.y_1d_ else out
+        return self._shape(self._forecast(y)["point"])
+
+    def predict_interval(self, y=None):
+        """The outer quantiles (``lo``, ``hi``) of the forecast, each shaped like ``predict``'s."""
+        fc = self._forecast(y)
+        return self._shape(fc["lo"]), self._shape(fc["hi"])
 
     def score(self, y_future, y=None):
         pred = self.predict(y)

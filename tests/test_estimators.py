@@ -79,8 +79,18 @@ def test_forecaster_beats_the_last_value_on_a_sine():
     assert f.predict().shape == (12,)
     assert f.score(s[288:]) > naive
     assert pickle.loads(pickle.dumps(f)).predict().shape == (12,)
-    with pytest.raises(ValueError, match="needs at least 48"):
-        GRUForecaster(lookback=36, horizon=12).fit(s[:40])
+    lo, hi = f.predict_interval()
+    assert (lo <= f.predict() + 1e-9).all() and (f.predict() <= hi + 1e-9).all() and (lo < hi).any()
+    # the forecast task's one entry point, with the training series' scaler
+    from grukit.tasks.forecast import forecast_series
+    (fc,) = forecast_series(f.model_, f.meta_, f.config_, [s[:288]], ids=["series"])
+    np.testing.assert_allclose(f.predict(), fc["point"][:, 0])
+    np.testing.assert_allclose(f.predict(s[:280]), forecast_series(f.model_, f.meta_, f.config_, [s[:280]],
+                                                                   ids=["series"])[0]["point"][:, 0])
+    with pytest.raises(ValueError, match="needs at least 13"):
+        GRUForecaster(lookback=36, horizon=12).fit(s[:12])
+    short = GRUForecaster(lookback=36, horizon=12, max_epochs=1, random_state=0).fit(s[:30])   # padded windows
+    assert short.predict(s[:5]).shape == (12,) and np.isfinite(short.predict(s[:5])).all()
 
 
 def test_defaults_come_from_the_config_dataclasses():
@@ -95,7 +105,7 @@ def test_defaults_come_from_the_config_dataclasses():
             assert p[k] == getattr(t, k), (type(est).__name__, k)
         assert p["pooling"] == c.pooling
     p = GRUForecaster().get_params()
-    for k in ("lookback", "horizon", "hidden_size", "num_layers", "max_epochs", "batch_size", "lr"):
+    for k in ("lookback", "horizon", "hidden_size", "num_layers", "max_epochs", "batch_size", "lr", "season_length"):
         assert p[k] == getattr(f, k), k
 
 

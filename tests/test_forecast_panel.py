@@ -11,7 +11,7 @@ import torch
 from grukit.config import ForecastConfig
 from grukit.errors import DataError
 from grukit.runs import Run
-from grukit.tasks.forecast import ForecastTask, forecast_series, prepare
+from grukit.tasks.forecast import ForecastTask, forecast_series, mase_weights, prepare
 from grukit.train import fit
 
 FAST = dict(hidden_size=8, batch_size=32, progress=False, patience=0, lr=1e-2, max_epochs=2,
@@ -161,6 +161,8 @@ OPTIONS = [
     ("series_embedding", dict(series_embedding=3)),
     ("lookbacks", dict(lookbacks=(6, 12))),
     ("gaussian", dict(likelihood="gaussian")),
+    ("patch", dict(patch=5)),
+    ("mase_loss", dict(mase_loss=True)),                         # lookback 12 = 2 zero steps + 2 patches of 5
 ]
 
 
@@ -179,6 +181,10 @@ def test_model_options_train_and_forecast(tmp_path, name, extra):
         assert not torch.equal(model.es.season0, torch.zeros(3, 6))      # learned jointly with the GRU
     if name == "series_embedding":
         assert model.embed.weight.shape == (3, 3)
+    if name == "mase_loss":
+        assert model.series_w.shape == (3,) and len(set(run.meta["loss_weights"])) == 3
+    if name == "patch":
+        assert model.patch_len == 5 and model.encoder.input_size == 5 * run.meta["input_size"]
     if name == "deseasonalize":
         assert set(run.meta["seasons"]) <= {"S1", "S2", "S3"} and run.meta["seasons"]
     hist = [np.linspace(50, 60, 30), np.array([52.0, 53.0])]
@@ -229,3 +235,81 @@ def test_layout_detection_and_long_parquet(tmp_path):
     by = {s.id: s.y[:, 0] for s in series}
     np.testing.assert_array_equal(by["p"], np.arange(5.0))                       # sorted by time per series
     np.testing.assert_array_equal(by["q"], np.arange(5.0, 10.0))
+
+
+def _model(lookback=12, horizon=6, season=6, **extra):
+    meta = {"input_size": 2, "n_targets": 1, "n_known": 0, "n_past": 0, "season_length": season,
+            "series_ids": ["a", "b"], "roles": {"target": ["y"], "known": [], "past": []}}
+    cfg = ForecastConfig(lookback=lookback, horizon=horizon, hidden_size=4, **extra)
+    return ForecastTask(cfg, meta)
+
+
+def _batch(window):
+    B, L = window.shape
+    mask = torch.ones(B, L)
+    w = window.unsqueeze(-1)                                                        # (B, L, 1)
+    return {"x": torch.cat([w, mask.unsqueeze(-1)], -1), "window": w, "mask": mask,
+            "known_future": torch.zeros(B, 6, 0), "sid": torch.tensor([0, 1]), "phase": torch.zeros(B).long()}
+
+
+def test_untrained_head_forecasts_seasonal_naive_exactly():
+    """With the linear skip and head_init auto on many series (or baseline), the untrained model's every output
+    is the seasonal-naive forecast of the window (the GRU learns a correction to it), with and without window
+    normalisation; a single series (auto) or head_init=random keeps PyTorch's init of the GRU's part."""
+    torch.manual_seed(0)
+    window = torch.randn(2, 12) + 3.0
+    want = torch.stack([window[:, 6 + h % 6] for h in range(6)], 1)                 # y[h] = x[L - m + h mod m]
+    for norm in (True, False):
+        out, _ = _model(window_norm=norm)(_batch(window))                           # (B, H, C, Q)
+        for q in range(out.shape[-1]):
+            torch.testing.assert_close(out[:, :, 0, q], want, rtol=1e-6, atol=1e-6)
+    one = ForecastTask(_model().config, {**_model().meta, "series_ids": ["a"]})
+    assert one.head.proj.weight.abs().sum() > 0                                     # auto: random for one series
+    assert ForecastTask(_model(head_init="baseline").config, one.meta).head.proj.weight.abs().sum() == 0
+    assert _model(head_init="random").head.proj.weight.abs().sum() > 0
+    out, _ = _model(likelihood="gaussian")(_batch(window))                          # (B, H, C, 2)
+    torch.testing.assert_close(out[:, :, 0, 0], want, rtol=1e-6, atol=1e-6)         # the mean moves,
+    torch.testing.assert_close(out[..., 1], torch.zeros(2, 6, 1))                   # not the scale
+
+
+def test_patches_feed_one_gru_step_per_patch():
+    """patch=p: the GRU reads (B, L/p, p*F), zeros padding the oldest patch; 0 picks a season >= 24 when the
+    lookback holds two of them."""
+    torch.manual_seed(0)
+    assert _model(lookback=48, season=24).patch_len == 24                          # the default, 0: auto
+    assert _model(lookback=47, season=24).patch_len == 1 and _model(season=6).patch_len == 1
+    assert _model(patch=3).patch_len == 3
+    model = _model(lookback=12, patch=5, window_norm=False)
+    with torch.no_grad():
+        model.head.proj.weight.normal_()                                           # make the GRU part count
+    window = torch.randn(2, 12)
+    batch = _batch(window)
+    seen = {}
+    model.encoder.register_forward_hook(lambda mod, args, out: seen.update(x=args[0]))     # returns None
+    out, h_n = model(batch)
+    x = seen["x"]
+    assert x.shape == (2, 3, 10)                                                   # 15 = 3 zero steps + 12
+    torch.testing.assert_close(x[:, 0, :6], torch.zeros(2, 6))
+    torch.testing.assert_close(x[:, 0, 6:].reshape(2, 2, 2), batch["x"][:, :2])
+    torch.testing.assert_close(x[:, 2].reshape(2, 5, 2), batch["x"][:, 7:])
+    _, ref_h = model.encoder(x)
+    torch.testing.assert_close(h_n, ref_h)
+    with pytest.raises(Exception, match="patch=13"):
+        ForecastConfig(lookback=12, patch=13).validate()
+
+
+def test_mase_loss_weights_by_hand():
+    """mase_loss: weight 1 / mean |z_t - z_{t-m}| over the training part, over the median, clipped to [0.05, 20];
+    the loss is the weighted mean of the per-window losses."""
+    zs = [np.array([0., 1, 0, 1, 0, 1, 9]), np.array([0., 2, 4, 6, 8, 10, 9]), np.array([0., 0.5, 3])]
+    # lag 2 over the first 6 points: d = 0, 4 (and 0 -> no scale: weight 1); lag 1 for a 3-point part: 0.5
+    w = mase_weights(zs, [6, 6, 2], 2)
+    np.testing.assert_allclose(w, [1.0, (1 / 4) / np.median([1 / 4, 2]), 2 / np.median([1 / 4, 2])])
+    assert mase_weights([np.r_[0.0, 1e3], np.r_[0.0, 1e-3], np.r_[0.0, 1.0]], [2, 2, 2], 1) == [0.05, 20.0, 1.0]
+    model = _model(mase_loss=True, likelihood="point")
+    assert model.series_w is None                                   # no weights in meta: the plain mean
+    model = ForecastTask(model.config, {**model.meta, "loss_weights": [0.5, 3.0]})
+    out, y = torch.randn(3, 6, 1, 1), torch.randn(3, 6, 1)
+    per = ((out[..., 0] - y) ** 2).mean((1, 2))
+    want = (per * torch.tensor([0.5, 3.0, 1.0])).mean()           # id -1 (unknown) weighs 1
+    torch.testing.assert_close(model.loss(out, y, {"sid": torch.tensor([0, 1, -1])}), want)

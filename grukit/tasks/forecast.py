@@ -37,8 +37,8 @@ from .base import SequenceTask, infer
 from .forecast_es import ESLayer
 from .heads import DirectForecastHead
 
-__all__ = ["ForecastTask", "prepare", "forecast_series", "evaluate", "predict", "Series", "choose_transform",
-           "season_of"]
+__all__ = ["ForecastTask", "prepare", "prepare_series", "forecast_series", "evaluate", "predict", "Series",
+           "choose_transform", "season_of", "mase_weights"]
 
 
 # ====================================================================== data
@@ -60,6 +60,21 @@ def season_of(y: np.ndarray, m: int, deseasonalize: bool) -> np.ndarray:
     return seasonal_factors(y[:, 0], m)
 
 
+def mase_weights(zs: list[np.ndarray], ends: list[int], m: int) -> list[float]:
+    """Per-series loss weights 1 / d_i, d_i the mean absolute seasonal (lag m; lag 1 when the training part is
+    shorter than m + 1) difference of the encoded training part, over the median weight, clipped to [0.05, 20]:
+    a loss weighted so averages errors scaled as MASE scales them."""
+    d = []
+    for z, end in zip(zs, ends):
+        z = z[:end]
+        lag = m if end > m else 1
+        diff = np.abs(z[lag:] - z[:-lag]) if end > lag else np.zeros(0)
+        d.append(float(diff.mean()) if diff.size and diff.mean() > 1e-6 else np.nan)
+    inv = 1 / np.asarray(d)
+    med = np.nanmedian(inv) if np.isfinite(inv).any() else 1.0
+    return np.clip(np.nan_to_num(inv / med, nan=1.0), 0.05, 20.0).tolist()
+
+
 def _covariates(s: Series, cov_scale: dict) -> np.ndarray:
     cov = np.concatenate([s.known, s.past], 1)
     return (cov - cov_scale["mean"]) / cov_scale["std"] if cov.shape[1] else cov
@@ -68,8 +83,17 @@ def _covariates(s: Series, cov_scale: dict) -> np.ndarray:
 def prepare(cfg: ForecastConfig) -> Prepared:
     series, roles, path = load_panel(cfg.data, layout=cfg.layout, duplicates=cfg.duplicates, time_col=cfg.time_col,
                                      target=cfg.target, known=cfg.known, past=cfg.past, id_col=cfg.id_col)
+    return prepare_series(cfg, series, roles, path)
+
+
+def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path: str = "",
+                   hold: int | None = None) -> Prepared:
+    """Loaders and meta for series already read (``prepare`` reads ``cfg.data``; the estimator passes arrays).
+    ``hold``: points kept out of training at each series' end (default: none with ``test_data``, else
+    ``backtests x horizon`` for the evaluation)."""
     L, H = cfg.lookback, cfg.horizon
-    hold = 0 if cfg.test_data else cfg.backtests * H
+    if hold is None:
+        hold = 0 if cfg.test_data else cfg.backtests * H
     series = drop_short(series, hold + 2, f"train and hold out {hold} points", path)
     if not any(s.n_obs - hold >= H + 1 for s in series):
         raise DataError(f"too short: no series has horizon {H} + held-out {hold} (backtests x horizon) + 1 = "
@@ -103,6 +127,8 @@ def prepare(cfg: ForecastConfig) -> Prepared:
             "seasons": seasons, "cov_scaler": cov_scale, "data_name": path, "series_ids": [s.id for s in series],
             "short_series": short, "has_val": len(val_ds) > 0, "n_train_windows": len(train_ds),
             "n_val_windows": len(val_ds)}
+    if cfg.mase_loss:
+        meta["loss_weights"] = mase_weights(zs, [s.n_obs - hold for s in series], int(m))
     return Prepared(loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed),
                     loader(val_ds, cfg.batch_size, False, cfg.num_workers) if len(val_ds) else None, meta,
                     {"series": series})
@@ -121,6 +147,22 @@ class ForecastTask(SequenceTask):
         c = self.config
         self.embed = nn.Embedding(n_series, c.series_embedding) if c.series_embedding else None
         self.es = ESLayer(n_series, int(self.meta.get("season_length", 1))) if c.es_hybrid else None
+        w = self.meta.get("loss_weights") if c.mase_loss else None
+        self.register_buffer("series_w", torch.tensor(w, dtype=torch.float32) if w else None, persistent=False)
+
+    @property
+    def patch_len(self) -> int:
+        """Steps per GRU input (``patch``; 0: a high-frequency season (m >= 24, hourly and finer) when the lookback
+        holds two of them, where reading step by step costs m times more recurrent steps; 1 otherwise)."""
+        c = self.config
+        if c.patch:
+            return int(c.patch)
+        m = int(self.meta.get("season_length", 1))
+        return m if m >= 24 and 2 * m <= c.lookback else 1
+
+    def build_encoder(self, input_size: int | None = None):
+        size = int(self.meta["input_size"] if input_size is None else input_size)
+        return super().build_encoder(size * self.patch_len)                       # p steps of F features
 
     @property
     def n_params(self) -> int:
@@ -132,7 +174,10 @@ class ForecastTask(SequenceTask):
         adjusted = c.deseasonalize or c.es_hybrid                # the window is seasonally adjusted already
         return DirectForecastHead(self.encoder_size, c.horizon, m["n_targets"], self.n_params, c.lookback,
                                   m["n_known"], c.linear_skip, c.head_dropout,
-                                  1 if adjusted else int(m.get("season_length", 1)))
+                                  1 if adjusted else int(m.get("season_length", 1)),
+                                  n_locations=1 if c.likelihood == "gaussian" else None,
+                                  zero_correction=c.head_init == "baseline" or
+                                  (c.head_init == "auto" and len(m.get("series_ids", [])) > 1))
 
     def build_metrics(self):
         from torchmetrics import MeanAbsoluteError, MetricCollection
@@ -162,7 +207,13 @@ class ForecastTask(SequenceTask):
         feats = [adj, x[..., C:]]
         if self.embed is not None:
             feats.append(self._embedding(inputs["sid"]).unsqueeze(1).expand(B, L, -1))
-        seq, h_n = self.encoder(torch.cat(feats, -1), state)
+        inp = torch.cat(feats, -1)                                                 # (B, L, F)
+        p = self.patch_len
+        if p > 1:                                                                  # one GRU step per patch
+            pad = (-L) % p
+            inp = F.pad(inp, (0, 0, pad, 0))                                      # (B, L + pad, F), zeros first
+            inp = inp.reshape(B, (L + pad) // p, p * inp.shape[-1])               # (B, T/p, p*F)
+        seq, h_n = self.encoder(inp, state)
         h = torch.cat([h_n[-2], h_n[-1]], -1) if c.bidirectional else h_n[-1]    # (B, D*H)
         out = self.head(h, adj, inputs.get("known_future"))                       # (B, horizon, C, P)
         shift = base_out.unsqueeze(-1)                                             # (B, horizon, C, 1)
@@ -183,13 +234,19 @@ class ForecastTask(SequenceTask):
     def loss(self, out, y, inputs):
         c = self.config
         if c.likelihood == "point":
-            return F.mse_loss(out[..., 0], y)
-        if c.likelihood == "gaussian":
+            per = F.mse_loss(out[..., 0], y, reduction="none")                    # (B, horizon, C)
+        elif c.likelihood == "gaussian":
             sigma = F.softplus(out[..., 1]) + 1e-3
-            return F.gaussian_nll_loss(out[..., 0], y, sigma ** 2)
-        q = torch.tensor(c.quantiles, dtype=out.dtype, device=out.device)        # (Q,)
-        diff = y.unsqueeze(-1) - out                                              # (B, horizon, C, Q)
-        return torch.maximum(q * diff, (q - 1) * diff).mean()
+            per = F.gaussian_nll_loss(out[..., 0], y, sigma ** 2, reduction="none")
+        else:
+            q = torch.tensor(c.quantiles, dtype=out.dtype, device=out.device)    # (Q,)
+            diff = y.unsqueeze(-1) - out                                          # (B, horizon, C, Q)
+            per = torch.maximum(q * diff, (q - 1) * diff)
+        if self.series_w is None:
+            return per.mean()
+        sid = inputs["sid"]
+        w = torch.where(sid >= 0, self.series_w[sid.clamp(min=0)], torch.ones_like(self.series_w[:1]))  # (B,)
+        return (per.flatten(1).mean(1) * w).mean()
 
     def metric_inputs(self, out, y, inputs):
         return self._point(out), y

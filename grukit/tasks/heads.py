@@ -115,21 +115,29 @@ class DirectForecastHead(nn.Module):
 
     ``y = W [h_T ; known_future] + skip(window)``: a linear layer on the final GRU state (and the flattened
     known-future covariates), plus an optional linear map from each target's own lookback window to its horizon
-    (shared by the targets), a strong base the GRU corrects. The linear map starts as the seasonal-naive
-    forecast (period ``season``; the naive one when ``season`` is 1 or longer than the lookback), so training
-    starts from that baseline and learns corrections to it. Output shape (B, horizon, C, P).
+    (shared by the targets), a strong base the GRU corrects; it shifts the first ``n_locations`` outputs per
+    value (all by default: point or quantiles; 1 for a Gaussian's mean, never its scale). The linear map starts
+    as the seasonal-naive forecast (period ``season``; the naive one when ``season`` is 1 or longer than the
+    lookback), so training starts from that baseline and learns corrections to it; with ``zero_correction`` the
+    GRU's projection starts at zero too, so the untrained head outputs exactly that baseline. Output shape
+    (B, horizon, C, P).
     """
 
     def __init__(self, in_size: int, horizon: int, n_targets: int, n_params: int, lookback: int,
-                 n_known: int = 0, linear_skip: bool = True, dropout: float = 0.0, season: int = 1):
+                 n_known: int = 0, linear_skip: bool = True, dropout: float = 0.0, season: int = 1,
+                 n_locations: int | None = None, zero_correction: bool = True):
         super().__init__()
         self.horizon, self.C, self.P = horizon, n_targets, n_params
+        self.n_loc = n_params if n_locations is None else n_locations     # outputs the skip shifts (not scales)
         self.drop = nn.Dropout(dropout)
         self.proj = nn.Linear(in_size + horizon * n_known, horizon * n_targets * n_params)
         self.skip = nn.Linear(lookback, horizon) if linear_skip else None
         if self.skip is not None:
             m = season if 1 < season <= lookback else 1
             with torch.no_grad():
+                if zero_correction:                                           # the GRU part starts at 0:
+                    self.proj.weight.zero_()                                  # the output is the skip alone
+                    self.proj.bias.zero_()
                 self.skip.weight.zero_()
                 self.skip.bias.zero_()
                 for h in range(horizon):                                      # y[h] = x[L - m + h mod m]
@@ -143,7 +151,8 @@ class DirectForecastHead(nn.Module):
         y = self.proj(feats).view(B, self.horizon, self.C, self.P)            # (B, horizon, C, P)
         if self.skip is not None:
             base = self.skip(window.transpose(1, 2)).transpose(1, 2)          # (B, lookback, C) -> (B, horizon, C)
-            y = y + base.unsqueeze(-1)
+            shift = base.unsqueeze(-1).expand(B, self.horizon, self.C, self.n_loc)  # (B, horizon, C, n_loc)
+            y = torch.cat([y[..., :self.n_loc] + shift, y[..., self.n_loc:]], -1)
         return y
 
 
