@@ -77,18 +77,23 @@ def _model(seed=0, **kw):
                               "normalize": "series"}).eval()
 
 
+def _each_alone_as_in_the_batch(m, seqs, x, lengths):
+    """The padded batch's logits are each sequence's logits alone (padding is never read)."""
+    with torch.no_grad():
+        logits, _ = m({"x": x, "lengths": lengths})
+        assert logits.shape == (len(seqs), 3)
+        for i, s in enumerate(seqs):
+            alone, _ = m({"x": torch.as_tensor(s)[None], "lengths": torch.tensor([len(s)])})
+            torch.testing.assert_close(logits[i], alone[0], atol=1e-5, rtol=1e-5)
+
+
 def test_whole_model_variable_lengths_and_long_series():
     m = _model(conv_steps=8, gru_steps=4)                        # 30 steps -> pooled by 4, patches of 2
     assert (m.pool_stride, m.patch.r) == (4, 2)
     rng = np.random.default_rng(1)
     seqs = [rng.normal(size=(n, 2)).astype(np.float32) for n in (30, 11, 5)]
     x, lengths = padded(seqs)
-    with torch.no_grad():
-        logits, _ = m({"x": x, "lengths": lengths})
-        assert logits.shape == (3, 3)
-        for i, s in enumerate(seqs):
-            alone, _ = m({"x": torch.as_tensor(s)[None], "lengths": torch.tensor([len(s)])})
-            torch.testing.assert_close(logits[i], alone[0], atol=1e-5, rtol=1e-5)
+    _each_alone_as_in_the_batch(m, seqs, x, lengths)
 
 
 def _stem_model(**kw):
@@ -122,12 +127,7 @@ def test_shortening_keeps_detail_that_averaging_removes(downsample):
     seqs = [rng.normal(size=(n, 2)).astype(np.float32) for n in (30, 11, 5)]
     x, lengths = padded(seqs)
     x[2, 5:] = 1e3                                               # garbage padding must not matter
-    with torch.no_grad():
-        logits, _ = m({"x": x, "lengths": lengths})
-        assert logits.shape == (3, 3)
-        for i, s in enumerate(seqs):
-            alone, _ = m({"x": torch.as_tensor(s)[None], "lengths": torch.tensor([len(s)])})
-            torch.testing.assert_close(logits[i], alone[0], atol=1e-5, rtol=1e-5)
+    _each_alone_as_in_the_batch(m, seqs, x, lengths)
     flat = torch.zeros(1, 32, 2)
     alt = flat + torch.tensor([1.0, -1.0]).repeat(16)[None, :, None]   # +1 -1 +1 ... : every window averages to 0
     torch.testing.assert_close(pool_time(alt, None, 4)[0], pool_time(flat, None, 4)[0])
