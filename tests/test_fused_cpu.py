@@ -295,7 +295,9 @@ def test_second_process_loads_compiled_kernels_from_cache(tmp_path):
 def test_threads_policy_small_work_stays_on_one_thread():
     assert fused_cpu.threads_for(1, 512, 100) == 1
     assert fused_cpu.threads_for(64, 8, 10) == 1
-    assert np.all(fused_cpu._lens(None, 4, 3) == 4)
+    full = fused_cpu.lens_array(None, 4, 3)
+    assert full.dtype == np.int64 and full.tolist() == [4, 4, 4]
+    assert fused_cpu.lens_array(torch.tensor([3, 1], dtype=torch.int32), 4, 2).tolist() == [3, 1]
 
 
 def test_step_from_two_threads_at_once():

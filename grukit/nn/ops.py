@@ -13,20 +13,12 @@ then holds these operators, with no graph break, where ``torch.nn.GRU`` is a per
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .backends.fused_autograd import layer_backward, layer_forward
+from .backends.fused_autograd import layer_backward, layer_forward, lens_array, stack_layers
 
 __all__ = ["gru_layer", "gru_layer_backward", "gru_forward_ops"]
-
-
-def _lens(lengths: Tensor | None, T: int, B: int) -> np.ndarray:
-    if lengths is None:
-        return np.full(B, T, dtype=np.int64)
-    return np.ascontiguousarray(lengths.detach().to("cpu", torch.int64).numpy())
 
 
 @torch.library.custom_op("grukit::gru_layer", mutates_args=(), device_types="cpu")
@@ -34,7 +26,7 @@ def gru_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | 
               lengths: Tensor | None, reverse: bool, reset_after: bool,
               zoneout: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     T, B, _ = x.shape
-    out, hT, hp, gates = layer_forward(x.contiguous(), h0.contiguous(), w_ih, w_hh, b_ih, b_hh, _lens(lengths, T, B),
+    out, hT, hp, gates = layer_forward(x.contiguous(), h0.contiguous(), w_ih, w_hh, b_ih, b_hh, lens_array(lengths, T, B),
                                        reverse, reset_after, zoneout)
     return out, hT, hp, gates
 
@@ -52,7 +44,7 @@ def gru_layer_backward(dout: Tensor, dhT: Tensor, x: Tensor, w_ih: Tensor, w_hh:
                        has_bias: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     T, B, _ = x.shape
     H = w_hh.shape[1]
-    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = layer_backward(dout, dhT, x, w_ih, w_hh, hp, gates, _lens(lengths, T, B),
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = layer_backward(dout, dhT, x, w_ih, w_hh, hp, gates, lens_array(lengths, T, B),
                                                          reverse, reset_after, zoneout, has_bias)
     if not has_bias:                                                   # an op returns tensors: zeros for none
         db_ih, db_hh = x.new_zeros(3 * H), x.new_zeros(3 * H)
@@ -112,18 +104,6 @@ def gru_forward_ops(module, x: Tensor, hx: Tensor, lengths: Tensor | None) -> tu
     """A GRU's forward through ``torch.ops.grukit.gru_layer``: ``x`` ``(T, B, I)``, ``hx`` ``(L*D, B, H)`` ->
     ``(out (T, B, D*H), h_n (L*D, B, H))``, for the specs the fused backend runs."""
     s = module.spec
-    D = s.num_directions
     zo = s.zoneout if not module.training else 0.0
-    layer_in, h_n = x, []
-    for layer in range(s.num_layers):
-        outs = []
-        for d in range(D):
-            p = module.layer_params(layer, d)
-            out, hT, _, _ = gru_layer(layer_in, hx[layer * D + d], p.w_ih, p.w_hh, p.b_ih, p.b_hh, lengths, d == 1,
-                                      s.reset_after, zo)
-            outs.append(out)
-            h_n.append(hT)
-        layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)   # (T, B, D*H)
-        if layer < s.num_layers - 1 and s.dropout > 0 and module.training:
-            layer_in = F.dropout(layer_in, s.dropout, training=True)
-    return layer_in, torch.stack(h_n)                             # (T, B, D*H), (L*D, B, H)
+    return stack_layers(module, x, hx, lambda xin, h0, p, reverse: gru_layer(
+        xin, h0, p.w_ih, p.w_hh, p.b_ih, p.b_hh, lengths, reverse, s.reset_after, zo)[:2])                             # (T, B, D*H), (L*D, B, H)

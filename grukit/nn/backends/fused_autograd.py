@@ -11,8 +11,45 @@ from torch import Tensor
 from ..spec import GRUSpec
 from .fused_kernels import kernels, threads_for
 
-__all__ = ["GRULayerFn", "layer_forward", "layer_backward", "reference_layer", "in_proj", "transposed_np",
+__all__ = ["lens_array", "stack_layers", "GRULayerFn", "layer_forward", "layer_backward", "reference_layer", "in_proj", "transposed_np",
            "bias_np", "as_numpy"]
+
+
+_FULL_LENS: dict = {}
+
+
+def lens_array(lengths: Tensor | None, T: int, B: int) -> np.ndarray:
+    """Each sequence's length as the kernels read it, int64 (B,); every row T when ``lengths`` is None (then a
+    shared array: the kernels only read it)."""
+    if lengths is None:
+        hit = _FULL_LENS.get((B, T))
+        if hit is None:
+            if len(_FULL_LENS) > 256:
+                _FULL_LENS.clear()
+            hit = _FULL_LENS[(B, T)] = np.full(B, T, dtype=np.int64)
+        return hit
+    if lengths.dtype != torch.int64 or lengths.device.type != "cpu":
+        lengths = lengths.to("cpu", torch.int64)
+    return np.ascontiguousarray(lengths.detach().numpy())
+
+
+def stack_layers(module, x: Tensor, hx: Tensor, layer) -> tuple[Tensor, Tensor]:
+    """A GRU's layers and directions over ``x`` (T, B, I) from ``hx`` (L*D, B, H), with dropout between layers
+    in training: ``layer(layer_in, h0, params, reverse) -> (out, hT)`` runs one direction of one layer.
+    Returns (out (T, B, D*H), h_n (L*D, B, H))."""
+    spec = module.spec
+    D = spec.num_directions
+    layer_in, h_n = x, []
+    for i in range(spec.num_layers):
+        outs = []
+        for d in range(D):
+            out, hT = layer(layer_in, hx[i * D + d], module.layer_params(i, d), d == 1)
+            outs.append(out)
+            h_n.append(hT)
+        layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)
+        if i < spec.num_layers - 1 and spec.dropout > 0 and module.training:
+            layer_in = torch.nn.functional.dropout(layer_in, spec.dropout, training=True)
+    return layer_in, torch.stack(h_n)
 
 
 def as_numpy(t: Tensor) -> np.ndarray:

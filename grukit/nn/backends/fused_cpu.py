@@ -54,7 +54,7 @@ from torch import Tensor
 
 from ..spec import GRUSpec
 from .fused_autograd import (GRULayerFn, as_numpy, bias_np, in_proj, layer_backward, layer_forward,  # noqa: F401
-                             reference_layer, transposed_np)
+                             lens_array, reference_layer, stack_layers, transposed_np)
 from .fused_kernels import (MAX_STACK_ROWS, PANEL, COMPILED_PARALLEL_MIN_WORK, PARALLEL_MIN_WORK, PIPELINE_MIN_WORK,  # noqa: F401
                             SPLIT_MIN_HIDDEN, STREAM_SPLIT_MIN_HIDDEN, cgru, cgru_status, compiled_threads, cores,
                             kernels, plan_threads, stream_meta, stream_threads, threads_for, unit_split)
@@ -96,20 +96,6 @@ def _pack_bias(b: Tensor | None, H: int) -> np.ndarray:
 def _packed_layer(p, H: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One layer and direction's ``(W_ih, b_ih, W_hh, b_hh)`` packed for the compiled kernels."""
     return _pack_panels(p.w_ih, H), _pack_bias(p.b_ih, H), _pack_panels(p.w_hh, H), _pack_bias(p.b_hh, H)
-
-
-_FULL_LENS: dict = {}
-
-
-def _lens(lengths: Tensor | None, T: int, B: int) -> np.ndarray:
-    if lengths is None:                                               # read-only to the kernels: shared
-        hit = _FULL_LENS.get((B, T))
-        if hit is None:
-            if len(_FULL_LENS) > 256:
-                _FULL_LENS.clear()
-            hit = _FULL_LENS[(B, T)] = np.full(B, T, dtype=np.int64)
-        return hit
-    return np.ascontiguousarray(lengths.numpy(), dtype=np.int64)
 
 
 def _per_layer(module, build) -> list:
@@ -298,27 +284,14 @@ class FusedCPUBackend:
     def forward(self, module, x: Tensor, hx: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
         spec: GRUSpec = module.spec
         T, B, _ = x.shape
-        D = spec.num_directions
-        lens = _lens(lengths, T, B)
+        lens = lens_array(lengths, T, B)
         zo = spec.zoneout if not module.training else 0.0
         if not _needs_grad(module, x, hx):
             return self._infer(module, x, hx, lens, zo)
         self.kernel = "numba+autograd"
-        layer_in = x                                                   # (T, B, I)
-        h_n = []
-        for layer in range(spec.num_layers):
-            outs = []
-            for d in range(D):
-                p = module.layer_params(layer, d)
-                h0 = hx[layer * D + d]                                 # (B, H)
-                out, hT = GRULayerFn.apply(layer_in, h0, p.w_ih, p.w_hh, p.b_ih, p.b_hh, lens, d == 1,
-                                           spec.reset_after, zo, False if spec.deterministic else None)
-                outs.append(out)
-                h_n.append(hT)
-            layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)   # (T, B, D*H)
-            if layer < spec.num_layers - 1 and spec.dropout > 0 and module.training:
-                layer_in = F.dropout(layer_in, spec.dropout, training=True)
-        return layer_in, torch.stack(h_n)                              # (T, B, D*H), (L*D, B, H)
+        det = False if spec.deterministic else None
+        return stack_layers(module, x, hx, lambda xin, h0, p, reverse: GRULayerFn.apply(
+            xin, h0, p.w_ih, p.w_hh, p.b_ih, p.b_hh, lens, reverse, spec.reset_after, zo, det))
 
     def _infer(self, module, x: Tensor, hx: Tensor, lens: np.ndarray, zo: float) -> tuple[Tensor, Tensor]:
         """Inference (no autograd): the same kernels, with the per-call Python and torch work cut to the bone
