@@ -286,9 +286,9 @@ class _Objective:
             trial.set_user_attr("epochs", prune.epochs)
             remove_checkpoints(run_dir)                   # the trained weights stay in model.safetensors
         if not math.isfinite(prune.best):
-            why = ("" if (run_dir / "meta.json").is_file() and read_json(run_dir / "meta.json").get("has_val", True)
-                   else " (the run had no validation split: set val_fraction > 0, or for classify schedule="
-                        "validated)")
+            no_val = (run_dir / "meta.json").is_file() and not read_json(run_dir / "meta.json").get("has_val", True)
+            why = (" (the run had no validation split: set val_fraction > 0, or for classify schedule=validated)"
+                   if no_val else "")
             raise TrainingError(f"trial {trial.number}: no finite validation value was reported{why}")
         return prune.best
 
