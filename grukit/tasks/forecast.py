@@ -30,7 +30,7 @@ from ..data.batching import Prepared, loader
 from ..data.panel import MAX_MAGNITUDE, Series, drop_short, load_panel
 from ..data.seasonal import seasonal_factors
 from ..data.timeseries import season_from_times
-from ..data.windows import Codec, WindowDataset, fwd, scaler, split_origins, to_batch, window_at
+from ..data.windows import Codec, WindowDataset, fold_shifts, fwd, scaler, split_origins, to_batch, window_at
 from ..errors import DataError
 from . import forecast_eval
 from .base import SequenceTask, infer
@@ -38,7 +38,9 @@ from .forecast_es import ESLayer
 from .heads import DirectForecastHead
 
 __all__ = ["ForecastTask", "prepare", "prepare_series", "forecast_series", "evaluate", "predict", "Series",
-           "choose_transform", "season_of", "mase_weights"]
+           "choose_transform", "season_of", "mase_weights", "validation_folds", "SHORT_SERIES"]
+
+SHORT_SERIES = 1000       # a single series shorter than this is validated over 3 rolling-origin folds by tune
 
 
 # ====================================================================== data
@@ -90,13 +92,14 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
                    hold: int | None = None) -> Prepared:
     """Loaders and meta for series already read (``prepare`` reads ``cfg.data``; the estimator passes arrays).
     ``hold``: points kept out of training at each series' end (default: none with ``test_data``, else
-    ``backtests x horizon`` for the evaluation)."""
+    ``backtests x horizon`` for the evaluation), plus ``fold_shift`` (an earlier rolling-origin validation fold)."""
     L, H = cfg.lookback, cfg.horizon
     if hold is None:
         hold = 0 if cfg.test_data else cfg.backtests * H
+    hold += cfg.fold_shift                                  # a rolling-origin validation fold ends earlier
     series = drop_short(series, hold + 2, f"train and hold out {hold} points", path)
     if not any(s.n_obs - hold >= H + 1 for s in series):
-        raise DataError(f"too short: no series has horizon {H} + held-out {hold} (backtests x horizon) + 1 = "
+        raise DataError(f"too short: no series has horizon {H} + held-out {hold} (backtests x horizon + fold_shift) + 1 = "
                         f"{H + hold + 1} points, the least that gives one training window; lower --horizon or "
                         "--backtests", path=path, column=roles["id_col"] or None)
     transform = choose_transform(cfg.transform, series, path)
@@ -132,6 +135,20 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
     return Prepared(loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed),
                     loader(val_ds, cfg.batch_size, False, cfg.num_workers) if len(val_ds) else None, meta,
                     {"series": series})
+
+
+def validation_folds(cfg: ForecastConfig) -> list[int]:
+    """``fold_shift`` of each rolling-origin validation fold ``grukit tune`` trains for one setting (``[0]``:
+    the normal split only); see :func:`grukit.data.windows.fold_shifts`. ``val_origins`` 0 gives 3 folds for a
+    single series shorter than ``SHORT_SERIES`` points, else 1. The plan follows the longest series."""
+    series, roles, path = load_panel(cfg.data, layout=cfg.layout, duplicates=cfg.duplicates, time_col=cfg.time_col,
+                                     target=cfg.target, known=cfg.known, past=cfg.past, id_col=cfg.id_col)
+    hold = (0 if cfg.test_data else cfg.backtests * cfg.horizon) + cfg.fold_shift
+    longest = max(series, key=lambda s: s.n_obs)
+    end = longest.n_obs - hold
+    k = cfg.val_origins or (3 if len(series) == 1 and end < SHORT_SERIES else 1)
+    name = f"series {longest.id!r}" if len(series) > 1 else f"{path or cfg.data}"
+    return fold_shifts(end, cfg.lookback, cfg.horizon, k, cfg.val_step, cfg.max_windows, cfg.val_fraction, name)
 
 
 # ====================================================================== model
