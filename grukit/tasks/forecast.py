@@ -99,8 +99,8 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
     hold += cfg.fold_shift                                  # a rolling-origin validation fold ends earlier
     series = drop_short(series, hold + 2, f"train and hold out {hold} points", path)
     if not any(s.n_obs - hold >= H + 1 for s in series):
-        raise DataError(f"too short: no series has horizon {H} + held-out {hold} (backtests x horizon + fold_shift) + 1 = "
-                        f"{H + hold + 1} points, the least that gives one training window; lower --horizon or "
+        raise DataError(f"too short: no series has horizon {H} + held-out {hold} (backtests x horizon + "
+                        f"fold_shift) + 1 = {H + hold + 1} points, the least that gives one training window; lower --horizon or "
                         "--backtests", path=path, column=roles["id_col"] or None)
     transform = choose_transform(cfg.transform, series, path)
     m = cfg.season_length or season_from_times(series[0].times)
