@@ -2,7 +2,9 @@
 
 Every trial is a normal run directory made by :func:`grukit.train.fit` (``STUDY/trials/NNNN``), trained on
 the training split and scored on the validation split only: the objective is the best value of the task's
-monitored validation metric (``val_loss`` for most tasks). TPE samples the next setting; a median (or
+monitored validation metric (``val_loss`` for most tasks). A task may validate a setting over several folds
+(its ``validation_folds(config)``: forecasting's rolling origins, ``val_origins``): the trial then trains one run
+per fold (``NNNN``, ``NNNN-fold1``, ...) and its objective is the mean of their best values. TPE samples the next setting; a median (or
 Hyperband) pruner stops weak trials from their per-epoch validation values through
 :class:`grukit.tune_callbacks.TrialPruning`. The test split is scored once, for the best trial, at the end.
 
@@ -299,6 +301,7 @@ class _Objective:
             fit(self.spec["task"], cfg, out=run_dir, evaluate=False, callbacks=[prune])
         except optuna.TrialPruned:
             _mark(run_dir, "pruned")
+            trial.set_user_attr("pruned_at", f"epoch {prune.pruned_at}" + (f" of fold {j}" if j else ""))
             raise
         except Interrupted:                               # Ctrl-C/SIGTERM: this setting is tried again on resume
             self.study.enqueue_trial(trial.params, skip_if_exists=False)
@@ -356,12 +359,14 @@ def _progress_line(study, frozen) -> None:
     extra = ""
     if frozen.state == TrialState.PRUNED:
         last = max(frozen.intermediate_values) if frozen.intermediate_values else 0
-        extra = f" at epoch {last}"
+        extra = f" at {frozen.user_attrs.get('pruned_at', f'step {last}')}"
     elif frozen.state == TrialState.FAIL:
         extra = f": {frozen.user_attrs.get('error', 'failed')}"
     value = frozen.value if frozen.state == TrialState.COMPLETE else (
         min(frozen.intermediate_values.values()) if frozen.intermediate_values else None)
     params = " ".join(f"{k}={_fmt(v)}" for k, v in frozen.params.items())
+    if frozen.user_attrs.get("fold_values"):
+        extra += " (folds " + "/".join(_fmt(float(v)) for v in frozen.user_attrs["fold_values"]) + ")"
     _say(f"trial {frozen.number:>4}  {state:<8}{extra}  value {_fmt(value)}  {best_txt}  "
          f"{frozen.user_attrs.get('seconds', 0):.1f}s  {params}")
 
