@@ -186,13 +186,19 @@ def _open_study(spec: dict, rank: int):
                                          constant_liar=spec["n_jobs"] > 1)
     max_epochs = int(spec["base"].get("max_epochs", 50))
     steps = max_epochs * len(spec.get("folds", [0]))      # fold j's epoch e is reported as step j * max_epochs + e
-    pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=min(5, max_epochs // 4)),
+    pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3,
+                                                            n_warmup_steps=warmup_epochs(max_epochs)),
               "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=min(3, max_epochs),
                                                                   max_resource=steps),
               "none": optuna.pruners.NopPruner}[pruner_name]()
     study = optuna.create_study(storage=storage, study_name=spec["study"], direction="minimize",
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     return study, storage, retry
+
+
+def warmup_epochs(max_epochs: int) -> int:
+    """Epochs of a run (of each fold) the median pruner never prunes."""
+    return min(5, max_epochs // 4)
 
 
 def _finished(study) -> int:
@@ -296,7 +302,8 @@ class _Objective:
         from .train import fit
         from .tune_callbacks import TrialPruning
         run_dir = self.out / (f"trials/{trial.number:04d}" + (f"-fold{j}" if j else ""))
-        prune = TrialPruning(trial, step_offset=j * int(cfg.max_epochs), prior=prior)
+        prune = TrialPruning(trial, step_offset=j * int(cfg.max_epochs), prior=prior,
+                             warmup=warmup_epochs(int(cfg.max_epochs)) if j else 0)
         try:
             fit(self.spec["task"], cfg, out=run_dir, evaluate=False, callbacks=[prune])
         except optuna.TrialPruned:

@@ -8,7 +8,7 @@ remembers the best value seen, which is the trial's objective (the value of the 
 With rolling-origin validation (several folds trained one after the other for one setting), fold ``j`` reports
 its epoch ``e`` as step ``j * max_epochs + e`` and the value averaged with the earlier folds' best values
 (``prior``), so the pruner compares every trial at the same fold and epoch on the quantity the objective
-averages.
+averages; a later fold's first ``warmup`` epochs are not pruned (a fresh model's first epochs say little).
 """
 from __future__ import annotations
 
@@ -21,15 +21,18 @@ __all__ = ["TrialPruning"]
 
 class TrialPruning(Callback):
     """Report ``monitor`` (default: the task's ``monitor``, e.g. ``val_loss``) each epoch; prune weak trials.
-    ``step_offset`` and ``prior``: the fold's first step and the earlier folds' best values (see above).
+    ``step_offset`` and ``prior``: the fold's first step and the earlier folds' best values (see above);
+    ``warmup``: epochs reported but never pruned (a later fold's first epochs, as the pruner's own warm-up spares
+    the first fold's).
 
     Attributes after training: ``best`` (lowest finite value reported, ``inf`` if none), ``epochs`` (validation
     ends seen), ``pruned_at`` (the epoch it was pruned at, or None).
     """
 
-    def __init__(self, trial, monitor: str | None = None, step_offset: int = 0, prior: list[float] = ()):
+    def __init__(self, trial, monitor: str | None = None, step_offset: int = 0, prior: list[float] = (),
+                 warmup: int = 0):
         self.trial, self.monitor = trial, monitor
-        self.step_offset, self.prior = step_offset, list(prior)
+        self.step_offset, self.prior, self.warmup = step_offset, list(prior), warmup
         self.best, self.epochs, self.pruned_at = math.inf, 0, None
 
     def on_fit_start(self, trainer, pl_module) -> None:
@@ -49,7 +52,7 @@ class TrialPruning(Callback):
             self.best = min(self.best, v)
         reported = (sum(self.prior) + v) / (len(self.prior) + 1)
         self.trial.report(reported, step=self.step_offset + epoch)
-        if self.trial.should_prune():
+        if epoch >= self.warmup and self.trial.should_prune():
             self.pruned_at = epoch
             fold = f" of fold {len(self.prior)}" if self.prior else ""
             raise optuna.TrialPruned(f"pruned at epoch {epoch}{fold}: {self.monitor}={v:.4g}")
