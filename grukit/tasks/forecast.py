@@ -108,16 +108,22 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
     covs = np.concatenate([np.concatenate([s.known, s.past], 1)[: s.n_obs - hold] for s in series])
     cov_scale = scaler(covs) if covs.shape[1] else {"mean": [], "std": []}
     scalers, seasons, zs, cov_list, train_idx, val_idx = {}, {}, [], [], [], []
+    fit_ends = []
     for i, s in enumerate(series):
         end = s.n_obs - hold
-        season = season_of(s.y[:end], m, cfg.deseasonalize)
-        v = s.y[:end] / season[np.arange(end) % len(season)][:, None]
+        train_o, val_o = split_origins(end, L, H, cfg.max_windows, cfg.val_fraction)
+        # the encoding's statistics come from the points before the first validation target, as a forecast's
+        # come from its history only: fitted on the validation targets too, the scaler would tell the model their
+        # level (a series whose level moves then validates far better than it forecasts)
+        fit_end = int(val_o[0]) if len(val_o) else end
+        fit_ends.append(fit_end)
+        season = season_of(s.y[:fit_end], m, cfg.deseasonalize)
+        v = s.y[:fit_end] / season[np.arange(fit_end) % len(season)][:, None]
         scalers[s.id] = scaler(fwd(v, transform))
         if len(season) > 1:
             seasons[s.id] = season.tolist()
         zs.append(Codec(transform, scalers[s.id], season, s.id).encode(s.y[: s.n_obs]))
         cov_list.append(_covariates(s, cov_scale) if covs.shape[1] else np.zeros((s.n_obs, 0)))
-        train_o, val_o = split_origins(end, L, H, cfg.max_windows, cfg.val_fraction)
         train_idx += [(i, int(o)) for o in train_o]
         val_idx += [(i, int(o)) for o in val_o]
     sids = list(range(len(series)))
@@ -131,7 +137,7 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
             "short_series": short, "has_val": len(val_ds) > 0, "n_train_windows": len(train_ds),
             "n_val_windows": len(val_ds)}
     if cfg.mase_loss:
-        meta["loss_weights"] = mase_weights(zs, [s.n_obs - hold for s in series], int(m))
+        meta["loss_weights"] = mase_weights(zs, fit_ends, int(m))
     return Prepared(loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed),
                     loader(val_ds, cfg.batch_size, False, cfg.num_workers) if len(val_ds) else None, meta,
                     {"series": series})
