@@ -4,7 +4,8 @@ Data (read by :mod:`grukit.data.panel`): a long CSV/Parquet table (time, targets
 covariates, series id), the M4 wide layout, or a built-in series. Series of any length train together: a short
 series' windows are padded on the left and masked; one too short to forecast at all is skipped with a warning
 naming it. Each series is encoded per :mod:`grukit.data.windows` (optional seasonal adjustment, log/sqrt
-transform, per-series standardisation on its training part); ``meta.json`` keeps the scalers.
+transform, per-series standardisation on its training part: the points before its first validation target);
+``meta.json`` keeps the scalers.
 
 Model options (each a config field): window-level normalisation (``window_norm``), seasonal adjustment
 (``deseasonalize``), an ES-RNN-style hybrid (``es_hybrid``: per-series smoothing coefficients and initial
