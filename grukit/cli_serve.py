@@ -37,5 +37,5 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
     torch.set_num_threads(threads)
     opts = ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                         max_body=int(max_body_mb * 2 ** 20), token=token, session_batch=session_batch,
-                        warm_up=True)
+                        warm_up=True, freeze_gc=True)
     run_server(runs, host=host, port=port, options=opts, drain_seconds=drain_seconds)

@@ -26,7 +26,7 @@ def build(run_dirs: list[str | Path], options: ServeOptions | None = None):
             name = f"{base}-{i}"
         names.add(name)
         served.append(load_served(d, name))
-    opts = options or ServeOptions(warm_up=True)
+    opts = options or ServeOptions(warm_up=True, freeze_gc=True)
     if opts.token is None and os.environ.get(TOKEN_ENV):
         opts.token = os.environ[TOKEN_ENV]
     return create_app(served, opts)
