@@ -29,7 +29,9 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
                                               "every route but /health (default: $GRUKIT_SERVE_TOKEN)"),
           threads: int = typer.Option(1, "--threads", min=1, help="torch intra-op threads per model call"),
           drain_seconds: float = typer.Option(30.0, "--drain-seconds", help="on SIGTERM: how long in-flight "
-                                              "work may take before exit")) -> None:
+                                              "work may take before exit"),
+          access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="log one line per "
+                                          "request (off: /metrics counts requests, errors and latency)")) -> None:
     """Serve trained runs over HTTP and WebSocket, batched across requests, with a web page at /."""
     import torch
     from .serve.app import ServeOptions
@@ -37,5 +39,5 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
     torch.set_num_threads(threads)
     opts = ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                         max_body=int(max_body_mb * 2 ** 20), token=token, session_batch=session_batch,
-                        warm_up=True, freeze_gc=True)
-    run_server(runs, host=host, port=port, options=opts, drain_seconds=drain_seconds)
+                        warm_up=True)
+    run_server(runs, host=host, port=port, options=opts, drain_seconds=drain_seconds, access_log=access_log)

@@ -24,7 +24,7 @@ from fastapi import FastAPI, File, HTTPException, Request, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from ..errors import GrukitError
 from . import adapters as A
@@ -82,6 +82,24 @@ class GenerateBody(BaseModel):
 
 class ScoreBody(BaseModel):
     texts: list[str]
+
+
+async def read_body(request: Request, model: type[BaseModel]) -> BaseModel:
+    """The request's JSON body as ``model``, parsed and validated in one pass by pydantic-core (Rust).
+
+    FastAPI's own body parameter decodes with the standard ``json`` module and validates the Python objects
+    afterwards: for a (64, 8) sequence that was ~a fifth of the event loop's time per /classify request.
+    Errors are answered like FastAPI's (``RequestValidationError``: 422, one line naming the field)."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_url=False)) from None
+
+
+def body_doc(model: type[BaseModel]) -> dict:
+    """``openapi_extra`` documenting ``model`` as the JSON body of a route that reads it with :func:`read_body`."""
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
 # ---------------------------------------------------------------- plain ASGI middleware: auth, size, metrics
@@ -301,42 +319,48 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
     async def submit_all(name: str, kind: str, items: list) -> list:
         b = batcher(name, kind)
         try:
+            if len(items) == 1:                              # the common case: no gather task per request
+                return [await b.submit(items[0])]
             return list(await asyncio.gather(*(b.submit(i) for i in items)))
         except (GrukitError, QueueFull, HTTPException):
             raise
         except Exception as e:  # noqa: BLE001 - a model call that raised: this request's 500, nobody else's
             raise HTTPException(500, f"the {kind} call failed: {type(e).__name__}: {one_line(e)}") from None
 
-    @app.post("/runs/{name}/forecast", tags=["forecast"])
-    async def forecast(name: str, body: ForecastBody):
+    @app.post("/runs/{name}/forecast", tags=["forecast"], openapi_extra=body_doc(ForecastBody))
+    async def forecast(name: str, request: Request):
         """Forecast ``horizon`` steps after each series: point and interval bounds (original units)."""
         s = get(name, "forecast")
+        body = await read_body(request, ForecastBody)
         series = _nonempty(body.series, "series")
         ids = body.ids or [None] * len(series)
         if len(ids) != len(series):
             raise HTTPException(422, f"ids has {len(ids)} entries for {len(series)} series")
         items = [{"series": A.parse_series(s, v), "id": i} for v, i in zip(series, ids)]
-        return {"forecasts": await submit_all(name, "forecast", items)}
+        return JSONResponse({"forecasts": await submit_all(name, "forecast", items)})
 
-    @app.post("/runs/{name}/classify", tags=["classify"])
-    async def classify(name: str, body: ClassifyBody):
+    @app.post("/runs/{name}/classify", tags=["classify"], openapi_extra=body_doc(ClassifyBody))
+    async def classify(name: str, request: Request):
         """Label and class probabilities of each sequence."""
         s = get(name, "classify")
+        body = await read_body(request, ClassifyBody)
         items = [A.parse_sequence(s, v, f"sequences[{i}]") for i, v in
                  enumerate(_nonempty(body.sequences, "sequences"))]
-        return {"predictions": await submit_all(name, "classify", items)}
+        return JSONResponse({"predictions": await submit_all(name, "classify", items)})
 
-    @app.post("/runs/{name}/anomalies", tags=["autoencoder"])
-    async def anomalies(name: str, body: AnomalyBody):
+    @app.post("/runs/{name}/anomalies", tags=["autoencoder"], openapi_extra=body_doc(AnomalyBody))
+    async def anomalies(name: str, request: Request):
         """Per-step anomaly scores and flags of one series."""
         s = get(name, "anomalies")
+        body = await read_body(request, AnomalyBody)
         [out] = await submit_all(name, "anomalies", [A.parse_values(s, body.values)])
-        return out
+        return JSONResponse(out)
 
-    @app.post("/runs/{name}/score", tags=["lm"])
-    async def score(name: str, body: ScoreBody):
+    @app.post("/runs/{name}/score", tags=["lm"], openapi_extra=body_doc(ScoreBody))
+    async def score(name: str, request: Request):
         get(name, "score")
-        return {"scores": await submit_all(name, "score", list(_nonempty(body.texts, "texts")))}
+        body = await read_body(request, ScoreBody)
+        return JSONResponse({"scores": await submit_all(name, "score", list(_nonempty(body.texts, "texts")))})
 
     @app.post("/runs/{name}/transcribe", tags=["speech"])
     async def transcribe(name: str, file: UploadFile = File(..., description="audio: wav, flac or ogg")):
@@ -346,10 +370,11 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
         [out] = await submit_all(name, "transcribe", [wave])
         return out
 
-    @app.post("/runs/{name}/generate", tags=["lm", "music"])
-    async def generate(name: str, body: GenerateBody, request: Request):
+    @app.post("/runs/{name}/generate", tags=["lm", "music"], openapi_extra=body_doc(GenerateBody))
+    async def generate(name: str, request: Request):
         """lm: text continuing ``prompt`` (SSE when ``stream``); music: a piano roll and its MIDI file."""
         s = get(name, "generate")
+        body = await read_body(request, GenerateBody)
         if s.task == "music":
             if not 1 <= body.steps <= 10000 or not 1 <= body.n <= 64:
                 raise HTTPException(422, f"steps={body.steps}, n={body.n}: expected 1 to 10000 frames and 1 to "
