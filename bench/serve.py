@@ -69,16 +69,24 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                    OMP_NUM_THREADS="1")
+        # the server's log goes to a file: a pipe nobody reads fills up (64 KiB: uvicorn logs two lines per
+        # WebSocket connection, the speech streams reconnect every 1.6 s) and then blocks the server's event
+        # loop in write(), which looked like "handshakes timed out" at a few hundred streams
+        self.log = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "grukit.cli", "serve", *map(str, runs), "--port",
                                       str(self.port), "--max-queue", "4096", *args], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=self.log, text=True)
+
+    def log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-2000:]
 
     def __enter__(self) -> "Server":
         import httpx
         t0 = time.time()
         while time.time() - t0 < 120:
             if self.proc.poll() is not None:
-                raise RuntimeError("grukit serve exited: " + self.proc.stderr.read()[-2000:])
+                raise RuntimeError("grukit serve exited: " + self.log_tail())
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return self
@@ -92,6 +100,7 @@ class Server:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.log.close()
 
 
 def pct(xs, q) -> float:
