@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["Batcher", "QueueFull", "Job", "collect", "WAIT_SHARE", "MIN_WAIT"]
+__all__ = ["Batcher", "QueueFull", "Job", "collect", "take", "company_wait", "WAIT_SHARE", "MIN_WAIT"]
 
 WAIT_SHARE = 0.1       # a batch waits for company at most this share of the kind's recent call time ...
 MIN_WAIT = 0.001       # ... and not at all when that is under a millisecond (below the event loop's timer grain)
@@ -60,6 +60,15 @@ async def collect(q: asyncio.Queue, n: int, deadline: float) -> list:
                 raise
         break
     return items
+
+
+def company_wait(max_wait: float, call_time: float | None) -> float:
+    """Seconds a new batch may wait for more items: ``max_wait`` capped by ``WAIT_SHARE`` of the recent call
+    time ``call_time`` (None before the first call: ``max_wait``), and 0 when that is under ``MIN_WAIT``."""
+    if call_time is None:
+        return max_wait
+    w = min(max_wait, WAIT_SHARE * call_time)
+    return w if w >= MIN_WAIT else 0.0
 
 
 def take(q: asyncio.Queue, n: int) -> list:
@@ -128,21 +137,13 @@ class Batcher:
         self.queue.put_nowait(Job(item, fut, time.perf_counter()))
         return await fut
 
-    def wait_for_company(self) -> float:
-        """Seconds a new batch may wait for more items: ``max_wait`` capped by ``WAIT_SHARE`` of the recent
-        call time (before the first call: ``max_wait``), and 0 when that is under ``MIN_WAIT``."""
-        if self.call_time is None:
-            return self.max_wait
-        w = min(self.max_wait, WAIT_SHARE * self.call_time)
-        return w if w >= MIN_WAIT else 0.0
-
     async def _loop(self) -> None:
         q = self.queue
         while True:
             first = await q.get()
             jobs = [first] + take(q, self.max_batch - 1)                 # everything already waiting, FIFO
             if len(jobs) < self.max_batch:
-                wait = self.wait_for_company()
+                wait = company_wait(self.max_wait, self.call_time)
                 if wait > 0:                                             # counted from the oldest's arrival
                     jobs += await collect(q, self.max_batch - len(jobs), first.enqueued + wait)
             jobs = [j for j in jobs if not j.future.done()]             # a cancelled (disconnected) request
@@ -155,7 +156,7 @@ class Batcher:
             finally:
                 self.busy = 0
                 dt = time.perf_counter() - t0
-                self.call_time = dt if self.call_time is None else 0.8 * self.call_time + 0.2 * dt
+                self.call_time = average(self.call_time, dt)
 
     async def _run(self, jobs: list[Job]) -> None:
         loop = asyncio.get_running_loop()
@@ -190,6 +191,11 @@ class Batcher:
             await asyncio.sleep(0.01)
         if self.task is not None:
             self.task.cancel()
+
+
+def average(mean: float | None, x: float, w: float = 0.2) -> float:
+    """Exponential moving average (the first value starts it)."""
+    return x if mean is None else (1 - w) * mean + w * x
 
 
 def _set_error(job: Job, e: BaseException) -> None:

@@ -3,9 +3,10 @@
 Triton's sequence batcher and sherpa-onnx's streaming server, for a GRU: a WebSocket connection opens a
 :class:`Session` on a run and sends chunks (audio for a speech run, feature frames for a classify or
 autoencoder run with a unidirectional GRU). The connection only turns its chunk into GRU input frames and
-enqueues the session; :class:`SessionBatcher` takes up to ``max_batch`` ready sessions (or what arrived within
-``max_wait_ms``) and advances all of them together, one batched ``GRU.step(x_t, h, reset=mask)`` per time step
-(the mask restarts the state of sessions that have just started), then hands each session its partial output.
+enqueues the session; :class:`SessionBatcher` takes every ready session (up to ``max_batch``) as soon as the
+run's worker is free (continuous batching) and advances all of them together, one batched
+``GRU.step(x_t, h, reset=mask)`` per time step (the mask restarts the state of sessions that have just
+started), then hands each session its partial output.
 Sessions whose chunk gave fewer frames drop out of the later steps of that tick.
 
 Outputs equal the offline ones for the same input (tests/test_serve_stream.py): speech keeps the causal front
@@ -27,6 +28,7 @@ from ..errors import ConfigError, DataError, ShapeError
 from ..nn import frozen_weights
 from ..tasks.speech import GreedyStream, beam_search
 from .adapters import Served, streamable
+from .batcher import average, company_wait, take
 
 __all__ = ["Session", "SessionBatcher", "advance"]
 
@@ -55,6 +57,7 @@ class Session:
         self.pending: Any = None                            # the chunk waiting for the next tick
         self.final = False
         self.future: asyncio.Future | None = None
+        self.ready_at = 0.0                                 # when its pending chunk was queued
         self.frames = 0
         self.closed = False
         m = served.meta
@@ -246,6 +249,7 @@ class SessionBatcher:
         self.task: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.sessions: dict[int, Session] = {}
+        self.tick_time: float | None = None        # moving average of tick durations (seconds)
 
     def open(self) -> Session:
         s = Session(self.served)
@@ -265,6 +269,7 @@ class SessionBatcher:
         loop = asyncio.get_running_loop()
         s.pending, s.final = chunk, final
         s.future = loop.create_future()
+        s.ready_at = time.perf_counter()
         self.ready.put_nowait(s)
         return await s.future
 
@@ -275,6 +280,7 @@ class SessionBatcher:
             if not batch:
                 continue
             loop = asyncio.get_running_loop()
+            t0 = time.perf_counter()
             try:
                 outs = await loop.run_in_executor(self.executor, self._tick, batch)
                 for s, o in zip(batch, outs):
@@ -284,19 +290,22 @@ class SessionBatcher:
                 for s in batch:
                     if not s.future.done():
                         s.future.set_exception(e)
+            self.tick_time = average(self.tick_time, time.perf_counter() - t0)
 
     async def _gather(self, q: asyncio.Queue) -> list[Session]:
-        """The next tick's sessions: the first ready one, then whatever else is ready after ``max_wait``
-        (up to ``max_batch``). One sleep per tick, not one wake-up per arriving chunk: at a few hundred
-        streams the per-message getter/timeout of a gather-until-deadline loop cost more than the step."""
+        """The next tick's sessions: every ready one (up to ``max_batch``, in arrival order) as soon as the
+        worker is free: continuous batching, as :class:`~grukit.serve.batcher.Batcher` (chunks that arrive
+        during a tick form the next one). A tick waits for company only as that batcher's calls do
+        (:func:`~grukit.serve.batcher.company_wait`): a few-ms tick does not, so the worker never idles
+        while chunks are ready (the former fixed sleep per tick held it idle for ``max_wait`` each time)."""
         batch = [await q.get()]
-        if self.max_batch > 1 and self.max_wait > 0 and q.qsize() < self.max_batch - 1:
-            await asyncio.sleep(self.max_wait)
-        while len(batch) < self.max_batch:
-            try:
-                batch.append(q.get_nowait())
-            except asyncio.QueueEmpty:
-                break
+        batch += take(q, self.max_batch - 1)
+        if len(batch) < self.max_batch:
+            wait = company_wait(self.max_wait, self.tick_time)
+            left = batch[0].ready_at + wait - time.perf_counter()
+            if wait > 0 and left > 0:
+                await asyncio.sleep(left)
+                batch += take(q, self.max_batch - len(batch))
         return batch
 
     @torch.no_grad()
