@@ -103,6 +103,17 @@ class Server:
         self.log.close()
 
 
+def run(coro):
+    """Run a load generator coroutine on uvloop where it is installed (the serve extra has it): the load
+    generator shares the cores with the server, so its cost per message is kept as low as it can be. The
+    same loop drives every configuration of a section."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def pct(xs, q) -> float:
     return float(np.percentile(xs, q)) * 1000 if len(xs) else float("nan")
 
@@ -171,13 +182,15 @@ def section_http(runs, args) -> list[dict]:
     rng = np.random.default_rng(0)
     body = {"sequences": [rng.normal(size=(64, 8)).round(3).tolist()]}
     rows = []
-    for label, flags in (("off (--max-batch 1)", ["--max-batch", "1"]),
-                         ("on (--max-batch 32 --max-wait-ms 2)", ["--max-batch", "32", "--max-wait-ms", "2"])):
-        with Server([runs["classify"]], *flags) as srv:
-            for clients in (1, 32):
-                r = asyncio.run(http_load(srv.url, clients, args.seconds, args.max_requests, body))
-                rows.append({"batching": label, "clients": clients, **r})
-                print(rows[-1], flush=True)
+    for k in range(args.rounds):                       # off, on, off, on...: the machine may be shared
+        for label, flags in (("off (--max-batch 1)", ["--max-batch", "1"]),
+                             ("on (--max-batch 32 --max-wait-ms 2)", ["--max-batch", "32", "--max-wait-ms", "2"])):
+            with Server([runs["classify"]], *flags) as srv:
+                for clients in (1, 32):
+                    r = run(http_load(srv.url, clients, args.seconds, args.max_requests, body))
+                    rows.append({"round": k + 1, "batching": label, "clients": clients, **r,
+                                 "load avg": os.getloadavg()[0]})
+                    print(rows[-1], flush=True)
     return rows
 
 
@@ -233,9 +246,9 @@ def speech_clients(url: str, streams: int, seconds: float, chunk: bytes, n_chunk
     """The streams split over ``clients`` load-generator processes (one Python process cannot drive a few
     hundred WebSockets in real time on 2 cores; it, not the server, was the limit), latencies pooled."""
     if clients <= 1:
-        return speech_stats([asyncio.run(speech_load(url, streams, seconds, chunk, n_chunks))])
+        return speech_stats([run(speech_load(url, streams, seconds, chunk, n_chunks))])
     code = ("import asyncio, json, sys; sys.path.insert(0, sys.argv[1]); import serve as B; "
-            "print(json.dumps(asyncio.run(B.speech_load(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), "
+            "print(json.dumps(B.run(B.speech_load(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), "
             "bytes.fromhex(sys.stdin.read()), int(sys.argv[5])))))")
     sizes = [streams // clients + (k < streams % clients) for k in range(clients)]
     procs = [subprocess.Popen([sys.executable, "-c", code, str(ROOT / "bench"), url, str(n), str(seconds),
@@ -259,7 +272,7 @@ def section_speech(runs, args) -> list[dict]:
             for n in args.streams:
                 r = speech_clients(srv.url, n, args.seconds, chunk, len(chunks), args.clients)
                 ok = r["p99 ms"] < 100 and not r["failed"]
-                rows.append({"mode": label, "streams": n, **r, "p99<100ms": ok})
+                rows.append({"mode": label, "streams": n, **r, "p99<100ms": ok, "load avg": os.getloadavg()[0]})
                 print(rows[-1], flush=True)
                 if not ok:
                     break
@@ -285,7 +298,7 @@ def section_generate(runs, args) -> list[dict]:
     rows = []
     with Server([runs["lm"]], "--max-batch", "32", "--max-wait-ms", "20") as srv:
         for prompts in (1, 16, 1, 16):                                    # alternated: the machine is shared
-            r = asyncio.run(gen_load(srv.url, prompts, args.length))
+            r = run(gen_load(srv.url, prompts, args.length))
             rows.append({"prompts": prompts, **r})
             print(rows[-1], flush=True)
     return rows
@@ -309,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hidden", type=int, default=64, help="hidden size of the runs trained here")
     ap.add_argument("--seconds", type=float, default=4.0, help="length of each load phase")
     ap.add_argument("--max-requests", type=int, default=20000, help="most requests of each HTTP load phase")
+    ap.add_argument("--rounds", type=int, default=2, help="HTTP section: rounds of batching off then on")
     ap.add_argument("--streams", type=int, nargs="+", default=[25, 50, 100, 200, 300, 400],
                     help="concurrent speech streams tried, in order, until p99 >= 100 ms")
     ap.add_argument("--clients", type=int, default=4,
