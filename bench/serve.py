@@ -195,14 +195,18 @@ def section_http(runs, args) -> list[dict]:
 
 
 async def speech_load(url: str, streams: int, seconds: float, chunk: bytes, n_chunks: int,
-                      warmup: float = 1.0) -> dict:
+                      warmup: float = 1.0, begin: float | None = None) -> dict:
     """``streams`` clients, each sending a 100 ms chunk every 100 ms (real time, never catching up in bursts)
     for ``warmup + seconds``, ending its utterance and opening a new session every ``n_chunks`` chunks.
 
     Latencies of the first ``warmup`` seconds are not counted: all streams connect within the first 100 ms
     (a burst of handshakes no steady state has); the reconnects every ``n_chunks`` chunks are counted.
-    No permessage-deflate (float32 audio does not compress; it cost both sides CPU per chunk)."""
+    No permessage-deflate (float32 audio does not compress; it cost both sides CPU per chunk).
+    ``begin`` (a ``time.time()``): wait until then, so that load-generator processes started together all
+    start streaming together, after every one of them has imported its modules."""
     import websockets
+    if begin is not None:
+        await asyncio.sleep(max(0.0, begin - time.time()))
     lat: list[float] = []
     errors: list[str] = []
     ws_url = url.replace("http", "ws") + "/runs/speech/stream"
@@ -247,14 +251,18 @@ def speech_clients(url: str, streams: int, seconds: float, chunk: bytes, n_chunk
     hundred WebSockets in real time on 2 cores; it, not the server, was the limit), latencies pooled."""
     if clients <= 1:
         return speech_stats([run(speech_load(url, streams, seconds, chunk, n_chunks))])
-    code = ("import asyncio, json, sys; sys.path.insert(0, sys.argv[1]); import serve as B; "
-            "print(json.dumps(B.run(B.speech_load(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), "
-            "bytes.fromhex(sys.stdin.read()), int(sys.argv[5])))))")
+    # The chunk travels in argv, so every process starts its streams at once. (It used to be sent on stdin
+    # with one communicate() per process in turn: each process waited for its stdin before starting, so the
+    # processes ran one after another and a level of N streams had N / clients of them open at a time.)
+    code = ("import json, os, sys; sys.path.insert(0, sys.argv[1]); import serve as B; "
+            "r = B.run(B.speech_load(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), bytes.fromhex(sys.argv[6]), "
+            "int(sys.argv[5]), begin=float(sys.argv[7]))); os.set_blocking(1, True); print(json.dumps(r))")
+    begin = time.time() + 3.0                                    # python + numpy + websockets imported by then
     sizes = [streams // clients + (k < streams % clients) for k in range(clients)]
     procs = [subprocess.Popen([sys.executable, "-c", code, str(ROOT / "bench"), url, str(n), str(seconds),
-                               str(n_chunks)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                               str(n_chunks), chunk.hex(), str(begin)], stdout=subprocess.PIPE, text=True)
              for n in sizes if n]
-    parts = [json.loads(p.communicate(chunk.hex(), timeout=seconds + 120)[0]) for p in procs]
+    parts = [json.loads(p.communicate(timeout=seconds + 120)[0]) for p in procs]
     return speech_stats(parts)
 
 
