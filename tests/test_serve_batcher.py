@@ -174,3 +174,36 @@ def test_the_server_freezes_its_start_up_heap():
             assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
+
+
+def test_a_stream_tick_waits_for_company_from_its_oldest_chunk_only():
+    """Streaming ticks (Triton's max queue delay): a tick waits at most ``max_wait`` counted from its oldest
+    ready chunk's arrival, gathering the chunks that come meanwhile; chunks that already waited (queued during
+    the previous tick) go at once."""
+    from types import SimpleNamespace
+
+    from grukit.serve.sessions import SessionBatcher
+
+    async def main():
+        sb = SessionBatcher(None, None, max_batch=8, max_wait_ms=80)
+        q: asyncio.Queue = asyncio.Queue()
+        stale = [SimpleNamespace(ready_at=time.perf_counter() - 1.0) for _ in range(3)]
+        for s in stale:
+            q.put_nowait(s)
+        t = time.perf_counter()
+        first = await sb._gather(q)
+        quick = time.perf_counter() - t
+        fresh = SimpleNamespace(ready_at=time.perf_counter())
+        q.put_nowait(fresh)
+
+        async def later():
+            await asyncio.sleep(0.02)
+            q.put_nowait(SimpleNamespace(ready_at=time.perf_counter()))
+
+        t = time.perf_counter()
+        second, _ = await asyncio.gather(sb._gather(q), later())
+        return first, quick, second, time.perf_counter() - t
+
+    first, quick, second, waited = run(main())
+    assert len(first) == 3 and quick < 0.05                          # no wait: they had waited a second
+    assert len(second) == 2 and 0.06 <= waited < 0.5                 # the late chunk joined; ~80 ms, not more

@@ -232,7 +232,7 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
         if name not in streams:
             hist = metrics.batch.labels(name, "stream")
             sb = SessionBatcher(runs[name], executors[name], max_batch=opts.session_batch,
-                                max_wait_ms=min(opts.max_wait_ms, 2.0), on_batch=hist.observe)
+                                max_wait_ms=opts.max_wait_ms, on_batch=hist.observe)
             metrics.sessions.labels(name).set_function(lambda sb=sb: len(sb.sessions))
             streams[name] = sb
         return streams[name]

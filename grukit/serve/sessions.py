@@ -28,7 +28,7 @@ from ..errors import ConfigError, DataError, ShapeError
 from ..nn import frozen_weights
 from ..tasks.speech import GreedyStream, beam_search
 from .adapters import Served, streamable
-from .batcher import average, company_wait, take
+from .batcher import average, take
 
 __all__ = ["Session", "SessionBatcher", "advance"]
 
@@ -293,17 +293,16 @@ class SessionBatcher:
             self.tick_time = average(self.tick_time, time.perf_counter() - t0)
 
     async def _gather(self, q: asyncio.Queue) -> list[Session]:
-        """The next tick's sessions: every ready one (up to ``max_batch``, in arrival order) as soon as the
-        worker is free: continuous batching, as :class:`~grukit.serve.batcher.Batcher` (chunks that arrive
-        during a tick form the next one). A tick waits for company only as that batcher's calls do
-        (:func:`~grukit.serve.batcher.company_wait`): a few-ms tick does not, so the worker never idles
-        while chunks are ready (the former fixed sleep per tick held it idle for ``max_wait`` each time)."""
-        batch = [await q.get()]
-        batch += take(q, self.max_batch - 1)
+        """The next tick's sessions: every ready one (up to ``max_batch``, in arrival order) once the worker
+        is free and the oldest ready chunk has waited ``max_wait`` (counted from its arrival, so chunks that
+        queued during the previous tick go at once). Unlike requests, a stream's chunks come at a fixed pace
+        with a latency budget far above ``max_wait``: a short wait gathers more sessions into each tick,
+        and a tick's fixed cost (~1 ms of Python per tick, ~0.1 ms per session) is paid fewer times."""
+        first = await q.get()
+        batch = [first] + take(q, self.max_batch - 1)
         if len(batch) < self.max_batch:
-            wait = company_wait(self.max_wait, self.tick_time)
-            left = batch[0].ready_at + wait - time.perf_counter()
-            if wait > 0 and left > 0:
+            left = first.ready_at + self.max_wait - time.perf_counter()
+            if left > 0:
                 await asyncio.sleep(left)
                 batch += take(q, self.max_batch - len(batch))
         return batch
