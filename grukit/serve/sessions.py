@@ -312,7 +312,9 @@ class SessionBatcher:
         """One tick: every session's chunk to GRU inputs, one batched step per time step, outputs."""
         m = batch[0].model
         xs = front_end(batch, batch_features(batch))
-        with frozen_weights(*batch[0].members):                   # weights checked once per tick, not per frame
+        # weights checked once per tick, not per frame; the encoders only (their GRUs are all the tick steps):
+        # walking the whole task model (its metrics included) cost ~7% of the server's GIL time per tick
+        with frozen_weights(*(mk.encoder for mk in batch[0].members)):
             per_member = [advance(mk.encoder, batch, xs, k) for k, mk in enumerate(batch[0].members)]
         ys = per_member[0]
         if self.on_batch:
