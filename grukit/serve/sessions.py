@@ -67,6 +67,7 @@ class Session:
             self.feats = audio.StreamingFeatures(self.spec)
             self.conv = None
             self.best, self.log_probs = GreedyStream(), []
+            self.text, self.text_ids = "", 0                 # the transcript of best.ids[:text_ids]
             self.mean = torch.tensor(m["feature_mean"], dtype=torch.float32)
             self.std = torch.tensor(m["feature_std"], dtype=torch.float32)
         else:
@@ -101,9 +102,10 @@ class Session:
         """The first member's GRU state (L, 1, H), None before the first frame."""
         return self.hs[0]
 
-    def take(self, y: torch.Tensor | list, log_probs: torch.Tensor | None = None) -> None:
-        """The top layer's outputs (n, H) of this tick's frames, one per ensemble member (speech: one, and
-        its head's log-probs)."""
+    def take(self, y: torch.Tensor | list, log_probs: torch.Tensor | None = None,
+             labels: list[int] | None = None) -> None:
+        """The top layer's outputs (n, H) of this tick's frames, one per ensemble member (speech: one, its
+        head's log-probs and, when the tick has them, their best labels)."""
         ys = y if isinstance(y, list) else [y]
         y = ys[0]
         self.frames += len(y)
@@ -112,7 +114,7 @@ class Session:
                 return
             lp = self.model.head(y) if log_probs is None else log_probs          # (n, S+1)
             self.log_probs.append(lp)
-            self.best.feed(lp.argmax(-1).tolist())
+            self.best.feed(lp.argmax(-1).tolist() if labels is None else labels)
         else:
             for k, yk in enumerate(ys):
                 self.ys[k].append(yk)
@@ -123,8 +125,10 @@ class Session:
         if s.task == "speech":
             if final and m.config.decoder == "beam" and self.log_probs:
                 text = m.vocab.text_of(beam_search(torch.cat(self.log_probs), m.config.beam_size))
-            else:
-                text = m.vocab.text_of(self.best.ids)                # as transcribe() writes it
+            else:                                                    # as transcribe() writes it
+                if len(self.best.ids) != self.text_ids:              # decoded again only when it grew
+                    self.text, self.text_ids = m.vocab.text_of(self.best.ids), len(self.best.ids)
+                text = self.text
             return {"text": text, "frames": self.frames}
         if not self.frames:
             return {"frames": 0}
@@ -320,12 +324,17 @@ class SessionBatcher:
         if self.on_batch:
             self.on_batch(len(batch))
         lps: list = [None] * len(batch)
+        labels: list = [None] * len(batch)
         if self.served.task == "speech" and any(len(y) for y in ys):
+            sizes = [len(y) for y in ys]
             lp = m.head(torch.cat(ys))                                          # one head call for all frames
-            lps = list(lp.split([len(y) for y in ys]))
+            lps = list(lp.split(sizes))
+            best = lp.argmax(-1).tolist()                                       # and one argmax
+            ends = np.cumsum(sizes).tolist()
+            labels = [best[e - n:e] for e, n in zip(ends, sizes)]
         outs = []
         for i, (s, lp) in enumerate(zip(batch, lps)):
-            s.take([ys_k[i] for ys_k in per_member], lp)
+            s.take([ys_k[i] for ys_k in per_member], lp, labels[i])
             s.pending = None
             outs.append(s.output(final=s.final))
         return outs
