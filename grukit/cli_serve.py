@@ -19,8 +19,10 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
           port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port"),
           max_batch: int = typer.Option(32, "--max-batch", min=1, help="most requests per model call (1 turns "
                                         "batching off)"),
-          max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="how long a request waits for "
-                                            "others to share its model call"),
+          max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="longest wait for company, "
+                                            "from the oldest request's arrival: only for calls over 10 ms "
+                                            "(generation; at most a tenth of the call) and streaming ticks; "
+                                            "others start as soon as the worker is free"),
           max_queue: int = typer.Option(256, "--max-queue", min=1, help="waiting requests per run before 503"),
           session_batch: int = typer.Option(256, "--session-batch", min=1, help="most streaming sessions "
                                             "advanced by one GRU step (1 = a step call per session)"),

@@ -42,7 +42,7 @@ OPEN_PREFIXES = ("/static/",)
 @dataclass
 class ServeOptions:
     max_batch: int = 32              # most requests (or streaming sessions) per model call; 1 = no batching
-    max_wait_ms: float = 5.0         # how long a batch's first request waits for others
+    max_wait_ms: float = 5.0         # longest wait for company, from the oldest item's arrival (see batcher)
     max_queue: int = 256             # waiting requests per run and kind before 503
     max_body: int = 10 * 2 ** 20     # bytes per request body before 413
     token: Optional[str] = None      # bearer token required on every route but /health and the page
