@@ -87,10 +87,10 @@ COMMON = dict(layout="wide", likelihood="quantile", quantiles=(0.025, 0.5, 0.975
               batch_size=256, lr=3e-3, val_fraction=0.1, patience=3, lr_schedule="plateau", n_jobs=2,
               progress=False)
 SETUPS = {
-    # a week of hours, read as 7 patches of a day (patch=0, the default, picks them); errors weighted as MASE
-    # weighs them (the nearly periodic series whose seasonal naive is almost exact would otherwise be lost in the
-    # average); 2 x 10 minutes of training
-    "Hourly": dict(COMMON, horizon=48, season_length=24, lookback=168, lookbacks=(72, 120, 168), max_windows=200,
+    # two weeks of hours (the weekly cycle, twice), read as 14 patches of a day (patch=0, the default, picks
+    # them); errors weighted as MASE weighs them (the nearly periodic series whose seasonal naive is almost
+    # exact would otherwise be lost in the average); 2 x 10 minutes of training
+    "Hourly": dict(COMMON, horizon=48, season_length=24, lookback=336, lookbacks=(168, 252, 336), max_windows=200,
                    hidden_size=48, mase_loss=True, max_epochs=40, max_minutes=10, ensemble=2),
     "Weekly": dict(COMMON, horizon=13, season_length=1, lookback=52, lookbacks=(26, 39, 52), max_windows=150,
                    max_epochs=10, max_minutes=12, ensemble=3),
