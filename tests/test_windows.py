@@ -69,23 +69,3 @@ def test_folds_that_do_not_fit_name_the_length_and_what_is_needed():
         fold_shifts(20, 12, 12, 2)
     with pytest.raises(ConfigError, match="needs a validation split in each fold"):
         fold_shifts(285, 36, 24, 3, val_fraction=0.0)
-
-
-def test_encoding_statistics_come_from_points_before_the_first_validation_target(tmp_path):
-    import pandas as pd
-
-    from grukit.config import ForecastConfig
-    from grukit.tasks.forecast import prepare
-
-    # a level shift inside the validation part: a scaler fitted on it would tell the model the new level
-    y = np.r_[np.full(60, 10.0) + np.sin(np.arange(60)), np.full(40, 50.0)]
-    pd.DataFrame({"y": y}).to_csv(tmp_path / "s.csv", index=False)
-    cfg = ForecastConfig(data=str(tmp_path / "s.csv"), lookback=12, horizon=4, transform="none", val_fraction=0.2)
-    meta = prepare(cfg).meta
-    _, val = split_origins(96, 12, 4, 0, 0.2)          # 100 points, 4 held out for the test
-    first = int(val[0])
-    assert first == 76                                  # origins 12..92: the last ceil(0.2 * 81) = 17, 76..92
-    (mean,), (std,) = meta["scalers"]["series"]["mean"], meta["scalers"]["series"]["std"]
-    assert mean == pytest.approx(y[:first].mean()) and std == pytest.approx(y[:first].std())
-    shifted = prepare(cfg.replace(fold_shift=10)).meta["scalers"]["series"]["mean"][0]   # an earlier fold: its own
-    assert shifted == pytest.approx(y[:int(split_origins(86, 12, 4, 0, 0.2)[1][0])].mean())

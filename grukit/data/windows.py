@@ -3,8 +3,7 @@
 Encoding of a series ``y`` (n, C) in original units, position t counted from the series' first point::
 
     v = y / season[t mod m]          (only with deseasonalize; factors of one otherwise)
-    z = (transform(v) - mean) / std  (transform: none, log, sqrt; mean/std of the training part: the points
-                                      before the first validation target, never the validation targets)
+    z = (transform(v) - mean) / std  (transform: none, log, sqrt; mean/std of the training part)
 
 and back. Nothing is clipped: a value the inverse transform cannot represent is an error naming the series.
 

@@ -4,8 +4,7 @@ Data (read by :mod:`grukit.data.panel`): a long CSV/Parquet table (time, targets
 covariates, series id), the M4 wide layout, or a built-in series. Series of any length train together: a short
 series' windows are padded on the left and masked; one too short to forecast at all is skipped with a warning
 naming it. Each series is encoded per :mod:`grukit.data.windows` (optional seasonal adjustment, log/sqrt
-transform, per-series standardisation on its training part: the points before its first validation target);
-``meta.json`` keeps the scalers.
+transform, per-series standardisation on its training part); ``meta.json`` keeps the scalers.
 
 Model options (each a config field): window-level normalisation (``window_norm``), seasonal adjustment
 (``deseasonalize``), an ES-RNN-style hybrid (``es_hybrid``: per-series smoothing coefficients and initial
@@ -112,22 +111,16 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
     covs = np.concatenate([np.concatenate([s.known, s.past], 1)[: s.n_obs - hold] for s in series])
     cov_scale = scaler(covs) if covs.shape[1] else {"mean": [], "std": []}
     scalers, seasons, zs, cov_list, train_idx, val_idx = {}, {}, [], [], [], []
-    fit_ends = []
     for i, s in enumerate(series):
         end = s.n_obs - hold
-        train_o, val_o = split_origins(end, L, H, cfg.max_windows, cfg.val_fraction)
-        # the encoding's statistics come from the points before the first validation target, as a forecast's
-        # come from its history only: fitted on the validation targets too, the scaler would tell the model their
-        # level (a series whose level moves then validates far better than it forecasts)
-        fit_end = int(val_o[0]) if len(val_o) else end
-        fit_ends.append(fit_end)
-        season = season_of(s.y[:fit_end], m, cfg.deseasonalize)
-        v = s.y[:fit_end] / season[np.arange(fit_end) % len(season)][:, None]
+        season = season_of(s.y[:end], m, cfg.deseasonalize)
+        v = s.y[:end] / season[np.arange(end) % len(season)][:, None]
         scalers[s.id] = scaler(fwd(v, transform))
         if len(season) > 1:
             seasons[s.id] = season.tolist()
         zs.append(Codec(transform, scalers[s.id], season, s.id).encode(s.y[: s.n_obs]))
         cov_list.append(_covariates(s, cov_scale) if covs.shape[1] else np.zeros((s.n_obs, 0)))
+        train_o, val_o = split_origins(end, L, H, cfg.max_windows, cfg.val_fraction)
         train_idx += [(i, int(o)) for o in train_o]
         val_idx += [(i, int(o)) for o in val_o]
     sids = list(range(len(series)))
@@ -141,7 +134,7 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
             "short_series": short, "has_val": len(val_ds) > 0, "n_train_windows": len(train_ds),
             "n_val_windows": len(val_ds)}
     if cfg.mase_loss:
-        meta["loss_weights"] = mase_weights(zs, fit_ends, int(m))
+        meta["loss_weights"] = mase_weights(zs, [s.n_obs - hold for s in series], int(m))
     return Prepared(loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed),
                     loader(val_ds, cfg.batch_size, False, cfg.num_workers) if len(val_ds) else None, meta,
                     {"series": series})
