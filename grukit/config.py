@@ -355,7 +355,7 @@ class ClassifyConfig(TaskConfig):
         choice(p, "pooling", self.pooling, ["last", "mean", "attention"])
         choice(p, "normalize", self.normalize, ["auto", "series", "feature", "none"])
         choice(p, "schedule", self.schedule, ["auto", "validated", "manual"])
-        choice(p, "downsample", self.downsample, ["conv", "fold", "mean"])
+        choice(p, "downsample", self.downsample, ["conv", "fold", "mean", "mixed"])
         for a in self.augment:
             choice(p, "augment", a, ["jitter", "scaling", "window_slice", "window_warp"])
         for b in self.baselines:

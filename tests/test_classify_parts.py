@@ -115,12 +115,15 @@ def test_fold_time_stacks_window_steps_as_features():
     assert same is x and L is None
 
 
-@pytest.mark.parametrize("downsample", ["fold", "conv"])
+@pytest.mark.parametrize("downsample", ["fold", "conv", "mixed"])
 def test_shortening_keeps_detail_that_averaging_removes(downsample):
     m = _stem_model(downsample=downsample)
     if downsample == "fold":                                     # the default
         assert ClassifyConfig().downsample == "fold"
         assert m.fold and m.stem is None and m.fcn.convs[0].in_channels == 4 * 2   # s * F features
+    elif downsample == "mixed":                                  # FCN on window means, GRU on folded windows
+        assert m.fold and m.mixed and m.stem is None
+        assert m.fcn.convs[0].in_channels == 2 and m.patch.proj.in_channels == 4 * 2
     else:
         assert m.stem is not None and m.stem.r == 4 and m.fcn.convs[0].in_channels == 4
     rng = np.random.default_rng(1)
