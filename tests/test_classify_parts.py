@@ -118,10 +118,10 @@ def test_fold_time_stacks_window_steps_as_features():
 @pytest.mark.parametrize("downsample", ["fold", "conv", "mixed"])
 def test_shortening_keeps_detail_that_averaging_removes(downsample):
     m = _stem_model(downsample=downsample)
-    if downsample == "fold":                                     # the default
-        assert ClassifyConfig().downsample == "fold"
+    if downsample == "fold":
         assert m.fold and m.stem is None and m.fcn.convs[0].in_channels == 4 * 2   # s * F features
-    elif downsample == "mixed":                                  # FCN on window means, GRU on folded windows
+    elif downsample == "mixed":                                  # the default: FCN on means, GRU on folds
+        assert ClassifyConfig().downsample == "mixed"
         assert m.fold and m.mixed and m.stem is None
         assert m.fcn.convs[0].in_channels == 2 and m.patch.proj.in_channels == 4 * 2
     else:
