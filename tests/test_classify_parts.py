@@ -178,6 +178,20 @@ def test_training_applies_augmentation_only_when_training():
     assert not torch.equal(inputs["x"], batch["x"]) and inputs["x"][1, 4:].abs().sum() == 0
 
 
+def test_loss_smooths_labels_by_default():
+    assert ClassifyConfig().label_smoothing == 0.1
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    y = torch.tensor([0, 2])
+    logp = torch.log_softmax(logits, -1)
+    # target 0.9 + 0.1/3 on the label, 0.1/3 on each other class (Szegedy et al. 2016), averaged over the batch
+    target = torch.full((2, 3), 0.1 / 3)
+    target[0, 0] += 0.9
+    target[1, 2] += 0.9
+    expected = -(target * logp).sum(1).mean()
+    torch.testing.assert_close(_model().loss(logits, y, {}), expected)
+    torch.testing.assert_close(_model(label_smoothing=0.0).loss(logits, y, {}), -logp[[0, 1], [0, 2]].mean())
+
+
 def test_stratified_split_keeps_every_class():
     y = np.array([0] * 10 + [1] * 3 + [2] * 2 + [3])
     train, val = stratified_split(y, 0.2, seed=0)
