@@ -310,6 +310,8 @@ class ClassifyConfig(TaskConfig):
                                    "for both branches: lossless, no parameters), conv (a learned linear "
                                    "strided convolution to conv_channels features), mean (the window average "
                                    "for both: loses detail faster than s steps; measured in the README)")
+    conv_dilation: int = opt(1, "dilation growth of the convolutional branch: block i is dilated by d**i "
+                                "(2: dilations 1, 2, 4, a receptive field of 24 steps instead of 14)")
     gru_steps: int = opt(64, "the GRU reads non-overlapping patches (a strided convolution) so that it runs "
                              "over at most this many steps (0 = every step)")
     pooling: str = opt("mean", "GRU summary fed to the classifier: mean (over valid steps; robust), last "
@@ -367,6 +369,8 @@ class ClassifyConfig(TaskConfig):
             p.append(f"label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
         if self.ensemble < 0:
             p.append(f"ensemble={self.ensemble}: expected an integer >= 1, or 0 for auto")
+        if self.conv_dilation < 1:
+            p.append(f"conv_dilation={self.conv_dilation}: expected an integer >= 1")
         for name in ("conv_channels", "conv_steps", "gru_steps"):
             if getattr(self, name) < 0:
                 p.append(f"{name}={getattr(self, name)}: expected an integer >= 0")

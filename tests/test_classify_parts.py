@@ -54,9 +54,12 @@ def test_patch_embed_shapes_and_padding():
     torch.testing.assert_close(z[1, :2], alone[0])
 
 
-def test_fcn_branch_ignores_padding():
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_fcn_branch_ignores_padding(dilation):
     torch.manual_seed(0)
-    fcn = FCNBranch(3, 4)
+    fcn = FCNBranch(3, 4, dilation)
+    assert [c.dilation[0] for c in fcn.convs] == [1, dilation, dilation ** 2]
+    assert fcn(torch.randn(2, 20, 3), None).shape == (2, 4)    # "same" padding keeps every step
     fcn(torch.randn(8, 20, 3), None)                             # a training step so BatchNorm stats move
     fcn.eval()
     rng = np.random.default_rng(0)
@@ -67,6 +70,13 @@ def test_fcn_branch_ignores_padding():
     assert out.shape == (3, 4)
     for i, s in enumerate(seqs):
         torch.testing.assert_close(out[i], fcn(torch.as_tensor(s)[None], None)[0], atol=1e-5, rtol=1e-5)
+    if dilation == 2:                                            # a dilated kernel reads every other step
+        conv = fcn.convs[1]
+        h = torch.randn(1, conv.in_channels, 12)
+        span = 2 * (conv.kernel_size[0] - 1)
+        manual = torch.stack([(conv.weight * h[0, :, t:t + span + 1:2]).sum((1, 2)) + conv.bias
+                              for t in range(12 - span)], -1)
+        torch.testing.assert_close(conv(h)[0], manual, atol=1e-5, rtol=1e-5)
 
 
 def _model(seed=0, **kw):
@@ -239,6 +249,8 @@ def test_config_accepts_old_boolean_normalize():
     from grukit.errors import ConfigError
     with pytest.raises(ConfigError, match="augment='jiter'.*did you mean 'jitter'"):
         ClassifyConfig.from_dict({"augment": "jiter"})
+    with pytest.raises(ConfigError, match="conv_dilation=0: expected an integer >= 1"):
+        ClassifyConfig.from_dict({"conv_dilation": 0})
 
 
 def _toy(n, rng, length=30):

@@ -164,7 +164,7 @@ class ClassifyTask(SequenceTask):
         if kind == "conv":
             self.stem = PatchEmbed(in_size, c.conv_channels or c.hidden_size, self.pool_stride, activation=False)
             in_size = fcn_size = c.conv_channels or c.hidden_size
-        self.fcn = FCNBranch(fcn_size, c.conv_channels) if c.conv_channels > 0 else None
+        self.fcn = FCNBranch(fcn_size, c.conv_channels, c.conv_dilation) if c.conv_channels > 0 else None
         self.patch = None
         if c.gru_steps > 0:
             self.patch = PatchEmbed(in_size, c.conv_channels or c.hidden_size, int(m.get("patch_stride", 1)))
