@@ -59,7 +59,7 @@ def test_fcn_branch_ignores_padding(dilation):
     torch.manual_seed(0)
     fcn = FCNBranch(3, 4, dilation)
     assert [c.dilation[0] for c in fcn.convs] == [1, dilation, dilation ** 2]
-    assert ClassifyConfig().conv_dilation == 2                   # the default
+    assert ClassifyConfig().conv_dilation == 1                   # the default: the FCN as published
     assert fcn(torch.randn(2, 20, 3), None).shape == (2, 4)    # "same" padding keeps every step
     fcn(torch.randn(8, 20, 3), None)                             # a training step so BatchNorm stats move
     fcn.eval()
