@@ -298,7 +298,7 @@ class ClassifyConfig(TaskConfig):
     augment: tuple[str, ...] = opt((), "training-time augmentations, comma separated: jitter, scaling, "
                                        "window_slice, window_warp (off by default: window_slice,window_warp "
                                        "left the 5-model accuracy unchanged on ArrowHead/ItalyPowerDemand, "
-                                       "see README)")
+                                       "jitter,scaling one model on five sets; see README)")
     # ---- model: GRU branch + fully convolutional branch (GRU-FCN, Elsayed et al. 2018)
     conv_channels: int = opt(32, "fully convolutional branch beside the GRU (kernels 8/5/3, channels C/2C/C, "
                                  "as in LSTM-FCN/GRU-FCN; strong on UCR/UEA data); 0 = GRU only")

@@ -9,10 +9,11 @@ log-mel frames by :func:`grukit.data.audio.labelled_features`. The readers live 
 The model (defaults chosen to hold up on UCR/UEA data it was not tuned on; see :class:`ClassifyConfig`)::
 
     x (B, T, F) z-normalised ──series longer than conv_steps in windows of s steps──> (B, T/s, F')
-        │   (downsample=fold: fold_time, F' = s*F; conv: a learned linear strided Conv1d, F' = C; mean: pool_time)
+        │   (downsample=mixed: the FCN branch reads pool_time (F' = F), the GRU branch fold_time (F' = s*F);
+        │    fold: fold_time for both; conv: a learned linear strided Conv1d, F' = C; mean: pool_time for both)
         ├── FCNBranch: Conv1d 8/5/3 + BatchNorm + ReLU, mean over valid steps ──> (B, C)
         └── PatchEmbed (strided conv to at most gru_steps) ──> GRU ──> Pooling ──> (B, D*H)
-    concat ──> ClassificationHead ──> (B, K) logits
+    concat ──> ClassificationHead ──> (B, K) logits; trained with label-smoothed cross-entropy
 
 Sequences keep their own lengths: padding is zeroed before every convolution and goes to the GRU with
 ``lengths``, so it never enters a state, and pooling masks it. Metrics: accuracy and macro-F1 (torchmetrics),

@@ -6,8 +6,9 @@ batch's longest sequence with ``lengths`` (B,) and keeps padding out of the resu
 before each convolution, so a sequence gives (in eval mode) the same output alone as inside a padded batch.
 
 * :func:`pool_time` averages non-overlapping windows of ``s`` steps (a masked mean), so a series of any length
-  reaches the convolutions and the GRU with at most ``conv_steps`` steps (``downsample="mean"``). The default
-  :func:`fold_time` stacks the window's steps as features instead (lossless); ``"conv"`` learns a linear
+  reaches the convolutions and the GRU with at most ``conv_steps`` steps (``downsample="mean"``).
+  :func:`fold_time` stacks the window's steps as features instead (lossless, ``"fold"``); the default
+  ``"mixed"`` gives the FCN branch the means and the GRU branch the folded windows; ``"conv"`` learns a linear
   :class:`PatchEmbed` of ``s`` steps.
 * :class:`PatchEmbed` turns non-overlapping patches of ``r`` steps into one GRU input each (a strided Conv1d
   and ReLU): the recurrence then runs over at most ``gru_steps`` steps, which keeps training fast and the
