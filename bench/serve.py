@@ -69,16 +69,24 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                    OMP_NUM_THREADS="1")
+        # the server's log goes to a file: a pipe nobody reads fills up (64 KiB: uvicorn logs two lines per
+        # WebSocket connection, the speech streams reconnect every 1.6 s) and then blocks the server's event
+        # loop in write(), which looked like "handshakes timed out" at a few hundred streams
+        self.log = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "grukit.cli", "serve", *map(str, runs), "--port",
                                       str(self.port), "--max-queue", "4096", *args], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=self.log, text=True)
+
+    def log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-2000:]
 
     def __enter__(self) -> "Server":
         import httpx
         t0 = time.time()
         while time.time() - t0 < 120:
             if self.proc.poll() is not None:
-                raise RuntimeError("grukit serve exited: " + self.proc.stderr.read()[-2000:])
+                raise RuntimeError("grukit serve exited: " + self.log_tail())
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return self
@@ -92,6 +100,18 @@ class Server:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.log.close()
+
+
+def run(coro):
+    """Run a load generator coroutine on uvloop where it is installed (the serve extra has it): the load
+    generator shares the cores with the server, so its cost per message is kept as low as it can be. The
+    same loop drives every configuration of a section."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def pct(xs, q) -> float:
@@ -162,25 +182,31 @@ def section_http(runs, args) -> list[dict]:
     rng = np.random.default_rng(0)
     body = {"sequences": [rng.normal(size=(64, 8)).round(3).tolist()]}
     rows = []
-    for label, flags in (("off (--max-batch 1)", ["--max-batch", "1"]),
-                         ("on (--max-batch 32 --max-wait-ms 2)", ["--max-batch", "32", "--max-wait-ms", "2"])):
-        with Server([runs["classify"]], *flags) as srv:
-            for clients in (1, 32):
-                r = asyncio.run(http_load(srv.url, clients, args.seconds, args.max_requests, body))
-                rows.append({"batching": label, "clients": clients, **r})
-                print(rows[-1], flush=True)
+    for k in range(args.rounds):                       # off, on, off, on...: the machine may be shared
+        for label, flags in (("off (--max-batch 1)", ["--max-batch", "1"]),
+                             ("on (--max-batch 32 --max-wait-ms 2)", ["--max-batch", "32", "--max-wait-ms", "2"])):
+            with Server([runs["classify"]], *flags) as srv:
+                for clients in (1, 32):
+                    r = run(http_load(srv.url, clients, args.seconds, args.max_requests, body))
+                    rows.append({"round": k + 1, "batching": label, "clients": clients, **r,
+                                 "load avg": os.getloadavg()[0]})
+                    print(rows[-1], flush=True)
     return rows
 
 
 async def speech_load(url: str, streams: int, seconds: float, chunk: bytes, n_chunks: int,
-                      warmup: float = 1.0) -> dict:
+                      warmup: float = 1.0, begin: float | None = None) -> dict:
     """``streams`` clients, each sending a 100 ms chunk every 100 ms (real time, never catching up in bursts)
     for ``warmup + seconds``, ending its utterance and opening a new session every ``n_chunks`` chunks.
 
     Latencies of the first ``warmup`` seconds are not counted: all streams connect within the first 100 ms
     (a burst of handshakes no steady state has); the reconnects every ``n_chunks`` chunks are counted.
-    No permessage-deflate (float32 audio does not compress; it cost both sides CPU per chunk)."""
+    No permessage-deflate (float32 audio does not compress; it cost both sides CPU per chunk).
+    ``begin`` (a ``time.time()``): wait until then, so that load-generator processes started together all
+    start streaming together, after every one of them has imported its modules."""
     import websockets
+    if begin is not None:
+        await asyncio.sleep(max(0.0, begin - time.time()))
     lat: list[float] = []
     errors: list[str] = []
     ws_url = url.replace("http", "ws") + "/runs/speech/stream"
@@ -224,15 +250,19 @@ def speech_clients(url: str, streams: int, seconds: float, chunk: bytes, n_chunk
     """The streams split over ``clients`` load-generator processes (one Python process cannot drive a few
     hundred WebSockets in real time on 2 cores; it, not the server, was the limit), latencies pooled."""
     if clients <= 1:
-        return speech_stats([asyncio.run(speech_load(url, streams, seconds, chunk, n_chunks))])
-    code = ("import asyncio, json, sys; sys.path.insert(0, sys.argv[1]); import serve as B; "
-            "print(json.dumps(asyncio.run(B.speech_load(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), "
-            "bytes.fromhex(sys.stdin.read()), int(sys.argv[5])))))")
+        return speech_stats([run(speech_load(url, streams, seconds, chunk, n_chunks))])
+    # The chunk travels in argv, so every process starts its streams at once. (It used to be sent on stdin
+    # with one communicate() per process in turn: each process waited for its stdin before starting, so the
+    # processes ran one after another and a level of N streams had N / clients of them open at a time.)
+    code = ("import json, os, sys; sys.path.insert(0, sys.argv[1]); import serve as B; "
+            "r = B.run(B.speech_load(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), bytes.fromhex(sys.argv[6]), "
+            "int(sys.argv[5]), begin=float(sys.argv[7]))); os.set_blocking(1, True); print(json.dumps(r))")
+    begin = time.time() + 3.0                                    # python + numpy + websockets imported by then
     sizes = [streams // clients + (k < streams % clients) for k in range(clients)]
     procs = [subprocess.Popen([sys.executable, "-c", code, str(ROOT / "bench"), url, str(n), str(seconds),
-                               str(n_chunks)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                               str(n_chunks), chunk.hex(), str(begin)], stdout=subprocess.PIPE, text=True)
              for n in sizes if n]
-    parts = [json.loads(p.communicate(chunk.hex(), timeout=seconds + 120)[0]) for p in procs]
+    parts = [json.loads(p.communicate(timeout=seconds + 120)[0]) for p in procs]
     return speech_stats(parts)
 
 
@@ -250,7 +280,7 @@ def section_speech(runs, args) -> list[dict]:
             for n in args.streams:
                 r = speech_clients(srv.url, n, args.seconds, chunk, len(chunks), args.clients)
                 ok = r["p99 ms"] < 100 and not r["failed"]
-                rows.append({"mode": label, "streams": n, **r, "p99<100ms": ok})
+                rows.append({"mode": label, "streams": n, **r, "p99<100ms": ok, "load avg": os.getloadavg()[0]})
                 print(rows[-1], flush=True)
                 if not ok:
                     break
@@ -276,7 +306,7 @@ def section_generate(runs, args) -> list[dict]:
     rows = []
     with Server([runs["lm"]], "--max-batch", "32", "--max-wait-ms", "20") as srv:
         for prompts in (1, 16, 1, 16):                                    # alternated: the machine is shared
-            r = asyncio.run(gen_load(srv.url, prompts, args.length))
+            r = run(gen_load(srv.url, prompts, args.length))
             rows.append({"prompts": prompts, **r})
             print(rows[-1], flush=True)
     return rows
@@ -300,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hidden", type=int, default=64, help="hidden size of the runs trained here")
     ap.add_argument("--seconds", type=float, default=4.0, help="length of each load phase")
     ap.add_argument("--max-requests", type=int, default=20000, help="most requests of each HTTP load phase")
+    ap.add_argument("--rounds", type=int, default=2, help="HTTP section: rounds of batching off then on")
     ap.add_argument("--streams", type=int, nargs="+", default=[25, 50, 100, 200, 300, 400],
                     help="concurrent speech streams tried, in order, until p99 >= 100 ms")
     ap.add_argument("--clients", type=int, default=4,

@@ -53,7 +53,7 @@ def _console():
 
 def print_table(metrics: dict[str, dict[str, float]], title: str = "") -> None:
     """Rows: the model and its baselines; columns: metrics (side by side). When the metrics do not fit the
-    terminal (80 columns, say), the table is turned: one row per metric, one column per model."""
+    terminal (80 columns, say) and turning helps, the table is turned: one row per metric, one column per model."""
     from rich.table import Table
     rows = {name: row for name, row in metrics.items() if isinstance(row, dict)}
     cols: list[str] = []
@@ -65,8 +65,9 @@ def print_table(metrics: dict[str, dict[str, float]], title: str = "") -> None:
 
     console = _console()
     width = max([5] + [len(n) for n in rows]) + sum(max(len(c), 8) + 3 for c in cols) + 4
+    turned = max([6] + [len(c) for c in cols]) + sum(max(len(n), 8) + 3 for n in rows) + 4
     table = Table(title=title or None)
-    if width <= console.width:
+    if width <= console.width or width <= turned:                    # the narrower way when neither fits
         table.add_column("model")
         for c in cols:
             table.add_column(c, justify="right")

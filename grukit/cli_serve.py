@@ -19,8 +19,10 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
           port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port"),
           max_batch: int = typer.Option(32, "--max-batch", min=1, help="most requests per model call (1 turns "
                                         "batching off)"),
-          max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="how long a request waits for "
-                                            "others to share its model call"),
+          max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="longest wait for company, "
+                                            "from the oldest request's arrival: only for calls over 10 ms "
+                                            "(generation; at most a tenth of the call) and streaming ticks; "
+                                            "others start as soon as the worker is free"),
           max_queue: int = typer.Option(256, "--max-queue", min=1, help="waiting requests per run before 503"),
           session_batch: int = typer.Option(256, "--session-batch", min=1, help="most streaming sessions "
                                             "advanced by one GRU step (1 = a step call per session)"),
@@ -29,7 +31,9 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
                                               "every route but /health (default: $GRUKIT_SERVE_TOKEN)"),
           threads: int = typer.Option(1, "--threads", min=1, help="torch intra-op threads per model call"),
           drain_seconds: float = typer.Option(30.0, "--drain-seconds", help="on SIGTERM: how long in-flight "
-                                              "work may take before exit")) -> None:
+                                              "work may take before exit"),
+          access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="log one line per "
+                                          "request (off: /metrics counts requests, errors and latency)")) -> None:
     """Serve trained runs over HTTP and WebSocket, batched across requests, with a web page at /."""
     import torch
     from .serve.app import ServeOptions
@@ -38,4 +42,4 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
     opts = ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                         max_body=int(max_body_mb * 2 ** 20), token=token, session_batch=session_batch,
                         warm_up=True)
-    run_server(runs, host=host, port=port, options=opts, drain_seconds=drain_seconds)
+    run_server(runs, host=host, port=port, options=opts, drain_seconds=drain_seconds, access_log=access_log)

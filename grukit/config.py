@@ -229,6 +229,11 @@ class ForecastConfig(TaskConfig):
                                  "the near-baseline first epochs)")
     mase_loss: bool = opt(False, "weight each series' training loss by 1 / its in-sample mean absolute seasonal "
                                  "difference (encoded units), as MASE scales errors, instead of equally")
+    calibrate: str = opt("auto", "rescale the prediction intervals around the point forecast, per horizon step, "
+                                 "so that they cover the nominal share of the validation targets (conformal, "
+                                 "on forecasts of points never trained on): on, off, auto (on when every "
+                                 "horizon step has at least 2 / (1 - coverage) validation targets, i.e. 40 at "
+                                 "95%: a panel of series, not one short series)")
     patch: int = opt(0, "the GRU reads the lookback in non-overlapping patches of this many steps (one recurrent "
                         "step per patch: lookback / patch steps, far faster on long lookbacks); 0 = the seasonal "
                         "period when it is >= 24 (hourly and finer) and the lookback holds two periods, else 1")
@@ -274,6 +279,7 @@ class ForecastConfig(TaskConfig):
         if self.max_windows < 0 or self.series_embedding < 0 or self.n_jobs < -1:
             p.append("max_windows and series_embedding must be >= 0, n_jobs >= -1")
         choice(p, "head_init", self.head_init, ["auto", "baseline", "random"])
+        choice(p, "calibrate", self.calibrate, ["auto", "on", "off"])
         if not 0 <= self.patch <= self.lookback:
             p.append(f"patch={self.patch}: expected 0 (the season) or a length between 1 and lookback={self.lookback}")
         for b in self.baselines:

@@ -419,6 +419,12 @@ class Run:
             out.append(m.eval())
         return out
 
+    def update_meta(self, changes: dict) -> None:
+        """Add ``changes`` to meta.json (written atomically, recorded in the manifest); nothing when empty."""
+        if changes:
+            self.meta.update(changes)
+            record_files(self.path, {self.path / "meta.json": json_bytes(self.meta)})
+
     def update_info(self, **changes) -> None:
         self.info = update_info(self.path, **changes, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
 

@@ -107,6 +107,13 @@ def test_wide_metric_tables_turn_to_fit(capsys, monkeypatch):
     assert max(len(line) for line in out.splitlines()) <= 80
     assert "grukit" in out.splitlines()[1] and "zscore" in out.splitlines()[1]
     assert all(f"metric_number_{i}" in out for i in range(9)) and "…" not in out
+    # many models and several metrics (M4's table: 14 methods x 6 metrics): fits neither way, stays unturned,
+    # the narrower of the two, so the metric names stay the header
+    many = {f"published: method {i}": {c: 1.0 for c in ("sMAPE", "MASE", "OWA", "MSIS", "coverage")}
+            for i in range(14)}
+    print_table(many)
+    out = capsys.readouterr().out
+    assert "sMAPE" in out.splitlines()[1] and "OWA" in out.splitlines()[1]
 
 
 def test_train_evaluate_predict_round_trip(capsys, tmp_path):

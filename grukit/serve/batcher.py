@@ -1,8 +1,16 @@
 """Batching across requests: one bounded queue per (run, kind) and a loop that makes one model call per batch.
 
-A request handler only enqueues its item and awaits the answer. The loop takes the first waiting item, gathers
-more until ``max_batch`` items or ``max_wait_ms`` have passed, and runs ``fn(items)`` (a list in, a list of the
-same length out) on the run's one worker thread, so the event loop keeps accepting while the model computes.
+A request handler only enqueues its item and awaits the answer. The loop is *continuous batching*: when the
+run's worker is free it takes every waiting item (up to ``max_batch``, oldest first) and makes one call
+``fn(items)`` (a list in, a list of the same length out) on the run's one worker thread, so the event loop
+keeps accepting while the model computes; requests that arrive during that call form the next batch. Under
+load each request therefore waits at most about one call for its own, and a lone request is not held back.
+
+Waiting for company (``max_wait_ms``) only pays when a call is long next to the time the company needs to
+arrive (text generation: a whole decode per call), so a batch waits at most ``max_wait_ms`` counted from its
+oldest item's arrival, and never more than ``WAIT_SHARE`` of the kind's recent call time: a ~1 ms
+classification runs at once, a 200 ms generation waits the full ``max_wait_ms`` for prompts sent together
+(the very first batch of a kind, its call time unknown, waits ``max_wait_ms``).
 
 Faults stay with the request that caused them: when a batch call raises, every item of that batch is run
 again on its own, so one poisoned request gets its error and the others their answers. A full queue refuses
@@ -16,7 +24,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["Batcher", "QueueFull", "Job", "collect"]
+__all__ = ["Batcher", "QueueFull", "Job", "collect", "take", "company_wait", "WAIT_SHARE", "MIN_WAIT"]
+
+WAIT_SHARE = 0.1       # a batch waits for company at most this share of the kind's recent call time ...
+MIN_WAIT = 0.001       # ... and not at all when that is under a millisecond (below the event loop's timer grain)
 
 
 async def collect(q: asyncio.Queue, n: int, deadline: float) -> list:
@@ -51,6 +62,26 @@ async def collect(q: asyncio.Queue, n: int, deadline: float) -> list:
     return items
 
 
+def company_wait(max_wait: float, call_time: float | None) -> float:
+    """Seconds a new batch may wait for more items: ``max_wait`` capped by ``WAIT_SHARE`` of the recent call
+    time ``call_time`` (None before the first call: ``max_wait``), and 0 when that is under ``MIN_WAIT``."""
+    if call_time is None:
+        return max_wait
+    w = min(max_wait, WAIT_SHARE * call_time)
+    return w if w >= MIN_WAIT else 0.0
+
+
+def take(q: asyncio.Queue, n: int) -> list:
+    """Up to ``n`` items already in ``q``, oldest first, without waiting."""
+    items: list = []
+    while len(items) < n:
+        try:
+            items.append(q.get_nowait())
+        except asyncio.QueueEmpty:
+            break
+    return items
+
+
 class QueueFull(Exception):
     """The run's queue holds ``max_queue`` waiting requests."""
 
@@ -69,7 +100,8 @@ class Batcher:
         fn: ``fn(items) -> results``, one model call for a batch (runs on ``executor``).
         executor: the run's single worker thread (shared with the run's other batchers and sessions).
         max_batch: most items per call (1 turns batching off).
-        max_wait_ms: how long the first item of a batch waits for company.
+        max_wait_ms: the longest a batch's oldest item waits for company (counted from its arrival; see
+            the module docstring: shorter for short calls, none for calls under 10 ms).
         max_queue: waiting items before new ones are refused.
         on_batch: ``on_batch(size)`` after each call (metrics).
     """
@@ -84,6 +116,7 @@ class Batcher:
         self.task: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.busy = 0
+        self.call_time: float | None = None       # moving average of this kind's call durations (seconds)
 
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -108,15 +141,22 @@ class Batcher:
         q = self.queue
         while True:
             first = await q.get()
-            jobs = [first] + await collect(q, self.max_batch - 1, time.perf_counter() + self.max_wait)
+            jobs = [first] + take(q, self.max_batch - 1)                 # everything already waiting, FIFO
+            if len(jobs) < self.max_batch:
+                wait = company_wait(self.max_wait, self.call_time)
+                if wait > 0:                                             # counted from the oldest's arrival
+                    jobs += await collect(q, self.max_batch - len(jobs), first.enqueued + wait)
             jobs = [j for j in jobs if not j.future.done()]             # a cancelled (disconnected) request
             if not jobs:
                 continue
             self.busy = len(jobs)
+            t0 = time.perf_counter()
             try:
                 await self._run(jobs)
             finally:
                 self.busy = 0
+                dt = time.perf_counter() - t0
+                self.call_time = average(self.call_time, dt)
 
     async def _run(self, jobs: list[Job]) -> None:
         loop = asyncio.get_running_loop()
@@ -151,6 +191,11 @@ class Batcher:
             await asyncio.sleep(0.01)
         if self.task is not None:
             self.task.cancel()
+
+
+def average(mean: float | None, x: float, w: float = 0.2) -> float:
+    """Exponential moving average (the first value starts it)."""
+    return x if mean is None else (1 - w) * mean + w * x
 
 
 def _set_error(job: Job, e: BaseException) -> None:

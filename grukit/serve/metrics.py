@@ -18,12 +18,19 @@ class Metrics:
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
         self.queue = Gauge("grukit_queue_depth", "requests waiting or running", ["run", "kind"], registry=r)
         self.sessions = Gauge("grukit_active_sessions", "open streaming sessions", ["run"], registry=r)
+        self._children: dict[tuple[str, int], tuple] = {}      # (route, status) -> its counters, looked up once
 
     def observe(self, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, str(status)).inc()
-        if status >= 400:
-            self.errors.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        key = (route, status)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = (self.requests.labels(route, str(status)),
+                                       self.errors.labels(route, str(status)) if status >= 400 else None,
+                                       self.latency.labels(route))
+        c[0].inc()
+        if c[1] is not None:
+            c[1].inc()
+        c[2].observe(seconds)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,6 +18,8 @@ Evaluation and prediction files live in :mod:`grukit.tasks.forecast_eval`.
 """
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -35,10 +37,11 @@ from ..errors import DataError
 from . import forecast_eval
 from .base import SequenceTask, infer
 from .forecast_es import ESLayer
+from .forecast_intervals import MAX_SCALE, MIN_SCORES_FACTOR, apply_scales, conformal_scales, nominal_coverage
 from .heads import DirectForecastHead
 
-__all__ = ["ForecastTask", "prepare", "prepare_series", "forecast_series", "evaluate", "predict", "Series",
-           "choose_transform", "season_of", "mase_weights"]
+__all__ = ["ForecastTask", "prepare", "prepare_series", "forecast_series", "after_fit", "evaluate", "predict",
+           "Series", "choose_transform", "season_of", "mase_weights"]
 
 
 # ====================================================================== data
@@ -374,10 +377,10 @@ def forecast_series(models: ForecastTask | Sequence[ForecastTask], meta: dict, c
         items.append(item)
         codecs.append(codec)
         starts.append(len(y))
-    views = [_LookbackView(mdl, lb) for mdl in members for lb in cfg.lookbacks] or members
     batches = (to_batch(items[i:i + batch_size]) for i in range(0, len(items), batch_size))
-    outs = infer(views, batches, rule=members[0].ensemble_rule)
-    merged = {k: torch.cat([o[k] for o in outs]).numpy().astype(np.float64) for k in outs[0]} if outs else {}
+    merged = _run(members, cfg, batches)
+    if merged and "lo" in merged and meta.get("interval_scale"):               # conformal calibration
+        merged = apply_scales(merged, meta["interval_scale"])
     results = []
     for j, codec in enumerate(codecs):
         res = {}
@@ -388,6 +391,38 @@ def forecast_series(models: ForecastTask | Sequence[ForecastTask], meta: dict, c
                 res[k] = codec.decode(v[j], starts[j])
         results.append(res)
     return results
+
+
+def _run(members: list[ForecastTask], cfg: ForecastConfig, batches) -> dict[str, np.ndarray]:
+    """Every member (and its ``lookbacks`` views) over ``batches`` through :func:`infer`, combined by the median;
+    the decoded outputs concatenated, encoded units."""
+    views = [_LookbackView(mdl, lb) for mdl in members for lb in cfg.lookbacks] or members
+    outs = infer(views, batches, rule=members[0].ensemble_rule)
+    return {k: torch.cat([o[k] for o in outs]).numpy().astype(np.float64) for k in outs[0]} if outs else {}
+
+
+def after_fit(config: ForecastConfig, prepared: Prepared, models: list[ForecastTask]) -> dict:
+    """Meta entries learnt once every member is trained: ``interval_scale``, the conformal scale per horizon step
+    (:mod:`grukit.tasks.forecast_intervals`) from the validation windows, when ``calibrate`` asks for it."""
+    coverage = nominal_coverage(config)
+    if config.calibrate == "off" or coverage is None or prepared.val is None or not models:
+        return {}
+    batches = list(prepared.val)
+    out = _run(list(models), config, batches)
+    y = torch.cat([b["y"] for b in batches]).numpy()
+    need = math.ceil(MIN_SCORES_FACTOR / (1 - coverage)) if config.calibrate == "auto" else 1
+    scales = conformal_scales(out["point"], out["lo"], out["hi"], y, coverage, need)
+    if scales is None:
+        if config.calibrate == "on":
+            warnings.warn(f"calibrate=on: {y.shape[0] * y.shape[2]} validation targets per horizon step are too "
+                          f"few for {coverage:.0%} intervals; the intervals are left as trained", stacklevel=2)
+        return {}
+    if scales.max() > MAX_SCALE:
+        warnings.warn(f"interval calibration: the validation targets need intervals {scales.max():.0f}x wider "
+                      f"than trained (more than {MAX_SCALE:.0f}x: the trained intervals carry no information, "
+                      "train longer); the intervals are left as trained", stacklevel=2)
+        return {}
+    return {"interval_scale": [round(float(v), 6) for v in scales]}
 
 
 # ====================================================================== the registry protocol

@@ -17,6 +17,8 @@ nothing heavy is imported until the task runs::
   - ``evaluate(run, models, data=None) -> dict[str, dict[str, float]]``: rows (the model, baselines) of
     metrics; writes its plots under ``run.path / "plots"``.
   - ``predict(run, models, data, out=None) -> list[Path]``: writes predictions (CSV, PNG) and returns paths.
+  - optional ``after_fit(config, prepared, models) -> dict``: meta entries learnt from the whole trained
+    ensemble (forecast: the conformal interval scales), added to meta.json before evaluation.
 
 Built-in registrations are at the bottom of :mod:`grukit.tasks` (``grukit/tasks/__init__.py``): add one
 ``register(...)`` line there for a new task.
