@@ -216,6 +216,14 @@ class ForecastConfig(TaskConfig):
     test_data: str = opt("", "file with the values after each series' training data (e.g. M4's test file); "
                              "evaluation then forecasts from the end of the training data instead of holding "
                              "out backtests x horizon points")
+    val_origins: int = opt(0, "grukit tune: rolling-origin validation folds, each a model trained on the points "
+                              "before its own validation windows, the folds' data ending val_step apart; the "
+                              "search objective is their mean validation loss (0 = 3 for a single series under "
+                              "1,000 points, where one validation block is too few to choose settings by, else 1)")
+    val_step: int = opt(0, "points between the ends of successive validation folds (0 = horizon, or less on a "
+                           "short series so the earliest fold keeps half the training windows)")
+    fold_shift: int = opt(0, "points dropped from the end of each series' training part before the training / "
+                             "validation split (grukit tune sets it for the earlier validation folds)")
     max_windows: int = opt(0, "training windows per series, evenly spaced over its history, the last one "
                                "included (0 = all)")
     deseasonalize: bool = opt(False, "divide each series by its classical multiplicative seasonal indices (when "
@@ -276,6 +284,9 @@ class ForecastConfig(TaskConfig):
         choice(p, "duplicates", self.duplicates, ["error", "mean", "sum", "last"])
         if any(not 1 <= k <= self.lookback for k in self.lookbacks):
             p.append(f"lookbacks={list(self.lookbacks)}: expected lengths between 1 and lookback={self.lookback}")
+        if self.val_origins < 0 or self.val_step < 0 or self.fold_shift < 0:
+            p.append(f"val_origins={self.val_origins}, val_step={self.val_step}, fold_shift={self.fold_shift}: "
+                     "expected integers >= 0")
         if self.max_windows < 0 or self.series_embedding < 0 or self.n_jobs < -1:
             p.append("max_windows and series_embedding must be >= 0, n_jobs >= -1")
         choice(p, "head_init", self.head_init, ["auto", "baseline", "random"])

@@ -2,7 +2,9 @@
 
 Every trial is a normal run directory made by :func:`grukit.train.fit` (``STUDY/trials/NNNN``), trained on
 the training split and scored on the validation split only: the objective is the best value of the task's
-monitored validation metric (``val_loss`` for most tasks). TPE samples the next setting; a median (or
+monitored validation metric (``val_loss`` for most tasks). A task may validate a setting over several folds
+(its ``validation_folds(config)``: forecasting's rolling origins, ``val_origins``): the trial then trains one run
+per fold (``NNNN``, ``NNNN-fold1``, ...) and its objective is the mean of their best values. TPE samples the next setting; a median (or
 Hyperband) pruner stops weak trials from their per-epoch validation values through
 :class:`grukit.tune_callbacks.TrialPruning`. The test split is scored once, for the best trial, at the end.
 
@@ -100,13 +102,14 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
     tune_over.update(space or {})
     dims = task_space(cls, tune_over, base, source=str(config) if tune_over and not space else "tune")
     base = base.replace(**{d.name: d.value for d in dims.values() if d.kind == "fixed"})
+    folds = _validation_folds(task, base)                # a bad val_origins fails here, before anything is written
     study = study or default_study_name(task, base.data)
     out = Path(out) if out is not None else Path("runs") / "tune" / study
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     spec = dict(task=task, base=base.to_dict(), space=tune_over, storage=storage, study=study, pruner=pruner,
                 seed=seed, trials=trials, timeout=parse_duration(timeout), n_jobs=n_jobs, out=str(out.resolve()),
-                verbose=verbose)
+                verbose=verbose, folds=folds)
     write_json(out / SPEC_FILE, spec)
     t0 = time.time()
     opened = _open_study(spec, rank=0)                    # creates the study before any worker starts
@@ -114,6 +117,9 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
     if verbose:
         _say(f"study {study!r} in {storage}: {_finished(opened[0])} of {trials} trials done; searching "
              + "; ".join(d.describe() for d in dims.values() if d.kind != "fixed"))
+        if len(folds) > 1:
+            _say(f"each trial trains {len(folds)} rolling-origin validation folds (training data ending "
+                 f"{', '.join(map(str, folds))} points earlier); the objective is their mean validation value")
     workers = [subprocess.Popen([sys.executable, "-m", "grukit.tune", str(out / SPEC_FILE), str(rank)])
                for rank in range(1, n_jobs)]
     try:
@@ -132,6 +138,14 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
 
 
 # ---------------------------------------------------------------- one search process
+def _validation_folds(task: str, base: TaskConfig) -> list[int]:
+    """The ``fold_shift`` of each validation fold a trial trains (the task's ``validation_folds``; ``[0]``, the
+    normal split only, for tasks without rolling-origin folds)."""
+    from .tasks import registry
+    plan = getattr(registry.get(task).load(), "validation_folds", None)
+    return [int(f) for f in plan(base)] if plan is not None else [0]
+
+
 def _need_optuna() -> None:
     try:
         import optuna  # noqa: F401
@@ -171,13 +185,20 @@ def _open_study(spec: dict, rank: int):
     sampler = optuna.samplers.TPESampler(seed=int(spec["seed"]) + rank, n_startup_trials=max(3, min(10, trials // 4)),
                                          constant_liar=spec["n_jobs"] > 1)
     max_epochs = int(spec["base"].get("max_epochs", 50))
-    pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=min(5, max_epochs // 4)),
+    steps = max_epochs * len(spec.get("folds", [0]))      # fold j's epoch e is reported as step j * max_epochs + e
+    pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3,
+                                                            n_warmup_steps=warmup_epochs(max_epochs)),
               "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=min(3, max_epochs),
-                                                                  max_resource=max_epochs),
+                                                                  max_resource=steps),
               "none": optuna.pruners.NopPruner}[pruner_name]()
     study = optuna.create_study(storage=storage, study_name=spec["study"], direction="minimize",
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     return study, storage, retry
+
+
+def warmup_epochs(max_epochs: int) -> int:
+    """Epochs of a run (of each fold) the median pruner never prunes."""
+    return min(5, max_epochs // 4)
 
 
 def _finished(study) -> int:
@@ -256,24 +277,38 @@ class _Objective:
         self.out = Path(spec["out"])
 
     def __call__(self, trial) -> float:
-        import optuna
-        from .train import fit
-        from .tune_callbacks import TrialPruning
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         if "error" in trial.user_attrs:                   # a retried setting carries its dead trial's attributes
             trial.set_user_attr("error", "")
         params = {name: d.suggest(trial) for name, d in self.dims.items() if d.kind != "fixed"}
-        rel = f"trials/{trial.number:04d}"
-        run_dir = self.out / rel
-        trial.set_user_attr("run_dir", rel)
-        prune = TrialPruning(trial)
-        t0 = time.time()
+        trial.set_user_attr("run_dir", f"trials/{trial.number:04d}")
+        folds, values, t0 = self.spec.get("folds", [0]), [], time.time()
         try:
-            cfg = self.base.replace(**params, progress=False)
+            for j, shift in enumerate(folds):              # the normal split first, then the earlier folds
+                cfg = self.base.replace(**params, progress=False,
+                                        **({"fold_shift": self.base.fold_shift + shift} if shift else {}))
+                values.append(self._fold(trial, cfg, j, values))
+                if len(folds) > 1:
+                    trial.set_user_attr("fold_values", [round(v, 6) for v in values])
+        finally:
+            trial.set_user_attr("seconds", round(time.time() - t0, 2))
+        return sum(values) / len(values)
+
+    def _fold(self, trial, cfg: TaskConfig, j: int, prior: list[float]) -> float:
+        """Train fold ``j`` (0: the normal split, in ``trials/NNNN``; j > 0 in ``trials/NNNN-foldJ``) and return
+        its best validation value; its per-epoch values reach the pruner averaged with the earlier folds'."""
+        import optuna
+        from .train import fit
+        from .tune_callbacks import TrialPruning
+        run_dir = self.out / (f"trials/{trial.number:04d}" + (f"-fold{j}" if j else ""))
+        prune = TrialPruning(trial, step_offset=j * int(cfg.max_epochs), prior=prior,
+                             warmup=warmup_epochs(int(cfg.max_epochs)) if j else 0)
+        try:
             fit(self.spec["task"], cfg, out=run_dir, evaluate=False, callbacks=[prune])
         except optuna.TrialPruned:
             _mark(run_dir, "pruned")
+            trial.set_user_attr("pruned_at", f"epoch {prune.pruned_at}" + (f" of fold {j}" if j else ""))
             raise
         except Interrupted:                               # Ctrl-C/SIGTERM: this setting is tried again on resume
             self.study.enqueue_trial(trial.params, skip_if_exists=False)
@@ -282,14 +317,15 @@ class _Objective:
             trial.set_user_attr("error", str(e).splitlines()[0][:300])
             raise
         finally:
-            trial.set_user_attr("seconds", round(time.time() - t0, 2))
-            trial.set_user_attr("epochs", prune.epochs)
+            before = trial.user_attrs.get("epochs", 0) if j else 0     # epochs of every fold so far
+            trial.set_user_attr("epochs", before + prune.epochs)
             remove_checkpoints(run_dir)                   # the trained weights stay in model.safetensors
         if not math.isfinite(prune.best):
             no_val = (run_dir / "meta.json").is_file() and not read_json(run_dir / "meta.json").get("has_val", True)
             why = (" (the run had no validation split: set val_fraction > 0, or for classify schedule=validated)"
                    if no_val else "")
-            raise TrainingError(f"trial {trial.number}: no finite validation value was reported{why}")
+            fold = f" fold {j}" if j else ""
+            raise TrainingError(f"trial {trial.number}{fold}: no finite validation value was reported{why}")
         return prune.best
 
 
@@ -330,12 +366,14 @@ def _progress_line(study, frozen) -> None:
     extra = ""
     if frozen.state == TrialState.PRUNED:
         last = max(frozen.intermediate_values) if frozen.intermediate_values else 0
-        extra = f" at epoch {last}"
+        extra = f" at {frozen.user_attrs.get('pruned_at', f'step {last}')}"
     elif frozen.state == TrialState.FAIL:
         extra = f": {frozen.user_attrs.get('error', 'failed')}"
     value = frozen.value if frozen.state == TrialState.COMPLETE else (
         min(frozen.intermediate_values.values()) if frozen.intermediate_values else None)
     params = " ".join(f"{k}={_fmt(v)}" for k, v in frozen.params.items())
+    if frozen.user_attrs.get("fold_values"):
+        extra += " (folds " + "/".join(_fmt(float(v)) for v in frozen.user_attrs["fold_values"]) + ")"
     _say(f"trial {frozen.number:>4}  {state:<8}{extra}  value {_fmt(value)}  {best_txt}  "
          f"{frozen.user_attrs.get('seconds', 0):.1f}s  {params}")
 

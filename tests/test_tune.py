@@ -38,6 +38,14 @@ def test_search_finds_planted_setting_and_scores_test_once(tmp_path, monkeypatch
         return real_evaluate(run, models, data)
 
     monkeypatch.setattr(forecast, "evaluate", counting_evaluate)
+    windows = []                                    # (origin, horizon) of every window a trial trains or validates on
+
+    class RecordingWindows(forecast.WindowDataset):
+        def __init__(self, zs, covs, index, L, H, *args, **kw):
+            windows.extend((o, H) for _, o in index)
+            super().__init__(zs, covs, index, L, H, *args, **kw)
+
+    monkeypatch.setattr(forecast, "WindowDataset", RecordingWindows)
     # lr=1e-7 cannot move the weights in 4 epochs; lr=3e-2 fits the sine: the planted better setting
     summary = tune("forecast", data=str(data), trials=5, out=tmp_path / "study", pruner="none", seed=1,
                    space={**SPACE, "lr": [1e-7, 3e-2]}, verbose=False, **FIXED)
@@ -46,6 +54,15 @@ def test_search_finds_planted_setting_and_scores_test_once(tmp_path, monkeypatch
     assert set(df["params_lr"]) == {1e-7, 3e-2}                    # both settings were tried...
     assert summary["best_params"] == {"lr": 3e-2}                   # ...and the planted one won
     bad = df[df["params_lr"] == 1e-7]["value"]
+    # 116 points before the 4 held out: 3 rolling-origin folds ending 0, 4, 8 points earlier, each a run, and
+    # no window of the search (training or validation, any fold) has a target in the held-out test tail
+    assert windows and max(o + h for o, h in windows) == 116
+    for n in range(5):
+        shifts = [yaml.safe_load((tmp_path / "study" / "trials" / f"{n:04d}{f}" / "config.yaml").read_text())
+                  ["fold_shift"] for f in ("", "-fold1", "-fold2")]
+        assert shifts == [0, 4, 8]
+    folds = df["user_attrs_fold_values"].map(yaml.safe_load)
+    assert all(len(f) == 3 and v == pytest.approx(sum(f) / 3, rel=1e-4) for f, v in zip(folds, df["value"]))
     assert summary["best_value"] == pytest.approx(df["value"].min()) and summary["best_value"] < bad.min()
     # the test split was read exactly once, for the best run, after the search
     best = (tmp_path / "study" / "best").resolve()
@@ -155,11 +172,60 @@ def test_pruning_callback_reports_each_epoch_and_stops_the_run(tmp_path):
     assert not (tmp_path / "run" / "model.safetensors").exists()      # a pruned run is not exported
 
 
+def test_pruning_reports_a_later_fold_averaged_with_the_earlier_folds(tmp_path):
+    import optuna
+
+    from grukit.train import fit
+    from grukit.tune_callbacks import TrialPruning
+
+    class Trial:
+        reports = []
+
+        def report(self, value, step):
+            self.reports.append((step, value))
+
+        def should_prune(self):                    # asked from the fold's epoch 1 on (warm-up 1): prune at once
+            self.asked = getattr(self, "asked", 0) + 1
+            return True
+
+    trial = Trial()
+    cb = TrialPruning(trial, step_offset=2 * 4, prior=[0.5, 0.25], warmup=1)     # the third fold, max_epochs 4
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 1 of fold 2: val_loss="):
+        fit("forecast", data=str(sine_csv(tmp_path / "s.csv")), out=tmp_path / "run", evaluate=False,
+            callbacks=[cb], progress=False, **FIXED)
+    assert [s for s, _ in Trial.reports] == [8, 9] and trial.asked == 1
+    own = [3 * v - 0.75 for _, v in Trial.reports]                       # each report is (0.5 + 0.25 + v) / 3
+    assert cb.best == pytest.approx(min(own), rel=1e-5) and all(v > 0 for v in own)
+
+
+def test_too_many_validation_folds_fail_in_one_line_before_anything_is_written(tmp_path):
+    data = sine_csv(tmp_path / "s.csv", n=40)           # 36 points before the 4 held out
+    with pytest.raises(ConfigError) as e:
+        tune("forecast", data=str(data), trials=2, out=tmp_path / "st", verbose=False, space=SPACE,
+             **{**FIXED, "val_origins": 3, "val_step": 14})
+    msg = str(e.value)
+    assert "\n" not in msg and "has 36 points before the held-out test part" in msg
+    assert "3 folds 14 apart need at least 37 points" in msg and "lower val_origins or val_step" in msg
+    assert not (tmp_path / "st").exists()
+    with pytest.raises(ConfigError, match="val_origins=40: .* 40 folds ending 1 point apart"):
+        tune("forecast", data=str(data), trials=2, out=tmp_path / "st", verbose=False, space=SPACE,
+             **{**FIXED, "val_origins": 40})
+    with pytest.raises(ConfigError, match="val_origins=-1"):
+        tune("forecast", data=str(data), trials=2, out=tmp_path / "st", verbose=False, space=SPACE,
+             **{**FIXED, "val_origins": -1})
+
+
 def test_every_setting_failing_stops_with_the_error(tmp_path):
-    from grukit.errors import TrainingError
-    data = tmp_path / "bad.csv"                           # every trial's prepare() fails on this file
-    data.write_text("y\n" + "\n".join(["1", "2", "abc"] + [str(i) for i in range(60)]) + "\n")
-    with pytest.raises(TrainingError, match="no trial of study .* completed .*first error: .*no numeric target"):
-        tune("forecast", data=str(data), trials=50, out=tmp_path / "st", verbose=False, space=SPACE, **FIXED)
+    from grukit.errors import DataError, TrainingError
+    data = tmp_path / "neg.csv"                           # readable, but every trial's prepare() refuses log
+    data.write_text("y\n" + "\n".join(str(i - 30) for i in range(63)) + "\n")
+    with pytest.raises(TrainingError, match="no trial of study .* completed .*first error: .*log needs positive"):
+        tune("forecast", data=str(data), trials=50, out=tmp_path / "st", verbose=False, space=SPACE,
+             **{**FIXED, "transform": "log"})
     df = pd.read_csv(tmp_path / "st" / "trials.csv")
     assert len(df) == 10 and set(df["state"]) == {"FAIL"}  # stopped after 10 failures in a row, not 50
+    bad = tmp_path / "bad.csv"                            # unreadable data fails at once, before any trial
+    bad.write_text("y\n" + "\n".join(["1", "2", "abc"] + [str(i) for i in range(60)]) + "\n")
+    with pytest.raises(DataError, match="no numeric target"):
+        tune("forecast", data=str(bad), trials=50, out=tmp_path / "st2", verbose=False, space=SPACE, **FIXED)
+    assert not (tmp_path / "st2").exists()

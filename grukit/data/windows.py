@@ -3,7 +3,8 @@
 Encoding of a series ``y`` (n, C) in original units, position t counted from the series' first point::
 
     v = y / season[t mod m]          (only with deseasonalize; factors of one otherwise)
-    z = (transform(v) - mean) / std  (transform: none, log, sqrt; mean/std of the training part)
+    z = (transform(v) - mean) / std  (transform: none, log, sqrt; mean/std of the training part: the points
+                                      before the first validation target, never the validation targets)
 
 and back. Nothing is clipped: a value the inverse transform cannot represent is an error naming the series.
 
@@ -21,7 +22,8 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 
-__all__ = ["fwd", "inv", "scaler", "Codec", "window_at", "WindowDataset", "train_origins", "split_origins"]
+__all__ = ["fwd", "inv", "scaler", "Codec", "window_at", "WindowDataset", "train_origins", "split_origins",
+           "fold_shifts"]
 
 
 def fwd(y: np.ndarray, transform: str) -> np.ndarray:
@@ -116,6 +118,65 @@ def split_origins(end: int, L: int, H: int, max_windows: int = 0, val_fraction: 
     if len(train) == 0:
         return origins, origins[:0]
     return train, val
+
+
+def _need(end: int, n: int) -> str:
+    return f"need at least {n} points" if end < n else "do not all fit"
+
+
+def _fold_windows(end: int, L: int, H: int, max_windows: int, val_fraction: float) -> int:
+    """Training windows of a fold whose data end at ``end`` (0 when it has no validation window)."""
+    train, val = split_origins(end, L, H, max_windows, val_fraction)
+    return len(train) if len(val) else 0
+
+
+def fold_shifts(end: int, L: int, H: int, k: int, step: int = 0, max_windows: int = 0, val_fraction: float = 0.2,
+                name: str = "the series") -> list[int]:
+    """Rolling-origin validation folds of one series' first ``end`` points: the points each fold drops from the
+    end, ``[0, step, 2 step, ...]`` (k of them; the first is the normal split). Fold ``j`` is split by
+    :func:`split_origins` on the first ``end - j * step`` points, so its validation windows end ``j * step``
+    points before the normal ones and its model trains only on points before its own validation targets.
+
+    ``step`` 0: the horizon when the earliest fold still keeps at least half of the normal fold's training
+    windows, else the largest step below it that does, else the largest that leaves every fold a training window
+    (short series: the folds then differ by a few points, which still averages the validation over k separately
+    trained models and cutoffs). A ``k`` or ``step`` that
+    leaves the earliest fold without a training or a validation window is a :class:`ConfigError` naming the
+    series length and the length needed.
+    """
+    from ..errors import ConfigError
+    if k < 1:
+        raise ConfigError(f"val_origins={k}: expected at least 1 fold")
+    if k == 1:
+        return [0]
+    if val_fraction <= 0:
+        raise ConfigError(f"val_origins={k} needs a validation split in each fold: set val_fraction > 0")
+    least = next((e for e in range(1, end + 1) if _fold_windows(e, L, H, max_windows, val_fraction)), None)
+    if least is None:
+        raise ConfigError(f"val_origins={k}: {name} has {end} points before the held-out test part, too few for "
+                          f"one training and one validation window (horizon {H}); use val_origins=1")
+
+    def empty_fold(s: int) -> int | None:
+        """The end of the first fold with no training or validation window at step ``s`` (None: all fit)."""
+        return next((end - j * s for j in range(k) if not _fold_windows(end - j * s, L, H, max_windows,
+                                                                         val_fraction)), None)
+    if step == 0:
+        keep = (_fold_windows(end, L, H, max_windows, val_fraction) + 1) // 2
+        step = next((s for s in range(H, 0, -1) if empty_fold(s) is None and min(
+            _fold_windows(end - j * s, L, H, max_windows, val_fraction) for j in range(k)) >= keep), 0) or \
+            next((s for s in range(H, 0, -1) if empty_fold(s) is None), 0)
+        if step == 0:
+            raise ConfigError(f"val_origins={k}: {name} has {end} points before the held-out test part; {k} folds "
+                              f"ending 1 point apart {_need(end, least + k - 1)}, each with a training and a "
+                              f"validation window (the fold ending at point {empty_fold(1)} has none; a fold needs "
+                              f"{least} or more points); lower val_origins")
+    bad = empty_fold(step)
+    if bad is not None:
+        raise ConfigError(f"val_origins={k}, val_step={step}: {name} has {end} points before the held-out test "
+                          f"part; {k} folds {step} apart {_need(end, least + (k - 1) * step)}, each with a "
+                          f"training and a validation window (the fold ending at point {bad} has none; a fold "
+                          f"needs {least} or more points); lower val_origins or val_step")
+    return [j * step for j in range(k)]
 
 
 class WindowDataset(Dataset):

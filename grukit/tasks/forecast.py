@@ -4,7 +4,8 @@ Data (read by :mod:`grukit.data.panel`): a long CSV/Parquet table (time, targets
 covariates, series id), the M4 wide layout, or a built-in series. Series of any length train together: a short
 series' windows are padded on the left and masked; one too short to forecast at all is skipped with a warning
 naming it. Each series is encoded per :mod:`grukit.data.windows` (optional seasonal adjustment, log/sqrt
-transform, per-series standardisation on its training part); ``meta.json`` keeps the scalers.
+transform, per-series standardisation on its training part: the points before its first validation target);
+``meta.json`` keeps the scalers.
 
 Model options (each a config field): window-level normalisation (``window_norm``), seasonal adjustment
 (``deseasonalize``), an ES-RNN-style hybrid (``es_hybrid``: per-series smoothing coefficients and initial
@@ -32,7 +33,7 @@ from ..data.batching import Prepared, loader
 from ..data.panel import MAX_MAGNITUDE, Series, drop_short, load_panel
 from ..data.seasonal import seasonal_factors
 from ..data.timeseries import season_from_times
-from ..data.windows import Codec, WindowDataset, fwd, scaler, split_origins, to_batch, window_at
+from ..data.windows import Codec, WindowDataset, fold_shifts, fwd, scaler, split_origins, to_batch, window_at
 from ..errors import DataError
 from . import forecast_eval
 from .base import SequenceTask, infer
@@ -41,7 +42,9 @@ from .forecast_intervals import MAX_SCALE, MIN_SCORES_FACTOR, apply_scales, conf
 from .heads import DirectForecastHead
 
 __all__ = ["ForecastTask", "prepare", "prepare_series", "forecast_series", "after_fit", "evaluate", "predict",
-           "Series", "choose_transform", "season_of", "mase_weights"]
+           "Series", "choose_transform", "season_of", "mase_weights", "validation_folds", "SHORT_SERIES"]
+
+SHORT_SERIES = 1000       # a single series shorter than this is validated over 3 rolling-origin folds by tune
 
 
 # ====================================================================== data
@@ -93,31 +96,38 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
                    hold: int | None = None) -> Prepared:
     """Loaders and meta for series already read (``prepare`` reads ``cfg.data``; the estimator passes arrays).
     ``hold``: points kept out of training at each series' end (default: none with ``test_data``, else
-    ``backtests x horizon`` for the evaluation)."""
+    ``backtests x horizon`` for the evaluation), plus ``fold_shift`` (an earlier rolling-origin validation fold)."""
     L, H = cfg.lookback, cfg.horizon
     if hold is None:
         hold = 0 if cfg.test_data else cfg.backtests * H
+    hold += cfg.fold_shift                                  # a rolling-origin validation fold ends earlier
     series = drop_short(series, hold + 2, f"train and hold out {hold} points", path)
     if not any(s.n_obs - hold >= H + 1 for s in series):
-        raise DataError(f"too short: no series has horizon {H} + held-out {hold} (backtests x horizon) + 1 = "
-                        f"{H + hold + 1} points, the least that gives one training window; lower --horizon or "
-                        "--backtests", path=path, column=roles["id_col"] or None)
+        raise DataError(f"too short: no series has horizon {H} + held-out {hold} (backtests x horizon + "
+                        f"fold_shift) + 1 = {H + hold + 1} points, the least that gives one training window; "
+                        "lower --horizon or --backtests", path=path, column=roles["id_col"] or None)
     transform = choose_transform(cfg.transform, series, path)
     m = cfg.season_length or season_from_times(series[0].times)
     K = len(roles["known"])
     covs = np.concatenate([np.concatenate([s.known, s.past], 1)[: s.n_obs - hold] for s in series])
     cov_scale = scaler(covs) if covs.shape[1] else {"mean": [], "std": []}
     scalers, seasons, zs, cov_list, train_idx, val_idx = {}, {}, [], [], [], []
+    fit_ends = []
     for i, s in enumerate(series):
         end = s.n_obs - hold
-        season = season_of(s.y[:end], m, cfg.deseasonalize)
-        v = s.y[:end] / season[np.arange(end) % len(season)][:, None]
+        train_o, val_o = split_origins(end, L, H, cfg.max_windows, cfg.val_fraction)
+        # the encoding's statistics come from the points before the first validation target, as a forecast's
+        # come from its history only: fitted on the validation targets too, the scaler would tell the model their
+        # level (a series whose level moves then validates far better than it forecasts)
+        fit_end = int(val_o[0]) if len(val_o) else end
+        fit_ends.append(fit_end)
+        season = season_of(s.y[:fit_end], m, cfg.deseasonalize)
+        v = s.y[:fit_end] / season[np.arange(fit_end) % len(season)][:, None]
         scalers[s.id] = scaler(fwd(v, transform))
         if len(season) > 1:
             seasons[s.id] = season.tolist()
         zs.append(Codec(transform, scalers[s.id], season, s.id).encode(s.y[: s.n_obs]))
         cov_list.append(_covariates(s, cov_scale) if covs.shape[1] else np.zeros((s.n_obs, 0)))
-        train_o, val_o = split_origins(end, L, H, cfg.max_windows, cfg.val_fraction)
         train_idx += [(i, int(o)) for o in train_o]
         val_idx += [(i, int(o)) for o in val_o]
     sids = list(range(len(series)))
@@ -131,10 +141,24 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
             "short_series": short, "has_val": len(val_ds) > 0, "n_train_windows": len(train_ds),
             "n_val_windows": len(val_ds)}
     if cfg.mase_loss:
-        meta["loss_weights"] = mase_weights(zs, [s.n_obs - hold for s in series], int(m))
+        meta["loss_weights"] = mase_weights(zs, fit_ends, int(m))
     return Prepared(loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed),
                     loader(val_ds, cfg.batch_size, False, cfg.num_workers) if len(val_ds) else None, meta,
                     {"series": series})
+
+
+def validation_folds(cfg: ForecastConfig) -> list[int]:
+    """``fold_shift`` of each rolling-origin validation fold ``grukit tune`` trains for one setting (``[0]``:
+    the normal split only); see :func:`grukit.data.windows.fold_shifts`. ``val_origins`` 0 gives 3 folds for a
+    single series shorter than ``SHORT_SERIES`` points, else 1. The plan follows the longest series."""
+    series, roles, path = load_panel(cfg.data, layout=cfg.layout, duplicates=cfg.duplicates, time_col=cfg.time_col,
+                                     target=cfg.target, known=cfg.known, past=cfg.past, id_col=cfg.id_col)
+    hold = (0 if cfg.test_data else cfg.backtests * cfg.horizon) + cfg.fold_shift
+    longest = max(series, key=lambda s: s.n_obs)
+    end = longest.n_obs - hold
+    k = cfg.val_origins or (3 if len(series) == 1 and end < SHORT_SERIES else 1)
+    name = f"series {longest.id!r}" if len(series) > 1 else f"{path or cfg.data}"
+    return fold_shifts(end, cfg.lookback, cfg.horizon, k, cfg.val_step, cfg.max_windows, cfg.val_fraction, name)
 
 
 # ====================================================================== model

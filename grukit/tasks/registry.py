@@ -19,6 +19,8 @@ nothing heavy is imported until the task runs::
   - ``predict(run, models, data, out=None) -> list[Path]``: writes predictions (CSV, PNG) and returns paths.
   - optional ``after_fit(config, prepared, models) -> dict``: meta entries learnt from the whole trained
     ensemble (forecast: the conformal interval scales), added to meta.json before evaluation.
+  - optional ``validation_folds(config) -> list[int]``: the folds ``grukit tune`` trains per setting, as values of
+    the config's ``fold_shift`` (forecast: rolling origins, ``val_origins``); without it a trial is one run.
 
 Built-in registrations are at the bottom of :mod:`grukit.tasks` (``grukit/tasks/__init__.py``): add one
 ``register(...)`` line there for a new task.
