@@ -54,9 +54,13 @@ def test_patch_embed_shapes_and_padding():
     torch.testing.assert_close(z[1, :2], alone[0])
 
 
-def test_fcn_branch_ignores_padding():
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_fcn_branch_ignores_padding(dilation):
     torch.manual_seed(0)
-    fcn = FCNBranch(3, 4)
+    fcn = FCNBranch(3, 4, dilation)
+    assert [c.dilation[0] for c in fcn.convs] == [1, dilation, dilation ** 2]
+    assert ClassifyConfig().conv_dilation == 1                   # the default: the FCN as published
+    assert fcn(torch.randn(2, 20, 3), None).shape == (2, 4)    # "same" padding keeps every step
     fcn(torch.randn(8, 20, 3), None)                             # a training step so BatchNorm stats move
     fcn.eval()
     rng = np.random.default_rng(0)
@@ -67,6 +71,13 @@ def test_fcn_branch_ignores_padding():
     assert out.shape == (3, 4)
     for i, s in enumerate(seqs):
         torch.testing.assert_close(out[i], fcn(torch.as_tensor(s)[None], None)[0], atol=1e-5, rtol=1e-5)
+    if dilation == 2:                                            # a dilated kernel reads every other step
+        conv = fcn.convs[1]
+        h = torch.randn(1, conv.in_channels, 12)
+        span = 2 * (conv.kernel_size[0] - 1)
+        manual = torch.stack([(conv.weight * h[0, :, t:t + span + 1:2]).sum((1, 2)) + conv.bias
+                              for t in range(12 - span)], -1)
+        torch.testing.assert_close(conv(h)[0], manual, atol=1e-5, rtol=1e-5)
 
 
 def _model(seed=0, **kw):
@@ -115,12 +126,15 @@ def test_fold_time_stacks_window_steps_as_features():
     assert same is x and L is None
 
 
-@pytest.mark.parametrize("downsample", ["fold", "conv"])
+@pytest.mark.parametrize("downsample", ["fold", "conv", "mixed"])
 def test_shortening_keeps_detail_that_averaging_removes(downsample):
     m = _stem_model(downsample=downsample)
-    if downsample == "fold":                                     # the default
-        assert ClassifyConfig().downsample == "fold"
+    if downsample == "fold":
         assert m.fold and m.stem is None and m.fcn.convs[0].in_channels == 4 * 2   # s * F features
+    elif downsample == "mixed":                                  # the default: FCN on means, GRU on folds
+        assert ClassifyConfig().downsample == "mixed"
+        assert m.fold and m.mixed and m.stem is None
+        assert m.fcn.convs[0].in_channels == 2 and m.patch.proj.in_channels == 4 * 2
     else:
         assert m.stem is not None and m.stem.r == 4 and m.fcn.convs[0].in_channels == 4
     rng = np.random.default_rng(1)
@@ -175,6 +189,20 @@ def test_training_applies_augmentation_only_when_training():
     assert not torch.equal(inputs["x"], batch["x"]) and inputs["x"][1, 4:].abs().sum() == 0
 
 
+def test_loss_smooths_labels_by_default():
+    assert ClassifyConfig().label_smoothing == 0.1
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    y = torch.tensor([0, 2])
+    logp = torch.log_softmax(logits, -1)
+    # target 0.9 + 0.1/3 on the label, 0.1/3 on each other class (Szegedy et al. 2016), averaged over the batch
+    target = torch.full((2, 3), 0.1 / 3)
+    target[0, 0] += 0.9
+    target[1, 2] += 0.9
+    expected = -(target * logp).sum(1).mean()
+    torch.testing.assert_close(_model().loss(logits, y, {}), expected)
+    torch.testing.assert_close(_model(label_smoothing=0.0).loss(logits, y, {}), -logp[[0, 1], [0, 2]].mean())
+
+
 def test_stratified_split_keeps_every_class():
     y = np.array([0] * 10 + [1] * 3 + [2] * 2 + [3])
     train, val = stratified_split(y, 0.2, seed=0)
@@ -222,6 +250,8 @@ def test_config_accepts_old_boolean_normalize():
     from grukit.errors import ConfigError
     with pytest.raises(ConfigError, match="augment='jiter'.*did you mean 'jitter'"):
         ClassifyConfig.from_dict({"augment": "jiter"})
+    with pytest.raises(ConfigError, match="conv_dilation=0: expected an integer >= 1"):
+        ClassifyConfig.from_dict({"conv_dilation": 0})
 
 
 def _toy(n, rng, length=30):

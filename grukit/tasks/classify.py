@@ -9,10 +9,11 @@ log-mel frames by :func:`grukit.data.audio.labelled_features`. The readers live 
 The model (defaults chosen to hold up on UCR/UEA data it was not tuned on; see :class:`ClassifyConfig`)::
 
     x (B, T, F) z-normalised ──series longer than conv_steps in windows of s steps──> (B, T/s, F')
-        │   (downsample=fold: fold_time, F' = s*F; conv: a learned linear strided Conv1d, F' = C; mean: pool_time)
+        │   (downsample=mixed: the FCN branch reads pool_time (F' = F), the GRU branch fold_time (F' = s*F);
+        │    fold: fold_time for both; conv: a learned linear strided Conv1d, F' = C; mean: pool_time for both)
         ├── FCNBranch: Conv1d 8/5/3 + BatchNorm + ReLU, mean over valid steps ──> (B, C)
         └── PatchEmbed (strided conv to at most gru_steps) ──> GRU ──> Pooling ──> (B, D*H)
-    concat ──> ClassificationHead ──> (B, K) logits
+    concat ──> ClassificationHead ──> (B, K) logits; trained with label-smoothed cross-entropy
 
 Sequences keep their own lengths: padding is zeroed before every convolution and goes to the GRU with
 ``lengths``, so it never enters a state, and pooling masks it. Metrics: accuracy and macro-F1 (torchmetrics),
@@ -154,13 +155,17 @@ class ClassifyTask(SequenceTask):
         self.pool_stride = int(m.get("pool_stride", 1))
         in_size = int(m["input_size"])
         self.stem = None                         # runs from before the stem (no "downsample" in meta) averaged
-        self.fold = self.pool_stride > 1 and m.get("downsample", "mean") == "fold"
+        kind = m.get("downsample", "mean") if self.pool_stride > 1 else "none"
+        self.fold = kind in ("fold", "mixed")    # windows of s steps become s*F features (GRU branch for mixed)
+        self.mixed = kind == "mixed"             # the FCN branch reads window means, the GRU branch folds
+        fcn_size = in_size
         if self.fold:
-            in_size *= self.pool_stride          # windows of s steps become s*F features
-        if self.pool_stride > 1 and m.get("downsample", "mean") == "conv":
+            in_size *= self.pool_stride
+            fcn_size = fcn_size if self.mixed else in_size
+        if kind == "conv":
             self.stem = PatchEmbed(in_size, c.conv_channels or c.hidden_size, self.pool_stride, activation=False)
-            in_size = c.conv_channels or c.hidden_size
-        self.fcn = FCNBranch(in_size, c.conv_channels) if c.conv_channels > 0 else None
+            in_size = fcn_size = c.conv_channels or c.hidden_size
+        self.fcn = FCNBranch(fcn_size, c.conv_channels, c.conv_dilation) if c.conv_channels > 0 else None
         self.patch = None
         if c.gru_steps > 0:
             self.patch = PatchEmbed(in_size, c.conv_channels or c.hidden_size, int(m.get("patch_stride", 1)))
@@ -194,7 +199,12 @@ class ClassifyTask(SequenceTask):
             x, lengths = fold_time(inputs["x"], inputs.get("lengths"), self.pool_stride)  # (B, T/s, s*F)
         else:
             x, lengths = pool_time(inputs["x"], inputs.get("lengths"), self.pool_stride)   # (B, T/s, F)
-        fcn = self.fcn(x, lengths) if self.fcn is not None else None                  # (B, C)
+        if self.fcn is None:
+            fcn = None
+        elif self.mixed:                                                               # window means (B, T/s, F)
+            fcn = self.fcn(*pool_time(inputs["x"], inputs.get("lengths"), self.pool_stride))
+        else:
+            fcn = self.fcn(x, lengths)                                                 # (B, C)
         if self.patch is not None:
             x, lengths = self.patch(x, lengths)                                        # (B, T'/r, C)
         seq, h_n = self.encoder(x, state, lengths=lengths)                             # (B, T'', D*H)
