@@ -424,10 +424,12 @@ def after_fit(config: ForecastConfig, prepared: Prepared, models: list[ForecastT
     coverage = nominal_coverage(config)
     if config.calibrate == "off" or coverage is None or prepared.val is None or not models:
         return {}
+    need = math.ceil(MIN_SCORES_FACTOR / (1 - coverage)) if config.calibrate == "auto" else 1
+    if len(prepared.val.dataset) * int(prepared.meta["n_targets"]) < need:
+        return {}                                        # auto on one short series: no forecasts to make
     batches = list(prepared.val)
     out = _run(list(models), config, batches)
     y = torch.cat([b["y"] for b in batches]).numpy()
-    need = math.ceil(MIN_SCORES_FACTOR / (1 - coverage)) if config.calibrate == "auto" else 1
     scales = conformal_scales(out["point"], out["lo"], out["hi"], y, coverage, need)
     if scales is None:
         if config.calibrate == "on":
