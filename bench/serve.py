@@ -49,7 +49,8 @@ def train_runs(base: Path, hidden: int) -> dict[str, Path]:
     out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out["classify"] = fit("classify", out=base / "classify", data=str(_classify_npz(base / "c.npz", n=64, T=64, F=8)),
+        data = str(_classify_npz(base / "c.npz", n=64, T=64, F=8))
+        out["classify"] = fit("classify", out=base / "classify", data=data,
                               hidden_size=hidden, batch_size=16, conv_channels=0, gru_steps=0, conv_steps=0,
                               **common).path
         out["speech"] = fit("speech", out=base / "speech", data=str(_speech_folder(base / "rec")), hidden_size=hidden,
@@ -326,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sections", nargs="+", default=["http", "speech", "generate"],
                     choices=["http", "speech", "generate"])
-    ap.add_argument("--runs", type=Path, help="folder with classify/, speech/ and lm/ runs (trained there when missing; default: a temporary folder)")
+    ap.add_argument("--runs", type=Path, help="folder with classify/, speech/ and lm/ runs (trained there when "
+                    "missing; default: a temporary folder)")
     ap.add_argument("--hidden", type=int, default=64, help="hidden size of the runs trained here")
     ap.add_argument("--seconds", type=float, default=4.0, help="length of each load phase")
     ap.add_argument("--max-requests", type=int, default=20000, help="most requests of each HTTP load phase")

@@ -269,7 +269,7 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
     with _disk_errors(task, run_dir, run_dir / "checkpoints"):
         after_fit = getattr(module, "after_fit", None)   # state learnt from the whole trained ensemble
         if after_fit is not None:
-            run.update_meta(after_fit(cfg, prepared, run.models()))
+            run.update_meta(after_fit(cfg, prepared, run.models))   # loads the members only if it needs them
         _collect_metrics(run_dir)
         run.update_info(status="trained", train_seconds=round(time.time() - t0, 1))
     if evaluate:

@@ -3,10 +3,10 @@
 Every trial is a normal run directory made by :func:`grukit.train.fit` (``STUDY/trials/NNNN``), trained on
 the training split and scored on the validation split only: the objective is the best value of the task's
 monitored validation metric (``val_loss`` for most tasks). A task may validate a setting over several folds
-(its ``validation_folds(config)``: forecasting's rolling origins, ``val_origins``): the trial then trains one run
-per fold (``NNNN``, ``NNNN-fold1``, ...) and its objective is the mean of their best values. TPE samples the next setting; a median (or
-Hyperband) pruner stops weak trials from their per-epoch validation values through
-:class:`grukit.tune_callbacks.TrialPruning`. The test split is scored once, for the best trial, at the end.
+(its ``validation_folds(config)``: forecasting's rolling origins, ``val_origins``): the trial then trains one
+run per fold (``NNNN``, ``NNNN-fold1``, ...) and its objective is the mean of their best values. TPE samples
+the next setting; a median (or Hyperband) pruner stops weak trials from their per-epoch validation values
+through :class:`grukit.tune_callbacks.TrialPruning`. The test split is scored once, for the best trial, at the end.
 
 The study lives in a database: SQLite beside the trials by default (``STUDY/study.db``), or any Optuna (SQLAlchemy)
 storage URL such as ``postgresql://user@host/db``, which lets processes on several machines share one study.

@@ -71,7 +71,7 @@ def test_trained_panel_calibrated_on_validation_and_used_by_forecast_series(tmp_
         prepared = prepare(run.config)
     scales = run.meta["interval_scale"]
     assert len(scales) == 4 and all(s > 0 for s in scales)
-    assert after_fit(run.config, prepared, run.models()) == {"interval_scale": scales}      # deterministic
+    assert after_fit(run.config, prepared, run.models) == {"interval_scale": scales}      # deterministic
     # the validation windows' targets, forecast through forecast_series from their own histories
     series = prepared.extra["series"]
     ds = prepared.val.dataset
@@ -98,9 +98,13 @@ def test_auto_leaves_one_short_series_uncalibrated(tmp_path):
         run = fit("forecast", data=str(data), out=tmp_path / "run", lookback=12, horizon=6, season_length=6,
                   evaluate=False, **FAST)
     assert run.config.calibrate == "auto" and "interval_scale" not in run.meta
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare(run.config)
+    assert after_fit(run.config, prepared, lambda: pytest.fail("loaded the models with nothing to calibrate")) == {}
     with pytest.warns(UserWarning, match=r"calibrate=on: \d+ validation targets per horizon step are too few"):
         cfg = ForecastConfig.from_dict({**run.config.to_dict(), "calibrate": "on", "quantiles": [0.01, 0.5, 0.99]})
-        assert after_fit(cfg, prepare(cfg), run.models()) == {}
+        assert after_fit(cfg, prepare(cfg), run.models) == {}
 
 
 def test_one_collapsed_interval_does_not_set_the_scale():

@@ -40,8 +40,8 @@ from .forecast_es import ESLayer
 from .forecast_intervals import MAX_SCALE, MIN_SCORES_FACTOR, apply_scales, conformal_scales, nominal_coverage
 from .heads import DirectForecastHead
 
-__all__ = ["ForecastTask", "prepare", "prepare_series", "forecast_series", "after_fit", "evaluate", "predict",
-           "Series", "choose_transform", "season_of", "mase_weights", "validation_folds", "SHORT_SERIES"]
+__all__ = ["ForecastTask", "prepare", "prepare_series", "held_out", "forecast_series", "after_fit", "evaluate",
+           "predict", "Series", "choose_transform", "season_of", "mase_weights", "validation_folds", "SHORT_SERIES"]
 
 SHORT_SERIES = 1000       # a single series shorter than this is validated over 3 rolling-origin folds by tune
 
@@ -91,15 +91,19 @@ def prepare(cfg: ForecastConfig) -> Prepared:
     return prepare_series(cfg, series, roles, path)
 
 
+def held_out(cfg: ForecastConfig) -> int:
+    """Points kept out of training at each series' end: none with ``test_data``, else ``backtests x horizon``
+    for the evaluation; plus ``fold_shift`` (an earlier rolling-origin validation fold ends that much sooner)."""
+    return (0 if cfg.test_data else cfg.backtests * cfg.horizon) + cfg.fold_shift
+
+
 def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path: str = "",
                    hold: int | None = None) -> Prepared:
     """Loaders and meta for series already read (``prepare`` reads ``cfg.data``; the estimator passes arrays).
     ``hold``: points kept out of training at each series' end (default: none with ``test_data``, else
     ``backtests x horizon`` for the evaluation), plus ``fold_shift`` (an earlier rolling-origin validation fold)."""
     L, H = cfg.lookback, cfg.horizon
-    if hold is None:
-        hold = 0 if cfg.test_data else cfg.backtests * H
-    hold += cfg.fold_shift                                  # a rolling-origin validation fold ends earlier
+    hold = held_out(cfg) if hold is None else hold + cfg.fold_shift
     series = drop_short(series, hold + 2, f"train and hold out {hold} points", path)
     if not any(s.n_obs - hold >= H + 1 for s in series):
         raise DataError(f"too short: no series has horizon {H} + held-out {hold} (backtests x horizon + "
@@ -146,7 +150,7 @@ def validation_folds(cfg: ForecastConfig) -> list[int]:
     single series shorter than ``SHORT_SERIES`` points, else 1. The plan follows the longest series."""
     series, roles, path = load_panel(cfg.data, layout=cfg.layout, duplicates=cfg.duplicates, time_col=cfg.time_col,
                                      target=cfg.target, known=cfg.known, past=cfg.past, id_col=cfg.id_col)
-    hold = (0 if cfg.test_data else cfg.backtests * cfg.horizon) + cfg.fold_shift
+    hold = held_out(cfg)
     longest = max(series, key=lambda s: s.n_obs)
     end = longest.n_obs - hold
     k = cfg.val_origins or (3 if len(series) == 1 and end < SHORT_SERIES else 1)
@@ -418,19 +422,20 @@ def _run(members: list[ForecastTask], cfg: ForecastConfig, batches) -> dict[str,
     return {k: torch.cat([o[k] for o in outs]).numpy().astype(np.float64) for k in outs[0]} if outs else {}
 
 
-def after_fit(config: ForecastConfig, prepared: Prepared, models: list[ForecastTask]) -> dict:
+def after_fit(config: ForecastConfig, prepared: Prepared, load_models) -> dict:
     """Meta entries learnt once every member is trained: ``interval_scale``, the conformal scale per horizon step
-    (:mod:`grukit.tasks.forecast_intervals`) from the validation windows, when ``calibrate`` asks for it."""
+    (:mod:`grukit.tasks.forecast_intervals`) from the validation windows, when ``calibrate`` asks for it.
+    ``load_models()`` gives the trained members; it is called only when there is something to calibrate."""
     coverage = nominal_coverage(config)
-    if config.calibrate == "off" or coverage is None or prepared.val is None or not models:
+    if config.calibrate == "off" or coverage is None or prepared.val is None:
         return {}
     need = math.ceil(MIN_SCORES_FACTOR / (1 - coverage)) if config.calibrate == "auto" else 1
     if len(prepared.val.dataset) * int(prepared.meta["n_targets"]) < need:
-        return {}                                        # auto on one short series: no forecasts to make
+        return {}                                        # auto on one short series: nothing loaded or forecast
     batches = list(prepared.val)
-    out = _run(list(models), config, batches)
+    out = _run(list(load_models()), config, batches)
     y = torch.cat([b["y"] for b in batches]).numpy()
-    scales = conformal_scales(out["point"], out["lo"], out["hi"], y, coverage, need)
+    scales = conformal_scales(out["point"], out["lo"], out["hi"], y, coverage)
     if scales is None:
         if config.calibrate == "on":
             warnings.warn(f"calibrate=on: {y.shape[0] * y.shape[2]} validation targets per horizon step are too "

@@ -17,8 +17,9 @@ nothing heavy is imported until the task runs::
   - ``evaluate(run, models, data=None) -> dict[str, dict[str, float]]``: rows (the model, baselines) of
     metrics; writes its plots under ``run.path / "plots"``.
   - ``predict(run, models, data, out=None) -> list[Path]``: writes predictions (CSV, PNG) and returns paths.
-  - optional ``after_fit(config, prepared, models) -> dict``: meta entries learnt from the whole trained
-    ensemble (forecast: the conformal interval scales), added to meta.json before evaluation.
+  - optional ``after_fit(config, prepared, load_models) -> dict``: meta entries learnt from the whole trained
+    ensemble (``load_models()`` returns it; forecast: the conformal interval scales), added to meta.json
+    before evaluation.
   - optional ``validation_folds(config) -> list[int]``: the folds ``grukit tune`` trains per setting, as values of
     the config's ``fold_shift`` (forecast: rolling origins, ``val_origins``); without it a trial is one run.
 
