@@ -95,6 +95,33 @@ def test_causal_conv_streams_like_forward(stride, layers, chunks):
                                whole[:, : 6 // stride + (1 if 6 % stride else 0)])
 
 
+@pytest.mark.parametrize("stride,layers,kernel", [(2, 2, 5), (3, 1, 4), (1, 3, 4), (2, 3, 3)])
+def test_causal_conv_streams_ragged_like_each_stream_alone(stride, layers, kernel):
+    """stream_ragged (one conv call per layer for streams of any frame count and stride phase, zero-frame
+    streams included) gives each stream the outputs and state its own stream() call gives."""
+    conv = speech.CausalConv(6, 8, layers, stride, kernel=kernel).eval()
+    g = torch.Generator().manual_seed(stride * 10 + layers)
+    xs = [torch.randn(40, 6, generator=g) for _ in range(5)]
+    ragged = [conv.initial_state(1, xs[0][None]) for _ in xs]
+    alone = [conv.initial_state(1, xs[0][None]) for _ in xs]
+    pos = [0] * len(xs)
+    sizes = [[0, 1, 2, 3, 5, 7][int(k)] for k in torch.randint(0, 6, (8, len(xs)), generator=g).flatten()]
+    for tick in range(8):
+        ns = [1, 0, 0, 1, 0] if tick == 2 else sizes[tick * len(xs):(tick + 1) * len(xs)]   # no output at all
+        chunks = [x[p:p + n] for x, p, n in zip(xs, pos, ns)]
+        with torch.no_grad():
+            outs, ragged = conv.stream_ragged(chunks, ragged)
+            for i, c in enumerate(chunks):
+                ref, alone[i] = conv.stream(c[None], alone[i])
+                assert outs[i].shape == ref[0].shape
+                torch.testing.assert_close(outs[i], ref[0], atol=1e-5, rtol=1e-5)
+                assert [n for _, n in ragged[i]] == [n for _, n in alone[i]]
+                for (a, _), (b, _) in zip(ragged[i], alone[i]):
+                    torch.testing.assert_close(a, b)
+        pos = [p + n for p, n in zip(pos, ns)]
+    assert sum(pos) > 40
+
+
 def _model(bidirectional=False, stride=2, units="char", symbols=tuple("abcdefghijklmnopqrstuvwxyz ")):
     spec = audio.FeatureSpec(rate=RATE, n_mels=20)
     cfg = SpeechConfig(hidden_size=24, num_layers=2, conv_channels=16, conv_layers=2, conv_stride=stride,

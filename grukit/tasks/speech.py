@@ -159,6 +159,37 @@ class CausalConv(nn.Module):
             y = out
         return y.transpose(1, 2), new                                           # (B, n', C)
 
+    def stream_ragged(self, xs: list[Tensor], states: list[list[tuple[Tensor, int]]]
+                      ) -> tuple[list[Tensor], list[list[tuple[Tensor, int]]]]:
+        """:meth:`stream` for many streams at once, each with its own frame count and stride phase: stream i's
+        frames ``xs[i]`` (n_i, F) and state ``states[i]`` (batch 1) -> its outputs (n_i', C) and new state,
+        as ``stream(xs[i][None], states[i])`` gives them, with one convolution per layer for all streams.
+
+        The strided layers are computed at stride 1 over the right-padded batch and each stream's outputs
+        picked at its own phase (a stride-s layer computes s times the outputs it keeps; small next to one
+        call per (frame count, phase) group, which a server tick with streams in every phase paid). An output
+        kept never reads a padded input, so padding changes nothing."""
+        B, k = len(xs), self.kernel
+        n = torch.tensor([x.shape[0] for x in xs])                              # (B,) inputs of each stream
+        y = torch.nn.utils.rnn.pad_sequence(list(xs), batch_first=True).transpose(1, 2)   # (B, F, N)
+        new: list[list[tuple[Tensor, int]]] = [[] for _ in range(B)]
+        for layer, (conv, s) in enumerate(zip(self.convs, self.strides)):
+            seen = [st[layer][1] for st in states]
+            full = torch.cat([torch.cat([st[layer][0] for st in states]), y], dim=2)    # (B, F, k-1+N)
+            z = (F.conv1d(full, conv.weight, conv.bias) if full.shape[2] >= k               # (B, C, N) stride 1
+                 else full.new_zeros(B, conv.out_channels, 0))
+            first = torch.tensor([-(-sn // s) * s - sn for sn in seen])                   # each stream's phase
+            m = torch.clamp((n - first - 1) // s + 1, min=0)                              # outputs kept
+            M = int(m.max()) if B else 0
+            at = (first[:, None] + s * torch.arange(M)[None]).clamp(max=max(z.shape[2] - 1, 0))   # (B, M)
+            y = F.gelu(z.gather(2, at[:, None].expand(B, z.shape[1], M))) if M else z[:, :, :0]
+            tails = full.gather(2, (n[:, None] + torch.arange(k - 1)[None])[:, None].expand(B, full.shape[1], k - 1))
+            for i, (t, sn, ni) in enumerate(zip(tails.split(1), seen, n.tolist())):
+                new[i].append((t, sn + ni))
+            n = m
+        ys = y.transpose(1, 2)                                                   # (B, M, C)
+        return [yi[:mi] for yi, mi in zip(ys.unbind(0), n.tolist())], new
+
 
 # ====================================================================== model
 class SpeechTask(SequenceTask):
