@@ -287,13 +287,14 @@ class StreamClient(asyncio.Protocol):
             self.nxt = max(self.nxt + 0.1, now)                            # real time: one chunk per 100 ms
         else:
             self.nxt = now
-        if self.sent == self.n_chunks:
-            self.transport.write(self.end_frame)
-            return
         self.loop.call_later(max(0.0, self.nxt - now), self.send)
 
     def send(self) -> None:
+        """The next chunk, or after the last one (at the time the next chunk would go) the end message."""
         if self.transport.is_closing():
+            return
+        if self.sent == self.n_chunks:
+            self.transport.write(self.end_frame)
             return
         self.t = time.perf_counter()
         if self.t >= self.stop:
@@ -361,8 +362,9 @@ def speech_stats(parts: list[dict]) -> dict:
 
 
 def speech_clients(url: str, streams: int, seconds: float, chunk: bytes, n_chunks: int, clients: int) -> dict:
-    """The streams split over ``clients`` load-generator processes (one Python process cannot drive a few
-    hundred WebSockets in real time on 2 cores; it, not the server, was the limit), latencies pooled."""
+    """The streams split over ``clients`` load-generator processes, latencies pooled. (With the ``websockets``
+    client one process could not drive a few hundred streams in real time on 2 cores; :class:`StreamClient`
+    costs ~0.06 ms of CPU per chunk, so 2 processes leave it headroom without more processes contending.)"""
     if clients <= 1:
         return speech_stats([run(speech_load(url, streams, seconds, chunk, n_chunks))])
     # The chunk travels in argv, so every process starts its streams at once. (It used to be sent on stdin
@@ -387,9 +389,11 @@ def section_speech(runs, args) -> list[dict]:
     chunks = [wave[i:i + 800] for i in range(0, len(wave) - 799, 800)]           # 100 ms at 8 kHz
     chunk = np.asarray(chunks[3], "<f4").tobytes()
     rows = []
-    for label, flags in (("one step per session (--session-batch 1)", ["--session-batch", "1"]),
-                         ("sequence batching (--session-batch 256)", ["--session-batch", "256"])):
-        with Server([runs["speech"]], "--max-wait-ms", "2", *flags) as srv:
+    modes = [("one step per session (--session-batch 1)", ["--session-batch", "1", "--max-wait-ms", "2"])]
+    modes += [(f"sequence batching (--session-batch 256 --max-wait-ms {w:g})",
+               ["--session-batch", "256", "--max-wait-ms", f"{w:g}"]) for w in args.stream_wait_ms]
+    for label, flags in modes:
+        with Server([runs["speech"]], *flags) as srv:
             held = 0
             for n in args.streams:
                 r = speech_clients(srv.url, n, args.seconds, chunk, len(chunks), args.clients)
@@ -448,8 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="HTTP section: rounds of batching off then on")
     ap.add_argument("--streams", type=int, nargs="+", default=[25, 50, 100, 200, 300, 400],
                     help="concurrent speech streams tried, in order, until p99 >= 100 ms")
-    ap.add_argument("--clients", type=int, default=4,
+    ap.add_argument("--clients", type=int, default=2,
                     help="load-generator processes the speech streams are split over (they share the cores)")
+    ap.add_argument("--stream-wait-ms", type=float, nargs="+", default=[2.0],
+                    help="speech: the --max-wait-ms of sequence batching, one row set per value (a tick waits "
+                    "for company up to this long from its oldest chunk's arrival)")
     ap.add_argument("--length", type=int, default=200, help="tokens per generation")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="grukit-bench-serve-") as tmp:

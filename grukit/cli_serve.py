@@ -33,7 +33,8 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
           drain_seconds: float = typer.Option(30.0, "--drain-seconds", help="on SIGTERM: how long in-flight "
                                               "work may take before exit"),
           access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="log one line per "
-                                          "request (off: /metrics counts requests, errors and latency)")) -> None:
+                                          "request and per WebSocket connection (off: /metrics counts requests, "
+                                          "errors, latency and sessions)")) -> None:
     """Serve trained runs over HTTP and WebSocket, batched across requests, with a web page at /."""
     import torch
     from .serve.app import ServeOptions

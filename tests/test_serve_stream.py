@@ -263,3 +263,24 @@ def test_sigterm_finishes_in_flight_work_and_exits_0(served):
     assert result["r"].status_code == 200 and len(result["r"].json()["text"]) >= 2000 - 10, out
     with pytest.raises(httpx.HTTPError):
         httpx.get(url + "/health", timeout=1)
+
+
+def test_websocket_connection_lines_are_left_out_of_the_log_without_access_log(caplog):
+    """Without --access-log, uvicorn's three lines per WebSocket connection are dropped (a stream reconnecting
+    every utterance made them ~3% of the event loop); start-up lines and errors are kept."""
+    import logging
+
+    from grukit.serve.server import quiet_websocket_log
+    log = logging.getLogger("uvicorn.error")
+    keep = quiet_websocket_log()
+    try:
+        with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+            log.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5000", "/runs/speech/stream")
+            log.info("connection open")
+            log.info("connection closed")
+            log.info("Application startup complete.")
+            log.error("Exception in ASGI application")
+    finally:
+        log.removeFilter(keep)
+    assert [r.getMessage() for r in caplog.records] == ["Application startup complete.",
+                                                        "Exception in ASGI application"]

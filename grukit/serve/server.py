@@ -57,7 +57,24 @@ def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000,
                             timeout_graceful_shutdown=drain_seconds,
                             ws=ws_implementation(), lifespan="on",
                             ws_per_message_deflate=False)       # float audio frames do not compress
+    if not access_log:                                          # after uvicorn.Config set up its logging
+        quiet_websocket_log()
     Server(config).run()
+
+
+WS_LINES = frozenset({'%s - "WebSocket %s" [accepted]', "connection open", "connection closed"})
+
+
+def quiet_websocket_log():
+    """Drop uvicorn's (and its websockets protocol's) three lines per WebSocket connection, the WebSocket
+    counterpart of the access log: a stream reconnecting every utterance made them ~3% of the event loop's
+    time, and ``/metrics`` counts sessions. Other lines (start-up, errors) are kept. Returns the filter."""
+    import logging
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.msg not in WS_LINES
+    logging.getLogger("uvicorn.error").addFilter(keep)
+    return keep
 
 
 def ws_implementation() -> str:
