@@ -235,6 +235,9 @@ class ForecastConfig(TaskConfig):
                                  "the skip's seasonal-naive forecast), random (PyTorch's init), auto (baseline for "
                                  "many series, random for one: its few validation windows then stop training at "
                                  "the near-baseline first epochs)")
+    skip_init: str = opt("naive", "start of the linear skip: naive (the seasonal-naive forecast, the naive one when "
+                                  "M4's seasonality test finds no season in most series) or mean (zero: the "
+                                  "window's level, its mean or the ES hybrid's smoothed level)")
     mase_loss: bool = opt(False, "weight each series' training loss by 1 / its in-sample mean absolute seasonal "
                                  "difference (encoded units), as MASE scales errors, instead of equally")
     calibrate: str = opt("auto", "rescale the prediction intervals around the point forecast, per horizon step, "
@@ -271,6 +274,7 @@ class ForecastConfig(TaskConfig):
             p.append(f"lookback={self.lookback}, horizon={self.horizon}: both must be >= 1")
         choice(p, "likelihood", self.likelihood, ["point", "gaussian", "quantile"])
         choice(p, "transform", self.transform, ["none", "log", "sqrt", "auto"])
+        choice(p, "skip_init", self.skip_init, ["naive", "mean"])
         if self.likelihood == "quantile":
             if not self.quantiles or any(not 0 < q < 1 for q in self.quantiles):
                 p.append(f"quantiles={list(self.quantiles)}: expected values strictly between 0 and 1")
