@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -30,7 +30,8 @@ from ..errors import GrukitError
 from . import adapters as A
 from .batcher import Batcher, QueueFull
 from .metrics import Metrics
-from .sessions import SessionBatcher, parse_chunk
+from .sessions import SessionBatcher
+from .streaming import stream_run, stream_session
 
 __all__ = ["ServeOptions", "create_app"]
 
@@ -106,8 +107,9 @@ def body_doc(model: type[BaseModel]) -> dict:
 class Guard:
     """Bearer auth (401), request body limit (413) and per-route metrics, for HTTP and WebSocket."""
 
-    def __init__(self, app, options: ServeOptions, metrics: Metrics):
+    def __init__(self, app, options: ServeOptions, metrics: Metrics, stream=None):
         self.app, self.options, self.metrics = app, options, metrics
+        self.stream = stream                 # the WebSocket session handler, called below FastAPI's stack
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -125,6 +127,9 @@ class Guard:
                                                     "'Authorization: Bearer TOKEN'"},
                                         [(b"www-authenticate", b"Bearer")])
         if scope["type"] == "websocket":
+            name = stream_run(path) if self.stream is not None else None
+            if name is not None:
+                return await self.stream(scope, receive, send, name)
             return await self.app(scope, receive, send)
         limit = self.options.max_body
         length = dict(scope.get("headers") or []).get(b"content-length")
@@ -259,7 +264,14 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
                   description="Trained grukit runs behind one API: batched across requests, streaming sessions "
                               "over WebSocket, Prometheus metrics. The page at / uses every route.")
     app.state.runs, app.state.options, app.state.metrics = runs, opts, metrics
-    app.add_middleware(Guard, options=opts, metrics=metrics)
+
+    async def stream(scope, receive, send, name: str) -> None:
+        """``WS /runs/{name}/stream``: a streaming session (``streaming.stream_session``)."""
+        await stream_session(scope, receive, send, name=name, runs=runs, batcher=session_batcher,
+                             final_output=_final_output, executor_of=executors.__getitem__,
+                             max_sessions=opts.max_sessions, one_line=one_line)
+
+    app.add_middleware(Guard, options=opts, metrics=metrics, stream=stream)
 
     @app.exception_handler(GrukitError)
     async def _grukit_error(request: Request, e: GrukitError):
@@ -427,54 +439,6 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
                     if items[i]["emit"] is not None and not items[i]["cancelled"]:
                         items[i]["emit"](p)
         return texts
-
-    # ---- streaming sessions
-    @app.websocket("/runs/{name}/stream")
-    async def stream(ws: WebSocket, name: str):
-        """A streaming session: send chunks, receive partial outputs; ``{"end": true}`` for the final one."""
-        await ws.accept()
-        if name not in runs:
-            await ws.send_json({"error": f"no run named {name!r}"})
-            return await ws.close(code=4404)
-        sb = session_batcher(name)
-        if len(sb.sessions) >= opts.max_sessions:
-            await ws.send_json({"error": f"{len(sb.sessions)} sessions are open (the limit); retry shortly"})
-            return await ws.close(code=1013)
-        try:
-            session = sb.open()
-        except GrukitError as e:
-            await ws.send_json({"error": one_line(e)})
-            return await ws.close(code=4422)
-        await ws.send_json({"session": session.id, "task": runs[name].task})
-        try:
-            while True:
-                msg = await ws.receive()
-                if msg["type"] == "websocket.disconnect":
-                    break
-                try:
-                    raw = msg.get("bytes")
-                    if raw is None:
-                        raw = json.loads(msg.get("text") or "null")
-                    chunk, final = parse_chunk(runs[name], raw)
-                except (GrukitError, json.JSONDecodeError) as e:
-                    await ws.send_json({"error": one_line(e)})
-                    continue
-                if chunk is not None and len(chunk):
-                    out = await sb.push(session, chunk)
-                    if not final:
-                        await ws.send_json({"partial": out})
-                if final:
-                    if runs[name].task == "speech":
-                        out = await sb.push(session, None, final=True)
-                    else:
-                        out = await asyncio.get_running_loop().run_in_executor(executors[name], _final_output, session)
-                    await ws.send_json({"final": out})
-                    await ws.close()
-                    break
-        except WebSocketDisconnect:
-            pass
-        finally:
-            sb.close(session)                                # a client that left frees its session
 
     return app
 
