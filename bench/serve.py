@@ -389,9 +389,9 @@ def section_speech(runs, args) -> list[dict]:
     chunks = [wave[i:i + 800] for i in range(0, len(wave) - 799, 800)]           # 100 ms at 8 kHz
     chunk = np.asarray(chunks[3], "<f4").tobytes()
     rows = []
-    modes = [("one step per session (--session-batch 1)", ["--session-batch", "1", "--max-wait-ms", "2"])]
-    modes += [(f"sequence batching (--session-batch 256 --max-wait-ms {w:g})",
-               ["--session-batch", "256", "--max-wait-ms", f"{w:g}"]) for w in args.stream_wait_ms]
+    modes = [("one step per session (--session-batch 1)", ["--session-batch", "1"])]
+    modes += [(f"sequence batching (--session-batch 256 --session-wait-ms {w:g})",
+               ["--session-batch", "256", "--session-wait-ms", f"{w:g}"]) for w in args.session_wait_ms]
     for label, flags in modes:
         with Server([runs["speech"]], *flags) as srv:
             held = 0
@@ -454,9 +454,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="concurrent speech streams tried, in order, until p99 >= 100 ms")
     ap.add_argument("--clients", type=int, default=2,
                     help="load-generator processes the speech streams are split over (they share the cores)")
-    ap.add_argument("--stream-wait-ms", type=float, nargs="+", default=[2.0],
-                    help="speech: the --max-wait-ms of sequence batching, one row set per value (a tick waits "
-                    "for company up to this long from its oldest chunk's arrival)")
+    ap.add_argument("--session-wait-ms", type=float, nargs="+", default=[10.0],
+                    help="speech: the server's --session-wait-ms with sequence batching, one row set per value "
+                    "(a tick waits for company up to this long from its oldest chunk's arrival)")
     ap.add_argument("--length", type=int, default=200, help="tokens per generation")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="grukit-bench-serve-") as tmp:

@@ -21,11 +21,14 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
                                         "batching off)"),
           max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="longest wait for company, "
                                             "from the oldest request's arrival: only for calls over 10 ms "
-                                            "(generation; at most a tenth of the call) and streaming ticks; "
-                                            "others start as soon as the worker is free"),
+                                            "(generation; at most a tenth of the call); others start as soon "
+                                            "as the worker is free"),
           max_queue: int = typer.Option(256, "--max-queue", min=1, help="waiting requests per run before 503"),
           session_batch: int = typer.Option(256, "--session-batch", min=1, help="most streaming sessions "
                                             "advanced by one GRU step (1 = a step call per session)"),
+          session_wait_ms: float = typer.Option(10.0, "--session-wait-ms", min=0, help="longest a streaming "
+                                                "tick waits for company, from its oldest chunk's arrival (fuller "
+                                                "ticks cost less CPU per chunk; streams send one every ~100 ms)"),
           max_body_mb: float = typer.Option(10.0, "--max-body-mb", min=0.001, help="request body limit (413)"),
           token: Optional[str] = typer.Option(None, "--token", help="require 'Authorization: Bearer TOKEN' on "
                                               "every route but /health (default: $GRUKIT_SERVE_TOKEN)"),
@@ -42,5 +45,5 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
     torch.set_num_threads(threads)
     opts = ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                         max_body=int(max_body_mb * 2 ** 20), token=token, session_batch=session_batch,
-                        warm_up=True)
+                        session_wait_ms=session_wait_ms, warm_up=True)
     run_server(runs, host=host, port=port, options=opts, drain_seconds=drain_seconds, access_log=access_log)

@@ -284,3 +284,22 @@ def test_websocket_connection_lines_are_left_out_of_the_log_without_access_log(c
         log.removeFilter(keep)
     assert [r.getMessage() for r in caplog.records] == ["Application startup complete.",
                                                         "Exception in ASGI application"]
+
+
+def test_session_wait_sets_how_long_a_streaming_tick_waits_for_company(served):
+    """--session-wait-ms (not the request batchers' --max-wait-ms) is how long a tick waits for company from
+    its oldest chunk's arrival: a lone session's chunk is answered after about that long, and at once with 0."""
+    from fastapi.testclient import TestClient
+    chunk = utterance(1)[:800].astype("<f4").tobytes()
+    took = {}
+    for wait in (0.0, 300.0):
+        app = create_app(list(served.values()), ServeOptions(max_wait_ms=0, session_wait_ms=wait))
+        with TestClient(app) as c, c.websocket_connect("/runs/speech/stream") as ws:
+            ws.receive_json()
+            ws.send_bytes(chunk)                                             # the first tick: warm
+            ws.receive_json()
+            t = time.perf_counter()
+            ws.send_bytes(chunk)
+            assert "partial" in ws.receive_json()
+            took[wait] = time.perf_counter() - t
+    assert took[300.0] >= 0.3 and took[0.0] < 0.25, took
