@@ -129,7 +129,7 @@ class FeatureSpec:
 
     @property
     def n_fft(self) -> int:
-        return int(2 ** np.ceil(np.log2(self.win)))
+        return 1 << (self.win - 1).bit_length()                # 2 ** ceil(log2(win)), in integers
 
     @property
     def size(self) -> int:

@@ -39,16 +39,9 @@ class Session:
     """One stream's state: GRU state ``h`` (L, 1, H) or None before the first frame, and task state."""
 
     def __init__(self, served: Served):
-        if not streamable(served):
-            why = ("its GRU is bidirectional" if getattr(served.config, "bidirectional", False) else
-                   "it normalises per utterance" if served.task == "speech" and
-                   served.config.normalize == "utterance" else
-                   "it is an ensemble (offline transcripts average the members' posteriors)"
-                   if served.task == "speech" else
-                   "its model needs the whole sequence (a convolutional branch, pooling in time or "
-                   "per-series scaling)" if served.task == "classify" else
-                   f"{served.task} runs have no frame-by-frame output")
-            raise ConfigError(f"run {served.name!r} cannot stream: {why}")
+        c = served.extra.get("session")
+        if c is None:                     # what every session of the run shares, made once (a new session
+            c = served.extra["session"] = _shared(served)      # per utterance: its set-up is per connection)
         self.id = next(_ids)
         self.served = served
         self.model = served.models[0]
@@ -60,22 +53,15 @@ class Session:
         self.ready_at = 0.0                                 # when its pending chunk was queued
         self.frames = 0
         self.closed = False
-        m = served.meta
+        self.mean, self.std = c["mean"], c["std"]          # shared, never written
         if served.task == "speech":
             from ..data import audio
-            self.spec = audio.FeatureSpec.from_dict(m["features"])
+            self.spec = c["spec"]
             self.feats = audio.StreamingFeatures(self.spec)
             self.conv = None
             self.best, self.log_probs = GreedyStream(), []
             self.text, self.text_ids = "", 0                 # the transcript of best.ids[:text_ids]
-            self.mean = torch.tensor(m["feature_mean"], dtype=torch.float32)
-            self.std = torch.tensor(m["feature_std"], dtype=torch.float32)
         else:
-            key = ("feature_mean", "feature_std") if served.task == "classify" else ("mean", "std")
-            self.mean = torch.tensor(m[key[0]], dtype=torch.float32)
-            self.std = torch.tensor(m[key[1]], dtype=torch.float32)
-            if m.get("normalize") == "none":                           # classify trained on raw features
-                self.mean, self.std = torch.zeros_like(self.mean), torch.ones_like(self.std)
             self.xs: list[torch.Tensor] = []
             self.ys: list[list[torch.Tensor]] = [[] for _ in self.members]
 
@@ -147,6 +133,32 @@ class Session:
             return {"frames": self.frames, "label": classes[int(np.argmax(p))],
                     "probabilities": dict(zip(classes, p))}
         return {"frames": self.frames, "errors": out[0].tolist()}                # autoencoder: per-step error
+
+
+def _shared(served: Served) -> dict:
+    """A run's streaming constants (normalisation, feature spec), or ConfigError when it cannot stream."""
+    if not streamable(served):
+        why = ("its GRU is bidirectional" if getattr(served.config, "bidirectional", False) else
+               "it normalises per utterance" if served.task == "speech" and
+               served.config.normalize == "utterance" else
+               "it is an ensemble (offline transcripts average the members' posteriors)"
+               if served.task == "speech" else
+               "its model needs the whole sequence (a convolutional branch, pooling in time or "
+               "per-series scaling)" if served.task == "classify" else
+               f"{served.task} runs have no frame-by-frame output")
+        raise ConfigError(f"run {served.name!r} cannot stream: {why}")
+    m = served.meta
+    if served.task == "speech":
+        from ..data import audio
+        return {"spec": audio.FeatureSpec.from_dict(m["features"]),
+                "mean": torch.tensor(m["feature_mean"], dtype=torch.float32),
+                "std": torch.tensor(m["feature_std"], dtype=torch.float32)}
+    key = ("feature_mean", "feature_std") if served.task == "classify" else ("mean", "std")
+    mean = torch.tensor(m[key[0]], dtype=torch.float32)
+    std = torch.tensor(m[key[1]], dtype=torch.float32)
+    if m.get("normalize") == "none":                                   # classify trained on raw features
+        mean, std = torch.zeros_like(mean), torch.ones_like(std)
+    return {"mean": mean, "std": std}
 
 
 @torch.no_grad()
