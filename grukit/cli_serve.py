@@ -25,7 +25,8 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
                                             "as the worker is free"),
           max_queue: int = typer.Option(256, "--max-queue", min=1, help="waiting requests per run before 503"),
           session_batch: int = typer.Option(256, "--session-batch", min=1, help="most streaming sessions "
-                                            "advanced by one GRU step (1 = a step call per session)"),
+                                            "advanced together by one model call per tick (1 = a call per "
+                                            "session)"),
           session_wait_ms: float = typer.Option(10.0, "--session-wait-ms", min=0, help="longest a streaming "
                                                 "tick waits for company, from its oldest chunk's arrival (fuller "
                                                 "ticks cost less CPU per chunk; streams send one every ~100 ms)"),
