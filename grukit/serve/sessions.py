@@ -44,6 +44,7 @@ class Session:
             c = served.extra["session"] = _shared(served)      # per utterance: its set-up is per connection)
         self.id = next(_ids)
         self.served = served
+        self.task = served.task                             # read per chunk: a plain attribute
         self.model = served.models[0]
         self.members = served.models if served.task != "speech" else served.models[:1]
         self.hs: list[torch.Tensor | None] = [None] * len(self.members)   # GRU state of each ensemble member
@@ -68,7 +69,7 @@ class Session:
     # ---- turning a chunk into GRU input frames (on the run's worker thread)
     def features(self, chunk: np.ndarray | None, final: bool = False) -> torch.Tensor:
         """Audio samples (speech: streaming features, normalised) or (n, F) frames (normalised) -> (n, F)."""
-        if self.served.task == "speech":
+        if self.task == "speech":
             feats = self.feats.finish() if final else self.feats.push(chunk)
             x = torch.from_numpy(np.asarray(feats, np.float32))                 # (n, F)
             return (x - self.mean) / self.std if self.served.config.normalize == "global" else x
@@ -96,7 +97,7 @@ class Session:
         y = ys[0]
         n = y.shape[0]
         self.frames += n
-        if self.served.task == "speech":
+        if self.task == "speech":
             if n == 0:
                 return
             lp = self.model.head(y) if log_probs is None else log_probs          # (n, S+1)
@@ -109,7 +110,7 @@ class Session:
     def output(self, final: bool = False) -> dict:
         """The partial (or final) output for everything received so far (call it without autograd)."""
         s, m = self.served, self.model
-        if s.task == "speech":
+        if self.task == "speech":
             if final and m.config.decoder == "beam" and self.log_probs:
                 text = m.vocab.text_of(beam_search(torch.cat(self.log_probs), m.config.beam_size))
             else:                                                    # as transcribe() writes it
@@ -250,10 +251,13 @@ def advance(encoder, sessions: list[Session], inputs: list[torch.Tensor], member
     L, Hs = spec.num_layers, spec.hidden_size
     like = encoder.weight_ih_l0
     ns = [x.shape[0] for x in inputs]
-    out = [x.new_zeros(0, Hs) for x in inputs]
     live = [i for i, n in enumerate(ns) if n]
-    if not live:
-        return out
+    if len(live) < len(ns):                                # sessions without frames: no outputs, same state
+        out = [x.new_zeros(0, Hs) for x in inputs]
+        if not live:
+            return out
+    else:
+        out = [None] * len(ns)
     zero = None
     hs = []
     for i in live:
