@@ -77,6 +77,9 @@ class TaskConfig:
 
     # ---- `grukit tune` search space: field -> [choices] | {low, high, log, step} | fixed value (a config
     # file's `tune:` section overrides it per field; see grukit.tune_space)
+    # fields that change what the validation loss measures (its units or weighting): a search that varied one
+    # would rank trials on different scales, so `grukit tune` refuses to search them (a fixed value is fine)
+    loss_fields: ClassVar[tuple[str, ...]] = ()
     tune_space: ClassVar[dict[str, Any]] = {
         "hidden_size": [16, 32, 64, 128],
         "num_layers": [1, 2],
@@ -258,6 +261,8 @@ class ForecastConfig(TaskConfig):
     hidden_size: int = opt(32, "GRU units")
     lr: float = opt(1e-2, "Adam learning rate")
 
+    loss_fields: ClassVar[tuple[str, ...]] = ("likelihood", "quantiles", "interval", "mase_loss", "transform",
+                                              "deseasonalize")
     tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune forecast` search space
         "hidden_size": [16, 32, 64, 128],
         "num_layers": [1, 2],
@@ -367,6 +372,7 @@ class ClassifyConfig(TaskConfig):
         if isinstance(self.normalize, bool) or str(self.normalize).lower() in ("true", "false"):
             self.normalize = "feature" if str(self.normalize).lower() == "true" else "none"  # older runs
 
+    loss_fields: ClassVar[tuple[str, ...]] = ("label_smoothing",)
     tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune classify` search space
         "hidden_size": [32, 64, 128],
         "num_layers": [1, 2],
