@@ -370,15 +370,21 @@ def speech_clients(url: str, streams: int, seconds: float, chunk: bytes, n_chunk
     # The chunk travels in argv, so every process starts its streams at once. (It used to be sent on stdin
     # with one communicate() per process in turn: each process waited for its stdin before starting, so the
     # processes ran one after another and a level of N streams had N / clients of them open at a time.)
-    code = ("import json, os, sys; sys.path.insert(0, sys.argv[1]); import serve as B; "
+    # Each process writes its latencies to a file (a pipe truncated a few hundred streams' JSON at 64 KiB).
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import serve as B; "
             "r = B.run(B.speech_load(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), bytes.fromhex(sys.argv[6]), "
-            "int(sys.argv[5]), begin=float(sys.argv[7]))); os.set_blocking(1, True); print(json.dumps(r))")
-    begin = time.time() + 3.0                                    # python + numpy + websockets imported by then
+            "int(sys.argv[5]), begin=float(sys.argv[7]))); open(sys.argv[8], 'w').write(json.dumps(r))")
+    begin = time.time() + 3.0                                    # python + numpy imported by then
     sizes = [streams // clients + (k < streams % clients) for k in range(clients)]
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(ROOT / "bench"), url, str(n), str(seconds),
-                               str(n_chunks), chunk.hex(), str(begin)], stdout=subprocess.PIPE, text=True)
-             for n in sizes if n]
-    parts = [json.loads(p.communicate(timeout=seconds + 120)[0]) for p in procs]
+    with tempfile.TemporaryDirectory(prefix="grukit-bench-streams-") as tmp:
+        outs = [str(Path(tmp) / f"{k}.json") for k in range(len(sizes))]
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(ROOT / "bench"), url, str(n), str(seconds),
+                                   str(n_chunks), chunk.hex(), str(begin), out])
+                 for n, out in zip(sizes, outs) if n]
+        for p in procs:
+            if p.wait(timeout=seconds + 120):
+                raise RuntimeError(f"a load-generator process exited with {p.returncode}")
+        parts = [json.loads(Path(out).read_text()) for n, out in zip(sizes, outs) if n]
     return speech_stats(parts)
 
 
@@ -454,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="concurrent speech streams tried, in order, until p99 >= 100 ms")
     ap.add_argument("--clients", type=int, default=2,
                     help="load-generator processes the speech streams are split over (they share the cores)")
-    ap.add_argument("--session-wait-ms", type=float, nargs="+", default=[10.0],
+    ap.add_argument("--session-wait-ms", type=float, nargs="+", default=[2.0],
                     help="speech: the server's --session-wait-ms with sequence batching, one row set per value "
                     "(a tick waits for company up to this long from its oldest chunk's arrival)")
     ap.add_argument("--length", type=int, default=200, help="tokens per generation")

@@ -27,7 +27,7 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
           session_batch: int = typer.Option(256, "--session-batch", min=1, help="most streaming sessions "
                                             "advanced together by one model call per tick (1 = a call per "
                                             "session)"),
-          session_wait_ms: float = typer.Option(10.0, "--session-wait-ms", min=0, help="longest a streaming "
+          session_wait_ms: float = typer.Option(5.0, "--session-wait-ms", min=0, help="longest a streaming "
                                                 "tick waits for company, from its oldest chunk's arrival (fuller "
                                                 "ticks cost less CPU per chunk; streams send one every ~100 ms)"),
           max_body_mb: float = typer.Option(10.0, "--max-body-mb", min=0.001, help="request body limit (413)"),

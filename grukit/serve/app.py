@@ -48,7 +48,7 @@ class ServeOptions:
     max_body: int = 10 * 2 ** 20     # bytes per request body before 413
     token: Optional[str] = None      # bearer token required on every route but /health and the page
     session_batch: int = 256         # most sessions advanced per GRU step (1 = one step call per session)
-    session_wait_ms: float = 10.0    # longest a streaming tick waits for company, from its oldest chunk's arrival
+    session_wait_ms: float = 5.0     # longest a streaming tick waits for company, from its oldest chunk's arrival
     max_sessions: int = 1024         # open streaming sessions per run
     retry_after: int = 1             # seconds, in the 503 answer
     warm_up: bool = False            # one small call per route on each run's worker thread before serving
