@@ -40,7 +40,7 @@ from ..data.sequences import check_features, normalise_series, read_labelled, st
 from ..errors import DataError, ShapeError
 from ..nn import GRU
 from .base import SequenceTask, infer
-from .conv import FCNBranch, PatchEmbed, fold_time, pool_time, strides
+from .conv import FCNBranch, InceptionBranch, PatchEmbed, fold_time, pool_time, strides
 from .heads import ClassificationHead, Pooling
 
 __all__ = ["ClassifyTask", "prepare", "evaluate", "predict", "read_sequences", "classify_sequences",
@@ -165,7 +165,11 @@ class ClassifyTask(SequenceTask):
         if kind == "conv":
             self.stem = PatchEmbed(in_size, c.conv_channels or c.hidden_size, self.pool_stride, activation=False)
             in_size = fcn_size = c.conv_channels or c.hidden_size
-        self.fcn = FCNBranch(fcn_size, c.conv_channels, c.conv_dilation) if c.conv_channels > 0 else None
+        self.fcn = None
+        if c.conv_channels > 0 and c.conv_branch == "inception":
+            self.fcn = InceptionBranch(fcn_size, max(1, c.conv_channels // 4), c.conv_depth, c.conv_pool)
+        elif c.conv_channels > 0:
+            self.fcn = FCNBranch(fcn_size, c.conv_channels, c.conv_dilation, c.conv_pool)
         self.patch = None
         if c.gru_steps > 0:
             self.patch = PatchEmbed(in_size, c.conv_channels or c.hidden_size, int(m.get("patch_stride", 1)))
