@@ -12,6 +12,8 @@ The model (defaults chosen to hold up on UCR/UEA data it was not tuned on; see :
         │   (downsample=mixed: the FCN branch reads pool_time (F' = F), the GRU branch fold_time (F' = s*F);
         │    fold: fold_time for both; conv: a learned linear strided Conv1d, F' = C; mean: pool_time for both)
         ├── FCNBranch: Conv1d 8/5/3 + BatchNorm + ReLU, mean over valid steps ──> (B, C)
+        │   (conv_branch=inception: InceptionBranch, InceptionTime modules with kernels 39/19/9;
+        │    conv_pool=mean_max: the maximum over valid steps beside the mean, (B, 2C))
         └── PatchEmbed (strided conv to at most gru_steps) ──> GRU ──> Pooling ──> (B, D*H)
     concat ──> ClassificationHead ──> (B, K) logits; trained with label-smoothed cross-entropy
 
