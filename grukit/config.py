@@ -331,11 +331,13 @@ class ClassifyConfig(TaskConfig):
                                 "(2: dilations 1, 2, 4, a receptive field of 24 steps instead of 14 at the "
                                 "same cost; 1 = the FCN as published, the default: 2 raised single models but "
                                 "lowered the 5-model suite mean, see README)")
-    conv_branch: str = opt("fcn", "convolutional branch: fcn (kernels 8/5/3 as in GRU-FCN, the default) or "
-                                  "inception (InceptionTime modules, Fawaz et al. 2020: a 1x1 bottleneck, "
-                                  "parallel kernels of 39/19/9 steps and a max-pool path with "
-                                  "conv_channels/4 filters each, so conv_channels channels out as for fcn; "
-                                  "a residual shortcut every 3 modules; measured in the README)")
+    conv_branch: str = opt("fcn", "convolutional branch: fcn (kernels 8/5/3 as in GRU-FCN), inception "
+                                  "(InceptionTime modules, Fawaz et al. 2020: a 1x1 bottleneck, parallel "
+                                  "kernels of 39/19/9 steps and a max-pool path with conv_channels/4 filters "
+                                  "each, so conv_channels channels out as for fcn; a residual shortcut every "
+                                  "3 modules), or alternate (ensemble members alternate: the 1st, 3rd, 5th "
+                                  "inception, the 2nd and 4th fcn; one model is inception; the two families "
+                                  "err differently, so their average gains most; measured in the README)")
     conv_depth: int = opt(3, "conv_branch=inception: number of inception modules (InceptionTime has 6)")
     conv_pool: str = opt("mean", "summary of the convolutional branch over the valid steps: mean (global "
                                  "average pooling, as published) or mean_max (the mean beside the maximum)")
@@ -388,7 +390,7 @@ class ClassifyConfig(TaskConfig):
         choice(p, "normalize", self.normalize, ["auto", "series", "feature", "none"])
         choice(p, "schedule", self.schedule, ["auto", "validated", "manual"])
         choice(p, "downsample", self.downsample, ["conv", "fold", "mean", "mixed"])
-        choice(p, "conv_branch", self.conv_branch, ["fcn", "inception"])
+        choice(p, "conv_branch", self.conv_branch, ["fcn", "inception", "alternate"])
         choice(p, "conv_pool", self.conv_pool, ["mean", "mean_max"])
         for a in self.augment:
             choice(p, "augment", a, ["jitter", "scaling", "window_slice", "window_warp"])

@@ -104,7 +104,7 @@ def test_config_checks_branch_options():
         ClassifyConfig.from_dict({"conv_depth": 0})
 
 
-def test_inception_option_trains_end_to_end(tmp_path):
+def test_alternate_ensemble_trains_end_to_end_and_reloads(tmp_path):
     from grukit.runs import Run
     from grukit.train import fit
     rng = np.random.default_rng(0)
@@ -114,14 +114,24 @@ def test_inception_option_trains_end_to_end(tmp_path):
     X[y == 1, 20:30] += 2.0                                          # class 1: a bump
     lengths = rng.integers(45, T + 1, n)
     np.savez(tmp_path / "train.npz", X=X, y=y.astype(str), lengths=lengths)
-    run = fit("classify", data=str(tmp_path / "train.npz"), out=tmp_path / "run", conv_branch="inception",
+    run = fit("classify", data=str(tmp_path / "train.npz"), out=tmp_path / "run", conv_branch="alternate",
               conv_pool="mean_max", conv_channels=8, hidden_size=8, batch_size=8, progress=False, max_epochs=6,
-              schedule="manual", val_fraction=0.0, patience=0, ensemble=1, baselines=(), lr=1e-2,
+              schedule="manual", val_fraction=0.0, patience=0, ensemble=3, baselines=(), lr=1e-2,
               evaluate=False)
     again = Run(run.path)
-    assert again.config.conv_branch == "inception" and again.config.conv_pool == "mean_max"
-    model = again.models()[0]
-    assert isinstance(model.fcn, InceptionBranch)                    # the saved run rebuilds the branch
+    assert again.config.conv_branch == "alternate" and again.config.conv_pool == "mean_max"
+    models = again.models()                                          # the saved run rebuilds each member's branch
+    assert [type(m.fcn) for m in models] == [InceptionBranch, FCNBranch, InceptionBranch]
+    assert [m.member for m in models] == [0, 1, 2]
     from grukit.tasks.classify import classify_sequences
-    probs = classify_sequences([model], again.meta, [X[i, :lengths[i], None] for i in range(n)])
-    assert (probs.argmax(1) == y).mean() >= 0.9
+    seqs = [X[i, :lengths[i], None] for i in range(n)]
+    for m in models:
+        assert (classify_sequences([m], again.meta, seqs).argmax(1) == y).mean() >= 0.9
+
+
+def test_alternate_members_build_both_branches():
+    cfg = ClassifyConfig(hidden_size=6, conv_channels=8, conv_branch="alternate")
+    meta = {"input_size": 1, "classes": ["a", "b"], "pool_stride": 1, "patch_stride": 1, "normalize": "series"}
+    kinds = [type(ClassifyTask(cfg, meta, member=i).fcn) for i in range(5)]
+    assert kinds == [InceptionBranch, FCNBranch, InceptionBranch, FCNBranch, InceptionBranch]
+    assert type(ClassifyTask(cfg, meta).fcn) is InceptionBranch      # one model: the inception member

@@ -168,7 +168,10 @@ class ClassifyTask(SequenceTask):
             self.stem = PatchEmbed(in_size, c.conv_channels or c.hidden_size, self.pool_stride, activation=False)
             in_size = fcn_size = c.conv_channels or c.hidden_size
         self.fcn = None
-        if c.conv_channels > 0 and c.conv_branch == "inception":
+        branch = c.conv_branch
+        if branch == "alternate":                # ensemble members alternate: 0, 2, 4 inception; 1, 3 fcn
+            branch = "inception" if self.member % 2 == 0 else "fcn"
+        if c.conv_channels > 0 and branch == "inception":
             self.fcn = InceptionBranch(fcn_size, max(1, c.conv_channels // 4), c.conv_depth, c.conv_pool)
         elif c.conv_channels > 0:
             self.fcn = FCNBranch(fcn_size, c.conv_channels, c.conv_dilation, c.conv_pool)
