@@ -97,7 +97,8 @@ def main(argv=None) -> int:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     acc = run.evaluate()["grukit"]["accuracy"]
     s = run.meta["schedule"]
-    print(f"{args.n} series x {args.length} steps{' ' + ' '.join(args.set) if args.set else ''}: fit {wall:.1f} s wall, {cpu:.1f} s CPU (train_seconds "
+    extra = "".join(f" {o}" for o in args.set)
+    print(f"{args.n} series x {args.length} steps{extra}: fit {wall:.1f} s wall, {cpu:.1f} s CPU (train_seconds "
           f"{run.info.get('train_seconds')}); schedule: {s['rule']}; epochs <= {s['max_epochs']} of "
           f"{s['batches_per_epoch']} batches, {s['ensemble']} model(s); test accuracy {acc:.3f}")
     return 0

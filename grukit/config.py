@@ -317,8 +317,9 @@ class ClassifyConfig(TaskConfig):
                                        "left the 5-model accuracy unchanged on ArrowHead/ItalyPowerDemand, "
                                        "jitter,scaling one model on five sets; see README)")
     # ---- model: GRU branch + fully convolutional branch (GRU-FCN, Elsayed et al. 2018)
-    conv_channels: int = opt(32, "fully convolutional branch beside the GRU (kernels 8/5/3, channels C/2C/C, "
-                                 "as in LSTM-FCN/GRU-FCN; strong on UCR/UEA data); 0 = GRU only")
+    conv_channels: int = opt(32, "convolutional branch beside the GRU (fcn: kernels 8/5/3, channels C/2C/C, "
+                                 "as in LSTM-FCN/GRU-FCN; inception: C channels out; see conv_branch); "
+                                 "0 = GRU only")
     conv_steps: int = opt(256, "series longer than this are shortened to at most this many steps before both "
                                "branches, in windows of s steps (cost grows with length; 0 = never)")
     downsample: str = opt("mixed", "how those windows are shortened: mixed (the convolutional branch reads "
@@ -331,13 +332,14 @@ class ClassifyConfig(TaskConfig):
                                 "(2: dilations 1, 2, 4, a receptive field of 24 steps instead of 14 at the "
                                 "same cost; 1 = the FCN as published, the default: 2 raised single models but "
                                 "lowered the 5-model suite mean, see README)")
-    conv_branch: str = opt("fcn", "convolutional branch: fcn (kernels 8/5/3 as in GRU-FCN), inception "
-                                  "(InceptionTime modules, Fawaz et al. 2020: a 1x1 bottleneck, parallel "
-                                  "kernels of 39/19/9 steps and a max-pool path with conv_channels/4 filters "
-                                  "each, so conv_channels channels out as for fcn; a residual shortcut every "
-                                  "3 modules), or alternate (ensemble members alternate: the 1st, 3rd, 5th "
-                                  "inception, the 2nd and 4th fcn; one model is inception; the two families "
-                                  "err differently, so their average gains most; measured in the README)")
+    conv_branch: str = opt("alternate", "convolutional branch: fcn (kernels 8/5/3 as in GRU-FCN), inception "
+                                        "(InceptionTime modules, Fawaz et al. 2020: a 1x1 bottleneck, parallel "
+                                        "kernels of 39/19/9 steps and a max-pool path with conv_channels/4 "
+                                        "filters each, so conv_channels channels out as for fcn; a residual "
+                                        "shortcut every 3 modules), or alternate, the default (ensemble "
+                                        "members alternate: the 1st, 3rd, 5th inception, the 2nd and 4th fcn; "
+                                        "one model is inception): the two families err differently, and "
+                                        "their 5-model average beat either alone over the suite, see README")
     conv_depth: int = opt(3, "conv_branch=inception: number of inception modules (InceptionTime has 6)")
     conv_pool: str = opt("mean", "summary of the convolutional branch over the valid steps: mean (global "
                                  "average pooling, as published) or mean_max (the mean beside the maximum)")

@@ -71,7 +71,8 @@ def _model(seed=0, **kw):
     cfg = ClassifyConfig(hidden_size=6, conv_channels=8, conv_steps=8, gru_steps=4, **kw)
     s, r = strides(30, cfg.conv_steps, cfg.gru_steps)
     return ClassifyTask(cfg, {"input_size": 2, "classes": ["a", "b", "c"], "pool_stride": s, "patch_stride": r,
-                              "normalize": "series", "downsample": cfg.downsample}).eval()
+                              "normalize": "series", "downsample": cfg.downsample,
+                              "conv_branch": cfg.conv_branch}).eval()
 
 
 def test_whole_model_with_inception_branch_masks_and_seed():
@@ -91,8 +92,9 @@ def test_whole_model_with_inception_branch_masks_and_seed():
         other, _ = _model(seed=1, conv_branch="inception", conv_pool="mean_max")({"x": x, "lengths": lengths})
     torch.testing.assert_close(logits, again)                       # same seed, same model
     assert not torch.allclose(logits, other)
-    assert isinstance(_model().fcn, FCNBranch)                      # the default stays the FCN
-    assert (ClassifyConfig().conv_branch, ClassifyConfig().conv_pool) == ("fcn", "mean")
+    assert isinstance(_model(conv_branch="fcn").fcn, FCNBranch)
+    assert isinstance(_model().fcn, InceptionBranch)                # the default alternates; member 0: inception
+    assert (ClassifyConfig().conv_branch, ClassifyConfig().conv_pool) == ("alternate", "mean")
 
 
 def test_config_checks_branch_options():
@@ -131,7 +133,9 @@ def test_alternate_ensemble_trains_end_to_end_and_reloads(tmp_path):
 
 def test_alternate_members_build_both_branches():
     cfg = ClassifyConfig(hidden_size=6, conv_channels=8, conv_branch="alternate")
-    meta = {"input_size": 1, "classes": ["a", "b"], "pool_stride": 1, "patch_stride": 1, "normalize": "series"}
+    old = {"input_size": 1, "classes": ["a", "b"], "pool_stride": 1, "patch_stride": 1, "normalize": "series"}
+    meta = dict(old, conv_branch=cfg.conv_branch)                    # what prepare() records
     kinds = [type(ClassifyTask(cfg, meta, member=i).fcn) for i in range(5)]
     assert kinds == [InceptionBranch, FCNBranch, InceptionBranch, FCNBranch, InceptionBranch]
     assert type(ClassifyTask(cfg, meta).fcn) is InceptionBranch      # one model: the inception member
+    assert type(ClassifyTask(cfg, old, member=0).fcn) is FCNBranch   # a run saved before the option: its FCN

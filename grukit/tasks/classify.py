@@ -134,7 +134,7 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
     meta = {"input_size": n_feat, "classes": classes, "data_name": name, "has_val": bool(len(val)),
             "normalize": kind, "feature_mean": cat.mean(0).tolist(), "feature_std": std.tolist(),
             "n_train": len(train), "n_val": len(val), "max_length": max_length, "pool_stride": s,
-            "patch_stride": r, "downsample": cfg.downsample, "schedule": schedule,
+            "patch_stride": r, "downsample": cfg.downsample, "conv_branch": cfg.conv_branch, "schedule": schedule,
             "class_counts": np.bincount(y_idx[train], minlength=len(classes)).tolist()}
     norm = _normalise(seqs, meta)
     fit_idx = np.tile(train, int(schedule.get("repeat", 1)))          # small sets: each epoch sees them r times
@@ -168,7 +168,7 @@ class ClassifyTask(SequenceTask):
             self.stem = PatchEmbed(in_size, c.conv_channels or c.hidden_size, self.pool_stride, activation=False)
             in_size = fcn_size = c.conv_channels or c.hidden_size
         self.fcn = None
-        branch = c.conv_branch
+        branch = m.get("conv_branch", "fcn")     # runs saved before the option have the FCN
         if branch == "alternate":                # ensemble members alternate: 0, 2, 4 inception; 1, 3 fcn
             branch = "inception" if self.member % 2 == 0 else "fcn"
         if c.conv_channels > 0 and branch == "inception":
