@@ -77,6 +77,9 @@ class TaskConfig:
 
     # ---- `grukit tune` search space: field -> [choices] | {low, high, log, step} | fixed value (a config
     # file's `tune:` section overrides it per field; see grukit.tune_space)
+    # fields that change what the validation loss measures (its units or weighting): a search that varied one
+    # would rank trials on different scales, so `grukit tune` refuses to search them (a fixed value is fine)
+    loss_fields: ClassVar[tuple[str, ...]] = ()
     tune_space: ClassVar[dict[str, Any]] = {
         "hidden_size": [16, 32, 64, 128],
         "num_layers": [1, 2],
@@ -235,6 +238,9 @@ class ForecastConfig(TaskConfig):
                                  "the skip's seasonal-naive forecast), random (PyTorch's init), auto (baseline for "
                                  "many series, random for one: its few validation windows then stop training at "
                                  "the near-baseline first epochs)")
+    skip_init: str = opt("naive", "start of the linear skip: naive (the seasonal-naive forecast, the naive one when "
+                                  "M4's seasonality test finds no season in most series) or mean (zero: the "
+                                  "window's level, its mean or the ES hybrid's smoothed level)")
     mase_loss: bool = opt(False, "weight each series' training loss by 1 / its in-sample mean absolute seasonal "
                                  "difference (encoded units), as MASE scales errors, instead of equally")
     calibrate: str = opt("auto", "rescale the prediction intervals around the point forecast, per horizon step, "
@@ -255,6 +261,8 @@ class ForecastConfig(TaskConfig):
     hidden_size: int = opt(32, "GRU units")
     lr: float = opt(1e-2, "Adam learning rate")
 
+    loss_fields: ClassVar[tuple[str, ...]] = ("likelihood", "quantiles", "interval", "mase_loss", "transform",
+                                              "deseasonalize")
     tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune forecast` search space
         "hidden_size": [16, 32, 64, 128],
         "num_layers": [1, 2],
@@ -271,6 +279,7 @@ class ForecastConfig(TaskConfig):
             p.append(f"lookback={self.lookback}, horizon={self.horizon}: both must be >= 1")
         choice(p, "likelihood", self.likelihood, ["point", "gaussian", "quantile"])
         choice(p, "transform", self.transform, ["none", "log", "sqrt", "auto"])
+        choice(p, "skip_init", self.skip_init, ["naive", "mean"])
         if self.likelihood == "quantile":
             if not self.quantiles or any(not 0 < q < 1 for q in self.quantiles):
                 p.append(f"quantiles={list(self.quantiles)}: expected values strictly between 0 and 1")
@@ -375,6 +384,7 @@ class ClassifyConfig(TaskConfig):
         if isinstance(self.normalize, bool) or str(self.normalize).lower() in ("true", "false"):
             self.normalize = "feature" if str(self.normalize).lower() == "true" else "none"  # older runs
 
+    loss_fields: ClassVar[tuple[str, ...]] = ("label_smoothing",)
     tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune classify` search space
         "hidden_size": [32, 64, 128],
         "num_layers": [1, 2],

@@ -62,6 +62,13 @@ class Dim:
         return f"{self.name} {self.low:g}..{self.high:g}" + (f" ({', '.join(extra)})" if extra else "")
 
 
+def _comparable(cls: type[TaskConfig], name: str, where: str) -> None:
+    """Refuse to search a field that changes what the validation loss measures (``cls.loss_fields``)."""
+    if name in getattr(cls, "loss_fields", ()):
+        raise ConfigError(f"{where}: it changes what the validation loss measures (its units or weighting), so "
+                          "trials with different values could not be ranked by it; give one value")
+
+
 def _dim(cls: type[TaskConfig], name: str, spec: Any, source: str) -> Dim:
     names = cls.field_names()
     if name not in names:
@@ -77,7 +84,10 @@ def _dim(cls: type[TaskConfig], name: str, spec: Any, source: str) -> Dim:
                 choices.append(coerce(v, hint))
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"{where}: choice {v!r} does not fit the field ({e})") from None
-        return Dim(name, "choice", choices=tuple(dict.fromkeys(choices)))
+        dim = Dim(name, "choice", choices=tuple(dict.fromkeys(choices)))
+        if len(dim.choices) > 1:
+            _comparable(cls, name, where)
+        return dim
     if isinstance(spec, dict):
         unknown = set(spec) - _RANGE_KEYS
         if unknown or not {"low", "high"} <= set(spec):
@@ -100,6 +110,8 @@ def _dim(cls: type[TaskConfig], name: str, spec: Any, source: str) -> Dim:
             raise ConfigError(f"{where}: log and step cannot be combined (Optuna samples either)")
         if step is not None and step <= 0:
             raise ConfigError(f"{where}: step={step} must be > 0")
+        if low < high:
+            _comparable(cls, name, where)
         return Dim(name, "int" if hint is int else "float", low=low, high=high, log=log, step=step)
     try:
         return Dim(name, "fixed", value=coerce(spec, hint))

@@ -11,7 +11,7 @@ import torch
 from grukit.config import ForecastConfig
 from grukit.errors import DataError
 from grukit.runs import Run
-from grukit.tasks.forecast import ForecastTask, forecast_series, mase_weights, prepare
+from grukit.tasks.forecast import ForecastTask, forecast_series, mase_weights, prepare, skip_season
 from grukit.train import fit
 
 FAST = dict(hidden_size=8, batch_size=32, progress=False, patience=0, lr=1e-2, max_epochs=2,
@@ -270,6 +270,32 @@ def test_untrained_head_forecasts_seasonal_naive_exactly():
     out, _ = _model(likelihood="gaussian")(_batch(window))                          # (B, H, C, 2)
     torch.testing.assert_close(out[:, :, 0, 0], want, rtol=1e-6, atol=1e-6)         # the mean moves,
     torch.testing.assert_close(out[..., 1], torch.zeros(2, 6, 1))                   # not the scale
+
+
+def test_skip_starts_naive_without_a_season_and_at_the_mean_when_asked():
+    """The skip repeats the last period only where M4's seasonality test finds the season in most series (else
+    the naive forecast, the last value); skip_init=mean starts it at zero, so the untrained baseline output is the
+    window's mean level."""
+    rng = np.random.default_rng(0)
+    t = np.arange(120)
+    seasonal = [10 + 3 * np.sin(2 * np.pi * t / 6) + rng.normal(0, 0.2, 120) for _ in range(3)]
+    noise = [rng.normal(0, 1, 120) for _ in range(3)]
+    assert skip_season(seasonal, 6) == 6 and skip_season(noise, 6) == 1
+    assert skip_season(seasonal[:1] + noise, 6) == 1                                 # most series decide
+    assert skip_season([y[:17] for y in seasonal], 6) == 1                           # under 3 periods: untested
+    assert skip_season(seasonal, 1) == 1
+    torch.manual_seed(0)
+    window = torch.randn(2, 12) + 3.0
+    model = ForecastTask(_model().config, {**_model().meta, "skip_season": 1})       # as prepare records it
+    model.head.proj.weight.data.zero_()
+    model.head.proj.bias.data.zero_()
+    out, _ = model(_batch(window))
+    torch.testing.assert_close(out[:, :, 0, 1], window[:, -1:].expand(2, 6))        # naive: the last value
+    mean = _model(skip_init="mean", head_init="baseline")
+    out, _ = mean(_batch(window))
+    torch.testing.assert_close(out[:, :, 0, 1], window.mean(1, keepdim=True).expand(2, 6))
+    with pytest.raises(Exception, match="skip_init"):
+        ForecastConfig(skip_init="ridge").validate()
 
 
 def test_patches_feed_one_gru_step_per_patch():

@@ -100,13 +100,22 @@ def test_config_file_tune_section_and_train_ignores_it(tmp_path):
     ({"likelihood": {"low": 1, "high": 2}}, "field 'likelihood': a range needs a numeric field"),
     ({"lr": {"low": 0, "high": 0.1, "log": True}}, "field 'lr': a log range needs low > 0"),
     ({"dropout": {"low": 0.0, "high": 1.5}}, "field 'dropout': value 1.5 is refused by the task"),
-    ({"likelihood": ["point", "poisson"]}, "field 'likelihood': value 'poisson' is refused by the task"),
+    ({"skip_init": ["naive", "ridge"]}, "field 'skip_init': value 'ridge' is refused by the task"),
+    ({"mase_loss": [True, False]}, "field 'mase_loss': it changes what the validation loss measures"),
     ({"lr": {"lo": 1e-3, "high": 1e-2}}, "field 'lr': a range needs low and high"),
 ])
 def test_bad_search_space_is_one_line_naming_the_field(spec, message):
     with pytest.raises(ConfigError) as e:
         task_space(ForecastConfig, spec, ForecastConfig(data="x"))
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_loss_fields_may_be_fixed_but_not_searched():
+    """A field that changes the validation loss's units or weighting can be set for every trial."""
+    space = task_space(ForecastConfig, {"mase_loss": True, "transform": ["log"]}, ForecastConfig(data="x"))
+    assert space["mase_loss"].kind == "fixed" and space["transform"].choices == ("log",)
+    with pytest.raises(ConfigError, match="field 'label_smoothing': it changes what the validation loss"):
+        task_space(ClassifyConfig, {"label_smoothing": {"low": 0.0, "high": 0.2}}, ClassifyConfig(data="x"))
 
 
 def test_bad_space_fails_before_anything_is_written(tmp_path):

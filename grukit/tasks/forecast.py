@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ..config import ForecastConfig
 from ..data.batching import Prepared, loader
 from ..data.panel import MAX_MAGNITUDE, Series, drop_short, load_panel
-from ..data.seasonal import seasonal_factors
+from ..data.seasonal import seasonal_factors, seasonality_test
 from ..data.timeseries import season_from_times
 from ..data.windows import Codec, WindowDataset, fold_shifts, fwd, scaler, split_origins, to_batch, window_at
 from ..errors import DataError
@@ -40,8 +40,9 @@ from .forecast_es import ESLayer
 from .forecast_intervals import MAX_SCALE, MIN_SCORES_FACTOR, apply_scales, conformal_scales, nominal_coverage
 from .heads import DirectForecastHead
 
-__all__ = ["ForecastTask", "prepare", "prepare_series", "held_out", "forecast_series", "after_fit", "evaluate",
-           "predict", "Series", "choose_transform", "season_of", "mase_weights", "validation_folds", "SHORT_SERIES"]
+__all__ = ["ForecastTask", "prepare", "prepare_series", "held_out", "skip_season", "forecast_series", "after_fit",
+           "evaluate", "predict", "Series", "choose_transform", "season_of", "mase_weights", "validation_folds",
+           "SHORT_SERIES"]
 
 SHORT_SERIES = 1000       # a single series shorter than this is validated over 3 rolling-origin folds by tune
 
@@ -78,6 +79,14 @@ def mase_weights(zs: list[np.ndarray], ends: list[int], m: int) -> list[float]:
     inv = 1 / np.asarray(d)
     med = np.nanmedian(inv) if np.isfinite(inv).any() else 1.0
     return np.clip(np.nan_to_num(inv / med, nan=1.0), 0.05, 20.0).tolist()
+
+
+def skip_season(trains: list[np.ndarray], m: int) -> int:
+    """The period of the skip's seasonal-naive start: ``m`` when at least half the series long enough to test
+    (3 periods) pass M4's seasonality test on their training part, else 1 (the naive forecast): repeating the
+    last period of a series without a season repeats its noise."""
+    tested = [seasonality_test(y, m) for y in trains if len(y) >= 3 * m] if m > 1 else []
+    return m if tested and 2 * sum(tested) >= len(tested) else 1
 
 
 def _covariates(s: Series, cov_scale: dict) -> np.ndarray:
@@ -137,6 +146,7 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
             "seasons": seasons, "cov_scaler": cov_scale, "data_name": path, "series_ids": [s.id for s in series],
             "short_series": short, "has_val": len(val_ds) > 0, "n_train_windows": len(train_ds),
             "n_val_windows": len(val_ds)}
+    meta["skip_season"] = skip_season([s.y[: s.n_obs - hold, 0] for s in series], int(m))
     if cfg.mase_loss:
         meta["loss_weights"] = mase_weights(zs, [s.n_obs - hold for s in series], int(m))
     return Prepared(loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed),
@@ -196,12 +206,15 @@ class ForecastTask(SequenceTask):
     def build_head(self):
         c, m = self.config, self.meta
         adjusted = c.deseasonalize or c.es_hybrid                # the window is seasonally adjusted already
-        return DirectForecastHead(self.encoder_size, c.horizon, m["n_targets"], self.n_params, c.lookback,
+        head = DirectForecastHead(self.encoder_size, c.horizon, m["n_targets"], self.n_params, c.lookback,
                                   m["n_known"], c.linear_skip, c.head_dropout,
-                                  1 if adjusted else int(m.get("season_length", 1)),
+                                  1 if adjusted else int(m.get("skip_season", m.get("season_length", 1))),
                                   n_locations=1 if c.likelihood == "gaussian" else None,
                                   zero_correction=c.head_init == "baseline" or
                                   (c.head_init == "auto" and len(m.get("series_ids", [])) > 1))
+        if c.skip_init == "mean" and head.skip is not None:      # the window's level: the mean (or ES) forecast
+            nn.init.zeros_(head.skip.weight)
+        return head
 
     def build_metrics(self):
         from torchmetrics import MeanAbsoluteError, MetricCollection
@@ -215,9 +228,11 @@ class ForecastTask(SequenceTask):
         e = self.embed(sid.clamp(min=0))
         return torch.where(known, e, self.embed.weight.mean(0, keepdim=True).expand_as(e))
 
-    def forward(self, inputs, state=None):
+    def _normalise(self, inputs) -> tuple[Tensor, Tensor]:
+        """The window minus its level (B, L, C; padding 0) and the level carried over the horizon (B, H, C):
+        the ES hybrid's smoothed level and season, the window's masked mean, or zero."""
         c = self.config
-        x, window, mask = inputs["x"], inputs["window"], inputs["mask"]           # (B, L, F), (B, L, C), (B, L)
+        window, mask = inputs["window"], inputs["mask"]
         B, L, C = window.shape
         H = c.horizon
         if self.es is not None:
@@ -227,7 +242,13 @@ class ForecastTask(SequenceTask):
             level = (window * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1) if c.window_norm \
                 else torch.zeros_like(window[:, :1])                             # (B, 1, C) masked mean
             base_in, base_out = level.expand(B, L, C), level.expand(B, H, C)
-        adj = (window - base_in) * mask.unsqueeze(-1)                              # (B, L, C), padding -> 0
+        return (window - base_in) * mask.unsqueeze(-1), base_out
+
+    def forward(self, inputs, state=None):
+        c = self.config
+        x, window, mask = inputs["x"], inputs["window"], inputs["mask"]           # (B, L, F), (B, L, C), (B, L)
+        B, L, C = window.shape
+        adj, base_out = self._normalise(inputs)
         feats = [adj, x[..., C:]]
         if self.embed is not None:
             feats.append(self._embedding(inputs["sid"]).unsqueeze(1).expand(B, L, -1))
