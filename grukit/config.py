@@ -349,9 +349,11 @@ class ClassifyConfig(TaskConfig):
                                         "members alternate: the 1st, 3rd, 5th inception, the 2nd and 4th fcn; "
                                         "one model is inception): the two families err differently, and "
                                         "their 5-model average beat either alone over the suite, see README")
-    conv_depth: int = opt(3, "conv_branch=inception: number of inception modules (InceptionTime has 6)")
+    conv_depth: int = opt(3, "inception branches (conv_branch inception, alternate): number of inception "
+                             "modules (InceptionTime has 6; 6 cost 2x and did not help one model, see README)")
     conv_pool: str = opt("mean", "summary of the convolutional branch over the valid steps: mean (global "
-                                 "average pooling, as published) or mean_max (the mean beside the maximum)")
+                                 "average pooling, as published) or mean_max (the mean beside the maximum; "
+                                 "lowered single models on the five hardest suite sets, see README)")
     gru_steps: int = opt(64, "the GRU reads non-overlapping patches (a strided convolution) so that it runs "
                              "over at most this many steps (0 = every step)")
     pooling: str = opt("mean", "GRU summary fed to the classifier: mean (over valid steps; robust), last "
