@@ -8,6 +8,7 @@ the test accuracy; ``--profile`` adds the top functions of a plain forward/backw
 batches (what a step costs without Lightning).
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python bench/classify_cost.py [--n 500] [--length 500] [--profile]
+        [--set conv_branch=fcn]      # a ClassifyConfig override (repeatable), e.g. to time another default
 """
 from __future__ import annotations
 
@@ -78,7 +79,10 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=500, help="training (and test) series")
     ap.add_argument("--length", type=int, default=500, help="steps per series")
     ap.add_argument("--profile", action="store_true", help="also profile a plain training loop")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a ClassifyConfig override for the timed fit (repeatable)")
     args = ap.parse_args(argv)
+    overrides = dict(s.split("=", 1) for s in args.set)
     import torch
 
     from grukit.train import fit
@@ -89,11 +93,12 @@ def main(argv=None) -> int:
         profile_steps(train)
     t0, c0 = time.perf_counter(), time.process_time()
     run = fit("classify", data=train, test_data=test, out=folder / "run", progress=False, evaluate=False,
-              baselines=())                                              # timing grukit only
+              baselines=(), **overrides)                                 # timing grukit only
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     acc = run.evaluate()["grukit"]["accuracy"]
     s = run.meta["schedule"]
-    print(f"{args.n} series x {args.length} steps: fit {wall:.1f} s wall, {cpu:.1f} s CPU (train_seconds "
+    extra = "".join(f" {o}" for o in args.set)
+    print(f"{args.n} series x {args.length} steps{extra}: fit {wall:.1f} s wall, {cpu:.1f} s CPU (train_seconds "
           f"{run.info.get('train_seconds')}); schedule: {s['rule']}; epochs <= {s['max_epochs']} of "
           f"{s['batches_per_epoch']} batches, {s['ensemble']} model(s); test accuracy {acc:.3f}")
     return 0

@@ -326,8 +326,9 @@ class ClassifyConfig(TaskConfig):
                                        "left the 5-model accuracy unchanged on ArrowHead/ItalyPowerDemand, "
                                        "jitter,scaling one model on five sets; see README)")
     # ---- model: GRU branch + fully convolutional branch (GRU-FCN, Elsayed et al. 2018)
-    conv_channels: int = opt(32, "fully convolutional branch beside the GRU (kernels 8/5/3, channels C/2C/C, "
-                                 "as in LSTM-FCN/GRU-FCN; strong on UCR/UEA data); 0 = GRU only")
+    conv_channels: int = opt(32, "convolutional branch beside the GRU (fcn: kernels 8/5/3, channels C/2C/C, "
+                                 "as in LSTM-FCN/GRU-FCN; inception: C channels out; see conv_branch); "
+                                 "0 = GRU only")
     conv_steps: int = opt(256, "series longer than this are shortened to at most this many steps before both "
                                "branches, in windows of s steps (cost grows with length; 0 = never)")
     downsample: str = opt("mixed", "how those windows are shortened: mixed (the convolutional branch reads "
@@ -340,6 +341,19 @@ class ClassifyConfig(TaskConfig):
                                 "(2: dilations 1, 2, 4, a receptive field of 24 steps instead of 14 at the "
                                 "same cost; 1 = the FCN as published, the default: 2 raised single models but "
                                 "lowered the 5-model suite mean, see README)")
+    conv_branch: str = opt("alternate", "convolutional branch: fcn (kernels 8/5/3 as in GRU-FCN), inception "
+                                        "(InceptionTime modules, Fawaz et al. 2020: a 1x1 bottleneck, parallel "
+                                        "kernels of 39/19/9 steps and a max-pool path with conv_channels/4 "
+                                        "filters each, so conv_channels channels out as for fcn; a residual "
+                                        "shortcut every 3 modules), or alternate, the default (ensemble "
+                                        "members alternate: the 1st, 3rd, 5th inception, the 2nd and 4th fcn; "
+                                        "one model is inception): the two families err differently, and "
+                                        "their 5-model average beat either alone over the suite, see README")
+    conv_depth: int = opt(3, "inception branches (conv_branch inception, alternate): number of inception "
+                             "modules (InceptionTime has 6; 6 cost 2x and did not help one model, see README)")
+    conv_pool: str = opt("mean", "summary of the convolutional branch over the valid steps: mean (global "
+                                 "average pooling, as published) or mean_max (the mean beside the maximum; "
+                                 "lowered single models on the five hardest suite sets, see README)")
     gru_steps: int = opt(64, "the GRU reads non-overlapping patches (a strided convolution) so that it runs "
                              "over at most this many steps (0 = every step)")
     pooling: str = opt("mean", "GRU summary fed to the classifier: mean (over valid steps; robust), last "
@@ -390,6 +404,8 @@ class ClassifyConfig(TaskConfig):
         choice(p, "normalize", self.normalize, ["auto", "series", "feature", "none"])
         choice(p, "schedule", self.schedule, ["auto", "validated", "manual"])
         choice(p, "downsample", self.downsample, ["conv", "fold", "mean", "mixed"])
+        choice(p, "conv_branch", self.conv_branch, ["fcn", "inception", "alternate"])
+        choice(p, "conv_pool", self.conv_pool, ["mean", "mean_max"])
         for a in self.augment:
             choice(p, "augment", a, ["jitter", "scaling", "window_slice", "window_warp"])
         for b in self.baselines:
@@ -398,6 +414,8 @@ class ClassifyConfig(TaskConfig):
             p.append(f"label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
         if self.ensemble < 0:
             p.append(f"ensemble={self.ensemble}: expected an integer >= 1, or 0 for auto")
+        if self.conv_depth < 1:
+            p.append(f"conv_depth={self.conv_depth}: expected an integer >= 1")
         if self.conv_dilation < 1:
             p.append(f"conv_dilation={self.conv_dilation}: expected an integer >= 1")
         for name in ("conv_channels", "conv_steps", "gru_steps"):

@@ -403,8 +403,9 @@ class Run:
         for f in self.weight_files():
             self._verify_weights(f)
             state = load_weights(f)
+            member = 0 if f.stem == "model" else int(f.stem.rpartition("-")[2])   # model-3 is member 3
             try:
-                m = Task(self.config, self.meta)
+                m = Task(self.config, self.meta, member=member)
             except (KeyError, TypeError, ValueError, IndexError) as e:
                 if isinstance(e, (ConfigError, DataError)):
                     raise

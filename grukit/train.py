@@ -243,7 +243,7 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
             model = first
         else:
             L.seed_everything(cfg.seed + i, workers=True, verbose=False)
-            model = module.Task(cfg, prepared.meta)
+            model = module.Task(cfg, prepared.meta, member=i)
         log_version = "" if i == 0 else f"member-{i}"
         trainer = build_trainer(cfg, run_dir, monitor=model.monitor, ckpt_dir=ckpt_dir, log_version=log_version,
                                 extra_callbacks=callbacks)

@@ -73,10 +73,11 @@ class SequenceTask(L.LightningModule):
     carry_state: ClassVar[bool] = False
     ensemble_rule: ClassVar[str] = "mean"   # how infer() combines the members' decode() outputs: mean | median
 
-    def __init__(self, config, meta: dict[str, Any]):
+    def __init__(self, config, meta: dict[str, Any], member: int = 0):
         super().__init__()
         self.config = config
         self.meta = dict(meta)
+        self.member = member                # index in the run's ensemble (members may differ in architecture)
         self.encoder = self.build_encoder()
         self.head = self.build_head()
         metrics = self.build_metrics()

@@ -12,6 +12,8 @@ The model (defaults chosen to hold up on UCR/UEA data it was not tuned on; see :
         │   (downsample=mixed: the FCN branch reads pool_time (F' = F), the GRU branch fold_time (F' = s*F);
         │    fold: fold_time for both; conv: a learned linear strided Conv1d, F' = C; mean: pool_time for both)
         ├── FCNBranch: Conv1d 8/5/3 + BatchNorm + ReLU, mean over valid steps ──> (B, C)
+        │   (conv_branch=inception: InceptionBranch, InceptionTime modules with kernels 39/19/9;
+        │    conv_pool=mean_max: the maximum over valid steps beside the mean, (B, 2C))
         └── PatchEmbed (strided conv to at most gru_steps) ──> GRU ──> Pooling ──> (B, D*H)
     concat ──> ClassificationHead ──> (B, K) logits; trained with label-smoothed cross-entropy
 
@@ -40,7 +42,7 @@ from ..data.sequences import check_features, normalise_series, read_labelled, st
 from ..errors import DataError, ShapeError
 from ..nn import GRU
 from .base import SequenceTask, infer
-from .conv import FCNBranch, PatchEmbed, fold_time, pool_time, strides
+from .conv import FCNBranch, InceptionBranch, PatchEmbed, fold_time, pool_time, strides
 from .heads import ClassificationHead, Pooling
 
 __all__ = ["ClassifyTask", "prepare", "evaluate", "predict", "read_sequences", "classify_sequences",
@@ -132,7 +134,7 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
     meta = {"input_size": n_feat, "classes": classes, "data_name": name, "has_val": bool(len(val)),
             "normalize": kind, "feature_mean": cat.mean(0).tolist(), "feature_std": std.tolist(),
             "n_train": len(train), "n_val": len(val), "max_length": max_length, "pool_stride": s,
-            "patch_stride": r, "downsample": cfg.downsample, "schedule": schedule,
+            "patch_stride": r, "downsample": cfg.downsample, "conv_branch": cfg.conv_branch, "schedule": schedule,
             "class_counts": np.bincount(y_idx[train], minlength=len(classes)).tolist()}
     norm = _normalise(seqs, meta)
     fit_idx = np.tile(train, int(schedule.get("repeat", 1)))          # small sets: each epoch sees them r times
@@ -165,7 +167,14 @@ class ClassifyTask(SequenceTask):
         if kind == "conv":
             self.stem = PatchEmbed(in_size, c.conv_channels or c.hidden_size, self.pool_stride, activation=False)
             in_size = fcn_size = c.conv_channels or c.hidden_size
-        self.fcn = FCNBranch(fcn_size, c.conv_channels, c.conv_dilation) if c.conv_channels > 0 else None
+        self.fcn = None
+        branch = m.get("conv_branch", "fcn")     # runs saved before the option have the FCN
+        if branch == "alternate":                # ensemble members alternate: 0, 2, 4 inception; 1, 3 fcn
+            branch = "inception" if self.member % 2 == 0 else "fcn"
+        if c.conv_channels > 0 and branch == "inception":
+            self.fcn = InceptionBranch(fcn_size, max(1, c.conv_channels // 4), c.conv_depth, c.conv_pool)
+        elif c.conv_channels > 0:
+            self.fcn = FCNBranch(fcn_size, c.conv_channels, c.conv_dilation, c.conv_pool)
         self.patch = None
         if c.gru_steps > 0:
             self.patch = PatchEmbed(in_size, c.conv_channels or c.hidden_size, int(m.get("patch_stride", 1)))

@@ -16,6 +16,11 @@ before each convolution, so a sequence gives (in eval mode) the same output alon
 * :class:`FCNBranch` is the fully convolutional network of Wang et al. (2017) as used in LSTM-FCN (Karim et
   al. 2017) and GRU-FCN (Elsayed et al. 2018): three Conv1d-BatchNorm-ReLU blocks with kernels 8, 5, 3 and
   channels C, 2C, C, then global average pooling over the valid steps.
+* :class:`InceptionBranch` is the multi-scale alternative (``conv_branch="inception"``): InceptionTime's
+  modules (Fawaz et al. 2020: a 1x1 bottleneck, parallel kernels of 39/19/9 steps and a max-pool path, joined
+  and normalised) with a residual shortcut every three modules.
+* Both branches summarise their last feature map over the valid steps with :func:`masked_pool`: the mean, or
+  the mean beside the maximum (``conv_pool="mean_max"``).
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ from torch import Tensor, nn
 
 from .heads import length_mask
 
-__all__ = ["pool_time", "fold_time", "shorter", "strides", "PatchEmbed", "FCNBranch"]
+__all__ = ["pool_time", "fold_time", "shorter", "strides", "masked_pool", "PatchEmbed", "FCNBranch",
+           "InceptionBranch"]
 
 
 def strides(max_length: int, conv_steps: int, gru_steps: int) -> tuple[int, int]:
@@ -94,6 +100,16 @@ class PatchEmbed(nn.Module):
         return (torch.relu(z) if self.activation else z), shorter(lengths, self.r)
 
 
+def masked_pool(h: Tensor, m: Tensor | None, kind: str = "mean") -> Tensor:
+    """Summary of a feature map (B, C, T) over its valid steps (``m`` (B, 1, T) or None): ``mean`` (B, C), or
+    ``mean_max`` (B, 2C), the mean beside the maximum (where along the series a pattern shows up strongest)."""
+    mean = h.mean(2) if m is None else (h * m).sum(2) / m.sum(2).clamp_min(1.0)      # (B, C)
+    if kind == "mean":
+        return mean
+    top = h if m is None else h.masked_fill(m == 0, float("-inf"))
+    return torch.cat([mean, top.amax(2)], dim=1)                                   # (B, 2C)
+
+
 class FCNBranch(nn.Module):
     """Three Conv1d-BatchNorm-ReLU blocks (kernels 8, 5, 3; channels C, 2C, C), masked global average pool.
 
@@ -102,13 +118,14 @@ class FCNBranch(nn.Module):
 
     kernels = (8, 5, 3)
 
-    def __init__(self, in_size: int, channels: int, dilation: int = 1):
+    def __init__(self, in_size: int, channels: int, dilation: int = 1, pool: str = "mean"):
         super().__init__()
         widths = (in_size, channels, 2 * channels, channels)
         self.convs = nn.ModuleList(nn.Conv1d(widths[i], widths[i + 1], k, dilation=dilation ** i)
                                    for i, k in enumerate(self.kernels))
         self.norms = nn.ModuleList(nn.BatchNorm1d(widths[i + 1]) for i in range(len(self.kernels)))
-        self.out_size = channels
+        self.pool = pool
+        self.out_size = channels * (2 if pool == "mean_max" else 1)
 
     def forward(self, x: Tensor, lengths: Tensor | None) -> Tensor:
         B, T, _ = x.shape
@@ -121,6 +138,65 @@ class FCNBranch(nn.Module):
             span = conv.dilation[0] * (conv.kernel_size[0] - 1)              # steps the kernel reaches beyond one
             h = F.pad(h, (span // 2, span - span // 2))                      # "same" length (torch's split)
             h = torch.relu(norm(conv(h)))                                    # (B, C_i, T)
-        if m is None:
-            return h.mean(2)                                                 # (B, C)
-        return (h * m).sum(2) / m.sum(2).clamp_min(1.0)                      # (B, C) mean over valid steps
+        return masked_pool(h, m, self.pool)                                  # (B, C) or (B, 2C)
+
+
+class InceptionModule(nn.Module):
+    """One InceptionTime module: (B, C_in, T) -> (B, 4f, T). A 1x1 bottleneck to f channels feeds parallel
+    convolutions of ``kernels`` steps (f filters each); beside them a max-pool over 3 steps and a 1x1
+    convolution (f filters); the paths are joined, batch-normalised and passed through a ReLU. No biases, so a
+    zeroed padded step stays zero until the normalisation; the caller zeroes padding before each module."""
+
+    def __init__(self, in_size: int, filters: int, kernels: tuple[int, ...]):
+        super().__init__()
+        self.bottleneck = nn.Conv1d(in_size, filters, 1, bias=False) if in_size > 1 else None
+        width = filters if in_size > 1 else in_size
+        self.convs = nn.ModuleList(nn.Conv1d(width, filters, k, padding=k // 2, bias=False) for k in kernels)
+        self.pool_conv = nn.Conv1d(in_size, filters, 1, bias=False)
+        self.norm = nn.BatchNorm1d(filters * (len(kernels) + 1))
+
+    def forward(self, h: Tensor, m: Tensor | None) -> Tensor:
+        z = h if self.bottleneck is None else self.bottleneck(h)                        # (B, f, T)
+        top = h if m is None else h.masked_fill(m == 0, float("-inf"))                 # padding never wins a max
+        p = F.max_pool1d(top, 3, stride=1, padding=1)                                  # (B, C_in, T)
+        if m is not None:
+            p = torch.where(m > 0, p, torch.zeros((), dtype=p.dtype))                  # -inf off the valid steps
+        outs = [conv(z) for conv in self.convs] + [self.pool_conv(p)]                  # each (B, f, T)
+        return torch.relu(self.norm(torch.cat(outs, 1)))                               # (B, 4f, T)
+
+
+class InceptionBranch(nn.Module):
+    """``depth`` InceptionTime modules of ``filters`` filters per path (4f channels out), a residual shortcut
+    (1x1 convolution and BatchNorm) around every three, then :func:`masked_pool` over the valid steps.
+
+    Kernels of 39/19/9 steps (InceptionTime's 40/20/10, odd so "same" padding is symmetric) read patterns of
+    several scales at once where the FCN's 8/5/3 kernels reach 14 steps in all."""
+
+    kernels = (39, 19, 9)
+
+    def __init__(self, in_size: int, filters: int, depth: int = 3, pool: str = "mean"):
+        super().__init__()
+        width = filters * (len(self.kernels) + 1)
+        self.blocks = nn.ModuleList(InceptionModule(in_size if i == 0 else width, filters, self.kernels)
+                                      for i in range(depth))
+        self.shortcuts = nn.ModuleList(
+            nn.Sequential(nn.Conv1d(in_size if i == 0 else width, width, 1, bias=False), nn.BatchNorm1d(width))
+            for i in range(0, depth - depth % 3, 3))                     # one per complete group of three
+        self.pool = pool
+        self.out_size = width * (2 if pool == "mean_max" else 1)
+
+    def forward(self, x: Tensor, lengths: Tensor | None) -> Tensor:
+        B, T, _ = x.shape
+        mask = length_mask(lengths, T, x.device)
+        m = None if mask is None else mask.unsqueeze(1).to(x.dtype)         # (B, 1, T)
+        h = x.transpose(1, 2)                                                # (B, F, T)
+        res = h
+        for i, block in enumerate(self.blocks):
+            if m is not None:
+                h = h * m                                                    # padding reads as the zero border
+            h = block(h, m)                                                  # (B, 4f, T)
+            if i % 3 == 2:                                                   # close a residual group
+                short = res if m is None else res * m
+                h = torch.relu(h + self.shortcuts[i // 3](short))
+                res = h
+        return masked_pool(h, m, self.pool)                                  # (B, 4f) or (B, 8f)

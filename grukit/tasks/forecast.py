@@ -175,8 +175,8 @@ class ForecastTask(SequenceTask):
     task_name = "forecast"
     ensemble_rule = "median"
 
-    def __init__(self, config, meta):
-        super().__init__(config, meta)
+    def __init__(self, config, meta, member: int = 0):
+        super().__init__(config, meta, member)
         n_series = max(1, len(self.meta.get("series_ids", [])))
         c = self.config
         self.embed = nn.Embedding(n_series, c.series_embedding) if c.series_embedding else None

@@ -10,7 +10,8 @@ nothing heavy is imported until the task runs::
   to build ``grukit train <task> --help``). It subclasses :class:`grukit.config.TaskConfig`.
 * ``module`` defines the task protocol (see :mod:`grukit.tasks.base` for the model hooks):
 
-  - ``Task``: a :class:`~grukit.tasks.base.SequenceTask` subclass, built as ``Task(config, meta)``.
+  - ``Task``: a :class:`~grukit.tasks.base.SequenceTask` subclass, built as ``Task(config, meta, member=i)`` (i: the
+    ensemble member, 0 for a single model; a task may build members differently).
   - ``prepare(config) -> Prepared``: read ``config.data`` and return loaders and ``meta`` (sizes, scalers,
     vocabularies: JSON-able values only). Raise :class:`grukit.errors.DataError` on bad input, before anything
     is written.
