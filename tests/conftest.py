@@ -64,3 +64,12 @@ def train_tiny(tmp_path_factory):
         return runs[key]
 
     return train
+
+
+def padded(seqs):
+    """Sequences of different lengths (T_i, F) as a zero-padded batch (B, T, F) and their lengths (B,)."""
+    lengths = torch.tensor([len(s) for s in seqs])
+    x = torch.zeros(len(seqs), int(lengths.max()), seqs[0].shape[1])
+    for i, s in enumerate(seqs):
+        x[i, :len(s)] = torch.as_tensor(s)
+    return x, lengths

@@ -10,14 +10,7 @@ from grukit.config import ClassifyConfig
 from grukit.errors import ConfigError
 from grukit.tasks.classify import ClassifyTask
 from grukit.tasks.conv import FCNBranch, InceptionBranch, masked_pool, strides
-
-
-def padded(seqs):
-    lengths = torch.tensor([len(s) for s in seqs])
-    x = torch.zeros(len(seqs), int(lengths.max()), seqs[0].shape[1])
-    for i, s in enumerate(seqs):
-        x[i, :len(s)] = torch.as_tensor(s)
-    return x, lengths
+from tests.conftest import padded
 
 
 def test_masked_pool_by_hand():

@@ -16,14 +16,7 @@ from grukit.tasks import classify_baselines as cb
 from grukit.tasks.base import infer
 from grukit.tasks.classify import ClassifyTask, classify_sequences, resolve_schedule
 from grukit.tasks.conv import FCNBranch, PatchEmbed, fold_time, pool_time, strides
-
-
-def padded(seqs):
-    lengths = torch.tensor([len(s) for s in seqs])
-    x = torch.zeros(len(seqs), int(lengths.max()), seqs[0].shape[1])
-    for i, s in enumerate(seqs):
-        x[i, :len(s)] = torch.as_tensor(s)
-    return x, lengths
+from tests.conftest import padded
 
 
 def test_strides():

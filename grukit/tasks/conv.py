@@ -100,6 +100,12 @@ class PatchEmbed(nn.Module):
         return (torch.relu(z) if self.activation else z), shorter(lengths, self.r)
 
 
+def channels_first(x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """A batch (B, T, F) as (B, F, T) for Conv1d, and its valid-step mask (B, 1, T) (None: every step valid)."""
+    mask = length_mask(lengths, x.shape[1], x.device)
+    return x.transpose(1, 2), None if mask is None else mask.unsqueeze(1).to(x.dtype)
+
+
 def masked_pool(h: Tensor, m: Tensor | None, kind: str = "mean") -> Tensor:
     """Summary of a feature map (B, C, T) over its valid steps (``m`` (B, 1, T) or None): ``mean`` (B, C), or
     ``mean_max`` (B, 2C), the mean beside the maximum (where along the series a pattern shows up strongest)."""
@@ -128,10 +134,7 @@ class FCNBranch(nn.Module):
         self.out_size = channels * (2 if pool == "mean_max" else 1)
 
     def forward(self, x: Tensor, lengths: Tensor | None) -> Tensor:
-        B, T, _ = x.shape
-        mask = length_mask(lengths, T, x.device)
-        m = None if mask is None else mask.unsqueeze(1).to(x.dtype)         # (B, 1, T)
-        h = x.transpose(1, 2)                                                # (B, F, T)
+        h, m = channels_first(x, lengths)                                    # (B, F, T), (B, 1, T) or None
         for conv, norm in zip(self.convs, self.norms):
             if m is not None:
                 h = h * m                                                    # padding reads as the zero border
@@ -186,10 +189,7 @@ class InceptionBranch(nn.Module):
         self.out_size = width * (2 if pool == "mean_max" else 1)
 
     def forward(self, x: Tensor, lengths: Tensor | None) -> Tensor:
-        B, T, _ = x.shape
-        mask = length_mask(lengths, T, x.device)
-        m = None if mask is None else mask.unsqueeze(1).to(x.dtype)         # (B, 1, T)
-        h = x.transpose(1, 2)                                                # (B, F, T)
+        h, m = channels_first(x, lengths)                                    # (B, F, T), (B, 1, T) or None
         res = h
         for i, block in enumerate(self.blocks):
             if m is not None:
