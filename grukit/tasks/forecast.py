@@ -228,11 +228,9 @@ class ForecastTask(SequenceTask):
         e = self.embed(sid.clamp(min=0))
         return torch.where(known, e, self.embed.weight.mean(0, keepdim=True).expand_as(e))
 
-    def _normalise(self, inputs) -> tuple[Tensor, Tensor]:
-        """The window minus its level (B, L, C; padding 0) and the level carried over the horizon (B, H, C):
-        the ES hybrid's smoothed level and season, the window's masked mean, or zero."""
+    def forward(self, inputs, state=None):
         c = self.config
-        window, mask = inputs["window"], inputs["mask"]
+        x, window, mask = inputs["x"], inputs["window"], inputs["mask"]           # (B, L, F), (B, L, C), (B, L)
         B, L, C = window.shape
         H = c.horizon
         if self.es is not None:
@@ -242,13 +240,7 @@ class ForecastTask(SequenceTask):
             level = (window * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1) if c.window_norm \
                 else torch.zeros_like(window[:, :1])                             # (B, 1, C) masked mean
             base_in, base_out = level.expand(B, L, C), level.expand(B, H, C)
-        return (window - base_in) * mask.unsqueeze(-1), base_out
-
-    def forward(self, inputs, state=None):
-        c = self.config
-        x, window, mask = inputs["x"], inputs["window"], inputs["mask"]           # (B, L, F), (B, L, C), (B, L)
-        B, L, C = window.shape
-        adj, base_out = self._normalise(inputs)
+        adj = (window - base_in) * mask.unsqueeze(-1)                              # (B, L, C), padding -> 0
         feats = [adj, x[..., C:]]
         if self.embed is not None:
             feats.append(self._embedding(inputs["sid"]).unsqueeze(1).expand(B, L, -1))
