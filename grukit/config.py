@@ -336,7 +336,8 @@ class ClassifyConfig(TaskConfig):
                                    "detail side by side), fold (the s steps of a window become s*F features "
                                    "for both branches: lossless, no parameters), conv (a learned linear "
                                    "strided convolution to conv_channels features), mean (the window average "
-                                   "for both: loses detail faster than s steps; measured in the README)")
+                                   "for both: loses detail faster than s steps; measured in the README); "
+                                   "a comma-separated list is cycled through by ensemble members")
     conv_dilation: int = opt(1, "dilation growth of the convolutional branch: block i is dilated by d**i "
                                 "(2: dilations 1, 2, 4, a receptive field of 24 steps instead of 14 at the "
                                 "same cost; 1 = the FCN as published, the default: 2 raised single models but "
@@ -348,12 +349,20 @@ class ClassifyConfig(TaskConfig):
                                         "shortcut every 3 modules), or alternate, the default (ensemble "
                                         "members alternate: the 1st, 3rd, 5th inception, the 2nd and 4th fcn; "
                                         "one model is inception): the two families err differently, and "
-                                        "their 5-model average beat either alone over the suite, see README")
+                                        "their 5-model average beat either alone over the suite, see README); "
+                                        "resnet (the residual network of Wang et al. 2017: 3 residual blocks "
+                                        "of kernels 8/5/3, conv_channels/2, conv_channels, conv_channels "
+                                        "channels); or a comma-separated list that ensemble members cycle "
+                                        "through (inception,fcn is alternate; inception,fcn,resnet)")
     conv_depth: int = opt(3, "inception branches (conv_branch inception, alternate): number of inception "
                              "modules (InceptionTime has 6; 6 cost 2x and did not help one model, see README)")
     conv_pool: str = opt("mean", "summary of the convolutional branch over the valid steps: mean (global "
                                  "average pooling, as published) or mean_max (the mean beside the maximum; "
                                  "lowered single models on the five hardest suite sets, see README)")
+    first_difference: str = opt("off", "append each feature's first difference (the derivative, scaled to "
+                                       "unit RMS per series) as extra input features, as MultiRocket and "
+                                       "DrCIF do: off, on, or a comma-separated list of off/on that ensemble "
+                                       "members cycle through (off,on: the 2nd and 4th member)")
     gru_steps: int = opt(64, "the GRU reads non-overlapping patches (a strided convolution) so that it runs "
                              "over at most this many steps (0 = every step)")
     pooling: str = opt("mean", "GRU summary fed to the classifier: mean (over valid steps; robust), last "
@@ -403,8 +412,12 @@ class ClassifyConfig(TaskConfig):
         choice(p, "pooling", self.pooling, ["last", "mean", "attention"])
         choice(p, "normalize", self.normalize, ["auto", "series", "feature", "none"])
         choice(p, "schedule", self.schedule, ["auto", "validated", "manual"])
-        choice(p, "downsample", self.downsample, ["conv", "fold", "mean", "mixed"])
-        choice(p, "conv_branch", self.conv_branch, ["fcn", "inception", "alternate"])
+        for d in str(self.downsample).split(","):
+            choice(p, "downsample", d.strip(), ["conv", "fold", "mean", "mixed"])
+        for b in str(self.conv_branch).split(","):
+            choice(p, "conv_branch", b.strip(), ["fcn", "inception", "resnet", "alternate"])
+        for d in str(self.first_difference).split(","):
+            choice(p, "first_difference", d.strip(), ["off", "on"])
         choice(p, "conv_pool", self.conv_pool, ["mean", "mean_max"])
         for a in self.augment:
             choice(p, "augment", a, ["jitter", "scaling", "window_slice", "window_warp"])

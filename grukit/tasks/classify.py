@@ -42,7 +42,8 @@ from ..data.sequences import check_features, normalise_series, read_labelled, st
 from ..errors import DataError, ShapeError
 from ..nn import GRU
 from .base import SequenceTask, infer
-from .conv import FCNBranch, InceptionBranch, PatchEmbed, fold_time, pool_time, strides
+from .conv import (FCNBranch, InceptionBranch, PatchEmbed, ResNetBranch, fold_time, pool_time, strides,
+                   with_difference)
 from .heads import ClassificationHead, Pooling
 
 __all__ = ["ClassifyTask", "prepare", "evaluate", "predict", "read_sequences", "classify_sequences",
@@ -134,7 +135,8 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
     meta = {"input_size": n_feat, "classes": classes, "data_name": name, "has_val": bool(len(val)),
             "normalize": kind, "feature_mean": cat.mean(0).tolist(), "feature_std": std.tolist(),
             "n_train": len(train), "n_val": len(val), "max_length": max_length, "pool_stride": s,
-            "patch_stride": r, "downsample": cfg.downsample, "conv_branch": cfg.conv_branch, "schedule": schedule,
+            "patch_stride": r, "downsample": cfg.downsample, "conv_branch": cfg.conv_branch,
+            "first_difference": cfg.first_difference, "schedule": schedule,
             "class_counts": np.bincount(y_idx[train], minlength=len(classes)).tolist()}
     norm = _normalise(seqs, meta)
     fit_idx = np.tile(train, int(schedule.get("repeat", 1)))          # small sets: each epoch sees them r times
@@ -145,6 +147,13 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
 
 
 # ====================================================================== model
+def member_choice(value: str, member: int) -> str:
+    """The entry of a per-member option that ensemble member ``member`` uses: ``value`` is one choice or a
+    comma-separated list cycled through (``alternate`` stands for ``inception,fcn``)."""
+    parts = [p.strip() for p in str(value).replace("alternate", "inception,fcn").split(",") if p.strip()]
+    return parts[member % len(parts)]
+
+
 class ClassifyTask(SequenceTask):
     """GRU-FCN: a fully convolutional branch beside a GRU over patch embeddings, joined by an MLP head
     (``conv_channels=0, gru_steps=0, conv_steps=0`` gives the plain GRU of earlier versions)."""
@@ -156,8 +165,11 @@ class ClassifyTask(SequenceTask):
         c, m = self.config, self.meta
         self.pool_stride = int(m.get("pool_stride", 1))
         in_size = int(m["input_size"])
+        self.difference = member_choice(m.get("first_difference", "off"), self.member) == "on"
+        if self.difference:
+            in_size *= 2                         # each feature's first difference beside it
         self.stem = None                         # runs from before the stem (no "downsample" in meta) averaged
-        kind = m.get("downsample", "mean") if self.pool_stride > 1 else "none"
+        kind = member_choice(m.get("downsample", "mean"), self.member) if self.pool_stride > 1 else "none"
         self.fold = kind in ("fold", "mixed")    # windows of s steps become s*F features (GRU branch for mixed)
         self.mixed = kind == "mixed"             # the FCN branch reads window means, the GRU branch folds
         fcn_size = in_size
@@ -168,11 +180,12 @@ class ClassifyTask(SequenceTask):
             self.stem = PatchEmbed(in_size, c.conv_channels or c.hidden_size, self.pool_stride, activation=False)
             in_size = fcn_size = c.conv_channels or c.hidden_size
         self.fcn = None
-        branch = m.get("conv_branch", "fcn")     # runs saved before the option have the FCN
-        if branch == "alternate":                # ensemble members alternate: 0, 2, 4 inception; 1, 3 fcn
-            branch = "inception" if self.member % 2 == 0 else "fcn"
+        # runs saved before the option have the FCN; alternate: members 0, 2, 4 inception, 1, 3 fcn
+        branch = member_choice(m.get("conv_branch", "fcn"), self.member)
         if c.conv_channels > 0 and branch == "inception":
             self.fcn = InceptionBranch(fcn_size, max(1, c.conv_channels // 4), c.conv_depth, c.conv_pool)
+        elif c.conv_channels > 0 and branch == "resnet":
+            self.fcn = ResNetBranch(fcn_size, c.conv_channels, c.conv_pool)
         elif c.conv_channels > 0:
             self.fcn = FCNBranch(fcn_size, c.conv_channels, c.conv_dilation, c.conv_pool)
         self.patch = None
@@ -202,6 +215,8 @@ class ClassifyTask(SequenceTask):
         return batch, batch.get("y")
 
     def encode(self, inputs, state=None):
+        if self.difference:
+            inputs = dict(inputs, x=with_difference(inputs["x"], inputs.get("lengths")))   # (B, T, 2F)
         if self.stem is not None:
             x, lengths = self.stem(inputs["x"], inputs.get("lengths"))                # (B, T/s, C)
         elif self.fold:
@@ -240,6 +255,7 @@ class ClassifyTask(SequenceTask):
         training-set feature scaling; the convolutional parts and per-series scaling need the whole series."""
         c = self.config
         return (self.fcn is None and self.patch is None and self.pool_stride == 1 and not c.bidirectional
+                and not self.difference
                 and self.meta.get("normalize", "feature") in ("feature", "none"))
 
     def loss(self, logits, y, inputs):

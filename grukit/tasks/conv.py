@@ -19,7 +19,12 @@ before each convolution, so a sequence gives (in eval mode) the same output alon
 * :class:`InceptionBranch` is the multi-scale alternative (``conv_branch="inception"``): InceptionTime's
   modules (Fawaz et al. 2020: a 1x1 bottleneck, parallel kernels of 39/19/9 steps and a max-pool path, joined
   and normalised) with a residual shortcut every three modules.
-* Both branches summarise their last feature map over the valid steps with :func:`masked_pool`: the mean, or
+* :class:`ResNetBranch` is the third family (``conv_branch="resnet"``, or one entry of a per-member list such
+  as ``inception,fcn,resnet``): the residual network of Wang et al. (2017), three residual blocks of kernels
+  8/5/3.
+* :func:`with_difference` appends the first difference of each feature (``first_difference``), as
+  MultiRocket and DrCIF read the derivative beside the series.
+* Every branch summarises their last feature map over the valid steps with :func:`masked_pool`: the mean, or
   the mean beside the maximum (``conv_pool="mean_max"``).
 """
 from __future__ import annotations
@@ -33,7 +38,7 @@ from torch import Tensor, nn
 from .heads import length_mask
 
 __all__ = ["pool_time", "fold_time", "shorter", "strides", "masked_pool", "PatchEmbed", "FCNBranch",
-           "InceptionBranch"]
+           "InceptionBranch", "ResNetBranch", "with_difference"]
 
 
 def strides(max_length: int, conv_steps: int, gru_steps: int) -> tuple[int, int]:
@@ -200,3 +205,54 @@ class InceptionBranch(nn.Module):
                 h = torch.relu(h + self.shortcuts[i // 3](short))
                 res = h
         return masked_pool(h, m, self.pool)                                  # (B, 4f) or (B, 8f)
+
+
+def with_difference(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """(B, T, F) -> (B, T, 2F): the series beside its first difference (``first_difference``), each feature's
+    difference scaled to unit root-mean-square over the valid steps (a smooth series' steps are tiny next to
+    its z-normalised values). The difference is 0 at the first step and on padded steps."""
+    x = _masked(x, lengths)
+    d = F.pad(x[:, 1:] - x[:, :-1], (0, 0, 1, 0))                            # (B, T, F), d[0] = 0
+    d = _masked(d, lengths)                                                  # the step past the end reads padding
+    n = (torch.full((x.shape[0],), x.shape[1], device=x.device) if lengths is None else lengths).to(x.dtype)
+    rms = (d.pow(2).sum(1) / n.clamp_min(1.0).unsqueeze(1)).sqrt()           # (B, F)
+    return torch.cat([x, d / rms.clamp_min(1e-6).unsqueeze(1)], dim=2)
+
+
+class ResNetBranch(nn.Module):
+    """The residual network of Wang et al. (2017), scaled to ``channels`` C: three residual blocks of
+    C/2, C, C channels (the paper's 64/128/128 beside its FCN's 128/256/128), each three Conv1d-BatchNorm
+    layers with kernels 8, 5, 3 (ReLU after the first two), a shortcut (a 1x1 convolution and BatchNorm where
+    the width changes, else BatchNorm) added before the block's last ReLU; masked global average pool."""
+
+    kernels = (8, 5, 3)
+
+    def __init__(self, in_size: int, channels: int, pool: str = "mean"):
+        super().__init__()
+        widths = (in_size, max(1, channels // 2), channels, channels)
+        self.blocks = nn.ModuleList()
+        self.shortcuts = nn.ModuleList()
+        for b in range(3):
+            c_in, c_out = widths[b], widths[b + 1]
+            self.blocks.append(nn.ModuleList(
+                nn.Sequential(nn.Conv1d(c_in if i == 0 else c_out, c_out, k), nn.BatchNorm1d(c_out))
+                for i, k in enumerate(self.kernels)))
+            self.shortcuts.append(nn.Sequential(nn.Conv1d(c_in, c_out, 1), nn.BatchNorm1d(c_out)) if c_in != c_out
+                                  else nn.BatchNorm1d(c_out))
+        self.pool = pool
+        self.out_size = channels * (2 if pool == "mean_max" else 1)
+
+    def forward(self, x: Tensor, lengths: Tensor | None) -> Tensor:
+        h, m = channels_first(x, lengths)                                    # (B, F, T), (B, 1, T) or None
+        for block, shortcut in zip(self.blocks, self.shortcuts):
+            res = h if m is None else h * m
+            z = res
+            for i, layer in enumerate(block):
+                if m is not None:
+                    z = z * m                                                # padding reads as the zero border
+                k = layer[0].kernel_size[0]
+                z = layer(F.pad(z, ((k - 1) // 2, k - 1 - (k - 1) // 2)))     # "same" length, (B, C_b, T)
+                if i < len(block) - 1:
+                    z = torch.relu(z)
+            h = torch.relu(z + shortcut(res))                                # (B, C_b, T)
+        return masked_pool(h, m, self.pool)                                  # (B, C) or (B, 2C)

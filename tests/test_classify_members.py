@@ -1,0 +1,129 @@
+"""Options that make ensemble members differ: the ResNet branch (conv_branch=resnet, or a per-member list such
+as inception,fcn,resnet), the first-difference input (first_difference) and per-member lists of downsample:
+values by hand, shapes, masks for variable lengths, determinism with a seed, config checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from grukit.config import ClassifyConfig
+from grukit.errors import ConfigError
+from grukit.tasks.classify import ClassifyTask, member_choice
+from grukit.tasks.conv import FCNBranch, InceptionBranch, ResNetBranch, strides, with_difference
+from tests.conftest import padded
+
+
+def test_with_difference_by_hand():
+    x = torch.tensor([[[1.0], [3.0], [2.0], [9.0]], [[0.0], [4.0], [7.0], [7.0]]])      # (2, 4, 1)
+    out = with_difference(x, torch.tensor([3, 2]))                 # row 0: 3 valid steps, row 1: 2
+    assert out.shape == (2, 4, 2)
+    torch.testing.assert_close(out[..., 0], torch.tensor([[1.0, 3.0, 2.0, 0.0], [0.0, 4.0, 0.0, 0.0]]))
+    # differences 0, 2, -1 (rms sqrt(5/3)) and 0, 4 (rms sqrt(8)); padded steps stay 0
+    d0 = torch.tensor([0.0, 2.0, -1.0, 0.0]) / (5 / 3) ** 0.5
+    d1 = torch.tensor([0.0, 4.0, 0.0, 0.0]) / 8 ** 0.5
+    torch.testing.assert_close(out[..., 1], torch.stack([d0, d1]))
+    flat = with_difference(torch.ones(1, 5, 2), None)               # a constant series: difference 0, not nan
+    assert torch.equal(flat[..., 2:], torch.zeros(1, 5, 2))
+
+
+def test_resnet_branch_shapes_and_padding():
+    torch.manual_seed(0)
+    b = ResNetBranch(2, 8)
+    assert [blk[0][0].out_channels for blk in b.blocks] == [4, 8, 8] and b.out_size == 8
+    assert [layer[0].kernel_size[0] for layer in b.blocks[0]] == [8, 5, 3]
+    assert isinstance(b.shortcuts[2], torch.nn.BatchNorm1d)          # same width: the shortcut is BatchNorm only
+    b(torch.randn(8, 30, 2), None)                                   # a training step so BatchNorm stats move
+    b.eval()
+    rng = np.random.default_rng(0)
+    seqs = [rng.normal(size=(n, 2)).astype(np.float32) for n in (30, 7, 2)]
+    x, lengths = padded(seqs)
+    x[1, 7:] = 1e3                                                   # garbage padding must not matter
+    out = b(x, lengths)
+    assert out.shape == (3, 8)
+    for i, s in enumerate(seqs):
+        torch.testing.assert_close(out[i], b(torch.as_tensor(s)[None], None)[0], atol=1e-5, rtol=1e-5)
+    assert ResNetBranch(1, 4, pool="mean_max").out_size == 8
+
+
+def test_member_choice_cycles():
+    assert [member_choice("inception,fcn,resnet", i) for i in range(5)] == \
+        ["inception", "fcn", "resnet", "inception", "fcn"]
+    assert [member_choice("alternate", i) for i in range(3)] == ["inception", "fcn", "inception"]
+    assert member_choice("off", 4) == "off" and member_choice("off, on", 3) == "on"
+
+
+def _model(seed=0, member=0, **kw):
+    torch.manual_seed(seed)
+    cfg = ClassifyConfig(hidden_size=6, conv_channels=8, conv_steps=8, gru_steps=4, **kw)
+    s, r = strides(30, cfg.conv_steps, cfg.gru_steps)
+    meta = {"input_size": 2, "classes": ["a", "b", "c"], "pool_stride": s, "patch_stride": r,
+            "normalize": "series", "downsample": cfg.downsample, "conv_branch": cfg.conv_branch,
+            "first_difference": cfg.first_difference}
+    return ClassifyTask(cfg, meta, member=member).eval()
+
+
+@pytest.mark.parametrize("member", [0, 1, 2])
+def test_members_differ_as_listed_and_ignore_padding(member):
+    kw = dict(conv_branch="inception,fcn,resnet", first_difference="off,on", downsample="mixed,mean,fold")
+    m = _model(member=member, **kw)
+    assert type(m.fcn) is [InceptionBranch, FCNBranch, ResNetBranch][member]
+    assert m.difference == (member == 1) and not m.streamable
+    assert (m.mixed, m.fold) == [(True, True), (False, False), (False, True)][member]
+    rng = np.random.default_rng(1)
+    seqs = [rng.normal(size=(n, 2)).astype(np.float32) for n in (30, 11, 5)]
+    x, lengths = padded(seqs)
+    x[2, 5:] = 1e3
+    with torch.no_grad():
+        logits, _ = m({"x": x, "lengths": lengths})
+        assert logits.shape == (3, 3)
+        for i, s in enumerate(seqs):
+            alone, _ = m({"x": torch.as_tensor(s)[None], "lengths": torch.tensor([len(s)])})
+            torch.testing.assert_close(logits[i], alone[0], atol=1e-5, rtol=1e-5)
+        again, _ = _model(member=member, **kw)({"x": x, "lengths": lengths})
+        other, _ = _model(seed=1, member=member, **kw)({"x": x, "lengths": lengths})
+    torch.testing.assert_close(logits, again)                        # same seed, same model
+    assert not torch.allclose(logits, other)
+
+
+def test_first_difference_doubles_the_input_features():
+    on, off = _model(first_difference="on"), _model()
+    assert off.difference is False and ClassifyConfig().first_difference == "off"
+    # mixed: the inception branch reads window means of 2F features, the GRU patches s*2F folded features
+    assert on.fcn.blocks[0].bottleneck.in_channels == 4 and off.fcn.blocks[0].bottleneck.in_channels == 2
+    assert on.patch.proj.in_channels == 2 * off.patch.proj.in_channels
+
+
+def test_config_checks_member_lists():
+    with pytest.raises(ConfigError, match="conv_branch='resnt'.*did you mean 'resnet'"):
+        ClassifyConfig.from_dict({"conv_branch": "inception,resnt"})
+    with pytest.raises(ConfigError, match="first_difference='yes'"):
+        ClassifyConfig.from_dict({"first_difference": "off,yes"})
+    with pytest.raises(ConfigError, match="downsample='avg'"):
+        ClassifyConfig.from_dict({"downsample": "mixed,avg"})
+    assert ClassifyConfig.from_dict({"conv_branch": "inception,fcn,resnet"}).conv_branch == "inception,fcn,resnet"
+
+
+def test_member_lists_train_end_to_end_and_reload(tmp_path):
+    from grukit.runs import Run
+    from grukit.tasks.classify import classify_sequences
+    from grukit.train import fit
+    rng = np.random.default_rng(0)
+    n, T = 32, 60
+    y = np.arange(n) % 2
+    X = rng.normal(0, 0.3, size=(n, T)).astype(np.float32)
+    X[y == 1, 20:30] += 2.0                                          # class 1: a bump
+    lengths = rng.integers(45, T + 1, n)
+    np.savez(tmp_path / "train.npz", X=X, y=y.astype(str), lengths=lengths)
+    run = fit("classify", data=str(tmp_path / "train.npz"), out=tmp_path / "run",
+              conv_branch="inception,fcn,resnet", first_difference="on,off", conv_channels=8, hidden_size=8,
+              batch_size=8, progress=False, max_epochs=12, schedule="manual", val_fraction=0.0, patience=0,
+              ensemble=3, baselines=(), lr=1e-2, evaluate=False)
+    again = Run(run.path)
+    assert again.config.first_difference == "on,off" and again.meta["first_difference"] == "on,off"
+    models = again.models()                                          # the saved run rebuilds each member
+    assert [type(m.fcn) for m in models] == [InceptionBranch, FCNBranch, ResNetBranch]
+    assert [m.difference for m in models] == [True, False, True]
+    seqs = [X[i, :lengths[i], None] for i in range(n)]
+    accs = [(classify_sequences([m], again.meta, seqs).argmax(1) == y).mean() for m in models]
+    assert min(accs) >= 0.9, accs
