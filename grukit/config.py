@@ -342,27 +342,27 @@ class ClassifyConfig(TaskConfig):
                                 "(2: dilations 1, 2, 4, a receptive field of 24 steps instead of 14 at the "
                                 "same cost; 1 = the FCN as published, the default: 2 raised single models but "
                                 "lowered the 5-model suite mean, see README)")
-    conv_branch: str = opt("alternate", "convolutional branch: fcn (kernels 8/5/3 as in GRU-FCN), inception "
-                                        "(InceptionTime modules, Fawaz et al. 2020: a 1x1 bottleneck, parallel "
-                                        "kernels of 39/19/9 steps and a max-pool path with conv_channels/4 "
-                                        "filters each, so conv_channels channels out as for fcn; a residual "
-                                        "shortcut every 3 modules), or alternate, the default (ensemble "
-                                        "members alternate: the 1st, 3rd, 5th inception, the 2nd and 4th fcn; "
-                                        "one model is inception): the two families err differently, and "
-                                        "their 5-model average beat either alone over the suite, see README); "
-                                        "resnet (the residual network of Wang et al. 2017: 3 residual blocks "
-                                        "of kernels 8/5/3, conv_channels/2, conv_channels, conv_channels "
-                                        "channels); or a comma-separated list that ensemble members cycle "
-                                        "through (inception,fcn is alternate; inception,fcn,resnet)")
+    conv_branch: str = opt("inception,fcn,resnet", "convolutional branch: fcn (kernels 8/5/3 as in GRU-FCN), "
+                           "inception (InceptionTime modules, Fawaz et al. 2020: a 1x1 bottleneck, parallel "
+                           "kernels of 39/19/9 steps and a max-pool path with conv_channels/4 filters each, so "
+                           "conv_channels channels out as for fcn; a residual shortcut every 3 modules), resnet "
+                           "(the residual network of Wang et al. 2017: 3 residual blocks of kernels 8/5/3 with "
+                           "conv_channels/2, conv_channels, conv_channels channels), or a comma-separated list "
+                           "that ensemble members cycle through; the default inception,fcn,resnet gives the 5 "
+                           "members inception, fcn, resnet, inception, fcn (one model is inception): families "
+                           "that err differently average better than any one alone, see README; alternate = "
+                           "inception,fcn (the previous default)")
     conv_depth: int = opt(3, "inception branches (conv_branch inception, alternate): number of inception "
                              "modules (InceptionTime has 6; 6 cost 2x and did not help one model, see README)")
     conv_pool: str = opt("mean", "summary of the convolutional branch over the valid steps: mean (global "
                                  "average pooling, as published) or mean_max (the mean beside the maximum; "
                                  "lowered single models on the five hardest suite sets, see README)")
-    first_difference: str = opt("off", "append each feature's first difference (the derivative, scaled to "
-                                       "unit RMS per series) as extra input features, as MultiRocket and "
-                                       "DrCIF do: off, on, or a comma-separated list of off/on that ensemble "
-                                       "members cycle through (off,on: the 2nd and 4th member)")
+    first_difference: str = opt("off,on", "append each feature's first difference (the derivative, scaled "
+                                          "to unit RMS per series) as extra input features, as MultiRocket "
+                                          "and DrCIF do: off, on, or a comma-separated list of off/on that "
+                                          "ensemble members cycle through; the default off,on gives it to the "
+                                          "2nd and 4th member (one model has none): on for every member lost "
+                                          "on PickupGestureWiimoteZ, see README")
     gru_steps: int = opt(64, "the GRU reads non-overlapping patches (a strided convolution) so that it runs "
                              "over at most this many steps (0 = every step)")
     pooling: str = opt("mean", "GRU summary fed to the classifier: mean (over valid steps; robust), last "

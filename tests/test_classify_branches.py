@@ -86,8 +86,8 @@ def test_whole_model_with_inception_branch_masks_and_seed():
     torch.testing.assert_close(logits, again)                       # same seed, same model
     assert not torch.allclose(logits, other)
     assert isinstance(_model(conv_branch="fcn").fcn, FCNBranch)
-    assert isinstance(_model().fcn, InceptionBranch)                # the default alternates; member 0: inception
-    assert (ClassifyConfig().conv_branch, ClassifyConfig().conv_pool) == ("alternate", "mean")
+    assert isinstance(_model().fcn, InceptionBranch)                # the default cycles; member 0: inception
+    assert (ClassifyConfig().conv_branch, ClassifyConfig().conv_pool) == ("inception,fcn,resnet", "mean")
 
 
 def test_config_checks_branch_options():

@@ -87,8 +87,11 @@ def test_members_differ_as_listed_and_ignore_padding(member):
 
 
 def test_first_difference_doubles_the_input_features():
-    on, off = _model(first_difference="on"), _model()
-    assert off.difference is False and ClassifyConfig().first_difference == "off"
+    on, off = _model(first_difference="on"), _model(first_difference="off")
+    assert off.difference is False and ClassifyConfig().first_difference == "off,on"
+    assert [_model(member=i).difference for i in range(5)] == [False, True, False, True, False]   # the default
+    assert [type(_model(member=i).fcn) for i in range(5)] == \
+        [InceptionBranch, FCNBranch, ResNetBranch, InceptionBranch, FCNBranch]
     # mixed: the inception branch reads window means of 2F features, the GRU patches s*2F folded features
     assert on.fcn.blocks[0].bottleneck.in_channels == 4 and off.fcn.blocks[0].bottleneck.in_channels == 2
     assert on.patch.proj.in_channels == 2 * off.patch.proj.in_channels

@@ -13,6 +13,9 @@ The model (defaults chosen to hold up on UCR/UEA data it was not tuned on; see :
         │    fold: fold_time for both; conv: a learned linear strided Conv1d, F' = C; mean: pool_time for both)
         ├── FCNBranch: Conv1d 8/5/3 + BatchNorm + ReLU, mean over valid steps ──> (B, C)
         │   (conv_branch=inception: InceptionBranch, InceptionTime modules with kernels 39/19/9;
+        │    resnet: ResNetBranch, Wang et al.'s residual blocks; a list such as inception,fcn,resnet
+        │    is cycled through by ensemble members, as are lists of downsample and first_difference;
+        │    first_difference=on: each feature's first difference enters beside it, F -> 2F;
         │    conv_pool=mean_max: the maximum over valid steps beside the mean, (B, 2C))
         └── PatchEmbed (strided conv to at most gru_steps) ──> GRU ──> Pooling ──> (B, D*H)
     concat ──> ClassificationHead ──> (B, K) logits; trained with label-smoothed cross-entropy
