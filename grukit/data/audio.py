@@ -238,9 +238,10 @@ class StreamingFeatures:
         return self._emit()
 
     @staticmethod
-    def push_many(streams: "list[StreamingFeatures]", chunks: list[np.ndarray]) -> list[np.ndarray]:
+    def push_many(streams: "list[StreamingFeatures]", chunks: list[np.ndarray | None]) -> list[np.ndarray]:
         """``[s.push(c) for s, c in zip(streams, chunks)]`` (all with one spec) with one vectorised
-        FFT + mel call for the frames of all streams: what a server tick does for its sessions.
+        FFT + mel call for the frames of all streams: what a server tick does for its sessions. A chunk of
+        None is that stream's ``finish()`` (its end padding, then no more pushes).
 
         Every stream's buffer and chunk are joined into one signal and all frames cut from it with one
         gather, so the per-stream Python work is a few list appends and one slice (it was one concatenate
@@ -249,12 +250,17 @@ class StreamingFeatures:
             return []
         s = streams[0].spec
         n_fft, hop = s.n_fft, s.hop
-        parts, lengths = [], []
+        parts, lengths, ending = [], [], []
         for st, c in zip(streams, chunks):
             if st.done:
                 raise RuntimeError("StreamingFeatures.push after finish(); make a new one per utterance")
+            if c is None:                                                  # finish(): the end padding
+                c = np.zeros(n_fft // 2)
+                ending.append(st)
             parts += (st.buf, c)
             lengths.append(len(st.buf) + len(c))
+        for st in ending:
+            st.done = True
         signal = np.concatenate(parts, dtype=np.float64)                   # every stream's buffer + chunk
         n = np.asarray(lengths)
         ends = np.cumsum(n)

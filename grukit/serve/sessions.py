@@ -165,21 +165,23 @@ def _shared(served: Served) -> dict:
 @torch.no_grad()
 def batch_features(sessions: list[Session]) -> list[torch.Tensor]:
     """Every session's pending chunk -> its normalised (n, F) frames, as ``Session.features`` does one by one;
-    speech: the non-final chunks' frames of all sessions in one vectorised FFT + mel call and one
-    normalisation (the per-chunk numpy/torch overhead was most of a tick at a few hundred sessions)."""
+    speech: the chunks' frames of all sessions (final ones: the end of their signal) in one vectorised FFT + mel
+    call and one normalisation (the per-chunk numpy/torch overhead was most of a tick at a few hundred sessions)."""
     s0 = sessions[0]
     if s0.served.task != "speech":
         return [s.features(s.pending, s.final) for s in sessions]
     from ..data import audio
     out: list[torch.Tensor | None] = [None] * len(sessions)
-    live = [i for i, s in enumerate(sessions) if not s.final and s.pending is not None]
-    live_set = set(live)
-    for i, s in enumerate(sessions):
-        if i not in live_set:
-            out[i] = s.features(s.pending, s.final)
-    if live:
+    live = [i for i, s in enumerate(sessions) if s.final or s.pending is not None]
+    if len(live) < len(sessions):
+        live_set = set(live)
+        for i, s in enumerate(sessions):
+            if i not in live_set:
+                out[i] = s.features(s.pending, s.final)
+    if live:                                                # a final chunk is its stream's finish()
         feats = audio.StreamingFeatures.push_many([sessions[i].feats for i in live],
-                                                  [sessions[i].pending for i in live])
+                                                  [None if sessions[i].final else sessions[i].pending
+                                                   for i in live])
         x = torch.from_numpy(np.concatenate(feats).astype(np.float32, copy=False))
         if s0.served.config.normalize == "global":
             x = (x - s0.mean) / s0.std
