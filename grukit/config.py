@@ -241,6 +241,8 @@ class ForecastConfig(TaskConfig):
     skip_init: str = opt("naive", "start of the linear skip: naive (the seasonal-naive forecast, the naive one when "
                                   "M4's seasonality test finds no season in most series) or mean (zero: the "
                                   "window's level, its mean or the ES hybrid's smoothed level)")
+    skip_decay: float = opt(0.0, "L2 penalty on the linear skip's departure from its start (the naive or mean "
+                                 "forecast), added to the training loss: a prior for short, noisy series")
     mase_loss: bool = opt(False, "weight each series' training loss by 1 / its in-sample mean absolute seasonal "
                                  "difference (encoded units), as MASE scales errors, instead of equally")
     calibrate: str = opt("auto", "rescale the prediction intervals around the point forecast, per horizon step, "

@@ -214,6 +214,7 @@ class ForecastTask(SequenceTask):
                                   (c.head_init == "auto" and len(m.get("series_ids", [])) > 1))
         if c.skip_init == "mean" and head.skip is not None:      # the window's level: the mean (or ES) forecast
             nn.init.zeros_(head.skip.weight)
+            head.mark_skip_start()
         return head
 
     def build_metrics(self):
@@ -279,11 +280,12 @@ class ForecastTask(SequenceTask):
             q = torch.tensor(c.quantiles, dtype=out.dtype, device=out.device)    # (Q,)
             diff = y.unsqueeze(-1) - out                                          # (B, horizon, C, Q)
             per = torch.maximum(q * diff, (q - 1) * diff)
+        reg = c.skip_decay * self.head.skip_departure() if c.skip_decay and self.training else 0.0
         if self.series_w is None:
-            return per.mean()
+            return per.mean() + reg
         sid = inputs["sid"]
         w = torch.where(sid >= 0, self.series_w[sid.clamp(min=0)], torch.ones_like(self.series_w[:1]))  # (B,)
-        return (per.flatten(1).mean(1) * w).mean()
+        return (per.flatten(1).mean(1) * w).mean() + reg
 
     def metric_inputs(self, out, y, inputs):
         return self._point(out), y
