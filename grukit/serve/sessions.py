@@ -291,9 +291,10 @@ class SessionBatcher:
     under ``INLINE_TICK`` (20 ms), on the worker otherwise (a long tick, or an HTTP batch of the run computing:
     the run's model is used by one thread at a time). Under the GIL the event loop could not run Python during
     a worker's tick anyway, and every torch / numpy call of the tick released the GIL to the event loop, which
-    kept it for up to the interpreter's 5 ms switch interval before the tick went on: at 250 streams ticks took
-    2-4x their CPU time (p99 35-45 ms for ~12 ms of CPU), with a hand-off between threads per tick on top. Inline,
-    the server spent ~12% less CPU per chunk and its chunks' p99 fell (bench at 280 streams, 4 runs each)."""
+    kept it for up to the interpreter's 5 ms switch interval before the tick went on: at 250 streams the slow
+    ticks took ~3x their CPU time (p99 35 ms of wall clock for 12 ms of CPU), with a hand-off between threads per
+    tick on top. Inline, the server spent ~10% less CPU per chunk and the chunks' p99 at 280 streams fell from
+    53-75 to 21-31 ms (docs/serving.md)."""
 
     def __init__(self, served: Served, executor: concurrent.futures.Executor, *, max_batch: int = 256,
                  max_wait_ms: float = 2.0, on_batch: Callable[[int], None] | None = None):
