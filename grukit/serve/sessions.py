@@ -4,10 +4,11 @@ Triton's sequence batcher and sherpa-onnx's streaming server, for a GRU: a WebSo
 :class:`Session` on a run and sends chunks (audio for a speech run, feature frames for a classify or
 autoencoder run with a unidirectional GRU). The connection only turns its chunk into GRU input frames and
 enqueues the session; :class:`SessionBatcher` takes every ready session (up to ``max_batch``) as soon as the
-run's worker is free (continuous batching) and advances all of them together, one batched
-``GRU.step(x_t, h, reset=mask)`` per time step (the mask restarts the state of sessions that have just
-started), then hands each session its partial output.
-Sessions whose chunk gave fewer frames drop out of the later steps of that tick.
+previous tick is done (continuous batching) and advances all of them together in one GRU forward call over
+the tick's frames (sessions that have just started from a zero state; equal to one batched ``GRU.step`` per
+time step), then hands each session its partial output. Sessions whose chunk gave fewer frames end early
+(the call's ``lengths``). Short ticks run on the event loop thread, long ones on the run's worker thread
+(:class:`SessionBatcher`).
 
 Outputs equal the offline ones for the same input (tests/test_serve_stream.py): speech keeps the causal front
 end's state per session and decodes greedily frame by frame; classify / autoencoder keep the session's
