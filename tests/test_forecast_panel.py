@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from grukit.config import ForecastConfig
+from grukit.tasks.forecast_config import ForecastConfig
 from grukit.errors import DataError
 from grukit.runs import Run
 from grukit.tasks.forecast import ForecastTask, forecast_series, mase_weights, prepare, skip_season

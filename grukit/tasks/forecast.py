@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ForecastConfig
+from .forecast_config import ForecastConfig
 from ..data.batching import Prepared, loader
 from ..data.panel import MAX_MAGNITUDE, Series, drop_short, load_panel
 from ..data.seasonal import seasonal_factors, seasonality_test
@@ -350,7 +350,7 @@ def forecast_series(models: ForecastTask | Sequence[ForecastTask], meta: dict, c
 
     Args:
         models: a trained :class:`ForecastTask` or an ensemble of them (``Run.models()``).
-        meta, config: the run's ``meta.json`` and :class:`~grukit.config.ForecastConfig`.
+        meta, config: the run's ``meta.json`` and :class:`~grukit.tasks.forecast_config.ForecastConfig`.
         series: one array per series: its history, ``(T,)`` or ``(T, C)`` with ``C`` = the run's targets, in
             original units, oldest first, at least one finite value (short histories are padded and masked).
         known_future: per series, ``(horizon, K)`` values of the known covariates after the history (required
