@@ -184,7 +184,9 @@ class CausalConv(nn.Module):
             if M and full.shape[2] >= k:
                 at = (first[:, None] + s * torch.arange(M)[None]).clamp(max=full.shape[2] - k)   # (B, M)
                 win = full.unfold(2, k, 1).transpose(1, 2)[rows, at]                       # (B, M, F, k)
-                z = torch.addmm(conv.bias, win.reshape(B * M, -1), conv.weight.reshape(C, -1).t())
+                w = conv.weight.reshape(C, -1).t()
+                z = (torch.addmm(conv.bias, win.reshape(B * M, -1), w) if conv.bias is not None
+                     else win.reshape(B * M, -1) @ w)
                 y = F.gelu(z).view(B, M, C).transpose(1, 2)                               # (B, C, M)
             else:
                 y = full.new_zeros(B, C, 0)
