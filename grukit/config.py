@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from .errors import ConfigError, collect, nearest
 
-__all__ = ["TaskConfig", "ForecastConfig", "ClassifyConfig", "AutoencoderConfig", "opt", "load_config_file",
+__all__ = ["TaskConfig", "ClassifyConfig", "AutoencoderConfig", "opt", "load_config_file",
            "read_config_mapping", "nearest", "choice", "coerce"]
 
 
@@ -181,130 +181,6 @@ def choice(p: list[str], name: str, value: str, choices: list[str]) -> None:
     """Append to ``p`` a problem (with the nearest valid name) when ``value`` is not one of ``choices``."""
     if value not in choices:
         p.append(f"{name}={value!r}: expected one of {', '.join(choices)}{nearest(value, choices)}")
-
-
-@dataclass
-class ForecastConfig(TaskConfig):
-    """Multi-horizon forecasting of one or many series with a GRU over a lookback window."""
-
-    time_col: str = opt("", "time column (empty: a column named time/date/ds/timestamp if present, else row order)")
-    target: tuple[str, ...] = opt((), "target column(s), comma separated (empty: every numeric column not "
-                                      "otherwise used)")
-    known: tuple[str, ...] = opt((), "covariates known in the future (calendar, prices), comma separated")
-    past: tuple[str, ...] = opt((), "covariates observed only up to the forecast origin, comma separated")
-    id_col: str = opt("", "series-id column when the file holds many series")
-    lookback: int = opt(36, "time steps the GRU reads before each forecast origin")
-    horizon: int = opt(24, "time steps forecast at once (direct multi-horizon head)")
-    likelihood: str = opt("quantile", "output: point (MSE), gaussian (mean and scale) or quantile (pinball loss)")
-    quantiles: tuple[float, ...] = opt((0.1, 0.5, 0.9), "quantiles for likelihood=quantile; the outer pair "
-                                                       "gives the interval, 0.5 the point forecast")
-    interval: float = opt(0.8, "nominal coverage of the prediction interval for likelihood=gaussian")
-    transform: str = opt("auto", "target transform before scaling: none, log (positive data), sqrt "
-                                 "(non-negative counts), auto (log when every target value is > 0)")
-    linear_skip: bool = opt(True, "add a linear map from the lookback window to the horizon (residual head)")
-    window_norm: bool = opt(True, "subtract each input window's mean level from inputs and add it back to the "
-                                  "forecast (handles trends and level shifts)")
-    backtests: int = opt(1, "rolling-origin evaluation folds; the last fold is the held-out tail of length "
-                            "horizon")
-    season_length: int = opt(0, "seasonal period for seasonal-naive, ETS and MASE (0: from the time "
-                                "frequency, 12 for monthly)")
-    ensemble: int = opt(1, "models trained with different seeds, combined by their median (evaluation and "
-                           "predict)")
-    lookbacks: tuple[int, ...] = opt((), "lookback ensemble: train on windows cut at random to one of these "
-                                         "lengths (<= lookback) and forecast with the median over all of them")
-    layout: str = opt("auto", "table layout: long (one row per step), wide (M4: id then values, blanks after "
-                              "the end), auto (wide when there is no time column and the first column holds ids)")
-    duplicates: str = opt("error", "two rows of one series with the same time stamp: error, or combine them "
-                                   "with mean, sum or last")
-    test_data: str = opt("", "file with the values after each series' training data (e.g. M4's test file); "
-                             "evaluation then forecasts from the end of the training data instead of holding "
-                             "out backtests x horizon points")
-    val_origins: int = opt(0, "grukit tune: rolling-origin validation folds, each a model trained on the points "
-                              "before its own validation windows, the folds' data ending val_step apart; the "
-                              "search objective is their mean validation loss (0 = 3 for a single series under "
-                              "1,000 points, where one validation block is too few to choose settings by, else 1)")
-    val_step: int = opt(0, "points between the ends of successive validation folds (0 = horizon, or less on a "
-                           "short series so the earliest fold keeps half the training windows)")
-    fold_shift: int = opt(0, "points dropped from the end of each series' training part before the training / "
-                             "validation split (grukit tune sets it for the earlier validation folds)")
-    max_windows: int = opt(0, "training windows per series, evenly spaced over its history, the last one "
-                               "included (0 = all)")
-    deseasonalize: bool = opt(False, "divide each series by its classical multiplicative seasonal indices (when "
-                                     "the M4 seasonality test finds the season) before the transform")
-    es_hybrid: bool = opt(False, "ES-RNN-style hybrid: per-series level and seasonal smoothing coefficients and "
-                                 "initial seasonality, learned jointly with the GRU, normalise each window")
-    series_embedding: int = opt(0, "size of a learned per-series id embedding fed to the GRU (0 = off)")
-    head_init: str = opt("auto", "the GRU's part of the head: baseline (starts at zero, so the untrained model is "
-                                 "the skip's seasonal-naive forecast), random (PyTorch's init), auto (baseline for "
-                                 "many series, random for one: its few validation windows then stop training at "
-                                 "the near-baseline first epochs)")
-    skip_init: str = opt("naive", "start of the linear skip: naive (the seasonal-naive forecast, the naive one when "
-                                  "M4's seasonality test finds no season in most series) or mean (zero: the "
-                                  "window's level, its mean or the ES hybrid's smoothed level)")
-    mase_loss: bool = opt(False, "weight each series' training loss by 1 / its in-sample mean absolute seasonal "
-                                 "difference (encoded units), as MASE scales errors, instead of equally")
-    calibrate: str = opt("auto", "rescale the prediction intervals around the point forecast, per horizon step, "
-                                 "so that they cover the nominal share of the validation targets (conformal, "
-                                 "on forecasts of points never trained on): on, off, auto (on when every "
-                                 "horizon step has at least 2 / (1 - coverage) validation targets, i.e. 40 at "
-                                 "95%: a panel of series, not one short series)")
-    patch: int = opt(0, "the GRU reads the lookback in non-overlapping patches of this many steps (one recurrent "
-                        "step per patch: lookback / patch steps, far faster on long lookbacks); 0 = the seasonal "
-                        "period when it is >= 24 (hourly and finer) and the lookback holds two periods, else 1")
-    baselines: tuple[str, ...] = opt(("naive", "seasonal_naive", "naive2", "theta", "ets", "arima"),
-                                     "baselines fitted beside the model: naive, seasonal_naive, naive2, theta, "
-                                     "ets, arima")
-    n_jobs: int = opt(1, "processes fitting the baselines (0 = one per CPU)")
-    batch_size: int = opt(16, "windows per batch")
-    max_epochs: int = opt(200, "upper bound on training epochs")
-    patience: int = opt(30, "early stopping patience in epochs")
-    hidden_size: int = opt(32, "GRU units")
-    lr: float = opt(1e-2, "Adam learning rate")
-
-    loss_fields: ClassVar[tuple[str, ...]] = ("likelihood", "quantiles", "interval", "mase_loss", "transform",
-                                              "deseasonalize")
-    tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune forecast` search space
-        "hidden_size": [16, 32, 64, 128],
-        "num_layers": [1, 2],
-        "lookback": {"low": 12, "high": 72, "step": 12},
-        "lr": {"low": 1e-3, "high": 3e-2, "log": True},
-        "batch_size": [8, 16, 32],
-        "head_dropout": {"low": 0.0, "high": 0.3},
-        "window_norm": [True, False],
-    }
-
-    def problems(self) -> list[str]:
-        p = super().problems()
-        if self.lookback < 1 or self.horizon < 1:
-            p.append(f"lookback={self.lookback}, horizon={self.horizon}: both must be >= 1")
-        choice(p, "likelihood", self.likelihood, ["point", "gaussian", "quantile"])
-        choice(p, "transform", self.transform, ["none", "log", "sqrt", "auto"])
-        choice(p, "skip_init", self.skip_init, ["naive", "mean"])
-        if self.likelihood == "quantile":
-            if not self.quantiles or any(not 0 < q < 1 for q in self.quantiles):
-                p.append(f"quantiles={list(self.quantiles)}: expected values strictly between 0 and 1")
-            elif list(self.quantiles) != sorted(set(self.quantiles)):
-                p.append(f"quantiles={list(self.quantiles)}: expected increasing, distinct values")
-        if not 0 < self.interval < 1:
-            p.append(f"interval={self.interval}: expected a coverage in (0, 1)")
-        if self.backtests < 1 or self.ensemble < 1 or self.season_length < 0:
-            p.append("backtests and ensemble must be >= 1, season_length >= 0")
-        choice(p, "layout", self.layout, ["auto", "long", "wide"])
-        choice(p, "duplicates", self.duplicates, ["error", "mean", "sum", "last"])
-        if any(not 1 <= k <= self.lookback for k in self.lookbacks):
-            p.append(f"lookbacks={list(self.lookbacks)}: expected lengths between 1 and lookback={self.lookback}")
-        if self.val_origins < 0 or self.val_step < 0 or self.fold_shift < 0:
-            p.append(f"val_origins={self.val_origins}, val_step={self.val_step}, fold_shift={self.fold_shift}: "
-                     "expected integers >= 0")
-        if self.max_windows < 0 or self.series_embedding < 0 or self.n_jobs < -1:
-            p.append("max_windows and series_embedding must be >= 0, n_jobs >= -1")
-        choice(p, "head_init", self.head_init, ["auto", "baseline", "random"])
-        choice(p, "calibrate", self.calibrate, ["auto", "on", "off"])
-        if not 0 <= self.patch <= self.lookback:
-            p.append(f"patch={self.patch}: expected 0 (the season) or a length between 1 and lookback={self.lookback}")
-        for b in self.baselines:
-            choice(p, "baselines", b, ["naive", "seasonal_naive", "naive2", "theta", "ets", "arima"])
-        return p
 
 
 @dataclass

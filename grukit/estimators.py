@@ -33,7 +33,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
-from .config import ClassifyConfig, ForecastConfig, TaskConfig
+from .config import ClassifyConfig, TaskConfig
+from .tasks.forecast_config import ForecastConfig
 
 __all__ = ["GRURegressor", "GRUClassifier", "GRUForecaster"]
 

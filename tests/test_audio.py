@@ -59,6 +59,23 @@ def test_streaming_features_equal_whole(chunk):
     np.testing.assert_array_equal(np.concatenate(parts), audio.features(x, spec))
 
 
+def test_features_in_blocks_equal_one_call(monkeypatch):
+    """Features are computed BLOCK frames at a time (large calls' temporaries cost more per frame): the
+    values are exactly those of one call over all frames, offline and for many streams in one push_many."""
+    spec = audio.FeatureSpec(rate=8000, n_mels=20)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=spec.hop * (2 * audio.BLOCK + 37)).astype(np.float32)       # > 2 blocks of frames
+    blocked = audio.features(x, spec)
+    assert len(blocked) > 2 * audio.BLOCK
+    chunks = [x[k * 900:(k + 1) * 900] for k in range(60)]                           # 60 streams, ~11 frames each
+    many = audio.StreamingFeatures.push_many([audio.StreamingFeatures(spec) for _ in chunks], chunks)
+    assert sum(map(len, many)) > audio.BLOCK
+    monkeypatch.setattr(audio, "BLOCK", 10 ** 9)
+    assert np.array_equal(blocked, audio.features(x, spec))
+    one = audio.StreamingFeatures.push_many([audio.StreamingFeatures(spec) for _ in chunks], chunks)
+    assert all(np.array_equal(a, b) for a, b in zip(many, one))
+
+
 def test_spec_augment_masks_within_lengths():
     import torch
     x = torch.ones(3, 50, 20)

@@ -96,7 +96,8 @@ def test_forecaster_beats_the_last_value_on_a_sine():
 def test_defaults_come_from_the_config_dataclasses():
     """One home for each default: the estimators' defaults are TaskConfig's (ClassifyConfig's pooling) and the
     forecaster's ForecastConfig's."""
-    from grukit.config import ClassifyConfig, ForecastConfig, TaskConfig
+    from grukit.config import ClassifyConfig, TaskConfig
+    from grukit.tasks.forecast_config import ForecastConfig
     t, c, f = TaskConfig(), ClassifyConfig(), ForecastConfig()
     for est in (GRURegressor(), GRUClassifier()):
         p = est.get_params()

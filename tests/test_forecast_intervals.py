@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from grukit.config import ForecastConfig
+from grukit.tasks.forecast_config import ForecastConfig
 from grukit.errors import ConfigError
 from grukit.tasks.forecast import after_fit, forecast_series, prepare
 from grukit.tasks.forecast_intervals import apply_scales, conformal_scales, nominal_coverage

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from grukit.config import ForecastConfig
+from grukit.tasks.forecast_config import ForecastConfig
 from grukit.errors import DataError
 from grukit.runs import Run
 from grukit.tasks.forecast import ForecastTask, forecast_series, mase_weights, prepare, skip_season
@@ -296,6 +296,39 @@ def test_skip_starts_naive_without_a_season_and_at_the_mean_when_asked():
     torch.testing.assert_close(out[:, :, 0, 1], window.mean(1, keepdim=True).expand(2, 6))
     with pytest.raises(Exception, match="skip_init"):
         ForecastConfig(skip_init="ridge").validate()
+
+
+def test_skip_decay_penalises_only_the_skips_departure_from_its_start_in_training():
+    """skip_decay=λ adds λ * sum((W - W_start)^2) of the linear skip to the training loss only: zero at the start
+    (naive or mean), the hand-computed value after a change, absent from the validation loss; its gradient
+    points back to the start."""
+    torch.manual_seed(0)
+    window = torch.randn(2, 12) + 3.0
+    batch = _batch(window)
+    y = torch.randn(2, 6, 1)
+    for init in ("naive", "mean"):
+        model = _model(skip_decay=0.5, skip_init=init)
+        start = model.head.skip.weight.detach().clone()
+        out, _ = model(batch)
+        plain = _model(skip_init=init)
+        plain.load_state_dict(model.state_dict())
+        plain.train()
+        torch.testing.assert_close(model.loss(out, y, batch), plain.loss(out, y, batch))       # 0 at the start
+        with torch.no_grad():
+            model.head.skip.weight[0, 0] += 0.2
+            model.head.skip.weight[3, 5] -= 0.1
+        out, _ = model(batch)
+        torch.testing.assert_close(model.loss(out, y, batch) - plain.loss(out, y, batch),
+                                   torch.tensor(0.5 * (0.2 ** 2 + 0.1 ** 2)))
+        model.eval()
+        torch.testing.assert_close(model.loss(out, y, batch), plain.loss(out, y, batch))       # not in validation
+        model.train()
+        model.zero_grad()
+        (0.5 * model.head.skip_departure()).backward()
+        g = model.head.skip.weight.grad
+        assert g[0, 0] > 0 and g[3, 5] < 0 and int((g != 0).sum()) == 2
+        torch.testing.assert_close(model.head.skip_start, start)
+    assert _model(linear_skip=False, skip_decay=1.0).head.skip_departure() == 0
 
 
 def test_patches_feed_one_gru_step_per_patch():

@@ -181,7 +181,8 @@ def test_audio_manifest(kind, seed):
 @given(data=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)),
        suffix=st.sampled_from([".yaml", ".toml", ".json"]))
 def test_config_files(data, suffix):
-    from grukit.config import ForecastConfig, load_config_file
+    from grukit.config import load_config_file
+    from grukit.tasks.forecast_config import ForecastConfig
     p = _write(data, suffix)
     TRIED["config"] = TRIED.get("config", 0) + 1
     try:

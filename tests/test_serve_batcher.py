@@ -207,3 +207,49 @@ def test_a_stream_tick_waits_for_company_from_its_oldest_chunk_only():
     first, quick, second, waited = run(main())
     assert len(first) == 3 and quick < 0.05                          # no wait: they had waited a second
     assert len(second) == 2 and 0.06 <= waited < 0.5                 # the late chunk joined; ~80 ms, not more
+
+
+def test_short_ticks_run_on_the_event_loop_only_while_the_worker_is_idle():
+    """A streaming tick runs on the event loop thread while the run's worker is idle and recent ticks were
+    short; the first tick, a long one, or one while an HTTP batch computes goes to the worker (the run's
+    model is never used by two threads at once)."""
+    from types import SimpleNamespace
+
+    from grukit.serve.batcher import on_worker, worker_idle
+    from grukit.serve.sessions import INLINE_TICK, SessionBatcher
+
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="worker")
+    busy = threading.Lock()                                    # held while "the model" is in use
+    where: list[str] = []
+
+    def use_model(seconds: float) -> None:
+        assert busy.acquire(blocking=False), "two threads used the model at once"
+        try:
+            time.sleep(seconds)
+        finally:
+            busy.release()
+
+    def tick(batch):
+        where.append(threading.current_thread().name.split("_")[0])
+        use_model(0.001)
+        return [{"n": len(batch)} for _ in batch]
+
+    async def main():
+        sb = SessionBatcher(None, pool, max_batch=8, max_wait_ms=0)
+        sb._tick = tick
+        one = lambda: SimpleNamespace(id=1, closed=False)                      # noqa: E731
+        await sb.push(one(), [0.0])                            # first tick: its time unknown -> worker
+        await sb.push(one(), [0.0])                            # short and the worker idle -> here
+        assert worker_idle(pool)
+        http = asyncio.ensure_future(on_worker(pool, use_model, 0.3))          # an HTTP batch computing
+        await asyncio.sleep(0.05)
+        assert not worker_idle(pool)
+        await sb.push(one(), [0.0])                            # -> worker, after the batch
+        await http
+        sb.tick_time = INLINE_TICK * 2                          # long ticks -> worker
+        await sb.push(one(), [0.0])
+        sb.task.cancel()
+
+    run(main())
+    pool.shutdown()
+    assert where == ["worker", "MainThread", "worker", "worker"]

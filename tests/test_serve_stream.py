@@ -90,7 +90,8 @@ def test_a_tick_of_sessions_in_different_phases_equals_each_alone(served):
 
 def test_a_tick_featurises_all_sessions_in_one_call_equal_to_each_alone(served):
     """StreamingFeatures.push_many (one FFT + mel call per tick) gives each stream exactly the frames its own
-    push gives, chunk sizes mixed (one too short for a frame), and the rest equal features(whole signal)."""
+    push gives, chunk sizes mixed (one too short for a frame), a chunk of None its finish(), and the rest equal
+    features(whole signal)."""
     from grukit.data import audio
     spec = audio.FeatureSpec.from_dict(served["speech"].meta["features"])
     waves = [utterance(0, 1), utterance(2), utterance(1, 2, 0)]
@@ -108,8 +109,11 @@ def test_a_tick_featurises_all_sessions_in_one_call_equal_to_each_alone(served):
             ref = one[k].push(c)
             assert o.shape == ref.shape and np.array_equal(o, ref)
             got[k].append(o)
+    ends = audio.StreamingFeatures.push_many(many, [None] * len(many))                # None: each one's finish()
     for k, w in enumerate(waves):
-        whole = np.concatenate(got[k] + [many[k].finish()])
+        ref = one[k].finish()
+        assert ends[k].shape == ref.shape and len(ref) and np.array_equal(ends[k], ref) and many[k].done
+        whole = np.concatenate(got[k] + [ends[k]])
         np.testing.assert_allclose(whole, audio.features(w, spec), rtol=1e-5, atol=1e-4)
     assert any(len(o) == 0 for o in got[1]) and all(len(o) for o in got[0])   # zero-frame chunks mixed in
 

@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 
-from grukit.config import ClassifyConfig, ForecastConfig, load_config_file
+from grukit.config import ClassifyConfig, load_config_file
+from grukit.tasks.forecast_config import ForecastConfig
 from grukit.errors import ConfigError
 from grukit.runs import atomic_write, load_weights, save_weights
 from grukit.tasks import registry

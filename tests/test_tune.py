@@ -9,7 +9,8 @@ import yaml
 
 pytest.importorskip("optuna")
 
-from grukit.config import ClassifyConfig, ForecastConfig, load_config_file  # noqa: E402
+from grukit.config import ClassifyConfig, load_config_file  # noqa: E402
+from grukit.tasks.forecast_config import ForecastConfig  # noqa: E402
 from grukit.errors import ConfigError  # noqa: E402
 from grukit.tune import default_study_name, parse_duration, tune  # noqa: E402
 from grukit.tune_space import parse_space, task_space  # noqa: E402

@@ -170,8 +170,22 @@ def _bank(spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
     return _BANKS[spec]
 
 
+BLOCK = 256     # frames per FFT + mel call: larger blocks' temporaries (MBs) cost more per frame than they save
+
+
 def _frames_to_features(frames: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """(T, n_fft) padded-signal frames -> (T, size) features (float32)."""
+    """(T, n_fft) padded-signal frames -> (T, size) features (float32), ``BLOCK`` frames at a time.
+
+    Each frame's features depend on that frame alone, so blocks give exactly the whole call's values; above a
+    few hundred frames one call's float64 temporaries (frames x window, the complex spectrum: MBs each) cost
+    ~3x more per frame than small blocks (measured: 2000 frames of n_fft 256 took 6.2 ms in one call, 2.2 ms
+    in blocks of 256; a serving tick of 200 streams has 2000)."""
+    if len(frames) > BLOCK:
+        return np.concatenate([_block_features(frames[i:i + BLOCK], spec) for i in range(0, len(frames), BLOCK)])
+    return _block_features(frames, spec)
+
+
+def _block_features(frames: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     w, mel = _bank(spec)
     power = np.abs(np.fft.rfft(frames * w, axis=1)) ** 2                    # (T, n_fft//2+1)
     logmel = 10.0 * np.log10(np.maximum(power @ mel.T, 1e-10))              # (T, n_mels)
@@ -224,9 +238,10 @@ class StreamingFeatures:
         return self._emit()
 
     @staticmethod
-    def push_many(streams: "list[StreamingFeatures]", chunks: list[np.ndarray]) -> list[np.ndarray]:
+    def push_many(streams: "list[StreamingFeatures]", chunks: list[np.ndarray | None]) -> list[np.ndarray]:
         """``[s.push(c) for s, c in zip(streams, chunks)]`` (all with one spec) with one vectorised
-        FFT + mel call for the frames of all streams: what a server tick does for its sessions.
+        FFT + mel call for the frames of all streams: what a server tick does for its sessions. A chunk of
+        None is that stream's ``finish()`` (its end padding, then no more pushes).
 
         Every stream's buffer and chunk are joined into one signal and all frames cut from it with one
         gather, so the per-stream Python work is a few list appends and one slice (it was one concatenate
@@ -235,12 +250,17 @@ class StreamingFeatures:
             return []
         s = streams[0].spec
         n_fft, hop = s.n_fft, s.hop
-        parts, lengths = [], []
+        parts, lengths, ending = [], [], []
         for st, c in zip(streams, chunks):
             if st.done:
                 raise RuntimeError("StreamingFeatures.push after finish(); make a new one per utterance")
+            if c is None:                                                  # finish(): the end padding
+                c = np.zeros(n_fft // 2)
+                ending.append(st)
             parts += (st.buf, c)
             lengths.append(len(st.buf) + len(c))
+        for st in ending:
+            st.done = True
         signal = np.concatenate(parts, dtype=np.float64)                   # every stream's buffer + chunk
         n = np.asarray(lengths)
         ends = np.cumsum(n)
@@ -251,8 +271,9 @@ class StreamingFeatures:
         if total:
             first = np.cumsum(counts) - counts
             at = np.repeat(starts - first * hop, counts) + np.arange(total) * hop     # each frame's start
-            frames = np.lib.stride_tricks.sliding_window_view(signal, n_fft)[at]      # (total, n_fft)
-            out = _frames_to_features(frames, s)
+            view = np.lib.stride_tricks.sliding_window_view(signal, n_fft)            # (total, n_fft) frames,
+            out = np.concatenate([_block_features(view[at[i:i + BLOCK]], s)          # gathered block by block
+                                  for i in range(0, total, BLOCK)])
         keep = (starts + counts * hop).tolist()
         for st, a, b in zip(streams, keep, ends.tolist()):
             st.buf = signal[a:b].copy()                                    # the samples of frames to come

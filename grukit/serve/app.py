@@ -250,6 +250,8 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
             loop = asyncio.get_running_loop()
             for name, s in runs.items():
                 await loop.run_in_executor(executors[name], warm_up, s)
+                if A.streamable(s):
+                    warm_up(s)                           # short streaming ticks run on this thread too
         if opts.freeze_gc:
             freeze_heap()
         yield

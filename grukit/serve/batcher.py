@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["Batcher", "QueueFull", "Job", "collect", "take", "company_wait", "WAIT_SHARE", "MIN_WAIT"]
+__all__ = ["Batcher", "QueueFull", "Job", "collect", "take", "company_wait", "on_worker", "worker_idle", "WAIT_SHARE",
+           "MIN_WAIT"]
 
 WAIT_SHARE = 0.1       # a batch waits for company at most this share of the kind's recent call time ...
 MIN_WAIT = 0.001       # ... and not at all when that is under a millisecond (below the event loop's timer grain)
@@ -69,6 +71,25 @@ def company_wait(max_wait: float, call_time: float | None) -> float:
         return max_wait
     w = min(max_wait, WAIT_SHARE * call_time)
     return w if w >= MIN_WAIT else 0.0
+
+
+_in_flight: "weakref.WeakKeyDictionary[concurrent.futures.Executor, int]" = weakref.WeakKeyDictionary()
+
+
+async def on_worker(executor: concurrent.futures.Executor, fn: Callable, *args) -> Any:
+    """``fn(*args)`` on the run's worker thread, awaited. The calls in flight on each worker are counted on the
+    event loop thread (the only one that submits to it), so :func:`worker_idle` is exact there."""
+    _in_flight[executor] = _in_flight.get(executor, 0) + 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+    finally:
+        _in_flight[executor] -= 1
+
+
+def worker_idle(executor: concurrent.futures.Executor) -> bool:
+    """No call submitted through :func:`on_worker` is queued or running on ``executor`` (call it on the event
+    loop thread: until it yields, nothing else can start on the worker)."""
+    return not _in_flight.get(executor, 0)
 
 
 def take(q: asyncio.Queue, n: int) -> list:
@@ -159,9 +180,8 @@ class Batcher:
                 self.call_time = average(self.call_time, dt)
 
     async def _run(self, jobs: list[Job]) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(self.executor, self.fn, [j.item for j in jobs])
+            results = await on_worker(self.executor, self.fn, [j.item for j in jobs])
             if len(results) != len(jobs):
                 raise RuntimeError(f"batch call returned {len(results)} results for {len(jobs)} items")
             if self.on_batch:
@@ -176,7 +196,7 @@ class Batcher:
                 return
             for j in jobs:
                 try:
-                    [r] = await loop.run_in_executor(self.executor, self.fn, [j.item])
+                    [r] = await on_worker(self.executor, self.fn, [j.item])
                     if self.on_batch:
                         self.on_batch(1)
                     if not j.future.done():

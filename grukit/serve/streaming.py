@@ -11,11 +11,11 @@ chunks or JSON ``{"audio"/"frames": ..., "end": true}`` in, ``{"session"}``, ``{
 """
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any, Callable
 
 from ..errors import GrukitError
+from .batcher import on_worker
 from .sessions import SessionBatcher, parse_chunk
 
 __all__ = ["stream_run", "stream_session"]
@@ -76,7 +76,7 @@ async def stream_session(scope: dict, receive: Callable, send: Callable, *, name
                 if served.task == "speech":
                     out = await sb.push(session, None, final=True)
                 else:
-                    out = await asyncio.get_running_loop().run_in_executor(executor_of(name), final_output, session)
+                    out = await on_worker(executor_of(name), final_output, session)
                 await send(_text({"final": out}))
                 await send({"type": "websocket.close", "code": 1000})
                 break

@@ -22,7 +22,7 @@ def __getattr__(name: str):
 
 
 # ---- built-in tasks: one register() line per task (other tasks add theirs here)
-register("forecast", config="grukit.config:ForecastConfig", module="grukit.tasks.forecast",
+register("forecast", config="grukit.tasks.forecast_config:ForecastConfig", module="grukit.tasks.forecast",
          help="multi-horizon forecasting of one or many series (CSV/Parquet or a built-in series)",
          examples=["grukit train forecast --data airline --horizon 24",
                    "grukit train forecast --data sales.csv --time-col date --target sales --id-col store "

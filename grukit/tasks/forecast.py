@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ForecastConfig
+from .forecast_config import ForecastConfig
 from ..data.batching import Prepared, loader
 from ..data.panel import MAX_MAGNITUDE, Series, drop_short, load_panel
 from ..data.seasonal import seasonal_factors, seasonality_test
@@ -214,6 +214,7 @@ class ForecastTask(SequenceTask):
                                   (c.head_init == "auto" and len(m.get("series_ids", [])) > 1))
         if c.skip_init == "mean" and head.skip is not None:      # the window's level: the mean (or ES) forecast
             nn.init.zeros_(head.skip.weight)
+            head.mark_skip_start()
         return head
 
     def build_metrics(self):
@@ -279,11 +280,12 @@ class ForecastTask(SequenceTask):
             q = torch.tensor(c.quantiles, dtype=out.dtype, device=out.device)    # (Q,)
             diff = y.unsqueeze(-1) - out                                          # (B, horizon, C, Q)
             per = torch.maximum(q * diff, (q - 1) * diff)
+        reg = c.skip_decay * self.head.skip_departure() if c.skip_decay and self.training else 0.0
         if self.series_w is None:
-            return per.mean()
+            return per.mean() + reg
         sid = inputs["sid"]
         w = torch.where(sid >= 0, self.series_w[sid.clamp(min=0)], torch.ones_like(self.series_w[:1]))  # (B,)
-        return (per.flatten(1).mean(1) * w).mean()
+        return (per.flatten(1).mean(1) * w).mean() + reg
 
     def metric_inputs(self, out, y, inputs):
         return self._point(out), y
@@ -348,7 +350,7 @@ def forecast_series(models: ForecastTask | Sequence[ForecastTask], meta: dict, c
 
     Args:
         models: a trained :class:`ForecastTask` or an ensemble of them (``Run.models()``).
-        meta, config: the run's ``meta.json`` and :class:`~grukit.config.ForecastConfig`.
+        meta, config: the run's ``meta.json`` and :class:`~grukit.tasks.forecast_config.ForecastConfig`.
         series: one array per series: its history, ``(T,)`` or ``(T, C)`` with ``C`` = the run's targets, in
             original units, oldest first, at least one finite value (short histories are padded and masked).
         known_future: per series, ``(horizon, K)`` values of the known covariates after the history (required

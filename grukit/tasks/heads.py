@@ -142,6 +142,17 @@ class DirectForecastHead(nn.Module):
                 self.skip.bias.zero_()
                 for h in range(horizon):                                      # y[h] = x[L - m + h mod m]
                     self.skip.weight[h, lookback - m + (h % m)] = 1.0
+            self.mark_skip_start()
+
+    def mark_skip_start(self) -> None:
+        """Remember the skip's current weights as its start (``skip_departure`` measures from there)."""
+        self.register_buffer("skip_start", self.skip.weight.detach().clone(), persistent=False)
+
+    def skip_departure(self) -> Tensor:
+        """Squared distance of the skip's weights from their start, summed (0 without a skip)."""
+        if self.skip is None:
+            return self.proj.weight.new_zeros(())
+        return (self.skip.weight - self.skip_start).pow(2).sum()
 
     def forward(self, h: Tensor, window: Tensor, known_future: Tensor | None = None) -> Tensor:
         B = h.shape[0]

@@ -165,24 +165,31 @@ class CausalConv(nn.Module):
         frames ``xs[i]`` (n_i, F) and state ``states[i]`` (batch 1) -> its outputs (n_i', C) and new state,
         as ``stream(xs[i][None], states[i])`` gives them, with one convolution per layer for all streams.
 
-        The strided layers are computed at stride 1 over the right-padded batch and each stream's outputs
-        picked at its own phase (a stride-s layer computes s times the outputs it keeps; small next to one
-        call per (frame count, phase) group, which a server tick with streams in every phase paid). An output
-        kept never reads a padded input, so padding changes nothing."""
+        Each stream's input windows are picked at its own phase from the right-padded batch and the layer is
+        one matrix product over all of them (``F.conv1d`` at stride 1 computed every window, s times the
+        outputs a stride-s layer keeps, and cost more per call than the product on a tick's few frames). An
+        output kept never reads a padded input, so padding changes nothing."""
         B, k = len(xs), self.kernel
         n = torch.tensor([x.shape[0] for x in xs])                              # (B,) inputs of each stream
         y = torch.nn.utils.rnn.pad_sequence(list(xs), batch_first=True).transpose(1, 2)   # (B, F, N)
         new: list[list[tuple[Tensor, int]]] = [[] for _ in range(B)]
+        rows = torch.arange(B)[:, None]
         for layer, (conv, s) in enumerate(zip(self.convs, self.strides)):
             seen = [st[layer][1] for st in states]
             full = torch.cat([torch.cat([st[layer][0] for st in states]), y], dim=2)    # (B, F, k-1+N)
-            z = (F.conv1d(full, conv.weight, conv.bias) if full.shape[2] >= k               # (B, C, N) stride 1
-                 else full.new_zeros(B, conv.out_channels, 0))
             first = torch.tensor([-(-sn // s) * s - sn for sn in seen])                   # each stream's phase
             m = torch.clamp((n - first - 1) // s + 1, min=0)                              # outputs kept
             M = int(m.max()) if B else 0
-            at = (first[:, None] + s * torch.arange(M)[None]).clamp(max=max(z.shape[2] - 1, 0))   # (B, M)
-            y = F.gelu(z.gather(2, at[:, None].expand(B, z.shape[1], M))) if M else z[:, :, :0]
+            C = conv.out_channels
+            if M and full.shape[2] >= k:
+                at = (first[:, None] + s * torch.arange(M)[None]).clamp(max=full.shape[2] - k)   # (B, M)
+                win = full.unfold(2, k, 1).transpose(1, 2)[rows, at]                       # (B, M, F, k)
+                w = conv.weight.reshape(C, -1).t()
+                z = (torch.addmm(conv.bias, win.reshape(B * M, -1), w) if conv.bias is not None
+                     else win.reshape(B * M, -1) @ w)
+                y = F.gelu(z).view(B, M, C).transpose(1, 2)                               # (B, C, M)
+            else:
+                y = full.new_zeros(B, C, 0)
             tails = full.gather(2, (n[:, None] + torch.arange(k - 1)[None])[:, None].expand(B, full.shape[1], k - 1))
             for i, (t, sn, ni) in enumerate(zip(tails.split(1), seen, n.tolist())):
                 new[i].append((t, sn + ni))
