@@ -10,7 +10,7 @@ from grukit.config import ClassifyConfig
 from grukit.errors import ConfigError
 from grukit.tasks.classify import ClassifyTask
 from grukit.tasks.conv import FCNBranch, InceptionBranch, masked_pool, strides
-from tests.conftest import padded
+from tests.conftest import assert_model_ignores_padding_and_follows_seed, bump_set, padded
 
 
 def test_masked_pool_by_hand():
@@ -72,19 +72,8 @@ def test_whole_model_with_inception_branch_masks_and_seed():
     m = _model(conv_branch="inception", conv_pool="mean_max")
     assert isinstance(m.fcn, InceptionBranch) and m.fcn.out_size == 16     # 8 channels (4 paths of 2), x2
     assert m.head.net[1].in_features == 6 + 16                     # GRU summary beside the branch summary
-    rng = np.random.default_rng(1)
-    seqs = [rng.normal(size=(n, 2)).astype(np.float32) for n in (30, 11, 5)]
-    x, lengths = padded(seqs)
-    x[2, 5:] = 1e3
-    with torch.no_grad():
-        logits, _ = m({"x": x, "lengths": lengths})
-        for i, s in enumerate(seqs):
-            alone, _ = m({"x": torch.as_tensor(s)[None], "lengths": torch.tensor([len(s)])})
-            torch.testing.assert_close(logits[i], alone[0], atol=1e-5, rtol=1e-5)
-        again, _ = _model(conv_branch="inception", conv_pool="mean_max")({"x": x, "lengths": lengths})
-        other, _ = _model(seed=1, conv_branch="inception", conv_pool="mean_max")({"x": x, "lengths": lengths})
-    torch.testing.assert_close(logits, again)                       # same seed, same model
-    assert not torch.allclose(logits, other)
+    assert_model_ignores_padding_and_follows_seed(
+        lambda seed: _model(seed=seed, conv_branch="inception", conv_pool="mean_max"))
     assert isinstance(_model(conv_branch="fcn").fcn, FCNBranch)
     assert isinstance(_model().fcn, InceptionBranch)                # the default cycles; member 0: inception
     assert (ClassifyConfig().conv_branch, ClassifyConfig().conv_pool) == ("inception,fcn,resnet", "mean")
@@ -102,14 +91,9 @@ def test_config_checks_branch_options():
 def test_alternate_ensemble_trains_end_to_end_and_reloads(tmp_path):
     from grukit.runs import Run
     from grukit.train import fit
-    rng = np.random.default_rng(0)
-    n, T = 32, 60
-    y = np.arange(n) % 2
-    X = rng.normal(0, 0.3, size=(n, T)).astype(np.float32)
-    X[y == 1, 20:30] += 2.0                                          # class 1: a bump
-    lengths = rng.integers(45, T + 1, n)
-    np.savez(tmp_path / "train.npz", X=X, y=y.astype(str), lengths=lengths)
-    run = fit("classify", data=str(tmp_path / "train.npz"), out=tmp_path / "run", conv_branch="alternate",
+    path, X, y, lengths = bump_set(tmp_path)                          # class 1: a bump
+    n = len(y)
+    run = fit("classify", data=str(path), out=tmp_path / "run", conv_branch="alternate",
               conv_pool="mean_max", conv_channels=8, hidden_size=8, batch_size=8, progress=False, max_epochs=6,
               schedule="manual", val_fraction=0.0, patience=0, ensemble=3, baselines=(), lr=1e-2,
               evaluate=False)

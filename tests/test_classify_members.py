@@ -11,7 +11,7 @@ from grukit.config import ClassifyConfig
 from grukit.errors import ConfigError
 from grukit.tasks.classify import ClassifyTask, member_choice
 from grukit.tasks.conv import FCNBranch, InceptionBranch, ResNetBranch, strides, with_difference
-from tests.conftest import padded
+from tests.conftest import assert_model_ignores_padding_and_follows_seed, assert_padding_ignored, bump_set
 
 
 def test_with_difference_by_hand():
@@ -37,12 +37,7 @@ def test_resnet_branch_shapes_and_padding():
     b.eval()
     rng = np.random.default_rng(0)
     seqs = [rng.normal(size=(n, 2)).astype(np.float32) for n in (30, 7, 2)]
-    x, lengths = padded(seqs)
-    x[1, 7:] = 1e3                                                   # garbage padding must not matter
-    out = b(x, lengths)
-    assert out.shape == (3, 8)
-    for i, s in enumerate(seqs):
-        torch.testing.assert_close(out[i], b(torch.as_tensor(s)[None], None)[0], atol=1e-5, rtol=1e-5)
+    assert assert_padding_ignored(b, seqs).shape == (3, 8)
     assert ResNetBranch(1, 4, pool="mean_max").out_size == 8
 
 
@@ -70,20 +65,8 @@ def test_members_differ_as_listed_and_ignore_padding(member):
     assert type(m.fcn) is [InceptionBranch, FCNBranch, ResNetBranch][member]
     assert m.difference == (member == 1) and not m.streamable
     assert (m.mixed, m.fold) == [(True, True), (False, False), (False, True)][member]
-    rng = np.random.default_rng(1)
-    seqs = [rng.normal(size=(n, 2)).astype(np.float32) for n in (30, 11, 5)]
-    x, lengths = padded(seqs)
-    x[2, 5:] = 1e3
-    with torch.no_grad():
-        logits, _ = m({"x": x, "lengths": lengths})
-        assert logits.shape == (3, 3)
-        for i, s in enumerate(seqs):
-            alone, _ = m({"x": torch.as_tensor(s)[None], "lengths": torch.tensor([len(s)])})
-            torch.testing.assert_close(logits[i], alone[0], atol=1e-5, rtol=1e-5)
-        again, _ = _model(member=member, **kw)({"x": x, "lengths": lengths})
-        other, _ = _model(seed=1, member=member, **kw)({"x": x, "lengths": lengths})
-    torch.testing.assert_close(logits, again)                        # same seed, same model
-    assert not torch.allclose(logits, other)
+    logits = assert_model_ignores_padding_and_follows_seed(lambda seed: _model(seed=seed, member=member, **kw))
+    assert logits.shape == (3, 3)
 
 
 def test_first_difference_doubles_the_input_features():
@@ -111,14 +94,9 @@ def test_member_lists_train_end_to_end_and_reload(tmp_path):
     from grukit.runs import Run
     from grukit.tasks.classify import classify_sequences
     from grukit.train import fit
-    rng = np.random.default_rng(0)
-    n, T = 32, 60
-    y = np.arange(n) % 2
-    X = rng.normal(0, 0.3, size=(n, T)).astype(np.float32)
-    X[y == 1, 20:30] += 2.0                                          # class 1: a bump
-    lengths = rng.integers(45, T + 1, n)
-    np.savez(tmp_path / "train.npz", X=X, y=y.astype(str), lengths=lengths)
-    run = fit("classify", data=str(tmp_path / "train.npz"), out=tmp_path / "run",
+    path, X, y, lengths = bump_set(tmp_path)                          # class 1: a bump
+    n = len(y)
+    run = fit("classify", data=str(path), out=tmp_path / "run",
               conv_branch="inception,fcn,resnet", first_difference="on,off", conv_channels=8, hidden_size=8,
               batch_size=8, progress=False, max_epochs=12, schedule="manual", val_fraction=0.0, patience=0,
               ensemble=3, baselines=(), lr=1e-2, evaluate=False)
