@@ -24,7 +24,7 @@ before each convolution, so a sequence gives (in eval mode) the same output alon
   8/5/3.
 * :func:`with_difference` appends the first difference of each feature (``first_difference``), as
   MultiRocket and DrCIF read the derivative beside the series.
-* Every branch summarises their last feature map over the valid steps with :func:`masked_pool`: the mean, or
+* Every branch summarises its last feature map over the valid steps with :func:`masked_pool`: the mean, or
   the mean beside the maximum (``conv_pool="mean_max"``).
 """
 from __future__ import annotations
