@@ -6,6 +6,7 @@ SIGTERM lets an in-flight request finish and exits 0."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import signal
@@ -219,6 +220,18 @@ def test_runs_that_cannot_stream_say_why(served, task, why):
     from fastapi.testclient import TestClient
     with TestClient(create_app(list(served.values()))) as c, c.websocket_connect(f"/runs/{task}/stream") as ws:
         assert ws.receive_json() == {"error": f"run {task!r} cannot stream: {why}"}
+
+
+def test_a_classify_run_streams_only_when_every_member_can(served):
+    """A member with the first-difference input (scaled over the whole series) cannot stream; one such member
+    among streamable ones makes the run refuse streaming instead of failing inside the GRU."""
+    import dataclasses
+    s = served["classify"]
+    assert A.streamable(s) and len(s.models) > 1
+    mixed = dataclasses.replace(s, models=list(s.models))
+    mixed.models[1] = copy.deepcopy(s.models[1])
+    mixed.models[1].difference = True
+    assert not mixed.models[1].streamable and not A.streamable(mixed)
 
 
 # ------------------------------------------------------------------ the process: SIGTERM drains, exit 0

@@ -74,8 +74,8 @@ def streamable(s: Served) -> bool:
     """A run can stream frames when its GRU is unidirectional and its readout works on a growing sequence."""
     if s.task not in ("speech", "classify", "autoencoder"):
         return False
-    if not getattr(s.models[0], "streamable", True):          # the model says (classify: no conv front end...)
-        return False
+    if not all(getattr(m, "streamable", True) for m in s.models):   # each member says (classify: no conv
+        return False                                                 # front end, no first difference...)
     if s.task == "speech" and len(s.models) > 1:              # its offline posteriors average the members
         return False
     return not s.config.bidirectional and (s.task != "speech" or s.config.normalize != "utterance")
