@@ -119,3 +119,18 @@ def assert_model_ignores_padding_and_follows_seed(make):
     torch.testing.assert_close(logits, again)                        # same seed, same model
     assert not torch.allclose(logits, other)
     return logits
+
+
+def tiny_classifier(seed: int = 0, member: int = 0, **kw):
+    """A small classify model (2 features, 3 classes, series of 30 steps shortened as prepare() would) built
+    as ensemble member ``member`` with ``seed``, in eval mode; ``kw`` are ClassifyConfig overrides."""
+    from grukit.config import ClassifyConfig
+    from grukit.tasks.classify import ClassifyTask
+    from grukit.tasks.conv import strides
+    torch.manual_seed(seed)
+    cfg = ClassifyConfig(hidden_size=6, conv_channels=8, conv_steps=8, gru_steps=4, **kw)
+    s, r = strides(30, cfg.conv_steps, cfg.gru_steps)
+    meta = {"input_size": 2, "classes": ["a", "b", "c"], "pool_stride": s, "patch_stride": r,
+            "normalize": "series", "downsample": cfg.downsample, "conv_branch": cfg.conv_branch,
+            "first_difference": cfg.first_difference}                 # what prepare() records
+    return ClassifyTask(cfg, meta, member=member).eval()

@@ -9,8 +9,8 @@ import torch
 from grukit.config import ClassifyConfig
 from grukit.errors import ConfigError
 from grukit.tasks.classify import ClassifyTask
-from grukit.tasks.conv import FCNBranch, InceptionBranch, masked_pool, strides
-from tests.conftest import assert_model_ignores_padding_and_follows_seed, bump_set, padded
+from grukit.tasks.conv import FCNBranch, InceptionBranch, masked_pool
+from tests.conftest import assert_model_ignores_padding_and_follows_seed, bump_set, padded, tiny_classifier
 
 
 def test_masked_pool_by_hand():
@@ -59,13 +59,7 @@ def test_fcn_branch_mean_max_ignores_padding():
     torch.testing.assert_close(out[1], fcn(x[1:2, :4], None)[0])
 
 
-def _model(seed=0, **kw):
-    torch.manual_seed(seed)
-    cfg = ClassifyConfig(hidden_size=6, conv_channels=8, conv_steps=8, gru_steps=4, **kw)
-    s, r = strides(30, cfg.conv_steps, cfg.gru_steps)
-    return ClassifyTask(cfg, {"input_size": 2, "classes": ["a", "b", "c"], "pool_stride": s, "patch_stride": r,
-                              "normalize": "series", "downsample": cfg.downsample,
-                              "conv_branch": cfg.conv_branch}).eval()
+_model = tiny_classifier
 
 
 def test_whole_model_with_inception_branch_masks_and_seed():

@@ -9,9 +9,10 @@ import torch
 
 from grukit.config import ClassifyConfig
 from grukit.errors import ConfigError
-from grukit.tasks.classify import ClassifyTask, member_choice
-from grukit.tasks.conv import FCNBranch, InceptionBranch, ResNetBranch, strides, with_difference
-from tests.conftest import assert_model_ignores_padding_and_follows_seed, assert_padding_ignored, bump_set
+from grukit.tasks.classify import member_choice
+from grukit.tasks.conv import FCNBranch, InceptionBranch, ResNetBranch, with_difference
+from tests.conftest import (assert_model_ignores_padding_and_follows_seed, assert_padding_ignored,
+                            bump_set, tiny_classifier)
 
 
 def test_with_difference_by_hand():
@@ -48,14 +49,7 @@ def test_member_choice_cycles():
     assert member_choice("off", 4) == "off" and member_choice("off, on", 3) == "on"
 
 
-def _model(seed=0, member=0, **kw):
-    torch.manual_seed(seed)
-    cfg = ClassifyConfig(hidden_size=6, conv_channels=8, conv_steps=8, gru_steps=4, **kw)
-    s, r = strides(30, cfg.conv_steps, cfg.gru_steps)
-    meta = {"input_size": 2, "classes": ["a", "b", "c"], "pool_stride": s, "patch_stride": r,
-            "normalize": "series", "downsample": cfg.downsample, "conv_branch": cfg.conv_branch,
-            "first_difference": cfg.first_difference}
-    return ClassifyTask(cfg, meta, member=member).eval()
+_model = tiny_classifier
 
 
 @pytest.mark.parametrize("member", [0, 1, 2])
