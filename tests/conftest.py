@@ -128,7 +128,7 @@ def tiny_classifier(seed: int = 0, member: int = 0, **kw):
     from grukit.tasks.classify import ClassifyTask
     from grukit.tasks.conv import strides
     torch.manual_seed(seed)
-    cfg = ClassifyConfig(hidden_size=6, conv_channels=8, conv_steps=8, gru_steps=4, **kw)
+    cfg = ClassifyConfig(**{"hidden_size": 6, "conv_channels": 8, "conv_steps": 8, "gru_steps": 4, **kw})
     s, r = strides(30, cfg.conv_steps, cfg.gru_steps)
     meta = {"input_size": 2, "classes": ["a", "b", "c"], "pool_stride": s, "patch_stride": r,
             "normalize": "series", "downsample": cfg.downsample, "conv_branch": cfg.conv_branch,

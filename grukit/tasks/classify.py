@@ -45,8 +45,8 @@ from ..data.sequences import check_features, normalise_series, read_labelled, st
 from ..errors import DataError, ShapeError
 from ..nn import GRU
 from .base import SequenceTask, infer
-from .conv import (FCNBranch, InceptionBranch, PatchEmbed, ResNetBranch, fold_time, pool_time, strides,
-                   with_difference)
+from .conv import (FCNBranch, InceptionBranch, PatchEmbed, ResNetBranch, fold_time, pool_time, start_later,
+                   strides, with_difference)
 from .heads import ClassificationHead, Pooling
 
 __all__ = ["ClassifyTask", "prepare", "evaluate", "predict", "read_sequences", "classify_sequences",
@@ -217,7 +217,31 @@ class ClassifyTask(SequenceTask):
             batch = dict(batch, x=augment(batch["x"], batch.get("lengths"), self.config.augment))
         return batch, batch.get("y")
 
+    def phase_shifted(self, inputs, offset: int | None = None):
+        """``inputs`` read from a later step so the shortening windows fall at another phase: ``offset`` steps
+        for every series, or (None, training) a random 0..s-1 per series; never past a series' last step."""
+        x, lengths = inputs["x"], inputs.get("lengths")
+        B, T = x.shape[:2]
+        n = torch.full((B,), T, dtype=torch.long, device=x.device) if lengths is None else lengths.long()
+        if offset is None:
+            o = torch.randint(0, self.pool_stride, (B,), device=x.device)
+        else:
+            o = torch.full((B,), offset, dtype=torch.long, device=x.device)
+        o = torch.minimum(o, (n - 1).clamp_min(0))
+        x, lengths = start_later(x, lengths, o)
+        return dict(inputs, x=x, lengths=lengths)
+
+    @property
+    def phases(self) -> int:
+        """How many window phases this model reads a batch at: s under window_phase=average at inference
+        (their log-softmax averaged), else 1."""
+        mode = getattr(self.config, "window_phase", "fixed")
+        return self.pool_stride if mode == "average" and not self.training and self.pool_stride > 1 else 1
+
     def encode(self, inputs, state=None):
+        if (self.training and self.pool_stride > 1
+                and getattr(self.config, "window_phase", "fixed") in ("random", "average")):
+            inputs = self.phase_shifted(inputs)                                        # a random phase per series
         if self.difference:
             inputs = dict(inputs, x=with_difference(inputs["x"], inputs.get("lengths")))   # (B, T, 2F)
         if self.stem is not None:
@@ -250,7 +274,15 @@ class ClassifyTask(SequenceTask):
 
     def forward(self, inputs, state=None):
         seq, encoded = self.encode(inputs, state)
-        return self.readout(seq, encoded, inputs), encoded[0]
+        logits = self.readout(seq, encoded, inputs)
+        if self.phases > 1:                              # window_phase=average: every phase, log-probs averaged
+            logp = [torch.log_softmax(logits, -1)]
+            for o in range(1, self.phases):
+                shifted = self.phase_shifted(inputs, o)
+                seq_o, enc_o = self.encode(shifted, state)
+                logp.append(torch.log_softmax(self.readout(seq_o, enc_o, shifted), -1))
+            logits = torch.stack(logp).mean(0)                                         # (B, K)
+        return logits, encoded[0]
 
     @property
     def streamable(self) -> bool:

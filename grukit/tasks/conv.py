@@ -22,6 +22,8 @@ before each convolution, so a sequence gives (in eval mode) the same output alon
 * :class:`ResNetBranch` is the third family (``conv_branch="resnet"``, or one entry of a per-member list such
   as ``inception,fcn,resnet``): the residual network of Wang et al. (2017), three residual blocks of kernels
   8/5/3.
+* :func:`start_later` drops each series' first few steps, so the windows of the shortening fall at another
+  phase (``window_phase``: a random phase per series in training, every phase averaged at test).
 * :func:`with_difference` appends the first difference of each feature (``first_difference``), as
   MultiRocket and DrCIF read the derivative beside the series.
 * Every branch summarises its last feature map over the valid steps with :func:`masked_pool`: the mean, or
@@ -38,7 +40,7 @@ from torch import Tensor, nn
 from .heads import length_mask
 
 __all__ = ["pool_time", "fold_time", "shorter", "strides", "masked_pool", "PatchEmbed", "FCNBranch",
-           "InceptionBranch", "ResNetBranch", "with_difference"]
+           "InceptionBranch", "ResNetBranch", "with_difference", "start_later"]
 
 
 def strides(max_length: int, conv_steps: int, gru_steps: int) -> tuple[int, int]:
@@ -72,6 +74,18 @@ def pool_time(x: Tensor, lengths: Tensor | None, s: int) -> tuple[Tensor, Tensor
     xs = F.pad(x * m, (0, 0, 0, pad)).reshape(B, -1, s, Fe).sum(2)          # (B, T/s, F) window sums
     ms = F.pad(m, (0, 0, 0, pad)).reshape(B, -1, s, 1).sum(2)               # (B, T/s, 1) valid steps per window
     return xs / ms.clamp_min(1.0), shorter(lengths, s)
+
+
+def start_later(x: Tensor, lengths: Tensor | None, offsets: Tensor) -> tuple[Tensor, Tensor]:
+    """Each series ``i`` of (B, T, F) read from its step ``offsets[i]`` on: out[i, t] = x[i, t + offsets[i]],
+    lengths minus the offsets, padding zeroed. Shifts the phase of the windows that :func:`pool_time` and
+    :func:`fold_time` group steps into (``window_phase``); offsets must be below each series' length."""
+    B, T, Fe = x.shape
+    n = torch.full((B,), T, dtype=torch.long, device=x.device) if lengths is None else lengths.long()
+    idx = (torch.arange(T, device=x.device).unsqueeze(0) + offsets.unsqueeze(1)).clamp_max(T - 1)   # (B, T)
+    out = x.gather(1, idx.unsqueeze(-1).expand(B, T, Fe))                    # (B, T, F)
+    n = n - offsets.to(n.device)
+    return _masked(out, n), n
 
 
 def fold_time(x: Tensor, lengths: Tensor | None, s: int) -> tuple[Tensor, Tensor | None]:
