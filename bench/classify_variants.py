@@ -69,14 +69,6 @@ def one(name: str, train: str, test: str | None, variant: str, overrides: dict, 
         row["acc_1"] = round(float((probs[0].argmax(1) == yi).mean()), 4)
         logp = np.mean([np.log(np.clip(p, 1e-12, 1)) for p in probs], 0)
         row["acc_geo"] = round(float((logp.argmax(1) == yi).mean()), 4)
-    if getattr(run.config, "window_phase", "fixed") == "average":     # the same models read at phase 0 only
-        for m in models:
-            m.config.window_phase = "random"
-        p0 = [classify_sequences([m], run.meta, seqs) for m in models]
-        row["acc_phase0"] = round(float((np.mean(p0, 0).argmax(1) == yi).mean()), 4)
-        row["acc_1_phase0"] = round(float((p0[0].argmax(1) == yi).mean()), 4)
-        for m in models:
-            m.config.window_phase = "average"
     return row
 
 

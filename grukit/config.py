@@ -215,12 +215,13 @@ class ClassifyConfig(TaskConfig):
                                    "for both: loses detail faster than s steps; measured in the README); "
                                    "a comma-separated list is cycled through by ensemble members")
     window_phase: str = opt("fixed", "series shortened in windows of s steps (see conv_steps): fixed (the "
-                                     "windows start at the first step), random (in training each series "
-                                     "starts 0 to s-1 steps later, drawn per series and batch, so a small "
-                                     "set shows up to s differently windowed views of every series), "
-                                     "average (random in training, and at test the logits' log-softmax "
-                                     "averaged over all s phases; s forward passes); no effect on series "
-                                     "of at most conv_steps steps")
+                                     "windows start at the first step) or random (in training, each series "
+                                     "starts 0 to s-1 steps later, drawn per series and batch, wherever the "
+                                     "windows are read step by step: the folded windows of downsample fold "
+                                     "and mixed's GRU branch, or the conv stem; window means keep phase 0): "
+                                     "a folded window otherwise ties each feature to one position in the "
+                                     "window, which a set of 2 series per class overfits; no effect on "
+                                     "series of at most conv_steps steps or at test")
     conv_dilation: int = opt(1, "dilation growth of the convolutional branch: block i is dilated by d**i "
                                 "(2: dilations 1, 2, 4, a receptive field of 24 steps instead of 14 at the "
                                 "same cost; 1 = the FCN as published, the default: 2 raised single models but "
@@ -302,7 +303,7 @@ class ClassifyConfig(TaskConfig):
         for d in str(self.first_difference).split(","):
             choice(p, "first_difference", d.strip(), ["off", "on"])
         choice(p, "conv_pool", self.conv_pool, ["mean", "mean_max"])
-        choice(p, "window_phase", self.window_phase, ["fixed", "random", "average"])
+        choice(p, "window_phase", self.window_phase, ["fixed", "random"])
         for a in self.augment:
             choice(p, "augment", a, ["jitter", "scaling", "window_slice", "window_warp"])
         for b in self.baselines:

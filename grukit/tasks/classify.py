@@ -11,6 +11,7 @@ The model (defaults chosen to hold up on UCR/UEA data it was not tuned on; see :
     x (B, T, F) z-normalised ──series longer than conv_steps in windows of s steps──> (B, T/s, F')
         │   (downsample=mixed: the FCN branch reads pool_time (F' = F), the GRU branch fold_time (F' = s*F);
         │    fold: fold_time for both; conv: a learned linear strided Conv1d, F' = C; mean: pool_time for both)
+        │   (window_phase=random: in training the folded windows start at a random phase 0..s-1 per series)
         ├── FCNBranch: Conv1d 8/5/3 + BatchNorm + ReLU, mean over valid steps ──> (B, C)
         │   (conv_branch=inception: InceptionBranch, InceptionTime modules with kernels 39/19/9;
         │    resnet: ResNetBranch, Wang et al.'s residual blocks; a list such as inception,fcn,resnet
@@ -219,7 +220,7 @@ class ClassifyTask(SequenceTask):
 
     def phase_shifted(self, inputs, offset: int | None = None):
         """``inputs`` read from a later step so the shortening windows fall at another phase: ``offset`` steps
-        for every series, or (None, training) a random 0..s-1 per series; never past a series' last step."""
+        for every series, or (None) a random 0..s-1 per series; never past a series' last step."""
         x, lengths = inputs["x"], inputs.get("lengths")
         B, T = x.shape[:2]
         n = torch.full((B,), T, dtype=torch.long, device=x.device) if lengths is None else lengths.long()
@@ -232,18 +233,20 @@ class ClassifyTask(SequenceTask):
         return dict(inputs, x=x, lengths=lengths)
 
     @property
-    def phases(self) -> int:
-        """How many window phases this model reads a batch at: s under window_phase=average at inference
-        (their log-softmax averaged), else 1."""
-        mode = getattr(self.config, "window_phase", "fixed")
-        return self.pool_stride if mode == "average" and not self.training and self.pool_stride > 1 else 1
+    def random_phase(self) -> bool:
+        """window_phase=random in training on a shortened series whose windows are read step by step (folded,
+        or the learned stem): each series then starts at a random phase of its windows."""
+        return (self.training and self.pool_stride > 1 and (self.fold or self.stem is not None)
+                and getattr(self.config, "window_phase", "fixed") == "random")
 
     def encode(self, inputs, state=None):
-        if (self.training and self.pool_stride > 1
-                and getattr(self.config, "window_phase", "fixed") in ("random", "average")):
-            inputs = self.phase_shifted(inputs)                                        # a random phase per series
+        means = inputs                             # the window means (mixed: the convolutional branch) keep phase 0
+        if self.random_phase:
+            inputs = self.phase_shifted(inputs)                                        # (B, T, F), lengths - o
         if self.difference:
+            shifted = inputs is not means
             inputs = dict(inputs, x=with_difference(inputs["x"], inputs.get("lengths")))   # (B, T, 2F)
+            means = dict(means, x=with_difference(means["x"], means.get("lengths"))) if shifted else inputs
         if self.stem is not None:
             x, lengths = self.stem(inputs["x"], inputs.get("lengths"))                # (B, T/s, C)
         elif self.fold:
@@ -253,7 +256,7 @@ class ClassifyTask(SequenceTask):
         if self.fcn is None:
             fcn = None
         elif self.mixed:                                                               # window means (B, T/s, F)
-            fcn = self.fcn(*pool_time(inputs["x"], inputs.get("lengths"), self.pool_stride))
+            fcn = self.fcn(*pool_time(means["x"], means.get("lengths"), self.pool_stride))
         else:
             fcn = self.fcn(x, lengths)                                                 # (B, C)
         if self.patch is not None:
@@ -274,15 +277,7 @@ class ClassifyTask(SequenceTask):
 
     def forward(self, inputs, state=None):
         seq, encoded = self.encode(inputs, state)
-        logits = self.readout(seq, encoded, inputs)
-        if self.phases > 1:                              # window_phase=average: every phase, log-probs averaged
-            logp = [torch.log_softmax(logits, -1)]
-            for o in range(1, self.phases):
-                shifted = self.phase_shifted(inputs, o)
-                seq_o, enc_o = self.encode(shifted, state)
-                logp.append(torch.log_softmax(self.readout(seq_o, enc_o, shifted), -1))
-            logits = torch.stack(logp).mean(0)                                         # (B, K)
-        return logits, encoded[0]
+        return self.readout(seq, encoded, inputs), encoded[0]
 
     @property
     def streamable(self) -> bool:

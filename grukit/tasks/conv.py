@@ -23,7 +23,7 @@ before each convolution, so a sequence gives (in eval mode) the same output alon
   as ``inception,fcn,resnet``): the residual network of Wang et al. (2017), three residual blocks of kernels
   8/5/3.
 * :func:`start_later` drops each series' first few steps, so the windows of the shortening fall at another
-  phase (``window_phase``: a random phase per series in training, every phase averaged at test).
+  phase (``window_phase=random``: a random phase per series in training for the folded windows).
 * :func:`with_difference` appends the first difference of each feature (``first_difference``), as
   MultiRocket and DrCIF read the derivative beside the series.
 * Every branch summarises its last feature map over the valid steps with :func:`masked_pool`: the mean, or
