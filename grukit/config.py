@@ -214,14 +214,15 @@ class ClassifyConfig(TaskConfig):
                                    "strided convolution to conv_channels features), mean (the window average "
                                    "for both: loses detail faster than s steps; measured in the README); "
                                    "a comma-separated list is cycled through by ensemble members")
-    window_phase: str = opt("fixed", "series shortened in windows of s steps (see conv_steps): fixed (the "
-                                     "windows start at the first step) or random (in training, each series "
-                                     "starts 0 to s-1 steps later, drawn per series and batch, wherever the "
-                                     "windows are read step by step: the folded windows of downsample fold "
-                                     "and mixed's GRU branch, or the conv stem; window means keep phase 0): "
-                                     "a folded window otherwise ties each feature to one position in the "
-                                     "window, which a set of 2 series per class overfits; no effect on "
-                                     "series of at most conv_steps steps or at test")
+    window_phase: str = opt("random", "series shortened in windows of s steps (see conv_steps): random (in "
+                                      "training, each series starts 0 to s-1 steps later, drawn per series "
+                                      "and batch, wherever the windows are read step by step: the folded "
+                                      "windows of downsample fold and of mixed's GRU branch, or the conv "
+                                      "stem; window means keep phase 0): a folded window otherwise ties each "
+                                      "feature to one position in the window, which a set of 2 series per "
+                                      "class overfits (PigCVP +0.03-0.05 with 5 models, see README); fixed "
+                                      "(the windows start at the first step, the previous default); no "
+                                      "effect at test or on series of at most conv_steps steps")
     conv_dilation: int = opt(1, "dilation growth of the convolutional branch: block i is dilated by d**i "
                                 "(2: dilations 1, 2, 4, a receptive field of 24 steps instead of 14 at the "
                                 "same cost; 1 = the FCN as published, the default: 2 raised single models but "
