@@ -50,3 +50,6 @@ def test_bench_streams_are_answered_by_a_live_server(tmp_path_factory):
     # would, and the next utterance's first chunk right after it reconnects), not more (no catching up)
     assert 3 * 9 <= counted <= 3 * 13 and all(0 < x < 1.0 for x in r["lat"])
     assert r0["lat"] == []
+    # the real-time share the bench holds a level to: 3 streams for 1.2 s
+    stats = bench.speech_stats([r], bench.real_time_chunks(3, 1.2))
+    assert stats["real time"] == round(counted / 36, 3) and 0.75 <= stats["real time"] <= 13 / 12
