@@ -41,7 +41,7 @@ from .errors import ConfigError, DataError, GrukitError, Interrupted, TrainingEr
 from .io import read_json, write_json
 from .runs import update_info
 from .train import remove_checkpoints, resolve_config
-from .tune_space import Dim, read_tune_section, task_space
+from .tune_space import Dim, read_tune_section, start_params, task_space
 
 __all__ = ["tune", "parse_duration", "default_study_name"]
 
@@ -71,7 +71,7 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
          trials: int = 20, timeout: str | float | None = None, storage: str | None = None,
          study: str | None = None, n_jobs: int = 1, out: str | Path | None = None, pruner: str = "median",
          seed: int = 0, space: dict[str, Any] | None = None, evaluate: bool = True, verbose: bool = True,
-         **overrides) -> dict[str, Any]:
+         start: bool = True, **overrides) -> dict[str, Any]:
     """Search ``task``'s hyperparameters on the validation split and return the study summary.
 
     Args:
@@ -84,6 +84,9 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
         out: the study directory (default ``runs/tune/STUDY``); pruner: ``median``, ``hyperband`` or ``none``.
         space: search-space overrides (same form as the ``tune:`` section), applied after the config file's.
         evaluate: score the best trial on the test split at the end (once).
+        start: a new study's first trial is the starting configuration (the task's defaults, or the config
+            file's and ``overrides``' values) wherever the space holds its value, so the search's best is never
+            worse on validation than the configuration it started from; the sampler picks the others.
 
     Returns a dict: study, storage, trials (complete/pruned/failed/running counts), best_trial, best_value,
     best_params, best_run, best_yaml, test_metrics, seconds.
@@ -114,6 +117,9 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
     t0 = time.time()
     opened = _open_study(spec, rank=0)                    # creates the study before any worker starts
     _reclaim_dead_trials(*opened)
+    first = start_params(dims, base) if start and not opened[0].trials else {}
+    if first:                                             # a new study: trial 0 is the starting configuration
+        opened[0].enqueue_trial(first, user_attrs={"start": True})
     if verbose:
         _say(f"study {study!r} in {storage}: {_finished(opened[0])} of {trials} trials done; searching "
              + "; ".join(d.describe() for d in dims.values() if d.kind != "fixed"))
@@ -311,7 +317,8 @@ class _Objective:
             trial.set_user_attr("pruned_at", f"epoch {prune.pruned_at}" + (f" of fold {j}" if j else ""))
             raise
         except Interrupted:                               # Ctrl-C/SIGTERM: this setting is tried again on resume
-            self.study.enqueue_trial(trial.params, skip_if_exists=False)
+            self.study.enqueue_trial(trial.params, user_attrs={"start": True} if trial.user_attrs.get("start")
+                                     else None, skip_if_exists=False)
             raise
         except GrukitError as e:
             trial.set_user_attr("error", str(e).splitlines()[0][:300])

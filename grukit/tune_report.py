@@ -36,8 +36,11 @@ def finish(study, spec: dict, dims: dict, cls, evaluate: bool = True, seconds: f
     _link(out / "best", best_dir)
     test = _score_once(best_dir, evaluate)
     write_plots(study, out / "plots")
+    start = next((t for t in trials if t.user_attrs.get("start")), None)
     summary = {"task": spec["task"], "study": spec["study"], "storage": spec["storage"], "trials": counts,
                "best_trial": best.number, "best_value": best.value, "best_params": best.params,
+               "start_trial": None if start is None else start.number,
+               "start_value": start.value if start is not None and start.state == TrialState.COMPLETE else None,
                "best_run": str(best_dir), "best_yaml": str(out / "best.yaml"), "test_metrics": test,
                "seconds": round(seconds, 1), "searched": [d.describe() for d in dims.values()]}
     write_json(out / "summary.json", summary)

@@ -239,3 +239,41 @@ def test_every_setting_failing_stops_with_the_error(tmp_path):
     with pytest.raises(DataError, match="no numeric target"):
         tune("forecast", data=str(bad), trials=50, out=tmp_path / "st2", verbose=False, space=SPACE, **FIXED)
     assert not (tmp_path / "st2").exists()
+
+
+def test_first_trial_is_the_starting_configuration(tmp_path):
+    """trial 0 of a new study is the starting configuration (where the space holds its values), marked as such
+    in the summary; --no-start leaves it to the sampler; a resumed study does not queue it again."""
+    data = sine_csv(tmp_path / "s.csv")
+    fixed = {k: v for k, v in FIXED.items() if k != "hidden_size"}
+    space = {**SPACE, "hidden_size": [4, 8, 16], "lr": {"low": 1e-3, "high": 3e-2, "log": True},
+             "head_dropout": {"low": 0.0, "high": 0.5, "step": 0.1}}
+    # lr=0.0123 is in range; head_dropout 0.25 is off the 0.1 grid, so the sampler picks it
+    summary = tune("forecast", data=str(data), trials=2, out=tmp_path / "st", pruner="none", verbose=False,
+                   evaluate=False, space=space, hidden_size=16, lr=0.0123, head_dropout=0.25, **fixed)
+    df = pd.read_csv(tmp_path / "st" / "trials.csv").sort_values("number")
+    first = df.iloc[0]
+    assert first["params_hidden_size"] == 16 and first["params_lr"] == 0.0123 and first["user_attrs_start"]
+    assert round(first["params_head_dropout"] * 10) == pytest.approx(first["params_head_dropout"] * 10)
+    assert summary["start_trial"] == 0 and summary["start_value"] == pytest.approx(first["value"])
+    assert summary["best_value"] <= summary["start_value"]
+    again = tune("forecast", data=str(data), trials=3, out=tmp_path / "st", pruner="none", verbose=False,
+                 evaluate=False, space=space, hidden_size=16, lr=0.0123, head_dropout=0.25, **fixed)
+    df = pd.read_csv(tmp_path / "st" / "trials.csv")
+    assert len(df) == 3 and df["user_attrs_start"].fillna(False).astype(bool).sum() == 1
+    assert again["start_trial"] == 0
+    off = tune("forecast", data=str(data), trials=1, out=tmp_path / "off", pruner="none", verbose=False,
+               evaluate=False, space=space, hidden_size=16, lr=0.0123, start=False, **fixed)
+    df = pd.read_csv(tmp_path / "off" / "trials.csv")
+    assert off["start_trial"] is None and df.iloc[0]["params_lr"] != 0.0123
+
+
+def test_space_holds_only_values_a_trial_can_take():
+    dims = task_space(ForecastConfig, {"hidden_size": [8, 16], "lr": {"low": 1e-3, "high": 1e-2, "log": True},
+                                       "num_layers": {"low": 1, "high": 3}, "window_norm": [True, False],
+                                       "head_dropout": {"low": 0.0, "high": 0.4, "step": 0.2}})
+    assert dims["hidden_size"].holds(16) and not dims["hidden_size"].holds(32)
+    assert dims["lr"].holds(3e-3) and not dims["lr"].holds(0.1)
+    assert dims["num_layers"].holds(2) and not dims["num_layers"].holds(2.5) and not dims["num_layers"].holds(True)
+    assert dims["window_norm"].holds(False) and not dims["window_norm"].holds(0)
+    assert dims["head_dropout"].holds(0.4) and not dims["head_dropout"].holds(0.3)
