@@ -13,7 +13,7 @@ from grukit.config import ClassifyConfig, load_config_file  # noqa: E402
 from grukit.tasks.forecast_config import ForecastConfig  # noqa: E402
 from grukit.errors import ConfigError  # noqa: E402
 from grukit.tune import default_study_name, parse_duration, tune  # noqa: E402
-from grukit.tune_space import parse_space, task_space  # noqa: E402
+from grukit.tune_space import parse_space, start_params, task_space  # noqa: E402
 
 FIXED = dict(lookback=12, horizon=4, hidden_size=8, batch_size=16, patience=0, max_epochs=4, lr_schedule="none",
              backtests=1, transform="none", likelihood="point")
@@ -141,6 +141,9 @@ def test_default_spaces_parse_and_fit_every_task():
         space = task_space(cls, None, cls(data="x"))
         assert sum(d.kind != "fixed" for d in space.values()) >= 3, name       # searched fields
         assert all(d.kind != "fixed" or name == "classify" and d.name == "schedule" for d in space.values()), name
+        # every default is a value its space holds: a new study's first trial is exactly the defaults
+        searched = {n for n, d in space.items() if d.kind != "fixed"}
+        assert set(start_params(space, cls(data="x"))) == searched, name
     dims = parse_space(ClassifyConfig, {"bidirectional": ["true", False], "lr": {"low": 1e-4, "high": 1e-2,
                                                                              "log": "yes"}, "batch_size": "32"})
     assert dims["bidirectional"].choices == (True, False) and dims["lr"].log and dims["batch_size"].value == 32
