@@ -80,6 +80,7 @@ class TaskConfig:
     # fields that change what the validation loss measures (its units or weighting): a search that varied one
     # would rank trials on different scales, so `grukit tune` refuses to search them (a fixed value is fine)
     loss_fields: ClassVar[tuple[str, ...]] = ()
+    tune_refit: ClassVar[tuple[str, ...]] = ()   # see ClassifyConfig.tune_refit
     tune_space: ClassVar[dict[str, Any]] = {
         "hidden_size": [16, 32, 64, 128],
         "num_layers": [1, 2],
@@ -282,6 +283,10 @@ class ClassifyConfig(TaskConfig):
         "batch_size": [16, 32, 64],
         "schedule": "validated",               # fixed: every trial needs a validation split to be scored on
     }
+    # fields a search fixes only so that trials can be scored (above: schedule=validated, one model with a
+    # validation split); after the search the best setting is trained again with them at the starting
+    # configuration's values (default: the ensemble on all training series) and that model is scored on test
+    tune_refit: ClassVar[tuple[str, ...]] = ("schedule",)
 
     def problems(self) -> list[str]:
         p = super().problems()

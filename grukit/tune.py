@@ -18,6 +18,11 @@ period for one elsewhere), and no trial number is reused.
 Output in the study directory: ``best.yaml`` (``grukit train TASK -c best.yaml`` retrains the best setting),
 ``best`` (a link to the best trial's run directory, with its test ``metrics.json``), ``trials.csv``,
 ``summary.json`` and ``plots/`` (optimisation history, parameter importances, parallel coordinates).
+Where the search fixed a field only so that trials could be scored (the config class's ``tune_refit``:
+classify's ``schedule=validated``, one model with a validation split), the best setting is trained again at
+the end with that field back at the starting configuration's value (``refit/``: by default the ensemble on
+all training series, as scikit-learn's searches refit the best parameters on the whole training set); that
+run is the one scored on test, and ``best.yaml`` is its configuration.
 
 Example::
 
@@ -104,7 +109,9 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
     tune_over = dict(read_tune_section(config)) if isinstance(config, (str, Path)) else {}
     tune_over.update(space or {})
     dims = task_space(cls, tune_over, base, source=str(config) if tune_over and not space else "tune")
-    base = base.replace(**{d.name: d.value for d in dims.values() if d.kind == "fixed"})
+    fixed = {d.name: d.value for d in dims.values() if d.kind == "fixed"}
+    refit = {n: getattr(base, n) for n in cls.tune_refit if n in fixed and fixed[n] != getattr(base, n)}
+    base = base.replace(**fixed)
     folds = _validation_folds(task, base)                # a bad val_origins fails here, before anything is written
     study = study or default_study_name(task, base.data)
     out = Path(out) if out is not None else Path("runs") / "tune" / study
@@ -112,7 +119,7 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     spec = dict(task=task, base=base.to_dict(), space=tune_over, storage=storage, study=study, pruner=pruner,
                 seed=seed, trials=trials, timeout=parse_duration(timeout), n_jobs=n_jobs, out=str(out.resolve()),
-                verbose=verbose, folds=folds)
+                verbose=verbose, folds=folds, refit=refit)
     write_json(out / SPEC_FILE, spec)
     t0 = time.time()
     opened = _open_study(spec, rank=0)                    # creates the study before any worker starts

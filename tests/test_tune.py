@@ -280,3 +280,40 @@ def test_space_holds_only_values_a_trial_can_take():
     assert dims["num_layers"].holds(2) and not dims["num_layers"].holds(2.5) and not dims["num_layers"].holds(True)
     assert dims["window_norm"].holds(False) and not dims["window_norm"].holds(0)
     assert dims["head_dropout"].holds(0.4) and not dims["head_dropout"].holds(0.3)
+
+
+def test_classify_search_refits_the_best_setting_with_the_ensemble_plan(tmp_path, monkeypatch):
+    """Trials are single models with a validation split (schedule=validated); the best setting is then trained
+    again with the starting plan (schedule=auto: 5 members on all training series below 300) into refit/, and
+    only that run is scored on test; best.yaml is the refit's configuration. Run again: nothing is retrained."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_serve_runs import _classify_npz
+
+    import grukit.tune_report as report
+    train, test = _classify_npz(tmp_path / "train.npz", n=40, T=10), _classify_npz(tmp_path / "test.npz", n=12,
+                                                                                   T=10, seed=1)
+    small = dict(test_data=str(test), hidden_size=8, train_steps=6, max_epochs=2, conv_channels=0, gru_steps=0,
+                 conv_steps=0, batch_size=16)
+    space = {"hidden_size": 8, "num_layers": 1, "bidirectional": False, "pooling": "mean", "dropout": 0.0,
+             "batch_size": 16, "lr": {"low": 1e-3, "high": 1e-2, "log": True}}
+    scored = []
+    real = report._score_once
+    monkeypatch.setattr(report, "_score_once", lambda d, e: scored.append(Path(d).name) or real(d, e))
+    summary = tune("classify", data=str(train), trials=2, out=tmp_path / "st", pruner="none", verbose=False,
+                   space=space, **small)
+    refit = tmp_path / "st" / "refit"
+    assert summary["refit"] == {"schedule": "auto"} and summary["refit_run"] == str(refit)
+    cfg = yaml.safe_load((refit / "config.yaml").read_text())
+    assert cfg["schedule"] == "auto" and cfg["lr"] == pytest.approx(summary["best_params"]["lr"])
+    assert len(list(refit.glob("model*.safetensors"))) == 5           # the small-set ensemble
+    trial = yaml.safe_load((tmp_path / "st" / "best" / "config.yaml").read_text())
+    assert trial["schedule"] == "validated"
+    assert load_config_file(tmp_path / "st" / "best.yaml", "classify")["schedule"] == "auto"
+    assert scored == ["refit"] and not list((tmp_path / "st" / "trials").glob("*/metrics.json"))
+    assert summary["test_metrics"] == yaml.safe_load((refit / "metrics.json").read_text())
+    stamp = (refit / "model.safetensors").stat().st_mtime_ns
+    again = tune("classify", data=str(train), trials=2, out=tmp_path / "st", pruner="none", verbose=False,
+                 space=space, **small)
+    assert (refit / "model.safetensors").stat().st_mtime_ns == stamp and again["test_metrics"] == summary["test_metrics"]
