@@ -18,11 +18,12 @@ period for one elsewhere), and no trial number is reused.
 Output in the study directory: ``best.yaml`` (``grukit train TASK -c best.yaml`` retrains the best setting),
 ``best`` (a link to the best trial's run directory, with its test ``metrics.json``), ``trials.csv``,
 ``summary.json`` and ``plots/`` (optimisation history, parameter importances, parallel coordinates).
-Where the search fixed a field only so that trials could be scored (the config class's ``tune_refit``:
-classify's ``schedule=validated``, one model with a validation split), the best setting is trained again at
-the end with that field back at the starting configuration's value (``refit/``: by default the ensemble on
-all training series, as scikit-learn's searches refit the best parameters on the whole training set); that
-run is the one scored on test, and ``best.yaml`` is its configuration.
+Where the search fixed a field only so that trials could be scored or be cheap (the config class's
+``tune_refit``: classify's ``schedule=validated``, one model with a validation split, fixed by default; a
+``tune:`` section's ``ensemble`` or ``max_minutes``), the best setting is trained again at the end with those
+fields back at the starting configuration's values (``refit/``: for classify by default the ensemble on all
+training series, as scikit-learn's searches refit the best parameters on the whole training set); that run is
+the one scored on test, and ``best.yaml`` is its configuration.
 
 Example::
 

@@ -317,3 +317,17 @@ def test_classify_search_refits_the_best_setting_with_the_ensemble_plan(tmp_path
     again = tune("classify", data=str(train), trials=2, out=tmp_path / "st", pruner="none", verbose=False,
                  space=space, **small)
     assert (refit / "model.safetensors").stat().st_mtime_ns == stamp and again["test_metrics"] == summary["test_metrics"]
+
+
+def test_a_tune_section_fixing_the_ensemble_for_cheap_trials_is_undone_by_the_refit(tmp_path):
+    """ensemble: 2 in the config, ensemble: 1 in its tune: section: trials train one model each, the refit two."""
+    data = sine_csv(tmp_path / "s.csv")
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump({"data": str(data), **FIXED, "ensemble": 2,
+                                        "tune": {**SPACE, "ensemble": 1, "lr": {"low": 1e-3, "high": 3e-2}}}))
+    summary = tune("forecast", cfg_file, trials=2, out=tmp_path / "st", pruner="none", verbose=False)
+    assert summary["refit"] == {"ensemble": 2}
+    assert len(list((tmp_path / "st" / "refit").glob("model*.safetensors"))) == 2
+    assert all(len(list(d.glob("model*.safetensors"))) == 1 for d in (tmp_path / "st" / "trials").iterdir())
+    assert load_config_file(tmp_path / "st" / "best.yaml", "forecast")["ensemble"] == 2
+    assert summary["test_metrics"]["grukit"]["MAE"] > 0
