@@ -11,6 +11,9 @@ metrics.csv and the loss plot). Runs alternate between the two so machine load h
 Measured 2026-12-06 on the shared 2-core machine under load ~12 (--epochs 30 --repeats 5 --legacy, one
 process, alternating): plain 70.7 ms/epoch; fit 201.7 ms/epoch (2.85x) with the current Trainer options vs
 250.9 ms/epoch (3.55x) with the old ones (log every step, bar refresh every batch); start-up 1.1-1.3 s.
+Later (2026-12-06, night, --epochs 30 --repeats 3): plain 5.8-8.4 ms/epoch, fit 12.9-13.4 ms/epoch (1.6-2.2x),
+start-up 0.14-0.17 s; with the rich progress bar 104 ms/epoch before grukit's bar stopped waiting ~70 ms per epoch
+for Lightning's refresh thread (``grukit.callbacks.rich_progress_bar``), 21 ms/epoch after.
 What is left per epoch (--profile): the metrics.csv rewrite of AtomicCSVLogger.save (atomic, fsync, manifest)
 after every logger call, best.ckpt writes on every improving epoch, and ``self.log`` in the task step.
 """

@@ -26,6 +26,24 @@ __all__ = ["app", "main"]
 
 _DEBUG = False
 
+
+def _clicks() -> list:
+    """The click modules whose exceptions the command line may raise: click itself, and the copy of click
+    that typer ships from 0.2x on (``typer._click``: its parser raises that copy's ``UsageError``,
+    ``BadParameter``, ``Exit``..., which are not click's classes)."""
+    mods = [click]
+    try:
+        from typer import _click
+        mods.append(_click)
+    except ImportError:
+        pass
+    return mods
+
+
+def _caught(name: str) -> tuple[type, ...]:
+    """Every click module's exception class ``name`` (``exceptions.NAME``), for one ``except`` clause."""
+    return tuple(getattr(m.exceptions, name) for m in _clicks() if hasattr(m.exceptions, name))
+
 # Plain click help (rich_markup_mode=None): option help wraps under its flag at any width (80 columns included)
 # and "[default: x]" is printed, not read as rich markup.
 app = typer.Typer(name="grukit", add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -350,17 +368,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = command.main(args=args, prog_name="grukit", standalone_mode=False)
         return rc if isinstance(rc, int) else 0
-    except click.exceptions.Exit as e:
+    except _caught("Exit") as e:
         return e.exit_code
-    except (click.exceptions.NoArgsIsHelpError if hasattr(click.exceptions, "NoArgsIsHelpError") else ()) as e:
+    except _caught("NoArgsIsHelpError") as e:
         click.echo(e.ctx.get_help() if e.ctx else str(e))
         return 0
-    except click.UsageError as e:
+    except _caught("UsageError") as e:
         if _DEBUG:
             raise
         click.echo(f"grukit: error: {e.format_message()}", err=True)
         return 2
-    except click.Abort:
+    except _caught("Abort"):
         click.echo("aborted", err=True)
         return 1
     except GrukitError as e:

@@ -52,7 +52,10 @@ def tune_command(
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="study directory (default runs/tune/STUDY)"),
         pruner: str = typer.Option("median", "--pruner", help="median, hyperband or none"),
         seed: int = typer.Option(0, "--seed", help="sampler seed"),
-        no_eval: bool = typer.Option(False, "--no-eval", help="do not score the best trial on the test split")) -> None:
+        no_eval: bool = typer.Option(False, "--no-eval", help="do not score the best trial on the test split"),
+        start: bool = typer.Option(True, "--start/--no-start", help="a new study's first trial is the starting "
+                                   "configuration (defaults, or the config file's values) wherever the space "
+                                   "holds its values: the best is never worse on validation than it")) -> None:
     """Search TASK's hyperparameters with Optuna (TPE, pruning) on the validation split; every trial is a run.
 
     The study is kept in a database, so running the same command again resumes it. At the end the best
@@ -60,13 +63,17 @@ def tune_command(
     """
     from .tune import tune
     summary = tune(task, config, data=data, trials=trials, timeout=timeout, storage=storage, study=study,
-                   n_jobs=n_jobs, out=out, pruner=pruner, seed=seed, evaluate=not no_eval, **_parse_sets(sets))
+                   n_jobs=n_jobs, out=out, pruner=pruner, seed=seed, evaluate=not no_eval, start=start,
+                   **_parse_sets(sets))
     from rich.console import Console
     con = Console()
     t = summary["trials"]
     con.print(f"best trial #{summary['best_trial']}: value {summary['best_value']:.5g}  "
               f"{summary['best_params']}\n{t['complete']} complete, {t['pruned']} pruned, {t['fail']} failed "
               f"in {summary['seconds']:.0f} s")
+    if summary.get("start_value") is not None:
+        con.print(f"the starting configuration (trial #{summary['start_trial']}): value "
+                  f"{summary['start_value']:.5g}")
     for row, metrics in (summary.get("test_metrics") or {}).items():
         if isinstance(metrics, dict):
             con.print(f"  test {row}: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"

@@ -159,12 +159,17 @@ class StreamSession:
             raise ServerError(422, reply["error"])
         return reply["partial"]
 
-    def end(self) -> dict:
-        self.ws.send(json.dumps({"end": True}))
+    def end(self, next: bool = False) -> dict:
+        """The final output. ``next=True``: the connection stays open and a new session starts on it (a fresh
+        state, a new ``id``) for the next utterance, without a new connection."""
+        self.ws.send(json.dumps({"end": True, "next": True} if next else {"end": True}))
         reply = json.loads(self.ws.recv())
-        self.ws.close()
+        if not next:
+            self.ws.close()
         if "error" in reply:
             raise ServerError(422, reply["error"])
+        if next:
+            self.id = json.loads(self.ws.recv())["session"]
         return reply["final"]
 
     def close(self) -> None:

@@ -80,6 +80,10 @@ class TaskConfig:
     # fields that change what the validation loss measures (its units or weighting): a search that varied one
     # would rank trials on different scales, so `grukit tune` refuses to search them (a fixed value is fine)
     loss_fields: ClassVar[tuple[str, ...]] = ()
+    # fields that a search may fix only to make trials cheap (a `tune:` section's `ensemble: 1` or
+    # `max_minutes: 6`): after the search the best setting is trained again with them at the configuration's
+    # own values (refit/) and that run is scored on test; see ClassifyConfig for one fixed by default
+    tune_refit: ClassVar[tuple[str, ...]] = ("ensemble", "max_minutes")
     tune_space: ClassVar[dict[str, Any]] = {
         "hidden_size": [16, 32, 64, 128],
         "num_layers": [1, 2],
@@ -291,6 +295,10 @@ class ClassifyConfig(TaskConfig):
         "batch_size": [16, 32, 64],
         "schedule": "validated",               # fixed: every trial needs a validation split to be scored on
     }
+    # fields a search fixes only so that trials can be scored (above: schedule=validated, one model with a
+    # validation split); after the search the best setting is trained again with them at the starting
+    # configuration's values (default: the ensemble on all training series) and that model is scored on test
+    tune_refit: ClassVar[tuple[str, ...]] = ("schedule", "ensemble", "max_minutes")
 
     def problems(self) -> list[str]:
         p = super().problems()

@@ -123,9 +123,10 @@ def build_trainer(cfg: TaskConfig, run_dir: Path | None, monitor: str = "val_los
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=cfg.patience))
     if cfg.progress:
         try:
-            from lightning.pytorch.callbacks import RichProgressBar
             import rich  # noqa: F401
-            callbacks.append(RichProgressBar(leave=True, refresh_rate=BAR_REFRESH_BATCHES))
+
+            from .callbacks import rich_progress_bar
+            callbacks.append(rich_progress_bar(BAR_REFRESH_BATCHES))
         except (ImportError, ModuleNotFoundError):
             from lightning.pytorch.callbacks import TQDMProgressBar
             callbacks.append(TQDMProgressBar(refresh_rate=BAR_REFRESH_BATCHES))

@@ -18,6 +18,12 @@ period for one elsewhere), and no trial number is reused.
 Output in the study directory: ``best.yaml`` (``grukit train TASK -c best.yaml`` retrains the best setting),
 ``best`` (a link to the best trial's run directory, with its test ``metrics.json``), ``trials.csv``,
 ``summary.json`` and ``plots/`` (optimisation history, parameter importances, parallel coordinates).
+Where the search fixed a field only so that trials could be scored or be cheap (the config class's
+``tune_refit``: classify's ``schedule=validated``, one model with a validation split, fixed by default; a
+``tune:`` section's ``ensemble`` or ``max_minutes``), the best setting is trained again at the end with those
+fields back at the starting configuration's values (``refit/``: for classify by default the ensemble on all
+training series, as scikit-learn's searches refit the best parameters on the whole training set); that run is
+the one scored on test, and ``best.yaml`` is its configuration.
 
 Example::
 
@@ -41,7 +47,7 @@ from .errors import ConfigError, DataError, GrukitError, Interrupted, TrainingEr
 from .io import read_json, write_json
 from .runs import update_info
 from .train import remove_checkpoints, resolve_config
-from .tune_space import Dim, read_tune_section, task_space
+from .tune_space import Dim, read_tune_section, start_params, task_space
 
 __all__ = ["tune", "parse_duration", "default_study_name"]
 
@@ -71,7 +77,7 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
          trials: int = 20, timeout: str | float | None = None, storage: str | None = None,
          study: str | None = None, n_jobs: int = 1, out: str | Path | None = None, pruner: str = "median",
          seed: int = 0, space: dict[str, Any] | None = None, evaluate: bool = True, verbose: bool = True,
-         **overrides) -> dict[str, Any]:
+         start: bool = True, **overrides) -> dict[str, Any]:
     """Search ``task``'s hyperparameters on the validation split and return the study summary.
 
     Args:
@@ -84,6 +90,9 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
         out: the study directory (default ``runs/tune/STUDY``); pruner: ``median``, ``hyperband`` or ``none``.
         space: search-space overrides (same form as the ``tune:`` section), applied after the config file's.
         evaluate: score the best trial on the test split at the end (once).
+        start: a new study's first trial is the starting configuration (the task's defaults, or the config
+            file's and ``overrides``' values) wherever the space holds its value, so the search's best is never
+            worse on validation than the configuration it started from; the sampler picks the others.
 
     Returns a dict: study, storage, trials (complete/pruned/failed/running counts), best_trial, best_value,
     best_params, best_run, best_yaml, test_metrics, seconds.
@@ -101,7 +110,9 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
     tune_over = dict(read_tune_section(config)) if isinstance(config, (str, Path)) else {}
     tune_over.update(space or {})
     dims = task_space(cls, tune_over, base, source=str(config) if tune_over and not space else "tune")
-    base = base.replace(**{d.name: d.value for d in dims.values() if d.kind == "fixed"})
+    fixed = {d.name: d.value for d in dims.values() if d.kind == "fixed"}
+    refit = {n: getattr(base, n) for n in cls.tune_refit if n in fixed and fixed[n] != getattr(base, n)}
+    base = base.replace(**fixed)
     folds = _validation_folds(task, base)                # a bad val_origins fails here, before anything is written
     study = study or default_study_name(task, base.data)
     out = Path(out) if out is not None else Path("runs") / "tune" / study
@@ -109,11 +120,14 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     spec = dict(task=task, base=base.to_dict(), space=tune_over, storage=storage, study=study, pruner=pruner,
                 seed=seed, trials=trials, timeout=parse_duration(timeout), n_jobs=n_jobs, out=str(out.resolve()),
-                verbose=verbose, folds=folds)
+                verbose=verbose, folds=folds, refit=refit)
     write_json(out / SPEC_FILE, spec)
     t0 = time.time()
     opened = _open_study(spec, rank=0)                    # creates the study before any worker starts
     _reclaim_dead_trials(*opened)
+    first = start_params(dims, base) if start and not opened[0].trials else {}
+    if first:                                             # a new study: trial 0 is the starting configuration
+        opened[0].enqueue_trial(first, user_attrs={"start": True})
     if verbose:
         _say(f"study {study!r} in {storage}: {_finished(opened[0])} of {trials} trials done; searching "
              + "; ".join(d.describe() for d in dims.values() if d.kind != "fixed"))
@@ -311,7 +325,8 @@ class _Objective:
             trial.set_user_attr("pruned_at", f"epoch {prune.pruned_at}" + (f" of fold {j}" if j else ""))
             raise
         except Interrupted:                               # Ctrl-C/SIGTERM: this setting is tried again on resume
-            self.study.enqueue_trial(trial.params, skip_if_exists=False)
+            self.study.enqueue_trial(trial.params, user_attrs={"start": True} if trial.user_attrs.get("start")
+                                     else None, skip_if_exists=False)
             raise
         except GrukitError as e:
             trial.set_user_attr("error", str(e).splitlines()[0][:300])

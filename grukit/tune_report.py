@@ -30,15 +30,20 @@ def finish(study, spec: dict, dims: dict, cls, evaluate: bool = True, seconds: f
                             + (f"first error: {errors[0]}" if errors else "run more trials or loosen the pruner"))
     best = study.best_trial
     base = cls.from_dict(spec["base"], source="search.json")
-    best_cfg = base.replace(**best.params)
+    refit = spec.get("refit") or {}
+    best_cfg = base.replace(**best.params, **refit)
     write_yaml(out / "best.yaml", best_cfg.to_dict())
     best_dir = out / best.user_attrs["run_dir"]
     _link(out / "best", best_dir)
-    test = _score_once(best_dir, evaluate)
+    test = _refit(spec["task"], best_cfg, out / "refit", evaluate) if refit else _score_once(best_dir, evaluate)
     write_plots(study, out / "plots")
+    start = next((t for t in trials if t.user_attrs.get("start")), None)
     summary = {"task": spec["task"], "study": spec["study"], "storage": spec["storage"], "trials": counts,
                "best_trial": best.number, "best_value": best.value, "best_params": best.params,
+               "start_trial": None if start is None else start.number,
+               "start_value": start.value if start is not None and start.state == TrialState.COMPLETE else None,
                "best_run": str(best_dir), "best_yaml": str(out / "best.yaml"), "test_metrics": test,
+               "refit_run": str(out / "refit") if refit else None, "refit": refit,
                "seconds": round(seconds, 1), "searched": [d.describe() for d in dims.values()]}
     write_json(out / "summary.json", summary)
     return summary
@@ -50,6 +55,17 @@ def _score_once(run_dir: Path, evaluate: bool) -> dict | None:
     if metrics.is_file():
         return read_json(metrics)
     return Run(run_dir).evaluate() if evaluate else None
+
+
+def _refit(task: str, cfg, run_dir: Path, evaluate: bool) -> dict | None:
+    """Train ``cfg`` (the best setting with the search-only fields back at their starting values) into
+    ``run_dir`` and return its test metrics (None without ``evaluate``). A finished refit is not trained
+    again; an interrupted one resumes from its checkpoints."""
+    info = run_dir / "run.json"
+    if not (info.is_file() and read_json(info).get("status") == "trained"):
+        from .train import fit
+        fit(task, cfg.replace(progress=False), out=run_dir, resume=info.is_file(), evaluate=False)
+    return _score_once(run_dir, evaluate)
 
 
 def _link(link: Path, target: Path) -> None:

@@ -53,6 +53,25 @@ class Dim:
                                      log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
+    def holds(self, value: Any) -> bool:
+        """Whether a trial of this (searched) field can take ``value``: one of the choices, or in range and on
+        the step grid."""
+        if self.kind == "fixed":
+            return False
+        if self.kind == "choice":
+            return any(value == c and (type(value) is type(c) or not isinstance(value, bool) and
+                                       not isinstance(c, bool)) for c in self.choices)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind == "int" and value != int(value):
+            return False
+        if not self.low <= value <= self.high:
+            return False
+        if self.step:
+            k = (value - self.low) / self.step
+            return abs(k - round(k)) < 1e-9
+        return True
+
     def describe(self) -> str:
         if self.kind == "fixed":
             return f"{self.name}={self.value}"
@@ -163,3 +182,9 @@ def read_tune_section(path: str | Path) -> dict[str, Any]:
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: the tune: section must map field names to choices, ranges or fixed values")
     return section
+
+
+def start_params(dims: dict[str, Dim], base: TaskConfig) -> dict[str, Any]:
+    """The starting configuration's values of the searched fields that the space can hold: the setting of the
+    search's first trial (a value outside its field's range or choices is left to the sampler)."""
+    return {name: getattr(base, name) for name, d in dims.items() if d.holds(getattr(base, name))}

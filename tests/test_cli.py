@@ -34,6 +34,24 @@ def test_unknown_task_one_line_exit_2(capsys):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["train", "forecast", "--data", "airline", "--bogus"], "No such option: --bogus"),
+    (["train", "forecast", "--data", "airline", "--max-epochs", "x"], "Invalid value for '--max-epochs'"),
+    (["train", "classify", "--data"], "Option '--data' requires an argument"),
+    (["evaluate"], "Missing argument"),
+])
+def test_command_line_usage_errors_one_line_exit_2(capsys, args, message):
+    """Errors the command-line parser finds (typer's own copy of click raises them from typer 0.2x on)."""
+    rc, _, err = run_cli(capsys, *args)
+    assert rc == 2 and message in err and err.startswith("grukit: error: "), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_no_arguments_prints_help_exit_0(capsys):
+    rc, out, _ = run_cli(capsys)
+    assert rc == 0 and "train" in out and "serve" in out
+
+
 def test_data_errors_are_one_line(capsys, tmp_path):
     (tmp_path / "empty.csv").write_text("")
     rc, _, err = run_cli(capsys, "train", "forecast", "--data", str(tmp_path / "empty.csv"), "--no-progress")

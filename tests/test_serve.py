@@ -268,6 +268,62 @@ def test_bad_input_422_one_line(served, path, body, message):
     assert isinstance(detail, str) and "\n" not in detail and message in detail, detail
 
 
+DIRECT_CASES = [
+    ("/runs/classify/classify", {"sequences": seqs(3, seed=5)}),
+    ("/runs/classify/classify", {"sequences": [[[1, 2, 3]]]}),
+    ("/runs/classify/classify", {"sequences": []}),
+    ("/runs/classify/classify", {"seqs": []}),
+    ("/runs/classify/classify", b"{not json"),
+    ("/runs/forecast/forecast", {"series": [[float(v) for v in range(1, 21)]]}),
+    ("/runs/forecast/forecast", {"series": [[1.0]], "ids": ["a", "b"]}),
+    ("/runs/autoencoder/anomalies", {"values": [[0.1 * i, 1.0] for i in range(40)]}),
+    ("/runs/autoencoder/anomalies", {"values": [[0.0, 1.0]] * 5}),
+    ("/runs/lm/score", {"texts": ["abc", "hello"]}),
+    ("/runs/lm/score", {"texts": []}),
+    ("/runs/nope/classify", {"sequences": [[[0, 0]]]}),
+    ("/runs/forecast/classify", {"sequences": [[[0, 0]]]}),
+]
+
+
+def test_direct_json_routes_answer_as_fastapi_does(served):
+    """The JSON task routes answered in guard.Guard, below FastAPI's stack, give the same status, bytes and
+    headers as FastAPI's own routes (``direct=False``), for good input and every kind of bad input."""
+    answers = {}
+    for direct in (True, False):
+        with client(served, direct=direct) as c:
+            answers[direct] = []
+            for path, body in DIRECT_CASES:
+                r = (c.post(path, content=body) if isinstance(body, bytes) else c.post(path, json=body))
+                answers[direct].append((r.status_code, r.headers["content-type"], r.content))
+            text = c.get("/metrics").text
+        assert 'grukit_requests_total{route="/runs/{name}/classify",status="422"} 4.0' in text
+    for (path, _), a, b in zip(DIRECT_CASES, answers[True], answers[False]):
+        assert a == b, path
+    assert [a[0] for a in answers[True]] == [200, 422, 422, 422, 422, 200, 422, 200, 422, 200, 422, 404, 404]
+
+
+def test_direct_route_body_limit_without_content_length_and_unexpected_errors(served, monkeypatch):
+    app = create_app(list(served.values()), ServeOptions(max_body=2000))
+    data = json.dumps({"sequences": seqs(40, T=20)}).encode()
+
+    async def chunks():                                   # chunked: no content-length for Guard to check first
+        for i in range(0, len(data), 500):
+            yield data[i:i + 500]
+
+    async def main(content):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await c.post("/runs/classify/classify", content=content)
+    r = asyncio.run(main(chunks()))
+    assert r.status_code == 413 and "over the limit of 2000 bytes" in r.json()["detail"]
+
+    def broken(*a, **k):
+        raise AttributeError("a bug in a handler")
+    monkeypatch.setattr(A, "parse_sequence", broken)
+    r = asyncio.run(main(json.dumps({"sequences": seqs(1)}).encode()))
+    assert r.status_code == 500 and r.json() == {"detail": "internal error: AttributeError"}
+
+
 def test_unknown_run_or_route_404(served):
     with client(served) as c:
         r = c.post("/runs/nope/classify", json={"sequences": [[[0, 0]]]})

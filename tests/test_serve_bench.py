@@ -45,8 +45,15 @@ def test_bench_streams_are_answered_by_a_live_server(tmp_path_factory):
         counted = len(r["lat"])
         # a run with the warm-up as long as the whole load counts nothing
         r0 = asyncio.run(bench.speech_load(url, streams=2, seconds=0.0, chunk=chunk, n_chunks=4, warmup=0.4))
+        # one connection per stream, the next utterance's session on it: as many chunks, no errors
+        rp = asyncio.run(bench.speech_load(url, streams=3, seconds=1.2, chunk=chunk, n_chunks=4, warmup=0.3,
+                                           persistent=True))
+    assert rp["errors"] == [] and 3 * 9 <= len(rp["lat"]) <= 3 * 13
     assert r["errors"] == [] and r0["errors"] == []
     # 3 streams counted for 1.2 s at one chunk per 100 ms: 12 each (the end message goes when the next chunk
     # would, and the next utterance's first chunk right after it reconnects), not more (no catching up)
     assert 3 * 9 <= counted <= 3 * 13 and all(0 < x < 1.0 for x in r["lat"])
     assert r0["lat"] == []
+    # the real-time share the bench holds a level to: 3 streams for 1.2 s
+    stats = bench.speech_stats([r], bench.real_time_chunks(3, 1.2))
+    assert stats["real time"] == round(counted / 36, 3) and 0.75 <= stats["real time"] <= 13 / 12

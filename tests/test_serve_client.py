@@ -51,6 +51,13 @@ def test_client_calls_every_route(live):
             for i in range(0, len(wave), 800):
                 s.send(wave[i:i + 800])
             assert s.end()["text"] == whole["text"]
+        with c.stream("speech") as s:                        # two utterances on one connection
+            first = s.id
+            for k in range(2):
+                for i in range(0, len(wave), 800):
+                    s.send(wave[i:i + 800])
+                assert s.end(next=k == 0)["text"] == whole["text"]
+            assert s.id != first
         assert "grukit_requests_total" in c.metrics()
         with pytest.raises(ServerError, match="422: sequences\\[0\\] has 3 feature"):
             c.classify("classify", [np.ones((4, 3))])

@@ -135,6 +135,31 @@ def test_streamed_transcript_equals_offline_and_partials_grow(served):
     assert all(final["text"].startswith(p) for p in partials) and partials == sorted(partials, key=len)
 
 
+def test_next_session_on_the_same_connection_equals_offline_and_frees_the_first(served):
+    """{"end": true, "next": true}: the final output, then a new session on the same connection (a new id, a
+    fresh state: its transcript equals the offline one of its own audio); the finished session is freed."""
+    from fastapi.testclient import TestClient
+    waves = [utterance(0, 2), utterance(1, 1, 0)]
+    offline = [o["text"] for o in A.transcribe_batch(served["speech"], waves)]
+    app = create_app(list(served.values()))
+    finals, ids = [], []
+    with TestClient(app) as c, c.websocket_connect("/runs/speech/stream") as ws:
+        for k, wave in enumerate(waves):
+            hello = ws.receive_json()
+            ids.append(hello["session"])
+            active = 'grukit_active_sessions{run="speech"} 1.0' in app.state.metrics.text().decode()
+            assert active, "the finished session was not freed (or the new one not opened)"
+            for i in range(0, len(wave), 800):
+                ws.send_bytes(wave[i:i + 800].astype("<f4").tobytes())
+                ws.receive_json()
+            ws.send_json({"end": True, "next": k == 0})
+            finals.append(ws.receive_json()["final"]["text"])
+        with pytest.raises(Exception):                                        # closed after the last final
+            ws.receive_json()
+    assert finals == offline and ids[0] != ids[1]
+    assert 'grukit_active_sessions{run="speech"} 0.0' in app.state.metrics.text().decode()
+
+
 def test_concurrent_sessions_share_steps_and_each_equals_offline(served):
     import websockets
     waves = [utterance(*d) for d in ((0, 1), (2, 2, 0), (1, 0, 2, 1), (2,), (1, 1))]

@@ -178,3 +178,33 @@ def test_no_validation_data_is_said_not_silent(tmp_path):
         fit("autoencoder", out=tmp_path / "b", max_epochs=1, val_fraction=0.0, patience=0, lr_schedule="none",
             evaluate=False, **_ae(tmp_path))
     assert not [w for w in seen if "no validation data" in str(w.message)]
+
+
+def test_progress_bar_epoch_restart_does_not_wait_for_its_refresh_thread(tmp_path, monkeypatch):
+    """Lightning's rich bar (one line kept per epoch) stopped at every epoch and joined a refresh thread that
+    sleeps 0.1 s: ~70 ms of every epoch of a small model. grukit's bar ends the thread without waiting, and
+    the thread still ends (no thread left behind)."""
+    import threading
+    import time as _time
+
+    pytest.importorskip("rich")
+    import grukit.callbacks as callbacks
+    from grukit.train import fit
+    bar = callbacks.rich_progress_bar(10)
+    monkeypatch.setattr(callbacks, "rich_progress_bar", lambda rate: bar)          # the bar build_trainer adds
+    stop, stops, threads = bar._stop_progress, [], []
+
+    def timed():
+        live = getattr(bar.progress, "live", None)
+        threads.append(getattr(live, "_refresh_thread", None))
+        t0 = _time.perf_counter()
+        stop()
+        stops.append(_time.perf_counter() - t0)
+
+    bar._stop_progress = timed
+    fit("forecast", data="airline", out=tmp_path / "r", max_epochs=4, patience=0, hidden_size=8, evaluate=False,
+        progress=True)
+    assert len(stops) >= 3 and max(stops) < 0.05, stops          # a join would wait for the 0.1 s sleep
+    _time.sleep(0.3)
+    assert not any(t is not None and t.is_alive() for t in threads)
+    assert not [t for t in threading.enumerate() if type(t).__name__ == "_RefreshThread"]

@@ -13,7 +13,7 @@ from grukit.config import ClassifyConfig, load_config_file  # noqa: E402
 from grukit.tasks.forecast_config import ForecastConfig  # noqa: E402
 from grukit.errors import ConfigError  # noqa: E402
 from grukit.tune import default_study_name, parse_duration, tune  # noqa: E402
-from grukit.tune_space import parse_space, task_space  # noqa: E402
+from grukit.tune_space import parse_space, start_params, task_space  # noqa: E402
 
 FIXED = dict(lookback=12, horizon=4, hidden_size=8, batch_size=16, patience=0, max_epochs=4, lr_schedule="none",
              backtests=1, transform="none", likelihood="point")
@@ -141,6 +141,9 @@ def test_default_spaces_parse_and_fit_every_task():
         space = task_space(cls, None, cls(data="x"))
         assert sum(d.kind != "fixed" for d in space.values()) >= 3, name       # searched fields
         assert all(d.kind != "fixed" or name == "classify" and d.name == "schedule" for d in space.values()), name
+        # every default is a value its space holds: a new study's first trial is exactly the defaults
+        searched = {n for n, d in space.items() if d.kind != "fixed"}
+        assert set(start_params(space, cls(data="x"))) == searched, name
     dims = parse_space(ClassifyConfig, {"bidirectional": ["true", False], "lr": {"low": 1e-4, "high": 1e-2,
                                                                              "log": "yes"}, "batch_size": "32"})
     assert dims["bidirectional"].choices == (True, False) and dims["lr"].log and dims["batch_size"].value == 32
@@ -239,3 +242,92 @@ def test_every_setting_failing_stops_with_the_error(tmp_path):
     with pytest.raises(DataError, match="no numeric target"):
         tune("forecast", data=str(bad), trials=50, out=tmp_path / "st2", verbose=False, space=SPACE, **FIXED)
     assert not (tmp_path / "st2").exists()
+
+
+def test_first_trial_is_the_starting_configuration(tmp_path):
+    """trial 0 of a new study is the starting configuration (where the space holds its values), marked as such
+    in the summary; --no-start leaves it to the sampler; a resumed study does not queue it again."""
+    data = sine_csv(tmp_path / "s.csv")
+    fixed = {k: v for k, v in FIXED.items() if k != "hidden_size"}
+    space = {**SPACE, "hidden_size": [4, 8, 16], "lr": {"low": 1e-3, "high": 3e-2, "log": True},
+             "head_dropout": {"low": 0.0, "high": 0.5, "step": 0.1}}
+    # lr=0.0123 is in range; head_dropout 0.25 is off the 0.1 grid, so the sampler picks it
+    summary = tune("forecast", data=str(data), trials=2, out=tmp_path / "st", pruner="none", verbose=False,
+                   evaluate=False, space=space, hidden_size=16, lr=0.0123, head_dropout=0.25, **fixed)
+    df = pd.read_csv(tmp_path / "st" / "trials.csv").sort_values("number")
+    first = df.iloc[0]
+    assert first["params_hidden_size"] == 16 and first["params_lr"] == 0.0123 and first["user_attrs_start"]
+    assert round(first["params_head_dropout"] * 10) == pytest.approx(first["params_head_dropout"] * 10)
+    assert summary["start_trial"] == 0 and summary["start_value"] == pytest.approx(first["value"])
+    assert summary["best_value"] <= summary["start_value"]
+    again = tune("forecast", data=str(data), trials=3, out=tmp_path / "st", pruner="none", verbose=False,
+                 evaluate=False, space=space, hidden_size=16, lr=0.0123, head_dropout=0.25, **fixed)
+    df = pd.read_csv(tmp_path / "st" / "trials.csv")
+    assert len(df) == 3 and df["user_attrs_start"].fillna(False).astype(bool).sum() == 1
+    assert again["start_trial"] == 0
+    off = tune("forecast", data=str(data), trials=1, out=tmp_path / "off", pruner="none", verbose=False,
+               evaluate=False, space=space, hidden_size=16, lr=0.0123, start=False, **fixed)
+    df = pd.read_csv(tmp_path / "off" / "trials.csv")
+    assert off["start_trial"] is None and df.iloc[0]["params_lr"] != 0.0123
+
+
+def test_space_holds_only_values_a_trial_can_take():
+    dims = task_space(ForecastConfig, {"hidden_size": [8, 16], "lr": {"low": 1e-3, "high": 1e-2, "log": True},
+                                       "num_layers": {"low": 1, "high": 3}, "window_norm": [True, False],
+                                       "head_dropout": {"low": 0.0, "high": 0.4, "step": 0.2}})
+    assert dims["hidden_size"].holds(16) and not dims["hidden_size"].holds(32)
+    assert dims["lr"].holds(3e-3) and not dims["lr"].holds(0.1)
+    assert dims["num_layers"].holds(2) and not dims["num_layers"].holds(2.5) and not dims["num_layers"].holds(True)
+    assert dims["window_norm"].holds(False) and not dims["window_norm"].holds(0)
+    assert dims["head_dropout"].holds(0.4) and not dims["head_dropout"].holds(0.3)
+
+
+def test_classify_search_refits_the_best_setting_with_the_ensemble_plan(tmp_path, monkeypatch):
+    """Trials are single models with a validation split (schedule=validated); the best setting is then trained
+    again with the starting plan (schedule=auto: 5 members on all training series below 300) into refit/, and
+    only that run is scored on test; best.yaml is the refit's configuration. Run again: nothing is retrained."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_serve_runs import _classify_npz
+
+    import grukit.tune_report as report
+    train, test = _classify_npz(tmp_path / "train.npz", n=40, T=10), _classify_npz(tmp_path / "test.npz", n=12,
+                                                                                   T=10, seed=1)
+    small = dict(test_data=str(test), hidden_size=8, train_steps=6, max_epochs=2, conv_channels=0, gru_steps=0,
+                 conv_steps=0, batch_size=16)
+    space = {"hidden_size": 8, "num_layers": 1, "bidirectional": False, "pooling": "mean", "dropout": 0.0,
+             "batch_size": 16, "lr": {"low": 1e-3, "high": 1e-2, "log": True}}
+    scored = []
+    real = report._score_once
+    monkeypatch.setattr(report, "_score_once", lambda d, e: scored.append(Path(d).name) or real(d, e))
+    summary = tune("classify", data=str(train), trials=2, out=tmp_path / "st", pruner="none", verbose=False,
+                   space=space, **small)
+    refit = tmp_path / "st" / "refit"
+    assert summary["refit"] == {"schedule": "auto"} and summary["refit_run"] == str(refit)
+    cfg = yaml.safe_load((refit / "config.yaml").read_text())
+    assert cfg["schedule"] == "auto" and cfg["lr"] == pytest.approx(summary["best_params"]["lr"])
+    assert len(list(refit.glob("model*.safetensors"))) == 5           # the small-set ensemble
+    trial = yaml.safe_load((tmp_path / "st" / "best" / "config.yaml").read_text())
+    assert trial["schedule"] == "validated"
+    assert load_config_file(tmp_path / "st" / "best.yaml", "classify")["schedule"] == "auto"
+    assert scored == ["refit"] and not list((tmp_path / "st" / "trials").glob("*/metrics.json"))
+    assert summary["test_metrics"] == yaml.safe_load((refit / "metrics.json").read_text())
+    stamp = (refit / "model.safetensors").stat().st_mtime_ns
+    again = tune("classify", data=str(train), trials=2, out=tmp_path / "st", pruner="none", verbose=False,
+                 space=space, **small)
+    assert (refit / "model.safetensors").stat().st_mtime_ns == stamp and again["test_metrics"] == summary["test_metrics"]
+
+
+def test_a_tune_section_fixing_the_ensemble_for_cheap_trials_is_undone_by_the_refit(tmp_path):
+    """ensemble: 2 in the config, ensemble: 1 in its tune: section: trials train one model each, the refit two."""
+    data = sine_csv(tmp_path / "s.csv")
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump({"data": str(data), **FIXED, "ensemble": 2,
+                                        "tune": {**SPACE, "ensemble": 1, "lr": {"low": 1e-3, "high": 3e-2}}}))
+    summary = tune("forecast", cfg_file, trials=2, out=tmp_path / "st", pruner="none", verbose=False)
+    assert summary["refit"] == {"ensemble": 2}
+    assert len(list((tmp_path / "st" / "refit").glob("model*.safetensors"))) == 2
+    assert all(len(list(d.glob("model*.safetensors"))) == 1 for d in (tmp_path / "st" / "trials").iterdir())
+    assert load_config_file(tmp_path / "st" / "best.yaml", "forecast")["ensemble"] == 2
+    assert summary["test_metrics"]["grukit"]["MAE"] > 0

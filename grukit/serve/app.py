@@ -15,7 +15,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -29,15 +28,14 @@ from pydantic import BaseModel, Field, ValidationError
 from ..errors import GrukitError
 from . import adapters as A
 from .batcher import Batcher, QueueFull
+from .guard import Guard
 from .metrics import Metrics
 from .sessions import SessionBatcher
-from .streaming import stream_run, stream_session
+from .streaming import stream_session
 
 __all__ = ["ServeOptions", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
-OPEN_PATHS = ("/health",)
-OPEN_PREFIXES = ("/static/",)
 
 
 @dataclass
@@ -53,6 +51,7 @@ class ServeOptions:
     retry_after: int = 1             # seconds, in the 503 answer
     warm_up: bool = False            # one small call per route on each run's worker thread before serving
     freeze_gc: bool = False          # after start-up, move every live object out of the cyclic GC's reach
+    direct: bool = True              # answer the JSON task routes below FastAPI's stack (guard.py; same answers)
 
 
 # ---------------------------------------------------------------- request bodies (shown in /docs)
@@ -86,117 +85,22 @@ class ScoreBody(BaseModel):
     texts: list[str]
 
 
-async def read_body(request: Request, model: type[BaseModel]) -> BaseModel:
-    """The request's JSON body as ``model``, parsed and validated in one pass by pydantic-core (Rust).
+def parse_body(raw: bytes, model: type[BaseModel]) -> BaseModel:
+    """A request's JSON body as ``model``, parsed and validated in one pass by pydantic-core (Rust).
 
     FastAPI's own body parameter decodes with the standard ``json`` module and validates the Python objects
     afterwards: for a (64, 8) sequence that was ~a fifth of the event loop's time per /classify request.
     Errors are answered like FastAPI's (``RequestValidationError``: 422, one line naming the field)."""
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(raw)
     except ValidationError as e:
         raise RequestValidationError(e.errors(include_url=False)) from None
 
 
 def body_doc(model: type[BaseModel]) -> dict:
-    """``openapi_extra`` documenting ``model`` as the JSON body of a route that reads it with :func:`read_body`."""
+    """``openapi_extra`` documenting ``model`` as the JSON body of a route that reads it with :func:`parse_body`."""
     return {"requestBody": {"required": True,
                             "content": {"application/json": {"schema": model.model_json_schema()}}}}
-
-
-# ---------------------------------------------------------------- plain ASGI middleware: auth, size, metrics
-class Guard:
-    """Bearer auth (401), request body limit (413) and per-route metrics, for HTTP and WebSocket."""
-
-    def __init__(self, app, options: ServeOptions, metrics: Metrics, stream=None):
-        self.app, self.options, self.metrics = app, options, metrics
-        self.stream = stream                 # the WebSocket session handler, called below FastAPI's stack
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] not in ("http", "websocket"):
-            return await self.app(scope, receive, send)
-        path = scope["path"]
-        route = _route_of(path)
-        token = self.options.token
-        if token and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES) and path != "/":
-            if not _authorised(scope, token):
-                if scope["type"] == "websocket":
-                    await send({"type": "websocket.close", "code": 4401, "reason": "unauthorised"})
-                    return
-                self.metrics.observe(route, 401, 0.0)
-                return await _send_json(send, 401, {"detail": "missing or wrong bearer token: send "
-                                                    "'Authorization: Bearer TOKEN'"},
-                                        [(b"www-authenticate", b"Bearer")])
-        if scope["type"] == "websocket":
-            name = stream_run(path) if self.stream is not None else None
-            if name is not None:
-                return await self.stream(scope, receive, send, name)
-            return await self.app(scope, receive, send)
-        limit = self.options.max_body
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            self.metrics.observe(route, 413, 0.0)
-            return await _send_json(send, 413, {"detail": f"request body of {int(length)} bytes is over the "
-                                                f"limit of {limit} bytes"})
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > limit:
-                    raise _TooLarge()
-            return msg
-
-        status = [500]
-
-        async def sending(msg):
-            if msg["type"] == "http.response.start":
-                status[0] = msg["status"]
-            await send(msg)
-
-        t0 = time.perf_counter()
-        try:
-            await self.app(scope, limited, sending)
-        except _TooLarge:
-            status[0] = 413
-            await _send_json(send, 413, {"detail": f"request body is over the limit of {limit} bytes"})
-        finally:
-            if route != "/metrics":
-                self.metrics.observe(route, status[0], time.perf_counter() - t0)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-def _authorised(scope, token: str) -> bool:
-    headers = dict(scope.get("headers") or [])
-    if headers.get(b"authorization", b"").decode("latin-1") == f"Bearer {token}":
-        return True
-    if scope["type"] == "websocket":                                 # browsers cannot set WS headers
-        from urllib.parse import parse_qs
-        q = parse_qs(scope.get("query_string", b"").decode())
-        return q.get("token", [""])[0] == token
-    return False
-
-
-async def _send_json(send, status: int, body: dict, headers: list | None = None) -> None:
-    data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            *(headers or [])]})
-    await send({"type": "http.response.body", "body": data})
-
-
-def _route_of(path: str) -> str:
-    parts = path.strip("/").split("/")
-    if parts[0] == "runs" and len(parts) >= 2:
-        return "/runs/{name}" + ("/" + "/".join(parts[2:]) if len(parts) > 2 else "")
-    if parts[0] == "static":
-        return "/static"
-    return path
 
 
 def one_line(e: BaseException) -> str:
@@ -274,22 +178,27 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
                              final_output=_final_output, executor_of=executors.__getitem__,
                              max_sessions=opts.max_sessions, one_line=one_line)
 
-    app.add_middleware(Guard, options=opts, metrics=metrics, stream=stream)
+    def answer(e: BaseException) -> tuple[int, dict, dict] | None:
+        """The status, JSON body and headers that answer ``e``, or None for an unexpected error (a 500): the
+        one mapping behind FastAPI's exception handlers and the direct JSON routes (``guard.Guard``)."""
+        if isinstance(e, GrukitError):
+            return 422, {"detail": one_line(e)}, {}
+        if isinstance(e, RequestValidationError):
+            first = e.errors()[0] if e.errors() else {}
+            where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+            return 422, {"detail": f"{where or 'body'}: {first.get('msg', 'invalid')}"}, {}
+        if isinstance(e, QueueFull):
+            return 503, {"detail": f"busy: {e}; retry shortly"}, {"Retry-After": str(opts.retry_after)}
+        if isinstance(e, HTTPException):
+            return e.status_code, {"detail": e.detail}, dict(e.headers or {})
+        return None
 
-    @app.exception_handler(GrukitError)
-    async def _grukit_error(request: Request, e: GrukitError):
-        return JSONResponse({"detail": one_line(e)}, status_code=422)
+    async def answered(request: Request, e: Exception):
+        status, body, headers = answer(e)
+        return JSONResponse(body, status_code=status, headers=headers or None)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, e: RequestValidationError):
-        first = e.errors()[0] if e.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return JSONResponse({"detail": f"{where or 'body'}: {first.get('msg', 'invalid')}"}, status_code=422)
-
-    @app.exception_handler(QueueFull)
-    async def _full(request: Request, e: QueueFull):
-        return JSONResponse({"detail": f"busy: {e}; retry shortly"}, status_code=503,
-                            headers={"Retry-After": str(opts.retry_after)})
+    for kind in (GrukitError, RequestValidationError, QueueFull):
+        app.add_exception_handler(kind, answered)
 
     def get(name: str, kind: str | None = None) -> A.Served:
         if name not in runs:
@@ -342,40 +251,60 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
         except Exception as e:  # noqa: BLE001 - a model call that raised: this request's 500, nobody else's
             raise HTTPException(500, f"the {kind} call failed: {type(e).__name__}: {one_line(e)}") from None
 
-    @app.post("/runs/{name}/forecast", tags=["forecast"], openapi_extra=body_doc(ForecastBody))
-    async def forecast(name: str, request: Request):
-        """Forecast ``horizon`` steps after each series: point and interval bounds (original units)."""
+    # the JSON task routes: one handler each, (run name, raw body) -> the answer's JSON, called by
+    # guard.Guard below FastAPI's stack (ServeOptions.direct) and by the FastAPI routes that declare them
+    async def forecast_json(name: str, raw: bytes) -> dict:
         s = get(name, "forecast")
-        body = await read_body(request, ForecastBody)
+        body = parse_body(raw, ForecastBody)
         series = _nonempty(body.series, "series")
         ids = body.ids or [None] * len(series)
         if len(ids) != len(series):
             raise HTTPException(422, f"ids has {len(ids)} entries for {len(series)} series")
         items = [{"series": A.parse_series(s, v), "id": i} for v, i in zip(series, ids)]
-        return JSONResponse({"forecasts": await submit_all(name, "forecast", items)})
+        return {"forecasts": await submit_all(name, "forecast", items)}
+
+    async def classify_json(name: str, raw: bytes) -> dict:
+        s = get(name, "classify")
+        body = parse_body(raw, ClassifyBody)
+        items = [A.parse_sequence(s, v, f"sequences[{i}]") for i, v in
+                 enumerate(_nonempty(body.sequences, "sequences"))]
+        return {"predictions": await submit_all(name, "classify", items)}
+
+    async def anomalies_json(name: str, raw: bytes) -> dict:
+        s = get(name, "anomalies")
+        body = parse_body(raw, AnomalyBody)
+        [out] = await submit_all(name, "anomalies", [A.parse_values(s, body.values)])
+        return out
+
+    async def score_json(name: str, raw: bytes) -> dict:
+        get(name, "score")
+        body = parse_body(raw, ScoreBody)
+        return {"scores": await submit_all(name, "score", list(_nonempty(body.texts, "texts")))}
+
+    json_routes = {"forecast": forecast_json, "classify": classify_json, "anomalies": anomalies_json,
+                   "score": score_json}
+    app.add_middleware(Guard, options=opts, metrics=metrics, stream=stream,
+                       json_routes=json_routes if opts.direct else None, answer=answer)
+
+    @app.post("/runs/{name}/forecast", tags=["forecast"], openapi_extra=body_doc(ForecastBody))
+    async def forecast(name: str, request: Request):
+        """Forecast ``horizon`` steps after each series: point and interval bounds (original units)."""
+        return JSONResponse(await forecast_json(name, await request.body()))
 
     @app.post("/runs/{name}/classify", tags=["classify"], openapi_extra=body_doc(ClassifyBody))
     async def classify(name: str, request: Request):
         """Label and class probabilities of each sequence."""
-        s = get(name, "classify")
-        body = await read_body(request, ClassifyBody)
-        items = [A.parse_sequence(s, v, f"sequences[{i}]") for i, v in
-                 enumerate(_nonempty(body.sequences, "sequences"))]
-        return JSONResponse({"predictions": await submit_all(name, "classify", items)})
+        return JSONResponse(await classify_json(name, await request.body()))
 
     @app.post("/runs/{name}/anomalies", tags=["autoencoder"], openapi_extra=body_doc(AnomalyBody))
     async def anomalies(name: str, request: Request):
         """Per-step anomaly scores and flags of one series."""
-        s = get(name, "anomalies")
-        body = await read_body(request, AnomalyBody)
-        [out] = await submit_all(name, "anomalies", [A.parse_values(s, body.values)])
-        return JSONResponse(out)
+        return JSONResponse(await anomalies_json(name, await request.body()))
 
     @app.post("/runs/{name}/score", tags=["lm"], openapi_extra=body_doc(ScoreBody))
     async def score(name: str, request: Request):
-        get(name, "score")
-        body = await read_body(request, ScoreBody)
-        return JSONResponse({"scores": await submit_all(name, "score", list(_nonempty(body.texts, "texts")))})
+        """Mean next-token negative log-likelihood (nats per token) of each text."""
+        return JSONResponse(await score_json(name, await request.body()))
 
     @app.post("/runs/{name}/transcribe", tags=["speech"])
     async def transcribe(name: str, file: UploadFile = File(..., description="audio: wav, flac or ogg")):
@@ -389,7 +318,7 @@ def create_app(served: list[A.Served], options: ServeOptions | None = None) -> F
     async def generate(name: str, request: Request):
         """lm: text continuing ``prompt`` (SSE when ``stream``); music: a piano roll and its MIDI file."""
         s = get(name, "generate")
-        body = await read_body(request, GenerateBody)
+        body = parse_body(await request.body(), GenerateBody)
         if s.task == "music":
             if not 1 <= body.steps <= 10000 or not 1 <= body.n <= 64:
                 raise HTTPException(422, f"steps={body.steps}, n={body.n}: expected 1 to 10000 frames and 1 to "
