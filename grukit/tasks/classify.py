@@ -218,17 +218,13 @@ class ClassifyTask(SequenceTask):
             batch = dict(batch, x=augment(batch["x"], batch.get("lengths"), self.config.augment))
         return batch, batch.get("y")
 
-    def phase_shifted(self, inputs, offset: int | None = None):
-        """``inputs`` read from a later step so the shortening windows fall at another phase: ``offset`` steps
-        for every series, or (None) a random 0..s-1 per series; never past a series' last step."""
+    def phase_shifted(self, inputs):
+        """``inputs`` read from a later step so the shortening windows fall at another phase: a random 0..s-1
+        steps per series, never past a series' last step."""
         x, lengths = inputs["x"], inputs.get("lengths")
         B, T = x.shape[:2]
         n = torch.full((B,), T, dtype=torch.long, device=x.device) if lengths is None else lengths.long()
-        if offset is None:
-            o = torch.randint(0, self.pool_stride, (B,), device=x.device)
-        else:
-            o = torch.full((B,), offset, dtype=torch.long, device=x.device)
-        o = torch.minimum(o, (n - 1).clamp_min(0))
+        o = torch.minimum(torch.randint(0, self.pool_stride, (B,), device=x.device), (n - 1).clamp_min(0))
         x, lengths = start_later(x, lengths, o)
         return dict(inputs, x=x, lengths=lengths)
 
