@@ -10,7 +10,7 @@
     python bench/check_cost_inprocess.py                      # the inference grid of bench/engine.py
     python bench/check_cost_inprocess.py 1,64,64 1,256,256    # cells B,H,I
     python bench/check_cost_inprocess.py --step 64 128 256 512
-    python bench/check_cost_inprocess.py --step --batch 16 64 256     # a batch of streams (a serving tick)
+    python bench/check_cost_inprocess.py --step --batch 16 64 256     # 16 streams, H = 64 and 256 (a serving tick)
 """
 from __future__ import annotations
 
@@ -109,14 +109,17 @@ def step(Hs, rounds: int = 21, B: int = 1) -> None:
 
 
 def main(argv: list[str]) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(description="The staleness rule's cost in one process (see the docstring)")
+    ap.add_argument("items", nargs="*", help="cells B,H,I (forward), or hidden sizes with --step")
+    ap.add_argument("--step", action="store_true", help="time GRU.step instead of GRU(x)")
+    ap.add_argument("--batch", type=int, default=1, help="--step: streams per step call")
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    if argv and argv[0] == "--step":
-        B = 1
-        if len(argv) > 2 and argv[1] == "--batch":
-            B, argv = int(argv[2]), argv[2:]
-        step([int(a) for a in argv[1:]] or [64, 128, 256, 512], B=B)
+    if args.step:
+        step([int(a) for a in args.items] or [64, 128, 256, 512], B=args.batch)
     else:
-        forward([tuple(map(int, a.split(","))) for a in argv] or GRID)
+        forward([tuple(map(int, a.split(","))) for a in args.items] or GRID)
     return 0
 
 

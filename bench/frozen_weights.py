@@ -67,6 +67,9 @@ def bench_generate(H: int, B: int, tokens: int = 400, rounds: int = 9) -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+    argparse.ArgumentParser(description="GRU.step and language.generate with and without frozen_weights() "
+                            "(see the docstring); no options").parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     for H, B in [(64, 1), (64, 16), (256, 1), (256, 16)]:

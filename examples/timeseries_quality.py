@@ -65,4 +65,11 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    import argparse
+    ap = argparse.ArgumentParser(description="Quality check of the time-series tasks on built-in data (see the "
+                                 "module docstring)")
+    ap.add_argument("names", nargs="*", metavar="NAME", help=f"data sets (default: all): {', '.join(SETUPS)}")
+    names = ap.parse_args().names
+    if set(names) - set(SETUPS):
+        ap.error(f"unknown data set(s) {sorted(set(names) - set(SETUPS))}; expected {', '.join(SETUPS)}")
+    main(names)

@@ -33,17 +33,17 @@ def serve(runs: list[Path] = typer.Argument(..., help="run directories written b
           max_body_mb: float = typer.Option(10.0, "--max-body-mb", min=0.001, help="request body limit (413)"),
           token: Optional[str] = typer.Option(None, "--token", help="require 'Authorization: Bearer TOKEN' on "
                                               "every route but /health (default: $GRUKIT_SERVE_TOKEN)"),
-          threads: int = typer.Option(1, "--threads", min=1, help="torch intra-op threads per model call"),
+          threads: int = typer.Option(1, "--threads", min=1, help="threads per model call (torch and numpy's BLAS)"),
           drain_seconds: float = typer.Option(30.0, "--drain-seconds", help="on SIGTERM: how long in-flight "
                                               "work may take before exit"),
           access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="log one line per "
                                           "request and per WebSocket connection (off: /metrics counts requests, "
                                           "errors, latency and sessions)")) -> None:
     """Serve trained runs over HTTP and WebSocket, batched across requests, with a web page at /."""
-    import torch
     from .serve.app import ServeOptions
+    from .serve.server import limit_threads
     from .serve.server import serve as run_server
-    torch.set_num_threads(threads)
+    limit_threads(threads)                              # torch and numpy's BLAS
     opts = ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                         max_body=int(max_body_mb * 2 ** 20), token=token, session_batch=session_batch,
                         session_wait_ms=session_wait_ms, warm_up=True)

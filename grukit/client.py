@@ -142,12 +142,17 @@ class StreamSession:
     """A WebSocket session: ``send(chunk)`` returns the partial output, ``end()`` the final one."""
 
     def __init__(self, client: Client, run: str):
+        import contextlib
+
         from websockets.sync.client import connect
         url = client.url.replace("http", "ws", 1) + f"/runs/{run}/stream"
-        self.ws = connect(url, additional_headers=client.headers, compression=None)   # audio: no deflate
+        # entered as a context manager (websockets 17 deprecates a bare connect()), left in close()
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(connect(url, additional_headers=client.headers,
+                                                    compression=None))          # audio: no deflate
         hello = json.loads(self.ws.recv())
         if "error" in hello:
-            self.ws.close()
+            self.close()
             raise ServerError(422, hello["error"])
         self.id = hello["session"]
 
@@ -165,7 +170,7 @@ class StreamSession:
         self.ws.send(json.dumps({"end": True, "next": True} if next else {"end": True}))
         reply = json.loads(self.ws.recv())
         if not next:
-            self.ws.close()
+            self.close()
         if "error" in reply:
             raise ServerError(422, reply["error"])
         if next:
@@ -173,7 +178,7 @@ class StreamSession:
         return reply["final"]
 
     def close(self) -> None:
-        self.ws.close()
+        self._stack.close()
 
     def __enter__(self) -> "StreamSession":
         return self

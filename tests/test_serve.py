@@ -354,3 +354,20 @@ def test_bearer_token_on_every_route_but_health(served, monkeypatch):
         assert e.value.code == 4401
         with c.websocket_connect("/runs/classify/stream?token=s3cret") as ws:
             assert "session" in ws.receive_json()
+
+
+def test_serving_limits_torch_and_numpy_blas_threads():
+    """grukit serve runs torch and numpy's BLAS on --threads threads (BLAS on every core made a speech tick's
+    small mel products 9x slower); the limit can be undone."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+    from grukit.serve.server import limit_threads
+    before = torch.get_num_threads()
+    wide = threadpool_limits(limits=2, user_api="blas")          # as OpenBLAS starts on a 2-core machine
+    limiter = limit_threads(1)
+    try:
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        assert blas and set(blas) == {1} and torch.get_num_threads() == 1
+    finally:
+        limiter.restore_original_limits()
+        wide.restore_original_limits()
+        torch.set_num_threads(before)
