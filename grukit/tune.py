@@ -389,6 +389,8 @@ def _progress_line(study, frozen) -> None:
     params = " ".join(f"{k}={_fmt(v)}" for k, v in frozen.params.items())
     if frozen.user_attrs.get("fold_values"):
         extra += " (folds " + "/".join(_fmt(float(v)) for v in frozen.user_attrs["fold_values"]) + ")"
+    if frozen.user_attrs.get("start"):
+        extra += " (the starting configuration)"
     _say(f"trial {frozen.number:>4}  {state:<8}{extra}  value {_fmt(value)}  {best_txt}  "
          f"{frozen.user_attrs.get('seconds', 0):.1f}s  {params}")
 

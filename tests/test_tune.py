@@ -244,7 +244,7 @@ def test_every_setting_failing_stops_with_the_error(tmp_path):
     assert not (tmp_path / "st2").exists()
 
 
-def test_first_trial_is_the_starting_configuration(tmp_path):
+def test_first_trial_is_the_starting_configuration(tmp_path, capsys):
     """trial 0 of a new study is the starting configuration (where the space holds its values), marked as such
     in the summary; --no-start leaves it to the sampler; a resumed study does not queue it again."""
     data = sine_csv(tmp_path / "s.csv")
@@ -252,8 +252,10 @@ def test_first_trial_is_the_starting_configuration(tmp_path):
     space = {**SPACE, "hidden_size": [4, 8, 16], "lr": {"low": 1e-3, "high": 3e-2, "log": True},
              "head_dropout": {"low": 0.0, "high": 0.5, "step": 0.1}}
     # lr=0.0123 is in range; head_dropout 0.25 is off the 0.1 grid, so the sampler picks it
-    summary = tune("forecast", data=str(data), trials=2, out=tmp_path / "st", pruner="none", verbose=False,
+    summary = tune("forecast", data=str(data), trials=2, out=tmp_path / "st", pruner="none", verbose=True,
                    evaluate=False, space=space, hidden_size=16, lr=0.0123, head_dropout=0.25, **fixed)
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("trial")]
+    assert "(the starting configuration)" in lines[0] and "(the starting" not in lines[1]
     df = pd.read_csv(tmp_path / "st" / "trials.csv").sort_values("number")
     first = df.iloc[0]
     assert first["params_hidden_size"] == 16 and first["params_lr"] == 0.0123 and first["user_attrs_start"]
