@@ -169,12 +169,12 @@ class StreamSession:
         state, a new ``id``) for the next utterance, without a new connection."""
         self.ws.send(json.dumps({"end": True, "next": True} if next else {"end": True}))
         reply = json.loads(self.ws.recv())
-        if not next:
+        if next and "error" not in reply:
+            self.id = json.loads(self.ws.recv())["session"]                    # the next session's hello
+        elif not next:
             self.close()
         if "error" in reply:
             raise ServerError(422, reply["error"])
-        if next:
-            self.id = json.loads(self.ws.recv())["session"]
         return reply["final"]
 
     def close(self) -> None:
