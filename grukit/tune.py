@@ -291,8 +291,11 @@ class _Objective:
         self.out = Path(spec["out"])
 
     def __call__(self, trial) -> float:
-        trial.set_user_attr("host", socket.gethostname())
+        # pid before host: another process's _reclaim_dead_trials fails a running trial of this host whose pid
+        # is gone, and between the two writes a trial with a host and no pid yet looked dead (seen once, under
+        # load: "Cannot tell a FAIL trial" when the trial ended; the likely cause of that one failure)
         trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("host", socket.gethostname())
         if "error" in trial.user_attrs:                   # a retried setting carries its dead trial's attributes
             trial.set_user_attr("error", "")
         params = {name: d.suggest(trial) for name, d in self.dims.items() if d.kind != "fixed"}
