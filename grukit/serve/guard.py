@@ -27,7 +27,7 @@ from typing import Awaitable, Callable, Optional
 
 from .streaming import stream_run
 
-__all__ = ["Guard", "json_bytes"]
+__all__ = ["Guard"]
 
 log = logging.getLogger("grukit.serve")
 
@@ -38,7 +38,7 @@ JsonHandler = Callable[[str, bytes], Awaitable[dict]]
 Answer = Callable[[BaseException], Optional[tuple[int, dict, dict]]]
 
 
-def json_bytes(content) -> bytes:
+def _response_json(content) -> bytes:
     """``content`` encoded exactly as FastAPI's ``JSONResponse`` encodes it."""
     return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
 
@@ -65,9 +65,9 @@ class Guard:
                     await send({"type": "websocket.close", "code": 4401, "reason": "unauthorised"})
                     return
                 self.metrics.observe(route, 401, 0.0)
-                return await send_json(send, 401, {"detail": "missing or wrong bearer token: send "
-                                                   "'Authorization: Bearer TOKEN'"},
-                                       [(b"www-authenticate", b"Bearer")])
+                return await _send_json(send, 401, {"detail": "missing or wrong bearer token: send "
+                                                    "'Authorization: Bearer TOKEN'"},
+                                        [(b"www-authenticate", b"Bearer")])
         if scope["type"] == "websocket":
             name = stream_run(path) if self.stream is not None else None
             if name is not None:
@@ -77,8 +77,8 @@ class Guard:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             self.metrics.observe(route, 413, 0.0)
-            return await send_json(send, 413, {"detail": f"request body of {int(length)} bytes is over the "
-                                               f"limit of {limit} bytes"})
+            return await _send_json(send, 413, {"detail": f"request body of {int(length)} bytes is over the "
+                                                f"limit of {limit} bytes"})
         t0 = time.perf_counter()
         direct = self._direct(scope, path)
         if direct is not None:
@@ -108,7 +108,7 @@ class Guard:
             await self.app(scope, limited, sending)
         except _TooLarge:
             status[0] = 413
-            await send_json(send, 413, {"detail": f"request body is over the limit of {limit} bytes"})
+            await _over_limit(send, limit)
         finally:
             if route != "/metrics":
                 self.metrics.observe(route, status[0], time.perf_counter() - t0)
@@ -135,7 +135,7 @@ class Guard:
             body = msg.get("body", b"")
             seen += len(body)
             if seen > limit:
-                await send_json(send, 413, {"detail": f"request body is over the limit of {limit} bytes"})
+                await _over_limit(send, limit)
                 return 413
             chunks.append(body)
             if not msg.get("more_body"):
@@ -148,10 +148,10 @@ class Guard:
                 log.exception("POST /runs/%s: unexpected error", name)
                 known = (500, {"detail": f"internal error: {type(e).__name__}"}, {})
             status, detail, headers = known
-            await send_json(send, status, detail, [(k.lower().encode(), str(v).encode())
-                                                   for k, v in headers.items()])
+            await _send_json(send, status, detail, [(k.lower().encode(), str(v).encode())
+                                                    for k, v in headers.items()])
             return status
-        await send_json(send, 200, content)
+        await _send_json(send, 200, content)
         return 200
 
 
@@ -170,12 +170,17 @@ def _authorised(scope, token: str) -> bool:
     return False
 
 
-async def send_json(send, status: int, body, headers: list | None = None) -> None:
-    data = json_bytes(body)
+async def _send_json(send, status: int, body, headers: list | None = None) -> None:
+    data = _response_json(body)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                             *(headers or [])]})
     await send({"type": "http.response.body", "body": data})
+
+
+async def _over_limit(send, limit: int) -> None:
+    """The 413 for a body found over the limit while it was read (no content-length to check first)."""
+    await _send_json(send, 413, {"detail": f"request body is over the limit of {limit} bytes"})
 
 
 def _route_of(path: str) -> str:
