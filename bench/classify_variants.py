@@ -3,8 +3,10 @@ change before rerunning ``examples/classify_suite.py``.
 
 Each variant is a set of ClassifyConfig overrides (``name:key=value;key=value``); each data set is trained once
 per variant (``ensemble=1`` and ``seed=S`` unless the variant says otherwise) and scored on its test split.
-Every result is one JSON line (data set, variant, accuracy, last training loss, CPU seconds), appended to
-``--log`` as it comes, and a table of accuracy per data set and variant is printed at the end.
+Every result is one JSON line (data set, variant, accuracy, last training loss, CPU seconds; for an ensemble
+also the accuracy of its first member and, when it has more, of its first 3 and 5: ``ensemble=10`` measures 1,
+3, 5 and 10 members at once), appended to ``--log`` as it comes, and a table of accuracy per data set and
+variant is printed at the end.
 
     PYTHONPATH=. nice -n 10 env OMP_NUM_THREADS=1 python bench/classify_variants.py \
         --only PigCVP,OSULeaf --variant base: --variant long:train_steps=2000 --log /tmp/v.jsonl
@@ -67,6 +69,9 @@ def one(name: str, train: str, test: str | None, variant: str, overrides: dict, 
     row["acc"] = round(float((np.mean(probs, 0).argmax(1) == yi).mean()), 4)
     if len(models) > 1:
         row["acc_1"] = round(float((probs[0].argmax(1) == yi).mean()), 4)
+        for k in (3, 5):                             # the first k members: a larger ensemble's smaller ones
+            if len(models) > k:
+                row[f"acc_{k}"] = round(float((np.mean(probs[:k], 0).argmax(1) == yi).mean()), 4)
         logp = np.mean([np.log(np.clip(p, 1e-12, 1)) for p in probs], 0)
         row["acc_geo"] = round(float((logp.argmax(1) == yi).mean()), 4)
     return row
