@@ -209,8 +209,10 @@ class ClassifyConfig(TaskConfig):
     conv_channels: int = opt(32, "convolutional branch beside the GRU (fcn: kernels 8/5/3, channels C/2C/C, "
                                  "as in LSTM-FCN/GRU-FCN; inception: C channels out; see conv_branch); "
                                  "0 = GRU only")
-    conv_steps: int = opt(256, "series longer than this are shortened to at most this many steps before both "
-                               "branches, in windows of s steps (cost grows with length; 0 = never)")
+    conv_steps: str = opt("256", "series longer than this are shortened to at most this many steps before "
+                                 "both branches, in windows of s steps (cost grows with length; 0 = never); a "
+                                 "comma-separated list is cycled through by ensemble members (256,512: the "
+                                 "2nd and 4th member read series of up to 512 steps unshortened, see README)")
     downsample: str = opt("mixed", "how those windows are shortened: mixed (the convolutional branch reads "
                                    "window means, the GRU branch the folded windows: smooth shape and fine "
                                    "detail side by side), fold (the s steps of a window become s*F features "
@@ -325,9 +327,14 @@ class ClassifyConfig(TaskConfig):
             p.append(f"conv_depth={self.conv_depth}: expected an integer >= 1")
         if self.conv_dilation < 1:
             p.append(f"conv_dilation={self.conv_dilation}: expected an integer >= 1")
-        for name in ("conv_channels", "conv_steps", "gru_steps"):
+        for name in ("conv_channels", "gru_steps"):
             if getattr(self, name) < 0:
                 p.append(f"{name}={getattr(self, name)}: expected an integer >= 0")
+        for v in str(self.conv_steps).split(","):
+            if not v.strip().isdigit():
+                p.append(f"conv_steps={self.conv_steps}: expected an integer >= 0 or a comma-separated list "
+                         "of them")
+                break
         if self.train_steps < 1:
             p.append(f"train_steps={self.train_steps}: expected an integer >= 1")
         return p

@@ -82,6 +82,11 @@ def test_config_checks_member_lists():
     with pytest.raises(ConfigError, match="downsample='avg'"):
         ClassifyConfig.from_dict({"downsample": "mixed,avg"})
     assert ClassifyConfig.from_dict({"conv_branch": "inception,fcn,resnet"}).conv_branch == "inception,fcn,resnet"
+    with pytest.raises(ConfigError, match="conv_steps=256,x: expected an integer >= 0 or a comma-separated"):
+        ClassifyConfig.from_dict({"conv_steps": "256,x"})
+    with pytest.raises(ConfigError, match="conv_steps=-1: expected an integer >= 0"):
+        ClassifyConfig.from_dict({"conv_steps": -1})
+    assert ClassifyConfig.from_dict({"conv_steps": 512}).conv_steps == "512"      # a number as before
 
 
 def test_member_lists_train_end_to_end_and_reload(tmp_path):
@@ -91,7 +96,8 @@ def test_member_lists_train_end_to_end_and_reload(tmp_path):
     path, X, y, lengths = bump_set(tmp_path)                          # class 1: a bump
     n = len(y)
     run = fit("classify", data=str(path), out=tmp_path / "run",
-              conv_branch="inception,fcn,resnet", first_difference="on,off", conv_channels=8, hidden_size=8,
+              conv_branch="inception,fcn,resnet", first_difference="on,off", conv_steps="16,64",
+              conv_channels=8, hidden_size=8,
               batch_size=8, progress=False, max_epochs=12, schedule="manual", val_fraction=0.0, patience=0,
               ensemble=3, baselines=(), lr=1e-2, evaluate=False)
     again = Run(run.path)
@@ -99,6 +105,10 @@ def test_member_lists_train_end_to_end_and_reload(tmp_path):
     models = again.models()                                          # the saved run rebuilds each member
     assert [type(m.fcn) for m in models] == [InceptionBranch, FCNBranch, ResNetBranch]
     assert [m.difference for m in models] == [True, False, True]
+    # conv_steps 16,64 on series of up to 60 steps: members 0 and 2 read windows of 4 steps, member 1 every step
+    assert again.meta["pool_strides"] == [4, 1] and again.meta["pool_stride"] == 4
+    assert [m.pool_stride for m in models] == [4, 1, 4]
+    assert [m.patch.proj.in_channels for m in models] == [4 * 2, 1, 4 * 2]   # mixed: folded s*F (x2 difference)
     seqs = [X[i, :lengths[i], None] for i in range(n)]
     accs = [(classify_sequences([m], again.meta, seqs).argmax(1) == y).mean() for m in models]
     assert min(accs) >= 0.9, accs

@@ -135,12 +135,13 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
     cat = np.concatenate([seqs[i] for i in train])
     std = np.where(cat.std(0) > 1e-8, cat.std(0), 1)
     max_length = int(max(len(s) for s in seqs))
-    s, r = strides(max_length, cfg.conv_steps, cfg.gru_steps)
+    per_member = [strides(max_length, int(c), cfg.gru_steps) for c in str(cfg.conv_steps).split(",")]
+    (s, r), s_all, r_all = per_member[0], [sr[0] for sr in per_member], [sr[1] for sr in per_member]
     meta = {"input_size": n_feat, "classes": classes, "data_name": name, "has_val": bool(len(val)),
             "normalize": kind, "feature_mean": cat.mean(0).tolist(), "feature_std": std.tolist(),
             "n_train": len(train), "n_val": len(val), "max_length": max_length, "pool_stride": s,
-            "patch_stride": r, "downsample": cfg.downsample, "conv_branch": cfg.conv_branch,
-            "first_difference": cfg.first_difference, "schedule": schedule,
+            "patch_stride": r, "pool_strides": s_all, "patch_strides": r_all, "downsample": cfg.downsample,
+            "conv_branch": cfg.conv_branch, "first_difference": cfg.first_difference, "schedule": schedule,
             "class_counts": np.bincount(y_idx[train], minlength=len(classes)).tolist()}
     norm = _normalise(seqs, meta)
     fit_idx = np.tile(train, int(schedule.get("repeat", 1)))          # small sets: each epoch sees them r times
@@ -167,7 +168,11 @@ class ClassifyTask(SequenceTask):
 
     def build_encoder(self):
         c, m = self.config, self.meta
-        self.pool_stride = int(m.get("pool_stride", 1))
+        # conv_steps may be a per-member list: member i uses entry i mod len (runs saved before: one stride)
+        pool_strides, patch_strides = m.get("pool_strides", [m.get("pool_stride", 1)]), \
+            m.get("patch_strides", [m.get("patch_stride", 1)])
+        self.pool_stride = int(pool_strides[self.member % len(pool_strides)])
+        patch_stride = int(patch_strides[self.member % len(patch_strides)])
         in_size = int(m["input_size"])
         self.difference = member_choice(m.get("first_difference", "off"), self.member) == "on"
         if self.difference:
@@ -194,7 +199,7 @@ class ClassifyTask(SequenceTask):
             self.fcn = FCNBranch(fcn_size, c.conv_channels, c.conv_dilation, c.conv_pool)
         self.patch = None
         if c.gru_steps > 0:
-            self.patch = PatchEmbed(in_size, c.conv_channels or c.hidden_size, int(m.get("patch_stride", 1)))
+            self.patch = PatchEmbed(in_size, c.conv_channels or c.hidden_size, patch_stride)
             in_size = c.conv_channels or c.hidden_size
         return GRU(in_size, c.hidden_size, c.num_layers, batch_first=True,
                    dropout=c.dropout if c.num_layers > 1 else 0.0, bidirectional=c.bidirectional,

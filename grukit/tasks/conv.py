@@ -43,9 +43,11 @@ __all__ = ["pool_time", "fold_time", "shorter", "strides", "masked_pool", "Patch
            "InceptionBranch", "ResNetBranch", "with_difference", "start_later"]
 
 
-def strides(max_length: int, conv_steps: int, gru_steps: int) -> tuple[int, int]:
+def strides(max_length: int, conv_steps: int | str, gru_steps: int) -> tuple[int, int]:
     """(s, r): average-pooling stride so ``max_length`` fits ``conv_steps``, then the patch size so the result
-    fits ``gru_steps`` (0 for either step count means no shortening at that stage)."""
+    fits ``gru_steps`` (0 for either step count means no shortening at that stage). ``conv_steps`` is one
+    count (an int or its text; a per-member list's entries are passed one at a time)."""
+    conv_steps = int(conv_steps)
     s = max(1, math.ceil(max_length / conv_steps)) if conv_steps > 0 else 1
     r = max(1, math.ceil(math.ceil(max_length / s) / gru_steps)) if gru_steps > 0 else 1
     return s, r
