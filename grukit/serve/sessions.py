@@ -8,7 +8,8 @@ previous tick is done (continuous batching) and advances all of them together in
 the tick's frames (sessions that have just started from a zero state; equal to one batched ``GRU.step`` per
 time step), then hands each session its partial output. Sessions whose chunk gave fewer frames end early
 (the call's ``lengths``). Short ticks run on the event loop thread, long ones on the run's worker thread
-(:class:`SessionBatcher`).
+(:class:`SessionBatcher`). Each session's recurrent state is a row of the run's batched state
+(:class:`~grukit.serve.slots.Slots`), gathered and written back with one index per tensor.
 
 Outputs equal the offline ones for the same input (tests/test_serve_stream.py): speech keeps the causal front
 end's state per session and decodes greedily frame by frame; classify / autoencoder keep the session's
@@ -30,6 +31,7 @@ from ..nn import frozen_weights
 from ..tasks.speech import GreedyStream, beam_search
 from .adapters import Served, streamable
 from .batcher import average, on_worker, take, worker_idle
+from .slots import Slots
 
 __all__ = ["Session", "SessionBatcher", "advance"]
 
@@ -39,7 +41,8 @@ INLINE_TICK = 0.02      # seconds: ticks shorter than this (moving average) run 
 
 
 class Session:
-    """One stream's state: GRU state ``h`` (L, 1, H) or None before the first frame, and task state."""
+    """One stream: its row of the run's batched recurrent state (:class:`~grukit.serve.slots.Slots`: the GRU
+    state of each ensemble member, the speech front end's last inputs) and its task state."""
 
     def __init__(self, served: Served):
         c = served.extra.get("session")
@@ -50,7 +53,8 @@ class Session:
         self.task = served.task                             # read per chunk: a plain attribute
         self.model = served.models[0]
         self.members = served.models if served.task != "speech" else served.models[:1]
-        self.hs: list[torch.Tensor | None] = [None] * len(self.members)   # GRU state of each ensemble member
+        self.slots: Slots = c["slots"]
+        self.slot, self._release = self.slots.alloc(self)       # zero state; freed by release() or GC
         self.pending: Any = None                            # the chunk waiting for the next tick
         self.final = False
         self.future: asyncio.Future | None = None
@@ -62,7 +66,6 @@ class Session:
             from ..data import audio
             self.spec = c["spec"]
             self.feats = audio.StreamingFeatures(self.spec)
-            self.conv = None
             self.best, self.log_probs = GreedyStream(), []
             self.text, self.text_ids = "", 0                 # the transcript of best.ids[:text_ids]
         else:
@@ -88,9 +91,18 @@ class Session:
         return front_end([self], [self.features(chunk, final)])[0]
 
     @property
+    def hs(self) -> list[torch.Tensor | None]:
+        """Each ensemble member's GRU state (L, 1, H), a view of its row (None before any GRU ran)."""
+        return [self.slots.gru_row(k, self.slot) for k in range(len(self.members))]
+
+    @property
     def h(self) -> torch.Tensor | None:
-        """The first member's GRU state (L, 1, H), None before the first frame."""
-        return self.hs[0]
+        """The first member's GRU state (L, 1, H)."""
+        return self.slots.gru_row(0, self.slot)
+
+    def release(self) -> None:
+        """Give the session's row back to the run's slots (once; later calls do nothing)."""
+        self._release()
 
     def take(self, y: torch.Tensor | list, log_probs: torch.Tensor | None = None,
              labels: list[int] | None = None) -> None:
@@ -154,7 +166,7 @@ def _shared(served: Served) -> dict:
     m = served.meta
     if served.task == "speech":
         from ..data import audio
-        return {"spec": audio.FeatureSpec.from_dict(m["features"]),
+        return {"slots": Slots(), "spec": audio.FeatureSpec.from_dict(m["features"]),
                 "mean": torch.tensor(m["feature_mean"], dtype=torch.float32),
                 "std": torch.tensor(m["feature_std"], dtype=torch.float32)}
     key = ("feature_mean", "feature_std") if served.task == "classify" else ("mean", "std")
@@ -162,7 +174,7 @@ def _shared(served: Served) -> dict:
     std = torch.tensor(m[key[1]], dtype=torch.float32)
     if m.get("normalize") == "none":                                   # classify trained on raw features
         mean, std = torch.zeros_like(mean), torch.ones_like(std)
-    return {"mean": mean, "std": std}
+    return {"slots": Slots(), "mean": mean, "std": std}
 
 
 @torch.no_grad()
@@ -195,49 +207,42 @@ def batch_features(sessions: list[Session]) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def front_end(sessions: list[Session], feats: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Speech: every session's feature frames through the causal front end (the conv state is per session);
-    other tasks: the frames unchanged.
+    """Speech: every session's feature frames through the causal front end, its state in the sessions' rows
+    of the run's :class:`~grukit.serve.slots.Slots` (gathered once per layer, written back once); other
+    tasks: the frames unchanged.
 
-    Sessions with the same frame count and stride phase (most of them: same-size chunks) are one
-    ``CausalConv.stream`` call; when a tick has several such groups (sessions that have just started, odd chunk
-    sizes) all go through ``CausalConv.stream_ragged`` at once, one conv call per layer, instead of one call
-    per group (each costs ~0.2 ms however few sessions it has)."""
+    When every session has the same frame count and stride phase (same-size chunks) they are one
+    ``CausalConv.stream`` call; otherwise (sessions that have just started, odd chunk sizes) one
+    ``CausalConv.stream_ragged`` call, one matrix product per layer, instead of one call per group (each cost
+    ~0.2 ms however few sessions it had)."""
     m = sessions[0].model
     if sessions[0].served.task != "speech" or m.frontend is None:
         return feats
     fe = m.frontend
-    strides = fe.strides
-    out: list[torch.Tensor | None] = [None] * len(sessions)
-    groups: dict[tuple, list[int]] = {}
-    for i, (s, f) in enumerate(zip(sessions, feats)):
-        n = f.shape[0]
-        if not n:
-            out[i] = f.new_zeros(0, fe.convs[-1].out_channels)
-            continue
-        if s.conv is None:
-            s.conv = fe.initial_state(1, f[None])
-        key = (n, tuple(seen % st for (_, seen), st in zip(s.conv, strides)))   # where the strides fall
-        if key in groups:
-            groups[key].append(i)
-        else:
-            groups[key] = [i]
-    if len(groups) > 1:
-        idx = [i for g in groups.values() for i in g]
-        ys, new = fe.stream_ragged([feats[i] for i in idx], [sessions[i].conv for i in idx])
-        for i, y, state in zip(idx, ys, new):
-            sessions[i].conv = state
-            out[i] = y
-    for idx in groups.values() if len(groups) == 1 else ():
-        convs = [sessions[i].conv for i in idx]
-        first = convs[0]
-        state = [(torch.cat([c[k][0] for c in convs]), first[k][1]) for k in range(len(first))]
-        y, new = fe.stream(torch.stack([feats[i] for i in idx]), state)        # (b, n', C)
-        tails = [t.split(1) for t, _ in new]                                    # each session's, as views
-        added = [new[k][1] - state[k][1] for k in range(len(new))]
-        for j, (i, yj) in enumerate(zip(idx, y.unbind(0))):
-            s = sessions[i]
-            s.conv = [(tails[k][j], s.conv[k][1] + added[k]) for k in range(len(new))]
-            out[i] = yj
+    live = [i for i, f in enumerate(feats) if f.shape[0]]
+    out = [f.new_zeros(0, fe.convs[-1].out_channels) for f in feats] if len(live) < len(feats) else [None] * len(feats)
+    if not live:
+        return out
+    slots = sessions[0].slots
+    rows = torch.tensor([sessions[i].slot for i in live])
+    xs = [feats[i] for i in live]
+    like = xs[0]
+    bufs = [slots.conv(k, conv.in_channels, fe.kernel, like) for k, conv in enumerate(fe.convs)]
+    state = [(tail.index_select(0, rows), seen.index_select(0, rows)) for tail, seen in bufs]
+    n0 = xs[0].shape[0]
+    same = all(x.shape[0] == n0 for x in xs) and all(
+        bool((seen % st == seen[0] % st).all()) for (_, seen), st in zip(state, fe.strides))
+    if same:                                               # one group: the strided convolution itself
+        y, new = fe.stream(torch.stack(xs), [(tail, int(seen[0])) for tail, seen in state])   # (b, n', C)
+        new = [(tail, seen + (sn - int(seen[0]))) for (tail, sn), (_, seen) in zip(new, state)]
+        ys = y.unbind(0)
+    else:
+        ys, new = fe.stream_ragged(xs, state)
+    for (tail, seen), (t, sn) in zip(bufs, new):
+        tail.index_copy_(0, rows, t)
+        seen.index_copy_(0, rows, sn)
+    for i, y in zip(live, ys):
+        out[i] = y
     return out  # type: ignore[return-value]
 
 
@@ -246,41 +251,35 @@ def advance(encoder, sessions: list[Session], inputs: list[torch.Tensor], member
     """Advance every session through its input frames, all of them in one ``GRU`` forward call.
 
     ``inputs[i]`` is (n_i, I); returns each session's top-layer outputs (n_i, H) and updates the sessions'
-    state of ensemble member ``member`` (``session.hs[member]``).
-    Sessions without state yet start from zeros; sessions with fewer frames end early (the forward's
-    ``lengths``: its ``h_n`` is each one's state at its own last frame); sessions with none keep their state.
+    rows of ensemble member ``member``'s state in the run's slots (gathered with one index, written back with
+    one). A session's row is zero until it has frames (a new session starts from zeros); sessions with fewer
+    frames end early (the forward's ``lengths``: its ``h_n`` is each one's state at its own last frame);
+    sessions with none keep their state.
     One forward over the tick's few frames equals the batched ``GRU.step`` per time step it replaces (the same
     kernels; tested) and costs half as much on a small tick (the per-call overhead, paid once, not per step).
     """
     spec = encoder.spec
-    L, Hs = spec.num_layers, spec.hidden_size
-    like = encoder.weight_ih_l0
     ns = [x.shape[0] for x in inputs]
     live = [i for i, n in enumerate(ns) if n]
     if len(live) < len(ns):                                # sessions without frames: no outputs, same state
-        out = [x.new_zeros(0, Hs) for x in inputs]
+        out = [x.new_zeros(0, spec.hidden_size) for x in inputs]
         if not live:
             return out
     else:
         out = [None] * len(ns)
-    zero = None
-    hs = []
-    for i in live:
-        h = sessions[i].hs[member]
-        if h is None:                                  # a session that has just started: from zeros
-            h = zero = like.new_zeros(L, 1, Hs) if zero is None else zero
-        hs.append(h)
-    h = torch.cat(hs, 1)                                                                           # (L, B, H)
+    buf = sessions[0].slots.gru(member, spec.num_layers, spec.hidden_size, encoder.weight_ih_l0)   # (L, S, H)
+    rows = torch.tensor([sessions[i].slot for i in live])
     lengths = [ns[i] for i in live]
     T = max(lengths)
-    X = torch.nn.utils.rnn.pad_sequence([inputs[i] for i in live], batch_first=True)              # (B, T, I)
+    X = (torch.stack([inputs[i] for i in live]) if min(lengths) == T else
+         torch.nn.utils.rnn.pad_sequence([inputs[i] for i in live], batch_first=True))            # (B, T, I)
     if not spec.batch_first:
         X = X.transpose(0, 1)
-    Y, h = encoder(X, h.contiguous(), lengths=None if min(lengths) == T else torch.tensor(lengths))
+    Y, h = encoder(X, buf.index_select(1, rows), lengths=None if min(lengths) == T else torch.tensor(lengths))
+    buf.index_copy_(1, rows, h)
     if not spec.batch_first:
         Y = Y.transpose(0, 1)                                                                     # (B, T, H)
-    for i, n, hi, yi in zip(live, lengths, h.split(1, 1), Y.unbind(0)):                           # views, one call
-        sessions[i].hs[member] = hi
+    for i, n, yi in zip(live, lengths, Y.unbind(0)):                                              # views
         out[i] = yi if n == T else yi[:n]
     return out
 
@@ -314,8 +313,13 @@ class SessionBatcher:
         return s
 
     def close(self, s: Session) -> None:
+        """Forget ``s``; its row of state goes back to the slots now, or, while its chunk is queued or in a
+        tick, after that tick (a row freed under a running tick could be given to a new session and then
+        overwritten by the tick's write-back)."""
         s.closed = True
         self.sessions.pop(s.id, None)
+        if s.future is None or s.future.done():
+            s.release()
 
     async def push(self, s: Session, chunk: Any, final: bool = False) -> dict:
         """Queue a chunk of ``s`` and await its partial (``final``: flush and the final) output."""
@@ -333,7 +337,12 @@ class SessionBatcher:
     async def _loop(self) -> None:
         q = self.ready
         while True:
-            batch = [s for s in await self._gather(q) if not s.closed]
+            batch = []
+            for s in await self._gather(q):
+                if s.closed:
+                    s.release()
+                else:
+                    batch.append(s)
             if not batch:
                 continue
             t0 = time.perf_counter()
@@ -350,6 +359,9 @@ class SessionBatcher:
                 for s in batch:
                     if not s.future.done():
                         s.future.set_exception(e)
+            for s in batch:
+                if s.closed:                                 # closed while in the tick (close())
+                    s.release()
             self.tick_time = average(self.tick_time, time.perf_counter() - t0)
 
     async def _gather(self, q: asyncio.Queue) -> list[Session]:
@@ -371,10 +383,11 @@ class SessionBatcher:
     def _tick(self, batch: list[Session]) -> list[dict]:
         """One tick: every session's chunk to GRU inputs, one batched step per time step, outputs."""
         m = batch[0].model
-        xs = front_end(batch, batch_features(batch))
+        feats = batch_features(batch)
         # weights checked once per tick, not per frame; the encoders only (their GRUs are all the tick steps):
         # walking the whole task model (its metrics included) cost ~7% of the server's GIL time per tick
-        with frozen_weights(*(mk.encoder for mk in batch[0].members)):
+        with batch[0].slots.busy, frozen_weights(*(mk.encoder for mk in batch[0].members)):
+            xs = front_end(batch, feats)
             per_member = [advance(mk.encoder, batch, xs, k) for k, mk in enumerate(batch[0].members)]
         ys = per_member[0]
         if self.on_batch:

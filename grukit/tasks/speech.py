@@ -159,11 +159,19 @@ class CausalConv(nn.Module):
             y = out
         return y.transpose(1, 2), new                                           # (B, n', C)
 
-    def stream_ragged(self, xs: list[Tensor], states: list[list[tuple[Tensor, int]]]
-                      ) -> tuple[list[Tensor], list[list[tuple[Tensor, int]]]]:
+    def ragged_state(self, batch: int, like: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """:meth:`stream_ragged`'s state for ``batch`` streams at their start: per layer the last k-1 inputs
+        ``(B, C, k-1)`` (zeros) and the inputs each stream has seen ``(B,)`` (int64)."""
+        return [(like.new_zeros(batch, conv.in_channels, self.kernel - 1), torch.zeros(batch, dtype=torch.long))
+                for conv in self.convs]
+
+    def stream_ragged(self, xs: list[Tensor], state: list[tuple[Tensor, Tensor]]
+                      ) -> tuple[list[Tensor], list[tuple[Tensor, Tensor]]]:
         """:meth:`stream` for many streams at once, each with its own frame count and stride phase: stream i's
-        frames ``xs[i]`` (n_i, F) and state ``states[i]`` (batch 1) -> its outputs (n_i', C) and new state,
-        as ``stream(xs[i][None], states[i])`` gives them, with one convolution per layer for all streams.
+        frames ``xs[i]`` (n_i, F) and row i of the batched ``state`` (:meth:`ragged_state`) -> its outputs
+        (n_i', C) and row i of the new state, as ``stream(xs[i][None], its state)`` gives them, with one
+        matrix product per layer for all streams and the state kept batched (a serving tick gathers its
+        sessions' rows in one index, :class:`grukit.serve.slots.Slots`).
 
         Each stream's input windows are picked at its own phase from the right-padded batch and the layer is
         one matrix product over all of them (``F.conv1d`` at stride 1 computed every window, s times the
@@ -172,12 +180,11 @@ class CausalConv(nn.Module):
         B, k = len(xs), self.kernel
         n = torch.tensor([x.shape[0] for x in xs])                              # (B,) inputs of each stream
         y = torch.nn.utils.rnn.pad_sequence(list(xs), batch_first=True).transpose(1, 2)   # (B, F, N)
-        new: list[list[tuple[Tensor, int]]] = [[] for _ in range(B)]
+        new: list[tuple[Tensor, Tensor]] = []
         rows = torch.arange(B)[:, None]
-        for layer, (conv, s) in enumerate(zip(self.convs, self.strides)):
-            seen = [st[layer][1] for st in states]
-            full = torch.cat([torch.cat([st[layer][0] for st in states]), y], dim=2)    # (B, F, k-1+N)
-            first = torch.tensor([-(-sn // s) * s - sn for sn in seen])                   # each stream's phase
+        for conv, s, (tail, seen) in zip(self.convs, self.strides, state):
+            full = torch.cat([tail, y], dim=2)                                            # (B, F, k-1+N)
+            first = -torch.div(-seen, s, rounding_mode="floor") * s - seen                # each stream's phase
             m = torch.clamp((n - first - 1) // s + 1, min=0)                              # outputs kept
             M = int(m.max()) if B else 0
             C = conv.out_channels
@@ -191,8 +198,7 @@ class CausalConv(nn.Module):
             else:
                 y = full.new_zeros(B, C, 0)
             tails = full.gather(2, (n[:, None] + torch.arange(k - 1)[None])[:, None].expand(B, full.shape[1], k - 1))
-            for i, (t, sn, ni) in enumerate(zip(tails.split(1), seen, n.tolist())):
-                new[i].append((t, sn + ni))
+            new.append((tails, seen + n))
             n = m
         ys = y.transpose(1, 2)                                                   # (B, M, C)
         return [yi[:mi] for yi, mi in zip(ys.unbind(0), n.tolist())], new
