@@ -85,11 +85,6 @@ class Session:
         self.xs.append(x)
         return x
 
-    @torch.no_grad()
-    def inputs(self, chunk: np.ndarray | None, final: bool = False) -> torch.Tensor:
-        """One session's chunk -> its (n', I) GRU input frames (what a tick does for many at once)."""
-        return front_end([self], [self.features(chunk, final)])[0]
-
     @property
     def hs(self) -> list[torch.Tensor | None]:
         """Each ensemble member's GRU state (L, 1, H), a view of its row (None before any GRU ran)."""
@@ -177,111 +172,101 @@ def _shared(served: Served) -> dict:
     return {"slots": Slots(), "mean": mean, "std": std}
 
 
+def pad_rows(x: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """Rows of ``x`` (total, F), ``counts[i]`` of them for sequence i in order -> (B, N, F) right-padded with
+    zeros: a view when every count is the same, else one indexed write."""
+    B, N = len(counts), max(counts, default=0)
+    if B and min(counts) == N:
+        return x.view(B, N, x.shape[1])
+    out = x.new_zeros(B, N, x.shape[1])
+    c = np.asarray(counts)
+    rows = np.repeat(np.arange(B), c)
+    cols = np.arange(len(rows)) - np.repeat(np.cumsum(c) - c, c)
+    out[torch.from_numpy(rows), torch.from_numpy(cols)] = x
+    return out
+
+
 @torch.no_grad()
-def batch_features(sessions: list[Session]) -> list[torch.Tensor]:
-    """Every session's pending chunk -> its normalised (n, F) frames, as ``Session.features`` does one by one;
-    speech: the chunks' frames of all sessions (final ones: the end of their signal) in one vectorised FFT + mel
-    call and one normalisation (the per-chunk numpy/torch overhead was most of a tick at a few hundred sessions)."""
+def batch_features(sessions: list[Session]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every session's pending chunk -> its normalised frames, as ``Session.features`` gives them one by one,
+    as one right-padded batch (B, N, F) and each session's frame count (B,); speech: the chunks' frames of all
+    sessions (final ones: the end of their signal) in one vectorised FFT + mel call and one normalisation (the
+    per-chunk numpy/torch overhead was most of a tick at a few hundred sessions)."""
     s0 = sessions[0]
     if s0.served.task != "speech":
-        return [s.features(s.pending, s.final) for s in sessions]
+        feats = [s.features(s.pending, s.final) for s in sessions]
+        counts = [len(f) for f in feats]
+        return pad_rows(torch.cat(feats), counts), torch.tensor(counts)
     from ..data import audio
-    out: list[torch.Tensor | None] = [None] * len(sessions)
-    live = [i for i, s in enumerate(sessions) if s.final or s.pending is not None]
-    if len(live) < len(sessions):
-        live_set = set(live)
-        for i, s in enumerate(sessions):
-            if i not in live_set:
-                out[i] = s.features(s.pending, s.final)
-    if live:                                                # a final chunk is its stream's finish()
-        feats = audio.StreamingFeatures.push_many([sessions[i].feats for i in live],
-                                                  [None if sessions[i].final else sessions[i].pending
-                                                   for i in live])
-        x = torch.from_numpy(np.concatenate(feats).astype(np.float32, copy=False))
-        if s0.served.config.normalize == "global":
-            x = (x - s0.mean) / s0.std
-        for i, xi in zip(live, x.split([len(f) for f in feats])):
-            out[i] = xi
-    return out  # type: ignore[return-value]
+    none = np.zeros(0, np.float32)                          # a session without a chunk: no new samples
+    x, counts = audio.StreamingFeatures.push_many(
+        [s.feats for s in sessions], [None if s.final else none if s.pending is None else s.pending
+                                      for s in sessions], joined=True)
+    x = torch.from_numpy(x.astype(np.float32, copy=False))
+    if s0.served.config.normalize == "global":
+        x = (x - s0.mean) / s0.std
+    return pad_rows(x, counts.tolist()), torch.from_numpy(counts.astype(np.int64))
 
 
 @torch.no_grad()
-def front_end(sessions: list[Session], feats: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Speech: every session's feature frames through the causal front end, its state in the sessions' rows
+def front_end(sessions: list[Session], x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Speech: every session's feature frames (``x`` (B, N, F) right-padded, ``lengths`` (B,)) through the
+    causal front end -> its outputs (B, N', C) right-padded and their lengths, the state in the sessions' rows
     of the run's :class:`~grukit.serve.slots.Slots` (gathered once per layer, written back once); other
     tasks: the frames unchanged.
 
-    When every session has the same frame count and stride phase (same-size chunks) they are one
-    ``CausalConv.stream`` call; otherwise (sessions that have just started, odd chunk sizes) one
-    ``CausalConv.stream_ragged`` call, one matrix product per layer, instead of one call per group (each cost
-    ~0.2 ms however few sessions it had)."""
+    All sessions, whatever their frame counts and stride phases, are one strided convolution per layer
+    (``CausalConv.stream_padded``)."""
     m = sessions[0].model
     if sessions[0].served.task != "speech" or m.frontend is None:
-        return feats
+        return x, lengths
     fe = m.frontend
-    live = [i for i, f in enumerate(feats) if f.shape[0]]
-    out = [f.new_zeros(0, fe.convs[-1].out_channels) for f in feats] if len(live) < len(feats) else [None] * len(feats)
-    if not live:
-        return out
     slots = sessions[0].slots
-    rows = torch.tensor([sessions[i].slot for i in live])
-    xs = [feats[i] for i in live]
-    like = xs[0]
-    bufs = [slots.conv(k, conv.in_channels, fe.kernel, like) for k, conv in enumerate(fe.convs)]
+    rows = torch.tensor([s.slot for s in sessions])
+    bufs = [slots.conv(k, conv.in_channels, fe.kernel, x) for k, conv in enumerate(fe.convs)]
     state = [(tail.index_select(0, rows), seen.index_select(0, rows)) for tail, seen in bufs]
-    n0 = xs[0].shape[0]
-    same = all(x.shape[0] == n0 for x in xs) and all(
-        bool((seen % st == seen[0] % st).all()) for (_, seen), st in zip(state, fe.strides))
-    if same:                                               # one group: the strided convolution itself
-        y, new = fe.stream(torch.stack(xs), [(tail, int(seen[0])) for tail, seen in state])   # (b, n', C)
-        new = [(tail, seen + (sn - int(seen[0]))) for (tail, sn), (_, seen) in zip(new, state)]
-        ys = y.unbind(0)
-    else:
-        ys, new = fe.stream_ragged(xs, state)
+    y, n, new = fe.stream_padded(x, lengths, state)
     for (tail, seen), (t, sn) in zip(bufs, new):
         tail.index_copy_(0, rows, t)
         seen.index_copy_(0, rows, sn)
-    for i, y in zip(live, ys):
-        out[i] = y
-    return out  # type: ignore[return-value]
+    return y, n
 
 
 @torch.no_grad()
-def advance(encoder, sessions: list[Session], inputs: list[torch.Tensor], member: int = 0) -> list[torch.Tensor]:
+def advance(encoder, sessions: list[Session], inputs, member: int = 0):
     """Advance every session through its input frames, all of them in one ``GRU`` forward call.
 
-    ``inputs[i]`` is (n_i, I); returns each session's top-layer outputs (n_i, H) and updates the sessions'
-    rows of ensemble member ``member``'s state in the run's slots (gathered with one index, written back with
-    one). A session's row is zero until it has frames (a new session starts from zeros); sessions with fewer
-    frames end early (the forward's ``lengths``: its ``h_n`` is each one's state at its own last frame);
-    sessions with none keep their state.
+    ``inputs``: a list of each session's (n_i, I) frames (returns each one's top-layer outputs (n_i, H)), or
+    ``(x, lengths)``, the frames right-padded (B, N, I) and their counts (B,) (returns the outputs (B, N, H),
+    rows past a session's count unspecified). Updates the sessions' rows of ensemble member ``member``'s state
+    in the run's slots (gathered with one index, written back with one). A session's row is zero until it has
+    frames (a new session starts from zeros); sessions with fewer frames end early (the forward's ``lengths``:
+    its ``h_n`` is each one's state at its own last frame); sessions with none keep their state.
     One forward over the tick's few frames equals the batched ``GRU.step`` per time step it replaces (the same
     kernels; tested) and costs half as much on a small tick (the per-call overhead, paid once, not per step).
     """
     spec = encoder.spec
-    ns = [x.shape[0] for x in inputs]
-    live = [i for i, n in enumerate(ns) if n]
-    if len(live) < len(ns):                                # sessions without frames: no outputs, same state
-        out = [x.new_zeros(0, spec.hidden_size) for x in inputs]
-        if not live:
-            return out
-    else:
-        out = [None] * len(ns)
+    if isinstance(inputs, list):                             # one tensor per session
+        counts = [len(v) for v in inputs]
+        x = pad_rows(torch.cat(inputs), counts) if inputs else torch.zeros(0, 0, spec.input_size)
+        Y = advance(encoder, sessions, (x, torch.tensor(counts)), member)
+        return [Y[i, :c] for i, c in enumerate(counts)]
+    x, lengths = inputs
+    B, T = x.shape[0], x.shape[1]
+    rows = torch.tensor([s.slot for s in sessions])
+    live = lengths > 0
+    if not bool(live.all()):                                 # sessions without frames: no outputs, same state
+        out = x.new_zeros(B, T, spec.hidden_size)
+        keep = live.nonzero()[:, 0]
+        if len(keep):
+            out[keep] = advance(encoder, [sessions[i] for i in keep.tolist()],
+                                (x[keep], lengths[keep]), member)
+        return out
     buf = sessions[0].slots.gru(member, spec.num_layers, spec.hidden_size, encoder.weight_ih_l0)   # (L, S, H)
-    rows = torch.tensor([sessions[i].slot for i in live])
-    lengths = [ns[i] for i in live]
-    T = max(lengths)
-    X = (torch.stack([inputs[i] for i in live]) if min(lengths) == T else
-         torch.nn.utils.rnn.pad_sequence([inputs[i] for i in live], batch_first=True))            # (B, T, I)
-    if not spec.batch_first:
-        X = X.transpose(0, 1)
-    Y, h = encoder(X, buf.index_select(1, rows), lengths=None if min(lengths) == T else torch.tensor(lengths))
+    X = x if spec.batch_first else x.transpose(0, 1)
+    Y, h = encoder(X, buf.index_select(1, rows), lengths=None if int(lengths.min()) == T else lengths)
     buf.index_copy_(1, rows, h)
-    if not spec.batch_first:
-        Y = Y.transpose(0, 1)                                                                     # (B, T, H)
-    for i, n, yi in zip(live, lengths, Y.unbind(0)):                                              # views
-        out[i] = yi if n == T else yi[:n]
-    return out
+    return Y if spec.batch_first else Y.transpose(0, 1)                                            # (B, T, H)
 
 
 class SessionBatcher:
@@ -383,27 +368,25 @@ class SessionBatcher:
     def _tick(self, batch: list[Session]) -> list[dict]:
         """One tick: every session's chunk to GRU inputs, one batched step per time step, outputs."""
         m = batch[0].model
-        feats = batch_features(batch)
+        x, lengths = batch_features(batch)
         # weights checked once per tick, not per frame; the encoders only (their GRUs are all the tick steps):
         # walking the whole task model (its metrics included) cost ~7% of the server's GIL time per tick
         with batch[0].slots.busy, frozen_weights(*(mk.encoder for mk in batch[0].members)):
-            xs = front_end(batch, feats)
-            per_member = [advance(mk.encoder, batch, xs, k) for k, mk in enumerate(batch[0].members)]
-        ys = per_member[0]
+            x, lengths = front_end(batch, x, lengths)
+            per_member = [advance(mk.encoder, batch, (x, lengths), k) for k, mk in enumerate(batch[0].members)]
         if self.on_batch:
             self.on_batch(len(batch))
+        sizes = lengths.tolist()
         lps: list = [None] * len(batch)
         labels: list = [None] * len(batch)
-        sizes = [y.shape[0] for y in ys]
         if self.served.task == "speech" and any(sizes):
-            lp = m.head(torch.cat(ys))                                          # one head call for all frames
-            lps = list(lp.split(sizes))
+            lp = m.head(per_member[0])                                          # one head call for all frames
             best = lp.argmax(-1).tolist()                                       # and one argmax
-            ends = np.cumsum(sizes).tolist()
-            labels = [best[e - n:e] for e, n in zip(ends, sizes)]
+            lps = [lp[i, :n] for i, n in enumerate(sizes)]
+            labels = [b[:n] for b, n in zip(best, sizes)]
         outs = []
-        for i, (s, lp) in enumerate(zip(batch, lps)):
-            s.take([ys_k[i] for ys_k in per_member], lp, labels[i])
+        for i, (s, lp, n) in enumerate(zip(batch, lps, sizes)):
+            s.take([Y[i, :n] for Y in per_member], lp, labels[i])
             s.pending = None
             outs.append(s.output(final=s.final))
         return outs
