@@ -50,10 +50,10 @@ def roles_for(df: pd.DataFrame, path: str, *, time_col: str = "", target=(), kno
     defaults = defaults or {}
     time_col = pick_time_col(df, time_col or defaults.get("time_col", ""), path)
     target, known, past = list(target or defaults.get("target", ())), list(known), list(past)
-    require_columns(df, [id_col] if id_col else [], path, "series-id column")
-    require_columns(df, target, path, "target column")
-    require_columns(df, known, path, "known covariate column")
-    require_columns(df, past, path, "past covariate column")
+    require_columns(df, [id_col] if id_col else [], path, "series-id column", "--id-col")
+    require_columns(df, target, path, "target column", "--target")
+    require_columns(df, known, path, "known covariate column", "--known")
+    require_columns(df, past, path, "past covariate column", "--past")
     if not target:
         used = {time_col, id_col, *known, *past}
         target = [c for c in df.columns if c not in used and pd.api.types.is_numeric_dtype(df[c])]
