@@ -67,6 +67,13 @@ def test_long_csv_and_pooling(tmp_path):
     assert m["majority_class"]["accuracy"] == pytest.approx(1 / 3)          # 8 series of each of 3 classes
     assert m["minirocket"]["accuracy"] > 0.9                                 # scored on its own training data
     assert all(row["seconds"] >= 0 for row in m.values())
+    renamed = pd.read_csv(tmp_path / "long.csv").rename(columns={"id": "seq", "label": "kind"})
+    renamed.to_csv(tmp_path / "renamed.csv", index=False)
+    with pytest.raises(DataError, match=r"no sequence-id column 'id'.*; the file has columns seq, time, f1, f2, "
+                                        r"kind \(name it with --id-col\)"):
+        fit("classify", data=str(tmp_path / "renamed.csv"), out=tmp_path / "r2", **TINY)
+    with pytest.raises(DataError, match=r"no label column 'label'.*\(name it with --label-col\)"):
+        fit("classify", data=str(tmp_path / "renamed.csv"), id_col="seq", out=tmp_path / "r3", **TINY)
 
 
 def test_bad_inputs(tmp_path):

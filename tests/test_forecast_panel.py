@@ -87,6 +87,12 @@ def test_bad_panels_name_the_series(tmp_path):
     p.write_text("\n".join(text) + "\n")
     with pytest.raises(DataError, match=r"line 3, column 'V4': non-numeric value 'n/a\?' in series 'S2'"):
         fit("forecast", data=str(p), out=tmp_path / "r1", lookback=8, horizon=4, **FAST)
+    bad = pd.DataFrame({"date": [f"2020-02-{d:02d}" for d in range(1, 21)], "sales": [str(d) for d in range(20)]})
+    bad.loc[6, "sales"] = "12,5"                                 # a decimal comma: the column is read as text
+    bad.to_csv(tmp_path / "text.csv", index=False)
+    with pytest.raises(DataError, match=r"no numeric target column found, though column 'sales' is numbers but "
+                                        r"for '12,5' at line 8; name it with --target"):
+        fit("forecast", data=str(tmp_path / "text.csv"), out=tmp_path / "r0", lookback=4, horizon=2, **FAST)
     rows = [{"date": f"2020-01-{d:02d}", "store": s, "sales": float(d)} for s in "ab" for d in range(1, 29)]
     rows.append({"date": "2020-01-05", "store": "b", "sales": 99.0})
     pd.DataFrame(rows).to_csv(tmp_path / "dup.csv", index=False)

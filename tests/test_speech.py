@@ -96,30 +96,35 @@ def test_causal_conv_streams_like_forward(stride, layers, chunks):
 
 
 @pytest.mark.parametrize("stride,layers,kernel", [(2, 2, 5), (3, 1, 4), (1, 3, 4), (2, 3, 3)])
-def test_causal_conv_streams_ragged_like_each_stream_alone(stride, layers, kernel):
-    """stream_ragged (one conv call per layer for streams of any frame count and stride phase, zero-frame
-    streams included) gives each stream the outputs and state its own stream() call gives."""
+def test_causal_conv_streams_padded_like_each_stream_alone(stride, layers, kernel):
+    """stream_padded (one strided conv per layer for right-padded streams of any frame count and stride
+    phase, zero-frame streams included) gives each stream the outputs and state its own stream() call gives."""
     conv = speech.CausalConv(6, 8, layers, stride, kernel=kernel).eval()
     g = torch.Generator().manual_seed(stride * 10 + layers)
     xs = [torch.randn(40, 6, generator=g) for _ in range(5)]
-    ragged = [conv.initial_state(1, xs[0][None]) for _ in xs]
+    batched = conv.batch_state(len(xs), xs[0][None])
     alone = [conv.initial_state(1, xs[0][None]) for _ in xs]
     pos = [0] * len(xs)
     sizes = [[0, 1, 2, 3, 5, 7][int(k)] for k in torch.randint(0, 6, (8, len(xs)), generator=g).flatten()]
-    for tick in range(8):
-        ns = [1, 0, 0, 1, 0] if tick == 2 else sizes[tick * len(xs):(tick + 1) * len(xs)]   # no output at all
+    phases = set()
+    for tick in range(9):
+        ns = ([1, 0, 0, 1, 0] if tick == 2 else [4, 4, 4, 4, 4] if tick == 8 else
+              sizes[tick * len(xs):(tick + 1) * len(xs)])                    # no output at all; all equal
         chunks = [x[p:p + n] for x, p, n in zip(xs, pos, ns)]
+        padded = torch.nn.utils.rnn.pad_sequence(chunks, batch_first=True)
+        phases.add(tuple(int(v) % stride for v in batched[0][1]))
         with torch.no_grad():
-            outs, ragged = conv.stream_ragged(chunks, ragged)
+            y, m, batched = conv.stream_padded(padded, torch.tensor(ns), batched)
             for i, c in enumerate(chunks):
                 ref, alone[i] = conv.stream(c[None], alone[i])
-                assert outs[i].shape == ref[0].shape
-                torch.testing.assert_close(outs[i], ref[0], atol=1e-5, rtol=1e-5)
-                assert [n for _, n in ragged[i]] == [n for _, n in alone[i]]
-                for (a, _), (b, _) in zip(ragged[i], alone[i]):
-                    torch.testing.assert_close(a, b)
+                assert int(m[i]) == ref.shape[1]
+                torch.testing.assert_close(y[i, :int(m[i])], ref[0], atol=1e-5, rtol=1e-5)
+                assert [int(n[i]) for _, n in batched] == [n for _, n in alone[i]]
+                for (a, _), (b, _) in zip(batched, alone[i]):
+                    torch.testing.assert_close(a[i:i + 1], b)
         pos = [p + n for p, n in zip(pos, ns)]
     assert sum(pos) > 40
+    assert stride == 1 or any(len(set(p)) > 1 for p in phases)                 # phases mixed in one call
 
 
 def _model(bidirectional=False, stride=2, units="char", symbols=tuple("abcdefghijklmnopqrstuvwxyz ")):

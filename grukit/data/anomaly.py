@@ -18,9 +18,9 @@ def read_values(cfg, data: str, roles: dict | None = None):
     if roles is None:
         time_col = pick_time_col(df, cfg.time_col or defaults.get("time_col", ""), path)
         label_col = cfg.label_col or defaults.get("label_col", "")
-        require_columns(df, [label_col], path, "label column")
+        require_columns(df, [label_col], path, "label column", "--label-col")
         columns = list(cfg.columns or defaults.get("columns", ()))
-        require_columns(df, columns, path, "value column")
+        require_columns(df, columns, path, "value column", "--columns")
         if not columns:
             columns = [c for c in df.columns if c not in (time_col, label_col)
                        and pd.api.types.is_numeric_dtype(df[c])]

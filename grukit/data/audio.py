@@ -242,10 +242,12 @@ class StreamingFeatures:
         return self._emit()
 
     @staticmethod
-    def push_many(streams: "list[StreamingFeatures]", chunks: list[np.ndarray | None]) -> list[np.ndarray]:
+    def push_many(streams: "list[StreamingFeatures]", chunks: list[np.ndarray | None], joined: bool = False
+                  ) -> "list[np.ndarray] | tuple[np.ndarray, np.ndarray]":
         """``[s.push(c) for s, c in zip(streams, chunks)]`` (all with one spec) with one vectorised
         FFT + mel call for the frames of all streams: what a server tick does for its sessions. A chunk of
-        None is that stream's ``finish()`` (its end padding, then no more pushes).
+        None is that stream's ``finish()`` (its end padding, then no more pushes). ``joined``: the frames of
+        all streams in one array (total, F) and each stream's frame count, instead of one array per stream.
 
         Every stream's buffer and chunk are joined into one signal and all frames cut from it with one
         gather, so the per-stream Python work is a few list appends and one slice (it was one concatenate
@@ -280,7 +282,7 @@ class StreamingFeatures:
         keep = (starts + counts * hop).tolist()
         for st, a, b in zip(streams, keep, ends.tolist()):
             st.buf = signal[a:b].copy()                                    # the samples of frames to come
-        return np.split(out, np.cumsum(counts)[:-1])
+        return (out, counts) if joined else np.split(out, np.cumsum(counts)[:-1])
 
 
 def normalise(feats: list[np.ndarray], how: str, mean=None, std=None) -> list[np.ndarray]:

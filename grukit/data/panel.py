@@ -50,17 +50,33 @@ def roles_for(df: pd.DataFrame, path: str, *, time_col: str = "", target=(), kno
     defaults = defaults or {}
     time_col = pick_time_col(df, time_col or defaults.get("time_col", ""), path)
     target, known, past = list(target or defaults.get("target", ())), list(known), list(past)
-    require_columns(df, [id_col] if id_col else [], path, "series-id column")
-    require_columns(df, target, path, "target column")
-    require_columns(df, known, path, "known covariate column")
-    require_columns(df, past, path, "past covariate column")
+    require_columns(df, [id_col] if id_col else [], path, "series-id column", "--id-col")
+    require_columns(df, target, path, "target column", "--target")
+    require_columns(df, known, path, "known covariate column", "--known")
+    require_columns(df, past, path, "past covariate column", "--past")
     if not target:
         used = {time_col, id_col, *known, *past}
         target = [c for c in df.columns if c not in used and pd.api.types.is_numeric_dtype(df[c])]
         if not target:
-            raise DataError("no numeric target column found; name it with --target", path=path)
+            raise DataError("no numeric target column found" + _mostly_numeric(df, used)
+                            + "; name it with --target", path=path)
     return {"time_col": time_col, "target": target, "known": known, "past": past, "id_col": id_col,
             "layout": "long"}
+
+
+def _mostly_numeric(df: pd.DataFrame, used: set) -> str:
+    """Where a column that is mostly numbers (over half its values) went wrong: ", column 'x' has the non-numeric value
+    'abc' at line N" (the header is line 1), or ""."""
+    for c in df.columns:
+        if c in used or pd.api.types.is_numeric_dtype(df[c]):
+            continue
+        col = df[c]
+        num = pd.to_numeric(col, errors="coerce")
+        bad = num.isna() & col.notna()
+        if bad.any() and bad.mean() < 0.5:
+            at = int(np.flatnonzero(bad.to_numpy())[0])
+            return f", though column {c!r} is numbers but for {col.iloc[at]!r} at line {at + 2}"
+    return ""
 
 
 def _combine_duplicates(df: pd.DataFrame, roles: dict, times: pd.Series, path: str, how: str) -> pd.DataFrame:

@@ -199,7 +199,10 @@ def read_long(p: Path, id_col: str, time_col: str, label_col: str, need_labels: 
     """One row per (sequence, time step): ``id_col``, ``time_col``, feature columns, ``label_col``."""
     df = read_table(p)
     has_label = label_col in df.columns
-    require_columns(df, [id_col, time_col] + ([label_col] if need_labels else []), p)
+    require_columns(df, [id_col], p, "sequence-id column", "--id-col")
+    require_columns(df, [time_col], p, "time column", "--time-col")
+    if need_labels:
+        require_columns(df, [label_col], p, "label column", "--label-col")
     feats = [c for c in df.columns if c not in (id_col, time_col, label_col)]
     if not feats:
         raise DataError(f"no feature columns besides {id_col!r}, {time_col!r} and {label_col!r}", path=p)

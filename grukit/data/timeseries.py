@@ -49,12 +49,15 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def require_columns(df: pd.DataFrame, cols: Iterable[str], path: str | Path, what: str = "column") -> None:
-    """Raise DataError for the first missing column, suggesting the nearest existing name."""
+def require_columns(df: pd.DataFrame, cols: Iterable[str], path: str | Path, what: str = "column",
+                    option: str = "") -> None:
+    """Raise DataError for the first missing column, suggesting the nearest existing name (and ``option``,
+    the command-line option that names the column, when given)."""
     for c in cols:
         if c and c not in df.columns:
             raise DataError(f"no {what} {c!r}{nearest(c, df.columns)}; the file has columns "
-                            f"{', '.join(map(str, df.columns))}", path=path)
+                            f"{', '.join(map(str, df.columns))}" + (f" (name it with {option})" if option else ""),
+                            path=path)
 
 
 def _line(df: pd.DataFrame, pos: int) -> int:
@@ -91,7 +94,7 @@ def finite(values: np.ndarray, df: pd.DataFrame | None, col: str, path: str | Pa
 
 def pick_time_col(df: pd.DataFrame, requested: str, path: str | Path) -> str:
     if requested:
-        require_columns(df, [requested], path, "time column")
+        require_columns(df, [requested], path, "time column", "--time-col")
         return requested
     lower = {c.lower(): c for c in df.columns}
     for name in TIME_NAMES:

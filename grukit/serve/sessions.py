@@ -8,7 +8,8 @@ previous tick is done (continuous batching) and advances all of them together in
 the tick's frames (sessions that have just started from a zero state; equal to one batched ``GRU.step`` per
 time step), then hands each session its partial output. Sessions whose chunk gave fewer frames end early
 (the call's ``lengths``). Short ticks run on the event loop thread, long ones on the run's worker thread
-(:class:`SessionBatcher`).
+(:class:`SessionBatcher`). Each session's recurrent state is a row of the run's batched state
+(:class:`~grukit.serve.slots.Slots`), gathered and written back with one index per tensor.
 
 Outputs equal the offline ones for the same input (tests/test_serve_stream.py): speech keeps the causal front
 end's state per session and decodes greedily frame by frame; classify / autoencoder keep the session's
@@ -30,6 +31,7 @@ from ..nn import frozen_weights
 from ..tasks.speech import GreedyStream, beam_search
 from .adapters import Served, streamable
 from .batcher import average, on_worker, take, worker_idle
+from .slots import Slots
 
 __all__ = ["Session", "SessionBatcher", "advance"]
 
@@ -39,7 +41,8 @@ INLINE_TICK = 0.02      # seconds: ticks shorter than this (moving average) run 
 
 
 class Session:
-    """One stream's state: GRU state ``h`` (L, 1, H) or None before the first frame, and task state."""
+    """One stream: its row of the run's batched recurrent state (:class:`~grukit.serve.slots.Slots`: the GRU
+    state of each ensemble member, the speech front end's last inputs) and its task state."""
 
     def __init__(self, served: Served):
         c = served.extra.get("session")
@@ -50,7 +53,8 @@ class Session:
         self.task = served.task                             # read per chunk: a plain attribute
         self.model = served.models[0]
         self.members = served.models if served.task != "speech" else served.models[:1]
-        self.hs: list[torch.Tensor | None] = [None] * len(self.members)   # GRU state of each ensemble member
+        self.slots: Slots = c["slots"]
+        self.slot, self._release = self.slots.alloc(self)       # zero state; freed by release() or GC
         self.pending: Any = None                            # the chunk waiting for the next tick
         self.final = False
         self.future: asyncio.Future | None = None
@@ -62,7 +66,6 @@ class Session:
             from ..data import audio
             self.spec = c["spec"]
             self.feats = audio.StreamingFeatures(self.spec)
-            self.conv = None
             self.best, self.log_probs = GreedyStream(), []
             self.text, self.text_ids = "", 0                 # the transcript of best.ids[:text_ids]
         else:
@@ -82,15 +85,19 @@ class Session:
         self.xs.append(x)
         return x
 
-    @torch.no_grad()
-    def inputs(self, chunk: np.ndarray | None, final: bool = False) -> torch.Tensor:
-        """One session's chunk -> its (n', I) GRU input frames (what a tick does for many at once)."""
-        return front_end([self], [self.features(chunk, final)])[0]
+    @property
+    def hs(self) -> list[torch.Tensor | None]:
+        """Each ensemble member's GRU state (L, 1, H), a view of its row (None before any GRU ran)."""
+        return [self.slots.gru_row(k, self.slot) for k in range(len(self.members))]
 
     @property
     def h(self) -> torch.Tensor | None:
-        """The first member's GRU state (L, 1, H), None before the first frame."""
-        return self.hs[0]
+        """The first member's GRU state (L, 1, H)."""
+        return self.slots.gru_row(0, self.slot)
+
+    def release(self) -> None:
+        """Give the session's row back to the run's slots (once; later calls do nothing)."""
+        self._release()
 
     def take(self, y: torch.Tensor | list, log_probs: torch.Tensor | None = None,
              labels: list[int] | None = None) -> None:
@@ -154,7 +161,7 @@ def _shared(served: Served) -> dict:
     m = served.meta
     if served.task == "speech":
         from ..data import audio
-        return {"spec": audio.FeatureSpec.from_dict(m["features"]),
+        return {"slots": Slots(), "spec": audio.FeatureSpec.from_dict(m["features"]),
                 "mean": torch.tensor(m["feature_mean"], dtype=torch.float32),
                 "std": torch.tensor(m["feature_std"], dtype=torch.float32)}
     key = ("feature_mean", "feature_std") if served.task == "classify" else ("mean", "std")
@@ -162,127 +169,104 @@ def _shared(served: Served) -> dict:
     std = torch.tensor(m[key[1]], dtype=torch.float32)
     if m.get("normalize") == "none":                                   # classify trained on raw features
         mean, std = torch.zeros_like(mean), torch.ones_like(std)
-    return {"mean": mean, "std": std}
+    return {"slots": Slots(), "mean": mean, "std": std}
+
+
+def pad_rows(x: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """Rows of ``x`` (total, F), ``counts[i]`` of them for sequence i in order -> (B, N, F) right-padded with
+    zeros: a view when every count is the same, else one indexed write."""
+    B, N = len(counts), max(counts, default=0)
+    if B and min(counts) == N:
+        return x.view(B, N, x.shape[1])
+    out = x.new_zeros(B, N, x.shape[1])
+    c = np.asarray(counts)
+    rows = np.repeat(np.arange(B), c)
+    cols = np.arange(len(rows)) - np.repeat(np.cumsum(c) - c, c)
+    out[torch.from_numpy(rows), torch.from_numpy(cols)] = x
+    return out
 
 
 @torch.no_grad()
-def batch_features(sessions: list[Session]) -> list[torch.Tensor]:
-    """Every session's pending chunk -> its normalised (n, F) frames, as ``Session.features`` does one by one;
-    speech: the chunks' frames of all sessions (final ones: the end of their signal) in one vectorised FFT + mel
-    call and one normalisation (the per-chunk numpy/torch overhead was most of a tick at a few hundred sessions)."""
+def batch_features(sessions: list[Session]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every session's pending chunk -> its normalised frames, as ``Session.features`` gives them one by one,
+    as one right-padded batch (B, N, F) and each session's frame count (B,); speech: the chunks' frames of all
+    sessions (final ones: the end of their signal) in one vectorised FFT + mel call and one normalisation (the
+    per-chunk numpy/torch overhead was most of a tick at a few hundred sessions)."""
     s0 = sessions[0]
     if s0.served.task != "speech":
-        return [s.features(s.pending, s.final) for s in sessions]
+        feats = [s.features(s.pending, s.final) for s in sessions]
+        counts = [len(f) for f in feats]
+        return pad_rows(torch.cat(feats), counts), torch.tensor(counts)
     from ..data import audio
-    out: list[torch.Tensor | None] = [None] * len(sessions)
-    live = [i for i, s in enumerate(sessions) if s.final or s.pending is not None]
-    if len(live) < len(sessions):
-        live_set = set(live)
-        for i, s in enumerate(sessions):
-            if i not in live_set:
-                out[i] = s.features(s.pending, s.final)
-    if live:                                                # a final chunk is its stream's finish()
-        feats = audio.StreamingFeatures.push_many([sessions[i].feats for i in live],
-                                                  [None if sessions[i].final else sessions[i].pending
-                                                   for i in live])
-        x = torch.from_numpy(np.concatenate(feats).astype(np.float32, copy=False))
-        if s0.served.config.normalize == "global":
-            x = (x - s0.mean) / s0.std
-        for i, xi in zip(live, x.split([len(f) for f in feats])):
-            out[i] = xi
-    return out  # type: ignore[return-value]
+    none = np.zeros(0, np.float32)                          # a session without a chunk: no new samples
+    x, counts = audio.StreamingFeatures.push_many(
+        [s.feats for s in sessions], [None if s.final else none if s.pending is None else s.pending
+                                      for s in sessions], joined=True)
+    x = torch.from_numpy(x.astype(np.float32, copy=False))
+    if s0.served.config.normalize == "global":
+        x = (x - s0.mean) / s0.std
+    return pad_rows(x, counts.tolist()), torch.from_numpy(counts.astype(np.int64))
 
 
 @torch.no_grad()
-def front_end(sessions: list[Session], feats: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Speech: every session's feature frames through the causal front end (the conv state is per session);
-    other tasks: the frames unchanged.
+def front_end(sessions: list[Session], x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Speech: every session's feature frames (``x`` (B, N, F) right-padded, ``lengths`` (B,)) through the
+    causal front end -> its outputs (B, N', C) right-padded and their lengths, the state in the sessions' rows
+    of the run's :class:`~grukit.serve.slots.Slots` (gathered once per layer, written back once); other
+    tasks: the frames unchanged.
 
-    Sessions with the same frame count and stride phase (most of them: same-size chunks) are one
-    ``CausalConv.stream`` call; when a tick has several such groups (sessions that have just started, odd chunk
-    sizes) all go through ``CausalConv.stream_ragged`` at once, one conv call per layer, instead of one call
-    per group (each costs ~0.2 ms however few sessions it has)."""
+    All sessions, whatever their frame counts and stride phases, are one strided convolution per layer
+    (``CausalConv.stream_padded``)."""
     m = sessions[0].model
     if sessions[0].served.task != "speech" or m.frontend is None:
-        return feats
+        return x, lengths
     fe = m.frontend
-    strides = fe.strides
-    out: list[torch.Tensor | None] = [None] * len(sessions)
-    groups: dict[tuple, list[int]] = {}
-    for i, (s, f) in enumerate(zip(sessions, feats)):
-        n = f.shape[0]
-        if not n:
-            out[i] = f.new_zeros(0, fe.convs[-1].out_channels)
-            continue
-        if s.conv is None:
-            s.conv = fe.initial_state(1, f[None])
-        key = (n, tuple(seen % st for (_, seen), st in zip(s.conv, strides)))   # where the strides fall
-        if key in groups:
-            groups[key].append(i)
-        else:
-            groups[key] = [i]
-    if len(groups) > 1:
-        idx = [i for g in groups.values() for i in g]
-        ys, new = fe.stream_ragged([feats[i] for i in idx], [sessions[i].conv for i in idx])
-        for i, y, state in zip(idx, ys, new):
-            sessions[i].conv = state
-            out[i] = y
-    for idx in groups.values() if len(groups) == 1 else ():
-        convs = [sessions[i].conv for i in idx]
-        first = convs[0]
-        state = [(torch.cat([c[k][0] for c in convs]), first[k][1]) for k in range(len(first))]
-        y, new = fe.stream(torch.stack([feats[i] for i in idx]), state)        # (b, n', C)
-        tails = [t.split(1) for t, _ in new]                                    # each session's, as views
-        added = [new[k][1] - state[k][1] for k in range(len(new))]
-        for j, (i, yj) in enumerate(zip(idx, y.unbind(0))):
-            s = sessions[i]
-            s.conv = [(tails[k][j], s.conv[k][1] + added[k]) for k in range(len(new))]
-            out[i] = yj
-    return out  # type: ignore[return-value]
+    slots = sessions[0].slots
+    rows = torch.tensor([s.slot for s in sessions])
+    bufs = [slots.conv(k, conv.in_channels, fe.kernel, x) for k, conv in enumerate(fe.convs)]
+    state = [(tail.index_select(0, rows), seen.index_select(0, rows)) for tail, seen in bufs]
+    y, n, new = fe.stream_padded(x, lengths, state)
+    for (tail, seen), (t, sn) in zip(bufs, new):
+        tail.index_copy_(0, rows, t)
+        seen.index_copy_(0, rows, sn)
+    return y, n
 
 
 @torch.no_grad()
-def advance(encoder, sessions: list[Session], inputs: list[torch.Tensor], member: int = 0) -> list[torch.Tensor]:
+def advance(encoder, sessions: list[Session], inputs, member: int = 0):
     """Advance every session through its input frames, all of them in one ``GRU`` forward call.
 
-    ``inputs[i]`` is (n_i, I); returns each session's top-layer outputs (n_i, H) and updates the sessions'
-    state of ensemble member ``member`` (``session.hs[member]``).
-    Sessions without state yet start from zeros; sessions with fewer frames end early (the forward's
-    ``lengths``: its ``h_n`` is each one's state at its own last frame); sessions with none keep their state.
+    ``inputs``: a list of each session's (n_i, I) frames (returns each one's top-layer outputs (n_i, H)), or
+    ``(x, lengths)``, the frames right-padded (B, N, I) and their counts (B,) (returns the outputs (B, N, H),
+    rows past a session's count unspecified). Updates the sessions' rows of ensemble member ``member``'s state
+    in the run's slots (gathered with one index, written back with one). A session's row is zero until it has
+    frames (a new session starts from zeros); sessions with fewer frames end early (the forward's ``lengths``:
+    its ``h_n`` is each one's state at its own last frame); sessions with none keep their state.
     One forward over the tick's few frames equals the batched ``GRU.step`` per time step it replaces (the same
     kernels; tested) and costs half as much on a small tick (the per-call overhead, paid once, not per step).
     """
     spec = encoder.spec
-    L, Hs = spec.num_layers, spec.hidden_size
-    like = encoder.weight_ih_l0
-    ns = [x.shape[0] for x in inputs]
-    live = [i for i, n in enumerate(ns) if n]
-    if len(live) < len(ns):                                # sessions without frames: no outputs, same state
-        out = [x.new_zeros(0, Hs) for x in inputs]
-        if not live:
-            return out
-    else:
-        out = [None] * len(ns)
-    zero = None
-    hs = []
-    for i in live:
-        h = sessions[i].hs[member]
-        if h is None:                                  # a session that has just started: from zeros
-            h = zero = like.new_zeros(L, 1, Hs) if zero is None else zero
-        hs.append(h)
-    h = torch.cat(hs, 1)                                                                           # (L, B, H)
-    lengths = [ns[i] for i in live]
-    T = max(lengths)
-    X = torch.nn.utils.rnn.pad_sequence([inputs[i] for i in live], batch_first=True)              # (B, T, I)
-    if not spec.batch_first:
-        X = X.transpose(0, 1)
-    Y, h = encoder(X, h.contiguous(), lengths=None if min(lengths) == T else torch.tensor(lengths))
-    if not spec.batch_first:
-        Y = Y.transpose(0, 1)                                                                     # (B, T, H)
-    for i, n, hi, yi in zip(live, lengths, h.split(1, 1), Y.unbind(0)):                           # views, one call
-        sessions[i].hs[member] = hi
-        out[i] = yi if n == T else yi[:n]
-    return out
+    if isinstance(inputs, list):                             # one tensor per session
+        counts = [len(v) for v in inputs]
+        x = pad_rows(torch.cat(inputs), counts) if inputs else torch.zeros(0, 0, spec.input_size)
+        Y = advance(encoder, sessions, (x, torch.tensor(counts)), member)
+        return [Y[i, :c] for i, c in enumerate(counts)]
+    x, lengths = inputs
+    B, T = x.shape[0], x.shape[1]
+    rows = torch.tensor([s.slot for s in sessions])
+    live = lengths > 0
+    if not bool(live.all()):                                 # sessions without frames: no outputs, same state
+        out = x.new_zeros(B, T, spec.hidden_size)
+        keep = live.nonzero()[:, 0]
+        if len(keep):
+            out[keep] = advance(encoder, [sessions[i] for i in keep.tolist()],
+                                (x[keep], lengths[keep]), member)
+        return out
+    buf = sessions[0].slots.gru(member, spec.num_layers, spec.hidden_size, encoder.weight_ih_l0)   # (L, S, H)
+    X = x if spec.batch_first else x.transpose(0, 1)
+    Y, h = encoder(X, buf.index_select(1, rows), lengths=None if int(lengths.min()) == T else lengths)
+    buf.index_copy_(1, rows, h)
+    return Y if spec.batch_first else Y.transpose(0, 1)                                            # (B, T, H)
 
 
 class SessionBatcher:
@@ -314,8 +298,13 @@ class SessionBatcher:
         return s
 
     def close(self, s: Session) -> None:
+        """Forget ``s``; its row of state goes back to the slots now, or, while its chunk is queued or in a
+        tick, after that tick (a row freed under a running tick could be given to a new session and then
+        overwritten by the tick's write-back)."""
         s.closed = True
         self.sessions.pop(s.id, None)
+        if s.future is None or s.future.done():
+            s.release()
 
     async def push(self, s: Session, chunk: Any, final: bool = False) -> dict:
         """Queue a chunk of ``s`` and await its partial (``final``: flush and the final) output."""
@@ -333,7 +322,12 @@ class SessionBatcher:
     async def _loop(self) -> None:
         q = self.ready
         while True:
-            batch = [s for s in await self._gather(q) if not s.closed]
+            batch = []
+            for s in await self._gather(q):
+                if s.closed:
+                    s.release()
+                else:
+                    batch.append(s)
             if not batch:
                 continue
             t0 = time.perf_counter()
@@ -350,6 +344,9 @@ class SessionBatcher:
                 for s in batch:
                     if not s.future.done():
                         s.future.set_exception(e)
+            for s in batch:
+                if s.closed:                                 # closed while in the tick (close())
+                    s.release()
             self.tick_time = average(self.tick_time, time.perf_counter() - t0)
 
     async def _gather(self, q: asyncio.Queue) -> list[Session]:
@@ -371,26 +368,25 @@ class SessionBatcher:
     def _tick(self, batch: list[Session]) -> list[dict]:
         """One tick: every session's chunk to GRU inputs, one batched step per time step, outputs."""
         m = batch[0].model
-        xs = front_end(batch, batch_features(batch))
+        x, lengths = batch_features(batch)
         # weights checked once per tick, not per frame; the encoders only (their GRUs are all the tick steps):
         # walking the whole task model (its metrics included) cost ~7% of the server's GIL time per tick
-        with frozen_weights(*(mk.encoder for mk in batch[0].members)):
-            per_member = [advance(mk.encoder, batch, xs, k) for k, mk in enumerate(batch[0].members)]
-        ys = per_member[0]
+        with batch[0].slots.busy, frozen_weights(*(mk.encoder for mk in batch[0].members)):
+            x, lengths = front_end(batch, x, lengths)
+            per_member = [advance(mk.encoder, batch, (x, lengths), k) for k, mk in enumerate(batch[0].members)]
         if self.on_batch:
             self.on_batch(len(batch))
+        sizes = lengths.tolist()
         lps: list = [None] * len(batch)
         labels: list = [None] * len(batch)
-        sizes = [y.shape[0] for y in ys]
         if self.served.task == "speech" and any(sizes):
-            lp = m.head(torch.cat(ys))                                          # one head call for all frames
-            lps = list(lp.split(sizes))
+            lp = m.head(per_member[0])                                          # one head call for all frames
             best = lp.argmax(-1).tolist()                                       # and one argmax
-            ends = np.cumsum(sizes).tolist()
-            labels = [best[e - n:e] for e, n in zip(ends, sizes)]
+            lps = [lp[i, :n] for i, n in enumerate(sizes)]
+            labels = [b[:n] for b, n in zip(best, sizes)]
         outs = []
-        for i, (s, lp) in enumerate(zip(batch, lps)):
-            s.take([ys_k[i] for ys_k in per_member], lp, labels[i])
+        for i, (s, lp, n) in enumerate(zip(batch, lps, sizes)):
+            s.take([Y[i, :n] for Y in per_member], lp, labels[i])
             s.pending = None
             outs.append(s.output(final=s.final))
         return outs

@@ -159,43 +159,45 @@ class CausalConv(nn.Module):
             y = out
         return y.transpose(1, 2), new                                           # (B, n', C)
 
-    def stream_ragged(self, xs: list[Tensor], states: list[list[tuple[Tensor, int]]]
-                      ) -> tuple[list[Tensor], list[list[tuple[Tensor, int]]]]:
-        """:meth:`stream` for many streams at once, each with its own frame count and stride phase: stream i's
-        frames ``xs[i]`` (n_i, F) and state ``states[i]`` (batch 1) -> its outputs (n_i', C) and new state,
-        as ``stream(xs[i][None], states[i])`` gives them, with one convolution per layer for all streams.
+    def batch_state(self, batch: int, like: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """:meth:`stream_padded`'s state for ``batch`` streams at their start: per layer the last k-1 inputs
+        ``(B, C, k-1)`` (zeros) and the inputs each stream has seen ``(B,)`` (int64)."""
+        return [(like.new_zeros(batch, conv.in_channels, self.kernel - 1), torch.zeros(batch, dtype=torch.long))
+                for conv in self.convs]
 
-        Each stream's input windows are picked at its own phase from the right-padded batch and the layer is
-        one matrix product over all of them (``F.conv1d`` at stride 1 computed every window, s times the
-        outputs a stride-s layer keeps, and cost more per call than the product on a tick's few frames). An
-        output kept never reads a padded input, so padding changes nothing."""
-        B, k = len(xs), self.kernel
-        n = torch.tensor([x.shape[0] for x in xs])                              # (B,) inputs of each stream
-        y = torch.nn.utils.rnn.pad_sequence(list(xs), batch_first=True).transpose(1, 2)   # (B, F, N)
-        new: list[list[tuple[Tensor, int]]] = [[] for _ in range(B)]
-        rows = torch.arange(B)[:, None]
-        for layer, (conv, s) in enumerate(zip(self.convs, self.strides)):
-            seen = [st[layer][1] for st in states]
-            full = torch.cat([torch.cat([st[layer][0] for st in states]), y], dim=2)    # (B, F, k-1+N)
-            first = torch.tensor([-(-sn // s) * s - sn for sn in seen])                   # each stream's phase
-            m = torch.clamp((n - first - 1) // s + 1, min=0)                              # outputs kept
-            M = int(m.max()) if B else 0
-            C = conv.out_channels
-            if M and full.shape[2] >= k:
-                at = (first[:, None] + s * torch.arange(M)[None]).clamp(max=full.shape[2] - k)   # (B, M)
-                win = full.unfold(2, k, 1).transpose(1, 2)[rows, at]                       # (B, M, F, k)
-                w = conv.weight.reshape(C, -1).t()
-                z = (torch.addmm(conv.bias, win.reshape(B * M, -1), w) if conv.bias is not None
-                     else win.reshape(B * M, -1) @ w)
-                y = F.gelu(z).view(B, M, C).transpose(1, 2)                               # (B, C, M)
+    def stream_padded(self, x: Tensor, lengths: Tensor, state: list[tuple[Tensor, Tensor]]
+                      ) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+        """:meth:`stream` for many streams at once, each with its own frame count and stride phase: ``x``
+        (B, N, F) right-padded, ``lengths`` (B,) int64 and the batched ``state`` (:meth:`batch_state`) -> the
+        outputs (B, N', C) right-padded, their lengths, and the new state; row i as ``stream(x[i, :n_i][None],
+        its state)`` gives them. A serving tick keeps every session's state as a row of one tensor
+        (:class:`grukit.serve.slots.Slots`) and calls this once for all its sessions.
+
+        One strided convolution per layer: each stream's inputs are first shifted left by its phase (the
+        offset of its next output's first input: one gather, only when the phases differ: a stream whose
+        first chunk gave an odd frame count is in the other phase of a stride-2 layer from then on), so that
+        every stream's outputs start at 0. The outputs a stream keeps end within its own frames (padding
+        changes nothing); its new state is gathered at its own length."""
+        k = self.kernel
+        y, n, new = x.transpose(1, 2), lengths, []                              # (B, F, N)
+        for conv, s, (tail, seen) in zip(self.convs, self.strides, state):
+            full = torch.cat([tail, y], dim=2)                                  # (B, F, k-1+N)
+            W = full.shape[2]
+            if int(n.min()) == W - (k - 1):                                     # no padding: a slice
+                new.append((full[:, :, W - (k - 1):], seen + n))
             else:
-                y = full.new_zeros(B, C, 0)
-            tails = full.gather(2, (n[:, None] + torch.arange(k - 1)[None])[:, None].expand(B, full.shape[1], k - 1))
-            for i, (t, sn, ni) in enumerate(zip(tails.split(1), seen, n.tolist())):
-                new[i].append((t, sn + ni))
-            n = m
-        ys = y.transpose(1, 2)                                                   # (B, M, C)
-        return [yi[:mi] for yi, mi in zip(ys.unbind(0), n.tolist())], new
+                at = (n[:, None] + torch.arange(k - 1)[None])[:, None].expand(-1, full.shape[1], -1)
+                new.append((full.gather(2, at), seen + n))
+            first = -torch.div(-seen, s, rounding_mode="floor") * s - seen      # each stream's phase
+            f0 = int(first.min()) if len(first) else 0
+            if bool((first == f0).all()):
+                z = full[:, :, f0:]
+            else:                                                               # each row from its own phase
+                at = (first[:, None] + torch.arange(W - f0)[None]).clamp(max=W - 1)
+                z = full.gather(2, at[:, None].expand(-1, full.shape[1], -1))
+            y = (F.gelu(conv(z)) if z.shape[2] >= k else full.new_zeros(full.shape[0], conv.out_channels, 0))
+            n = torch.clamp(torch.div(n - first - 1, s, rounding_mode="floor") + 1, min=0)   # outputs kept
+        return y.transpose(1, 2), n, new
 
 
 # ====================================================================== model
