@@ -211,8 +211,9 @@ class ClassifyConfig(TaskConfig):
                                  "0 = GRU only")
     conv_steps: str = opt("256", "series longer than this are shortened to at most this many steps before "
                                  "both branches, in windows of s steps (cost grows with length; 0 = never); a "
-                                 "comma-separated list is cycled through by ensemble members (256,512: the "
-                                 "2nd and 4th member read series of up to 512 steps unshortened, see README)")
+                                 "comma-separated list is cycled through by ensemble members (512, for every "
+                                 "member or some: OSULeaf gained, PickupGestureWiimoteZ and PigCVP lost, "
+                                 "see README)")
     downsample: str = opt("mixed", "how those windows are shortened: mixed (the convolutional branch reads "
                                    "window means, the GRU branch the folded windows: smooth shape and fine "
                                    "detail side by side), fold (the s steps of a window become s*F features "
