@@ -115,7 +115,7 @@ def run_one(freq: str, quick: bool, out: Path, baselines: tuple[str, ...] = ()) 
         i += 1
         run_dir = out / f"{freq}-{i}"
     t0 = time.time()
-    run = fit("forecast", out=run_dir, evaluate=False, **cfg)
+    run = fit("forecast", out=run_dir, evaluate=False, **{"threads": 0, **cfg})   # GRUKIT_THREADS's count
     t_train = time.time() - t0
     t0 = time.time()
     table = run.evaluate()

@@ -56,7 +56,7 @@ def main(names: list[str]) -> None:
         while run_dir.exists():
             i += 1
             run_dir = out / f"{name}-{i}"
-        run = fit(task, out=run_dir, progress=False, **cfg)
+        run = fit(task, out=run_dir, progress=False, **{"threads": 0, **cfg})   # GRUKIT_THREADS's count
         metrics = json.loads((run.path / "metrics.json").read_text())
         results[name] = {"metrics": metrics, "seconds": round(time.time() - t0, 1), "run": str(run.path)}
         print_table(metrics, title=f"{name} ({task}, {results[name]['seconds']} s)")

@@ -202,8 +202,10 @@ def evaluate(run: Path = typer.Argument(..., help="run directory written by `gru
                                                 "held-out part of the training data)")) -> None:
     """Evaluate a trained run; prints its metrics beside the baselines and writes plots."""
     from .runs import Run
+    from .train import torch_threads
     r = Run(run)
-    print_table(r.evaluate(data), title=f"{r.task}: {data or r.config.data}")
+    with torch_threads(r.config.threads):                 # the run's own thread count (config `threads`)
+        print_table(r.evaluate(data), title=f"{r.task}: {data or r.config.data}")
 
 
 @app.command(epilog="Examples:\n\n  grukit predict runs/forecast --data sales.csv --out forecast.csv\n\n"
@@ -219,8 +221,11 @@ def predict(run: Path = typer.Argument(..., help="run directory written by `gruk
                                                   "many steps before the end and report the actuals beside it")) -> None:
     """Use a trained run: forecasts (with intervals), class labels or anomaly scores, as CSV (+ PNG)."""
     from .runs import Run
-    for p in Run(run).predict(data, out, holdout=holdout):
-        _console().print(f"wrote {p}")
+    from .train import torch_threads
+    r = Run(run)
+    with torch_threads(r.config.threads):
+        for p in r.predict(data, out, holdout=holdout):
+            _console().print(f"wrote {p}")
 
 
 @app.command(epilog="Examples:\n\n  grukit generate runs/lm --prompt 'ROMEO:' --length 500 --temperature 0.8\n\n"
@@ -252,8 +257,10 @@ def generate(run: Path = typer.Argument(..., help="run directory written by `gru
     options = {k: v for k, v in dict(prompt=prompt, length=length, temperature=temperature, top_k=top_k,
                                      top_p=top_p, seed=seed, out=out, seconds=seconds,
                                      primer_frames=primer_frames).items() if v is not None}
-    for p in module.generate_run(r, r.models(), **options) or []:
-        click.echo(f"wrote {p}", err=True)
+    from .train import torch_threads
+    with torch_threads(r.config.threads):
+        for p in module.generate_run(r, r.models(), **options) or []:
+            click.echo(f"wrote {p}", err=True)
 
 
 @app.command(epilog="Examples:\n\n  grukit transcribe runs/speech clip.wav other.flac\n\n"

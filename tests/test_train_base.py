@@ -208,3 +208,46 @@ def test_progress_bar_epoch_restart_does_not_wait_for_its_refresh_thread(tmp_pat
     _time.sleep(0.3)
     assert not any(t is not None and t.is_alive() for t in threads)
     assert not [t for t in threading.enumerate() if type(t).__name__ == "_RefreshThread"]
+
+
+def test_threads_is_the_runs_torch_thread_count_and_the_callers_is_restored(tmp_path):
+    """`threads` (every task; 1 by default) is torch's thread count while fit() trains and evaluates, 0 leaves
+    the process's own; the caller's count comes back afterwards, also when training fails; negative refused."""
+    import warnings
+
+    import lightning.pytorch as pl
+
+    from grukit.config import AutoencoderConfig
+    from grukit.train import fit, torch_threads
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen.append(torch.get_num_threads())
+
+    assert AutoencoderConfig().threads == 1
+    with pytest.raises(ConfigError, match="threads=-1"):
+        AutoencoderConfig.from_dict({"threads": -1})
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit("autoencoder", out=tmp_path / "a", max_epochs=1, patience=0, evaluate=False, callbacks=[Spy()],
+                **_ae(tmp_path))
+            assert set(seen) == {1} and torch.get_num_threads() == 3
+            seen.clear()
+            fit("autoencoder", out=tmp_path / "b", max_epochs=1, patience=0, evaluate=False, callbacks=[Spy()],
+                threads=0, **_ae(tmp_path))
+            assert set(seen) == {3}
+            seen.clear()
+            fit("autoencoder", out=tmp_path / "c", max_epochs=1, patience=0, evaluate=False, callbacks=[Spy()],
+                threads=2, **_ae(tmp_path))
+            assert set(seen) == {2} and torch.get_num_threads() == 3
+        with pytest.raises(RuntimeError, match="boom"):
+            with torch_threads(2):
+                assert torch.get_num_threads() == 2
+                raise RuntimeError("boom")
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
