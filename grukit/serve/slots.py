@@ -30,8 +30,8 @@ class Slots:
         self._free = list(range(self.capacity - 1, -1, -1))        # popped from the end: low rows first
         self._gru: dict[int, torch.Tensor] = {}                    # member -> (L, capacity, H)
         self._conv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}   # layer -> ((cap, C, k-1), (cap,))
-        self._lock = threading.Lock()                              # the free rows (a GC'd session frees
-                                                                   # its row on whatever thread collects it)
+        self._lock = threading.RLock()    # the free rows; re-entrant: a collection inside alloc() may run a
+                                          # dropped session's finalizer (free()) on the same thread
         self.busy = threading.Lock()      # held by a tick while it uses the buffers: they are never
                                           # replaced (grown) under a tick running on the worker thread
 
