@@ -86,7 +86,8 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
         trials: finished (complete or pruned) trials the study should hold; a resumed study runs the rest.
         timeout: stop starting trials after this long (seconds or ``30m``/``2h``).
         storage: an Optuna storage URL (default ``sqlite:///OUT/study.db``); study: its name in the storage.
-        n_jobs: processes sharing the study on this machine (torch threads are split between them).
+        n_jobs: processes sharing the study on this machine (each trial trains with its config's ``threads``,
+            1 by default; with ``threads=0`` the machine's cores are split between the processes).
         out: the study directory (default ``runs/tune/STUDY``); pruner: ``median``, ``hyperband`` or ``none``.
         space: search-space overrides (same form as the ``tune:`` section), applied after the config file's.
         evaluate: score the best trial on the test split at the end (once).
@@ -266,7 +267,7 @@ def _search(spec: dict, rank: int, opened=None) -> None:
     study, storage, retry = opened or _open_study(spec, rank)
     if rank:
         _reclaim_dead_trials(study, storage, retry)
-    if spec["n_jobs"] > 1:
+    if spec["n_jobs"] > 1:                # the count a trial keeps when its config says threads=0
         import torch
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // spec["n_jobs"]))
     cls = registry.get(spec["task"]).config_class()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 
 import numpy as np
 import pytest
@@ -64,6 +65,32 @@ def test_a_release_frees_its_row_once_and_garbage_collection_frees_it_too():
     del o2
     gc.collect()
     assert s.used == 1                                                 # o2 was never released: GC frees it
+
+
+def test_growing_waits_for_a_tick_without_blocking_its_frees():
+    """A full table grows only once no tick holds ``busy``, and while it waits it does not hold the row lock:
+    a tick that frees a row meanwhile (a dropped session's finalizer run by a collection on the tick's
+    thread) goes on, and the waiting alloc then takes that row, with no growth and no deadlock."""
+    class Owner:
+        pass
+    owner = Owner()
+    s = Slots(capacity=1)
+    row, release = s.alloc(owner)
+    got = {}
+    s.busy.acquire()                                                   # a tick is running
+    try:
+        t = threading.Thread(target=lambda: got.update(alloc=s.alloc()))
+        t.start()
+        t.join(0.2)
+        assert t.is_alive(), "alloc on a full table did not wait for the running tick"
+        freer = threading.Thread(target=release)                       # the tick's thread frees a row
+        freer.start()
+        freer.join(5)
+        assert not freer.is_alive(), "free() blocked while an alloc waited to grow the table (deadlock)"
+    finally:
+        s.busy.release()
+    t.join(5)
+    assert not t.is_alive() and got["alloc"][0] == row and s.capacity == 1       # the freed row, no growth
 
 
 def test_more_sessions_than_rows_each_equal_alone(served):

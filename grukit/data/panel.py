@@ -65,8 +65,8 @@ def roles_for(df: pd.DataFrame, path: str, *, time_col: str = "", target=(), kno
 
 
 def _mostly_numeric(df: pd.DataFrame, used: set) -> str:
-    """Where a column that is mostly numbers (over half its values) went wrong: ", column 'x' has the non-numeric value
-    'abc' at line N" (the header is line 1), or ""."""
+    """Where a column of mostly numbers (over half its values) was read as text: ", though column 'x' is
+    numbers but for 'abc' at line N" (the header is line 1), or ""."""
     for c in df.columns:
         if c in used or pd.api.types.is_numeric_dtype(df[c]):
             continue

@@ -40,16 +40,22 @@ class Slots:
         """A free row, zeroed, and with ``owner`` its release: a ``weakref.finalize`` that frees the row once,
         when called (the session's close) or when the owner is garbage collected (a session never closed, as
         in a test), whichever comes first, so a row reused by another session is never freed twice."""
-        with self._lock:
-            if not self._free:
-                with self.busy:
+        while True:
+            with self._lock:
+                if self._free:
+                    row = self._free.pop()
+                    for h in self._gru.values():
+                        h[:, row].zero_()
+                    for tail, seen in self._conv.values():
+                        tail[row].zero_()
+                        seen[row] = 0
+                    break
+            # full: grow, first waiting for a running tick (busy) and only then taking the row lock. A tick
+            # holds busy and may free a row (a dropped session's finalizer, run by a collection on its thread),
+            # so waiting for busy while holding the row lock could deadlock the two threads
+            with self.busy, self._lock:
+                if not self._free:
                     self._grow()
-            row = self._free.pop()
-            for h in self._gru.values():
-                h[:, row].zero_()
-            for tail, seen in self._conv.values():
-                tail[row].zero_()
-                seen[row] = 0
         return row, (weakref.finalize(owner, self.free, row) if owner is not None else None)
 
     def free(self, row: int) -> None:
