@@ -202,10 +202,15 @@ def evaluate(run: Path = typer.Argument(..., help="run directory written by `gru
                                                 "held-out part of the training data)")) -> None:
     """Evaluate a trained run; prints its metrics beside the baselines and writes plots."""
     from .runs import Run
-    from .train import torch_threads
     r = Run(run)
-    with torch_threads(r.config.threads):                 # the run's own thread count (config `threads`)
+    with _threads(r):
         print_table(r.evaluate(data), title=f"{r.task}: {data or r.config.data}")
+
+
+def _threads(r):
+    """The run's own torch thread count (its config's ``threads``) for a command that uses the run."""
+    from .train import torch_threads
+    return torch_threads(r.config.threads)
 
 
 @app.command(epilog="Examples:\n\n  grukit predict runs/forecast --data sales.csv --out forecast.csv\n\n"
@@ -221,9 +226,8 @@ def predict(run: Path = typer.Argument(..., help="run directory written by `gruk
                                                   "many steps before the end and report the actuals beside it")) -> None:
     """Use a trained run: forecasts (with intervals), class labels or anomaly scores, as CSV (+ PNG)."""
     from .runs import Run
-    from .train import torch_threads
     r = Run(run)
-    with torch_threads(r.config.threads):
+    with _threads(r):
         for p in r.predict(data, out, holdout=holdout):
             _console().print(f"wrote {p}")
 
@@ -257,8 +261,7 @@ def generate(run: Path = typer.Argument(..., help="run directory written by `gru
     options = {k: v for k, v in dict(prompt=prompt, length=length, temperature=temperature, top_k=top_k,
                                      top_p=top_p, seed=seed, out=out, seconds=seconds,
                                      primer_frames=primer_frames).items() if v is not None}
-    from .train import torch_threads
-    with torch_threads(r.config.threads):
+    with _threads(r):
         for p in module.generate_run(r, r.models(), **options) or []:
             click.echo(f"wrote {p}", err=True)
 
@@ -281,12 +284,14 @@ def transcribe(run: Path = typer.Argument(..., help="speech run directory writte
     def partial(path: str, text: str) -> None:
         click.echo(f"  ... {text}", err=True)
 
-    for r in transcribe_files(run, audio, stream=stream, chunk_ms=chunk_ms, decoder=decoder,
-                            on_partial=partial if stream else None):
-        click.echo(f"{r['path']}\t{r['text']}")
-        if stream:
-            click.echo(f"  real-time factor {r['rtf']:.3f} ({r['seconds']:.2f} s for {r['audio_seconds']:.2f} s "
-                       "of audio)", err=True)
+    from .runs import Run
+    with _threads(Run(run)):
+        for r in transcribe_files(run, audio, stream=stream, chunk_ms=chunk_ms, decoder=decoder,
+                                  on_partial=partial if stream else None):
+            click.echo(f"{r['path']}\t{r['text']}")
+            if stream:
+                click.echo(f"  real-time factor {r['rtf']:.3f} ({r['seconds']:.2f} s for {r['audio_seconds']:.2f} "
+                           "s of audio)", err=True)
 
 
 # ---------------------------------------------------------------- datasets / quickstart / bench
