@@ -211,6 +211,9 @@ class ClassifyConfig(TaskConfig):
                                        "window_slice, window_warp (off by default: window_slice,window_warp "
                                        "left the 5-model accuracy unchanged on ArrowHead/ItalyPowerDemand, "
                                        "jitter,scaling one model on five sets; see README)")
+    mixup: float = opt(0.0, "mixup (Zhang et al. 2018) in training: each batch's series and their targets "
+                            "are mixed in pairs with a weight drawn from Beta(mixup, mixup) (0.2-0.4 in the "
+                            "paper); 0 = off")
     # ---- model: GRU branch + fully convolutional branch (GRU-FCN, Elsayed et al. 2018)
     conv_channels: int = opt(32, "convolutional branch beside the GRU (fcn: kernels 8/5/3, channels C/2C/C, "
                                  "as in LSTM-FCN/GRU-FCN; inception: C channels out; see conv_branch); "
@@ -253,8 +256,10 @@ class ClassifyConfig(TaskConfig):
     conv_depth: int = opt(3, "inception branches (conv_branch inception, alternate): number of inception "
                              "modules (InceptionTime has 6; 6 cost 2x and did not help one model, see README)")
     conv_pool: str = opt("mean", "summary of the convolutional branch over the valid steps: mean (global "
-                                 "average pooling, as published) or mean_max (the mean beside the maximum; "
-                                 "lowered single models on the five hardest suite sets, see README)")
+                                 "average pooling, as published), mean_max (the mean beside the maximum; "
+                                 "lowered single models on the five hardest suite sets, see README), ppv "
+                                 "(ROCKET's proportion of positive values made differentiable: the mean of "
+                                 "sigmoid(z) of the last layer's pre-activation z) or mean_ppv (both)")
     first_difference: str = opt("off,on", "append each feature's first difference (the derivative, scaled "
                                           "to unit RMS per series) as extra input features, as MultiRocket "
                                           "and DrCIF do: off, on, or a comma-separated list of off/on that "
@@ -320,12 +325,14 @@ class ClassifyConfig(TaskConfig):
             choice(p, "conv_branch", b.strip(), ["fcn", "inception", "resnet", "alternate"])
         for d in str(self.first_difference).split(","):
             choice(p, "first_difference", d.strip(), ["off", "on"])
-        choice(p, "conv_pool", self.conv_pool, ["mean", "mean_max"])
+        choice(p, "conv_pool", self.conv_pool, ["mean", "mean_max", "ppv", "mean_ppv"])
         choice(p, "window_phase", self.window_phase, ["fixed", "random"])
         for a in self.augment:
             choice(p, "augment", a, ["jitter", "scaling", "window_slice", "window_warp"])
         for b in self.baselines:
             choice(p, "baselines", b, ["minirocket", "dtw"])
+        if not (self.mixup >= 0 and math.isfinite(self.mixup)):
+            p.append(f"mixup={self.mixup}: expected a Beta parameter > 0 (0.2 or 0.4), or 0 for off")
         if not 0 <= self.label_smoothing < 1:
             p.append(f"label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
         if self.ensemble < 0:

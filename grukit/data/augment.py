@@ -1,6 +1,6 @@
 r"""Training-time augmentations of batches of sequences, after the time-series augmentation survey of Iwana &
 Uchida (2021) and Um et al. (2017): ``jitter``, ``scaling``, ``window_slice`` (Le Guennec et al. 2016) and
-``window_warp``.
+``window_warp``; and :func:`mixup` (Zhang et al. 2018), which mixes pairs of a batch's series and their targets.
 
 Each takes ``x`` (B, T, F) padded with ``lengths`` (B,) (or None: every sequence has T steps) and a
 ``torch.Generator`` (or None: torch's global generator), and returns a new (B, T, F) tensor whose padding stays
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["AUGMENTATIONS", "augment", "jitter", "scaling", "window_slice", "window_warp"]
+__all__ = ["AUGMENTATIONS", "augment", "jitter", "mixup", "scaling", "window_slice", "window_warp"]
 
 
 def _lengths(x: Tensor, lengths: Tensor | None) -> list[int]:
@@ -82,3 +82,26 @@ def augment(x: Tensor, lengths: Tensor | None, names, generator=None) -> Tensor:
     for name in names:
         x = AUGMENTATIONS[name](x, lengths, generator)
     return x
+
+
+def mixup(x: Tensor, lengths: Tensor | None, y: Tensor, num_classes: int, alpha: float,
+          lam: float | None = None, generator=None) -> tuple[Tensor, Tensor | None, Tensor]:
+    r"""Mixup (Zhang et al. 2018): each series mixed with another of the same batch, and their targets alike.
+
+    .. math:: \lambda \sim \mathrm{Beta}(\alpha, \alpha), \quad
+              \tilde x_i = \lambda x_i + (1 - \lambda) x_{\pi(i)}, \quad
+              \tilde y_i = \lambda\, e_{y_i} + (1 - \lambda)\, e_{y_{\pi(i)}}
+
+    with one :math:`\lambda` per batch (as in the paper; drawn from torch's global generator unless ``lam``
+    is given) and :math:`\pi` a random permutation of the batch (from ``generator``). ``x`` (B, T, F) padded
+    with ``lengths`` (B,) or None, ``y`` (B,) class indices. Returns the mixed (B, T, F), lengths
+    max(n_i, n_pi(i)) (the shorter series reads as zeros past its end) and the targets (B, K), rows summing to
+    1 (a probability target for ``F.cross_entropy``, whose label smoothing then applies to it)."""
+    if lam is None:
+        lam = float(torch.distributions.Beta(float(alpha), float(alpha)).sample())
+    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)      # (B,)
+    x = x * _mask(x, lengths)                                                 # padding reads as zeros
+    mixed = lam * x + (1 - lam) * x[perm]                                     # (B, T, F)
+    onehot = F.one_hot(y, num_classes).to(x.dtype)                            # (B, K)
+    target = lam * onehot + (1 - lam) * onehot[perm]                          # (B, K), rows sum to 1
+    return mixed, None if lengths is None else torch.maximum(lengths, lengths[perm]), target

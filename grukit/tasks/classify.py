@@ -17,9 +17,11 @@ The model (defaults chosen to hold up on UCR/UEA data it was not tuned on; see :
         │    resnet: ResNetBranch, Wang et al.'s residual blocks; a list such as inception,fcn,resnet
         │    is cycled through by ensemble members, as are lists of downsample and first_difference;
         │    first_difference=on: each feature's first difference enters beside it, F -> 2F;
-        │    conv_pool=mean_max: the maximum over valid steps beside the mean, (B, 2C))
+        │    conv_pool=mean_max: the maximum over valid steps beside the mean, (B, 2C);
+        │    ppv: the soft proportion of positive values of the last pre-activation, mean_ppv: both)
         └── PatchEmbed (strided conv to at most gru_steps) ──> GRU ──> Pooling ──> (B, D*H)
     concat ──> ClassificationHead ──> (B, K) logits; trained with label-smoothed cross-entropy
+    (mixup > 0: on pairs of training series mixed with their targets, Zhang et al. 2018)
 
 Sequences keep their own lengths: padding is zeroed before every convolution and goes to the GRU with
 ``lengths``, so it never enters a state, and pooling masks it. Metrics: accuracy and macro-F1 (torchmetrics),
@@ -40,7 +42,7 @@ import torch.nn.functional as F
 
 from ..config import ClassifyConfig
 from ..data import audio, builtin
-from ..data.augment import augment
+from ..data.augment import augment, mixup
 from ..data.batching import DictDataset, Prepared, loader
 from ..data.sequences import check_features, normalise_series, read_labelled, stratified_split
 from ..errors import DataError, ShapeError
@@ -219,8 +221,13 @@ class ClassifyTask(SequenceTask):
                                  "f1": F1Score("multiclass", num_classes=k, average="macro")})
 
     def batch_to_inputs(self, batch):
+        """In training: the augmentations, then mixup, whose target is (B, K) class probabilities."""
         if self.training and self.config.augment:
             batch = dict(batch, x=augment(batch["x"], batch.get("lengths"), self.config.augment))
+        if self.training and getattr(self.config, "mixup", 0.0) > 0 and batch.get("y") is not None:
+            x, lengths, y = mixup(batch["x"], batch.get("lengths"), batch["y"], len(self.meta["classes"]),
+                                  self.config.mixup)                      # (B, T, F), (B,), (B, K)
+            batch = dict(batch, x=x, y=y) if lengths is None else dict(batch, x=x, lengths=lengths, y=y)
         return batch, batch.get("y")
 
     def phase_shifted(self, inputs):
@@ -290,6 +297,7 @@ class ClassifyTask(SequenceTask):
                 and self.meta.get("normalize", "feature") in ("feature", "none"))
 
     def loss(self, logits, y, inputs):
+        """Label-smoothed cross-entropy; ``y`` is (B,) class indices or, with mixup, (B, K) probabilities."""
         return F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
 
     def decode(self, logits, inputs=None):

@@ -26,8 +26,9 @@ before each convolution, so a sequence gives (in eval mode) the same output alon
   phase (``window_phase=random``: a random phase per series in training for the folded windows).
 * :func:`with_difference` appends the first difference of each feature (``first_difference``), as
   MultiRocket and DrCIF read the derivative beside the series.
-* Every branch summarises its last feature map over the valid steps with :func:`masked_pool`: the mean, or
-  the mean beside the maximum (``conv_pool="mean_max"``).
+* Every branch summarises its last feature map over the valid steps with :func:`masked_pool`: the mean, the
+  mean beside the maximum (``conv_pool="mean_max"``), or ROCKET's proportion of positive values made
+  differentiable (``"ppv"``, ``"mean_ppv"``), read from the last layer's pre-activation.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from torch import Tensor, nn
 
 from .heads import length_mask
 
-__all__ = ["pool_time", "fold_time", "shorter", "strides", "masked_pool", "PatchEmbed", "FCNBranch",
+__all__ = ["pool_time", "fold_time", "shorter", "strides", "masked_pool", "pool_width", "PatchEmbed", "FCNBranch",
            "InceptionBranch", "ResNetBranch", "with_difference", "start_later"]
 
 
@@ -127,10 +128,30 @@ def channels_first(x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | 
     return x.transpose(1, 2), None if mask is None else mask.unsqueeze(1).to(x.dtype)
 
 
-def masked_pool(h: Tensor, m: Tensor | None, kind: str = "mean") -> Tensor:
-    """Summary of a feature map (B, C, T) over its valid steps (``m`` (B, 1, T) or None): ``mean`` (B, C), or
-    ``mean_max`` (B, 2C), the mean beside the maximum (where along the series a pattern shows up strongest)."""
-    mean = h.mean(2) if m is None else (h * m).sum(2) / m.sum(2).clamp_min(1.0)      # (B, C)
+PPV_TAU = 1.0       # temperature of the soft PPV; the last BatchNorm's scale learns the sharpness beside it
+
+
+def pool_width(kind: str) -> int:
+    """How many C-wide summaries ``masked_pool(kind)`` concatenates."""
+    return 2 if kind in ("mean_max", "mean_ppv") else 1
+
+
+def masked_pool(h: Tensor, m: Tensor | None, kind: str = "mean", pre: Tensor | None = None) -> Tensor:
+    r"""Summary of a feature map (B, C, T) over its valid steps (``m`` (B, 1, T) or None): ``mean`` (B, C);
+    ``mean_max`` (B, 2C), the mean beside the maximum (where along the series a pattern shows up strongest);
+    ``ppv`` (B, C), the soft proportion of positive values of the pre-activation ``pre`` (B, C, T) (``h``
+    when None), ROCKET's / MiniRocket's PPV feature (Dempster et al. 2020, 2021) made differentiable,
+
+    .. math:: \mathrm{ppv}_c = rac{1}{n} \sum_{t < n} \sigma(z_{c,t} / 	au)
+
+    over the n valid steps (how often a pattern is present, where the mean also weighs how strongly);
+    ``mean_ppv`` (B, 2C) the mean of ``h`` beside it."""
+    def average(v: Tensor) -> Tensor:
+        return v.mean(2) if m is None else (v * m).sum(2) / m.sum(2).clamp_min(1.0)   # (B, C)
+    if kind in ("ppv", "mean_ppv"):
+        ppv = average(torch.sigmoid((h if pre is None else pre) / PPV_TAU))           # (B, C)
+        return ppv if kind == "ppv" else torch.cat([average(h), ppv], dim=1)         # (B, C) or (B, 2C)
+    mean = average(h)                                                                # (B, C)
     if kind == "mean":
         return mean
     top = h if m is None else h.masked_fill(m == 0, float("-inf"))
@@ -152,7 +173,7 @@ class FCNBranch(nn.Module):
                                    for i, k in enumerate(self.kernels))
         self.norms = nn.ModuleList(nn.BatchNorm1d(widths[i + 1]) for i in range(len(self.kernels)))
         self.pool = pool
-        self.out_size = channels * (2 if pool == "mean_max" else 1)
+        self.out_size = channels * pool_width(pool)
 
     def forward(self, x: Tensor, lengths: Tensor | None) -> Tensor:
         h, m = channels_first(x, lengths)                                    # (B, F, T), (B, 1, T) or None
@@ -161,8 +182,9 @@ class FCNBranch(nn.Module):
                 h = h * m                                                    # padding reads as the zero border
             span = conv.dilation[0] * (conv.kernel_size[0] - 1)              # steps the kernel reaches beyond one
             h = F.pad(h, (span // 2, span - span // 2))                      # "same" length (torch's split)
-            h = torch.relu(norm(conv(h)))                                    # (B, C_i, T)
-        return masked_pool(h, m, self.pool)                                  # (B, C) or (B, 2C)
+            pre = norm(conv(h))                                              # (B, C_i, T) pre-activation
+            h = torch.relu(pre)
+        return masked_pool(h, m, self.pool, pre)                             # (B, C) or (B, 2C)
 
 
 class InceptionModule(nn.Module):
@@ -180,13 +202,17 @@ class InceptionModule(nn.Module):
         self.norm = nn.BatchNorm1d(filters * (len(kernels) + 1))
 
     def forward(self, h: Tensor, m: Tensor | None) -> Tensor:
+        return torch.relu(self.preactivation(h, m))                                    # (B, 4f, T)
+
+    def preactivation(self, h: Tensor, m: Tensor | None) -> Tensor:
+        """The joined, normalised paths before the ReLU: (B, C_in, T) -> (B, 4f, T)."""
         z = h if self.bottleneck is None else self.bottleneck(h)                        # (B, f, T)
         top = h if m is None else h.masked_fill(m == 0, float("-inf"))                 # padding never wins a max
         p = F.max_pool1d(top, 3, stride=1, padding=1)                                  # (B, C_in, T)
         if m is not None:
             p = torch.where(m > 0, p, torch.zeros((), dtype=p.dtype))                  # -inf off the valid steps
         outs = [conv(z) for conv in self.convs] + [self.pool_conv(p)]                  # each (B, f, T)
-        return torch.relu(self.norm(torch.cat(outs, 1)))                               # (B, 4f, T)
+        return self.norm(torch.cat(outs, 1))                                           # (B, 4f, T)
 
 
 class InceptionBranch(nn.Module):
@@ -207,7 +233,7 @@ class InceptionBranch(nn.Module):
             nn.Sequential(nn.Conv1d(in_size if i == 0 else width, width, 1, bias=False), nn.BatchNorm1d(width))
             for i in range(0, depth - depth % 3, 3))                     # one per complete group of three
         self.pool = pool
-        self.out_size = width * (2 if pool == "mean_max" else 1)
+        self.out_size = width * pool_width(pool)
 
     def forward(self, x: Tensor, lengths: Tensor | None) -> Tensor:
         h, m = channels_first(x, lengths)                                    # (B, F, T), (B, 1, T) or None
@@ -215,12 +241,13 @@ class InceptionBranch(nn.Module):
         for i, block in enumerate(self.blocks):
             if m is not None:
                 h = h * m                                                    # padding reads as the zero border
-            h = block(h, m)                                                  # (B, 4f, T)
+            pre = block.preactivation(h, m)                                  # (B, 4f, T)
+            h = torch.relu(pre)
             if i % 3 == 2:                                                   # close a residual group
                 short = res if m is None else res * m
-                h = torch.relu(h + self.shortcuts[i // 3](short))
-                res = h
-        return masked_pool(h, m, self.pool)                                  # (B, 4f) or (B, 8f)
+                pre = h + self.shortcuts[i // 3](short)
+                h = res = torch.relu(pre)
+        return masked_pool(h, m, self.pool, pre)                             # (B, 4f) or (B, 8f)
 
 
 def with_difference(x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -256,7 +283,7 @@ class ResNetBranch(nn.Module):
             self.shortcuts.append(nn.Sequential(nn.Conv1d(c_in, c_out, 1), nn.BatchNorm1d(c_out)) if c_in != c_out
                                   else nn.BatchNorm1d(c_out))
         self.pool = pool
-        self.out_size = channels * (2 if pool == "mean_max" else 1)
+        self.out_size = channels * pool_width(pool)
 
     def forward(self, x: Tensor, lengths: Tensor | None) -> Tensor:
         h, m = channels_first(x, lengths)                                    # (B, F, T), (B, 1, T) or None
@@ -270,5 +297,6 @@ class ResNetBranch(nn.Module):
                 z = layer(F.pad(z, ((k - 1) // 2, k - 1 - (k - 1) // 2)))     # "same" length, (B, C_b, T)
                 if i < len(block) - 1:
                     z = torch.relu(z)
-            h = torch.relu(z + shortcut(res))                                # (B, C_b, T)
-        return masked_pool(h, m, self.pool)                                  # (B, C) or (B, 2C)
+            pre = z + shortcut(res)                                          # (B, C_b, T)
+            h = torch.relu(pre)
+        return masked_pool(h, m, self.pool, pre)                             # (B, C) or (B, 2C)
