@@ -214,6 +214,9 @@ class ClassifyConfig(TaskConfig):
     mixup: float = opt(0.0, "mixup (Zhang et al. 2018) in training: each batch's series and their targets "
                             "are mixed in pairs with a weight drawn from Beta(mixup, mixup) (0.2-0.4 in the "
                             "paper); 0 = off")
+    dba_augment: int = opt(0, "synthetic training series per real one by weighted DTW barycentre averaging "
+                              "of its class (Forestier et al. 2017, Ismail Fawaz et al. 2018: 1 doubles a "
+                              "small training set); made once before training; 0 = off")
     # ---- model: GRU branch + fully convolutional branch (GRU-FCN, Elsayed et al. 2018)
     conv_channels: int = opt(32, "convolutional branch beside the GRU (fcn: kernels 8/5/3, channels C/2C/C, "
                                  "as in LSTM-FCN/GRU-FCN; inception: C channels out; see conv_branch); "
@@ -333,6 +336,8 @@ class ClassifyConfig(TaskConfig):
             choice(p, "baselines", b, ["minirocket", "dtw"])
         if not (self.mixup >= 0 and math.isfinite(self.mixup)):
             p.append(f"mixup={self.mixup}: expected a Beta parameter > 0 (0.2 or 0.4), or 0 for off")
+        if self.dba_augment < 0:
+            p.append(f"dba_augment={self.dba_augment}: expected an integer >= 0 (0 = off)")
         if not 0 <= self.label_smoothing < 1:
             p.append(f"label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
         if self.ensemble < 0:

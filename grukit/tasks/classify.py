@@ -97,9 +97,10 @@ def _dataset(seqs, y_idx):
     return DictDataset(x=seqs, lengths=np.array([len(s) for s in seqs]), y=np.asarray(y_idx, dtype=np.int64))
 
 
-def resolve_schedule(cfg: ClassifyConfig, n: int) -> dict:
+def resolve_schedule(cfg: ClassifyConfig, n: int, synthetic: int = 0) -> dict:
     """Fill in the training schedule for ``n`` labelled series (schedule=auto) and say why; changes ``cfg``
-    in place (so the run's config.yaml records the values used) and returns the choices for meta.json."""
+    in place (so the run's config.yaml records the values used) and returns the choices for meta.json.
+    ``synthetic`` series (dba_augment) join the training part, so an epoch has more batches, not more steps."""
     if cfg.schedule == "manual":
         cfg.ensemble = cfg.ensemble or 1
         return {"rule": "manual", "val_fraction": cfg.val_fraction, "max_epochs": cfg.max_epochs,
@@ -109,7 +110,7 @@ def resolve_schedule(cfg: ClassifyConfig, n: int) -> dict:
     if not use_val:
         cfg.val_fraction = 0.0
         cfg.patience = 0                        # a fixed budget: nothing to stop early on
-    n_fit = n - int(round(cfg.val_fraction * n))
+    n_fit = n - int(round(cfg.val_fraction * n)) + synthetic
     repeat = max(1, MIN_BATCHES // max(1, math.ceil(n_fit / cfg.batch_size)))   # fewer, longer epochs: less
     batches = max(1, math.ceil(n_fit * repeat / cfg.batch_size))               # per-epoch overhead
     cfg.max_epochs = max(1, min(cfg.max_epochs, math.ceil(cfg.train_steps / batches)))
@@ -146,8 +147,17 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
             "conv_branch": cfg.conv_branch, "first_difference": cfg.first_difference, "schedule": schedule,
             "class_counts": np.bincount(y_idx[train], minlength=len(classes)).tolist()}
     norm = _normalise(seqs, meta)
-    fit_idx = np.tile(train, int(schedule.get("repeat", 1)))          # small sets: each epoch sees them r times
-    tr = _dataset([norm[i] for i in fit_idx], y_idx[fit_idx])
+    fit_seqs, fit_y = [norm[i] for i in train], y_idx[train]
+    if cfg.dba_augment > 0:                                            # synthetic series of the training part
+        from .classify_dba import dba_series
+        extra, extra_y = dba_series(fit_seqs, fit_y, cfg.dba_augment, cfg.seed)
+        if kind == "series":
+            extra = [normalise_series(s) for s in extra]                # as the real series reach the model
+        fit_seqs, fit_y = fit_seqs + extra, np.concatenate([fit_y, extra_y])
+        meta["schedule"] = schedule = resolve_schedule(cfg, len(seqs), len(extra))
+        meta["synthetic"] = len(extra)
+    fit_idx = np.tile(np.arange(len(fit_seqs)), int(schedule.get("repeat", 1)))   # small sets: r times an epoch
+    tr = _dataset([fit_seqs[i] for i in fit_idx], fit_y[fit_idx])
     va = _dataset([norm[i] for i in val], y_idx[val]) if len(val) else None
     return Prepared(loader(tr, cfg.batch_size, True, cfg.num_workers, cfg.seed),
                     loader(va, cfg.batch_size, False, cfg.num_workers) if va else None, meta)
