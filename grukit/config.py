@@ -213,10 +213,13 @@ class ClassifyConfig(TaskConfig):
                                        "jitter,scaling one model on five sets; see README)")
     mixup: float = opt(0.0, "mixup (Zhang et al. 2018) in training: each batch's series and their targets "
                             "are mixed in pairs with a weight drawn from Beta(mixup, mixup) (0.2-0.4 in the "
-                            "paper); 0 = off")
+                            "paper); 0 = off, the default: 0.2 lowered the 5-model mean on the five hardest "
+                            "suite sets with both seed sets (ACSF1 -0.02/-0.07), see README")
     dba_augment: int = opt(0, "synthetic training series per real one by weighted DTW barycentre averaging "
                               "of its class (Forestier et al. 2017, Ismail Fawaz et al. 2018: 1 doubles a "
-                              "small training set); made once before training; 0 = off")
+                              "small training set); made once before training; 0 = off, the default: 1 "
+                              "lowered PigCVP, ACSF1 and OSULeaf with 5 models and cost up to 2x the CPU, "
+                              "see README; classes whose series differ in length get none")
     # ---- model: GRU branch + fully convolutional branch (GRU-FCN, Elsayed et al. 2018)
     conv_channels: int = opt(32, "convolutional branch beside the GRU (fcn: kernels 8/5/3, channels C/2C/C, "
                                  "as in LSTM-FCN/GRU-FCN; inception: C channels out; see conv_branch); "
@@ -262,7 +265,8 @@ class ClassifyConfig(TaskConfig):
                                  "average pooling, as published), mean_max (the mean beside the maximum; "
                                  "lowered single models on the five hardest suite sets, see README), ppv "
                                  "(ROCKET's proportion of positive values made differentiable: the mean of "
-                                 "sigmoid(z) of the last layer's pre-activation z) or mean_ppv (both)")
+                                 "sigmoid(z) of the last layer's pre-activation z; lost 0.03-0.13 on four of "
+                                 "those sets) or mean_ppv (both: within the seed spread, see README)")
     first_difference: str = opt("off,on", "append each feature's first difference (the derivative, scaled "
                                           "to unit RMS per series) as extra input features, as MultiRocket "
                                           "and DrCIF do: off, on, or a comma-separated list of off/on that "

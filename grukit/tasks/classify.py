@@ -21,7 +21,8 @@ The model (defaults chosen to hold up on UCR/UEA data it was not tuned on; see :
         │    ppv: the soft proportion of positive values of the last pre-activation, mean_ppv: both)
         └── PatchEmbed (strided conv to at most gru_steps) ──> GRU ──> Pooling ──> (B, D*H)
     concat ──> ClassificationHead ──> (B, K) logits; trained with label-smoothed cross-entropy
-    (mixup > 0: on pairs of training series mixed with their targets, Zhang et al. 2018)
+    (mixup > 0: on pairs of training series mixed with their targets, Zhang et al. 2018; dba_augment > 0:
+     beside synthetic series of each class by weighted DTW barycentre averaging, grukit.tasks.classify_dba)
 
 Sequences keep their own lengths: padding is zeroed before every convolution and goes to the GRU with
 ``lengths``, so it never enters a state, and pooling masks it. Metrics: accuracy and macro-F1 (torchmetrics),
