@@ -214,7 +214,7 @@ class ClassifyConfig(TaskConfig):
     mixup: float = opt(0.0, "mixup (Zhang et al. 2018) in training: each batch's series and their targets "
                             "are mixed in pairs with a weight drawn from Beta(mixup, mixup) (0.2-0.4 in the "
                             "paper); 0 = off, the default: 0.2 lowered the 5-model mean on the five hardest "
-                            "suite sets with both seed sets (ACSF1 -0.02/-0.07), see README")
+                            "suite sets with both seed sets (ACSF1 -0.02/-0.07), 0.4 more, see README")
     dba_augment: int = opt(0, "synthetic training series per real one by weighted DTW barycentre averaging "
                               "of its class (Forestier et al. 2017, Ismail Fawaz et al. 2018: 1 doubles a "
                               "small training set); made once before training; 0 = off, the default: 1 "
