@@ -40,8 +40,8 @@ from torch import Tensor, nn
 
 from .heads import length_mask
 
-__all__ = ["pool_time", "fold_time", "shorter", "strides", "masked_pool", "pool_width", "PatchEmbed", "FCNBranch",
-           "InceptionBranch", "ResNetBranch", "with_difference", "start_later"]
+__all__ = ["pool_time", "fold_time", "shorter", "strides", "masked_pool", "pool_width", "PatchEmbed",
+           "FCNBranch", "InceptionBranch", "ResNetBranch", "with_difference", "start_later"]
 
 
 def strides(max_length: int, conv_steps: int | str, gru_steps: int) -> tuple[int, int]:
@@ -142,7 +142,7 @@ def masked_pool(h: Tensor, m: Tensor | None, kind: str = "mean", pre: Tensor | N
     ``ppv`` (B, C), the soft proportion of positive values of the pre-activation ``pre`` (B, C, T) (``h``
     when None), ROCKET's / MiniRocket's PPV feature (Dempster et al. 2020, 2021) made differentiable,
 
-    .. math:: \mathrm{ppv}_c = rac{1}{n} \sum_{t < n} \sigma(z_{c,t} / 	au)
+    .. math:: \mathrm{ppv}_c = \frac{1}{n} \sum_{t < n} \sigma(z_{c,t} / \tau)
 
     over the n valid steps (how often a pattern is present, where the mean also weighs how strongly);
     ``mean_ppv`` (B, 2C) the mean of ``h`` beside it."""
