@@ -33,3 +33,32 @@ def test_m4_example_quick_run_writes_the_table(tmp_path, freq):
     assert np.isfinite(ours["OWA"]) and ours["OWA"] > 0 and naive2["OWA"] == pytest.approx(1.0, abs=1e-3)
     assert 0 <= ours["coverage"] <= 1 and result["train_seconds"] > 0
     assert result["table"]["published: Smyl ES-RNN"]["OWA"] == {"Hourly": 0.44, "Weekly": 0.851}[freq]
+
+
+def test_weekly_tune_file_starts_from_the_hand_set_setup_and_refits_at_its_budget():
+    """examples/m4_weekly_tune.yaml: trial 0 is examples/m4.py's hand-set Weekly setting, trials are one model
+    of at most 6 minutes, and the best setting is refit at the hand-set's own budget (its ensemble and cap), so
+    the tuned and hand-set rows of the README compare like with like."""
+    import importlib.util
+
+    from grukit.tasks.forecast_config import ForecastConfig
+    from grukit.train import resolve_config
+    from grukit.tune_space import read_tune_section, start_params, task_space
+
+    spec = importlib.util.spec_from_file_location("m4_example", REPO / "examples" / "m4.py")
+    m4 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m4)
+    path = REPO / "examples" / "m4_weekly_tune.yaml"
+    base = resolve_config("forecast", path)
+    hand = m4.SETUPS["Weekly"]
+    for name, value in hand.items():
+        if name in ("n_jobs", "progress"):          # how the example runs, not what it trains
+            continue
+        assert getattr(base, name) == (tuple(value) if isinstance(value, list) else value), name
+    dims = task_space(ForecastConfig, read_tune_section(path), base, source=str(path))
+    fixed = {d.name: d.value for d in dims.values() if d.kind == "fixed"}
+    assert fixed["ensemble"] == 1 and fixed["max_minutes"] == 6
+    assert {"ensemble", "max_minutes"} <= set(ForecastConfig.tune_refit)
+    start = start_params(dims, base)
+    assert start and all(getattr(base, k) == v for k, v in start.items())
+    assert {d.name for d in dims.values() if d.kind != "fixed"} >= {"lr", "batch_size", "head_dropout"}
