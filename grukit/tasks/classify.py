@@ -235,7 +235,7 @@ class ClassifyTask(SequenceTask):
         """In training: the augmentations, then mixup, whose target is (B, K) class probabilities."""
         if self.training and self.config.augment:
             batch = dict(batch, x=augment(batch["x"], batch.get("lengths"), self.config.augment))
-        if self.training and getattr(self.config, "mixup", 0.0) > 0 and batch.get("y") is not None:
+        if self.training and self.config.mixup > 0 and batch.get("y") is not None:
             x, lengths, y = mixup(batch["x"], batch.get("lengths"), batch["y"], len(self.meta["classes"]),
                                   self.config.mixup)                      # (B, T, F), (B,), (B, K)
             batch = dict(batch, x=x, y=y) if lengths is None else dict(batch, x=x, lengths=lengths, y=y)
