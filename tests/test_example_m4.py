@@ -59,6 +59,7 @@ def test_weekly_tune_file_starts_from_the_hand_set_setup_and_refits_at_its_budge
     fixed = {d.name: d.value for d in dims.values() if d.kind == "fixed"}
     assert fixed["ensemble"] == 1 and fixed["max_minutes"] == 6
     assert {"ensemble", "max_minutes"} <= set(ForecastConfig.tune_refit)
-    start = start_params(dims, base)
+    start = start_params(dims, base)                   # trial 0: the hand-set values the space can hold
     assert start and all(getattr(base, k) == v for k, v in start.items())
+    assert set(start) == {d.name for d in dims.values() if d.kind != "fixed"}   # all: trial 0 is the hand-set
     assert {d.name for d in dims.values() if d.kind != "fixed"} >= {"lr", "batch_size", "head_dropout"}
