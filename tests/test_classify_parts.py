@@ -214,7 +214,16 @@ def test_auto_schedule_from_training_set_size():
     assert "no validation split" in info["rule"]
     big = ClassifyConfig()
     resolve_schedule(big, 800)
-    assert big.val_fraction == 0.2 and big.patience == 30 and big.ensemble == 1
+    assert big.val_fraction == 0.2 and big.patience == 30 and big.ensemble == 3
+    middle = ClassifyConfig()                                    # 300-499: no validation split, 3 members
+    resolve_schedule(middle, 300)
+    assert middle.val_fraction == 0 and middle.ensemble == 3
+    below = ClassifyConfig()
+    resolve_schedule(below, 299)
+    assert below.ensemble == 5
+    chosen = ClassifyConfig(ensemble=2)                          # a user's count is kept
+    resolve_schedule(chosen, 800)
+    assert chosen.ensemble == 2
     n_fit = 800 - 160                                            # 40 batches: no repetition
     assert big.max_epochs == math.ceil(big.train_steps / math.ceil(n_fit / big.batch_size))
     manual = ClassifyConfig(schedule="manual", max_epochs=7, val_fraction=0.1)

@@ -58,7 +58,8 @@ __all__ = ["ClassifyTask", "prepare", "evaluate", "predict", "read_sequences", "
 
 VAL_MIN_SERIES = 500        # schedule=auto: a validation split from this many training series on
 MIN_BATCHES = 40            # schedule=auto: small training sets are repeated so an epoch has this many batches
-SMALL_ENSEMBLE = (300, 5)   # schedule=auto with ensemble=0: 5 members below 300 training series
+SMALL_ENSEMBLE = (300, 5)   # schedule=auto with ensemble=0: 5 members below 300 training series ...
+LARGE_ENSEMBLE = 3          # ... and 3 from 300 on (a member's budget is train_steps, whatever the set's size)
 
 
 # ====================================================================== data
@@ -116,7 +117,7 @@ def resolve_schedule(cfg: ClassifyConfig, n: int, synthetic: int = 0) -> dict:
     batches = max(1, math.ceil(n_fit * repeat / cfg.batch_size))               # per-epoch overhead
     cfg.max_epochs = max(1, min(cfg.max_epochs, math.ceil(cfg.train_steps / batches)))
     if cfg.ensemble == 0:
-        cfg.ensemble = SMALL_ENSEMBLE[1] if n < SMALL_ENSEMBLE[0] and not validated else 1
+        cfg.ensemble = 1 if validated else SMALL_ENSEMBLE[1] if n < SMALL_ENSEMBLE[0] else LARGE_ENSEMBLE
     why = ("schedule=validated: stratified validation split, early stopping on val_loss" if use_val and validated
            else f"{n} series >= {VAL_MIN_SERIES}: stratified validation split, early stopping on val_loss" if use_val
            else f"{n} series < {VAL_MIN_SERIES}: no validation split, fixed budget, the weights with the "
