@@ -13,6 +13,11 @@ where the method has them) in the history's units:
   forms), chosen by AICc; longer periods (hourly 24, weekly 52) are seasonally adjusted first (as M4's
   statistical benchmarks and Hyndman's ``stlf`` do), since those seasonal state spaces are too large to fit
   reliably. Prediction intervals from the selected model;
+- ``ses``, ``holt``, ``damped`` and ``comb``: the M4 competition's exponential-smoothing benchmarks, on the
+  seasonally adjusted series as the competition's own code fits them: simple exponential smoothing, Holt's
+  linear trend, Holt's damped trend (additive errors, parameters and initial states by maximum likelihood,
+  the damping in [0.8, 0.98] as R's ``ets``), and ``comb`` (M4's "Comb S-H-D"), the mean of the three point
+  forecasts (no interval);
 - ``arima``: automatic ARIMA on the seasonally adjusted series (differences by the KPSS test as ``auto.arima``,
   then p, q <= 2 by AICc), with intervals; fitted on the last ``ARIMA_WINDOW`` (600) points, since statsmodels'
   exact likelihood makes long series (M4 Weekly has up to 2,597) cost seconds per fit.
@@ -33,7 +38,8 @@ import pandas as pd
 
 from ..data.seasonal import seasonal_factors
 
-__all__ = ["naive", "seasonal_naive", "naive2", "theta", "ets", "arima", "METHODS", "fit_baselines"]
+__all__ = ["naive", "seasonal_naive", "naive2", "theta", "ets", "ses", "holt", "damped", "comb", "arima", "METHODS",
+           "fit_baselines"]
 
 
 def _season_out(factors: np.ndarray, n: int, h: int) -> np.ndarray:
@@ -123,6 +129,42 @@ def ets(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[st
             "hi": frame["pi_upper"].to_numpy() * s}
 
 
+def _smoothing(history: np.ndarray, h: int, m: int, level: float, trend: str | None,
+               damped: bool) -> dict[str, np.ndarray]:
+    """One fixed exponential-smoothing form (additive errors) on the seasonally adjusted series."""
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+    y = np.asarray(history, dtype=float)
+    des, _, f = _adjust(y, m)
+    if len(des) < (5 if trend else 3) or np.ptp(des) == 0:
+        return naive2(y, h, m)
+    res = ETSModel(pd.Series(des), error="add", trend=trend, damped_trend=damped).fit(disp=False, maxiter=300)
+    n = len(des)
+    frame = res.get_prediction(start=n, end=n + h - 1).summary_frame(alpha=1 - level)
+    s = _season_out(f, len(y), h)
+    return {"point": frame["mean"].to_numpy() * s, "lo": frame["pi_lower"].to_numpy() * s,
+            "hi": frame["pi_upper"].to_numpy() * s}
+
+
+def ses(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
+    """M4's SES benchmark: simple exponential smoothing on the seasonally adjusted series."""
+    return _smoothing(history, h, m, level, None, False)
+
+
+def holt(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
+    """M4's Holt benchmark: Holt's linear trend on the seasonally adjusted series."""
+    return _smoothing(history, h, m, level, "add", False)
+
+
+def damped(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
+    """M4's Damped benchmark: Holt's damped trend on the seasonally adjusted series."""
+    return _smoothing(history, h, m, level, "add", True)
+
+
+def comb(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
+    """M4's Comb S-H-D benchmark: the mean of the SES, Holt and Damped point forecasts."""
+    return {"point": np.mean([METHODS[k](history, h, m, level)["point"] for k in COMB_PARTS], axis=0)}
+
+
 def _ndiffs(y: np.ndarray, max_d: int = 2) -> int:
     from statsmodels.tsa.stattools import kpss
     d = 0
@@ -171,7 +213,7 @@ def arima(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[
 
 METHODS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
     "naive": naive, "seasonal_naive": seasonal_naive, "naive2": naive2, "theta": theta, "ets": ets,
-    "arima": arima}
+    "ses": ses, "holt": holt, "damped": damped, "comb": comb, "arima": arima}
 
 
 def _run_one(args) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
@@ -184,11 +226,17 @@ def _run_one(args) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
     return out, failed
 
 
+COMB_PARTS = ("ses", "holt", "damped")
+
+
 def _one(name, history, h, m, level, out, failed) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fc = METHODS[name](history, h, m, level)
+            if name == "comb" and all(k in out and k not in failed for k in COMB_PARTS):
+                fc = {"point": np.mean([out[k]["point"] for k in COMB_PARTS], axis=0)}   # fitted already
+            else:
+                fc = METHODS[name](history, h, m, level)
         if not all(np.isfinite(v).all() for v in fc.values()):
             raise FloatingPointError("non-finite forecast")
     except Exception:  # noqa: BLE001 - one failing series must not stop the table

@@ -6,7 +6,9 @@ from typing import Any, ClassVar
 
 from ..config import TaskConfig, choice, opt
 
-__all__ = ["ForecastConfig"]
+__all__ = ["ForecastConfig", "BASELINE_NAMES"]
+
+BASELINE_NAMES = ("naive", "seasonal_naive", "naive2", "theta", "ets", "ses", "holt", "damped", "comb", "arima")
 
 
 @dataclass
@@ -79,9 +81,10 @@ class ForecastConfig(TaskConfig):
     patch: int = opt(0, "the GRU reads the lookback in non-overlapping patches of this many steps (one recurrent "
                         "step per patch: lookback / patch steps, far faster on long lookbacks); 0 = the seasonal "
                         "period when it is >= 24 (hourly and finer) and the lookback holds two periods, else 1")
-    baselines: tuple[str, ...] = opt(("naive", "seasonal_naive", "naive2", "theta", "ets", "arima"),
+    baselines: tuple[str, ...] = opt(("naive", "seasonal_naive", "naive2", "theta", "ets", "damped", "comb", "arima"),
                                      "baselines fitted beside the model: naive, seasonal_naive, naive2, theta, "
-                                     "ets, arima")
+                                     "ets (automatic), ses, holt, damped, comb (M4's benchmarks: SES, Holt, "
+                                     "damped trend and their mean, on the seasonally adjusted series), arima")
     n_jobs: int = opt(1, "processes fitting the baselines (0 = one per CPU)")
     batch_size: int = opt(16, "windows per batch")
     max_epochs: int = opt(200, "upper bound on training epochs")
@@ -131,5 +134,5 @@ class ForecastConfig(TaskConfig):
         if not 0 <= self.patch <= self.lookback:
             p.append(f"patch={self.patch}: expected 0 (the season) or a length between 1 and lookback={self.lookback}")
         for b in self.baselines:
-            choice(p, "baselines", b, ["naive", "seasonal_naive", "naive2", "theta", "ets", "arima"])
+            choice(p, "baselines", b, list(BASELINE_NAMES))
         return p
