@@ -291,8 +291,8 @@ class ClassifyConfig(TaskConfig):
     train_steps: int = opt(1000, "schedule=auto: optimiser steps to train for (epochs = train_steps / batches "
                                  "per epoch, at most max_epochs), so small sets get enough updates")
     ensemble: int = opt(0, "models trained with different seeds whose probabilities are averaged; 0 = auto: "
-                           "5 below 300 training series (variance dominates there), else 3 (PLAID, 537 series: 0.82 -> 0.85-0.87; "
-                           "see README)")
+                           "5 below 300 training series (variance dominates there), else 3 (PLAID, 537 "
+                           "series: 0.82 -> 0.85-0.87, see README)")
     batch_size: int = opt(16, "sequences per batch (16 as in FCN; smaller batches regularise small sets)")
     max_epochs: int = opt(1000, "upper bound on training epochs (schedule=auto picks fewer)")
     patience: int = opt(30, "early stopping patience in epochs when there is a validation split")

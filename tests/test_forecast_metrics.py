@@ -85,6 +85,8 @@ def test_m4_smoothing_benchmarks():
     parts = np.mean([out[k][0]["point"] for k in ("ses", "holt", "damped")], axis=0)
     np.testing.assert_allclose(out["comb"][0]["point"], parts)
     np.testing.assert_allclose(B.comb(line, 6)["point"], parts, rtol=1e-6)     # alone, it fits the three
+    some, _ = B.fit_baselines([line], 6, 1, ["damped", "comb"])                 # the defaults: Damped reused
+    np.testing.assert_allclose(some["comb"][0]["point"], parts, rtol=1e-6)
     assert set(out["comb"][0]) == {"point"}                                     # no interval of its own
     pattern = np.array([0.8, 1.0, 1.3, 0.9])
     seasonal = (100 + t) * pattern[t.astype(int) % 4]

@@ -233,8 +233,9 @@ def _one(name, history, h, m, level, out, failed) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if name == "comb" and all(k in out and k not in failed for k in COMB_PARTS):
-                fc = {"point": np.mean([out[k]["point"] for k in COMB_PARTS], axis=0)}   # fitted already
+            if name == "comb":                   # the parts this series has fitted already are reused
+                fc = {"point": np.mean([out[k]["point"] if k in out and k not in failed
+                                        else METHODS[k](history, h, m, level)["point"] for k in COMB_PARTS], axis=0)}
             else:
                 fc = METHODS[name](history, h, m, level)
         if not all(np.isfinite(v).all() for v in fc.values()):
