@@ -112,6 +112,13 @@ def _ets_fit(y: np.ndarray, m: int, seasonal_forms: bool):
     return best
 
 
+def _ets_forecast(res, n: int, h: int, level: float, season: np.ndarray) -> dict[str, np.ndarray]:
+    """Point and interval of a fitted ETS model over the next ``h`` steps, times the seasonal factors."""
+    frame = res.get_prediction(start=n, end=n + h - 1).summary_frame(alpha=1 - level)
+    return {"point": frame["mean"].to_numpy() * season, "lo": frame["pi_lower"].to_numpy() * season,
+            "hi": frame["pi_upper"].to_numpy() * season}
+
+
 def ets(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
     """Automatic ETS by AICc (see the module docstring), with its prediction interval."""
     y = np.asarray(history, dtype=float)
@@ -122,11 +129,7 @@ def ets(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[st
     res = _ets_fit(des, m, seasonal_forms=direct)
     if res is None:
         return naive2(y, h, m)
-    n = len(des)
-    frame = res.get_prediction(start=n, end=n + h - 1).summary_frame(alpha=1 - level)
-    s = _season_out(f, len(y), h)
-    return {"point": frame["mean"].to_numpy() * s, "lo": frame["pi_lower"].to_numpy() * s,
-            "hi": frame["pi_upper"].to_numpy() * s}
+    return _ets_forecast(res, len(des), h, level, _season_out(f, len(y), h))
 
 
 def _smoothing(history: np.ndarray, h: int, m: int, level: float, trend: str | None,
@@ -138,11 +141,7 @@ def _smoothing(history: np.ndarray, h: int, m: int, level: float, trend: str | N
     if len(des) < (5 if trend else 3) or np.ptp(des) == 0:
         return naive2(y, h, m)
     res = ETSModel(pd.Series(des), error="add", trend=trend, damped_trend=damped).fit(disp=False, maxiter=300)
-    n = len(des)
-    frame = res.get_prediction(start=n, end=n + h - 1).summary_frame(alpha=1 - level)
-    s = _season_out(f, len(y), h)
-    return {"point": frame["mean"].to_numpy() * s, "lo": frame["pi_lower"].to_numpy() * s,
-            "hi": frame["pi_upper"].to_numpy() * s}
+    return _ets_forecast(res, len(des), h, level, _season_out(f, len(y), h))
 
 
 def ses(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
@@ -158,6 +157,9 @@ def holt(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[s
 def damped(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
     """M4's Damped benchmark: Holt's damped trend on the seasonally adjusted series."""
     return _smoothing(history, h, m, level, "add", True)
+
+
+COMB_PARTS = ("ses", "holt", "damped")
 
 
 def comb(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
@@ -224,9 +226,6 @@ def _run_one(args) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
         for name in methods:
             _one(name, history, h, m, level, out, failed)
     return out, failed
-
-
-COMB_PARTS = ("ses", "holt", "damped")
 
 
 def _one(name, history, h, m, level, out, failed) -> None:
