@@ -81,7 +81,7 @@ def one(name: str, train: str, test: str | None, variant: str, overrides: dict, 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folders", nargs="*", type=Path, help="folders searched for NAME_TRAIN.ts / NAME_TEST.ts "
-                                                           "pairs, beside the suite's packaged sets")
+                                                           "(or .npz) pairs, beside the suite's packaged sets")
     ap.add_argument("--only", required=True, help="comma-separated data set names of the suite or the folders")
     ap.add_argument("--variant", action="append", default=[], help="name:key=value;key=value (repeatable)")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds")

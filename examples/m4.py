@@ -7,8 +7,9 @@
 
 Reads ``../shared/data/m4/{freq}-train.csv`` and ``-test.csv`` (the competition's wide files; another folder with
 ``M4_DATA=/path``), trains one model over all series (the test file gives the evaluation), fits Naive, seasonal
-Naive, Naive2, Theta, ETS, the competition's Damped and Comb S-H-D, and ARIMA on the same histories in parallel, and prints one table per frequency: ours,
-the baselines computed here, and the published figures, with the seconds each step took. Results also go to
+Naive, Naive2, Theta, ETS, the competition's Damped and Comb S-H-D, and ARIMA on the same histories in
+parallel, and prints one table per frequency: ours, the baselines computed here, and the published figures,
+with the seconds each step took. Results also go to
 ``runs/m4/results.json``. Targets (issue 18): Hourly OWA <= 0.44, Weekly <= 0.85 (Smyl's ES-RNN), 95% coverage
 within 2 points of nominal, MSIS below the competition's ETS benchmark (Hourly 17.49, Weekly 20.39).
 

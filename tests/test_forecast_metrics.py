@@ -66,7 +66,7 @@ def test_baselines_contracts():
         B.fit_baselines([y], 3, 1, ["prophet"])
 
 
-def test_m4_smoothing_benchmarks():
+def test_m4_smoothing_benchmarks(monkeypatch):
     """SES, Holt and Damped on the seasonally adjusted series; Comb is the mean of their points."""
     from grukit.tasks.forecast_config import BASELINE_NAMES
     assert set(BASELINE_NAMES) == set(B.METHODS)                  # what the config accepts is what exists
@@ -85,8 +85,12 @@ def test_m4_smoothing_benchmarks():
     parts = np.mean([out[k][0]["point"] for k in ("ses", "holt", "damped")], axis=0)
     np.testing.assert_allclose(out["comb"][0]["point"], parts)
     np.testing.assert_allclose(B.comb(line, 6)["point"], parts, rtol=1e-6)     # alone, it fits the three
+    calls = []
+    fit_damped = B.METHODS["damped"]
+    monkeypatch.setitem(B.METHODS, "damped", lambda *a: calls.append(1) or fit_damped(*a))
     some, _ = B.fit_baselines([line], 6, 1, ["damped", "comb"])                 # the defaults: Damped reused
     np.testing.assert_allclose(some["comb"][0]["point"], parts, rtol=1e-6)
+    assert len(calls) == 1                                                      # fitted once, not again by comb
     assert set(out["comb"][0]) == {"point"}                                     # no interval of its own
     pattern = np.array([0.8, 1.0, 1.3, 0.9])
     seasonal = (100 + t) * pattern[t.astype(int) % 4]

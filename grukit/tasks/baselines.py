@@ -162,9 +162,13 @@ def damped(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict
 COMB_PARTS = ("ses", "holt", "damped")
 
 
-def comb(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
-    """M4's Comb S-H-D benchmark: the mean of the SES, Holt and Damped point forecasts."""
-    return {"point": np.mean([METHODS[k](history, h, m, level)["point"] for k in COMB_PARTS], axis=0)}
+def comb(history: np.ndarray, h: int, m: int = 1, level: float = 0.95,
+         fitted: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+    """M4's Comb S-H-D benchmark: the mean of the SES, Holt and Damped point forecasts; a part already in
+    ``fitted`` (method name -> forecast of this history) is reused, the others are fitted."""
+    fitted = fitted or {}
+    return {"point": np.mean([(fitted[k] if k in fitted else METHODS[k](history, h, m, level))["point"]
+                              for k in COMB_PARTS], axis=0)}
 
 
 def _ndiffs(y: np.ndarray, max_d: int = 2) -> int:
@@ -233,8 +237,7 @@ def _one(name, history, h, m, level, out, failed) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if name == "comb":                   # the parts this series has fitted already are reused
-                fc = {"point": np.mean([out[k]["point"] if k in out and k not in failed
-                                        else METHODS[k](history, h, m, level)["point"] for k in COMB_PARTS], axis=0)}
+                fc = comb(history, h, m, level, {k: out[k] for k in COMB_PARTS if k in out and k not in failed})
             else:
                 fc = METHODS[name](history, h, m, level)
         if not all(np.isfinite(v).all() for v in fc.values()):
