@@ -207,6 +207,11 @@ class ClassifyConfig(TaskConfig):
                                  "differ in offset and gain), feature (training-set mean/std per feature: "
                                  "keeps amplitudes, which carry meaning in sensor channels), none; auto = "
                                  "series for one feature, feature for several")
+    series_stats: bool = opt(True, "with per-series normalisation (normalize series, or auto on one "
+                                   "feature): each series' own mean and log standard deviation, the level "
+                                   "and scale normalisation removes, join the features the classifier head "
+                                   "reads (standardised over the training series; a statistic that does not "
+                                   "vary there, as on z-normalised archives, is left out); see README")
     augment: tuple[str, ...] = opt((), "training-time augmentations, comma separated: jitter, scaling, "
                                        "window_slice, window_warp (off by default: window_slice,window_warp "
                                        "left the 5-model accuracy unchanged on ArrowHead/ItalyPowerDemand, "

@@ -85,7 +85,8 @@ def augment(x: Tensor, lengths: Tensor | None, names, generator=None) -> Tensor:
 
 
 def mixup(x: Tensor, lengths: Tensor | None, y: Tensor, num_classes: int, alpha: float,
-          lam: float | None = None, generator=None) -> tuple[Tensor, Tensor | None, Tensor]:
+          lam: float | None = None, generator=None, perm: Tensor | None = None
+          ) -> tuple[Tensor, Tensor | None, Tensor]:
     r"""Mixup (Zhang et al. 2018): each series mixed with another of the same batch, and their targets alike.
 
     .. math:: \lambda \sim \mathrm{Beta}(\alpha, \alpha), \quad
@@ -93,13 +94,15 @@ def mixup(x: Tensor, lengths: Tensor | None, y: Tensor, num_classes: int, alpha:
               \tilde y_i = \lambda\, e_{y_i} + (1 - \lambda)\, e_{y_{\pi(i)}}
 
     with one :math:`\lambda` per batch (as in the paper; drawn from torch's global generator unless ``lam``
-    is given) and :math:`\pi` a random permutation of the batch (from ``generator``). ``x`` (B, T, F) padded
+    is given) and :math:`\pi` a random permutation of the batch (from ``generator``, unless ``perm`` (B,)
+    is given: a caller mixing other per-series inputs alike draws it). ``x`` (B, T, F) padded
     with ``lengths`` (B,) or None, ``y`` (B,) class indices. Returns the mixed (B, T, F), lengths
     max(n_i, n_pi(i)) (the shorter series reads as zeros past its end) and the targets (B, K), rows summing to
     1 (a probability target for ``F.cross_entropy``, whose label smoothing then applies to it)."""
     if lam is None:
         lam = float(torch.distributions.Beta(float(alpha), float(alpha)).sample())
-    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)      # (B,)
+    if perm is None:
+        perm = torch.randperm(x.shape[0], generator=generator).to(x.device)  # (B,)
     x = x * _mask(x, lengths)                                                 # padding reads as zeros
     mixed = lam * x + (1 - lam) * x[perm]                                     # (B, T, F)
     onehot = F.one_hot(y, num_classes).to(x.dtype)                            # (B, K)

@@ -95,8 +95,40 @@ def _normalise(seqs, meta):
     return [((s - mean) / std).astype(np.float32) for s in seqs]
 
 
-def _dataset(seqs, y_idx):
-    return DictDataset(x=seqs, lengths=np.array([len(s) for s in seqs]), y=np.asarray(y_idx, dtype=np.int64))
+STATS_CLIP = 5.0           # series_stats: standardised level/scale statistics are clipped to +-this
+
+
+def raw_stats(seqs) -> np.ndarray:
+    """(N, 2F) float64: each (T, F) series' mean and log standard deviation per feature, in raw units."""
+    return np.array([np.concatenate([np.asarray(s, np.float64).mean(0),
+                                     np.log(np.asarray(s, np.float64).std(0) + 1e-8)]) for s in seqs])
+
+
+def stats_scaling(stats: np.ndarray) -> dict:
+    """Centre, scale and kept columns of :func:`raw_stats` over the training series. A mean is kept where the
+    series' means differ by more than 1% of their typical standard deviation, a log standard deviation where
+    it varies by more than 0.01 (1%): on z-normalised archives neither varies and the head is as without."""
+    F_ = stats.shape[1] // 2
+    center, scale = stats.mean(0), stats.std(0)
+    typical = np.median(np.exp(stats[:, F_:]), 0)                         # (F,) typical within-series std
+    keep = np.concatenate([scale[:F_] > 0.01 * np.maximum(typical, 1e-8), scale[F_:] > 0.01])
+    return {"stats_center": center.tolist(), "stats_scale": np.where(keep, scale, 1.0).tolist(),
+            "stats_columns": np.flatnonzero(keep).tolist()}
+
+
+def _stats(seqs, meta) -> np.ndarray | None:
+    """(N, S) float32 standardised level/scale statistics the head reads, or None (series_stats off/empty)."""
+    cols = meta.get("stats_columns") or []
+    if not cols:
+        return None
+    z = (raw_stats(seqs) - np.asarray(meta["stats_center"])) / np.asarray(meta["stats_scale"])
+    return np.clip(z[:, cols], -STATS_CLIP, STATS_CLIP).astype(np.float32)
+
+
+def _dataset(seqs, y_idx, stats=None):
+    extra = {} if stats is None else {"stats": stats}
+    return DictDataset(x=seqs, lengths=np.array([len(s) for s in seqs]), y=np.asarray(y_idx, dtype=np.int64),
+                       **extra)
 
 
 def resolve_schedule(cfg: ClassifyConfig, n: int, synthetic: int = 0) -> dict:
@@ -148,19 +180,25 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
             "patch_stride": r, "pool_strides": s_all, "patch_strides": r_all, "downsample": cfg.downsample,
             "conv_branch": cfg.conv_branch, "first_difference": cfg.first_difference, "schedule": schedule,
             "class_counts": np.bincount(y_idx[train], minlength=len(classes)).tolist()}
-    norm = _normalise(seqs, meta)
+    if kind == "series" and cfg.series_stats:                          # the level and scale it removes
+        meta.update(stats_scaling(raw_stats([seqs[i] for i in train])))
+    norm, stats = _normalise(seqs, meta), _stats(seqs, meta)
     fit_seqs, fit_y = [norm[i] for i in train], y_idx[train]
+    fit_stats = None if stats is None else stats[train]
     if cfg.dba_augment > 0:                                            # synthetic series of the training part
         from .classify_dba import dba_series
         extra, extra_y = dba_series(fit_seqs, fit_y, cfg.dba_augment, cfg.seed)
         if kind == "series":
             extra = [normalise_series(s) for s in extra]                # as the real series reach the model
+        if fit_stats is not None:                                       # a blend has its class's mean level/scale
+            class_stats = {k: fit_stats[fit_y == k].mean(0) for k in set(extra_y.tolist())}
+            fit_stats = np.concatenate([fit_stats, np.stack([class_stats[k] for k in extra_y])])
         fit_seqs, fit_y = fit_seqs + extra, np.concatenate([fit_y, extra_y])
         meta["schedule"] = schedule = resolve_schedule(cfg, len(seqs), len(extra))
         meta["synthetic"] = len(extra)
     fit_idx = np.tile(np.arange(len(fit_seqs)), int(schedule.get("repeat", 1)))   # small sets: r times an epoch
-    tr = _dataset([fit_seqs[i] for i in fit_idx], fit_y[fit_idx])
-    va = _dataset([norm[i] for i in val], y_idx[val]) if len(val) else None
+    tr = _dataset([fit_seqs[i] for i in fit_idx], fit_y[fit_idx], None if stats is None else fit_stats[fit_idx])
+    va = _dataset([norm[i] for i in val], y_idx[val], None if stats is None else stats[val]) if len(val) else None
     return Prepared(loader(tr, cfg.batch_size, True, cfg.num_workers, cfg.seed),
                     loader(va, cfg.batch_size, False, cfg.num_workers) if va else None, meta)
 
@@ -224,6 +262,7 @@ class ClassifyTask(SequenceTask):
         c = self.config
         self.pool = Pooling(c.pooling, self.encoder_size, c.bidirectional)
         size = self.encoder_size + (self.fcn.out_size if self.fcn is not None else 0)
+        size += len(self.meta.get("stats_columns") or [])             # series_stats: level and scale
         return ClassificationHead(size, len(self.meta["classes"]), c.head_dropout)
 
     def build_metrics(self):
@@ -237,9 +276,13 @@ class ClassifyTask(SequenceTask):
         if self.training and self.config.augment:
             batch = dict(batch, x=augment(batch["x"], batch.get("lengths"), self.config.augment))
         if self.training and self.config.mixup > 0 and batch.get("y") is not None:
+            lam = float(torch.distributions.Beta(self.config.mixup, self.config.mixup).sample())
+            perm = torch.randperm(batch["x"].shape[0]).to(batch["x"].device)     # drawn here: stats mix alike
             x, lengths, y = mixup(batch["x"], batch.get("lengths"), batch["y"], len(self.meta["classes"]),
-                                  self.config.mixup)                      # (B, T, F), (B,), (B, K)
+                                  self.config.mixup, lam=lam, perm=perm)  # (B, T, F), (B,), (B, K)
             batch = dict(batch, x=x, y=y) if lengths is None else dict(batch, x=x, lengths=lengths, y=y)
+            if "stats" in batch:
+                batch["stats"] = lam * batch["stats"] + (1 - lam) * batch["stats"][perm]    # (B, S)
         return batch, batch.get("y")
 
     def phase_shifted(self, inputs):
@@ -293,6 +336,8 @@ class ClassifyTask(SequenceTask):
         feats = self.pool(seq, h_n, lengths)                                           # (B, D*H)
         if fcn is not None:
             feats = torch.cat([feats, fcn], dim=-1)                                    # (B, D*H + C)
+        if self.meta.get("stats_columns"):
+            feats = torch.cat([feats, inputs["stats"].to(feats.dtype)], dim=-1)        # (B, E + S)
         return self.head(feats)                                                        # (B, K) logits
 
     def forward(self, inputs, state=None):
@@ -340,7 +385,7 @@ def classify_sequences(models, meta: dict, sequences, batch_size: int = 256) -> 
     K = len(meta["classes"])
     if not seqs:
         return np.zeros((0, K), dtype=np.float32)
-    batches = loader(_dataset(_normalise(seqs, meta), np.zeros(len(seqs))), batch_size, False)
+    batches = loader(_dataset(_normalise(seqs, meta), np.zeros(len(seqs)), _stats(seqs, meta)), batch_size, False)
     return torch.cat(infer(models, batches)).numpy()                           # (N, K)
 
 
