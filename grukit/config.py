@@ -207,11 +207,13 @@ class ClassifyConfig(TaskConfig):
                                  "differ in offset and gain), feature (training-set mean/std per feature: "
                                  "keeps amplitudes, which carry meaning in sensor channels), none; auto = "
                                  "series for one feature, feature for several")
-    series_stats: bool = opt(True, "with per-series normalisation (normalize series, or auto on one "
-                                   "feature): each series' own mean and log standard deviation, the level "
-                                   "and scale normalisation removes, join the features the classifier head "
-                                   "reads (standardised over the training series; a statistic that does not "
-                                   "vary there, as on z-normalised archives, is left out); see README")
+    series_stats: bool = opt(True, "each series' log length, and with per-series normalisation (normalize "
+                                   "series, or auto on one feature) its own mean and log standard deviation "
+                                   "(the level and scale that normalisation removes), join the features the "
+                                   "classifier head reads, standardised over the training series; a "
+                                   "statistic that does not vary there (one length; a z-normalised archive) "
+                                   "is left out, so such sets train as without (PigCVP 0.885 -> 0.933, "
+                                   "PickupGestureWiimoteZ 0.82 -> 0.88 with 5 models, see README)")
     augment: tuple[str, ...] = opt((), "training-time augmentations, comma separated: jitter, scaling, "
                                        "window_slice, window_warp (off by default: window_slice,window_warp "
                                        "left the 5-model accuracy unchanged on ArrowHead/ItalyPowerDemand, "

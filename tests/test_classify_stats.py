@@ -1,6 +1,7 @@
-"""series_stats: with per-series normalisation, each series' mean and log standard deviation reach the
-classifier head (the level and scale that normalisation removes): hand computations, which statistics are
-kept, a planted set whose classes differ only in level, mixup mixing them alike, old runs unchanged."""
+"""series_stats: each series' log length and, with per-series normalisation, its mean and log standard
+deviation reach the classifier head (the level and scale that normalisation removes): hand computations,
+which statistics are kept, a planted set whose classes differ only in level and scale, mixup mixing them
+alike, export, runs saved before unchanged."""
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ def shapes(n, T, seed, level=None, scale=None):
 def test_raw_stats_by_hand():
     a = np.array([[1.0, 10.0], [3.0, 10.0], [5.0, 10.0]], np.float32)     # (3, 2): feature 1 constant
     got = raw_stats([a])
-    want = [3.0, 10.0, np.log(np.std([1.0, 3.0, 5.0]) + 1e-8), np.log(1e-8)]
+    want = [3.0, 10.0, np.log(np.std([1.0, 3.0, 5.0]) + 1e-8), np.log(1e-8), np.log(3)]
     np.testing.assert_allclose(got[0], want, rtol=1e-6)
 
 
@@ -50,15 +51,20 @@ def test_only_varying_statistics_are_kept():
     same_scale = [np.full((40, 1), float(k), np.float32) + np.sin(np.arange(40))[:, None] for k in range(6)]
     m = stats_scaling(raw_stats(same_scale))                              # equal stds: only the mean kept
     assert m["stats_columns"] == [0]
+    ragged = [np.random.default_rng(n).normal(size=(n, 2)) + n for n in (10, 20, 30)]   # (T, 2), lengths vary
+    assert stats_scaling(raw_stats(ragged))["stats_columns"] == [0, 1, 2, 3, 4]
+    assert stats_scaling(raw_stats(ragged), level_scale=False)["stats_columns"] == [4]   # the length only
+    assert stats_scaling(raw_stats([s[:10] for s in ragged]), level_scale=False)["stats_columns"] == []
 
 
 def test_standardised_stats_are_clipped():
-    meta = {"stats_center": [0.0, 0.0], "stats_scale": [1.0, 1.0], "stats_columns": [0, 1]}
+    meta = {"stats_center": [0.0, 0.0, 1.0], "stats_scale": [1.0, 1.0, 0.5], "stats_columns": [0, 1, 2]}
     s = np.full((5, 1), 100.0, np.float32)
     s[0] = 101.0
     out = _stats([s], meta)
-    assert out.dtype == np.float32 and out.shape == (1, 2)
+    assert out.dtype == np.float32 and out.shape == (1, 3)
     assert out[0, 0] == STATS_CLIP and abs(out[0, 1] - np.log(0.4)) < 1e-5   # std of (101, 100 x4) = 0.4
+    assert abs(out[0, 2] - (np.log(5) - 1.0) / 0.5) < 1e-5
     assert _stats([s], {"stats_columns": []}) is None and _stats([s], {}) is None   # runs from before
 
 
@@ -72,7 +78,8 @@ def test_prepare_records_and_batches_the_stats(tmp_path):
     off = prepare(ClassifyConfig(data=str(tmp_path / "train.npz"), series_stats=False))
     assert "stats_columns" not in off.meta and "stats" not in next(iter(off.train))
     feat = prepare(ClassifyConfig(data=str(tmp_path / "train.npz"), normalize="feature"))
-    assert "stats_columns" not in feat.meta                               # amplitudes are kept there already
+    assert feat.meta["stats_columns"] == []           # amplitudes are kept there already; one length
+    assert "stats" not in next(iter(feat.train))
 
 
 def test_head_reads_the_stats():

@@ -95,29 +95,35 @@ def _normalise(seqs, meta):
     return [((s - mean) / std).astype(np.float32) for s in seqs]
 
 
-STATS_CLIP = 5.0           # series_stats: standardised level/scale statistics are clipped to +-this
+STATS_CLIP = 5.0           # series_stats: standardised statistics are clipped to +-this
 
 
 def raw_stats(seqs) -> np.ndarray:
-    """(N, 2F) float64: each (T, F) series' mean and log standard deviation per feature, in raw units."""
+    """(N, 2F + 1) float64: each (T, F) series' mean and log standard deviation per feature, in raw units,
+    and its log length."""
     return np.array([np.concatenate([np.asarray(s, np.float64).mean(0),
-                                     np.log(np.asarray(s, np.float64).std(0) + 1e-8)]) for s in seqs])
+                                     np.log(np.asarray(s, np.float64).std(0) + 1e-8), [np.log(len(s))]])
+                     for s in seqs])
 
 
-def stats_scaling(stats: np.ndarray) -> dict:
+def stats_scaling(stats: np.ndarray, level_scale: bool = True) -> dict:
     """Centre, scale and kept columns of :func:`raw_stats` over the training series. A mean is kept where the
-    series' means differ by more than 1% of their typical standard deviation, a log standard deviation where
-    it varies by more than 0.01 (1%): on z-normalised archives neither varies and the head is as without."""
-    F_ = stats.shape[1] // 2
+    series' means differ by more than 1% of their typical standard deviation, a log standard deviation or
+    the log length where it varies by more than 0.01 (1%): on z-normalised archives of one length none
+    varies and the head is as without. ``level_scale=False`` (per-feature scaling keeps amplitudes) keeps
+    the length only."""
+    F_ = (stats.shape[1] - 1) // 2
     center, scale = stats.mean(0), stats.std(0)
-    typical = np.median(np.exp(stats[:, F_:]), 0)                         # (F,) typical within-series std
-    keep = np.concatenate([scale[:F_] > 0.01 * np.maximum(typical, 1e-8), scale[F_:] > 0.01])
+    typical = np.median(np.exp(stats[:, F_:2 * F_]), 0)                   # (F,) typical within-series std
+    keep = np.concatenate([scale[:F_] > 0.01 * np.maximum(typical, 1e-8), scale[F_:2 * F_] > 0.01,
+                           scale[2 * F_:] > 0.01])
+    keep[:2 * F_] &= level_scale
     return {"stats_center": center.tolist(), "stats_scale": np.where(keep, scale, 1.0).tolist(),
             "stats_columns": np.flatnonzero(keep).tolist()}
 
 
 def _stats(seqs, meta) -> np.ndarray | None:
-    """(N, S) float32 standardised level/scale statistics the head reads, or None (series_stats off/empty)."""
+    """(N, S) float32 standardised statistics the head reads, or None (series_stats off or none kept)."""
     cols = meta.get("stats_columns") or []
     if not cols:
         return None
@@ -180,8 +186,8 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
             "patch_stride": r, "pool_strides": s_all, "patch_strides": r_all, "downsample": cfg.downsample,
             "conv_branch": cfg.conv_branch, "first_difference": cfg.first_difference, "schedule": schedule,
             "class_counts": np.bincount(y_idx[train], minlength=len(classes)).tolist()}
-    if kind == "series" and cfg.series_stats:                          # the level and scale it removes
-        meta.update(stats_scaling(raw_stats([seqs[i] for i in train])))
+    if cfg.series_stats:                          # the level and scale series scaling removes; the length
+        meta.update(stats_scaling(raw_stats([seqs[i] for i in train]), level_scale=kind == "series"))
     norm, stats = _normalise(seqs, meta), _stats(seqs, meta)
     fit_seqs, fit_y = [norm[i] for i in train], y_idx[train]
     fit_stats = None if stats is None else stats[train]
@@ -190,7 +196,7 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
         extra, extra_y = dba_series(fit_seqs, fit_y, cfg.dba_augment, cfg.seed)
         if kind == "series":
             extra = [normalise_series(s) for s in extra]                # as the real series reach the model
-        if fit_stats is not None:                                       # a blend has its class's mean level/scale
+        if fit_stats is not None:                                       # a blend has its class's mean stats
             class_stats = {k: fit_stats[fit_y == k].mean(0) for k in set(extra_y.tolist())}
             fit_stats = np.concatenate([fit_stats, np.stack([class_stats[k] for k in extra_y])])
         fit_seqs, fit_y = fit_seqs + extra, np.concatenate([fit_y, extra_y])
@@ -262,7 +268,7 @@ class ClassifyTask(SequenceTask):
         c = self.config
         self.pool = Pooling(c.pooling, self.encoder_size, c.bidirectional)
         size = self.encoder_size + (self.fcn.out_size if self.fcn is not None else 0)
-        size += len(self.meta.get("stats_columns") or [])             # series_stats: level and scale
+        size += len(self.meta.get("stats_columns") or [])             # series_stats: level, scale, length
         return ClassificationHead(size, len(self.meta["classes"]), c.head_dropout)
 
     def build_metrics(self):
