@@ -34,7 +34,7 @@ def shapes(n, T, seed, level=None, scale=None):
 def test_raw_stats_by_hand():
     a = np.array([[1.0, 10.0], [3.0, 10.0], [5.0, 10.0]], np.float32)     # (3, 2): feature 1 constant
     got = raw_stats([a])
-    want = [3.0, 10.0, np.log(np.std([1.0, 3.0, 5.0]) + 1e-8), np.log(1e-8), np.log(3)]
+    want = [3.0, 10.0, np.log(np.std([1.0, 3.0, 5.0]) + 1e-8), np.log(1e-8)]
     np.testing.assert_allclose(got[0], want, rtol=1e-6)
 
 
@@ -52,19 +52,21 @@ def test_only_varying_statistics_are_kept():
     m = stats_scaling(raw_stats(same_scale))                              # equal stds: only the mean kept
     assert m["stats_columns"] == [0]
     ragged = [np.random.default_rng(n).normal(size=(n, 2)) + n for n in (10, 20, 30)]   # (T, 2), lengths vary
-    assert stats_scaling(raw_stats(ragged))["stats_columns"] == [0, 1, 2, 3, 4]
-    assert stats_scaling(raw_stats(ragged), level_scale=False)["stats_columns"] == [4]   # the length only
-    assert stats_scaling(raw_stats([s[:10] for s in ragged]), level_scale=False)["stats_columns"] == []
+    m = stats_scaling(raw_stats(ragged), [10, 20, 30])
+    assert m["stats_columns"] == [0, 1, 2, 3]
+    np.testing.assert_allclose(m["length_stat"], [np.log([10, 20, 30]).mean(), np.log([10, 20, 30]).std()])
+    m = stats_scaling(raw_stats(ragged), [10, 20, 30], level_scale=False)       # amplitudes kept: length only
+    assert m["stats_columns"] == [] and "length_stat" in m
+    assert "length_stat" not in stats_scaling(raw_stats(ragged), [10, 10, 10])   # one length: left out
 
 
 def test_standardised_stats_are_clipped():
-    meta = {"stats_center": [0.0, 0.0, 1.0], "stats_scale": [1.0, 1.0, 0.5], "stats_columns": [0, 1, 2]}
+    meta = {"stats_center": [0.0, 0.0], "stats_scale": [1.0, 1.0], "stats_columns": [0, 1]}
     s = np.full((5, 1), 100.0, np.float32)
     s[0] = 101.0
     out = _stats([s], meta)
-    assert out.dtype == np.float32 and out.shape == (1, 3)
+    assert out.dtype == np.float32 and out.shape == (1, 2)
     assert out[0, 0] == STATS_CLIP and abs(out[0, 1] - np.log(0.4)) < 1e-5   # std of (101, 100 x4) = 0.4
-    assert abs(out[0, 2] - (np.log(5) - 1.0) / 0.5) < 1e-5
     assert _stats([s], {"stats_columns": []}) is None and _stats([s], {}) is None   # runs from before
 
 
@@ -78,8 +80,14 @@ def test_prepare_records_and_batches_the_stats(tmp_path):
     off = prepare(ClassifyConfig(data=str(tmp_path / "train.npz"), series_stats=False))
     assert "stats_columns" not in off.meta and "stats" not in next(iter(off.train))
     feat = prepare(ClassifyConfig(data=str(tmp_path / "train.npz"), normalize="feature"))
-    assert feat.meta["stats_columns"] == []           # amplitudes are kept there already; one length
+    assert feat.meta["stats_columns"] == [] and "length_stat" not in feat.meta   # amplitudes kept; one length
     assert "stats" not in next(iter(feat.train))
+    ragged = X.copy()
+    ragged[::3, 20:] = np.nan                                             # a third of the series 20 steps long
+    np.savez(tmp_path / "ragged.npz", X=ragged, y=y.astype(str), lengths=np.where(np.arange(24) % 3, 30, 20))
+    p = prepare(ClassifyConfig(data=str(tmp_path / "ragged.npz")))
+    lens = np.log(np.where(np.arange(24) % 3, 30, 20))
+    np.testing.assert_allclose(p.meta["length_stat"], [lens.mean(), lens.std()])
 
 
 def test_head_reads_the_stats():
@@ -93,6 +101,23 @@ def test_head_reads_the_stats():
     b, _ = m({"x": x, "stats": torch.tensor([[0.0, 0.0], [2.0, -1.0], [0.0, 0.0]])})
     torch.testing.assert_close(a[[0, 2]], b[[0, 2]])                      # per-series: rows stay apart
     assert not torch.allclose(a[1], b[1])
+
+
+def test_head_reads_the_length_from_the_lengths_input():
+    """The length statistic comes from ``lengths`` (a stream's frames so far), standardised and clipped."""
+    plain = tiny_classifier()
+    m = tiny_classifier(seed=0)
+    m.meta = dict(m.meta, length_stat=[np.log(20.0), 0.5])
+    m.head = m.build_head()
+    assert m.head.net[1].in_features == plain.head.net[1].in_features + 1
+    seen = []
+    m.head.register_forward_pre_hook(lambda mod, args: seen.append(args[0][:, -1].clone()))
+    x = torch.randn(3, 30, 2)
+    m({"x": x, "lengths": torch.tensor([30, 20, 1])})
+    m({"x": x})                                                        # no padding: every series 30 steps
+    want = [(np.log(30) - np.log(20)) / 0.5, 0.0, -STATS_CLIP]         # log(1) - log(20) = -3 / 0.5: clipped
+    torch.testing.assert_close(seen[0], torch.tensor(want, dtype=torch.float32))
+    torch.testing.assert_close(seen[1], torch.full((3,), want[0], dtype=torch.float32))
 
 
 def test_mixup_mixes_stats_with_the_same_pairs():

@@ -99,27 +99,27 @@ STATS_CLIP = 5.0           # series_stats: standardised statistics are clipped t
 
 
 def raw_stats(seqs) -> np.ndarray:
-    """(N, 2F + 1) float64: each (T, F) series' mean and log standard deviation per feature, in raw units,
-    and its log length."""
+    """(N, 2F) float64: each (T, F) series' mean and log standard deviation per feature, in raw units."""
     return np.array([np.concatenate([np.asarray(s, np.float64).mean(0),
-                                     np.log(np.asarray(s, np.float64).std(0) + 1e-8), [np.log(len(s))]])
-                     for s in seqs])
+                                     np.log(np.asarray(s, np.float64).std(0) + 1e-8)]) for s in seqs])
 
 
-def stats_scaling(stats: np.ndarray, level_scale: bool = True) -> dict:
-    """Centre, scale and kept columns of :func:`raw_stats` over the training series. A mean is kept where the
-    series' means differ by more than 1% of their typical standard deviation, a log standard deviation or
-    the log length where it varies by more than 0.01 (1%): on z-normalised archives of one length none
-    varies and the head is as without. ``level_scale=False`` (per-feature scaling keeps amplitudes) keeps
-    the length only."""
-    F_ = (stats.shape[1] - 1) // 2
+def stats_scaling(stats: np.ndarray, lengths=None, level_scale: bool = True) -> dict:
+    """Centre, scale and kept columns of :func:`raw_stats` over the training series, and of their log
+    ``lengths``. A mean is kept where the series' means differ by more than 1% of their typical standard
+    deviation, a log standard deviation or the log length where it varies by more than 0.01 (1%): on
+    z-normalised archives of one length none varies and the head is as without. ``level_scale=False``
+    (per-feature scaling keeps amplitudes) keeps the length only. The length is read from the model's
+    ``lengths`` input (so a stream of frames has it too), the others from the dataset's ``stats``."""
+    F_ = stats.shape[1] // 2
     center, scale = stats.mean(0), stats.std(0)
-    typical = np.median(np.exp(stats[:, F_:2 * F_]), 0)                   # (F,) typical within-series std
-    keep = np.concatenate([scale[:F_] > 0.01 * np.maximum(typical, 1e-8), scale[F_:2 * F_] > 0.01,
-                           scale[2 * F_:] > 0.01])
-    keep[:2 * F_] &= level_scale
-    return {"stats_center": center.tolist(), "stats_scale": np.where(keep, scale, 1.0).tolist(),
-            "stats_columns": np.flatnonzero(keep).tolist()}
+    typical = np.median(np.exp(stats[:, F_:]), 0)                         # (F,) typical within-series std
+    keep = np.concatenate([scale[:F_] > 0.01 * np.maximum(typical, 1e-8), scale[F_:] > 0.01]) & level_scale
+    out = {"stats_center": center.tolist(), "stats_scale": np.where(keep, scale, 1.0).tolist(),
+           "stats_columns": np.flatnonzero(keep).tolist()}
+    if lengths is not None and np.log(lengths).std() > 0.01:
+        out["length_stat"] = [float(np.log(lengths).mean()), float(np.log(lengths).std())]   # centre, scale
+    return out
 
 
 def _stats(seqs, meta) -> np.ndarray | None:
@@ -187,7 +187,8 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
             "conv_branch": cfg.conv_branch, "first_difference": cfg.first_difference, "schedule": schedule,
             "class_counts": np.bincount(y_idx[train], minlength=len(classes)).tolist()}
     if cfg.series_stats:                          # the level and scale series scaling removes; the length
-        meta.update(stats_scaling(raw_stats([seqs[i] for i in train]), level_scale=kind == "series"))
+        meta.update(stats_scaling(raw_stats([seqs[i] for i in train]), [len(seqs[i]) for i in train],
+                                  level_scale=kind == "series"))
     norm, stats = _normalise(seqs, meta), _stats(seqs, meta)
     fit_seqs, fit_y = [norm[i] for i in train], y_idx[train]
     fit_stats = None if stats is None else stats[train]
@@ -268,7 +269,7 @@ class ClassifyTask(SequenceTask):
         c = self.config
         self.pool = Pooling(c.pooling, self.encoder_size, c.bidirectional)
         size = self.encoder_size + (self.fcn.out_size if self.fcn is not None else 0)
-        size += len(self.meta.get("stats_columns") or [])             # series_stats: level, scale, length
+        size += len(self.meta.get("stats_columns") or []) + ("length_stat" in self.meta)   # series_stats
         return ClassificationHead(size, len(self.meta["classes"]), c.head_dropout)
 
     def build_metrics(self):
@@ -344,6 +345,12 @@ class ClassifyTask(SequenceTask):
             feats = torch.cat([feats, fcn], dim=-1)                                    # (B, D*H + C)
         if self.meta.get("stats_columns"):
             feats = torch.cat([feats, inputs["stats"].to(feats.dtype)], dim=-1)        # (B, E + S)
+        if "length_stat" in self.meta:                                                 # steps read so far
+            x, n = inputs["x"], inputs.get("lengths")
+            n = torch.full(x.shape[:1], x.shape[1], device=x.device) if n is None else n
+            c, s = self.meta["length_stat"]
+            z = ((n.to(feats.dtype).clamp_min(1).log() - c) / s).clamp(-STATS_CLIP, STATS_CLIP)
+            feats = torch.cat([feats, z[:, None]], dim=-1)                             # (B, E + S + 1)
         return self.head(feats)                                                        # (B, K) logits
 
     def forward(self, inputs, state=None):
