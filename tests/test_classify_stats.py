@@ -1,7 +1,7 @@
-"""series_stats: each series' log length and, with per-series normalisation, its mean and log standard
-deviation reach the classifier head (the level and scale that normalisation removes): hand computations,
-which statistics are kept, a planted set whose classes differ only in level and scale, mixup mixing them
-alike, export, runs saved before unchanged."""
+"""series_stats: with per-series normalisation each series' mean and log standard deviation reach the
+classifier head (the level and scale that normalisation removes); length_stat: its log length, read from the
+lengths input. Hand computations, which statistics are kept, a planted set whose classes differ only in level
+and scale, mixup mixing them alike, export, runs saved before unchanged."""
 from __future__ import annotations
 
 import json
@@ -85,9 +85,11 @@ def test_prepare_records_and_batches_the_stats(tmp_path):
     ragged = X.copy()
     ragged[::3, 20:] = np.nan                                             # a third of the series 20 steps long
     np.savez(tmp_path / "ragged.npz", X=ragged, y=y.astype(str), lengths=np.where(np.arange(24) % 3, 30, 20))
-    p = prepare(ClassifyConfig(data=str(tmp_path / "ragged.npz")))
+    assert "length_stat" not in prepare(ClassifyConfig(data=str(tmp_path / "ragged.npz"))).meta   # off: default
+    p = prepare(ClassifyConfig(data=str(tmp_path / "ragged.npz"), length_stat=True, series_stats=False))
     lens = np.log(np.where(np.arange(24) % 3, 30, 20))
     np.testing.assert_allclose(p.meta["length_stat"], [lens.mean(), lens.std()])
+    assert p.meta["stats_columns"] == [] and "stats" not in next(iter(p.train))
 
 
 def test_head_reads_the_stats():

@@ -87,7 +87,8 @@ def tiny_runs(base: Path) -> dict[str, Path]:
                          likelihood="quantile"),
         "classify": dict(data=str(_classify_npz(base / "train.npz")), hidden_size=8, batch_size=8, max_epochs=2,
                          val_fraction=0.25, lr=2e-2, conv_channels=0, gru_steps=0, conv_steps=0,
-                         normalize="feature", first_difference="off"),   # a plain GRU: it can stream
+                         normalize="feature", first_difference="off",    # a plain GRU: it can stream
+                         length_stat=True),                               # the head reads the frames so far
         "autoencoder": dict(data=str(_anomaly_csv(base / "values.csv")), window=16, stride=2, hidden_size=8,
                             latent_size=4, batch_size=16, max_epochs=2, train_fraction=0.5),
         "lm": dict(data=str(_text(base / "text.txt")), tokenize="char", hidden_size=16, embedding_size=8,

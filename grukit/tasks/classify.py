@@ -186,9 +186,10 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
             "patch_stride": r, "pool_strides": s_all, "patch_strides": r_all, "downsample": cfg.downsample,
             "conv_branch": cfg.conv_branch, "first_difference": cfg.first_difference, "schedule": schedule,
             "class_counts": np.bincount(y_idx[train], minlength=len(classes)).tolist()}
-    if cfg.series_stats:                          # the level and scale series scaling removes; the length
-        meta.update(stats_scaling(raw_stats([seqs[i] for i in train]), [len(seqs[i]) for i in train],
-                                  level_scale=kind == "series"))
+    if cfg.series_stats or cfg.length_stat:            # the level and scale series scaling removes; the length
+        meta.update(stats_scaling(raw_stats([seqs[i] for i in train]),
+                                  [len(seqs[i]) for i in train] if cfg.length_stat else None,
+                                  level_scale=kind == "series" and cfg.series_stats))
     norm, stats = _normalise(seqs, meta), _stats(seqs, meta)
     fit_seqs, fit_y = [norm[i] for i in train], y_idx[train]
     fit_stats = None if stats is None else stats[train]
