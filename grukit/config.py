@@ -76,8 +76,8 @@ class TaskConfig:
                                        "epoch); it is always written at the end and on Ctrl-C")
 
     #: options that ``--resume`` applies (and records); any other option given with ``--resume`` is refused
-    resumable = ("max_epochs", "max_minutes", "progress", "num_workers", "threads", "accelerator", "devices", "num_nodes",
-                 "strategy", "deterministic", "limit_train_batches", "checkpoint_every")
+    resumable = ("max_epochs", "max_minutes", "progress", "num_workers", "threads", "accelerator", "devices",
+                 "num_nodes", "strategy", "deterministic", "limit_train_batches", "checkpoint_every")
 
     # ---- `grukit tune` search space: field -> [choices] | {low, high, log, step} | fixed value (a config
     # file's `tune:` section overrides it per field; see grukit.tune_space)
