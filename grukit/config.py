@@ -212,7 +212,7 @@ class ClassifyConfig(TaskConfig):
                                    "that normalisation removes, join the features the classifier head reads, "
                                    "standardised over the training series; a statistic that does not vary "
                                    "there (a z-normalised archive) is left out, so such sets train as "
-                                   "without (PigCVP 0.885 -> 0.933, PickupGestureWiimoteZ 0.82 -> 0.88 with "
+                                   "without (PigCVP 0.889 -> 0.933, PickupGestureWiimoteZ 0.80 -> 0.88 with "
                                    "5 models, see README)")
     length_stat: bool = opt(False, "each series' log length joins the features the head reads (read from the "
                                    "lengths input, so streams have it; left out where all lengths are equal); "
