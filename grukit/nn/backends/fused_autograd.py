@@ -4,6 +4,8 @@ batched gradients) through a recompute in the reference backend's torch ops.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -56,6 +58,22 @@ def as_numpy(t: Tensor) -> np.ndarray:
     return t.detach().numpy() if t.requires_grad else t.numpy()       # detach() costs ~0.4 us
 
 
+@contextmanager
+def one_blas_thread(active: bool):
+    """torch's matmuls on one thread inside (when ``active``): a BLAS may split a GEMM's reduction between
+    threads and add the parts in another order, so deterministic=True runs the few GEMMs of the training path
+    on one thread to stay bit-identical across thread counts (seen with MKL on an AVX-512 machine)."""
+    before = torch.get_num_threads()
+    if not active or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def in_proj(x: Tensor, w_ih: Tensor, b_ih: Tensor | None) -> Tensor:
     """``gi = x W_ih^T + b_ih`` for every step at once: ``(T, B, I)`` -> ``(T, B, 3H)``."""
     T, B, I = x.shape
@@ -81,7 +99,7 @@ def layer_forward(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tenso
     keeps the fixed-order matmul loop (deterministic=True); ``None`` lets the kernels choose."""
     T, B, I = x.shape
     H = h0.shape[1]
-    with torch.no_grad():
+    with torch.no_grad(), one_blas_thread(blas is False):
         gi = in_proj(x.detach(), w_ih.detach(), None if b_ih is None else b_ih.detach()).numpy()
     WT, bh = transposed_np(w_hh, b_hh)
     out = torch.empty(T, B, H, dtype=x.dtype)
@@ -141,15 +159,16 @@ def layer_backward(dout, dhT, x, w_ih, w_hh, hp, gates, lens: np.ndarray, revers
                   threads_for(B, H, T), blas=blas)
     dgi2 = dgi.view(T * B, 3 * H)                                       # (T*B, 3H)
     dgh2 = dgh.view(T * B, 3 * H)
-    dx = (dgi2 @ w_ih).view(T, B, I) if need[0] else None               # (T, B, I)
-    dw_ih = dgi2.t() @ x.reshape(T * B, I) if need[2] else None         # (3H, I)
-    dw_hh = None
-    if need[3]:
-        hp2 = hp.reshape(T * B, H)
-        if reset_after:
-            dw_hh = dgh2.t() @ hp2                                      # (3H, H)
-        else:                                                           # W_hn reads r*h, W_h[rz] read h
-            dw_hh = torch.cat([dgh2[:, :2 * H].t() @ hp2, dgh2[:, 2 * H:].t() @ qp.view(T * B, H)])
+    with one_blas_thread(blas is False):
+        dx = (dgi2 @ w_ih).view(T, B, I) if need[0] else None           # (T, B, I)
+        dw_ih = dgi2.t() @ x.reshape(T * B, I) if need[2] else None     # (3H, I)
+        dw_hh = None
+        if need[3]:
+            hp2 = hp.reshape(T * B, H)
+            if reset_after:
+                dw_hh = dgh2.t() @ hp2                                  # (3H, H)
+            else:                                                       # W_hn reads r*h, W_h[rz] read h
+                dw_hh = torch.cat([dgh2[:, :2 * H].t() @ hp2, dgh2[:, 2 * H:].t() @ qp.view(T * B, H)])
     db_ih = dgi2.sum(0) if has_bias and need[4] else None
     db_hh = dgh2.sum(0) if has_bias and need[5] else None
     return dx, dh0 if need[1] else None, dw_ih, dw_hh, db_ih, db_hh

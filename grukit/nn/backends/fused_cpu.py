@@ -26,8 +26,9 @@ training. numba is imported, and kernels compile (or load from numba's on-disk c
 Threads (numba): one for small problems; above ``PARALLEL_MIN_WORK`` the batch rows are split into one chunk
 per thread (``min(torch.get_num_threads(), numba.get_num_threads(), B)``), one parallel region per call. In
 both kernel sets every output element is one fixed chain of multiply-adds whatever the split, so results are
-bit-identical run to run and across thread counts, which is what ``deterministic=True`` asks: the backend
-honours it at no cost.
+bit-identical run to run and across thread counts, which is what ``deterministic=True`` asks. The training
+path's few torch GEMMs around the kernels (the input projection, the weight gradients) run on one thread under
+``deterministic=True``, since a BLAS may split their reductions by thread count (MKL on an AVX-512 machine did).
 
 The backend is split by concern: ``fused_kernels.py`` (which kernels are loaded, how many threads a call uses),
 ``fused_autograd.py`` (the training path: layer forward with its stash, BPTT backward, the autograd function),
