@@ -20,7 +20,9 @@ The model (defaults chosen to hold up on UCR/UEA data it was not tuned on; see :
         │    conv_pool=mean_max: the maximum over valid steps beside the mean, (B, 2C);
         │    ppv: the soft proportion of positive values of the last pre-activation, mean_ppv: both)
         └── PatchEmbed (strided conv to at most gru_steps) ──> GRU ──> Pooling ──> (B, D*H)
-    concat ──> ClassificationHead ──> (B, K) logits; trained with label-smoothed cross-entropy
+    concat (series_stats: + each series' standardised mean and log std, the level and scale that per-series
+            z-normalisation removed, (B, 2F) where they vary; length_stat: + its log length, (B, 1))
+      ──> ClassificationHead ──> (B, K) logits; trained with label-smoothed cross-entropy
     (mixup > 0: on pairs of training series mixed with their targets, Zhang et al. 2018; dba_augment > 0:
      beside synthetic series of each class by weighted DTW barycentre averaging, grukit.tasks.classify_dba)
 
