@@ -145,12 +145,13 @@ def test_classes_that_differ_only_in_level_and_scale(tmp_path):
     on = fit("classify", data=data, test_data=test, out=tmp_path / "on", **QUICK)
     off = fit("classify", data=data, test_data=test, out=tmp_path / "off", series_stats=False, **QUICK)
     acc_on, acc_off = on.evaluate()["grukit"]["accuracy"], off.evaluate()["grukit"]["accuracy"]
-    assert acc_on == 1.0 and acc_off <= 0.75, (acc_on, acc_off)
+    assert acc_on >= 0.95 and acc_off <= 0.75, (acc_on, acc_off)     # chance: 0.5
     meta = json.loads((on.path / "meta.json").read_text())
     assert meta["stats_columns"] == [0, 1]
     probs = Run(on.path).predict(test, tmp_path / "p.csv")                  # the one inference path
     import pandas as pd
-    assert (pd.read_csv(probs[0])["predicted"] == np.where(np.arange(40) % 2, "high", "low")).all()
+    hits = pd.read_csv(probs[0])["predicted"] == np.where(np.arange(40) % 2, "high", "low")
+    assert hits.mean() == acc_on                                         # predict reads the stats as evaluate
 
 
 def test_export_carries_the_stats_input(tmp_path):
