@@ -12,7 +12,7 @@ import torch
 
 from grukit.config import ClassifyConfig
 from grukit.runs import Run
-from grukit.tasks.classify import STATS_CLIP, _stats, prepare, raw_stats, stats_scaling
+from grukit.tasks.classify import STATS_CLIP, _stats, length_scaling, prepare, raw_stats, stats_scaling
 from grukit.train import fit
 from tests.conftest import tiny_classifier
 
@@ -52,12 +52,12 @@ def test_only_varying_statistics_are_kept():
     m = stats_scaling(raw_stats(same_scale))                              # equal stds: only the mean kept
     assert m["stats_columns"] == [0]
     ragged = [np.random.default_rng(n).normal(size=(n, 2)) + n for n in (10, 20, 30)]   # (T, 2), lengths vary
-    m = stats_scaling(raw_stats(ragged), [10, 20, 30])
-    assert m["stats_columns"] == [0, 1, 2, 3]
+    m = stats_scaling(raw_stats(ragged))
+    assert m["stats_columns"] == [0, 1, 2, 3] and "length_stat" not in m      # the length is its own option
+    m = length_scaling([10, 20, 30])
     np.testing.assert_allclose(m["length_stat"], [np.log([10, 20, 30]).mean(), np.log([10, 20, 30]).std()])
-    m = stats_scaling(raw_stats(ragged), [10, 20, 30], level_scale=False)       # amplitudes kept: length only
-    assert m["stats_columns"] == [] and "length_stat" in m
-    assert "length_stat" not in stats_scaling(raw_stats(ragged), [10, 10, 10])   # one length: left out
+    assert "stats_columns" not in m and "length_stat" in m
+    assert "length_stat" not in length_scaling([10, 10, 10])                  # one length: left out
 
 
 def test_standardised_stats_are_clipped():
@@ -80,7 +80,7 @@ def test_prepare_records_and_batches_the_stats(tmp_path):
     off = prepare(ClassifyConfig(data=str(tmp_path / "train.npz"), series_stats=False))
     assert "stats_columns" not in off.meta and "stats" not in next(iter(off.train))
     feat = prepare(ClassifyConfig(data=str(tmp_path / "train.npz"), normalize="feature"))
-    assert feat.meta["stats_columns"] == [] and "length_stat" not in feat.meta   # amplitudes kept; one length
+    assert not feat.meta.get("stats_columns") and "length_stat" not in feat.meta   # amplitudes kept; one length
     assert "stats" not in next(iter(feat.train))
     ragged = X.copy()
     ragged[::3, 20:] = np.nan                                             # a third of the series 20 steps long
@@ -89,7 +89,7 @@ def test_prepare_records_and_batches_the_stats(tmp_path):
     p = prepare(ClassifyConfig(data=str(tmp_path / "ragged.npz"), length_stat=True, series_stats=False))
     lens = np.log(np.where(np.arange(24) % 3, 30, 20))
     np.testing.assert_allclose(p.meta["length_stat"], [lens.mean(), lens.std()])
-    assert p.meta["stats_columns"] == [] and "stats" not in next(iter(p.train))
+    assert not p.meta.get("stats_columns") and "stats" not in next(iter(p.train))
 
 
 def test_head_reads_the_stats():

@@ -106,30 +106,34 @@ def raw_stats(seqs) -> np.ndarray:
                                      np.log(np.asarray(s, np.float64).std(0) + 1e-8)]) for s in seqs])
 
 
-def stats_scaling(stats: np.ndarray, lengths=None, level_scale: bool = True) -> dict:
-    """Centre, scale and kept columns of :func:`raw_stats` over the training series, and of their log
-    ``lengths``. A mean is kept where the series' means differ by more than 1% of their typical standard
-    deviation, a log standard deviation or the log length where it varies by more than 0.01 (1%): on
-    z-normalised archives of one length none varies and the head is as without. ``level_scale=False``
-    (per-feature scaling keeps amplitudes) keeps the length only. The length is read from the model's
-    ``lengths`` input (so a stream of frames has it too), the others from the dataset's ``stats``."""
+def stats_scaling(stats: np.ndarray) -> dict:
+    """Centre, scale and kept columns of :func:`raw_stats` over the training series (series_stats). A mean is
+    kept where the series' means differ by more than 1% of their typical standard deviation, a log standard
+    deviation where it varies by more than 0.01 (1%): on z-normalised archives neither varies and the head is
+    as without. They reach the model as the dataset's ``stats`` input."""
     F_ = stats.shape[1] // 2
     center, scale = stats.mean(0), stats.std(0)
     typical = np.median(np.exp(stats[:, F_:]), 0)                         # (F,) typical within-series std
-    keep = np.concatenate([scale[:F_] > 0.01 * np.maximum(typical, 1e-8), scale[F_:] > 0.01]) & level_scale
-    out = {"stats_center": center.tolist(), "stats_scale": np.where(keep, scale, 1.0).tolist(),
-           "stats_columns": np.flatnonzero(keep).tolist()}
-    if lengths is not None and np.log(lengths).std() > 0.01:
-        out["length_stat"] = [float(np.log(lengths).mean()), float(np.log(lengths).std())]   # centre, scale
-    return out
+    keep = np.concatenate([scale[:F_] > 0.01 * np.maximum(typical, 1e-8), scale[F_:] > 0.01])
+    return {"stats_center": center.tolist(), "stats_scale": np.where(keep, scale, 1.0).tolist(),
+            "stats_columns": np.flatnonzero(keep).tolist()}
 
 
-def _stats(seqs, meta) -> np.ndarray | None:
-    """(N, S) float32 standardised statistics the head reads, or None (series_stats off or none kept)."""
+def length_scaling(lengths) -> dict:
+    """Centre and scale of the training series' log lengths (length_stat), or nothing where it varies by at
+    most 0.01 (one length). The model reads the length from its ``lengths`` input, so a stream has it too."""
+    log_n = np.log(np.asarray(lengths, dtype=np.float64))
+    return {"length_stat": [float(log_n.mean()), float(log_n.std())]} if log_n.std() > 0.01 else {}
+
+
+def _stats(seqs, meta, raw: np.ndarray | None = None) -> np.ndarray | None:
+    """(N, S) float32 standardised statistics the head reads, or None (series_stats off or none kept);
+    ``raw`` is :func:`raw_stats` of ``seqs`` when the caller has it."""
     cols = meta.get("stats_columns") or []
     if not cols:
         return None
-    z = (raw_stats(seqs) - np.asarray(meta["stats_center"])) / np.asarray(meta["stats_scale"])
+    raw = raw_stats(seqs) if raw is None else raw
+    z = (raw - np.asarray(meta["stats_center"])) / np.asarray(meta["stats_scale"])
     return np.clip(z[:, cols], -STATS_CLIP, STATS_CLIP).astype(np.float32)
 
 
@@ -188,11 +192,12 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
             "patch_stride": r, "pool_strides": s_all, "patch_strides": r_all, "downsample": cfg.downsample,
             "conv_branch": cfg.conv_branch, "first_difference": cfg.first_difference, "schedule": schedule,
             "class_counts": np.bincount(y_idx[train], minlength=len(classes)).tolist()}
-    if cfg.series_stats or cfg.length_stat:            # the level and scale series scaling removes; the length
-        meta.update(stats_scaling(raw_stats([seqs[i] for i in train]),
-                                  [len(seqs[i]) for i in train] if cfg.length_stat else None,
-                                  level_scale=kind == "series" and cfg.series_stats))
-    norm, stats = _normalise(seqs, meta), _stats(seqs, meta)
+    raw = raw_stats(seqs) if kind == "series" and cfg.series_stats else None   # what series scaling removes
+    if raw is not None:
+        meta.update(stats_scaling(raw[train]))
+    if cfg.length_stat:
+        meta.update(length_scaling([len(seqs[i]) for i in train]))
+    norm, stats = _normalise(seqs, meta), _stats(seqs, meta, raw)
     fit_seqs, fit_y = [norm[i] for i in train], y_idx[train]
     fit_stats = None if stats is None else stats[train]
     if cfg.dba_augment > 0:                                            # synthetic series of the training part
