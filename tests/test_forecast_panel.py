@@ -11,7 +11,7 @@ import torch
 from grukit.tasks.forecast_config import ForecastConfig
 from grukit.errors import DataError
 from grukit.runs import Run
-from grukit.tasks.forecast import ForecastTask, forecast_series, mase_weights, prepare, skip_season
+from grukit.tasks.forecast import ForecastTask, forecast_series, mase_weights, prepare, ses_alpha, skip_season
 from grukit.train import fit
 
 FAST = dict(hidden_size=8, batch_size=32, progress=False, patience=0, lr=1e-2, max_epochs=2,
@@ -302,6 +302,69 @@ def test_skip_starts_naive_without_a_season_and_at_the_mean_when_asked():
     torch.testing.assert_close(out[:, :, 0, 1], window.mean(1, keepdim=True).expand(2, 6))
     with pytest.raises(Exception, match="skip_init"):
         ForecastConfig(skip_init="ridge").validate()
+
+
+def _ses_by_hand(y, alpha, m=1):
+    """Seasonal SES the slow way: each phase's level starts at its first value, l <- l + alpha (y - l)."""
+    level, sse = {}, 0.0
+    for t, v in enumerate(y):
+        k = t % m
+        if k in level:
+            sse += (v - level[k]) ** 2
+            level[k] += alpha * (v - level[k])
+        else:
+            level[k] = v
+    return sse, level
+
+
+def test_ses_alpha_is_the_least_squares_weight_naive_for_a_random_walk_small_for_noise():
+    """ses_alpha picks the grid weight of least pooled one-step squared error: it equals the brute-force
+    minimum, statsmodels' SES fit with the same start level (within the grid step), 1 on random walks (the naive
+    forecast), small on noise around a level; the seasonal form smooths each phase on its own."""
+    rng = np.random.default_rng(0)
+    walks = [np.cumsum(rng.normal(size=150)) for _ in range(3)]
+    noise = [5 + rng.normal(size=150) for _ in range(3)]
+    assert ses_alpha(walks, 1) >= 0.9
+    assert ses_alpha(noise, 1) <= 0.1
+    local = [np.cumsum(rng.normal(0, 0.3, 200)) + rng.normal(0, 1, 200)]          # local level: between the two
+    a = ses_alpha(local, 1)
+    grid = np.linspace(0.02, 1.0, 50)
+    assert a == grid[np.argmin([_ses_by_hand(local[0], g)[0] for g in grid])]
+    from statsmodels.tsa.holtwinters import SimpleExpSmoothing
+    fit = SimpleExpSmoothing(local[0], initialization_method="known", initial_level=local[0][0]).fit()
+    assert abs(fit.params["smoothing_level"] - a) <= 0.02 + 1e-9
+    t = np.arange(240)
+    seasonal_noise = [10 + 4 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 0.5, 240) for _ in range(2)]
+    assert ses_alpha(seasonal_noise, 12) <= 0.25                                     # fixed pattern: average it
+    assert ses_alpha([np.cumsum(rng.normal(size=240))], 12) >= 0.9                   # each phase a walk: naive
+    assert ses_alpha([np.array([1.0, 2.0])], 4) == 1.0                               # nothing to fit: naive
+
+
+def test_skip_ses_start_forecasts_the_smoothed_level_of_each_phase():
+    """skip_init=ses (with the GRU's part at zero) makes the untrained model's forecast the (seasonal) SES
+    forecast of the window: each horizon step the level of its phase, smoothed from that phase's earliest value
+    in the window; weight 1 is the seasonal-naive start; prepare records the weight fitted on the training part
+    (nile: a level with noise, well below 1)."""
+    torch.manual_seed(0)
+    window = torch.randn(2, 12) + 3.0
+    for season, alpha in ((1, 0.3), (6, 0.45), (6, 1.0)):
+        meta = {**_model().meta, "skip_season": season, "skip_alpha": alpha}
+        model = ForecastTask(_model(skip_init="ses", head_init="baseline").config, meta)
+        for norm in (True, False):
+            model.config.window_norm = norm
+            out, _ = model(_batch(window))                                           # (B, H, C, Q)
+            for b in range(2):
+                _, level = _ses_by_hand(window[b].double().numpy(), alpha, season)
+                want = torch.tensor([level[(12 + h) % season] for h in range(6)], dtype=out.dtype)
+                torch.testing.assert_close(out[b, :, 0, 1], want, rtol=1e-5, atol=1e-5)
+        assert torch.equal(model.head.skip_start, model.head.skip.weight)            # skip_decay's prior
+    naive = ForecastTask(_model(head_init="baseline").config, {**_model().meta, "skip_season": 6})
+    one = ForecastTask(_model(skip_init="ses", head_init="baseline").config,
+                       {**_model().meta, "skip_season": 6, "skip_alpha": 1.0})
+    torch.testing.assert_close(one.head.skip.weight, naive.head.skip.weight)
+    meta = prepare(ForecastConfig(data="nile", skip_init="ses")).meta
+    assert 0 < meta["skip_alpha"] < 0.5
+    assert "skip_alpha" not in prepare(ForecastConfig(data="nile")).meta
 
 
 def test_skip_decay_penalises_only_the_skips_departure_from_its_start_in_training():

@@ -40,7 +40,7 @@ from .forecast_es import ESLayer
 from .forecast_intervals import MAX_SCALE, MIN_SCORES_FACTOR, apply_scales, conformal_scales, nominal_coverage
 from .heads import DirectForecastHead
 
-__all__ = ["ForecastTask", "prepare", "prepare_series", "held_out", "skip_season", "forecast_series", "after_fit",
+__all__ = ["ForecastTask", "prepare", "prepare_series", "held_out", "skip_season", "ses_alpha", "forecast_series", "after_fit",
            "evaluate", "predict", "Series", "choose_transform", "season_of", "mase_weights", "validation_folds",
            "SHORT_SERIES"]
 
@@ -79,6 +79,28 @@ def mase_weights(zs: list[np.ndarray], ends: list[int], m: int) -> list[float]:
     inv = 1 / np.asarray(d)
     med = np.nanmedian(inv) if np.isfinite(inv).any() else 1.0
     return np.clip(np.nan_to_num(inv / med, nan=1.0), 0.05, 20.0).tolist()
+
+
+def ses_alpha(trains: list[np.ndarray], m: int, grid: int = 50) -> float:
+    """The smoothing weight of (seasonal) simple exponential smoothing fitted to ``trains`` (1-D encoded
+    training parts) by least squares over a grid of ``grid`` values in (0, 1]: each of the ``m`` phases keeps its
+    own level l <- a y + (1 - a) l, started at its first value, and every later value is forecast by its phase's
+    level; the squared errors of all series are pooled (the series are scaled alike by then). a = 1 is the
+    (seasonal) naive forecast, small a a long average: what the skip's ``ses`` start uses."""
+    alphas = np.linspace(1.0 / grid, 1.0, grid)                           # (A,)
+    sse = np.zeros(grid)
+    for y in trains:
+        y = np.asarray(y, dtype=np.float64)
+        y = y[np.isfinite(y)]
+        if len(y) <= m:
+            continue
+        level = np.tile(y[:m], (grid, 1))                                  # (A, m)
+        for t in range(m, len(y)):
+            k = t % m
+            e = y[t] - level[:, k]                                         # (A,)
+            sse += e * e
+            level[:, k] += alphas * e
+    return float(alphas[int(np.argmin(sse))]) if sse.any() else 1.0
 
 
 def skip_season(trains: list[np.ndarray], m: int) -> int:
@@ -147,6 +169,9 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
             "short_series": short, "has_val": len(val_ds) > 0, "n_train_windows": len(train_ds),
             "n_val_windows": len(val_ds)}
     meta["skip_season"] = skip_season([s.y[: s.n_obs - hold, 0] for s in series], int(m))
+    if cfg.skip_init == "ses" and cfg.linear_skip:
+        period = 1 if cfg.deseasonalize or cfg.es_hybrid else meta["skip_season"]
+        meta["skip_alpha"] = ses_alpha([z[: s.n_obs - hold, 0] for z, s in zip(zs, series)], period)
     if cfg.mase_loss:
         meta["loss_weights"] = mase_weights(zs, [s.n_obs - hold for s in series], int(m))
     return Prepared(loader(train_ds, cfg.batch_size, True, cfg.num_workers, cfg.seed),
@@ -215,6 +240,8 @@ class ForecastTask(SequenceTask):
         if c.skip_init == "mean" and head.skip is not None:      # the window's level: the mean (or ES) forecast
             nn.init.zeros_(head.skip.weight)
             head.mark_skip_start()
+        elif c.skip_init == "ses" and head.skip is not None and "skip_alpha" in m:
+            head.start_at_ses(float(m["skip_alpha"]))
         return head
 
     def build_metrics(self):

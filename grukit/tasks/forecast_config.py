@@ -67,8 +67,11 @@ class ForecastConfig(TaskConfig):
                                  "many series, random for one: its few validation windows then stop training at "
                                  "the near-baseline first epochs)")
     skip_init: str = opt("naive", "start of the linear skip: naive (the seasonal-naive forecast, the naive one when "
-                                  "M4's seasonality test finds no season in most series) or mean (zero: the "
-                                  "window's level, its mean or the ES hybrid's smoothed level)")
+                                  "M4's seasonality test finds no season in most series), ses (the (seasonal) "
+                                  "simple exponential smoothing forecast, its weight fitted by least squares "
+                                  "on the training parts: naive when that weight is 1, a long average when "
+                                  "small) or mean (zero: the window's level, its mean or the ES hybrid's "
+                                  "smoothed level)")
     skip_decay: float = opt(0.0, "L2 penalty on the linear skip's departure from its start (the naive or mean "
                                  "forecast), added to the training loss: a prior for short, noisy series")
     mase_loss: bool = opt(False, "weight each series' training loss by 1 / its in-sample mean absolute seasonal "
@@ -110,7 +113,7 @@ class ForecastConfig(TaskConfig):
             p.append(f"lookback={self.lookback}, horizon={self.horizon}: both must be >= 1")
         choice(p, "likelihood", self.likelihood, ["point", "gaussian", "quantile"])
         choice(p, "transform", self.transform, ["none", "log", "sqrt", "auto"])
-        choice(p, "skip_init", self.skip_init, ["naive", "mean"])
+        choice(p, "skip_init", self.skip_init, ["naive", "ses", "mean"])
         if self.likelihood == "quantile":
             if not self.quantiles or any(not 0 < q < 1 for q in self.quantiles):
                 p.append(f"quantiles={list(self.quantiles)}: expected values strictly between 0 and 1")

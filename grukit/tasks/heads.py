@@ -132,6 +132,7 @@ class DirectForecastHead(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.proj = nn.Linear(in_size + horizon * n_known, horizon * n_targets * n_params)
         self.skip = nn.Linear(lookback, horizon) if linear_skip else None
+        self.season = season
         if self.skip is not None:
             m = season if 1 < season <= lookback else 1
             with torch.no_grad():
@@ -143,6 +144,23 @@ class DirectForecastHead(nn.Module):
                 for h in range(horizon):                                      # y[h] = x[L - m + h mod m]
                     self.skip.weight[h, lookback - m + (h % m)] = 1.0
             self.mark_skip_start()
+
+    def start_at_ses(self, alpha: float) -> None:
+        """Start the skip at the (seasonal) simple exponential smoothing forecast with weight ``alpha`` instead
+        of the seasonal-naive one: horizon step h weighs the window's same-phase values alpha (1 - alpha)^k, the
+        latest first, the remaining mass on the earliest (its starting level); alpha = 1 is the naive start."""
+        L = self.skip.in_features
+        with torch.no_grad():
+            w = self.skip.weight                                              # (horizon, L)
+            m = self.season if 1 < self.season <= L else 1
+            w.zero_()
+            for h in range(self.horizon):
+                idx = list(range(L - m + (h % m), -1, -m))                    # same phase, latest first
+                k = torch.arange(len(idx), dtype=w.dtype)
+                wk = alpha * (1 - alpha) ** k
+                wk[-1] += 1 - float(wk.sum())                                 # the earliest value: the start level
+                w[h, idx] = wk
+        self.mark_skip_start()
 
     def mark_skip_start(self) -> None:
         """Remember the skip's current weights as its start (``skip_departure`` measures from there)."""
