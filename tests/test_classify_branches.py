@@ -110,3 +110,53 @@ def test_alternate_members_build_both_branches():
     assert kinds == [InceptionBranch, FCNBranch, InceptionBranch, FCNBranch, InceptionBranch]
     assert type(ClassifyTask(cfg, meta).fcn) is InceptionBranch      # one model: the inception member
     assert type(ClassifyTask(cfg, old, member=0).fcn) is FCNBranch   # a run saved before the option: its FCN
+
+
+def test_masked_batch_norm_uses_only_the_valid_steps_in_training():
+    """MaskedBatchNorm1d in training normalises with the mean and variance of the valid steps only: its output
+    there and its running estimates equal torch's BatchNorm1d run on those steps alone; with every step valid,
+    no mask, or in eval mode it is torch's BatchNorm1d exactly; the state dict is BatchNorm1d's."""
+    from grukit.tasks.conv import MaskedBatchNorm1d
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 10) * 2 + 1                                               # (B, C, T)
+    lengths = torch.tensor([10, 6, 3])
+    m = (torch.arange(10)[None, :] < lengths[:, None]).unsqueeze(1).float()          # (B, 1, T)
+    ours, ref = MaskedBatchNorm1d(4), torch.nn.BatchNorm1d(4)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 2)
+        ours.bias.uniform_(-1, 1)
+    ref.load_state_dict(ours.state_dict())
+    valid = torch.cat([x[b, :, :n] for b, n in enumerate(lengths.tolist())], 1).unsqueeze(0)   # (1, C, 19)
+    out, want = ours(x, m), ref(valid)
+    got = torch.cat([out[b, :, :n] for b, n in enumerate(lengths.tolist())], 1).unsqueeze(0)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name))
+    plain = torch.nn.BatchNorm1d(4)
+    plain.load_state_dict(ours.state_dict())
+    assert torch.equal(ours(x, torch.ones(3, 1, 10)), plain(x))                      # all valid: BatchNorm1d
+    assert torch.equal(ours(x), plain(x))
+    ours.eval(), plain.eval()
+    assert torch.equal(ours(x, m), plain(x))                                          # eval: running estimates
+
+
+@pytest.mark.parametrize("branch", ["fcn", "inception", "resnet"])
+def test_training_branches_ignore_how_far_a_batch_is_padded(branch):
+    """A convolutional branch in training mode gives the same features (and the same running statistics) for a
+    batch of series of different lengths whether the batch is padded to its longest series or 25 steps further:
+    the padding never reaches a batch normalisation's statistics."""
+    from grukit.tasks.conv import ResNetBranch
+    make = {"fcn": lambda: FCNBranch(2, 8), "inception": lambda: InceptionBranch(2, 2, depth=3),
+            "resnet": lambda: ResNetBranch(2, 8)}[branch]
+    torch.manual_seed(0)
+    seqs = [torch.randn(n, 2) for n in (30, 17, 9)]
+    x, lengths = padded([s.numpy() for s in seqs])                                    # (3, 30, 2)
+    x = torch.as_tensor(x)
+    lengths = torch.as_tensor(lengths)
+    longer = torch.cat([x, torch.randn(3, 25, 2)], 1)                                 # garbage past the ends
+    a, b = make(), make()
+    b.load_state_dict(a.state_dict())
+    a.train(), b.train()
+    torch.testing.assert_close(a(x, lengths), b(longer, lengths), rtol=1e-5, atol=1e-5)
+    for (name, ra), rb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(ra, rb, rtol=1e-5, atol=1e-5, msg=name)

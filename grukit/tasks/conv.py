@@ -128,6 +128,36 @@ def channels_first(x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | 
     return x.transpose(1, 2), None if mask is None else mask.unsqueeze(1).to(x.dtype)
 
 
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """:class:`torch.nn.BatchNorm1d` over (B, C, T) whose training statistics come from the valid steps only
+    (``m`` (B, 1, T), 1 on valid steps): with plain batch normalisation the zeroed padding of a batch of series of
+    different lengths enters each channel's mean and variance (and the running estimates used at test), so a
+    series is normalised differently depending on how long the others in its batch are. Without a mask, with
+    every step valid, or in eval mode it is exactly ``BatchNorm1d``; same parameters and buffers, so saved
+    weights load either way. Padded steps come out normalised like the rest; the callers mask them."""
+
+    def forward(self, x: Tensor, m: Tensor | None = None) -> Tensor:
+        if not self.training or m is None or bool(m.all()):
+            return super().forward(x)
+        w = m.to(x.dtype)                                                        # (B, 1, T)
+        n = w.sum()                                                              # valid steps in the batch
+        mean = (x * w).sum((0, 2)) / n                                           # (C,)
+        var = ((x - mean[:, None]) ** 2 * w).sum((0, 2)) / n                     # (C,) biased, as BatchNorm
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - mom).add_(mom * mean)
+                self.running_var.mul_(1 - mom).add_(mom * var * n / (n - 1).clamp_min(1.0))   # unbiased
+        y = (x - mean[:, None]) * torch.rsqrt(var + self.eps)[:, None]           # (B, C, T)
+        return y * self.weight[:, None] + self.bias[:, None] if self.affine else y
+
+
+def conv_norm(layer: nn.Sequential, h: Tensor, m: Tensor | None) -> Tensor:
+    """A (Conv1d, MaskedBatchNorm1d) pair applied with the valid-step mask reaching the normalisation."""
+    return layer[1](layer[0](h), m)
+
+
 PPV_TAU = 1.0       # temperature of the soft PPV; the last BatchNorm's scale learns the sharpness beside it
 
 
@@ -171,7 +201,7 @@ class FCNBranch(nn.Module):
         widths = (in_size, channels, 2 * channels, channels)
         self.convs = nn.ModuleList(nn.Conv1d(widths[i], widths[i + 1], k, dilation=dilation ** i)
                                    for i, k in enumerate(self.kernels))
-        self.norms = nn.ModuleList(nn.BatchNorm1d(widths[i + 1]) for i in range(len(self.kernels)))
+        self.norms = nn.ModuleList(MaskedBatchNorm1d(widths[i + 1]) for i in range(len(self.kernels)))
         self.pool = pool
         self.out_size = channels * pool_width(pool)
 
@@ -182,7 +212,7 @@ class FCNBranch(nn.Module):
                 h = h * m                                                    # padding reads as the zero border
             span = conv.dilation[0] * (conv.kernel_size[0] - 1)              # steps the kernel reaches beyond one
             h = F.pad(h, (span // 2, span - span // 2))                      # "same" length (torch's split)
-            pre = norm(conv(h))                                              # (B, C_i, T) pre-activation
+            pre = norm(conv(h), m)                                           # (B, C_i, T) pre-activation
             h = torch.relu(pre)
         return masked_pool(h, m, self.pool, pre)                             # (B, C) or (B, 2C)
 
@@ -199,7 +229,7 @@ class InceptionModule(nn.Module):
         width = filters if in_size > 1 else in_size
         self.convs = nn.ModuleList(nn.Conv1d(width, filters, k, padding=k // 2, bias=False) for k in kernels)
         self.pool_conv = nn.Conv1d(in_size, filters, 1, bias=False)
-        self.norm = nn.BatchNorm1d(filters * (len(kernels) + 1))
+        self.norm = MaskedBatchNorm1d(filters * (len(kernels) + 1))
 
     def forward(self, h: Tensor, m: Tensor | None) -> Tensor:
         return torch.relu(self.preactivation(h, m))                                    # (B, 4f, T)
@@ -212,7 +242,7 @@ class InceptionModule(nn.Module):
         if m is not None:
             p = torch.where(m > 0, p, torch.zeros((), dtype=p.dtype))                  # -inf off the valid steps
         outs = [conv(z) for conv in self.convs] + [self.pool_conv(p)]                  # each (B, f, T)
-        return self.norm(torch.cat(outs, 1))                                           # (B, 4f, T)
+        return self.norm(torch.cat(outs, 1), m)                                        # (B, 4f, T)
 
 
 class InceptionBranch(nn.Module):
@@ -230,7 +260,7 @@ class InceptionBranch(nn.Module):
         self.blocks = nn.ModuleList(InceptionModule(in_size if i == 0 else width, filters, self.kernels)
                                       for i in range(depth))
         self.shortcuts = nn.ModuleList(
-            nn.Sequential(nn.Conv1d(in_size if i == 0 else width, width, 1, bias=False), nn.BatchNorm1d(width))
+            nn.Sequential(nn.Conv1d(in_size if i == 0 else width, width, 1, bias=False), MaskedBatchNorm1d(width))
             for i in range(0, depth - depth % 3, 3))                     # one per complete group of three
         self.pool = pool
         self.out_size = width * pool_width(pool)
@@ -245,7 +275,7 @@ class InceptionBranch(nn.Module):
             h = torch.relu(pre)
             if i % 3 == 2:                                                   # close a residual group
                 short = res if m is None else res * m
-                pre = h + self.shortcuts[i // 3](short)
+                pre = h + conv_norm(self.shortcuts[i // 3], short, m)
                 h = res = torch.relu(pre)
         return masked_pool(h, m, self.pool, pre)                             # (B, 4f) or (B, 8f)
 
@@ -278,10 +308,10 @@ class ResNetBranch(nn.Module):
         for b in range(3):
             c_in, c_out = widths[b], widths[b + 1]
             self.blocks.append(nn.ModuleList(
-                nn.Sequential(nn.Conv1d(c_in if i == 0 else c_out, c_out, k), nn.BatchNorm1d(c_out))
+                nn.Sequential(nn.Conv1d(c_in if i == 0 else c_out, c_out, k), MaskedBatchNorm1d(c_out))
                 for i, k in enumerate(self.kernels)))
-            self.shortcuts.append(nn.Sequential(nn.Conv1d(c_in, c_out, 1), nn.BatchNorm1d(c_out)) if c_in != c_out
-                                  else nn.BatchNorm1d(c_out))
+            self.shortcuts.append(nn.Sequential(nn.Conv1d(c_in, c_out, 1), MaskedBatchNorm1d(c_out)) if c_in != c_out
+                                  else MaskedBatchNorm1d(c_out))
         self.pool = pool
         self.out_size = channels * pool_width(pool)
 
@@ -294,9 +324,10 @@ class ResNetBranch(nn.Module):
                 if m is not None:
                     z = z * m                                                # padding reads as the zero border
                 k = layer[0].kernel_size[0]
-                z = layer(F.pad(z, ((k - 1) // 2, k - 1 - (k - 1) // 2)))     # "same" length, (B, C_b, T)
+                z = conv_norm(layer, F.pad(z, ((k - 1) // 2, k - 1 - (k - 1) // 2)), m)   # "same", (B, C_b, T)
                 if i < len(block) - 1:
                     z = torch.relu(z)
-            pre = z + shortcut(res)                                          # (B, C_b, T)
+            pre = z + (shortcut(res, m) if isinstance(shortcut, MaskedBatchNorm1d)
+                       else conv_norm(shortcut, res, m))                      # (B, C_b, T)
             h = torch.relu(pre)
         return masked_pool(h, m, self.pool, pre)                             # (B, C) or (B, 2C)
