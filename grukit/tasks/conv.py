@@ -141,16 +141,20 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
             return super().forward(x)
         w = m.to(x.dtype)                                                        # (B, 1, T)
         n = w.sum()                                                              # valid steps in the batch
-        mean = (x * w).sum((0, 2)) / n                                           # (C,)
-        var = ((x - mean[:, None]) ** 2 * w).sum((0, 2)) / n                     # (C,) biased, as BatchNorm
-        if self.track_running_stats:
+        xw = x * w                                                               # (B, C, T), padding 0
+        mean = xw.sum((0, 2)) / n                                                # (C,)
+        var = ((xw * x).sum((0, 2)) / n - mean * mean).clamp_min(0.0)           # (C,) biased, as BatchNorm
+        if self.track_running_stats:                # one pass (sum, sum of squares): bench/masked_batchnorm.py
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - mom).add_(mom * mean)
                 self.running_var.mul_(1 - mom).add_(mom * var * n / (n - 1).clamp_min(1.0))   # unbiased
-        y = (x - mean[:, None]) * torch.rsqrt(var + self.eps)[:, None]           # (B, C, T)
-        return y * self.weight[:, None] + self.bias[:, None] if self.affine else y
+        scale = torch.rsqrt(var + self.eps)                                      # (C,)
+        if self.affine:
+            scale = self.weight * scale
+        shift = -mean * scale + (self.bias if self.affine else 0.0)             # (C,)
+        return torch.addcmul(shift[:, None], x, scale[:, None])                  # (B, C, T)
 
 
 def conv_norm(layer: nn.Sequential, h: Tensor, m: Tensor | None) -> Tensor:
