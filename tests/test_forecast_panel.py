@@ -233,6 +233,11 @@ def test_layout_detection_and_long_parquet(tmp_path):
     assert not is_wide(pd.DataFrame({"date": ["2020-01-01", "2020-01-02"], "a": [1, 2], "b": [3, 4]}))
     assert not is_wide(pd.DataFrame({"store": ["a", "a"], "x": [1, 2], "y": [3, 4]}))     # repeated ids: long
     assert not is_wide(pd.DataFrame({"day": ["2020-01-01", "2020-01-02"], "x": [1, 2], "y": [3, 4]}))
+    for ids in (["T1", "T2", "T10"], ["W1", "W2", "W3"], ["D1", "D2", "D3"]):     # M1's / M4's ids parse as dates
+        assert is_wide(pd.DataFrame({"id": ids, "V1": [1.0, 2.0, 3.0], "V2": [2.0, np.nan, 1.0]})), ids
+    for stamps in (["01/02/2020", "01/03/2020", "01/04/2020"], ["Jan 2020", "Feb 2020", "Mar 2020"],
+                   ["2020-01-01 00:00", "2020-01-01 01:00", "2020-01-01 02:00"]):
+        assert not is_wide(pd.DataFrame({"when": stamps, "a": [1.0, 2.0, 3.0], "b": [3.0, 4.0, 5.0]})), stamps
     long = pd.DataFrame({"ds": list(pd.date_range("2021-01-01", periods=5)) * 2, "id": ["p"] * 5 + ["q"] * 5,
                          "v": np.arange(10.0)})
     long.sample(frac=1, random_state=0).to_parquet(tmp_path / "l.parquet")      # rows shuffled
@@ -441,3 +446,71 @@ def test_mase_loss_weights_by_hand():
     per = ((out[..., 0] - y) ** 2).mean((1, 2))
     want = (per * torch.tensor([0.5, 3.0, 1.0])).mean()           # id -1 (unknown) weighs 1
     torch.testing.assert_close(model.loss(out, y, {"sid": torch.tensor([0, 1, -1])}), want)
+
+
+def test_window_scale_divides_by_the_windows_mean_absolute_step_and_is_scale_equivariant():
+    """window_scale: the local scale is the mean absolute step between consecutive valid lookback values (padded
+    steps left out; at least SCALE_FLOOR); a window stretched about its level by k gives forecasts stretched by
+    k (the GRU sees the same scaled inputs); the untrained baseline is still the naive forecast; the loss is the
+    plain loss over each window's scale; a Gaussian output is refused."""
+    from grukit.tasks.forecast import SCALE_FLOOR
+    torch.manual_seed(0)
+    window = torch.randn(2, 12) + 3.0
+    batch = _batch(window)
+    batch["mask"][1, :4] = 0                                                         # row 1: 8 valid steps
+    batch["x"][1, :4, 1] = 0
+    model = _model(window_scale=True, head_init="random")
+    steps = [(window[0, 1:] - window[0, :-1]).abs().mean(), (window[1, 5:] - window[1, 4:-1]).abs().mean()]
+    torch.testing.assert_close(model.local_scale(batch)[:, 0, 0], torch.stack(steps))
+    flat = _batch(torch.full((1, 12), 2.0))
+    assert float(model.local_scale(flat)) == pytest.approx(SCALE_FLOOR)
+    model.eval()
+    out, _ = model(batch)                                                            # (B, H, C, Q)
+    k = 3.5
+    level = (window * batch["mask"]).sum(1, keepdim=True) / batch["mask"].sum(1, keepdim=True)
+    stretched = _batch(level + k * (window - level))
+    stretched["mask"], stretched["x"][..., 1] = batch["mask"], batch["x"][..., 1]
+    out_k, _ = model(stretched)
+    lv = level[:, :, None, None]
+    torch.testing.assert_close(out_k - lv, k * (out - lv), rtol=1e-4, atol=1e-4)
+    base = _model(window_scale=True, head_init="baseline")                           # naive start kept
+    torch.testing.assert_close(base(_batch(window))[0][:, :, 0, 1],
+                               torch.stack([window[:, 6 + h % 6] for h in range(6)], 1), rtol=1e-5, atol=1e-5)
+    plain = _model(head_init="random")
+    plain.load_state_dict(model.state_dict())
+    y = torch.randn(2, 6, 1)
+    per_window = [float(plain.loss(out[b:b + 1], y[b:b + 1], {})) for b in range(2)]
+    want = sum(p / float(s) for p, s in zip(per_window, steps)) / 2
+    assert abs(float(model.loss(out, y, batch)) - want) < 1e-5
+    with pytest.raises(Exception, match="window_scale"):
+        ForecastConfig(window_scale=True, likelihood="gaussian").validate()
+
+
+def test_auto_lookback_is_36_unless_the_median_series_is_short_then_half_its_room(tmp_path):
+    """lookback=0 (the default) resolves to 36, or where the median series has fewer than 36 origins (training
+    points minus the horizon), half of them; the resolved value is what the run's config records; a lookback
+    given stays; the built-in single series keep 36; a lookbacks ensemble longer than the automatic lookback
+    is refused by name."""
+    from grukit.errors import ConfigError
+    from grukit.tasks.forecast import resolve_lookback
+    assert ForecastConfig().lookback == 0
+    for name in ("airline", "nile", "lynx", "sunspots"):
+        cfg = ForecastConfig(data=name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prepare(cfg)
+        assert cfg.lookback == 36, name
+    cfg = ForecastConfig(horizon=6)
+    assert resolve_lookback(cfg, [15, 21, 15, 60, 9], 0) == 4                # median 15: room 9, half of it
+    assert resolve_lookback(ForecastConfig(horizon=6, lookback=24), [15] * 3, 0) == 24   # given: kept
+    assert resolve_lookback(ForecastConfig(horizon=6), [48, 40], 0) == 36      # room 38 >= 36
+    assert resolve_lookback(ForecastConfig(horizon=6), [8], 0) == 1           # room 2: at least 1
+    with pytest.raises(ConfigError, match="lookbacks"):
+        resolve_lookback(ForecastConfig(horizon=6, lookbacks=(6,)), [15], 0)
+    data = wide_panel(tmp_path / "short.csv", lengths=(20, 16, 24, 18))       # median 19 - 6 held out - 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = fit("forecast", data=str(data), out=tmp_path / "run", horizon=6, season_length=6, **FAST)
+    assert run.config.lookback == 3 and Run(run.path).config.lookback == 3
+    models = Run(run.path).models()
+    assert models[0].head.skip.in_features == 3

@@ -168,7 +168,11 @@ def is_wide(df: pd.DataFrame, time_col: str = "") -> bool:
         return False
     if pd.to_numeric(first, errors="coerce").notna().any():
         return False
-    if pd.to_datetime(first.astype(str), errors="coerce", format="mixed").notna().mean() > 0.5:
+    text = first.astype(str).str.strip()
+    dated = pd.to_datetime(text, errors="coerce", format="mixed").notna()
+    # a time stamp has a separator next to a digit (2020-01-01, 01/02/2020, 2020-01-01 00:00, Jan 2020); an id
+    # such as T1 or M4's H1 parses as a date too (year 1, day 1: "T" is ISO's time designator), but has none
+    if (dated & text.str.contains(r"\d[-/:. ]|[-/:. ]\d")).mean() > 0.5:
         return False
     rest = df.iloc[:, 1:]
     numeric_cols = sum(pd.api.types.is_numeric_dtype(rest[c]) for c in rest.columns)

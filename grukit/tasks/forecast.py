@@ -33,7 +33,7 @@ from ..data.panel import MAX_MAGNITUDE, Series, drop_short, load_panel
 from ..data.seasonal import seasonal_factors, seasonality_test
 from ..data.timeseries import season_from_times
 from ..data.windows import Codec, WindowDataset, fold_shifts, fwd, scaler, split_origins, to_batch, window_at
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from . import forecast_eval
 from .base import SequenceTask, infer
 from .forecast_es import ESLayer
@@ -133,9 +133,9 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
     """Loaders and meta for series already read (``prepare`` reads ``cfg.data``; the estimator passes arrays).
     ``hold``: points kept out of training at each series' end (default: none with ``test_data``, else
     ``backtests x horizon`` for the evaluation), plus ``fold_shift`` (an earlier rolling-origin validation fold)."""
-    L, H = cfg.lookback, cfg.horizon
     hold = held_out(cfg) if hold is None else hold + cfg.fold_shift
     series = drop_short(series, hold + 2, f"train and hold out {hold} points", path)
+    L, H = resolve_lookback(cfg, [s.n_obs for s in series], hold), cfg.horizon
     if not any(s.n_obs - hold >= H + 1 for s in series):
         raise DataError(f"too short: no series has horizon {H} + held-out {hold} (backtests x horizon + "
                         f"fold_shift) + 1 = {H + hold + 1} points, the least that gives one training window; "
@@ -179,6 +179,23 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
                     {"series": series})
 
 
+AUTO_LOOKBACK = 36        # lookback=0: this many steps, or fewer where the median series cannot fill them
+
+
+def resolve_lookback(cfg: ForecastConfig, lengths: list[int], hold: int) -> int:
+    """``lookback`` 0 (auto) made concrete, in place (the run's config.yaml records it): ``AUTO_LOOKBACK``,
+    unless the median series' room (its training part, ``lengths`` minus ``hold``, minus the horizon: the
+    origins a full horizon leaves) is smaller than that; then half the room, at least 1, so that the median
+    series gives as many training windows as its lookback has steps. A lookback given stays."""
+    if cfg.lookback == 0:
+        room = int(np.median([n - hold for n in lengths])) - cfg.horizon if lengths else AUTO_LOOKBACK
+        cfg.lookback = AUTO_LOOKBACK if room >= AUTO_LOOKBACK else max(1, room // 2)
+        if any(k > cfg.lookback for k in cfg.lookbacks):
+            raise ConfigError(f"lookbacks={list(cfg.lookbacks)}: longer than the automatic lookback "
+                              f"{cfg.lookback}; pass --lookback")
+    return cfg.lookback
+
+
 def validation_folds(cfg: ForecastConfig) -> list[int]:
     """``fold_shift`` of each rolling-origin validation fold ``grukit tune`` trains for one setting (``[0]``:
     the normal split only); see :func:`grukit.data.windows.fold_shifts`. ``val_origins`` 0 gives 3 folds for a
@@ -186,6 +203,7 @@ def validation_folds(cfg: ForecastConfig) -> list[int]:
     series, roles, path = load_panel(cfg.data, layout=cfg.layout, duplicates=cfg.duplicates, time_col=cfg.time_col,
                                      target=cfg.target, known=cfg.known, past=cfg.past, id_col=cfg.id_col)
     hold = held_out(cfg)
+    resolve_lookback(cfg, [s.n_obs for s in series], hold)
     longest = max(series, key=lambda s: s.n_obs)
     end = longest.n_obs - hold
     k = cfg.val_origins or (3 if len(series) == 1 and end < SHORT_SERIES else 1)
@@ -194,6 +212,9 @@ def validation_folds(cfg: ForecastConfig) -> list[int]:
 
 
 # ====================================================================== model
+SCALE_FLOOR = 1e-2   # window_scale: the least local scale (encoded units; a series' scaler gives it std 1)
+
+
 class ForecastTask(SequenceTask):
     """GRU encoder over the (normalised, masked) lookback window, a direct multi-horizon head on its state."""
 
@@ -269,6 +290,9 @@ class ForecastTask(SequenceTask):
                 else torch.zeros_like(window[:, :1])                             # (B, 1, C) masked mean
             base_in, base_out = level.expand(B, L, C), level.expand(B, H, C)
         adj = (window - base_in) * mask.unsqueeze(-1)                              # (B, L, C), padding -> 0
+        scale = self.local_scale(inputs) if c.window_scale else None               # (B, 1, C)
+        if scale is not None:
+            adj = adj / scale
         feats = [adj, x[..., C:]]
         if self.embed is not None:
             feats.append(self._embedding(inputs["sid"]).unsqueeze(1).expand(B, L, -1))
@@ -281,6 +305,8 @@ class ForecastTask(SequenceTask):
         seq, h_n = self.encoder(inp, state)
         h = torch.cat([h_n[-2], h_n[-1]], -1) if c.bidirectional else h_n[-1]    # (B, D*H)
         out = self.head(h, adj, inputs.get("known_future"))                       # (B, horizon, C, P)
+        if scale is not None:                                                      # back to encoded units
+            out = out * scale.unsqueeze(-1)
         shift = base_out.unsqueeze(-1)                                             # (B, horizon, C, 1)
         if c.likelihood == "gaussian":                                             # only the mean moves
             out = torch.cat([out[..., :1] + shift, out[..., 1:]], dim=-1)
@@ -296,6 +322,15 @@ class ForecastTask(SequenceTask):
             return out[..., i]
         return out[..., 0]                                                         # (B, horizon, C)
 
+    def local_scale(self, inputs) -> Tensor:
+        """Each window's mean absolute step between consecutive valid values, per target (B, 1, C), at least
+        ``SCALE_FLOOR`` (encoded units): the local scale that ``window_scale`` divides by, MASE's scale taken
+        over the lookback."""
+        window, mask = inputs["window"], inputs["mask"]                            # (B, L, C), (B, L)
+        both = (mask[:, 1:] * mask[:, :-1]).unsqueeze(-1)                          # (B, L-1, 1)
+        steps = (window[:, 1:] - window[:, :-1]).abs() * both                      # (B, L-1, C)
+        return (steps.sum(1, keepdim=True) / both.sum(1, keepdim=True).clamp(min=1)).clamp(min=SCALE_FLOOR)
+
     def loss(self, out, y, inputs):
         c = self.config
         if c.likelihood == "point":
@@ -307,6 +342,9 @@ class ForecastTask(SequenceTask):
             q = torch.tensor(c.quantiles, dtype=out.dtype, device=out.device)    # (Q,)
             diff = y.unsqueeze(-1) - out                                          # (B, horizon, C, Q)
             per = torch.maximum(q * diff, (q - 1) * diff)
+        if c.window_scale:                                  # errors in each window's local units, as MASE
+            sc = self.local_scale(inputs)                   # (B, 1, C)
+            per = per / (sc.unsqueeze(-1) if per.dim() == 4 else sc ** 2)
         reg = c.skip_decay * self.head.skip_departure() if c.skip_decay and self.training else 0.0
         if self.series_w is None:
             return per.mean() + reg

@@ -21,7 +21,10 @@ class ForecastConfig(TaskConfig):
     known: tuple[str, ...] = opt((), "covariates known in the future (calendar, prices), comma separated")
     past: tuple[str, ...] = opt((), "covariates observed only up to the forecast origin, comma separated")
     id_col: str = opt("", "series-id column when the file holds many series")
-    lookback: int = opt(36, "time steps the GRU reads before each forecast origin")
+    lookback: int = opt(0, "time steps the GRU reads before each forecast origin; 0 = auto: 36, or where the "
+                           "median series has fewer than 36 origins (training points minus the horizon), half "
+                           "of them, so it still gives as many training windows (M1 yearly, 15 points, "
+                           "horizon 6: lookback 36 lost to naive by half, 4 beat it; see README)")
     horizon: int = opt(24, "time steps forecast at once (direct multi-horizon head)")
     likelihood: str = opt("quantile", "output: point (MSE), gaussian (mean and scale) or quantile (pinball loss)")
     quantiles: tuple[float, ...] = opt((0.1, 0.5, 0.9), "quantiles for likelihood=quantile; the outer pair "
@@ -32,6 +35,10 @@ class ForecastConfig(TaskConfig):
     linear_skip: bool = opt(True, "add a linear map from the lookback window to the horizon (residual head)")
     window_norm: bool = opt(True, "subtract each input window's mean level from inputs and add it back to the "
                                   "forecast (handles trends and level shifts)")
+    window_scale: bool = opt(False, "also divide each window (after its level) by its local scale, the mean "
+                                     "absolute step between consecutive lookback values, and weigh its errors "
+                                     "in those units (as MASE does): series that trend smoothly and series "
+                                     "that jump then count alike; likelihood point or quantile")
     backtests: int = opt(1, "rolling-origin evaluation folds; the last fold is the held-out tail of length "
                             "horizon")
     season_length: int = opt(0, "seasonal period for seasonal-naive, ETS and MASE (0: from the time "
@@ -100,7 +107,7 @@ class ForecastConfig(TaskConfig):
     tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune forecast` search space
         "hidden_size": [16, 32, 64, 128],
         "num_layers": [1, 2],
-        "lookback": {"low": 12, "high": 72, "step": 12},
+        "lookback": [0, 12, 24, 36, 48, 72],     # 0: auto (the default, so trial 0 is the defaults)
         "lr": {"low": 1e-3, "high": 3e-2, "log": True},
         "batch_size": [8, 16, 32],
         "head_dropout": {"low": 0.0, "high": 0.3},
@@ -109,11 +116,14 @@ class ForecastConfig(TaskConfig):
 
     def problems(self) -> list[str]:
         p = super().problems()
-        if self.lookback < 1 or self.horizon < 1:
-            p.append(f"lookback={self.lookback}, horizon={self.horizon}: both must be >= 1")
+        if self.lookback < 0 or self.horizon < 1:
+            p.append(f"lookback={self.lookback}, horizon={self.horizon}: expected lookback >= 1 (or 0 = auto) and "
+                     "horizon >= 1")
         choice(p, "likelihood", self.likelihood, ["point", "gaussian", "quantile"])
         choice(p, "transform", self.transform, ["none", "log", "sqrt", "auto"])
         choice(p, "skip_init", self.skip_init, ["naive", "ses", "mean"])
+        if self.window_scale and self.likelihood == "gaussian":
+            p.append("window_scale needs likelihood point or quantile (a Gaussian's scale is not rescaled)")
         if self.likelihood == "quantile":
             if not self.quantiles or any(not 0 < q < 1 for q in self.quantiles):
                 p.append(f"quantiles={list(self.quantiles)}: expected values strictly between 0 and 1")
@@ -125,7 +135,7 @@ class ForecastConfig(TaskConfig):
             p.append("backtests and ensemble must be >= 1, season_length >= 0")
         choice(p, "layout", self.layout, ["auto", "long", "wide"])
         choice(p, "duplicates", self.duplicates, ["error", "mean", "sum", "last"])
-        if any(not 1 <= k <= self.lookback for k in self.lookbacks):
+        if any(not 1 <= k <= (self.lookback or k) for k in self.lookbacks):
             p.append(f"lookbacks={list(self.lookbacks)}: expected lengths between 1 and lookback={self.lookback}")
         if self.val_origins < 0 or self.val_step < 0 or self.fold_shift < 0:
             p.append(f"val_origins={self.val_origins}, val_step={self.val_step}, fold_shift={self.fold_shift}: "
