@@ -40,9 +40,9 @@ from .forecast_es import ESLayer
 from .forecast_intervals import MAX_SCALE, MIN_SCORES_FACTOR, apply_scales, conformal_scales, nominal_coverage
 from .heads import DirectForecastHead
 
-__all__ = ["ForecastTask", "prepare", "prepare_series", "held_out", "skip_season", "ses_alpha", "forecast_series", "after_fit",
-           "evaluate", "predict", "Series", "choose_transform", "season_of", "mase_weights", "validation_folds",
-           "SHORT_SERIES"]
+__all__ = ["ForecastTask", "prepare", "prepare_series", "held_out", "skip_season", "ses_alpha", "resolve_lookback",
+           "forecast_series", "after_fit", "evaluate", "predict", "Series", "choose_transform", "season_of",
+           "mase_weights", "validation_folds", "SHORT_SERIES"]
 
 SHORT_SERIES = 1000       # a single series shorter than this is validated over 3 rolling-origin folds by tune
 
