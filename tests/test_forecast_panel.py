@@ -508,6 +508,10 @@ def test_auto_lookback_is_36_unless_the_median_series_is_short_then_half_its_roo
     with pytest.raises(ConfigError, match="lookbacks"):
         resolve_lookback(ForecastConfig(horizon=6, lookbacks=(6,)), [15], 0)
     data = wide_panel(tmp_path / "short.csv", lengths=(20, 16, 24, 18))       # median 19 - 6 held out - 6
+    from grukit.tasks.forecast import validation_folds
+    cfg = ForecastConfig(data=str(data), horizon=6, season_length=6)
+    validation_folds(cfg)                                    # grukit tune's fold plan: the start stays auto,
+    assert cfg.lookback == 0                                 # so its trial 0 is the defaults
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run = fit("forecast", data=str(data), out=tmp_path / "run", horizon=6, season_length=6, **FAST)

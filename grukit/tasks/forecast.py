@@ -182,18 +182,21 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
 AUTO_LOOKBACK = 36        # lookback=0: this many steps, or fewer where the median series cannot fill them
 
 
-def resolve_lookback(cfg: ForecastConfig, lengths: list[int], hold: int) -> int:
-    """``lookback`` 0 (auto) made concrete, in place (the run's config.yaml records it): ``AUTO_LOOKBACK``,
-    unless the median series' room (its training part, ``lengths`` minus ``hold``, minus the horizon: the
-    origins a full horizon leaves) is smaller than that; then half the room, at least 1, so that the median
-    series gives as many training windows as its lookback has steps. A lookback given stays."""
-    if cfg.lookback == 0:
-        room = int(np.median([n - hold for n in lengths])) - cfg.horizon if lengths else AUTO_LOOKBACK
-        cfg.lookback = AUTO_LOOKBACK if room >= AUTO_LOOKBACK else max(1, room // 2)
-        if any(k > cfg.lookback for k in cfg.lookbacks):
-            raise ConfigError(f"lookbacks={list(cfg.lookbacks)}: longer than the automatic lookback "
-                              f"{cfg.lookback}; pass --lookback")
-    return cfg.lookback
+def resolve_lookback(cfg: ForecastConfig, lengths: list[int], hold: int, in_place: bool = True) -> int:
+    """``lookback`` 0 (auto) made concrete: ``AUTO_LOOKBACK``, unless the median series' room (its training part,
+    ``lengths`` minus ``hold``, minus the horizon: the origins a full horizon leaves) is smaller than that; then
+    half the room, at least 1, so that the median series gives as many training windows as its lookback has
+    steps. A lookback given stays. ``in_place``: written into ``cfg`` (so the run's config.yaml records it)."""
+    if cfg.lookback:
+        return cfg.lookback
+    room = int(np.median([n - hold for n in lengths])) - cfg.horizon if lengths else AUTO_LOOKBACK
+    lookback = AUTO_LOOKBACK if room >= AUTO_LOOKBACK else max(1, room // 2)
+    if any(k > lookback for k in cfg.lookbacks):
+        raise ConfigError(f"lookbacks={list(cfg.lookbacks)}: longer than the automatic lookback {lookback}; "
+                          "pass --lookback")
+    if in_place:
+        cfg.lookback = lookback
+    return lookback
 
 
 def validation_folds(cfg: ForecastConfig) -> list[int]:
@@ -203,12 +206,12 @@ def validation_folds(cfg: ForecastConfig) -> list[int]:
     series, roles, path = load_panel(cfg.data, layout=cfg.layout, duplicates=cfg.duplicates, time_col=cfg.time_col,
                                      target=cfg.target, known=cfg.known, past=cfg.past, id_col=cfg.id_col)
     hold = held_out(cfg)
-    resolve_lookback(cfg, [s.n_obs for s in series], hold)
+    lookback = resolve_lookback(cfg, [s.n_obs for s in series], hold, in_place=False)   # a search's start stays
     longest = max(series, key=lambda s: s.n_obs)
     end = longest.n_obs - hold
     k = cfg.val_origins or (3 if len(series) == 1 and end < SHORT_SERIES else 1)
     name = f"series {longest.id!r}" if len(series) > 1 else f"{path or cfg.data}"
-    return fold_shifts(end, cfg.lookback, cfg.horizon, k, cfg.val_step, cfg.max_windows, cfg.val_fraction, name)
+    return fold_shifts(end, lookback, cfg.horizon, k, cfg.val_step, cfg.max_windows, cfg.val_fraction, name)
 
 
 # ====================================================================== model

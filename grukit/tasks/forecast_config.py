@@ -112,6 +112,7 @@ class ForecastConfig(TaskConfig):
         "batch_size": [8, 16, 32],
         "head_dropout": {"low": 0.0, "high": 0.3},
         "window_norm": [True, False],
+        "window_scale": [False, True],
     }
 
     def problems(self) -> list[str]:
