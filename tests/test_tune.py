@@ -18,7 +18,7 @@ from grukit.tune_space import parse_space, start_params, task_space  # noqa: E40
 FIXED = dict(lookback=12, horizon=4, hidden_size=8, batch_size=16, patience=0, max_epochs=4, lr_schedule="none",
              backtests=1, transform="none", likelihood="point")
 SPACE = {"hidden_size": 8, "num_layers": 1, "lookback": 12, "batch_size": 16, "head_dropout": 0.0,
-         "window_norm": True, "window_scale": False}
+         "window_norm": True}
 
 
 def sine_csv(path, n=120):
