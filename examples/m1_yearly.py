@@ -18,7 +18,6 @@ naive 1.0, Theta 0.869, ETS 0.788, ARIMA 0.766, damped 0.762.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import warnings
@@ -32,16 +31,11 @@ HORIZON = 6
 
 
 def tsf_series(path: Path) -> list[tuple[str, list[float]]]:
-    """(id, values) of every series in a Monash ``.tsf`` file (``@data`` lines ``id:start:v1,v2,...``)."""
-    rows, data = [], False
-    for line in path.read_text(encoding="latin-1").splitlines():
-        line = line.strip()
-        if line.lower() == "@data":
-            data = True
-        elif data and line:
-            parts = line.split(":")
-            rows.append((parts[0], [float(v) for v in parts[-1].split(",") if v not in ("?", "")]))
-    return rows
+    """(id, values) of every series in a Monash ``.tsf`` file, read by aeon's loader (missing values dropped)."""
+    from aeon.datasets import load_from_tsf_file
+    frame, _ = load_from_tsf_file(str(path))
+    return [(str(sid), [float(v) for v in np.asarray(values, dtype=float) if np.isfinite(v)])
+            for sid, values in zip(frame["series_name"], frame["series_value"])]
 
 
 def write_wide(rows: list[tuple[str, list[float]]], path: Path) -> None:
@@ -69,13 +63,7 @@ def main(argv=None) -> None:
     folder = Path(tempfile.mkdtemp(prefix="grukit_m1_"))
     write_wide([(sid, v[:-HORIZON]) for sid, v in rows], folder / "train.csv")
     write_wide([(sid, v[-HORIZON:]) for sid, v in rows], folder / "test.csv")
-    overrides = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = dict(s.split("=", 1) for s in args.set)              # strings: fit() coerces them
     print(f"{len(rows)} series, lengths {min(len(v) for _, v in rows)}-{max(len(v) for _, v in rows)}, "
           f"horizon {HORIZON}; overrides {overrides or 'none'}")
     for i, seed in enumerate(int(s) for s in args.seeds.split(",")):

@@ -16,8 +16,11 @@ from m1_yearly import tsf_series  # noqa: E402
 
 
 def test_tsf_reader(tmp_path):
+    pytest.importorskip("aeon")
     f = tmp_path / "x.tsf"
-    f.write_text("# comment\n@relation x\n@attribute series_name string\n@data\nT1:1950:1,2,3\nT2:1960:4.5,?,6\n")
+    f.write_text("# comment\n@relation x\n@attribute series_name string\n@attribute start_timestamp date\n"
+                 "@frequency yearly\n@horizon 2\n@missing true\n@equallength false\n@data\n"
+                 "T1:1950-01-01 00-00-00:1,2,3\nT2:1960-01-01 00-00-00:4.5,?,6\n")
     assert tsf_series(f) == [("T1", [1.0, 2.0, 3.0]), ("T2", [4.5, 6.0])]
 
 
