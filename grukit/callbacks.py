@@ -26,7 +26,7 @@ from .errors import TrainingError
 from .io import atomic_write
 
 __all__ = ["NonFiniteGuard", "GradientWatch", "GracefulStop", "LastCheckpoint", "BestCheckpoint",
-           "AtomicCSVLogger"]
+           "StartScore", "AtomicCSVLogger"]
 
 
 def _loss_of(outputs):
@@ -208,6 +208,69 @@ class BestCheckpoint(ModelCheckpoint):
                                                                    "last_model_path") if k in state_dict},
                           "best_k_models": {moved(k): v for k, v in (state_dict.get("best_k_models") or {}).items()}}
         super().load_state_dict(state_dict)
+
+
+class StartScore(Callback):
+    """Score the untrained model on the validation data before the first epoch (``validate_start``) and make it
+    the one to beat: ``best.ckpt`` starts as the untrained model with that score, and early stopping counts
+    epochs without improvement from it. When no epoch validates better, the run keeps the model it started
+    with. That is worth it only where the untrained model is a forecast of its own (the forecaster's skip at
+    its naive or exponential-smoothing start with ``head_init=baseline``): on a short, noisy series the
+    training then has to beat that statistical forecast on the validation windows to be kept.
+
+    Runs only on a fresh start (a resumed run has the start's score in its checkpoint state already); a task
+    that carries its recurrent state across batches is scored from a zero state per batch."""
+
+    def __init__(self):
+        self.score: float | None = None
+
+    @torch.no_grad()
+    def validation_loss(self, trainer, pl_module) -> torch.Tensor | None:
+        loaders = trainer.val_dataloaders
+        if loaders is None:
+            return None
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        total, count = torch.zeros((), dtype=torch.float64), 0
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            for loader in loaders:
+                for batch in loader:
+                    batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+                    inputs, target = pl_module.batch_to_inputs(batch)
+                    outputs, _ = pl_module(inputs)
+                    b = pl_module.batch_size_of(inputs)
+                    total += float(pl_module.loss(outputs, target, inputs)) * b
+                    count += b
+        finally:
+            pl_module.train(was_training)
+        if count == 0:
+            return None
+        mean = (total / count).to(torch.float32).to(pl_module.device)
+        return trainer.strategy.reduce(mean, reduce_op="mean")   # as the epoch's val_loss: averaged over ranks
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.global_step != 0 or trainer.current_epoch != 0:
+            return                                     # resumed: the checkpoint's state has the start's score
+        if getattr(pl_module, "monitor", "val_loss") != "val_loss":
+            return                                     # the loss is not what the run's best is chosen by
+        loss = self.validation_loss(trainer, pl_module)
+        if loss is None or not torch.isfinite(loss):
+            return
+        self.score = float(loss)
+        score = loss.detach().cpu()
+        for cb in trainer.checkpoint_callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.save_top_k == 1 and cb.dirpath:
+                path = os.path.join(cb.dirpath, f"{cb.filename or 'best'}{cb.FILE_EXTENSION}")
+                trainer.save_checkpoint(path, weights_only=False)
+                cb.best_model_score, cb.best_model_path = score, path
+                cb.kth_value, cb.kth_best_model_path = score, path
+                cb.best_k_models = {path: score}
+        from lightning.pytorch.callbacks import EarlyStopping
+        for cb in trainer.callbacks:
+            if isinstance(cb, EarlyStopping):
+                cb.best_score = score.clone()
+                cb.wait_count = 0
 
 
 class _AtomicWriter(ExperimentWriter):

@@ -57,6 +57,9 @@ class TaskConfig:
     gradient_clip_val: float = opt(1.0, "clip the gradient norm to this value (0 = off)")
     patience: int = opt(10, "early stopping: epochs without validation-loss improvement before stopping")
     val_fraction: float = opt(0.2, "fraction of the training data held out for validation / early stopping")
+    validate_start: bool = opt(False, "score the untrained model on the validation data first and keep it "
+                                      "unless an epoch validates better (worth it where the untrained model "
+                                      "is a forecast of its own: forecast's head_init=baseline)")
     seed: int = opt(0, "random seed (Python, NumPy, torch, data-loader workers)")
     # ---- hardware and Trainer
     accelerator: str = opt("cpu", "Lightning accelerator: cpu, gpu, auto")

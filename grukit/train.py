@@ -112,7 +112,7 @@ def build_trainer(cfg: TaskConfig, run_dir: Path | None, monitor: str = "val_los
     from lightning.pytorch.callbacks import EarlyStopping
 
     from .callbacks import (AtomicCSVLogger, BestCheckpoint, GracefulStop, GradientWatch, LastCheckpoint,
-                            NonFiniteGuard)
+                            NonFiniteGuard, StartScore)
     files = run_dir is not None
     ckpt_dir = (ckpt_dir or run_dir / "checkpoints") if files else None
     callbacks = [NonFiniteGuard(ckpt_dir), GradientWatch(cfg.gradient_clip_val), GracefulStop(ckpt_dir)]
@@ -120,6 +120,8 @@ def build_trainer(cfg: TaskConfig, run_dir: Path | None, monitor: str = "val_los
         best = BestCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
                               save_last=False, enable_version_counter=False)
         callbacks = [best, LastCheckpoint(ckpt_dir / "last.ckpt", cfg.checkpoint_every)] + callbacks
+        if getattr(cfg, "validate_start", False):
+            callbacks.append(StartScore())
     if cfg.patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=cfg.patience))
     if cfg.progress:
@@ -288,7 +290,11 @@ def _train(task: str, entry, cfg: TaskConfig, previous: Run | None, *, out, resu
             if best.is_file():
                 from .runs import load_checkpoint
                 run.verify(best)
-                model.load_state_dict(load_checkpoint(best, task)["state_dict"])
+                kept = load_checkpoint(best, task)
+                model.load_state_dict(kept["state_dict"])
+                if kept.get("global_step") == 0 and getattr(cfg, "validate_start", False):
+                    warnings.warn(f"validate_start: no epoch validated better than the untrained model"
+                                  f"{'' if i == 0 else f' (member {i})'}; the run keeps it", stacklevel=2)
             save_weights(model.state_dict(), weights, metadata={"task": task, "member": str(i)}, run_dir=run_dir)
     if process_rank() != 0:
         return None

@@ -138,7 +138,7 @@ class SequenceTask(L.LightningModule):
         return self.readout(seq, h_n, inputs), h_n
 
     @staticmethod
-    def _batch_size(inputs) -> int:
+    def batch_size_of(inputs) -> int:
         x = inputs.get("x") if isinstance(inputs, dict) else inputs
         return int(x.shape[0]) if isinstance(x, Tensor) else 1
 
@@ -152,7 +152,7 @@ class SequenceTask(L.LightningModule):
 
     def _step(self, batch, stage: str):
         inputs, target = self.batch_to_inputs(batch)
-        B = self._batch_size(inputs)
+        B = self.batch_size_of(inputs)
         outputs, state = self(inputs, self._state_for(stage, B))
         if self.carry_state:
             self._states[stage] = self.detach_state(state)
@@ -178,7 +178,7 @@ class SequenceTask(L.LightningModule):
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         inputs, _ = self.batch_to_inputs(batch)
-        outputs, state = self(inputs, self._state_for("predict", self._batch_size(inputs)))
+        outputs, state = self(inputs, self._state_for("predict", self.batch_size_of(inputs)))
         if self.carry_state:
             self._states["predict"] = self.detach_state(state)
         return self.decode(outputs, inputs)
