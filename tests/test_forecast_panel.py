@@ -238,6 +238,16 @@ def test_layout_detection_and_long_parquet(tmp_path):
     for stamps in (["01/02/2020", "01/03/2020", "01/04/2020"], ["Jan 2020", "Feb 2020", "Mar 2020"],
                    ["2020-01-01 00:00", "2020-01-01 01:00", "2020-01-01 02:00"]):
         assert not is_wide(pd.DataFrame({"when": stamps, "a": [1.0, 2.0, 3.0], "b": [3.0, 4.0, 5.0]})), stamps
+    # a time column by a name that holds "date"/"time" and by its values alone; ids and counts are not times
+    from grukit.data.timeseries import pick_time_col
+    stamps = ["2021-05-01 00:00:00+00:00", "2021-05-01 00:30:00+00:00", "2021-05-01 01:00:00+00:00"]
+    assert pick_time_col(pd.DataFrame({"datetime_gmt": stamps, "solar_gen": [0.0, 0.1, 0.2]}), "", "") \
+        == "datetime_gmt"
+    assert pick_time_col(pd.DataFrame({"update_count": [1, 2, 3], "when": ["01/02/2020", "01/03/2020",
+                                                                         "01/04/2020"]}), "", "") == "when"
+    assert pick_time_col(pd.DataFrame({"id": ["T1", "T2", "T3"], "store": ["store 1", "store 2", "store 3"],
+                                       "v": [1.0, 2.0, 3.0]}), "", "") == ""
+    assert pick_time_col(pd.DataFrame({"a": stamps, "b": stamps}), "", "", exclude=["a"]) == "b"
     long = pd.DataFrame({"ds": list(pd.date_range("2021-01-01", periods=5)) * 2, "id": ["p"] * 5 + ["q"] * 5,
                          "v": np.arange(10.0)})
     long.sample(frac=1, random_state=0).to_parquet(tmp_path / "l.parquet")      # rows shuffled
@@ -507,6 +517,11 @@ def test_auto_lookback_is_36_unless_the_median_series_is_short_then_half_its_roo
     assert resolve_lookback(ForecastConfig(horizon=6), [8], 0) == 1           # room 2: at least 1
     with pytest.raises(ConfigError, match="lookbacks"):
         resolve_lookback(ForecastConfig(horizon=6, lookbacks=(6,)), [15], 0)
+    # a season longer than 36 (half-hourly 48): one period, where the room holds two; else as without one
+    assert resolve_lookback(ForecastConfig(horizon=24), [290], 24, season=48) == 48     # room 242 >= 96
+    assert resolve_lookback(ForecastConfig(horizon=24), [130], 24, season=48) == 36     # room 82 < 96
+    assert resolve_lookback(ForecastConfig(horizon=24), [290], 24, season=24) == 36     # 36 holds the day
+    assert resolve_lookback(ForecastConfig(horizon=6, lookback=12), [290], 0, season=48) == 12   # given: kept
     data = wide_panel(tmp_path / "short.csv", lengths=(20, 16, 24, 18))       # median 19 - 6 held out - 6
     from grukit.tasks.forecast import validation_folds
     cfg = ForecastConfig(data=str(data), horizon=6, season_length=6)
@@ -518,3 +533,22 @@ def test_auto_lookback_is_36_unless_the_median_series_is_short_then_half_its_roo
     assert run.config.lookback == 3 and Run(run.path).config.lookback == 3
     models = Run(run.path).models()
     assert models[0].head.skip.in_features == 3
+
+
+def test_season_from_the_time_step_and_a_half_hourly_file_end_to_end(tmp_path):
+    """Steps under a day that divide it give the day as the season (half-hourly 48, 15-minute 96); a
+    half-hourly file whose time column is named datetime_gmt (as aeon's solar series) is read with that
+    season, its seasonality found, and an automatic lookback of one period."""
+    from grukit.data.timeseries import season_from_times
+    for freq, m in (("30min", 48), ("15min", 96), ("h", 24), ("2h", 12), ("min", 1440), ("s", 1), ("7min", 1),
+                    ("D", 7), ("B", 5), ("W-SUN", 52), ("MS", 12), ("QS", 4), ("YS", 1)):
+        assert season_from_times(pd.Series(pd.date_range("2021-01-01", periods=20, freq=freq))) == m, freq
+    t = pd.date_range("2021-05-01", periods=290, freq="30min", tz="UTC")
+    day = np.clip(np.sin(2 * np.pi * (np.arange(290) % 48 - 12) / 48), 0, None)
+    y = day * (1 + 0.1 * np.random.default_rng(0).standard_normal(290))
+    pd.DataFrame({"datetime_gmt": t.strftime("%Y-%m-%d %H:%M:%S+00:00"), "solar_gen": y}).to_csv(
+        tmp_path / "solar.csv", index=False)
+    cfg = ForecastConfig(data=str(tmp_path / "solar.csv"))
+    prepared = prepare(cfg)
+    assert prepared.meta["season_length"] == 48 and prepared.meta["skip_season"] == 48
+    assert cfg.lookback == 48 and prepared.meta["roles"]["time_col"] == "datetime_gmt"

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .timeseries import load_table_or_builtin, numeric, parse_times, pick_time_col, require_columns
+from .timeseries import (load_table_or_builtin, looks_like_times, numeric, parse_times, pick_time_col,
+                         require_columns)
 
 __all__ = ["Series", "roles_for", "read_series", "read_wide", "is_wide", "load_panel", "drop_short",
            "MAX_MAGNITUDE", "DUPLICATES"]
@@ -48,7 +49,8 @@ def roles_for(df: pd.DataFrame, path: str, *, time_col: str = "", target=(), kno
     """Column roles of a long table: time, targets (default: every numeric column not otherwise used), known
     and past covariates, series id."""
     defaults = defaults or {}
-    time_col = pick_time_col(df, time_col or defaults.get("time_col", ""), path)
+    time_col = pick_time_col(df, time_col or defaults.get("time_col", ""), path,
+                             exclude=[id_col, *target, *known, *past])
     target, known, past = list(target or defaults.get("target", ())), list(known), list(past)
     require_columns(df, [id_col] if id_col else [], path, "series-id column", "--id-col")
     require_columns(df, target, path, "target column", "--target")
@@ -168,11 +170,7 @@ def is_wide(df: pd.DataFrame, time_col: str = "") -> bool:
         return False
     if pd.to_numeric(first, errors="coerce").notna().any():
         return False
-    text = first.astype(str).str.strip()
-    dated = pd.to_datetime(text, errors="coerce", format="mixed").notna()
-    # a time stamp has a separator next to a digit (2020-01-01, 01/02/2020, 2020-01-01 00:00, Jan 2020); an id
-    # such as T1 or M4's H1 parses as a date too (year 1, day 1: "T" is ISO's time designator), but has none
-    if (dated & text.str.contains(r"\d[-/:. ]|[-/:. ]\d")).mean() > 0.5:
+    if looks_like_times(first):                          # a long table's time column, not M4's ids
         return False
     rest = df.iloc[:, 1:]
     numeric_cols = sum(pd.api.types.is_numeric_dtype(rest[c]) for c in rest.columns)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..errors import DataError, nearest
 
-__all__ = ["read_table", "require_columns", "numeric", "finite", "pick_time_col", "season_from_times",
+__all__ = ["read_table", "require_columns", "numeric", "finite", "looks_like_times", "pick_time_col", "season_from_times",
            "future_times", "load_table_or_builtin"]
 
 TIME_NAMES = ("time", "date", "ds", "timestamp", "datetime", "month", "year", "period")
@@ -92,14 +92,37 @@ def finite(values: np.ndarray, df: pd.DataFrame | None, col: str, path: str | Pa
                         line=(pos + offset + 2) if df is not None else None, column=col)
 
 
-def pick_time_col(df: pd.DataFrame, requested: str, path: str | Path) -> str:
+def looks_like_times(col: pd.Series) -> bool:
+    """True for a text column whose every value reads as a time stamp with a separator next to a digit
+    (``2020-01-01``, ``01/02/2020``, ``2021-05-01 00:30:00+00:00``, ``Jan 2020``). An id such as T1 or M4's
+    H1 parses as a date too (year 1, day 1: "T" is ISO 8601's time designator) but has no separator."""
+    if pd.api.types.is_datetime64_any_dtype(col):
+        return True
+    if pd.api.types.is_numeric_dtype(col) or len(col) == 0 or col.isna().any():
+        return False
+    text = col.iloc[:200].astype(str).str.strip()          # a sample: the whole column is parsed later anyway
+    if pd.to_numeric(text, errors="coerce").notna().any():
+        return False
+    dated = pd.to_datetime(text, errors="coerce", format="mixed", utc=True).notna()
+    return bool((dated & text.str.contains(r"\d[-/:. ]|[-/:. ]\d")).all())
+
+
+def pick_time_col(df: pd.DataFrame, requested: str, path: str | Path, exclude: Iterable[str] = ()) -> str:
+    """The time column: ``requested``; else one named time, date, ds, timestamp, ...; else one whose name holds
+    "date" or "time" (``datetime_gmt``, ``order_date``) and whose values read as time stamps; else the first
+    column (not in ``exclude``) of time stamps by its values alone; else "" (row order)."""
     if requested:
         require_columns(df, [requested], path, "time column", "--time-col")
         return requested
-    lower = {c.lower(): c for c in df.columns}
+    lower = {c.lower(): c for c in df.columns if isinstance(c, str)}
     for name in TIME_NAMES:
         if name in lower:
             return lower[name]
+    candidates = [c for c in df.columns if c not in set(exclude)]
+    named = [c for c in candidates if isinstance(c, str) and ("date" in c.lower() or "time" in c.lower())]
+    for c in named + [c for c in candidates if c not in named]:
+        if looks_like_times(df[c]):
+            return c
     return ""
 
 
@@ -120,15 +143,24 @@ def parse_times(df: pd.DataFrame, col: str, path: str | Path) -> pd.Series:
 
 
 def season_from_times(times: pd.Series | None) -> int:
-    """A seasonal period from the time step: monthly 12, quarterly 4, weekly 52, daily 7, hourly 24, else 1."""
+    """A seasonal period from the time step: monthly 12, quarterly 4, weekly 52, daily 7, business-daily 5; a
+    step under a day that divides it: the day (hourly 24, half-hourly 48, 15-minute 96, ..., at most 1,440
+    steps, minutely); else 1."""
     if times is None or len(times) < 3 or not pd.api.types.is_datetime64_any_dtype(times):
         return 1
     freq = pd.infer_freq(pd.DatetimeIndex(times.iloc[: min(len(times), 50)]))
     if not freq:
         return 1
+    try:
+        step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    except (ValueError, TypeError):                     # calendar offsets (months, quarters) have no fixed length
+        step = None
+    if step is not None and pd.Timedelta(0) < step < pd.Timedelta(days=1):
+        per_day = pd.Timedelta(days=1) / step
+        return int(per_day) if float(per_day).is_integer() and per_day <= 1440 else 1
     f = freq.upper().split("-")[0]
     for prefix, m in (("MS", 12), ("ME", 12), ("M", 12), ("QS", 4), ("QE", 4), ("Q", 4), ("W", 52),
-                      ("D", 7), ("B", 5), ("H", 24), ("h", 24)):
+                      ("D", 7), ("B", 5)):
         if f.startswith(prefix.upper()):
             return m
     return 1

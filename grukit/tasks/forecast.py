@@ -135,13 +135,14 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
     ``backtests x horizon`` for the evaluation), plus ``fold_shift`` (an earlier rolling-origin validation fold)."""
     hold = held_out(cfg) if hold is None else hold + cfg.fold_shift
     series = drop_short(series, hold + 2, f"train and hold out {hold} points", path)
-    L, H = resolve_lookback(cfg, [s.n_obs for s in series], hold), cfg.horizon
+    m = cfg.season_length or season_from_times(series[0].times)
+    tested = skip_season([s.y[: s.n_obs - hold, 0] for s in series], int(m))
+    L, H = resolve_lookback(cfg, [s.n_obs for s in series], hold, season=tested), cfg.horizon
     if not any(s.n_obs - hold >= H + 1 for s in series):
         raise DataError(f"too short: no series has horizon {H} + held-out {hold} (backtests x horizon + "
                         f"fold_shift) + 1 = {H + hold + 1} points, the least that gives one training window; "
                         "lower --horizon or --backtests", path=path, column=roles["id_col"] or None)
     transform = choose_transform(cfg.transform, series, path)
-    m = cfg.season_length or season_from_times(series[0].times)
     K = len(roles["known"])
     covs = np.concatenate([np.concatenate([s.known, s.past], 1)[: s.n_obs - hold] for s in series])
     cov_scale = scaler(covs) if covs.shape[1] else {"mean": [], "std": []}
@@ -168,7 +169,7 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
             "seasons": seasons, "cov_scaler": cov_scale, "data_name": path, "series_ids": [s.id for s in series],
             "short_series": short, "has_val": len(val_ds) > 0, "n_train_windows": len(train_ds),
             "n_val_windows": len(val_ds)}
-    meta["skip_season"] = skip_season([s.y[: s.n_obs - hold, 0] for s in series], int(m))
+    meta["skip_season"] = tested
     if cfg.skip_init == "ses" and cfg.linear_skip:
         period = 1 if cfg.deseasonalize or cfg.es_hybrid else meta["skip_season"]
         meta["skip_alpha"] = ses_alpha([z[: s.n_obs - hold, 0] for z, s in zip(zs, series)], period)
@@ -182,15 +183,22 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
 AUTO_LOOKBACK = 36        # lookback=0: this many steps, or fewer where the median series cannot fill them
 
 
-def resolve_lookback(cfg: ForecastConfig, lengths: list[int], hold: int, in_place: bool = True) -> int:
+def resolve_lookback(cfg: ForecastConfig, lengths: list[int], hold: int, in_place: bool = True,
+                     season: int = 1) -> int:
     """``lookback`` 0 (auto) made concrete: ``AUTO_LOOKBACK``, unless the median series' room (its training part,
     ``lengths`` minus ``hold``, minus the horizon: the origins a full horizon leaves) is smaller than that; then
     half the room, at least 1, so that the median series gives as many training windows as its lookback has
-    steps. A lookback given stays. ``in_place``: written into ``cfg`` (so the run's config.yaml records it)."""
+    steps. Where the series have a ``season`` (the period M4's test finds, :func:`skip_season`) longer than
+    that (half-hourly 48, weekly 52), one period, if the room holds two: a window shorter than the period
+    cannot even give the seasonal-naive forecast (measured on aeon's half-hourly solar series, one period beat
+    two and 36 steps). A lookback given stays. ``in_place``: written into ``cfg`` (so the run's config.yaml
+    records it)."""
     if cfg.lookback:
         return cfg.lookback
     room = int(np.median([n - hold for n in lengths])) - cfg.horizon if lengths else AUTO_LOOKBACK
     lookback = AUTO_LOOKBACK if room >= AUTO_LOOKBACK else max(1, room // 2)
+    if lookback < season <= room // 2:
+        lookback = season
     if any(k > lookback for k in cfg.lookbacks):
         raise ConfigError(f"lookbacks={list(cfg.lookbacks)}: longer than the automatic lookback {lookback}; "
                           "pass --lookback")
@@ -206,7 +214,10 @@ def validation_folds(cfg: ForecastConfig) -> list[int]:
     series, roles, path = load_panel(cfg.data, layout=cfg.layout, duplicates=cfg.duplicates, time_col=cfg.time_col,
                                      target=cfg.target, known=cfg.known, past=cfg.past, id_col=cfg.id_col)
     hold = held_out(cfg)
-    lookback = resolve_lookback(cfg, [s.n_obs for s in series], hold, in_place=False)   # a search's start stays
+    tested = skip_season([s.y[: s.n_obs - hold, 0] for s in series],
+                         int(cfg.season_length or season_from_times(series[0].times)))
+    lookback = resolve_lookback(cfg, [s.n_obs for s in series], hold, in_place=False,   # a search's start stays
+                                season=tested)
     longest = max(series, key=lambda s: s.n_obs)
     end = longest.n_obs - hold
     k = cfg.val_origins or (3 if len(series) == 1 and end < SHORT_SERIES else 1)
