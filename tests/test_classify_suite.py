@@ -48,6 +48,15 @@ def test_suite_on_a_folder_of_ts_pairs(tmp_path):
     np.savez(other / "Mixed_TRAIN.npz", X=np.zeros((2, 3)), y=np.array(list("ab")))
     (other / "Mixed_TEST.ts").write_text("")
     assert suite.ts_pairs(other) == [("Mfcc", str(other / "Mfcc_TRAIN.npz"), str(other / "Mfcc_TEST.npz"))]
+    ucr = tmp_path / "UCRArchive_2018" / "Toy"                   # the 2018 archive's .tsv pairs; a set found
+    ucr.mkdir(parents=True)                                     # as .ts beside them is not taken twice
+    for part in ("TRAIN", "TEST"):
+        (ucr / f"Toy_{part}.tsv").write_text("1\t0.5\t0.25\n2\t1.5\t0.75\n")
+        (ucr / f"Toy_{part}.ts").write_text("")
+        (ucr / f"Gun_{part}.tsv").write_text("1\t0.5\t0.25\n")
+    assert suite.ts_pairs(tmp_path / "UCRArchive_2018") == [
+        ("Toy", str(ucr / "Toy_TRAIN.ts"), str(ucr / "Toy_TEST.ts")),
+        ("Gun", str(ucr / "Gun_TRAIN.tsv"), str(ucr / "Gun_TEST.tsv"))]
     out = tmp_path / "out"
     rc = suite.main([str(tmp_path / "data"), "--no-packaged", "--out", str(out), "--set", "train_steps=20",
                      "--set", "ensemble=2", "--set", "hidden_size=8", "--set", "conv_channels=8"])

@@ -552,3 +552,15 @@ def test_season_from_the_time_step_and_a_half_hourly_file_end_to_end(tmp_path):
     prepared = prepare(cfg)
     assert prepared.meta["season_length"] == 48 and prepared.meta["skip_season"] == 48
     assert cfg.lookback == 48 and prepared.meta["roles"]["time_col"] == "datetime_gmt"
+
+
+def test_too_short_for_the_horizon_names_the_horizon_that_fits(tmp_path):
+    """A 36-point monthly series (aeon's ShampooSales) at the default horizon of 24: the error names the
+    largest horizon that fits, and that horizon trains."""
+    t = pd.date_range("1991-01", periods=36, freq="MS").strftime("%Y-%m")
+    pd.DataFrame({"Time": t, "Sales": 100 + np.arange(36.0) * 3}).to_csv(tmp_path / "shampoo.csv", index=False)
+    with pytest.raises(DataError, match=r"too short: .* \(--horizon 17 or less fits its 36 points\)"):
+        prepare(ForecastConfig(data=str(tmp_path / "shampoo.csv")))
+    prepare(ForecastConfig(data=str(tmp_path / "shampoo.csv"), horizon=17))
+    with pytest.raises(DataError, match=r"--horizon 17 or less"):
+        prepare(ForecastConfig(data=str(tmp_path / "shampoo.csv"), horizon=18))

@@ -345,7 +345,7 @@ def is_audio_source(data: str) -> bool:
     p, _ = parse_source(data)
     if p.is_dir():
         return any(_audio_files(p)) or any(any(_audio_files(d)) for d in p.iterdir() if d.is_dir())
-    return p.suffix.lower() in (".tsv",) or (p.suffix.lower() == ".csv" and p.is_file() and _looks_like_manifest(p))
+    return p.suffix.lower() in (".csv", ".tsv") and p.is_file() and _looks_like_manifest(p)
 
 
 def _audio_files(folder: Path) -> Iterator[Path]:

@@ -1,4 +1,5 @@
-"""Reading labelled sequence collections for classification: ``.npz``, ``.ts`` (sktime/aeon), long CSV/Parquet.
+"""Reading labelled sequence collections for classification: ``.npz``, ``.ts`` (sktime/aeon), the UCR archive's
+headerless ``.tsv``/``.txt``/``.csv`` rows (label, then the values), long CSV/Parquet.
 
 Every reader returns ``(sequences, labels)``: a list of float32 ``(T_i, F)`` arrays (each keeps its own
 length) and string labels (or None when the file has none). Problems raise :class:`~grukit.errors.DataError`
@@ -9,17 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..errors import DataError, nearest
 from .timeseries import numeric, read_table, require_columns
 
-__all__ = ["read_npz", "read_ts", "read_long", "read_labelled", "check_features", "normalise_series",
-           "stratified_split", "locate_ts_problem"]
+__all__ = ["read_npz", "read_ts", "read_ucr", "is_ucr_rows", "read_long", "read_labelled", "check_features",
+           "normalise_series", "stratified_split", "locate_ts_problem"]
 
 
 def read_labelled(p: str | Path, need_labels: bool = True, id_col: str = "id", time_col: str = "time",
                   label_col: str = "label") -> tuple[list[np.ndarray], np.ndarray | None]:
-    """Sequences and labels of a ``.npz``, ``.ts``, ``.csv`` or ``.parquet`` file, chosen by its suffix."""
+    """Sequences and labels of a ``.npz``, ``.ts``, ``.tsv``/``.txt`` (UCR rows), ``.csv`` (UCR rows when its
+    first line is all numbers, else long format) or ``.parquet`` file, chosen by its suffix."""
     p = Path(p)
     if not p.exists():
         raise DataError("file not found", path=p)
@@ -32,10 +35,13 @@ def read_labelled(p: str | Path, need_labels: bool = True, id_col: str = "id", t
         seqs, y = read_npz(p, need_labels)
     elif suffix == ".ts":
         seqs, y = read_ts(p)
+    elif suffix in (".tsv", ".txt") or (suffix == ".csv" and is_ucr_rows(p)):
+        seqs, y = read_ucr(p)
     elif suffix in (".csv", ".parquet", ".pq"):
         seqs, y = read_long(p, id_col, time_col, label_col, need_labels)
     else:
-        raise DataError(f"unknown file type {suffix!r}; expected .npz, .csv, .parquet or .ts", path=p)
+        raise DataError(f"unknown file type {suffix!r}; expected .npz, .ts, .tsv/.txt (UCR rows), .csv or "
+                        ".parquet", path=p)
     if need_labels and y is None:
         raise DataError("no labels; expected y (npz) or the label column (CSV)", path=p)
     return seqs, y
@@ -121,6 +127,71 @@ def read_ts(p: Path) -> tuple[list[np.ndarray], np.ndarray]:
             raise DataError(f"missing or non-finite value in case {i + 1} (line {_data_line(p, i)}); expected "
                             "finite numbers", path=p)
     return seqs, np.asarray(y).astype(str)
+
+
+# ---------------------------------------------------------------- UCR archive rows
+def _ucr_sep(first: str) -> str:
+    return "\t" if "\t" in first else "," if "," in first else r"\s+"
+
+
+def is_ucr_rows(p: Path) -> bool:
+    """True when the first line of ``p`` is all numbers (no header) with a label and at least two values: the
+    UCR archive's layout (2018's ``.tsv``, the older comma- or space-separated ``.txt``/``.csv``)."""
+    try:
+        with open(p, encoding="utf-8") as f:
+            first = f.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    cells = [c for c in pd.Series([first]).str.split(_ucr_sep(first), regex=True)[0] if c != ""]
+    return len(cells) >= 3 and pd.to_numeric(pd.Series(cells), errors="coerce").notna().all()
+
+
+def read_ucr(p: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """The UCR archive's rows: one series per line, its label first, then its values, no header; separated
+    by tabs (2018's ``.tsv``), commas or spaces (the older ``.txt``). Shorter series are padded at the end
+    with NaN (or left short); gaps inside a series (NaN, as in a few 2018 sets) are filled by linear
+    interpolation with a warning. Labels that are whole numbers written as floats (``1.0000000e+00``) read
+    as ``1``."""
+    import warnings
+    with open(p, encoding="utf-8", errors="replace") as f:
+        first = f.readline().strip()
+    if not is_ucr_rows(p):
+        raise DataError(f"not UCR archive rows: {first[:60]!r} is not all numbers; expected the label, then "
+                        "the series' values, no header (or a .csv in long format, or .ts)", path=p, line=1)
+    try:
+        df = pd.read_csv(p, header=None, sep=_ucr_sep(first), engine="python", dtype=str, skip_blank_lines=True)
+    except Exception as e:  # noqa: BLE001 - pandas' parser errors (ragged rows and the like)
+        raise DataError(f"cannot be read as UCR rows: {str(e).splitlines()[0]}", path=p) from None
+    labels = df.iloc[:, 0].str.strip()
+    values = df.iloc[:, 1:].apply(lambda c: pd.to_numeric(c.str.strip(), errors="coerce"))
+    text = df.iloc[:, 1:].notna() & values.isna() & ~df.iloc[:, 1:].apply(lambda c: c.str.strip().str.lower()
+                                                                           .isin(["nan", "?", ""]))
+    if text.to_numpy().any():
+        r, c = np.argwhere(text.to_numpy())[0]
+        raise DataError(f"value {df.iat[r, c + 1]!r} is not a number; expected numbers (NaN for a gap or "
+                        "the padding after a shorter series)", path=p, line=int(r) + 1, column=f"value {c + 1}")
+    num = pd.to_numeric(labels, errors="coerce")
+    if num.notna().all() and np.all(np.mod(num, 1) == 0):
+        labels = num.astype(np.int64).astype(str)
+    X = values.to_numpy(np.float64)
+    seqs, gaps = [], []
+    for i, row in enumerate(X):
+        ok = np.flatnonzero(np.isfinite(row))
+        if ok.size == 0:
+            raise DataError("a row with a label and no values; expected at least one number after the label",
+                            path=p, line=i + 1)
+        row = row[: ok[-1] + 1]                                          # the padding after a shorter series
+        if ok.size < row.size:
+            if np.isinf(row).any():
+                raise DataError("infinite value; expected finite numbers", path=p, line=i + 1,
+                                column=f"value {int(np.flatnonzero(np.isinf(row))[0]) + 1}")
+            gaps.append(i + 1)
+            row = np.interp(np.arange(row.size), ok, row[ok])
+        seqs.append(row.astype(np.float32)[:, None])
+    if gaps:
+        warnings.warn(f"{p}: {len(gaps)} series have gaps (NaN inside the series), filled by linear "
+                      f"interpolation (first at line {gaps[0]})", stacklevel=3)
+    return seqs, labels.to_numpy().astype(str)
 
 
 def _lines(p: Path):

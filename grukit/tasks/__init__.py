@@ -28,7 +28,7 @@ register("forecast", config="grukit.tasks.forecast_config:ForecastConfig", modul
                    "grukit train forecast --data sales.csv --time-col date --target sales --id-col store "
                    "--known price --lookback 28 --horizon 7"])
 register("classify", config="grukit.config:ClassifyConfig", module="grukit.tasks.classify",
-         help="sequence classification (.npz, long-format CSV, .ts or a built-in set)",
+         help="sequence classification (.npz, long-format CSV, .ts, UCR archive .tsv or a built-in set)",
          examples=["grukit train classify --data japanese_vowels --bidirectional",
                    "grukit train classify --data train.npz --test-data test.npz --pooling attention"])
 register("autoencoder", config="grukit.config:AutoencoderConfig", module="grukit.tasks.autoencoder",

@@ -139,9 +139,12 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
     tested = skip_season([s.y[: s.n_obs - hold, 0] for s in series], int(m))
     L, H = resolve_lookback(cfg, [s.n_obs for s in series], hold, season=tested), cfg.horizon
     if not any(s.n_obs - hold >= H + 1 for s in series):
+        n, folds = max(s.n_obs for s in series), (0 if cfg.test_data else cfg.backtests)
+        fits = (n - 1 - cfg.fold_shift) // (folds + 1)     # the longest series: n - folds x H - shift >= H + 1
+        hint = f"--horizon {fits} or less fits its {n} points" if fits >= 1 else "lower --backtests"
         raise DataError(f"too short: no series has horizon {H} + held-out {hold} (backtests x horizon + "
                         f"fold_shift) + 1 = {H + hold + 1} points, the least that gives one training window; "
-                        "lower --horizon or --backtests", path=path, column=roles["id_col"] or None)
+                        f"lower --horizon or --backtests ({hint})", path=path, column=roles["id_col"] or None)
     transform = choose_transform(cfg.transform, series, path)
     K = len(roles["known"])
     covs = np.concatenate([np.concatenate([s.known, s.past], 1)[: s.n_obs - hold] for s in series])
