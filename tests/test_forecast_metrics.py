@@ -47,6 +47,30 @@ def test_seasonal_decomposition_recovers_the_pattern():
     np.testing.assert_allclose(fc / fc[0], idx[(120 + np.arange(8)) % 4] / idx[0], rtol=1e-9)
 
 
+def test_additive_adjustment_for_series_with_zeros():
+    """A series with zeros (solar power at night) cannot be divided by seasonal indices: it is adjusted
+    additively (R's decompose(type = "additive")), and the M4 benchmarks then forecast its season, where they
+    repeated the last value before; a positive series keeps M4's multiplicative indices."""
+    from grukit.data.seasonal import seasonal_adjustment
+    day = np.array([0.0, 0.0, 1.0, 3.0, 1.0, 0.0])               # m = 6, zeros at night
+    y = np.tile(day, 8) + 2.0 * np.arange(48) / 48               # plus a slow trend
+    kind, off = seasonal_adjustment(y, 6)
+    # by hand: the centred 2x6 moving average of a period-6 pattern is its mean (5/6) plus the trend, so the
+    # offsets are the pattern minus its mean
+    assert kind == "add"
+    np.testing.assert_allclose(off, day - day.mean(), atol=1e-9)
+    point = B.naive2(y, 6, 6)["point"]                             # the last adjusted value plus the season
+    np.testing.assert_allclose(point, (y[-1] - off[47 % 6]) + off, atol=1e-9)
+    assert np.abs(point - (np.tile(day, 2)[:6] + 2.0)).max() < 0.1     # the next day, not the last value
+    for name in ("theta", "ses", "damped", "arima"):
+        f = B.METHODS[name](y, 6, 6)
+        assert np.abs(f["point"] - (day + 2.0)).max() < 0.3, name  # every benchmark forecasts the day's shape
+        assert np.all(f["lo"] <= f["point"]) and np.all(f["point"] <= f["hi"]), name
+    assert seasonal_adjustment(y + 1.0, 6)[0] == "mul"           # positive: M4's multiplicative indices
+    noise = np.random.default_rng(0).standard_normal(48)          # no season: nothing removed
+    assert seasonal_adjustment(noise, 6) == ("mul", pytest.approx(np.ones(6)))
+
+
 def test_baselines_contracts():
     rng = np.random.default_rng(0)
     t = np.arange(96)

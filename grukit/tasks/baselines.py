@@ -22,7 +22,8 @@ where the method has them) in the history's units:
   then p, q <= 2 by AICc), with intervals; fitted on the last ``ARIMA_WINDOW`` (600) points, since statsmodels'
   exact likelihood makes long series (M4 Weekly has up to 2,597) cost seconds per fit.
 
-Seasonal adjustment is the M4 benchmarks' one (:mod:`grukit.data.seasonal`). ``fit_baselines`` runs the chosen
+Seasonal adjustment is the M4 benchmarks' one (:mod:`grukit.data.seasonal`), additive instead of
+multiplicative for a series with zeros or negative values (which M4's code would leave unadjusted). ``fit_baselines`` runs the chosen
 methods over many series in ``n_jobs`` worker processes; a method that fails on a series falls back to naive for
 that series and is counted.
 """
@@ -36,21 +37,37 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..data.seasonal import seasonal_factors
+from ..data.seasonal import seasonal_adjustment
 
 __all__ = ["naive", "seasonal_naive", "naive2", "theta", "ets", "ses", "holt", "damped", "comb", "arima", "METHODS",
            "fit_baselines"]
 
 
-def _season_out(factors: np.ndarray, n: int, h: int) -> np.ndarray:
-    m = len(factors)
-    return factors[(n + np.arange(h)) % m]
+class _Season:
+    """The seasonal adjustment of one history (:func:`grukit.data.seasonal.seasonal_adjustment`): M4's
+    multiplicative indices, or additive components for a series with zeros or negative values; ``put`` puts
+    the season back on forecasts (points and interval bounds alike) of the ``h`` steps after the history."""
+
+    def __init__(self, y: np.ndarray, m: int, adjust: bool = True):
+        self.kind, self.comp = seasonal_adjustment(y, m) if adjust else ("mul", np.ones(1))
+        self.n = len(y)
+
+    def _at(self, t: np.ndarray) -> np.ndarray:
+        return self.comp[t % len(self.comp)]
+
+    def remove(self, y: np.ndarray) -> np.ndarray:
+        s = self._at(np.arange(len(y)))
+        return y / s if self.kind == "mul" else y - s
+
+    def put(self, values: np.ndarray) -> np.ndarray:
+        s = self._at(self.n + np.arange(len(values)))
+        return values * s if self.kind == "mul" else values + s
 
 
-def _adjust(y: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(seasonally adjusted y, in-sample factors, factors of the next positions (callable via _season_out))."""
-    f = seasonal_factors(y, m)
-    return y / f[np.arange(len(y)) % len(f)], f[np.arange(len(y)) % len(f)], f
+def _adjust(y: np.ndarray, m: int) -> tuple[np.ndarray, _Season]:
+    """(seasonally adjusted y, its season, to put back on forecasts)."""
+    season = _Season(y, m)
+    return season.remove(y), season
 
 
 def naive(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
@@ -69,22 +86,21 @@ def seasonal_naive(history: np.ndarray, h: int, m: int = 1, level: float = 0.95)
 def naive2(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
     """Naive on the seasonally adjusted series, re-seasonalised (M4's Naive2)."""
     y = np.asarray(history, dtype=float)
-    des, _, f = _adjust(y, m)
-    return {"point": des[-1] * _season_out(f, len(y), h)}
+    des, season = _adjust(y, m)
+    return {"point": season.put(np.repeat(des[-1], h))}
 
 
 def theta(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
     """The M4 benchmark Theta method on the seasonally adjusted series."""
     from statsmodels.tsa.forecasting.theta import ThetaModel
     y = np.asarray(history, dtype=float)
-    des, _, f = _adjust(y, m)
+    des, season = _adjust(y, m)
     if len(des) < 4 or np.ptp(des) == 0:
         return naive2(y, h, m)
     res = ThetaModel(des, period=1, deseasonalize=False).fit()
     point = np.asarray(res.forecast(h), dtype=float)
     pi = np.asarray(res.prediction_intervals(h, alpha=1 - level), dtype=float)     # (h, 2)
-    s = _season_out(f, len(y), h)
-    return {"point": point * s, "lo": pi[:, 0] * s, "hi": pi[:, 1] * s}
+    return {"point": season.put(point), "lo": season.put(pi[:, 0]), "hi": season.put(pi[:, 1])}
 
 
 def _ets_fit(y: np.ndarray, m: int, seasonal_forms: bool):
@@ -112,24 +128,25 @@ def _ets_fit(y: np.ndarray, m: int, seasonal_forms: bool):
     return best
 
 
-def _ets_forecast(res, n: int, h: int, level: float, season: np.ndarray) -> dict[str, np.ndarray]:
-    """Point and interval of a fitted ETS model over the next ``h`` steps, times the seasonal factors."""
+def _ets_forecast(res, n: int, h: int, level: float, season: _Season) -> dict[str, np.ndarray]:
+    """Point and interval of a fitted ETS model over the next ``h`` steps, with the season put back."""
     frame = res.get_prediction(start=n, end=n + h - 1).summary_frame(alpha=1 - level)
-    return {"point": frame["mean"].to_numpy() * season, "lo": frame["pi_lower"].to_numpy() * season,
-            "hi": frame["pi_upper"].to_numpy() * season}
+    return {"point": season.put(frame["mean"].to_numpy()), "lo": season.put(frame["pi_lower"].to_numpy()),
+            "hi": season.put(frame["pi_upper"].to_numpy())}
 
 
 def ets(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
     """Automatic ETS by AICc (see the module docstring), with its prediction interval."""
     y = np.asarray(history, dtype=float)
     direct = m <= 12
-    des, _, f = (y, None, np.ones(1)) if direct else _adjust(y, m)
+    season = _Season(y, m, adjust=not direct)
+    des = season.remove(y)
     if len(y) < 4 or np.ptp(y) == 0:
         return naive(y, h)
     res = _ets_fit(des, m, seasonal_forms=direct)
     if res is None:
         return naive2(y, h, m)
-    return _ets_forecast(res, len(des), h, level, _season_out(f, len(y), h))
+    return _ets_forecast(res, len(des), h, level, season)
 
 
 def _smoothing(history: np.ndarray, h: int, m: int, level: float, trend: str | None,
@@ -137,11 +154,11 @@ def _smoothing(history: np.ndarray, h: int, m: int, level: float, trend: str | N
     """One fixed exponential-smoothing form (additive errors) on the seasonally adjusted series."""
     from statsmodels.tsa.exponential_smoothing.ets import ETSModel
     y = np.asarray(history, dtype=float)
-    des, _, f = _adjust(y, m)
+    des, season = _adjust(y, m)
     if len(des) < (5 if trend else 3) or np.ptp(des) == 0:
         return naive2(y, h, m)
     res = ETSModel(pd.Series(des), error="add", trend=trend, damped_trend=damped).fit(disp=False, maxiter=300)
-    return _ets_forecast(res, len(des), h, level, _season_out(f, len(y), h))
+    return _ets_forecast(res, len(des), h, level, season)
 
 
 def ses(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[str, np.ndarray]:
@@ -194,7 +211,7 @@ def arima(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[
     """Automatic ARIMA(p, d, q) on the seasonally adjusted series (KPSS for d, AICc for p, q <= 2)."""
     from statsmodels.tsa.arima.model import ARIMA
     y = np.asarray(history, dtype=float)
-    des, _, f = _adjust(y, m)
+    des, season = _adjust(y, m)
     if len(y) < 8 or np.ptp(y) == 0:
         return naive(y, h)
     des = des[-ARIMA_WINDOW:]                      # the recent past: the Kalman filter cost grows with n
@@ -213,8 +230,8 @@ def arima(history: np.ndarray, h: int, m: int = 1, level: float = 0.95) -> dict[
         return naive2(y, h, m)
     fc = best.get_forecast(h)
     ci = np.asarray(fc.conf_int(alpha=1 - level), dtype=float)
-    s = _season_out(f, len(y), h)
-    return {"point": np.asarray(fc.predicted_mean, dtype=float) * s, "lo": ci[:, 0] * s, "hi": ci[:, 1] * s}
+    return {"point": season.put(np.asarray(fc.predicted_mean, dtype=float)), "lo": season.put(ci[:, 0]),
+            "hi": season.put(ci[:, 1])}
 
 
 METHODS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
