@@ -156,6 +156,13 @@ def test_ucr_archive_rows(tmp_path):
     (tmp_path / "e.tsv").write_text("label\tx\ty\n1\t2\t3\n")
     with pytest.raises(DataError, match=r"e.tsv, line 1: not UCR archive rows: 'label\\tx\\ty' is not all"):
         read_labelled(tmp_path / "e.tsv")
+    head = "@relation toy\n" + "".join(f"@attribute att{i} numeric\n" for i in range(3))
+    (tmp_path / "f.arff").write_text(head + "@attribute target {a,b}\n@data\n1.0,2.0,3.0,a\n4.0,5.0,6.0,b\n")
+    seqs, y = read_labelled(tmp_path / "f.arff")                 # the same sets' .arff files, through aeon
+    assert list(y) == ["a", "b"] and seqs[1][:, 0].tolist() == [4.0, 5.0, 6.0]
+    (tmp_path / "g.arff").write_text(head + "@attribute target {a,b}\n@data\n1.0,2.0,3.0,a\n4.0,x,6.0,b\n")
+    with pytest.raises(DataError, match=r"g.arff, line 8: cannot be read as an .arff file"):
+        read_labelled(tmp_path / "g.arff")
     rng = np.random.default_rng(0)
     for part, n in (("TRAIN", 24), ("TEST", 12)):
         rows = []

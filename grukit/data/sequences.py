@@ -15,7 +15,7 @@ import pandas as pd
 from ..errors import DataError, nearest
 from .timeseries import numeric, read_table, require_columns
 
-__all__ = ["read_npz", "read_ts", "read_ucr", "is_ucr_rows", "read_long", "read_labelled", "check_features",
+__all__ = ["read_npz", "read_ts", "read_arff", "read_ucr", "is_ucr_rows", "read_long", "read_labelled", "check_features",
            "normalise_series", "stratified_split", "locate_ts_problem"]
 
 
@@ -35,13 +35,15 @@ def read_labelled(p: str | Path, need_labels: bool = True, id_col: str = "id", t
         seqs, y = read_npz(p, need_labels)
     elif suffix == ".ts":
         seqs, y = read_ts(p)
+    elif suffix == ".arff":
+        seqs, y = read_arff(p)
     elif suffix in (".tsv", ".txt") or (suffix == ".csv" and is_ucr_rows(p)):
         seqs, y = read_ucr(p)
     elif suffix in (".csv", ".parquet", ".pq"):
         seqs, y = read_long(p, id_col, time_col, label_col, need_labels)
     else:
-        raise DataError(f"unknown file type {suffix!r}; expected .npz, .ts, .tsv/.txt (UCR rows), .csv or "
-                        ".parquet", path=p)
+        raise DataError(f"unknown file type {suffix!r}; expected .npz, .ts, .arff, .tsv/.txt (UCR rows), .csv "
+                        "or .parquet", path=p)
     if need_labels and y is None:
         raise DataError("no labels; expected y (npz) or the label column (CSV)", path=p)
     return seqs, y
@@ -127,6 +129,39 @@ def read_ts(p: Path) -> tuple[list[np.ndarray], np.ndarray]:
             raise DataError(f"missing or non-finite value in case {i + 1} (line {_data_line(p, i)}); expected "
                             "finite numbers", path=p)
     return seqs, np.asarray(y).astype(str)
+
+
+def read_arff(p: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """A UCR/UEA ``.arff`` file (univariate, or multivariate with relational attributes) through aeon's reader."""
+    from aeon.datasets import load_from_arff_file
+    try:
+        X, y = load_from_arff_file(str(p))
+    except Exception as e:  # noqa: BLE001 - the .arff parser's many errors
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"cannot be read as an .arff file: {first}", path=p, line=_arff_bad_line(p)) from None
+    seqs = []
+    for i, x in enumerate(X):
+        s = np.asarray(x, dtype=np.float32).T                               # (F, T) -> (T, F)
+        if not np.isfinite(s).all():
+            raise DataError(f"missing or non-finite value in case {i + 1}; expected finite numbers", path=p)
+        seqs.append(s)
+    return seqs, np.asarray(y).astype(str)
+
+
+def _arff_bad_line(p: Path) -> int | None:
+    """The first data line of a univariate ``.arff`` with a value (all but the last, the label) that is not a
+    number; None if none is found (or the file is multivariate: relational values are quoted)."""
+    data = False
+    for no, line in _lines(p):
+        text = line.strip()
+        if not data:
+            data = text.lower().startswith("@data")
+            continue
+        if text and not text.startswith("%") and "'" not in text:
+            cells = text.split(",")[:-1]
+            if pd.to_numeric(pd.Series(cells).str.strip().replace("?", "nan"), errors="coerce").isna().any():
+                return no
+    return None
 
 
 # ---------------------------------------------------------------- UCR archive rows
