@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from grukit.tasks.forecast_config import ForecastConfig
-from grukit.errors import DataError
+from grukit.errors import ConfigError, DataError
 from grukit.runs import Run
 from grukit.tasks.forecast import ForecastTask, forecast_series, mase_weights, prepare, ses_alpha, skip_season
 from grukit.train import fit
@@ -501,7 +501,6 @@ def test_auto_lookback_is_36_unless_the_median_series_is_short_then_half_its_roo
     points minus the horizon), half of them; the resolved value is what the run's config records; a lookback
     given stays; the built-in single series keep 36; a lookbacks ensemble longer than the automatic lookback
     is refused by name."""
-    from grukit.errors import ConfigError
     from grukit.tasks.forecast import resolve_lookback
     assert ForecastConfig().lookback == 0
     for name in ("airline", "nile", "lynx", "sunspots"):
@@ -564,3 +563,19 @@ def test_too_short_for_the_horizon_names_the_horizon_that_fits(tmp_path):
     prepare(ForecastConfig(data=str(tmp_path / "shampoo.csv"), horizon=17))
     with pytest.raises(DataError, match=r"--horizon 17 or less"):
         prepare(ForecastConfig(data=str(tmp_path / "shampoo.csv"), horizon=18))
+
+
+def test_auto_max_windows_caps_a_large_panel_and_keeps_small_ones_whole():
+    """max_windows=0 (auto): every window while the panel has at most WINDOW_BUDGET, else the largest per-series
+    cap within it (long series capped, short ones whole), recorded in the config; -1 keeps all; a cap stays."""
+    from grukit.tasks.forecast import WINDOW_BUDGET, resolve_max_windows
+    assert resolve_max_windows(ForecastConfig(horizon=14), [300] * 100, 14, 36) == 0       # 100 x 237 windows
+    lengths = [9000] * 10 + [120] * 400                       # 10 x 8937 + 400 x 57 = 112,170 windows
+    cfg = ForecastConfig(horizon=14)
+    with pytest.warns(UserWarning, match=r"410 series give 112,170 training windows; each trains on at most 2720"):
+        cap = resolve_max_windows(cfg, lengths, 14, 36)
+    assert cfg.max_windows == cap == 2720 and 10 * cap + 400 * 57 == WINDOW_BUDGET   # short series whole
+    assert resolve_max_windows(ForecastConfig(horizon=14, max_windows=-1), lengths, 14, 36) == -1
+    assert resolve_max_windows(ForecastConfig(horizon=14, max_windows=7), lengths, 14, 36) == 7
+    with pytest.raises(ConfigError, match="max_windows must be >= -1"):
+        ForecastConfig(max_windows=-2).validate()

@@ -41,6 +41,7 @@ from .forecast_intervals import MAX_SCALE, MIN_SCORES_FACTOR, apply_scales, conf
 from .heads import DirectForecastHead
 
 __all__ = ["ForecastTask", "prepare", "prepare_series", "held_out", "skip_season", "ses_alpha", "resolve_lookback",
+           "resolve_max_windows",
            "forecast_series", "after_fit", "evaluate", "predict", "Series", "choose_transform", "season_of",
            "mase_weights", "validation_folds", "SHORT_SERIES"]
 
@@ -138,6 +139,7 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
     m = cfg.season_length or season_from_times(series[0].times)
     tested = skip_season([s.y[: s.n_obs - hold, 0] for s in series], int(m))
     L, H = resolve_lookback(cfg, [s.n_obs for s in series], hold, season=tested), cfg.horizon
+    resolve_max_windows(cfg, [s.n_obs for s in series], hold, L)
     if not any(s.n_obs - hold >= H + 1 for s in series):
         n, folds = max(s.n_obs for s in series), (0 if cfg.test_data else cfg.backtests)
         fits = (n - 1 - cfg.fold_shift) // (folds + 1)     # the longest series: n - folds x H - shift >= H + 1
@@ -210,6 +212,32 @@ def resolve_lookback(cfg: ForecastConfig, lengths: list[int], hold: int, in_plac
     return lookback
 
 
+WINDOW_BUDGET = 50_000    # max_windows=0: all training windows up to about this many in the whole panel
+
+
+def resolve_max_windows(cfg: ForecastConfig, lengths: list[int], hold: int, lookback: int,
+                        in_place: bool = True) -> int:
+    """``max_windows`` 0 (auto) made concrete: 0 (every window) while the panel's forecast origins number at most
+    ``WINDOW_BUDGET``; above it (M4 Daily's 4,227 series give about 10 million), the largest per-series cap
+    whose windows stay within the budget, with a one-line note, so that an epoch of the default batch size
+    takes minutes. -1 (all) and a cap given stay. ``in_place``: written into ``cfg`` (config.yaml records it)."""
+    if cfg.max_windows:
+        return cfg.max_windows
+    last = np.asarray(lengths) - hold - cfg.horizon                    # each series' last origin
+    counts = np.where(last >= lookback, last - lookback + 1, np.maximum(last, 0))
+    if counts.sum() <= WINDOW_BUDGET:
+        return 0
+    lo, hi = 1, int(counts.max())
+    while lo < hi:                                                     # the largest cap within the budget
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if np.minimum(counts, mid).sum() <= WINDOW_BUDGET else (lo, mid - 1)
+    if in_place:
+        cfg.max_windows = lo
+        warnings.warn(f"{len(lengths)} series give {int(counts.sum()):,} training windows; each trains on at most "
+                      f"{lo}, evenly spaced over its history (max_windows; -1 = all)", stacklevel=2)
+    return lo
+
+
 def validation_folds(cfg: ForecastConfig) -> list[int]:
     """``fold_shift`` of each rolling-origin validation fold ``grukit tune`` trains for one setting (``[0]``:
     the normal split only); see :func:`grukit.data.windows.fold_shifts`. ``val_origins`` 0 gives 3 folds for a
@@ -221,11 +249,12 @@ def validation_folds(cfg: ForecastConfig) -> list[int]:
                          int(cfg.season_length or season_from_times(series[0].times)))
     lookback = resolve_lookback(cfg, [s.n_obs for s in series], hold, in_place=False,   # a search's start stays
                                 season=tested)
+    windows = resolve_max_windows(cfg, [s.n_obs for s in series], hold, lookback, in_place=False)
     longest = max(series, key=lambda s: s.n_obs)
     end = longest.n_obs - hold
     k = cfg.val_origins or (3 if len(series) == 1 and end < SHORT_SERIES else 1)
     name = f"series {longest.id!r}" if len(series) > 1 else f"{path or cfg.data}"
-    return fold_shifts(end, lookback, cfg.horizon, k, cfg.val_step, cfg.max_windows, cfg.val_fraction, name)
+    return fold_shifts(end, lookback, cfg.horizon, k, cfg.val_step, windows, cfg.val_fraction, name)
 
 
 # ====================================================================== model

@@ -63,7 +63,8 @@ class ForecastConfig(TaskConfig):
     fold_shift: int = opt(0, "points dropped from the end of each series' training part before the training / "
                              "validation split (grukit tune sets it for the earlier validation folds)")
     max_windows: int = opt(0, "training windows per series, evenly spaced over its history, the last one "
-                               "included (0 = all)")
+                               "included (-1 = all; 0 = auto: all, unless the panel has more than 50,000, "
+                               "then the cap that keeps about 50,000, so an epoch stays minutes, not hours)")
     deseasonalize: bool = opt(False, "divide each series by its classical multiplicative seasonal indices (when "
                                      "the M4 seasonality test finds the season) before the transform")
     es_hybrid: bool = opt(False, "ES-RNN-style hybrid: per-series level and seasonal smoothing coefficients and "
@@ -142,8 +143,8 @@ class ForecastConfig(TaskConfig):
         if self.val_origins < 0 or self.val_step < 0 or self.fold_shift < 0:
             p.append(f"val_origins={self.val_origins}, val_step={self.val_step}, fold_shift={self.fold_shift}: "
                      "expected integers >= 0")
-        if self.max_windows < 0 or self.series_embedding < 0 or self.n_jobs < -1:
-            p.append("max_windows and series_embedding must be >= 0, n_jobs >= -1")
+        if self.max_windows < -1 or self.series_embedding < 0 or self.n_jobs < -1:
+            p.append("max_windows must be >= -1 (-1 = all, 0 = auto), series_embedding >= 0, n_jobs >= -1")
         choice(p, "head_init", self.head_init, ["auto", "baseline", "random"])
         choice(p, "calibrate", self.calibrate, ["auto", "on", "off"])
         if not 0 <= self.patch <= self.lookback:
