@@ -579,3 +579,24 @@ def test_auto_max_windows_caps_a_large_panel_and_keeps_small_ones_whole():
     assert resolve_max_windows(ForecastConfig(horizon=14, max_windows=7), lengths, 14, 36) == 7
     with pytest.raises(ConfigError, match="max_windows must be >= -1"):
         ForecastConfig(max_windows=-2).validate()
+
+
+def test_skipped_time_steps_are_named_not_silent(tmp_path):
+    """Days left out of a daily series (or years of a yearly one) are named in one warning: the rows are read
+    as consecutive steps, which shifts lags and the season after the gap. Regular series and monthly stamps
+    (months of different lengths) are not gaps."""
+    from grukit.data.timeseries import time_gaps
+    days = pd.Series(pd.date_range("2022-01-01", periods=100, freq="D"))
+    assert time_gaps(days) is None
+    assert time_gaps(days.drop(index=[50, 51, 80]).reset_index(drop=True)) == (3, pd.Timestamp("2022-02-20").date())
+    assert time_gaps(pd.Series(pd.date_range("2020-01", periods=40, freq="MS"))) is None
+    assert time_gaps(pd.Series([1990, 1991, 1992, 1995, 1996, 1997])) == (2, 1993)
+    assert time_gaps(pd.Series([1990, 1991, 1992, 1993])) is None
+    t = pd.date_range("2022-01-01", periods=120, freq="D")
+    frame = pd.DataFrame({"date": t, "id": "a", "y": np.arange(120.0)})
+    frame = pd.concat([frame, frame.assign(id="b")]).drop(index=[30])       # both series lose 2022-01-31
+    frame.to_csv(tmp_path / "gappy.csv", index=False)
+    from grukit.data.panel import load_panel
+    with pytest.warns(UserWarning, match=r"2 series skip time steps \(series 'a' 1 missing, the first 2022-01-31; "
+                                         r"series 'b' 1 missing"):
+        load_panel(str(tmp_path / "gappy.csv"), id_col="id", target=("y",))

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..errors import DataError
 from .timeseries import (load_table_or_builtin, looks_like_times, numeric, parse_times, pick_time_col,
-                         require_columns)
+                         require_columns, time_gaps)
 
 __all__ = ["Series", "roles_for", "read_series", "read_wide", "is_wide", "load_panel", "drop_short",
            "MAX_MAGNITUDE", "DUPLICATES"]
@@ -126,7 +126,7 @@ def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future
     cols = {c: numeric(df, c, path) for c in [*roles["target"], *roles["known"], *roles["past"]]}
     groups = df.groupby(df[roles["id_col"]].astype(str), sort=False).indices if roles["id_col"] else \
         {"series": np.arange(len(df))}
-    out = []
+    out, gaps = [], []
     for sid, idx in groups.items():
         idx = np.asarray(idx)
         if times is not None:
@@ -156,7 +156,16 @@ def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future
         known = np.stack(feats[:K], 1) if K else np.zeros((len(idx), 0))
         past = np.stack(feats[K:], 1) if roles["past"] else np.zeros((len(idx), 0))
         t = times.iloc[idx].reset_index(drop=True) if times is not None else None
+        gap = time_gaps(t)
+        if gap is not None:
+            gaps.append(f"{'series ' + repr(str(sid)) + ' ' if roles['id_col'] else ''}{gap[0]} missing, the "
+                        f"first {gap[1]}")
         out.append(Series(str(sid), t, y, known, past, n_obs))
+    if gaps:
+        warnings.warn(f"{path}: {len(gaps)} series skip time steps ({'; '.join(gaps[:3])}"
+                      f"{' ...' if len(gaps) > 3 else ''}); their rows are read as consecutive steps, so lags and "
+                      f"the season shift after a gap: insert the missing rows (filled) to keep them aligned",
+                      stacklevel=2)
     _check_magnitude(out, path)
     return out
 

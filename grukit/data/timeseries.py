@@ -14,7 +14,7 @@ import pandas as pd
 from ..errors import DataError, nearest
 
 __all__ = ["read_table", "require_columns", "numeric", "finite", "looks_like_times", "pick_time_col", "season_from_times",
-           "future_times", "load_table_or_builtin"]
+           "future_times", "time_gaps", "load_table_or_builtin"]
 
 TIME_NAMES = ("time", "date", "ds", "timestamp", "datetime", "month", "year", "period")
 
@@ -164,6 +164,41 @@ def season_from_times(times: pd.Series | None) -> int:
         if f.startswith(prefix.upper()):
             return m
     return 1
+
+
+def time_gaps(times: pd.Series | None) -> tuple[int, Any] | None:
+    """(number of missing time steps, the first missing stamp) of a sorted time column whose step is regular but
+    for gaps (daily data with days left out, years with some absent); None when there is no gap or no regular
+    step to measure one by."""
+    if times is None or len(times) < 3:
+        return None
+    if pd.api.types.is_datetime64_any_dtype(times):
+        idx = pd.DatetimeIndex(times)
+        if pd.infer_freq(idx) is not None:
+            return None
+        freq = pd.infer_freq(idx[: min(len(idx), 50)]) or pd.infer_freq(idx[-min(len(idx), 50):])
+        if freq is None:
+            return None
+        expected = pd.date_range(idx[0], idx[-1], freq=freq)
+        if not idx.isin(expected).all():                       # not on the step's grid: irregular, not gappy
+            return None
+        missing = expected[~expected.isin(idx)]
+        if not len(missing):
+            return None
+        first = missing[0]
+        return len(missing), (first.date() if first == first.normalize() else first)
+    v = np.asarray(times, dtype=float)
+    d = np.diff(v)
+    if len(d) == 0 or not np.all(d > 0):
+        return None
+    step = float(pd.Series(d).mode().iloc[0])
+    k = d / step
+    if not np.allclose(k, np.round(k)) or k.max() < 1.5:
+        return None
+    first = int(np.flatnonzero(k > 1.5)[0])
+    count = int(np.round(k).sum() - len(d))
+    out = v[first] + step
+    return count, int(out) if float(out).is_integer() else out
 
 
 def future_times(times: pd.Series, n: int) -> list[Any]:
