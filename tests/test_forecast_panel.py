@@ -598,5 +598,23 @@ def test_skipped_time_steps_are_named_not_silent(tmp_path):
     frame.to_csv(tmp_path / "gappy.csv", index=False)
     from grukit.data.panel import load_panel
     with pytest.warns(UserWarning, match=r"2 series skip time steps \(series 'a' 1 missing, the first 2022-01-31; "
-                                         r"series 'b' 1 missing"):
-        load_panel(str(tmp_path / "gappy.csv"), id_col="id", target=("y",))
+                                         r"series 'b' 1 missing.*\): filled by linear interpolation"):
+        series, _, _ = load_panel(str(tmp_path / "gappy.csv"), id_col="id", target=("y",))
+    assert [len(s.y) for s in series] == [120, 120] and series[0].n_obs == 120     # the day is back,
+    np.testing.assert_allclose(series[0].y[:, 0], np.arange(120.0))                # interpolated (29, 30, 31)
+    assert series[0].times.iloc[30] == t[30]
+    with pytest.warns(UserWarning, match=r"read as consecutive steps"):
+        series, _, _ = load_panel(str(tmp_path / "gappy.csv"), id_col="id", target=("y",), gaps="keep")
+    assert len(series[0].y) == 119
+    with pytest.raises(DataError, match=r"series 'a' 1 time steps missing, the first 2022-01-31; expected one row"):
+        load_panel(str(tmp_path / "gappy.csv"), id_col="id", target=("y",), gaps="error")
+    # yearly numbers with two years absent and a known covariate: filled on the grid; future rows keep no target
+    years = pd.DataFrame({"year": [1990, 1991, 1992, 1995, 1996, 1997, 1998], "y": [1.0, 2, 3, 6, 7, np.nan, np.nan],
+                          "k": [0.0, 1, 2, 5, 6, 7, 8]})
+    years.to_csv(tmp_path / "years.csv", index=False)
+    with pytest.warns(UserWarning, match=r"2 missing, the first 1993"):
+        (s,), _, _ = load_panel(str(tmp_path / "years.csv"), target=("y",), known=("k",), allow_future=True)
+    assert s.times.tolist() == list(range(1990, 1999)) and s.n_obs == 7
+    np.testing.assert_allclose(s.y[:7, 0], [1, 2, 3, 4, 5, 6, 7])
+    assert np.isnan(s.y[7:]).all()
+    np.testing.assert_allclose(s.known[:, 0], np.arange(9.0))

@@ -25,13 +25,14 @@ import pandas as pd
 
 from ..errors import DataError
 from .timeseries import (load_table_or_builtin, looks_like_times, numeric, parse_times, pick_time_col,
-                         require_columns, time_gaps)
+                         require_columns, time_gaps, time_grid)
 
 __all__ = ["Series", "roles_for", "read_series", "read_wide", "is_wide", "load_panel", "drop_short",
-           "MAX_MAGNITUDE", "DUPLICATES"]
+           "MAX_MAGNITUDE", "DUPLICATES", "GAPS"]
 
 MAX_MAGNITUDE = 1e150           # beyond this, squared errors overflow float64
 DUPLICATES = ("error", "mean", "sum", "last")
+GAPS = ("interpolate", "keep", "error")       # time steps a series skips: filled, read as consecutive, refused
 
 
 @dataclass
@@ -109,9 +110,31 @@ def _combine_duplicates(df: pd.DataFrame, roles: dict, times: pd.Series, path: s
     return agg
 
 
+def _fill_gaps(s: Series) -> Series:
+    """``s`` on its full time grid: the rows of the skipped steps inserted, every column linearly interpolated
+    between its neighbours (targets only up to the last observed one; future rows keep their empty targets)."""
+    grid, pos = time_grid(s.times)
+    G = len(grid)
+    n_obs = int(pos[s.n_obs - 1]) + 1 if s.n_obs else 0
+
+    def fill(a: np.ndarray, rows: int) -> np.ndarray:          # the first ``rows`` rows, interpolated on the grid
+        out = np.full((G, a.shape[1]), np.nan)
+        upto = int(pos[rows - 1]) + 1 if rows else 0
+        for j in range(a.shape[1]):
+            out[:upto, j] = np.interp(np.arange(upto), pos[:rows], a[:rows, j])
+        return out
+
+    y = fill(s.y, s.n_obs)
+    known = fill(s.known, len(pos))
+    past = np.nan_to_num(fill(s.past, len(pos)))
+    return Series(s.id, grid, y, known, past, n_obs)
+
+
 def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future: bool = False,
-                duplicates: str = "error") -> list[Series]:
-    """Split a long table into series, checking every value; future rows (all targets empty) only at the end."""
+                duplicates: str = "error", gaps: str = "interpolate") -> list[Series]:
+    """Split a long table into series, checking every value; future rows (all targets empty) only at the end.
+    ``gaps``: time steps a series skips (days left out of daily data) are filled by linear interpolation
+    (``interpolate``), read as consecutive rows (``keep``) or refused (``error``); a warning names them."""
     df = df.reset_index(drop=True)
     for c in [*roles["target"], *roles["known"], *roles["past"]]:
         numeric(df, c, path)                                   # a non-numeric cell: its line and column
@@ -126,7 +149,7 @@ def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future
     cols = {c: numeric(df, c, path) for c in [*roles["target"], *roles["known"], *roles["past"]]}
     groups = df.groupby(df[roles["id_col"]].astype(str), sort=False).indices if roles["id_col"] else \
         {"series": np.arange(len(df))}
-    out, gaps = [], []
+    out, skipped = [], []
     for sid, idx in groups.items():
         idx = np.asarray(idx)
         if times is not None:
@@ -156,16 +179,24 @@ def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future
         known = np.stack(feats[:K], 1) if K else np.zeros((len(idx), 0))
         past = np.stack(feats[K:], 1) if roles["past"] else np.zeros((len(idx), 0))
         t = times.iloc[idx].reset_index(drop=True) if times is not None else None
+        series = Series(str(sid), t, y, known, past, n_obs)
         gap = time_gaps(t)
         if gap is not None:
-            gaps.append(f"{'series ' + repr(str(sid)) + ' ' if roles['id_col'] else ''}{gap[0]} missing, the "
-                        f"first {gap[1]}")
-        out.append(Series(str(sid), t, y, known, past, n_obs))
-    if gaps:
-        warnings.warn(f"{path}: {len(gaps)} series skip time steps ({'; '.join(gaps[:3])}"
-                      f"{' ...' if len(gaps) > 3 else ''}); their rows are read as consecutive steps, so lags and "
-                      f"the season shift after a gap: insert the missing rows (filled) to keep them aligned",
-                      stacklevel=2)
+            what = f"{'series ' + repr(str(sid)) + ' ' if roles['id_col'] else ''}{gap[0]} missing, the first {gap[1]}"
+            if gaps == "error":
+                raise DataError(f"{what.replace(' missing', ' time steps missing', 1)}; expected one row per time "
+                                "step: add the rows, or pass --gaps interpolate (fill them) or keep (read the "
+                                "rows as consecutive)", path=path, column=roles["time_col"])
+            skipped.append(what)
+            if gaps == "interpolate":
+                series = _fill_gaps(series)
+        out.append(series)
+    if skipped:
+        done = ("filled by linear interpolation (--gaps keep reads the rows as consecutive steps instead)"
+                if gaps == "interpolate" else "their rows are read as consecutive steps, so lags and the season "
+                "shift after a gap (--gaps interpolate fills them)")
+        warnings.warn(f"{path}: {len(skipped)} series skip time steps ({'; '.join(skipped[:3])}"
+                      f"{' ...' if len(skipped) > 3 else ''}): {done}", stacklevel=2)
     _check_magnitude(out, path)
     return out
 
@@ -226,7 +257,8 @@ def _check_magnitude(series: list[Series], path: str) -> None:
 
 
 def load_panel(data: str, *, layout: str = "auto", duplicates: str = "error", allow_future: bool = False,
-               roles: dict | None = None, **role_args) -> tuple[list[Series], dict[str, Any], str]:
+               roles: dict | None = None, gaps: str = "interpolate", **role_args
+               ) -> tuple[list[Series], dict[str, Any], str]:
     """Read ``data`` (file or built-in name) into series; returns (series, roles, display path).
 
     ``roles`` (from a trained run) fixes the columns; otherwise they come from ``role_args`` (time_col, target,
@@ -243,7 +275,7 @@ def load_panel(data: str, *, layout: str = "auto", duplicates: str = "error", al
         roles = {**roles, "layout": "long"}
         require_columns(df, [roles["time_col"], roles["id_col"], *roles["target"], *roles["known"],
                              *roles["past"]], path)
-    return read_series(df, roles, path, allow_future=allow_future, duplicates=duplicates), roles, path
+    return read_series(df, roles, path, allow_future=allow_future, duplicates=duplicates, gaps=gaps), roles, path
 
 
 def drop_short(series: list[Series], need: int, why: str, path: str) -> list[Series]:

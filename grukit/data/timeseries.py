@@ -14,7 +14,7 @@ import pandas as pd
 from ..errors import DataError, nearest
 
 __all__ = ["read_table", "require_columns", "numeric", "finite", "looks_like_times", "pick_time_col", "season_from_times",
-           "future_times", "time_gaps", "load_table_or_builtin"]
+           "future_times", "time_grid", "time_gaps", "load_table_or_builtin"]
 
 TIME_NAMES = ("time", "date", "ds", "timestamp", "datetime", "month", "year", "period")
 
@@ -166,10 +166,10 @@ def season_from_times(times: pd.Series | None) -> int:
     return 1
 
 
-def time_gaps(times: pd.Series | None) -> tuple[int, Any] | None:
-    """(number of missing time steps, the first missing stamp) of a sorted time column whose step is regular but
-    for gaps (daily data with days left out, years with some absent); None when there is no gap or no regular
-    step to measure one by."""
+def time_grid(times: pd.Series | None) -> tuple[pd.Series, np.ndarray] | None:
+    """For a sorted time column whose step is regular but for gaps (daily data with days left out, years with
+    some absent): (every stamp from the first to the last at that step, the grid position of each row); None
+    when there is no gap or no regular step to measure one by."""
     if times is None or len(times) < 3:
         return None
     if pd.api.types.is_datetime64_any_dtype(times):
@@ -179,26 +179,38 @@ def time_gaps(times: pd.Series | None) -> tuple[int, Any] | None:
         freq = pd.infer_freq(idx[: min(len(idx), 50)]) or pd.infer_freq(idx[-min(len(idx), 50):])
         if freq is None:
             return None
-        expected = pd.date_range(idx[0], idx[-1], freq=freq)
-        if not idx.isin(expected).all():                       # not on the step's grid: irregular, not gappy
+        grid = pd.date_range(idx[0], idx[-1], freq=freq)
+        pos = grid.get_indexer(idx)
+        if (pos < 0).any() or len(grid) == len(idx):             # off the step's grid: irregular, not gappy
             return None
-        missing = expected[~expected.isin(idx)]
-        if not len(missing):
-            return None
-        first = missing[0]
-        return len(missing), (first.date() if first == first.normalize() else first)
+        return pd.Series(grid), pos
     v = np.asarray(times, dtype=float)
     d = np.diff(v)
-    if len(d) == 0 or not np.all(d > 0):
+    if not np.all(d > 0):
         return None
     step = float(pd.Series(d).mode().iloc[0])
     k = d / step
     if not np.allclose(k, np.round(k)) or k.max() < 1.5:
         return None
-    first = int(np.flatnonzero(k > 1.5)[0])
-    count = int(np.round(k).sum() - len(d))
-    out = v[first] + step
-    return count, int(out) if float(out).is_integer() else out
+    pos = np.r_[0, np.cumsum(np.round(k))].astype(int)
+    grid = v[0] + step * np.arange(pos[-1] + 1)
+    if np.allclose(grid, np.round(grid)):
+        grid = np.round(grid).astype(np.int64)
+    return pd.Series(grid), pos
+
+
+def time_gaps(times: pd.Series | None) -> tuple[int, Any] | None:
+    """(number of missing time steps, the first missing stamp) of a time column with gaps (see
+    :func:`time_grid`); None when it has none."""
+    found = time_grid(times)
+    if found is None:
+        return None
+    grid, pos = found
+    missing = np.setdiff1d(np.arange(len(grid)), pos)
+    first = grid.iloc[int(missing[0])]
+    if isinstance(first, pd.Timestamp) and first == first.normalize():
+        first = first.date()
+    return len(missing), (first.item() if hasattr(first, "item") else first)
 
 
 def future_times(times: pd.Series, n: int) -> list[Any]:

@@ -49,6 +49,9 @@ class ForecastConfig(TaskConfig):
                                          "lengths (<= lookback) and forecast with the median over all of them")
     layout: str = opt("auto", "table layout: long (one row per step), wide (M4: id then values, blanks after "
                               "the end), auto (wide when there is no time column and the first column holds ids)")
+    gaps: str = opt("interpolate", "time steps a series skips (days left out of daily data): interpolate "
+                                   "(insert them, values linearly interpolated), keep (read the rows as "
+                                   "consecutive steps) or error; a warning names them either way")
     duplicates: str = opt("error", "two rows of one series with the same time stamp: error, or combine them "
                                    "with mean, sum or last")
     test_data: str = opt("", "file with the values after each series' training data (e.g. M4's test file); "
@@ -138,6 +141,7 @@ class ForecastConfig(TaskConfig):
             p.append("backtests and ensemble must be >= 1, season_length >= 0")
         choice(p, "layout", self.layout, ["auto", "long", "wide"])
         choice(p, "duplicates", self.duplicates, ["error", "mean", "sum", "last"])
+        choice(p, "gaps", self.gaps, ["interpolate", "keep", "error"])
         if any(not 1 <= k <= (self.lookback or k) for k in self.lookbacks):
             p.append(f"lookbacks={list(self.lookbacks)}: expected lengths between 1 and lookback={self.lookback}")
         if self.val_origins < 0 or self.val_step < 0 or self.fold_shift < 0:

@@ -43,10 +43,10 @@ def cases_for(run, data: str | None) -> tuple[list[dict], str]:
     """Evaluation cases: dicts of series, origin, history (origin, C), actual (H, C), covariates, known future."""
     cfg, meta = run.config, run.meta
     H = cfg.horizon
-    series, _, path = load_panel(data or cfg.data, roles=meta["roles"], duplicates=cfg.duplicates)
+    series, _, path = load_panel(data or cfg.data, roles=meta["roles"], duplicates=cfg.duplicates, gaps=cfg.gaps)
     cases, skipped = [], []
     if cfg.test_data and data is None:
-        test, _, tpath = load_panel(cfg.test_data, roles=meta["roles"], duplicates=cfg.duplicates)
+        test, _, tpath = load_panel(cfg.test_data, roles=meta["roles"], duplicates=cfg.duplicates, gaps=cfg.gaps)
         by_id = {t.id: t for t in test}
         for s in series:
             t = by_id.get(s.id)
@@ -174,7 +174,7 @@ def predict(run, models: list, data: str | None, out: str | Path | None = None, 
     ``holdout`` > 0 forecasts from ``holdout`` steps before the end instead, so the CSV gets an ``actual``
     column and the PNG the actuals beside the forecast (a back-test of one origin)."""
     cfg, meta = run.config, run.meta
-    series, _, path = load_panel(data or cfg.data, roles=meta["roles"], duplicates=cfg.duplicates,
+    series, _, path = load_panel(data or cfg.data, roles=meta["roles"], duplicates=cfg.duplicates, gaps=cfg.gaps,
                                  allow_future=True)
     H, C = cfg.horizon, meta["n_targets"]
     target_names = meta["roles"]["target"]
