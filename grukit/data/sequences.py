@@ -15,8 +15,8 @@ import pandas as pd
 from ..errors import DataError, nearest
 from .timeseries import numeric, read_table, require_columns
 
-__all__ = ["read_npz", "read_ts", "read_arff", "read_ucr", "is_ucr_rows", "read_long", "read_labelled", "check_features",
-           "normalise_series", "stratified_split", "locate_ts_problem"]
+__all__ = ["read_npz", "read_ts", "read_arff", "read_ucr", "is_ucr_rows", "read_long", "read_labelled",
+           "check_features", "normalise_series", "stratified_split", "locate_ts_problem"]
 
 
 def read_labelled(p: str | Path, need_labels: bool = True, id_col: str = "id", time_col: str = "time",

@@ -13,8 +13,8 @@ import pandas as pd
 
 from ..errors import DataError, nearest
 
-__all__ = ["read_table", "require_columns", "numeric", "finite", "looks_like_times", "pick_time_col", "season_from_times",
-           "future_times", "time_grid", "time_gaps", "load_table_or_builtin"]
+__all__ = ["read_table", "require_columns", "numeric", "finite", "looks_like_times", "pick_time_col",
+           "season_from_times", "future_times", "time_grid", "time_gaps", "load_table_or_builtin"]
 
 TIME_NAMES = ("time", "date", "ds", "timestamp", "datetime", "month", "year", "period")
 

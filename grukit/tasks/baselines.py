@@ -23,9 +23,9 @@ where the method has them) in the history's units:
   exact likelihood makes long series (M4 Weekly has up to 2,597) cost seconds per fit.
 
 Seasonal adjustment is the M4 benchmarks' one (:mod:`grukit.data.seasonal`), additive instead of
-multiplicative for a series with zeros or negative values (which M4's code would leave unadjusted). ``fit_baselines`` runs the chosen
-methods over many series in ``n_jobs`` worker processes; a method that fails on a series falls back to naive for
-that series and is counted.
+multiplicative for a series with zeros or negative values (which M4's code would leave unadjusted).
+``fit_baselines`` runs the chosen methods over many series in ``n_jobs`` worker processes; a method that fails
+on a series falls back to naive for that series and is counted.
 """
 from __future__ import annotations
 

@@ -118,8 +118,9 @@ def _covariates(s: Series, cov_scale: dict) -> np.ndarray:
 
 
 def prepare(cfg: ForecastConfig) -> Prepared:
-    series, roles, path = load_panel(cfg.data, layout=cfg.layout, duplicates=cfg.duplicates, gaps=cfg.gaps, time_col=cfg.time_col,
-                                     target=cfg.target, known=cfg.known, past=cfg.past, id_col=cfg.id_col)
+    series, roles, path = load_panel(cfg.data, layout=cfg.layout, duplicates=cfg.duplicates, gaps=cfg.gaps,
+                                     time_col=cfg.time_col, target=cfg.target, known=cfg.known, past=cfg.past,
+                                     id_col=cfg.id_col)
     return prepare_series(cfg, series, roles, path)
 
 
@@ -242,8 +243,9 @@ def validation_folds(cfg: ForecastConfig) -> list[int]:
     """``fold_shift`` of each rolling-origin validation fold ``grukit tune`` trains for one setting (``[0]``:
     the normal split only); see :func:`grukit.data.windows.fold_shifts`. ``val_origins`` 0 gives 3 folds for a
     single series shorter than ``SHORT_SERIES`` points, else 1. The plan follows the longest series."""
-    series, roles, path = load_panel(cfg.data, layout=cfg.layout, duplicates=cfg.duplicates, gaps=cfg.gaps, time_col=cfg.time_col,
-                                     target=cfg.target, known=cfg.known, past=cfg.past, id_col=cfg.id_col)
+    series, roles, path = load_panel(cfg.data, layout=cfg.layout, duplicates=cfg.duplicates, gaps=cfg.gaps,
+                                     time_col=cfg.time_col, target=cfg.target, known=cfg.known, past=cfg.past,
+                                     id_col=cfg.id_col)
     hold = held_out(cfg)
     tested = skip_season([s.y[: s.n_obs - hold, 0] for s in series],
                          int(cfg.season_length or season_from_times(series[0].times)))
