@@ -3,6 +3,7 @@
     python examples/m4.py Hourly                  # or Weekly; both when none is named
     python examples/m4.py Hourly --quick          # a smoke run: few epochs, cheap baselines (about a minute)
     python examples/m4.py Weekly --baselines=naive,seasonal_naive,naive2,theta,ets   # without the slow ARIMA
+    python examples/m4.py Weekly --defaults       # grukit's defaults, only the horizon given (as a new user)
     GRUKIT_THREADS=1 python examples/m4.py Weekly # beside other jobs
 
 Reads ``../shared/data/m4/{freq}-train.csv`` and ``-test.csv`` (the competition's wide files; another folder with
@@ -103,18 +104,23 @@ SETUPS = {
                    max_epochs=10, max_minutes=12, ensemble=3),
 }
 QUICK = dict(max_epochs=2, ensemble=1, max_windows=20, baselines=("naive", "seasonal_naive", "naive2"))
+# --defaults: what a new user states about the files and nothing else (grukit train forecast --data ...
+# --test-data ... --horizon H [--season-length 24]); the rest is grukit's defaults
+DEFAULTS = {"Hourly": dict(horizon=48, season_length=24), "Weekly": dict(horizon=13)}
 
 
-def run_one(freq: str, quick: bool, out: Path, baselines: tuple[str, ...] = ()) -> dict:
-    cfg = dict(SETUPS[freq], data=str(DATA / f"{freq}-train.csv"), test_data=str(DATA / f"{freq}-test.csv"))
+def run_one(freq: str, quick: bool, out: Path, baselines: tuple[str, ...] = (), defaults: bool = False) -> dict:
+    setup = dict(DEFAULTS[freq], n_jobs=2, progress=False) if defaults else SETUPS[freq]
+    cfg = dict(setup, data=str(DATA / f"{freq}-train.csv"), test_data=str(DATA / f"{freq}-test.csv"))
     if quick:
         cfg.update(QUICK)
     if baselines:
         cfg["baselines"] = baselines
-    run_dir, i = out / freq, 1
+    name = freq + ("-defaults" if defaults else "")
+    run_dir, i = out / name, 1
     while run_dir.exists():
         i += 1
-        run_dir = out / f"{freq}-{i}"
+        run_dir = out / f"{name}-{i}"
     t0 = time.time()
     run = fit("forecast", out=run_dir, evaluate=False, **{"threads": 0, **cfg})   # GRUKIT_THREADS's count
     t_train = time.time() - t0
@@ -127,7 +133,8 @@ def run_one(freq: str, quick: bool, out: Path, baselines: tuple[str, ...] = ()) 
     rows["published: ETS benchmark"] = {"MSIS": ETS_MSIS[freq]}
     cols = ["sMAPE", "MASE", "OWA", "MSIS", "coverage", "seconds"]
     shown = {k: {c: round(v[c], 3) for c in cols if c in v} for k, v in rows.items()}
-    print_table(shown, title=f"M4 {freq}: train {t_train:.0f} s, forecast + baselines {t_eval:.0f} s "
+    print_table(shown, title=f"M4 {freq}{' (defaults)' if defaults else ''}: train {t_train:.0f} s, forecast + "
+                             f"baselines {t_eval:.0f} s "
                              f"({run.path})")
     return {"table": shown, "train_seconds": round(t_train, 1), "evaluate_seconds": round(t_eval, 1),
             "run": str(run.path), "config": cfg}
@@ -140,6 +147,8 @@ def main(argv: list[str]) -> None:
     ap.add_argument("freqs", nargs="*", metavar="{Hourly,Weekly}", help="M4 sets to run (default: both)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: few epochs, cheap baselines (about a minute)")
     ap.add_argument("--baselines", default="", help="comma-separated baselines to fit (default: all)")
+    ap.add_argument("--defaults", action="store_true", help="grukit's defaults with only the horizon (and Hourly's "
+                    "season length) given, as a new user would run them, instead of the hand-set setup")
     args = ap.parse_args(argv)
     if set(args.freqs) - {"Hourly", "Weekly"}:
         ap.error(f"unknown M4 set(s) {sorted(set(args.freqs) - {'Hourly', 'Weekly'})}: expected Hourly or Weekly")
@@ -154,7 +163,8 @@ def main(argv: list[str]) -> None:
     results_file = out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     for f in freqs:
-        results[f + ("-quick" if quick else "")] = run_one(f, quick, out, baselines)
+        key = f + ("-defaults" if args.defaults else "") + ("-quick" if quick else "")
+        results[key] = run_one(f, quick, out, baselines, args.defaults)
         out.mkdir(parents=True, exist_ok=True)
         results_file.write_text(json.dumps(results, indent=2, default=str))
 

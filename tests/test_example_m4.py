@@ -35,6 +35,27 @@ def test_m4_example_quick_run_writes_the_table(tmp_path, freq):
     assert result["table"]["published: Smyl ES-RNN"]["OWA"] == {"Hourly": 0.44, "Weekly": 0.851}[freq]
 
 
+def test_m4_example_defaults_run_states_only_the_horizon(tmp_path):
+    """--defaults trains grukit's defaults with only the horizon given (what a new user states)."""
+    if not (M4 / "Weekly-train.csv").is_file():
+        pytest.skip(f"M4 Weekly files not found under {M4}")
+    data = tmp_path / "m4"
+    data.mkdir()
+    for part in ("train", "test"):
+        pd.read_csv(M4 / f"Weekly-{part}.csv").iloc[:12].to_csv(data / f"Weekly-{part}.csv", index=False)
+    env = {**os.environ, "M4_DATA": str(data), "GRUKIT_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "m4.py"), "Weekly", "--quick", "--defaults"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "runs" / "m4" / "results.json").read_text())["Weekly-defaults-quick"]
+    assert result["config"]["horizon"] == 13 and "hidden_size" not in result["config"]
+    from grukit.runs import Run
+    cfg = Run(tmp_path / result["run"]).config
+    assert (cfg.hidden_size, cfg.batch_size, cfg.lookback) == (32, 16, 36)      # the defaults, lookback resolved
+    assert np.isfinite(result["table"]["grukit (ours)"]["OWA"])
+
+
 def test_weekly_tune_file_starts_from_the_hand_set_setup_and_refits_at_its_budget():
     """examples/m4_weekly_tune.yaml: trial 0 is examples/m4.py's hand-set Weekly setting, trials are one model
     of at most 6 minutes, and the best setting is refit at the hand-set's own budget (its ensemble and cap), so
