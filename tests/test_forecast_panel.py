@@ -618,3 +618,22 @@ def test_skipped_time_steps_are_named_not_silent(tmp_path):
     np.testing.assert_allclose(s.y[:7, 0], [1, 2, 3, 4, 5, 6, 7])
     assert np.isnan(s.y[7:]).all()
     np.testing.assert_allclose(s.known[:, 0], np.arange(9.0))
+
+
+def test_patience_counts_steps_on_a_panel_whose_epochs_are_long():
+    """patience_steps: a single series' short epochs keep the patience of 30 epochs; a panel whose epoch is
+    thousands of steps waits at most patience_steps steps, at least 3 epochs; 0 counts epochs only."""
+    from grukit.tasks.forecast import resolve_patience
+    assert resolve_patience(ForecastConfig(), 80) == 30                     # 5 steps an epoch: 30 epochs
+    assert resolve_patience(ForecastConfig(), 16 * 500) == 6                # 500 steps: 3,000 steps = 6 epochs
+    cfg = ForecastConfig()
+    assert resolve_patience(cfg, 58_000) == 3 and cfg.patience == 3         # M4 Weekly at the defaults
+    assert resolve_patience(ForecastConfig(patience_steps=0), 58_000) == 30
+    assert resolve_patience(ForecastConfig(patience=0), 58_000) == 0       # early stopping off stays off
+    with pytest.raises(ConfigError, match="patience_steps=-1"):
+        ForecastConfig(patience_steps=-1).validate()
+    cfg = ForecastConfig(data="airline")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepare(cfg)
+    assert cfg.patience == 30                                               # the built-ins keep theirs

@@ -41,7 +41,7 @@ from .forecast_intervals import MAX_SCALE, MIN_SCORES_FACTOR, apply_scales, conf
 from .heads import DirectForecastHead
 
 __all__ = ["ForecastTask", "prepare", "prepare_series", "held_out", "skip_season", "ses_alpha", "resolve_lookback",
-           "resolve_max_windows",
+           "resolve_max_windows", "resolve_patience",
            "forecast_series", "after_fit", "evaluate", "predict", "Series", "choose_transform", "season_of",
            "mase_weights", "validation_folds", "SHORT_SERIES"]
 
@@ -169,6 +169,7 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
     train_ds = WindowDataset(zs, cov_list, train_idx, L, H, K, sids, cfg.lookbacks, cfg.seed)
     val_ds = WindowDataset(zs, cov_list, val_idx, L, H, K, sids)
     C, P = len(roles["target"]), len(roles["past"])
+    resolve_patience(cfg, len(train_ds))
     short = [s.id for s in series if s.n_obs - hold < L + H]
     meta = {"input_size": C + 1 + K + P + cfg.series_embedding, "n_targets": C, "n_known": K, "n_past": P,
             "roles": roles, "transform": transform, "season_length": int(m), "scalers": scalers,
@@ -237,6 +238,21 @@ def resolve_max_windows(cfg: ForecastConfig, lengths: list[int], hold: int, look
         warnings.warn(f"{len(lengths)} series give {int(counts.sum()):,} training windows; each trains on at most "
                       f"{lo}, evenly spaced over its history (max_windows; -1 = all)", stacklevel=2)
     return lo
+
+
+MIN_PATIENCE = 3          # patience_steps never stops sooner than this many epochs without improvement
+
+
+def resolve_patience(cfg: ForecastConfig, n_windows: int) -> int:
+    """Early stopping's patience in epochs: ``patience``, or fewer where an epoch of ``n_windows`` training
+    windows is so many steps that ``patience_steps`` pass in fewer epochs, but at least ``MIN_PATIENCE``
+    (a single series: ~10 steps an epoch, 30 epochs; M4 Weekly at the defaults: ~3,600 steps, 3). Written
+    into ``cfg`` so the run's config.yaml (and a resume) records it."""
+    if cfg.patience_steps <= 0 or cfg.patience <= MIN_PATIENCE:
+        return cfg.patience
+    steps = max(1, math.ceil(n_windows / cfg.batch_size))
+    cfg.patience = min(cfg.patience, max(MIN_PATIENCE, math.ceil(cfg.patience_steps / steps)))
+    return cfg.patience
 
 
 def validation_folds(cfg: ForecastConfig) -> list[int]:

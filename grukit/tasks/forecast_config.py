@@ -102,7 +102,10 @@ class ForecastConfig(TaskConfig):
     n_jobs: int = opt(1, "processes fitting the baselines (0 = one per CPU)")
     batch_size: int = opt(16, "windows per batch")
     max_epochs: int = opt(200, "upper bound on training epochs")
-    patience: int = opt(30, "early stopping patience in epochs")
+    patience: int = opt(30, "early stopping patience in epochs (at most; see patience_steps)")
+    patience_steps: int = opt(3000, "early stopping waits at most this many optimiser steps, at least 3 epochs: "
+                                    "a panel whose epoch is thousands of steps stops after a few epochs without "
+                                    "improvement instead of 30 (0 = patience counts epochs only)")
     hidden_size: int = opt(32, "GRU units")
     lr: float = opt(1e-2, "Adam learning rate")
 
@@ -149,6 +152,8 @@ class ForecastConfig(TaskConfig):
                      "expected integers >= 0")
         if self.max_windows < -1 or self.series_embedding < 0 or self.n_jobs < -1:
             p.append("max_windows must be >= -1 (-1 = all, 0 = auto), series_embedding >= 0, n_jobs >= -1")
+        if self.patience_steps < 0:
+            p.append(f"patience_steps={self.patience_steps}: expected an integer >= 0 (0 = patience in epochs only)")
         choice(p, "head_init", self.head_init, ["auto", "baseline", "random"])
         choice(p, "calibrate", self.calibrate, ["auto", "on", "off"])
         if not 0 <= self.patch <= self.lookback:
