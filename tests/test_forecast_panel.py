@@ -621,19 +621,20 @@ def test_skipped_time_steps_are_named_not_silent(tmp_path):
 
 
 def test_patience_counts_steps_on_a_panel_whose_epochs_are_long():
-    """patience_steps: a single series' short epochs keep the patience of 30 epochs; a panel whose epoch is
-    thousands of steps waits at most patience_steps steps, at least 3 epochs; 0 counts epochs only."""
+    """patience_steps (off by default): a single series' short epochs keep the patience of 30 epochs; a panel
+    whose epoch is thousands of steps waits at most patience_steps steps, at least 3 epochs."""
     from grukit.tasks.forecast import resolve_patience
-    assert resolve_patience(ForecastConfig(), 80) == 30                     # 5 steps an epoch: 30 epochs
-    assert resolve_patience(ForecastConfig(), 16 * 500) == 6                # 500 steps: 3,000 steps = 6 epochs
-    cfg = ForecastConfig()
-    assert resolve_patience(cfg, 58_000) == 3 and cfg.patience == 3         # M4 Weekly at the defaults
-    assert resolve_patience(ForecastConfig(patience_steps=0), 58_000) == 30
-    assert resolve_patience(ForecastConfig(patience=0), 58_000) == 0       # early stopping off stays off
+    steps = dict(patience_steps=3000)
+    assert resolve_patience(ForecastConfig(**steps), 80) == 30              # 5 steps an epoch: 30 epochs
+    assert resolve_patience(ForecastConfig(**steps), 16 * 500) == 6         # 500 steps: 3,000 steps = 6 epochs
+    cfg = ForecastConfig(**steps)
+    assert resolve_patience(cfg, 58_000) == 3 and cfg.patience == 3         # M4 Weekly's epochs: 3 (the least)
+    assert resolve_patience(ForecastConfig(), 58_000) == 30                # off by default: epochs only
+    assert resolve_patience(ForecastConfig(patience=0, **steps), 58_000) == 0   # early stopping off stays off
     with pytest.raises(ConfigError, match="patience_steps=-1"):
         ForecastConfig(patience_steps=-1).validate()
-    cfg = ForecastConfig(data="airline")
+    cfg = ForecastConfig(data="airline", **steps)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prepare(cfg)
-    assert cfg.patience == 30                                               # the built-ins keep theirs
+    assert cfg.patience == 30                                               # a single series keeps 30

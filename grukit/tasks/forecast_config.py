@@ -103,9 +103,9 @@ class ForecastConfig(TaskConfig):
     batch_size: int = opt(16, "windows per batch")
     max_epochs: int = opt(200, "upper bound on training epochs")
     patience: int = opt(30, "early stopping patience in epochs (at most; see patience_steps)")
-    patience_steps: int = opt(3000, "early stopping waits at most this many optimiser steps, at least 3 epochs: "
-                                    "a panel whose epoch is thousands of steps stops after a few epochs without "
-                                    "improvement instead of 30 (0 = patience counts epochs only)")
+    patience_steps: int = opt(0, "early stopping waits at most this many optimiser steps, at least 3 epochs, so "
+                                 "a panel whose epoch is thousands of steps stops after a few idle epochs (0 = off: "
+                                 "patience counts epochs; on M4 Weekly 3000 cut training 8x and cost OWA 0.13)")
     hidden_size: int = opt(32, "GRU units")
     lr: float = opt(1e-2, "Adam learning rate")
 
