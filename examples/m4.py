@@ -101,7 +101,7 @@ SETUPS = {
     "Hourly": dict(COMMON, horizon=48, season_length=24, lookback=336, lookbacks=(168, 252, 336), max_windows=200,
                    hidden_size=48, mase_loss=True, max_epochs=40, max_minutes=10, ensemble=2),
     "Weekly": dict(COMMON, horizon=13, season_length=1, lookback=52, lookbacks=(26, 39, 52), max_windows=150,
-                   max_epochs=10, max_minutes=12, ensemble=3),
+                   max_epochs=10, max_minutes=12, ensemble=3, mase_loss=False),   # as measured (0.815)
 }
 QUICK = dict(max_epochs=2, ensemble=1, max_windows=20, baselines=("naive", "seasonal_naive", "naive2"))
 # --defaults: what a new user states about the files and nothing else (grukit train forecast --data ...

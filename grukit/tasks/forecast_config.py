@@ -85,8 +85,10 @@ class ForecastConfig(TaskConfig):
                                   "smoothed level)")
     skip_decay: float = opt(0.0, "L2 penalty on the linear skip's departure from its start (the naive or mean "
                                  "forecast), added to the training loss: a prior for short, noisy series")
-    mase_loss: bool = opt(False, "weight each series' training loss by 1 / its in-sample mean absolute seasonal "
-                                 "difference (encoded units), as MASE scales errors, instead of equally")
+    mase_loss: bool = opt(True, "weight each series' training and validation loss by 1 / its in-sample mean "
+                                "absolute seasonal difference (encoded units), as MASE scales errors, instead of "
+                                "equally; a single series' weight is 1, so this changes panels only (M4 Weekly "
+                                "and Hourly and M1 at the defaults gained with it, see README)")
     calibrate: str = opt("auto", "rescale the prediction intervals around the point forecast, per horizon step, "
                                  "so that they cover the nominal share of the validation targets (conformal, "
                                  "on forecasts of points never trained on): on, off, auto (on when every "
