@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 M4 = REPO.parent / "shared" / "data" / "m4"
 
 
-@pytest.mark.parametrize("freq", ["Hourly", "Weekly"])
-def test_m4_example_quick_run_writes_the_table(tmp_path, freq):
+def _run_example(tmp_path, freq: str, *flags: str) -> dict:
+    """examples/m4.py FREQ --quick FLAGS on a 12-series slice of the M4 file; its results.json entries."""
     if not (M4 / f"{freq}-train.csv").is_file():
         pytest.skip(f"M4 {freq} files not found under {M4}")
     data = tmp_path / "m4"
@@ -25,10 +25,15 @@ def test_m4_example_quick_run_writes_the_table(tmp_path, freq):
         pd.read_csv(M4 / f"{freq}-{part}.csv").iloc[:12].to_csv(data / f"{freq}-{part}.csv", index=False)
     env = {**os.environ, "M4_DATA": str(data), "GRUKIT_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(REPO / "examples" / "m4.py"), freq, "--quick"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "m4.py"), freq, "--quick", *flags],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads((tmp_path / "runs" / "m4" / "results.json").read_text())[f"{freq}-quick"]
+    return json.loads((tmp_path / "runs" / "m4" / "results.json").read_text())
+
+
+@pytest.mark.parametrize("freq", ["Hourly", "Weekly"])
+def test_m4_example_quick_run_writes_the_table(tmp_path, freq):
+    result = _run_example(tmp_path, freq)[f"{freq}-quick"]
     ours, naive2 = result["table"]["grukit (ours)"], result["table"]["naive2"]
     assert np.isfinite(ours["OWA"]) and ours["OWA"] > 0 and naive2["OWA"] == pytest.approx(1.0, abs=1e-3)
     assert 0 <= ours["coverage"] <= 1 and result["train_seconds"] > 0
@@ -37,18 +42,7 @@ def test_m4_example_quick_run_writes_the_table(tmp_path, freq):
 
 def test_m4_example_defaults_run_states_only_the_horizon(tmp_path):
     """--defaults trains grukit's defaults with only the horizon given (what a new user states)."""
-    if not (M4 / "Weekly-train.csv").is_file():
-        pytest.skip(f"M4 Weekly files not found under {M4}")
-    data = tmp_path / "m4"
-    data.mkdir()
-    for part in ("train", "test"):
-        pd.read_csv(M4 / f"Weekly-{part}.csv").iloc[:12].to_csv(data / f"Weekly-{part}.csv", index=False)
-    env = {**os.environ, "M4_DATA": str(data), "GRUKIT_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(REPO / "examples" / "m4.py"), "Weekly", "--quick", "--defaults"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads((tmp_path / "runs" / "m4" / "results.json").read_text())["Weekly-defaults-quick"]
+    result = _run_example(tmp_path, "Weekly", "--defaults")["Weekly-defaults-quick"]
     assert result["config"]["horizon"] == 13 and "hidden_size" not in result["config"]
     from grukit.runs import Run
     cfg = Run(tmp_path / result["run"]).config
