@@ -221,9 +221,6 @@ class StartScore(Callback):
     Runs only on a fresh start (a resumed run has the start's score in its checkpoint state already); a task
     that carries its recurrent state across batches is scored from a zero state per batch."""
 
-    def __init__(self):
-        self.score: float | None = None
-
     @torch.no_grad()
     def validation_loss(self, trainer, pl_module) -> torch.Tensor | None:
         loaders = trainer.val_dataloaders
@@ -257,7 +254,6 @@ class StartScore(Callback):
         loss = self.validation_loss(trainer, pl_module)
         if loss is None or not torch.isfinite(loss):
             return
-        self.score = float(loss)
         score = loss.detach().cpu()
         for cb in trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.save_top_k == 1 and cb.dirpath:

@@ -110,10 +110,10 @@ def _combine_duplicates(df: pd.DataFrame, roles: dict, times: pd.Series, path: s
     return agg
 
 
-def _fill_gaps(s: Series) -> Series:
-    """``s`` on its full time grid: the rows of the skipped steps inserted, every column linearly interpolated
-    between its neighbours (targets only up to the last observed one; future rows keep their empty targets)."""
-    grid, pos = time_grid(s.times)
+def _fill_gaps(s: Series, grid: pd.Series, pos: np.ndarray) -> Series:
+    """``s`` on its full time ``grid`` (``pos``: each row's place on it, :func:`time_grid`): the rows of the
+    skipped steps inserted, every column linearly interpolated between its neighbours (targets only up to the
+    last observed one; future rows keep their empty targets)."""
     G = len(grid)
     n_obs = int(pos[s.n_obs - 1]) + 1 if s.n_obs else 0
 
@@ -180,8 +180,9 @@ def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future
         past = np.stack(feats[K:], 1) if roles["past"] else np.zeros((len(idx), 0))
         t = times.iloc[idx].reset_index(drop=True) if times is not None else None
         series = Series(str(sid), t, y, known, past, n_obs)
-        gap = time_gaps(t)
-        if gap is not None:
+        found = time_grid(t)
+        if found is not None:
+            gap = time_gaps(t, found)
             what = f"{'series ' + repr(str(sid)) + ' ' if roles['id_col'] else ''}{gap[0]} missing, the first {gap[1]}"
             if gaps == "error":
                 raise DataError(f"{what.replace(' missing', ' time steps missing', 1)}; expected one row per time "
@@ -189,7 +190,7 @@ def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future
                                 "rows as consecutive)", path=path, column=roles["time_col"])
             skipped.append(what)
             if gaps == "interpolate":
-                series = _fill_gaps(series)
+                series = _fill_gaps(series, *found)
         out.append(series)
     if skipped:
         done = ("filled by linear interpolation (--gaps keep reads the rows as consecutive steps instead)"

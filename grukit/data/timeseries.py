@@ -199,10 +199,11 @@ def time_grid(times: pd.Series | None) -> tuple[pd.Series, np.ndarray] | None:
     return pd.Series(grid), pos
 
 
-def time_gaps(times: pd.Series | None) -> tuple[int, Any] | None:
+def time_gaps(times: pd.Series | None, found: tuple[pd.Series, np.ndarray] | None = None
+              ) -> tuple[int, Any] | None:
     """(number of missing time steps, the first missing stamp) of a time column with gaps (see
-    :func:`time_grid`); None when it has none."""
-    found = time_grid(times)
+    :func:`time_grid`; ``found``: its result, when the caller has it already); None when it has none."""
+    found = found or time_grid(times)
     if found is None:
         return None
     grid, pos = found
