@@ -153,6 +153,9 @@ def test_ucr_archive_rows(tmp_path):
     (tmp_path / "d.tsv").write_text("1\t0.5\t0.25\n2\t0.5\tabc\n")
     with pytest.raises(DataError, match=r"d.tsv, line 2, column 'value 2': value 'abc' is not a number"):
         read_labelled(tmp_path / "d.tsv")
+    (tmp_path / "i.tsv").write_text("1\t0.5\t0.25\n2\t0.5\tinf\n")          # at the end: not padding
+    with pytest.raises(DataError, match=r"i.tsv, line 2, column 'value 2': infinite value"):
+        read_labelled(tmp_path / "i.tsv")
     (tmp_path / "e.tsv").write_text("label\tx\ty\n1\t2\t3\n")
     with pytest.raises(DataError, match=r"e.tsv, line 1: not UCR archive rows: 'label\\tx\\ty' is not all"):
         read_labelled(tmp_path / "e.tsv")

@@ -124,10 +124,7 @@ def _fill_gaps(s: Series, grid: pd.Series, pos: np.ndarray) -> Series:
             out[:upto, j] = np.interp(np.arange(upto), pos[:rows], a[:rows, j])
         return out
 
-    y = fill(s.y, s.n_obs)
-    known = fill(s.known, len(pos))
-    past = np.nan_to_num(fill(s.past, len(pos)))
-    return Series(s.id, grid, y, known, past, n_obs)
+    return Series(s.id, grid, fill(s.y, s.n_obs), fill(s.known, len(pos)), fill(s.past, len(pos)), n_obs)
 
 
 def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future: bool = False,

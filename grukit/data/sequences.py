@@ -1,5 +1,5 @@
-"""Reading labelled sequence collections for classification: ``.npz``, ``.ts`` (sktime/aeon), the UCR archive's
-headerless ``.tsv``/``.txt``/``.csv`` rows (label, then the values), long CSV/Parquet.
+"""Reading labelled sequence collections for classification: ``.npz``, ``.ts`` and ``.arff`` (aeon's readers), the
+UCR archive's headerless ``.tsv``/``.txt``/``.csv`` rows (label, then the values), long CSV/Parquet.
 
 Every reader returns ``(sequences, labels)``: a list of float32 ``(T_i, F)`` arrays (each keeps its own
 length) and string labels (or None when the file has none). Problems raise :class:`~grukit.errors.DataError`
@@ -21,8 +21,8 @@ __all__ = ["read_npz", "read_ts", "read_arff", "read_ucr", "is_ucr_rows", "read_
 
 def read_labelled(p: str | Path, need_labels: bool = True, id_col: str = "id", time_col: str = "time",
                   label_col: str = "label") -> tuple[list[np.ndarray], np.ndarray | None]:
-    """Sequences and labels of a ``.npz``, ``.ts``, ``.tsv``/``.txt`` (UCR rows), ``.csv`` (UCR rows when its
-    first line is all numbers, else long format) or ``.parquet`` file, chosen by its suffix."""
+    """Sequences and labels of a ``.npz``, ``.ts``, ``.arff``, ``.tsv``/``.txt`` (UCR rows), ``.csv`` (UCR rows
+    when its first line is all numbers, else long format) or ``.parquet`` file, chosen by its suffix."""
     p = Path(p)
     if not p.exists():
         raise DataError("file not found", path=p)
@@ -169,16 +169,25 @@ def _ucr_sep(first: str) -> str:
     return "\t" if "\t" in first else "," if "," in first else r"\s+"
 
 
+def _first_line(p: Path) -> str | None:
+    try:
+        with open(p, encoding="utf-8") as f:
+            return f.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _is_ucr_line(first: str | None) -> bool:
+    if not first:
+        return False
+    cells = [c for c in pd.Series([first]).str.split(_ucr_sep(first), regex=True)[0] if c != ""]
+    return len(cells) >= 3 and bool(pd.to_numeric(pd.Series(cells), errors="coerce").notna().all())
+
+
 def is_ucr_rows(p: Path) -> bool:
     """True when the first line of ``p`` is all numbers (no header) with a label and at least two values: the
     UCR archive's layout (2018's ``.tsv``, the older comma- or space-separated ``.txt``/``.csv``)."""
-    try:
-        with open(p, encoding="utf-8") as f:
-            first = f.readline().strip()
-    except (OSError, UnicodeDecodeError):
-        return False
-    cells = [c for c in pd.Series([first]).str.split(_ucr_sep(first), regex=True)[0] if c != ""]
-    return len(cells) >= 3 and pd.to_numeric(pd.Series(cells), errors="coerce").notna().all()
+    return _is_ucr_line(_first_line(p))
 
 
 def read_ucr(p: Path) -> tuple[list[np.ndarray], np.ndarray]:
@@ -188,10 +197,9 @@ def read_ucr(p: Path) -> tuple[list[np.ndarray], np.ndarray]:
     interpolation with a warning. Labels that are whole numbers written as floats (``1.0000000e+00``) read
     as ``1``."""
     import warnings
-    with open(p, encoding="utf-8", errors="replace") as f:
-        first = f.readline().strip()
-    if not is_ucr_rows(p):
-        raise DataError(f"not UCR archive rows: {first[:60]!r} is not all numbers; expected the label, then "
+    first = _first_line(p)
+    if not _is_ucr_line(first):
+        raise DataError(f"not UCR archive rows: {(first or '')[:60]!r} is not all numbers; expected the label, then "
                         "the series' values, no header (or a .csv in long format, or .ts)", path=p, line=1)
     try:
         df = pd.read_csv(p, header=None, sep=_ucr_sep(first), engine="python", dtype=str, skip_blank_lines=True)
@@ -211,15 +219,15 @@ def read_ucr(p: Path) -> tuple[list[np.ndarray], np.ndarray]:
     X = values.to_numpy(np.float64)
     seqs, gaps = [], []
     for i, row in enumerate(X):
+        if np.isinf(row).any():                      # checked on the whole row: one at the end is no padding
+            raise DataError("infinite value; expected finite numbers", path=p, line=i + 1,
+                            column=f"value {int(np.flatnonzero(np.isinf(row))[0]) + 1}")
         ok = np.flatnonzero(np.isfinite(row))
         if ok.size == 0:
             raise DataError("a row with a label and no values; expected at least one number after the label",
                             path=p, line=i + 1)
         row = row[: ok[-1] + 1]                                          # the padding after a shorter series
         if ok.size < row.size:
-            if np.isinf(row).any():
-                raise DataError("infinite value; expected finite numbers", path=p, line=i + 1,
-                                column=f"value {int(np.flatnonzero(np.isinf(row))[0]) + 1}")
             gaps.append(i + 1)
             row = np.interp(np.arange(row.size), ok, row[ok])
         seqs.append(row.astype(np.float32)[:, None])

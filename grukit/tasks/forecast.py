@@ -41,7 +41,7 @@ from .forecast_intervals import MAX_SCALE, MIN_SCORES_FACTOR, apply_scales, conf
 from .heads import DirectForecastHead
 
 __all__ = ["ForecastTask", "prepare", "prepare_series", "held_out", "skip_season", "ses_alpha", "resolve_lookback",
-           "resolve_max_windows", "resolve_patience",
+           "resolve_max_windows", "resolve_patience", "resolve_plan",
            "forecast_series", "after_fit", "evaluate", "predict", "Series", "choose_transform", "season_of",
            "mase_weights", "validation_folds", "SHORT_SERIES"]
 
@@ -137,10 +137,8 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
     ``backtests x horizon`` for the evaluation), plus ``fold_shift`` (an earlier rolling-origin validation fold)."""
     hold = held_out(cfg) if hold is None else hold + cfg.fold_shift
     series = drop_short(series, hold + 2, f"train and hold out {hold} points", path)
-    m = cfg.season_length or season_from_times(series[0].times)
-    tested = skip_season([s.y[: s.n_obs - hold, 0] for s in series], int(m))
-    L, H = resolve_lookback(cfg, [s.n_obs for s in series], hold, season=tested), cfg.horizon
-    resolve_max_windows(cfg, [s.n_obs for s in series], hold, L)
+    m, tested, L, _ = resolve_plan(cfg, series, hold)
+    H = cfg.horizon
     if not any(s.n_obs - hold >= H + 1 for s in series):
         n, folds = max(s.n_obs for s in series), (0 if cfg.test_data else cfg.backtests)
         fits = (n - 1 - cfg.fold_shift) // (folds + 1)     # the longest series: n - folds x H - shift >= H + 1
@@ -240,6 +238,18 @@ def resolve_max_windows(cfg: ForecastConfig, lengths: list[int], hold: int, look
     return lo
 
 
+def resolve_plan(cfg: ForecastConfig, series: list[Series], hold: int, in_place: bool = True
+                 ) -> tuple[int, int, int, int]:
+    """(season, the season M4's test finds (:func:`skip_season`), lookback, max_windows) of ``series`` whose last
+    ``hold`` points are held out: the automatic values where the config has 0 (written into it with
+    ``in_place``), one place for training and for ``grukit tune``'s fold plan."""
+    m = int(cfg.season_length or season_from_times(series[0].times))
+    lengths = [s.n_obs for s in series]
+    tested = skip_season([s.y[: s.n_obs - hold, 0] for s in series], m)
+    lookback = resolve_lookback(cfg, lengths, hold, in_place=in_place, season=tested)
+    return m, tested, lookback, resolve_max_windows(cfg, lengths, hold, lookback, in_place=in_place)
+
+
 MIN_PATIENCE = 3          # patience_steps never stops sooner than this many epochs without improvement
 
 
@@ -263,11 +273,7 @@ def validation_folds(cfg: ForecastConfig) -> list[int]:
                                      time_col=cfg.time_col, target=cfg.target, known=cfg.known, past=cfg.past,
                                      id_col=cfg.id_col)
     hold = held_out(cfg)
-    tested = skip_season([s.y[: s.n_obs - hold, 0] for s in series],
-                         int(cfg.season_length or season_from_times(series[0].times)))
-    lookback = resolve_lookback(cfg, [s.n_obs for s in series], hold, in_place=False,   # a search's start stays
-                                season=tested)
-    windows = resolve_max_windows(cfg, [s.n_obs for s in series], hold, lookback, in_place=False)
+    _, _, lookback, windows = resolve_plan(cfg, series, hold, in_place=False)   # a search's start stays auto
     longest = max(series, key=lambda s: s.n_obs)
     end = longest.n_obs - hold
     k = cfg.val_origins or (3 if len(series) == 1 and end < SHORT_SERIES else 1)

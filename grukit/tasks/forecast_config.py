@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..config import TaskConfig, choice, opt
+from ..data.panel import DUPLICATES, GAPS
 
 __all__ = ["ForecastConfig", "BASELINE_NAMES"]
 
@@ -145,8 +146,8 @@ class ForecastConfig(TaskConfig):
         if self.backtests < 1 or self.ensemble < 1 or self.season_length < 0:
             p.append("backtests and ensemble must be >= 1, season_length >= 0")
         choice(p, "layout", self.layout, ["auto", "long", "wide"])
-        choice(p, "duplicates", self.duplicates, ["error", "mean", "sum", "last"])
-        choice(p, "gaps", self.gaps, ["interpolate", "keep", "error"])
+        choice(p, "duplicates", self.duplicates, list(DUPLICATES))
+        choice(p, "gaps", self.gaps, list(GAPS))
         if any(not 1 <= k <= (self.lookback or k) for k in self.lookbacks):
             p.append(f"lookbacks={list(self.lookbacks)}: expected lengths between 1 and lookback={self.lookback}")
         if self.val_origins < 0 or self.val_step < 0 or self.fold_shift < 0:
