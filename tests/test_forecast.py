@@ -136,7 +136,8 @@ BAD = [
     ("misspelled", None, {"target": "sale"}, "did you mean 'sales'"),
     ("non_numeric", lambda p: p.write_text("date,sales\n2020-01-01,1\n2020-01-02,abc\n"), {}, "line 3"),
     ("nan", lambda p: p.write_text("date,sales\n" + "".join(f"2020-01-{i + 1:02d},{'nan' if i == 5 else i}\n"
-                                                               for i in range(28))), {}, "line 7"),
+                                                               for i in range(28))), {"gaps": "error"},
+     "line 7.*--gaps interpolate"),
     ("inf", lambda p: p.write_text("date,sales\n" + "".join(f"2020-01-{i + 1:02d},{'inf' if i == 3 else i}\n"
                                                                for i in range(28))), {}, "infinite"),
     ("short", lambda p: series_csv(p, n=8, ids=("a",), known=False), {}, "too short"),

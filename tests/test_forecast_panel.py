@@ -620,6 +620,67 @@ def test_skipped_time_steps_are_named_not_silent(tmp_path):
     np.testing.assert_allclose(s.known[:, 0], np.arange(9.0))
 
 
+
+def test_empty_values_inside_a_series_are_filled_in_time_and_named(tmp_path):
+    """Empty target cells between a series' values (statsmodels' weekly CO2 has 59) are interpolated in time,
+    across a skipped step too, with one warning naming the series and the first line; rows before a series'
+    first value (it starts later in a shared time axis) are dropped; keep drops the rows, error refuses with
+    the line and the way out; covariates' empty cells are filled as well; the series' filled mask marks the
+    targets that were not observed."""
+    from grukit.data.panel import load_panel
+    t = pd.date_range("2022-01-01", periods=40, freq="D")
+    y = np.arange(40.0) * 2
+    frame = pd.DataFrame({"date": t, "id": "a", "y": y, "k": np.arange(40.0)})
+    late = frame.assign(id="b")
+    late.loc[:9, "y"] = np.nan                                      # b starts on day 11
+    frame.loc[[5, 6], "y"] = np.nan                                 # a: two empty values,
+    frame.loc[12, "k"] = np.nan                                     # an empty covariate,
+    frame = pd.concat([frame.drop(index=[7]), late])                # and the day after them skipped
+    frame.to_csv(tmp_path / "holes.csv", index=False)
+    kw = dict(id_col="id", target=("y",), known=("k",))
+    with pytest.warns(UserWarning, match=r"1 series have empty values inside \(series 'a': 3 rows, the first on "
+                                         r"line 7\): filled by linear interpolation"):
+        a, b = load_panel(str(tmp_path / "holes.csv"), **kw)[0]
+    np.testing.assert_allclose(a.y[:, 0], y)                        # 4 -> 14 over days 5-7: on the line
+    np.testing.assert_allclose(a.known[:, 0], np.arange(40.0))
+    assert np.flatnonzero(a.filled).tolist() == [5, 6, 7] and a.n_filled(0, 40) == 3
+    assert b.n_obs == 30 and b.times.iloc[0] == t[10] and not b.filled.any()
+    with pytest.warns(UserWarning, match=r"their rows dropped"):
+        a, _ = load_panel(str(tmp_path / "holes.csv"), id_col="id", target=("y",), gaps="keep")[0]
+    assert a.n_obs == 37 and 10.0 not in a.y[:, 0]
+    with pytest.raises(DataError, match=r"line 7, column 'y': missing/NaN target value in series 'a'.*or pass "
+                                        r"--gaps interpolate"):
+        load_panel(str(tmp_path / "holes.csv"), gaps="error", **kw)
+    # the wide layout: blanks before the start are a later start, blanks inside are filled, kept out or refused
+    wide = pd.DataFrame({"id": ["A", "B"], "V1": [np.nan, 1.0], "V2": [1.0, np.nan], "V3": [2.0, 3.0],
+                         "V4": [np.nan, 7.0]})
+    wide.to_csv(tmp_path / "wide.csv", index=False)
+    with pytest.warns(UserWarning, match=r"series 'B': 1 cells, the first in column 'V2'"):
+        A, B = load_panel(str(tmp_path / "wide.csv"))[0]
+    assert A.y[:, 0].tolist() == [1.0, 2.0] and B.y[:, 0].tolist() == [1.0, 2.0, 3.0, 7.0]
+    assert B.filled.tolist() == [False, True, False, False]
+    with pytest.warns(UserWarning, match="their rows dropped"):
+        assert load_panel(str(tmp_path / "wide.csv"), gaps="keep")[0][1].y[:, 0].tolist() == [1.0, 3.0, 7.0]
+    with pytest.raises(DataError, match=r"line 3, column 'V2': gap \(empty cell\) inside series 'B' at step 2"):
+        load_panel(str(tmp_path / "wide.csv"), gaps="error")
+
+
+def test_evaluation_says_when_it_scores_interpolated_values(tmp_path):
+    """A held-out value that was an empty cell is scored against its interpolation, and the evaluation says
+    so (how many, which series) instead of passing it off as observed."""
+    from grukit.tasks.forecast_eval import cases_for
+    t = pd.date_range("2022-01-01", periods=60, freq="D")
+    frame = pd.DataFrame({"date": t, "y": np.sin(np.arange(60.0)) + 5})
+    frame.loc[57, "y"] = np.nan
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = fit("forecast", data=str(tmp_path / "d.csv"), out=tmp_path / "run", lookback=12, horizon=6,
+                  evaluate=False, **FAST)
+    with pytest.warns(UserWarning, match=r"1 of the scored values were interpolated .*'series' \(1\)"):
+        cases, _ = cases_for(run, None)
+    assert [c["filled"] for c in cases] == [1]
+
 def test_patience_counts_steps_on_a_panel_whose_epochs_are_long():
     """patience_steps (off by default): a single series' short epochs keep the patience of 30 epochs; a panel
     whose epoch is thousands of steps waits at most patience_steps steps, at least 3 epochs."""

@@ -43,6 +43,11 @@ class Series:
     known: np.ndarray              # (n, K) known-future covariates
     past: np.ndarray               # (n, P) past-only covariates
     n_obs: int                     # rows with observed targets (the rest are future rows)
+    filled: np.ndarray | None = None   # (n,) rows whose targets were interpolated (skipped steps, empty cells)
+
+    def n_filled(self, start: int, stop: int) -> int:
+        """How many of rows ``start:stop`` hold interpolated targets."""
+        return 0 if self.filled is None else int(self.filled[start:stop].sum())
 
 
 def roles_for(df: pd.DataFrame, path: str, *, time_col: str = "", target=(), known=(), past=(), id_col: str = "",
@@ -124,14 +129,58 @@ def _fill_gaps(s: Series, grid: pd.Series, pos: np.ndarray) -> Series:
             out[:upto, j] = np.interp(np.arange(upto), pos[:rows], a[:rows, j])
         return out
 
-    return Series(s.id, grid, fill(s.y, s.n_obs), fill(s.known, len(pos)), fill(s.past, len(pos)), n_obs)
+    filled = np.ones(G, bool)
+    filled[pos] = False if s.filled is None else s.filled
+    filled[n_obs:] = False
+    return Series(s.id, grid, fill(s.y, s.n_obs), fill(s.known, len(pos)), fill(s.past, len(pos)), n_obs, filled)
+
+
+def _interpolate_inside(a: np.ndarray, pos: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` (n, C) with each column's empty (NaN) cells among its first ``rows`` rows that lie between two of its
+    finite values filled by linear interpolation at the rows' positions ``pos`` (time-grid places, or row
+    numbers); cells before a column's first or after its last value stay empty. Returns (a copy, the mask (n,)
+    of rows where a cell was filled)."""
+    a, mask = a.astype(np.float64, copy=True), np.zeros(len(a), bool)
+    for j in range(a.shape[1]):
+        col = a[:rows, j]
+        ok = np.flatnonzero(np.isfinite(col))
+        if len(ok) < 2:
+            continue
+        hole = np.flatnonzero(np.isnan(col[ok[0]:ok[-1]])) + ok[0]
+        if len(hole):
+            col[hole] = np.interp(pos[hole], pos[ok], col[ok])
+            mask[hole] = True
+    return a, mask
+
+
+def _empty_inside(y: np.ndarray, rows: int) -> np.ndarray:
+    """The mask (n,) of the first ``rows`` rows with an empty target cell between two values of its column."""
+    mask = np.zeros(len(y), bool)
+    for j in range(y.shape[1]):
+        ok = np.flatnonzero(np.isfinite(y[:rows, j]))
+        if len(ok) >= 2:
+            mask[ok[0]:ok[-1]] |= np.isnan(y[ok[0]:ok[-1], j])
+    return mask
+
+
+def _values_note(path: str, found: list[str], gaps: str) -> None:
+    """One warning for the series with empty cells inside (``found``: 'series x: n values, the first on line l')."""
+    if found:
+        done = ("filled by linear interpolation (--gaps keep drops their rows, error refuses them)"
+                if gaps == "interpolate" else "their rows dropped, the rest read as consecutive steps (--gaps "
+                "interpolate fills them)")
+        warnings.warn(f"{path}: {len(found)} series have empty values inside ({'; '.join(found[:3])}"
+                      f"{' ...' if len(found) > 3 else ''}): {done}", stacklevel=3)
 
 
 def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future: bool = False,
                 duplicates: str = "error", gaps: str = "interpolate") -> list[Series]:
-    """Split a long table into series, checking every value; future rows (all targets empty) only at the end.
-    ``gaps``: time steps a series skips (days left out of daily data) are filled by linear interpolation
-    (``interpolate``), read as consecutive rows (``keep``) or refused (``error``); a warning names them."""
+    """Split a long table into series, checking every value; future rows (all targets empty) only at the end,
+    rows before a series' first target value (a series that starts later) dropped. ``gaps``: time steps a
+    series skips (days left out of daily data) and empty cells between a column's values (a sensor's missing
+    reading) are filled by linear interpolation in time (``interpolate``), read as consecutive rows (``keep``:
+    rows with an empty target dropped) or refused (``error``); a warning names them, and each series' ``filled``
+    mask keeps which targets were interpolated (the evaluation says when it scores them)."""
     df = df.reset_index(drop=True)
     for c in [*roles["target"], *roles["known"], *roles["past"]]:
         numeric(df, c, path)                                   # a non-numeric cell: its line and column
@@ -146,27 +195,50 @@ def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future
     cols = {c: numeric(df, c, path) for c in [*roles["target"], *roles["known"], *roles["past"]]}
     groups = df.groupby(df[roles["id_col"]].astype(str), sort=False).indices if roles["id_col"] else \
         {"series": np.arange(len(df))}
-    out, skipped = [], []
+    out, skipped, empty = [], [], []
     for sid, idx in groups.items():
         idx = np.asarray(idx)
         if times is not None:
             idx = idx[np.argsort(times.iloc[idx].to_numpy(), kind="stable")]
         y = np.stack([cols[c][idx] for c in roles["target"]], axis=1)          # (n, C)
         missing = np.isnan(y).all(axis=1)
+        if not missing.all() and missing[0]:                       # rows before the first value: it starts later
+            idx, y = idx[int(np.argmin(missing)):], y[int(np.argmin(missing)):]
+            missing = np.isnan(y).all(axis=1)
         n_obs = 0 if missing.all() else len(idx) - int(np.argmin(missing[::-1]))
         if not allow_future:
             n_obs = len(idx)
         who = f" in series {sid!r}" if roles["id_col"] else ""
+        inside = _empty_inside(y, n_obs)
+        covs = [*roles["known"], *roles["past"]]
+        if gaps == "interpolate" and covs:                         # covariates' empty cells are filled too
+            inside |= _empty_inside(np.stack([cols[c][idx] for c in covs], 1), n_obs)
+        if inside.any() and gaps != "error":
+            empty.append(f"{'series ' + repr(str(sid)) + ': ' if roles['id_col'] else ''}{int(inside.sum())} "
+                         f"rows, the first on line {int(idx[np.flatnonzero(inside)[0]]) + 2}")
+        if inside.any() and gaps == "keep":                        # dropped: the rest read as consecutive
+            idx, y, n_obs = idx[~inside], y[~inside], n_obs - int(inside.sum())
+            inside = np.zeros(len(idx), bool)
+        t = times.iloc[idx].reset_index(drop=True) if times is not None else None
+        found = time_grid(t)
+        pos = found[1] if found is not None else np.arange(len(idx))
+        filled = np.zeros(len(idx), bool)
+        if gaps == "interpolate":
+            y, filled = _interpolate_inside(y, pos, n_obs)
         for j, c in enumerate(roles["target"]):                                # NaN/inf in observed targets
             bad = ~np.isfinite(y[:n_obs, j])
             if bad.any():
-                raise DataError(f"{'missing/NaN' if np.isnan(y[:n_obs, j][bad][0]) else 'infinite'} target "
-                                f"value{who}; expected finite numbers (fill or drop the row)", path=path,
-                                line=int(idx[np.flatnonzero(bad)[0]]) + 2, column=c)
+                first = int(np.flatnonzero(bad)[0])
+                hint = ", or pass --gaps interpolate to fill empty values inside a series" if inside[first] else ""
+                raise DataError(f"{'missing/NaN' if np.isnan(y[first, j]) else 'infinite'} target value{who}; "
+                                f"expected finite numbers (fill or drop the row{hint})", path=path,
+                                line=int(idx[first]) + 2, column=c)
         feats = []
         for c in [*roles["known"], *roles["past"]]:
             v = cols[c][idx]
             limit = len(idx) if c in roles["known"] else n_obs
+            if gaps == "interpolate":
+                v = _interpolate_inside(v[:, None], pos, limit)[0][:, 0]
             bad = ~np.isfinite(v[:limit])
             if bad.any():
                 raise DataError(f"missing or infinite covariate value{who}; expected finite numbers", path=path,
@@ -175,9 +247,7 @@ def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future
         K = len(roles["known"])
         known = np.stack(feats[:K], 1) if K else np.zeros((len(idx), 0))
         past = np.stack(feats[K:], 1) if roles["past"] else np.zeros((len(idx), 0))
-        t = times.iloc[idx].reset_index(drop=True) if times is not None else None
-        series = Series(str(sid), t, y, known, past, n_obs)
-        found = time_grid(t)
+        series = Series(str(sid), t, y, known, past, n_obs, filled)
         if found is not None:
             gap = time_gaps(t, found)
             what = f"{'series ' + repr(str(sid)) + ' ' if roles['id_col'] else ''}{gap[0]} missing, the first {gap[1]}"
@@ -189,6 +259,7 @@ def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future
             if gaps == "interpolate":
                 series = _fill_gaps(series, *found)
         out.append(series)
+    _values_note(path, empty, gaps)
     if skipped:
         done = ("filled by linear interpolation (--gaps keep reads the rows as consecutive steps instead)"
                 if gaps == "interpolate" else "their rows are read as consecutive steps, so lags and the season "
@@ -215,8 +286,9 @@ def is_wide(df: pd.DataFrame, time_col: str = "") -> bool:
     return numeric_cols >= 0.9 * rest.shape[1]
 
 
-def read_wide(df: pd.DataFrame, path: str) -> list[Series]:
-    """Series from the wide layout (id, then values; blanks after a series' end)."""
+def read_wide(df: pd.DataFrame, path: str, gaps: str = "interpolate") -> list[Series]:
+    """Series from the wide layout (id, then values; blanks before a series' start and after its end). Blanks
+    between values are filled, dropped or refused as ``gaps`` says (see :func:`read_series`)."""
     ids = df.iloc[:, 0].astype(str).to_numpy()
     values = df.iloc[:, 1:]
     for c in values.columns:                                   # a non-numeric cell: its line, column and series
@@ -228,19 +300,33 @@ def read_wide(df: pd.DataFrame, path: str) -> list[Series]:
                 raise DataError(f"non-numeric value {str(values[c].iloc[pos])!r} in series {ids[pos]!r}; expected "
                                 "a number", path=path, line=pos + 2, column=str(c))
     arr = values.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)     # (S, T)
-    out = []
+    out, empty = [], []
     for i, sid in enumerate(ids):
         row = arr[i]
         obs = np.flatnonzero(~np.isnan(row))
-        n = int(obs[-1]) + 1 if len(obs) else 0
-        y = row[:n]
-        bad = ~np.isfinite(y)
-        if bad.any():
-            j = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{'gap (empty cell)' if np.isnan(y[j]) else 'infinite value'} inside series {sid!r} "
-                            f"at step {j + 1}; the wide layout expects values without gaps, blanks only after "
-                            "the end", path=path, line=i + 2, column=str(values.columns[j]))
-        out.append(Series(str(sid), None, y[:, None], np.zeros((n, 0)), np.zeros((n, 0)), n))
+        start, stop = (int(obs[0]), int(obs[-1]) + 1) if len(obs) else (0, 0)
+        y = row[start:stop, None]
+        inside = np.isnan(y[:, 0])
+        if np.isinf(y).any():
+            j = start + int(np.flatnonzero(np.isinf(y[:, 0]))[0])
+            raise DataError(f"infinite value inside series {sid!r} at step {j + 1}; expected finite numbers",
+                            path=path, line=i + 2, column=str(values.columns[j]))
+        if inside.any() and gaps == "error":
+            j = start + int(np.flatnonzero(inside)[0])
+            raise DataError(f"gap (empty cell) inside series {sid!r} at step {j + 1}; expected values without "
+                            "gaps, blanks only before the start and after the end (or pass --gaps interpolate "
+                            "or keep)", path=path, line=i + 2, column=str(values.columns[j]))
+        if inside.any():
+            empty.append(f"series {sid!r}: {int(inside.sum())} cells, the first in column "
+                         f"{values.columns[start + int(np.flatnonzero(inside)[0])]!r}")
+        if gaps == "keep":
+            y = y[~inside]
+        filled = np.zeros(len(y), bool)
+        if gaps == "interpolate" and inside.any():
+            y, filled = _interpolate_inside(y, np.arange(len(y)), len(y))
+        n = len(y)
+        out.append(Series(str(sid), None, y, np.zeros((n, 0)), np.zeros((n, 0)), n, filled))
+    _values_note(path, empty, gaps)
     _check_magnitude(out, path)
     return out
 
@@ -265,7 +351,7 @@ def load_panel(data: str, *, layout: str = "auto", duplicates: str = "error", al
     want = (roles or {}).get("layout", layout)
     if want == "wide" or (want == "auto" and not roles and not role_args.get("id_col")
                           and is_wide(df, role_args.get("time_col", ""))):
-        return read_wide(df, path), {"time_col": "", "target": ["y"], "known": [], "past": [], "id_col": "id",
+        return read_wide(df, path, gaps), {"time_col": "", "target": ["y"], "known": [], "past": [], "id_col": "id",
                                      "layout": "wide"}, path
     if roles is None:
         roles = roles_for(df, path, defaults=defaults, **role_args)

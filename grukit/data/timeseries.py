@@ -177,8 +177,14 @@ def time_grid(times: pd.Series | None) -> tuple[pd.Series, np.ndarray] | None:
         if pd.infer_freq(idx) is not None:
             return None
         freq = pd.infer_freq(idx[: min(len(idx), 50)]) or pd.infer_freq(idx[-min(len(idx), 50):])
-        if freq is None:
-            return None
+        if freq is None:                    # a gap near both ends (a short series): the commonest fixed step
+            d = pd.Series(idx[1:] - idx[:-1])
+            if not len(d) or not (d > pd.Timedelta(0)).all():
+                return None
+            freq = d.mode().iloc[0]
+            k = (d / freq).to_numpy(dtype=float)
+            if not np.allclose(k, np.round(k)):
+                return None
         grid = pd.date_range(idx[0], idx[-1], freq=freq)
         pos = grid.get_indexer(idx)
         if (pos < 0).any() or len(grid) == len(idx):             # off the step's grid: irregular, not gappy

@@ -50,9 +50,10 @@ class ForecastConfig(TaskConfig):
                                          "lengths (<= lookback) and forecast with the median over all of them")
     layout: str = opt("auto", "table layout: long (one row per step), wide (M4: id then values, blanks after "
                               "the end), auto (wide when there is no time column and the first column holds ids)")
-    gaps: str = opt("interpolate", "time steps a series skips (days left out of daily data): interpolate "
-                                   "(insert them, values linearly interpolated), keep (read the rows as "
-                                   "consecutive steps) or error; a warning names them either way")
+    gaps: str = opt("interpolate", "time steps a series skips (days left out of daily data) and empty values "
+                                   "between a series' values: interpolate (insert the steps, fill the values "
+                                   "linearly in time), keep (read the rows as consecutive steps, dropping rows "
+                                   "with an empty target) or error; a warning names them either way")
     duplicates: str = opt("error", "two rows of one series with the same time stamp: error, or combine them "
                                    "with mean, sum or last")
     test_data: str = opt("", "file with the values after each series' training data (e.g. M4's test file); "

@@ -56,7 +56,7 @@ def cases_for(run, data: str | None) -> tuple[list[dict], str]:
             if t.n_obs < H:
                 raise DataError(f"series {s.id!r} has {t.n_obs} test values; the horizon needs {H}", path=tpath)
             cases.append({"s": s, "origin": s.n_obs, "history": s.y[: s.n_obs], "actual": t.y[:H],
-                          "cov": _cov(s)[: s.n_obs], "known_future": t.known[:H]})
+                          "cov": _cov(s)[: s.n_obs], "known_future": t.known[:H], "filled": t.n_filled(0, H)})
     else:
         for s in series:
             for j in range(cfg.backtests, 0, -1):
@@ -65,11 +65,18 @@ def cases_for(run, data: str | None) -> tuple[list[dict], str]:
                     skipped.append(s.id)
                     continue
                 cases.append({"s": s, "origin": origin, "history": s.y[:origin], "actual": s.y[origin:origin + H],
-                              "cov": _cov(s)[:origin], "known_future": s.known[origin:origin + H]})
+                              "cov": _cov(s)[:origin], "known_future": s.known[origin:origin + H],
+                              "filled": s.n_filled(origin, origin + H)})
     if skipped:
         names = ", ".join(map(repr, sorted(set(skipped))[:10]))
         warnings.warn(f"{path}: {len(set(skipped))} series not evaluated (no test values or under 2 points before "
                       f"the origin): {names}", stacklevel=2)
+    filled = [c for c in cases if c["filled"]]
+    if filled:
+        names = ", ".join(f"{c['s'].id!r} ({c['filled']})" for c in filled[:5]) + (" ..." if len(filled) > 5 else "")
+        warnings.warn(f"{path}: {sum(c['filled'] for c in filled)} of the scored values were interpolated over "
+                      f"empty or skipped steps, not observed: {names}; their errors count as if observed",
+                      stacklevel=2)
     if not cases:
         raise DataError("no series can be evaluated (each needs 2 points before the origin and a full horizon "
                         "after it)", path=path)
