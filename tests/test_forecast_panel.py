@@ -665,6 +665,32 @@ def test_empty_values_inside_a_series_are_filled_in_time_and_named(tmp_path):
         load_panel(str(tmp_path / "wide.csv"), gaps="error")
 
 
+
+def test_year_and_quarter_columns_are_one_time_axis(tmp_path):
+    """statsmodels' macrodata gives the time as year and quarter columns: read as one quarterly axis (season 4,
+    neither column a target), not refused for 'duplicate time stamp 1959'; year and month likewise; a run's
+    evaluation re-reads the file the same way; a pair out of range, or one named as a target, is left alone."""
+    from grukit.data.panel import load_panel
+    from grukit.data.timeseries import period_column
+    n = 40
+    df = pd.DataFrame({"year": 1959.0 + np.arange(n) // 4, "quarter": 1.0 + np.arange(n) % 4,
+                       "gdp": 100 + np.arange(n) + 3 * (np.arange(n) % 4 == 3), "cpi": np.linspace(20, 30, n)})
+    df.to_csv(tmp_path / "macro.csv", index=False)
+    (s,), roles, _ = load_panel(str(tmp_path / "macro.csv"), target=("gdp",))
+    assert roles["time_col"] == "year_quarter" and s.times.iloc[0] == pd.Timestamp("1959-01-01")
+    assert s.times.iloc[-1] == pd.Timestamp("1968-10-01") and len(s.y) == n
+    assert load_panel(str(tmp_path / "macro.csv"))[1]["target"] == ["gdp", "cpi"]      # not year, quarter
+    monthly = pd.DataFrame({"Year": 2000 + np.arange(30) // 12, "Month": 1 + np.arange(30) % 12, "v": 1.0})
+    out, name = period_column(monthly)
+    assert name == "Year_Month" and list(out.columns) == ["Year_Month", "v"]
+    assert out["Year_Month"].iloc[13] == pd.Timestamp("2001-02-01")
+    assert period_column(monthly.assign(Month=monthly.Month + 1))[1] == ""               # month 13: not a period
+    assert period_column(df, used=["quarter"])[1] == ""
+    run = fit("forecast", data=str(tmp_path / "macro.csv"), target="gdp", out=tmp_path / "run", lookback=8,
+              horizon=4, **{**FAST, "evaluate": True})
+    assert run.meta["season_length"] == 4
+    assert (run.path / "evaluation" / "series.csv").exists()
+
 def test_evaluation_says_when_it_scores_interpolated_values(tmp_path):
     """A held-out value that was an empty cell is scored against its interpolation, and the evaluation says
     so (how many, which series) instead of passing it off as observed."""

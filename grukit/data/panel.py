@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .timeseries import (load_table_or_builtin, looks_like_times, numeric, parse_times, pick_time_col,
-                         require_columns, time_gaps, time_grid)
+from .timeseries import (load_table_or_builtin, looks_like_times, numeric, parse_times, period_column,
+                         pick_time_col, require_columns, time_gaps, time_grid)
 
 __all__ = ["Series", "roles_for", "read_series", "read_wide", "is_wide", "load_panel", "drop_short",
            "MAX_MAGNITUDE", "DUPLICATES", "GAPS"]
@@ -348,6 +348,13 @@ def load_panel(data: str, *, layout: str = "auto", duplicates: str = "error", al
     ``roles`` (from a trained run) fixes the columns; otherwise they come from ``role_args`` (time_col, target,
     known, past, id_col) and the built-in's defaults."""
     df, defaults, path = load_table_or_builtin(data, "forecast")
+    if roles is None and not (role_args.get("time_col") or defaults.get("time_col")):
+        used = [role_args.get("id_col") or "", *role_args.get("target", ()), *role_args.get("known", ()),
+                *role_args.get("past", ())]
+        df, period = period_column(df, used)            # year + quarter (or month) columns: one time column
+        role_args = {**role_args, "time_col": period} if period else role_args
+    elif roles and roles.get("time_col") and roles["time_col"] not in df.columns:
+        df, _ = period_column(df, [roles["id_col"], *roles["target"], *roles["known"], *roles["past"]])
     want = (roles or {}).get("layout", layout)
     if want == "wide" or (want == "auto" and not roles and not role_args.get("id_col")
                           and is_wide(df, role_args.get("time_col", ""))):

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..errors import DataError, nearest
 
-__all__ = ["read_table", "require_columns", "numeric", "finite", "looks_like_times", "pick_time_col",
+__all__ = ["read_table", "require_columns", "numeric", "finite", "looks_like_times", "pick_time_col", "period_column",
            "season_from_times", "future_times", "time_grid", "time_gaps", "load_table_or_builtin"]
 
 TIME_NAMES = ("time", "date", "ds", "timestamp", "datetime", "month", "year", "period")
@@ -124,6 +124,33 @@ def pick_time_col(df: pd.DataFrame, requested: str, path: str | Path, exclude: I
         if looks_like_times(df[c]):
             return c
     return ""
+
+
+PERIOD_PARTS = {"quarter": (4, 3), "qtr": (4, 3), "q": (4, 3), "month": (12, 1), "mon": (12, 1), "m": (12, 1)}
+
+
+def period_column(df: pd.DataFrame, used: Iterable[str] = ()) -> tuple[pd.DataFrame, str]:
+    """Tables that give the time as a year column and a quarter or month column (statsmodels' macrodata: year,
+    quarter; many economic files: year, month): (``df`` with one column of the periods' first days in their
+    place, its name), so that the rows are one time axis and the season follows (quarterly 4, monthly 12);
+    (``df``, "") where there is no such pair of whole numbers in range, or a column of it is in ``used`` (named
+    as a target, covariate, id or time column)."""
+    lower = {c.lower(): c for c in df.columns if isinstance(c, str)}
+    year = lower.get("year")
+    part = next((lower[k] for k in PERIOD_PARTS if k in lower), None)
+    if year is None or part is None or {year, part} & set(used):
+        return df, ""
+    y, q = pd.to_numeric(df[year], errors="coerce"), pd.to_numeric(df[part], errors="coerce")
+    top, months = PERIOD_PARTS[part.lower()]
+    if y.isna().any() or q.isna().any() or (y % 1).any() or (q % 1).any() or not y.between(1, 9999).all() \
+            or not q.between(1, top).all():
+        return df, ""
+    name = f"{year}_{part}"
+    stamps = pd.to_datetime(pd.DataFrame({"year": y.astype(int), "month": (q.astype(int) - 1) * months + 1,
+                                          "day": 1}))
+    out = df.drop(columns=[year, part])
+    out.insert(list(df.columns).index(year), name, stamps)
+    return out, name
 
 
 def parse_times(df: pd.DataFrame, col: str, path: str | Path) -> pd.Series:
