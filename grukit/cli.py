@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import sys
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -370,9 +371,24 @@ app.command("serve", epilog=SERVE_EPILOG)(serve)
 
 
 # ---------------------------------------------------------------- entry point
+def show_warnings_once() -> None:
+    """Print each warning text once per process: training and the evaluation after it read the same file, and
+    Lightning's filter changes reset Python's own once-per-location memory, so a data warning came twice."""
+    show, seen = getattr(warnings.showwarning, "shown_once_from", warnings.showwarning), set()
+
+    def once(message, category, filename, lineno, file=None, line=None):
+        key = (category, str(message))
+        if key not in seen:
+            seen.add(key)
+            show(message, category, filename, lineno, file, line)
+    once.shown_once_from = show                         # a second main() in one process starts afresh
+    warnings.showwarning = once
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: one-line errors with exit code 2 (``--debug`` for tracebacks)."""
     global _DEBUG
+    show_warnings_once()
     args = list(sys.argv[1:] if argv is None else argv)
     _DEBUG = "--debug" in args
     args = [a for a in args if a != "--debug"]

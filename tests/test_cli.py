@@ -172,3 +172,24 @@ def test_every_environment_switch_is_documented():
         text = (root / doc).read_text(encoding="utf-8")
         missing = sorted(v for v in found if f"`{v}" not in text)
         assert not missing, f"{doc} does not document {missing}"
+
+
+def test_a_warning_text_is_printed_once_per_command():
+    """Training and its evaluation read the same file; Lightning's filter changes reset Python's memory of
+    shown warnings, so the CLI prints each text once itself (and a second command starts afresh)."""
+    import warnings
+    from grukit.cli import show_warnings_once
+    before, printed = warnings.showwarning, []
+    warnings.showwarning = lambda message, *a, **k: printed.append(str(message))
+    try:
+        for _ in range(2):
+            printed.clear()
+            show_warnings_once()
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                for _ in range(3):
+                    warnings.warn("data.csv: 1 series have empty values inside", UserWarning)
+                warnings.warn("another text", UserWarning)
+            assert printed == ["data.csv: 1 series have empty values inside", "another text"]
+    finally:
+        warnings.showwarning = before
