@@ -187,7 +187,8 @@ def _rank_run_dir(out) -> Path:
 
 
 def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out: str | Path | None = None,
-        resume: bool = False, evaluate: bool = True, callbacks: list | None = None, **overrides) -> Run | None:
+        resume: bool = False, evaluate: bool = True, callbacks: list | None = None, after_fit: bool = True,
+        **overrides) -> Run | None:
     """Train ``task`` and return its :class:`~grukit.runs.Run`.
 
     Args:
@@ -199,6 +200,9 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
             config's ``resumable`` list (``max_epochs``...) and are then applied and recorded, others refused.
         evaluate: evaluate on the held-out data after training and write ``metrics.json``.
         callbacks: extra Lightning callbacks for the Trainer (``grukit tune`` passes its pruning callback).
+        after_fit: learn what the task learns from the trained members (forecast: interval calibration and the
+            statistical combination's choice) now; ``grukit tune``'s trials pass False, and only the best run
+            learns it (:func:`learn_after_fit`) before its one test score.
 
     Under DDP (``devices``/``num_nodes``/``strategy="ddp"``) every rank trains and only rank 0 writes the run
     directory and returns the Run; the other ranks return None.
@@ -220,7 +224,19 @@ def fit(task: str, config: TaskConfig | str | Path | dict | None = None, *, out:
         raise ConfigError(f"no data: pass --data PATH or a built-in name (see `grukit datasets`) to "
                           f"`grukit train {task}`")
     with torch_threads(cfg.threads):
-        return _train(task, entry, cfg, previous, out=out, resume=resume, evaluate=evaluate, callbacks=callbacks)
+        return _train(task, entry, cfg, previous, out=out, resume=resume, evaluate=evaluate, callbacks=callbacks,
+                      learn=after_fit)
+
+
+def learn_after_fit(run: Run) -> None:
+    """For a run trained with ``after_fit=False``: what the task learns from its trained members, learnt now
+    from the run's recorded config (the same data and validation windows) and written to meta.json."""
+    if not run.meta.get("after_fit_pending"):
+        return
+    module = run.module()
+    with torch_threads(run.config.threads):
+        changes = module.after_fit(run.config, module.prepare(run.config), run.models)
+    run.update_meta({**changes, "after_fit_pending": False})
 
 
 @contextlib.contextmanager
@@ -241,7 +257,7 @@ def torch_threads(n: int):
 
 
 def _train(task: str, entry, cfg: TaskConfig, previous: Run | None, *, out, resume: bool, evaluate: bool,
-           callbacks: list | None) -> Run | None:
+           callbacks: list | None, learn: bool = True) -> Run | None:
     """:func:`fit` once its configuration is resolved (and its thread count set)."""
     import lightning as L
     quiet_lightning()
@@ -300,8 +316,10 @@ def _train(task: str, entry, cfg: TaskConfig, previous: Run | None, *, out, resu
         return None
     with _disk_errors(task, run_dir, run_dir / "checkpoints"):
         after_fit = getattr(module, "after_fit", None)   # state learnt from the whole trained ensemble
-        if after_fit is not None:
+        if after_fit is not None and learn:
             run.update_meta(after_fit(cfg, prepared, run.models))   # loads the members only if it needs them
+        elif after_fit is not None:
+            run.update_meta({"after_fit_pending": True})              # learn_after_fit(run) completes it
         _collect_metrics(run_dir)
         run.update_info(status="trained", train_seconds=round(time.time() - t0, 1))
     if evaluate:

@@ -323,7 +323,7 @@ class _Objective:
         prune = TrialPruning(trial, step_offset=j * int(cfg.max_epochs), prior=prior,
                              warmup=warmup_epochs(int(cfg.max_epochs)) if j else 0)
         try:
-            fit(self.spec["task"], cfg, out=run_dir, evaluate=False, callbacks=[prune])
+            fit(self.spec["task"], cfg, out=run_dir, evaluate=False, callbacks=[prune], after_fit=False)
         except optuna.TrialPruned:
             _mark(run_dir, "pruned")
             trial.set_user_attr("pruned_at", f"epoch {prune.pruned_at}" + (f" of fold {j}" if j else ""))

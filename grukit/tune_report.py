@@ -54,7 +54,10 @@ def _score_once(run_dir: Path, evaluate: bool) -> dict | None:
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
         return read_json(metrics)
-    return Run(run_dir).evaluate() if evaluate else None
+    from .train import learn_after_fit
+    run = Run(run_dir)
+    learn_after_fit(run)                   # the trials skipped it: calibration, the forecast combination's choice
+    return run.evaluate() if evaluate else None
 
 
 def _refit(task: str, cfg, run_dir: Path, evaluate: bool) -> dict | None:

@@ -64,7 +64,7 @@ def test_trained_panel_calibrated_on_validation_and_used_by_forecast_series(tmp_
     validation targets are then covered at (at least) the nominal rate."""
     data = wide_panel(tmp_path / "w.csv", lengths=(80, 70, 75, 66, 90, 60))
     opts = dict(lookback=12, horizon=4, season_length=6, quantiles=(0.1, 0.5, 0.9), val_fraction=0.5,
-                transform="none", **FAST)                                  # affine codec: the scaling by hand
+                transform="none", combine=("off",), **FAST)         # affine codec: the scaling by hand
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run = fit("forecast", data=str(data), out=tmp_path / "run", calibrate="on", evaluate=False, **opts)
@@ -96,7 +96,7 @@ def test_auto_leaves_one_short_series_uncalibrated(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run = fit("forecast", data=str(data), out=tmp_path / "run", lookback=12, horizon=6, season_length=6,
-                  evaluate=False, **FAST)
+                  evaluate=False, combine=("off",), **FAST)       # combine=auto would load them to choose
     assert run.config.calibrate == "auto" and "interval_scale" not in run.meta
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

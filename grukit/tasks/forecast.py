@@ -36,6 +36,7 @@ from ..data.windows import Codec, WindowDataset, fold_shifts, fwd, scaler, split
 from ..errors import ConfigError, DataError
 from . import forecast_eval
 from .base import SequenceTask, infer
+from .forecast_combine import choose_on_validation, combine_forecasts, static_combine
 from .forecast_es import ESLayer
 from .forecast_intervals import MAX_SCALE, MIN_SCORES_FACTOR, apply_scales, conformal_scales, nominal_coverage
 from .heads import DirectForecastHead
@@ -175,6 +176,9 @@ def prepare_series(cfg: ForecastConfig, series: list[Series], roles: dict, path:
             "short_series": short, "has_val": len(val_ds) > 0, "n_train_windows": len(train_ds),
             "n_val_windows": len(val_ds)}
     meta["skip_season"] = tested
+    fixed = static_combine(cfg.combine)
+    if fixed is not None:                                 # else after_fit asks the validation windows
+        meta["combine"] = fixed
     if cfg.skip_init == "ses" and cfg.linear_skip:
         period = 1 if cfg.deseasonalize or cfg.es_hybrid else meta["skip_season"]
         meta["skip_alpha"] = ses_alpha([z[: s.n_obs - hold, 0] for z, s in zip(zs, series)], period)
@@ -507,10 +511,11 @@ def forecast_series(models: ForecastTask | Sequence[ForecastTask], meta: dict, c
     F_cov = K + int(meta.get("n_past", len(meta["roles"]["past"])))
     index = {sid: i for i, sid in enumerate(meta.get("series_ids", []))}
     m = int(meta.get("season_length", 1))
-    items, codecs, starts = [], [], []
+    items, codecs, starts, hists = [], [], [], []
     for j, raw in enumerate(series):
         y = np.asarray(raw, dtype=np.float64)
         y = y.reshape(len(y), -1) if y.ndim == 1 else y
+        hists.append(y)
         sid = str(ids[j]) if ids is not None else None
         name = sid if sid is not None else f"#{j}"
         if y.ndim != 2 or y.shape[1] != C or len(y) < 1:
@@ -561,7 +566,7 @@ def forecast_series(models: ForecastTask | Sequence[ForecastTask], meta: dict, c
             else:
                 res[k] = codec.decode(v[j], starts[j])
         results.append(res)
-    return results
+    return combine_forecasts(results, hists, H, m, meta.get("combine") or [], n_jobs=cfg.n_jobs)
 
 
 def _run(members: list[ForecastTask], cfg: ForecastConfig, batches) -> dict[str, np.ndarray]:
@@ -575,7 +580,35 @@ def _run(members: list[ForecastTask], cfg: ForecastConfig, batches) -> dict[str,
 def after_fit(config: ForecastConfig, prepared: Prepared, load_models) -> dict:
     """Meta entries learnt once every member is trained: ``interval_scale``, the conformal scale per horizon step
     (:mod:`grukit.tasks.forecast_intervals`) from the validation windows, when ``calibrate`` asks for it.
-    ``load_models()`` gives the trained members; it is called only when there is something to calibrate."""
+    ``load_models()`` gives the trained members; it is called only when there is something to calibrate.
+    ``combine`` (auto): whether the statistical combination forecasts the validation windows better
+    (:func:`grukit.tasks.forecast_combine.choose_on_validation`), with the scores behind the choice."""
+    models: list = []
+
+    def members() -> list:
+        if not models:
+            models.extend(load_models())
+        return models
+    found = {} if "combine" in prepared.meta else _choose_combine(config, prepared, members)
+    return {**found, **_calibrate(config, prepared, members)}
+
+
+def _choose_combine(config: ForecastConfig, prepared: Prepared, members) -> dict:
+    series, H, m = prepared.extra["series"], config.horizon, int(prepared.meta["season_length"])
+    index = prepared.val.dataset.index if prepared.val is not None else []
+    wins = [(series[i].y[:o], series[i].y[o:o + H]) for i, o in index]
+
+    def own(pick: list[int]) -> list[dict]:
+        chosen = [series[index[k][0]] for k in pick]
+        cov = [np.concatenate([s.known, s.past], 1) for s in chosen]
+        return forecast_series(members(), prepared.meta, config, [wins[k][0] for k in pick],
+                               ids=[s.id for s in chosen], covariates=[c[:index[k][1]] for c, k in zip(cov, pick)],
+                               known_future=[s.known[index[k][1]:index[k][1] + H] for s, k in zip(chosen, pick)])
+    methods, scores = choose_on_validation(own, wins, H, m, n_jobs=config.n_jobs)
+    return {"combine": methods, "combine_validation_mase": {k: round(v, 6) for k, v in scores.items()}}
+
+
+def _calibrate(config: ForecastConfig, prepared: Prepared, members) -> dict:
     coverage = nominal_coverage(config)
     if config.calibrate == "off" or coverage is None or prepared.val is None:
         return {}
@@ -583,7 +616,7 @@ def after_fit(config: ForecastConfig, prepared: Prepared, load_models) -> dict:
     if len(prepared.val.dataset) * int(prepared.meta["n_targets"]) < need:
         return {}                                        # auto on one short series: nothing loaded or forecast
     batches = list(prepared.val)
-    out = _run(list(load_models()), config, batches)
+    out = _run(members(), config, batches)
     y = torch.cat([b["y"] for b in batches]).numpy()
     scales = conformal_scales(out["point"], out["lo"], out["hi"], y, coverage)
     if scales is None:

@@ -103,6 +103,11 @@ class ForecastConfig(TaskConfig):
                                      "baselines fitted beside the model: naive, seasonal_naive, naive2, theta, "
                                      "ets (automatic), ses, holt, damped, comb (M4's benchmarks: SES, Holt, "
                                      "damped trend and their mean, on the seasonally adjusted series), arima")
+    combine: tuple[str, ...] = opt(("auto",), "statistical forecasts averaged with the network's point forecast "
+                                   "(equal weights; intervals move with it): auto (ses, damped and theta, kept "
+                                   "only where that forecasts the validation windows better: short noisy "
+                                   "series, not large panels), off, or baseline names (ets,theta,arima,...), "
+                                   "fitted on each history at forecast time")
     n_jobs: int = opt(1, "processes fitting the baselines (0 = one per CPU)")
     batch_size: int = opt(16, "windows per batch")
     max_epochs: int = opt(200, "upper bound on training epochs")
@@ -164,4 +169,8 @@ class ForecastConfig(TaskConfig):
             p.append(f"patch={self.patch}: expected 0 (the season) or a length between 1 and lookback={self.lookback}")
         for b in self.baselines:
             choice(p, "baselines", b, list(BASELINE_NAMES))
+        if len(self.combine) > 1 and {"auto", "off"} & set(self.combine):
+            p.append(f"combine={list(self.combine)}: auto and off stand alone; or name baselines")
+        for b in self.combine:
+            choice(p, "combine", b, ["auto", "off", *BASELINE_NAMES])
         return p
