@@ -14,6 +14,10 @@ process, alternating): plain 70.7 ms/epoch; fit 201.7 ms/epoch (2.85x) with the 
 Later (2026-12-06, night, --epochs 30 --repeats 3): plain 5.8-8.4 ms/epoch, fit 12.9-13.4 ms/epoch (1.6-2.2x),
 start-up 0.14-0.17 s; with the rich progress bar 104 ms/epoch before grukit's bar stopped waiting ~70 ms per epoch
 for Lightning's refresh thread (``grukit.callbacks.rich_progress_bar``), 21 ms/epoch after.
+2026-12-07 (--epochs 10 --repeats 3, beside one other job): plain 5.3 ms/epoch, fit 12.8 ms/epoch (2.40x),
+start-up 0.105 s as a tune trial trains (``after_fit=False``); a user's fit with the progress bar 12.4 ms/epoch,
+start-up 0.550 s, which now includes ``after_fit`` (the forecast combination's choice: SES, damped and Theta on
+airline's 13 validation windows, and the interval calibration).
 What is left per epoch (--profile): the metrics.csv rewrite of AtomicCSVLogger.save (atomic, fsync, manifest)
 after every logger call, best.ckpt writes on every improving epoch, and ``self.log`` in the task step.
 """
