@@ -161,3 +161,17 @@ def test_bad_input_names_file_row_column(tmp_path, case, write, extra, match):
         fit("forecast", data=str(p), out=tmp_path / "run", **{**cfg, "target": "sales", **extra})
     assert str(p) in str(e.value)
     assert not (tmp_path / "run").exists()                    # nothing written for bad input
+
+
+def test_a_folder_named_like_a_builtin_does_not_hide_it(tmp_path, monkeypatch):
+    """`grukit tune forecast --data nile --out nile` made a folder nile in the working directory, and every
+    trial then read that folder as the data ("is a directory"): a folder is never a forecasting table, so the
+    built-in set is meant."""
+    from grukit.data.timeseries import load_table_or_builtin
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nile").mkdir()
+    df, defaults, name = load_table_or_builtin("nile", "forecast")
+    assert name == "nile" and len(df) == 100 and defaults["target"]
+    with pytest.raises(DataError, match="is a directory"):
+        (tmp_path / "mine").mkdir()
+        load_table_or_builtin("mine", "forecast")
