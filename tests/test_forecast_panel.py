@@ -686,6 +686,8 @@ def test_year_and_quarter_columns_are_one_time_axis(tmp_path):
     assert out["Year_Month"].iloc[13] == pd.Timestamp("2001-02-01")
     assert period_column(monthly.assign(Month=monthly.Month + 1))[1] == ""               # month 13: not a period
     assert period_column(df, used=["quarter"])[1] == ""
+    daily = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=60), "year": 2020, "month": 1, "v": 1.0})
+    assert period_column(daily)[1] == ""                                            # the date is the time
     run = fit("forecast", data=str(tmp_path / "macro.csv"), target="gdp", out=tmp_path / "run", lookback=8,
               horizon=4, **{**FAST, "evaluate": True})
     assert run.meta["season_length"] == 4

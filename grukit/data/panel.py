@@ -163,14 +163,19 @@ def _empty_inside(y: np.ndarray, rows: int) -> np.ndarray:
     return mask
 
 
-def _values_note(path: str, found: list[str], gaps: str) -> None:
-    """One warning for the series with empty cells inside (``found``: 'series x: n values, the first on line l')."""
+def _note(path: str, found: list[str], what: str, gaps: str, filled: str, kept: str) -> None:
+    """One warning naming the series in ``found`` (the first three) that ``what``, and what was done: ``filled``
+    under ``gaps`` interpolate, else ``kept``."""
     if found:
-        done = ("filled by linear interpolation (--gaps keep drops their rows, error refuses them)"
-                if gaps == "interpolate" else "their rows dropped, the rest read as consecutive steps (--gaps "
-                "interpolate fills them)")
-        warnings.warn(f"{path}: {len(found)} series have empty values inside ({'; '.join(found[:3])}"
-                      f"{' ...' if len(found) > 3 else ''}): {done}", stacklevel=3)
+        warnings.warn(f"{path}: {len(found)} series {what} ({'; '.join(found[:3])}{' ...' if len(found) > 3 else ''})"
+                      f": {filled if gaps == 'interpolate' else kept}", stacklevel=3)
+
+
+def _values_note(path: str, found: list[str], gaps: str) -> None:
+    """The warning for series with empty cells inside (``found``: 'series x: n rows, the first on line l')."""
+    _note(path, found, "have empty values inside", gaps,
+          "filled by linear interpolation (--gaps keep drops their rows, error refuses them)",
+          "their rows dropped, the rest read as consecutive steps (--gaps interpolate fills them)")
 
 
 def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future: bool = False,
@@ -260,12 +265,10 @@ def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future
                 series = _fill_gaps(series, *found)
         out.append(series)
     _values_note(path, empty, gaps)
-    if skipped:
-        done = ("filled by linear interpolation (--gaps keep reads the rows as consecutive steps instead)"
-                if gaps == "interpolate" else "their rows are read as consecutive steps, so lags and the season "
-                "shift after a gap (--gaps interpolate fills them)")
-        warnings.warn(f"{path}: {len(skipped)} series skip time steps ({'; '.join(skipped[:3])}"
-                      f"{' ...' if len(skipped) > 3 else ''}): {done}", stacklevel=2)
+    _note(path, skipped, "skip time steps", gaps,
+          "filled by linear interpolation (--gaps keep reads the rows as consecutive steps instead)",
+          "their rows are read as consecutive steps, so lags and the season shift after a gap (--gaps "
+          "interpolate fills them)")
     _check_magnitude(out, path)
     return out
 

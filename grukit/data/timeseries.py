@@ -133,13 +133,13 @@ def period_column(df: pd.DataFrame, used: Iterable[str] = ()) -> tuple[pd.DataFr
     """Tables that give the time as a year column and a quarter or month column (statsmodels' macrodata: year,
     quarter; many economic files: year, month): (``df`` with one column of the periods' first days in their
     place, its name), so that the rows are one time axis and the season follows (quarterly 4, monthly 12);
-    (``df``, "") where there is no such pair of whole numbers in range, or a column of it is in ``used`` (named
-    as a target, covariate, id or time column)."""
+    (``df``, "") where there is no such pair of whole numbers in range, a column of it is in ``used`` (named
+    as a target, covariate, id or time column), or another column is a time column (a date beside them)."""
     lower = {c.lower(): c for c in df.columns if isinstance(c, str)}
     year = lower.get("year")
     part = next((lower[k] for k in PERIOD_PARTS if k in lower), None)
-    if year is None or part is None or {year, part} & set(used):
-        return df, ""
+    if year is None or part is None or {year, part} & set(used) or pick_time_col(df.drop(columns=[year, part]), "", ""):
+        return df, ""                                  # (a date column beside them is the time column)
     y, q = pd.to_numeric(df[year], errors="coerce"), pd.to_numeric(df[part], errors="coerce")
     top, months = PERIOD_PARTS[part.lower()]
     if y.isna().any() or q.isna().any() or (y % 1).any() or (q % 1).any() or not y.between(1, 9999).all() \
