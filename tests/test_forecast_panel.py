@@ -693,6 +693,30 @@ def test_year_and_quarter_columns_are_one_time_axis(tmp_path):
     assert run.meta["season_length"] == 4
     assert (run.path / "evaluation" / "series.csv").exists()
 
+
+def test_a_file_without_time_stamps_gets_its_season_from_the_values(tmp_path):
+    """M4's wide files have no time stamps: the period is found in the values (the differences'
+    autocorrelation peaks at it in most series; a smooth cycle's short lags do not count), with a note; a
+    given --season-length wins; random walks, and series with time stamps (sunspots' years), get no guess."""
+    from grukit.data.seasonal import season_from_values
+    from grukit.tasks.forecast import resolve_plan
+    rng = np.random.default_rng(0)
+    t = np.arange(24 * 20)
+    hourly = [50 + 10 * np.sin(2 * np.pi * t / 24 + k) + rng.normal(0, 1, len(t)) + 0.01 * k * t for k in range(6)]
+    assert season_from_values(hourly)[0] == 24
+    assert season_from_values([np.tile([1.0, 3, 2, 5], 30) + rng.normal(0, 0.3, 120)])[0] == 4
+    assert season_from_values([rng.normal(size=300).cumsum() for _ in range(5)]) == (1, 0.0)
+    assert season_from_values([rng.normal(size=100)]) == (1, 0.0)
+    frame = pd.DataFrame([[f"H{i}", *v] for i, v in enumerate(hourly)], columns=["id", *map(str, t)])
+    frame.to_csv(tmp_path / "hourly.csv", index=False)
+    from grukit.data.panel import load_panel
+    series = load_panel(str(tmp_path / "hourly.csv"))[0]
+    with pytest.warns(UserWarning, match=r"no time column: seasonal period 24 found in the values"):
+        assert resolve_plan(ForecastConfig(horizon=24), series, 24)[0] == 24
+    assert resolve_plan(ForecastConfig(horizon=24, season_length=12), series, 24)[0] == 12
+    sun = load_panel("sunspots")[0]
+    assert resolve_plan(ForecastConfig(horizon=24), sun, 24, in_place=False)[0] == 1
+
 def test_evaluation_says_when_it_scores_interpolated_values(tmp_path):
     """A held-out value that was an empty cell is scored against its interpolation, and the evaluation says
     so (how many, which series) instead of passing it off as observed."""

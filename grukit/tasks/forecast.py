@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from .forecast_config import ForecastConfig
 from ..data.batching import Prepared, loader
 from ..data.panel import MAX_MAGNITUDE, Series, drop_short, load_panel
-from ..data.seasonal import seasonal_factors, seasonality_test
+from ..data.seasonal import season_from_values, seasonal_factors, seasonality_test
 from ..data.timeseries import season_from_times
 from ..data.windows import Codec, WindowDataset, fold_shifts, fwd, scaler, split_origins, to_batch, window_at
 from ..errors import ConfigError, DataError
@@ -248,6 +248,12 @@ def resolve_plan(cfg: ForecastConfig, series: list[Series], hold: int, in_place:
     ``hold`` points are held out: the automatic values where the config has 0 (written into it with
     ``in_place``), one place for training and for ``grukit tune``'s fold plan."""
     m = int(cfg.season_length or season_from_times(series[0].times))
+    if not cfg.season_length and series[0].times is None:          # no time stamps: the season from the values
+        m, share = season_from_values([s.y[: s.n_obs - hold, 0] for s in series])
+        if m > 1 and in_place:
+            warnings.warn(f"no time column: seasonal period {m} found in the values (their differences' "
+                          f"autocorrelation peaks at lag {m} in {share:.0%} of the series tested); pass "
+                          "--season-length to set another", stacklevel=2)
     lengths = [s.n_obs for s in series]
     tested = skip_season([s.y[: s.n_obs - hold, 0] for s in series], m)
     lookback = resolve_lookback(cfg, lengths, hold, in_place=in_place, season=tested)
