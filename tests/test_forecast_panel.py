@@ -717,6 +717,23 @@ def test_a_file_without_time_stamps_gets_its_season_from_the_values(tmp_path):
     sun = load_panel("sunspots")[0]
     assert resolve_plan(ForecastConfig(horizon=24), sun, 24, in_place=False)[0] == 1
 
+
+def test_quarters_written_as_text_and_a_written_index_column(tmp_path):
+    """aeon's Uschange.csv: an unnamed first column of row numbers (pandas' to_csv with its index) and a
+    Quarter column of '1970 Q1' text, which pandas does not read as dates: the quarters are the time axis
+    (season 4) and the row numbers are not a target."""
+    from grukit.data.panel import load_panel
+    from grukit.data.timeseries import quarter_stamps
+    q = [f"{1970 + i // 4} Q{i % 4 + 1}" for i in range(40)]
+    frame = pd.DataFrame({"Quarter": q, "Consumption": np.sin(np.arange(40.0)), "Income": np.arange(40.0)})
+    frame.to_csv(tmp_path / "us.csv")                                        # index written: ",Quarter,..."
+    (s,), roles, _ = load_panel(str(tmp_path / "us.csv"))
+    assert roles["time_col"] == "Quarter" and roles["target"] == ["Consumption", "Income"]
+    assert s.times.iloc[1] == pd.Timestamp("1970-04-01") and s.times.iloc[-1] == pd.Timestamp("1979-10-01")
+    got = quarter_stamps(pd.Series(["Q3 2001", "2001Q4", "2001-q2", "x", "2001 Q5"])).tolist()
+    assert got[:3] == [pd.Timestamp("2001-07-01"), pd.Timestamp("2001-10-01"), pd.Timestamp("2001-04-01")]
+    assert pd.isna(got[3]) and pd.isna(got[4])
+
 def test_evaluation_says_when_it_scores_interpolated_values(tmp_path):
     """A held-out value that was an empty cell is scored against its interpolation, and the evaluation says
     so (how many, which series) instead of passing it off as observed."""

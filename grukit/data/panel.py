@@ -64,12 +64,22 @@ def roles_for(df: pd.DataFrame, path: str, *, time_col: str = "", target=(), kno
     require_columns(df, past, path, "past covariate column", "--past")
     if not target:
         used = {time_col, id_col, *known, *past}
-        target = [c for c in df.columns if c not in used and pd.api.types.is_numeric_dtype(df[c])]
+        target = [c for c in df.columns if c not in used and pd.api.types.is_numeric_dtype(df[c])
+                  and not _row_index(df, c)]
         if not target:
             raise DataError("no numeric target column found" + _mostly_numeric(df, used)
                             + "; name it with --target", path=path)
     return {"time_col": time_col, "target": target, "known": known, "past": past, "id_col": id_col,
             "layout": "long"}
+
+
+def _row_index(df: pd.DataFrame, c) -> bool:
+    """True for the row numbers pandas writes as an unnamed first column (``df.to_csv()`` with its index):
+    header "" or "Unnamed: 0", values 0, 1, 2, ... (or from 1): not a target."""
+    if not (str(c) == "" or str(c).startswith("Unnamed:")):
+        return False
+    v = df[c].to_numpy()
+    return len(v) > 1 and bool(np.all(np.diff(v) == 1)) and v[0] in (0, 1)
 
 
 def _mostly_numeric(df: pd.DataFrame, used: set) -> str:

@@ -92,9 +92,26 @@ def finite(values: np.ndarray, df: pd.DataFrame | None, col: str, path: str | Pa
                         line=(pos + offset + 2) if df is not None else None, column=col)
 
 
+def quarter_stamps(text: pd.Series) -> pd.Series:
+    """Quarters written as ``1970 Q1``, ``1970Q1``, ``1970-Q1`` or ``Q1 1970`` (pandas reads none of them as
+    a date) as the quarters' first days; NaT where a value is not one."""
+    t = text.astype(str).str.strip().str.upper()
+    a = t.str.extract(r"^(\d{4})\s*[-/ ]?\s*Q([1-4])$")
+    b = t.str.extract(r"^Q([1-4])\s*[-/ ]?\s*(\d{4})$")
+    year = a[0].fillna(b[1])
+    quarter = a[1].fillna(b[0])
+    ok = year.notna() & quarter.notna()
+    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
+    if ok.any():
+        out[ok] = pd.to_datetime(pd.DataFrame({"year": year[ok].astype(int),
+                                               "month": (quarter[ok].astype(int) - 1) * 3 + 1, "day": 1}))
+    return out
+
+
 def looks_like_times(col: pd.Series) -> bool:
     """True for a text column whose every value reads as a time stamp with a separator next to a digit
-    (``2020-01-01``, ``01/02/2020``, ``2021-05-01 00:30:00+00:00``, ``Jan 2020``). An id such as T1 or M4's
+    (``2020-01-01``, ``01/02/2020``, ``2021-05-01 00:30:00+00:00``, ``Jan 2020``) or a quarter (``1970 Q1``).
+    An id such as T1 or M4's
     H1 parses as a date too (year 1, day 1: "T" is ISO 8601's time designator) but has no separator."""
     if pd.api.types.is_datetime64_any_dtype(col):
         return True
@@ -103,6 +120,8 @@ def looks_like_times(col: pd.Series) -> bool:
     text = col.iloc[:200].astype(str).str.strip()          # a sample: the whole column is parsed later anyway
     if pd.to_numeric(text, errors="coerce").notna().any():
         return False
+    if quarter_stamps(text).notna().all():
+        return True
     dated = pd.to_datetime(text, errors="coerce", format="mixed", utc=True).notna()
     return bool((dated & text.str.contains(r"\d[-/:. ]|[-/:. ]\d")).all())
 
@@ -161,6 +180,9 @@ def parse_times(df: pd.DataFrame, col: str, path: str | Path) -> pd.Series:
     num = pd.to_numeric(s, errors="coerce")
     if num.notna().all():
         return num
+    quarters = quarter_stamps(s)
+    if quarters.notna().all():
+        return quarters
     t = pd.to_datetime(s, errors="coerce", format="mixed")
     if t.isna().any():
         pos = int(np.flatnonzero(t.isna().to_numpy())[0])
