@@ -734,6 +734,26 @@ def test_quarters_written_as_text_and_a_written_index_column(tmp_path):
     assert got[:3] == [pd.Timestamp("2001-07-01"), pd.Timestamp("2001-10-01"), pd.Timestamp("2001-04-01")]
     assert pd.isna(got[3]) and pd.isna(got[4])
 
+
+@pytest.mark.parametrize("fmt,sep", [("%d.%m.%Y", ";"), ("%d/%m/%Y", ","), ("%m/%d/%Y", ",")])
+@pytest.mark.parametrize("freq,n", [("D", 60), ("MS", 30)])
+def test_day_first_dates_and_semicolon_files(tmp_path, fmt, sep, freq, n):
+    """A European spreadsheet's CSV (Datum;Umsatz, 01.02.2020;57,69) and British dd/mm/yyyy dates: pandas read
+    the file as one text column, and 01/02/2020 as January 2 but 13/02/2020 as February 13, shuffling a daily
+    series' days into months (219 'missing' steps, interpolated); now the separator, the decimal comma and the
+    day's place are found, and the stamps come back in order; US mm/dd/yyyy stays month first."""
+    from grukit.data.panel import load_panel
+    t = pd.date_range("2020-01-01", periods=n, freq=freq)
+    values = 50 + 10 * np.sin(np.arange(n))
+    text = [f"{v:.2f}".replace(".", ",") if sep == ";" else f"{v:.2f}" for v in values]
+    pd.DataFrame({"Datum": t.strftime(fmt), "Umsatz": text}).to_csv(tmp_path / "d.csv", sep=sep, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                         # no gap found, nothing filled
+        (s,), roles, _ = load_panel(str(tmp_path / "d.csv"))
+    assert roles["time_col"] == "Datum" and roles["target"] == ["Umsatz"]
+    assert (s.times == pd.Series(t)).all()
+    np.testing.assert_allclose(s.y[:, 0], values, atol=0.006)
+
 def test_evaluation_says_when_it_scores_interpolated_values(tmp_path):
     """A held-out value that was an empty cell is scored against its interpolation, and the evaluation says
     so (how many, which series) instead of passing it off as observed."""

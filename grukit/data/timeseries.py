@@ -5,6 +5,7 @@ header = line 1) and the column, and what was expected.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -17,6 +18,21 @@ __all__ = ["read_table", "require_columns", "numeric", "finite", "looks_like_tim
            "season_from_times", "future_times", "time_grid", "time_gaps", "load_table_or_builtin"]
 
 TIME_NAMES = ("time", "date", "ds", "timestamp", "datetime", "month", "year", "period")
+
+
+def csv_dialect(path: Path) -> dict[str, str]:
+    """pandas.read_csv's ``sep`` and ``decimal`` for a text table: tabs in a .tsv; a header with semicolons or
+    tabs and no comma is split on those (European spreadsheets write ``Datum;Umsatz``), and then numbers such as
+    ``50,13`` have a decimal comma; else commas and points."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [f.readline() for _ in range(6)]
+    header = lines[0]
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    if sep == "," and "," not in header:
+        sep = ";" if ";" in header else "\t" if "\t" in header else ","
+    body = "".join(lines[1:])
+    decimal = "," if sep != "," and re.search(r"\d,\d", body) else "."
+    return {"sep": sep, "decimal": decimal}
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -34,7 +50,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             df = pd.read_parquet(p)
         elif suffix in (".csv", ".txt", ".tsv", ""):
-            df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
+            df = pd.read_csv(p, **csv_dialect(p))
         else:
             raise DataError(f"unknown file type {suffix!r}; expected .csv or .parquet", path=p)
     except DataError:
@@ -172,6 +188,30 @@ def period_column(df: pd.DataFrame, used: Iterable[str] = ()) -> tuple[pd.DataFr
     return out, name
 
 
+def day_first(text: pd.Series) -> bool:
+    """Whether dates written as ``dd.mm.yyyy`` / ``dd/mm/yyyy`` put the day first. pandas reads ``01/02/2020``
+    as January 2 and ``13/02/2020`` as February 13, element by element, so a British or European daily file
+    came out with its days shuffled into months: a first number above 12 decides it, a second above 12 decides
+    the other way; where all are 12 or less, the one that stays fixed is the day (monthly data stamped on the
+    1st), else the reading whose stamps have a regular step, else the separator's custom (dots: day first).
+    False where the values are not in that shape."""
+    parts = text.astype(str).str.strip().str.extract(r"^(\d{1,2})([./-])(\d{1,2})[./-]\d{2,4}\b")
+    if len(parts) == 0 or parts[0].isna().any():
+        return False
+    a, b = parts[0].astype(int), parts[2].astype(int)
+    if (a > 12).any() or (b > 12).any():
+        return bool((a > 12).any())
+    if a.nunique() == 1 < b.nunique() or b.nunique() == 1 < a.nunique():   # monthly data on a fixed day
+        return bool(a.nunique() == 1)
+
+    def regular(flag: bool) -> bool:
+        t = pd.DatetimeIndex(pd.to_datetime(text, errors="coerce", format="mixed", dayfirst=flag).dropna()
+                             .sort_values().unique())
+        return len(t) > 2 and pd.infer_freq(t) is not None
+    first, second = regular(True), regular(False)
+    return first if first != second else bool(parts[1].iloc[0] == ".")
+
+
 def parse_times(df: pd.DataFrame, col: str, path: str | Path) -> pd.Series:
     """The time column as datetimes or numbers (years, steps)."""
     s = df[col]
@@ -183,7 +223,7 @@ def parse_times(df: pd.DataFrame, col: str, path: str | Path) -> pd.Series:
     quarters = quarter_stamps(s)
     if quarters.notna().all():
         return quarters
-    t = pd.to_datetime(s, errors="coerce", format="mixed")
+    t = pd.to_datetime(s, errors="coerce", format="mixed", dayfirst=day_first(s))
     if t.isna().any():
         pos = int(np.flatnonzero(t.isna().to_numpy())[0])
         raise DataError(f"cannot parse {str(s.iloc[pos])!r} as a date or number; expected e.g. 2024-01-31",
