@@ -131,6 +131,35 @@ def test_ts_files(tmp_path):
         read_sequences(str(tmp_path / "e.ts"), ClassifyConfig())
 
 
+
+def test_one_series_per_row_with_a_header(tmp_path):
+    """A table with a label column and value columns, one series per row (the UCR archive saved with a header,
+    Kaggle's ECG sets): read as rows, not refused for a missing id column; NaN after a row's values is a
+    shorter series, NaN inside a gap filled with a warning; without the label column (predict) the rows are
+    the series; a long-format table still needs its id column."""
+    from grukit.data.sequences import read_labelled
+    frame = pd.DataFrame({"class": [1, 2, 1], "t0": [0.5, 2.0, 1.0], "t1": [0.25, np.nan, np.nan],
+                          "t2": [1.0, np.nan, 3.0]})
+    frame.to_csv(tmp_path / "w.csv", index=False)
+    with pytest.warns(UserWarning, match=r"1 series have gaps .*first at line 4"):
+        seqs, y = read_labelled(tmp_path / "w.csv")
+    assert list(y) == ["1", "2", "1"] and [len(s) for s in seqs] == [3, 1, 3]
+    np.testing.assert_allclose(seqs[2][:, 0], [1.0, 2.0, 3.0])
+    frame.drop(columns="class").to_csv(tmp_path / "x.csv", index=False)
+    with pytest.warns(UserWarning, match="gaps"):
+        seqs, y = read_labelled(tmp_path / "x.csv", need_labels=False)
+    assert y is None and len(seqs) == 3
+    with pytest.raises(DataError, match="no sequence-id column 'id'"):
+        read_labelled(tmp_path / "x.csv")                                   # labels needed: not a labelled table
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (20, 30)), rng.normal(0, 1, (20, 30)) + np.sin(np.arange(30))]
+    train = pd.DataFrame(X, columns=[f"v{i}" for i in range(30)])
+    train.insert(0, "label", ["a"] * 20 + ["b"] * 20)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    run = fit("classify", data=str(tmp_path / "train.csv"), out=tmp_path / "run", evaluate=False,
+              **{**TINY, "max_epochs": 2})
+    assert run.meta["classes"] == ["a", "b"]
+
 def test_ucr_archive_rows(tmp_path):
     """The UCR archive's headerless rows, label first: 2018's .tsv (NaN padding after shorter series, NaN gaps
     interpolated with a warning), the older space-separated .txt with float labels, a comma .csv whose first

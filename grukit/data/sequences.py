@@ -196,7 +196,6 @@ def read_ucr(p: Path) -> tuple[list[np.ndarray], np.ndarray]:
     with NaN (or left short); gaps inside a series (NaN, as in a few 2018 sets) are filled by linear
     interpolation with a warning. Labels that are whole numbers written as floats (``1.0000000e+00``) read
     as ``1``."""
-    import warnings
     first = _first_line(p)
     if not _is_ucr_line(first):
         raise DataError(f"not UCR archive rows: {(first or '')[:60]!r} is not all numbers; expected the label, then "
@@ -213,28 +212,57 @@ def read_ucr(p: Path) -> tuple[list[np.ndarray], np.ndarray]:
         r, c = np.argwhere(text.to_numpy())[0]
         raise DataError(f"value {df.iat[r, c + 1]!r} is not a number; expected numbers (NaN for a gap or "
                         "the padding after a shorter series)", path=p, line=int(r) + 1, column=f"value {c + 1}")
+    return _row_series(labels, values.to_numpy(np.float64), p, first_line=1)
+
+
+def _row_series(labels: pd.Series, X: np.ndarray, p: Path, first_line: int
+                ) -> tuple[list[np.ndarray], np.ndarray]:
+    """One univariate series per row of ``X`` (UCR rows, or a table with a label column and value columns):
+    NaN after a row's last value is the padding of a shorter series, NaN inside it a gap filled by linear
+    interpolation (with a warning), an infinite value refused with its line (``first_line``: the first row's)."""
+    import warnings
     num = pd.to_numeric(labels, errors="coerce")
     if num.notna().all() and np.all(np.mod(num, 1) == 0):
         labels = num.astype(np.int64).astype(str)
-    X = values.to_numpy(np.float64)
     seqs, gaps = [], []
     for i, row in enumerate(X):
         if np.isinf(row).any():                      # checked on the whole row: one at the end is no padding
-            raise DataError("infinite value; expected finite numbers", path=p, line=i + 1,
+            raise DataError("infinite value; expected finite numbers", path=p, line=i + first_line,
                             column=f"value {int(np.flatnonzero(np.isinf(row))[0]) + 1}")
         ok = np.flatnonzero(np.isfinite(row))
         if ok.size == 0:
             raise DataError("a row with a label and no values; expected at least one number after the label",
-                            path=p, line=i + 1)
+                            path=p, line=i + first_line)
         row = row[: ok[-1] + 1]                                          # the padding after a shorter series
         if ok.size < row.size:
-            gaps.append(i + 1)
+            gaps.append(i + first_line)
             row = np.interp(np.arange(row.size), ok, row[ok])
         seqs.append(row.astype(np.float32)[:, None])
     if gaps:
         warnings.warn(f"{p}: {len(gaps)} series have gaps (NaN inside the series), filled by linear "
-                      f"interpolation (first at line {gaps[0]})", stacklevel=3)
+                      f"interpolation (first at line {gaps[0]})", stacklevel=4)
     return seqs, labels.to_numpy().astype(str)
+
+
+LABEL_NAMES = ("label", "class", "target", "y")   # a one-row-per-series table's label column, by name
+
+
+def wide_label_col(df: pd.DataFrame, label_col: str) -> str:
+    """The label column of a table with one series per row (a label column, then at least 2 numeric value
+    columns and nothing else, as Kaggle's ECG sets and the UCR archive saved with a header are), or "" when
+    the table is not one."""
+    lower = {str(c).lower(): c for c in df.columns}
+    name = label_col if label_col in df.columns else next((lower[k] for k in LABEL_NAMES if k in lower), "")
+    if not name:
+        return ""
+    rest = [c for c in df.columns if c != name]
+    return name if len(rest) >= 2 and all(pd.api.types.is_numeric_dtype(df[c]) for c in rest) else ""
+
+
+def read_wide_labelled(df: pd.DataFrame, label_col: str, p: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Series from a table with one series per row (see :func:`wide_label_col`), value columns in order."""
+    values = df[[c for c in df.columns if c != label_col]].to_numpy(np.float64)
+    return _row_series(df[label_col].astype(str).str.strip(), values, p, first_line=2)
 
 
 def _lines(p: Path):
@@ -310,8 +338,15 @@ def locate_ts_problem(p: Path) -> tuple[int | None, str]:
 # ---------------------------------------------------------------- long CSV / Parquet
 def read_long(p: Path, id_col: str, time_col: str, label_col: str, need_labels: bool = True
               ) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """One row per (sequence, time step): ``id_col``, ``time_col``, feature columns, ``label_col``."""
+    """One row per (sequence, time step): ``id_col``, ``time_col``, feature columns, ``label_col``; or, where
+    the table has neither the id nor the time column, one series per row (:func:`read_wide_labelled`)."""
     df = read_table(p)
+    if id_col not in df.columns and time_col not in df.columns:
+        wide = wide_label_col(df, label_col)
+        if wide:
+            return read_wide_labelled(df, wide, p)
+        if not need_labels and df.shape[1] >= 2 and all(pd.api.types.is_numeric_dtype(df[c]) for c in df.columns):
+            return _row_series(pd.Series(["?"] * len(df)), df.to_numpy(np.float64), p, first_line=2)[0], None
     has_label = label_col in df.columns
     require_columns(df, [id_col], p, "sequence-id column", "--id-col")
     require_columns(df, [time_col], p, "time column", "--time-col")
