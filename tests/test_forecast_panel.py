@@ -721,18 +721,21 @@ def test_a_file_without_time_stamps_gets_its_season_from_the_values(tmp_path):
 def test_quarters_written_as_text_and_a_written_index_column(tmp_path):
     """aeon's Uschange.csv: an unnamed first column of row numbers (pandas' to_csv with its index) and a
     Quarter column of '1970 Q1' text, which pandas does not read as dates: the quarters are the time axis
-    (season 4) and the row numbers are not a target."""
+    (season 4) and the row numbers are not a target; months as 1949M01 and ISO weeks as 2020-W05 likewise."""
     from grukit.data.panel import load_panel
-    from grukit.data.timeseries import quarter_stamps
+    from grukit.data.timeseries import period_stamps
     q = [f"{1970 + i // 4} Q{i % 4 + 1}" for i in range(40)]
     frame = pd.DataFrame({"Quarter": q, "Consumption": np.sin(np.arange(40.0)), "Income": np.arange(40.0)})
     frame.to_csv(tmp_path / "us.csv")                                        # index written: ",Quarter,..."
     (s,), roles, _ = load_panel(str(tmp_path / "us.csv"))
     assert roles["time_col"] == "Quarter" and roles["target"] == ["Consumption", "Income"]
     assert s.times.iloc[1] == pd.Timestamp("1970-04-01") and s.times.iloc[-1] == pd.Timestamp("1979-10-01")
-    got = quarter_stamps(pd.Series(["Q3 2001", "2001Q4", "2001-q2", "x", "2001 Q5"])).tolist()
+    got = period_stamps(pd.Series(["Q3 2001", "2001Q4", "2001-q2", "x", "2001 Q5", "1949M01", "1949-M12",
+                                   "2020-W05", "2020W01", "1949M13"])).tolist()
     assert got[:3] == [pd.Timestamp("2001-07-01"), pd.Timestamp("2001-10-01"), pd.Timestamp("2001-04-01")]
-    assert pd.isna(got[3]) and pd.isna(got[4])
+    assert pd.isna(got[3]) and pd.isna(got[4]) and pd.isna(got[9])
+    assert got[5:9] == [pd.Timestamp("1949-01-01"), pd.Timestamp("1949-12-01"), pd.Timestamp("2020-01-27"),
+                        pd.Timestamp("2019-12-30")]                       # ISO weeks start on Monday
 
 
 @pytest.mark.parametrize("fmt,sep", [("%d.%m.%Y", ";"), ("%d/%m/%Y", ","), ("%m/%d/%Y", ",")])

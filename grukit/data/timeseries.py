@@ -108,25 +108,32 @@ def finite(values: np.ndarray, df: pd.DataFrame | None, col: str, path: str | Pa
                         line=(pos + offset + 2) if df is not None else None, column=col)
 
 
-def quarter_stamps(text: pd.Series) -> pd.Series:
-    """Quarters written as ``1970 Q1``, ``1970Q1``, ``1970-Q1`` or ``Q1 1970`` (pandas reads none of them as
-    a date) as the quarters' first days; NaT where a value is not one."""
+def period_stamps(text: pd.Series) -> pd.Series:
+    """Periods that pandas does not read as dates, as their first days: quarters (``1970 Q1``, ``1970Q1``,
+    ``1970-Q1``, ``Q1 1970``), months in the statistics offices' form (``1949M01``, ``1949-M1``) and ISO weeks
+    (``2020-W05``, ``2020W05``: the week's Monday); NaT where a value is none of them."""
     t = text.astype(str).str.strip().str.upper()
+    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
     a = t.str.extract(r"^(\d{4})\s*[-/ ]?\s*Q([1-4])$")
     b = t.str.extract(r"^Q([1-4])\s*[-/ ]?\s*(\d{4})$")
-    year = a[0].fillna(b[1])
-    quarter = a[1].fillna(b[0])
-    ok = year.notna() & quarter.notna()
-    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
+    m = t.str.extract(r"^(\d{4})\s*-?\s*M(\d{1,2})$")
+    year = a[0].fillna(b[1]).fillna(m[0])
+    month = ((a[1].fillna(b[0]).astype(float) - 1) * 3 + 1).fillna(m[1].astype(float))
+    ok = year.notna() & month.between(1, 12)
     if ok.any():
-        out[ok] = pd.to_datetime(pd.DataFrame({"year": year[ok].astype(int),
-                                               "month": (quarter[ok].astype(int) - 1) * 3 + 1, "day": 1}))
+        out[ok] = pd.to_datetime(pd.DataFrame({"year": year[ok].astype(int), "month": month[ok].astype(int),
+                                               "day": 1}))
+    w = t.str.extract(r"^(\d{4})-?W(\d{2})$")
+    wk = w[0].notna() & ~ok
+    if wk.any():
+        out[wk] = pd.to_datetime(w[0][wk] + "-W" + w[1][wk] + "-1", format="%G-W%V-%u", errors="coerce")
     return out
 
 
 def looks_like_times(col: pd.Series) -> bool:
     """True for a text column whose every value reads as a time stamp with a separator next to a digit
-    (``2020-01-01``, ``01/02/2020``, ``2021-05-01 00:30:00+00:00``, ``Jan 2020``) or a quarter (``1970 Q1``).
+    (``2020-01-01``, ``01/02/2020``, ``2021-05-01 00:30:00+00:00``, ``Jan 2020``) or a period pandas does not
+    read (``1970 Q1``, ``1949M01``, ``2020-W05``: :func:`period_stamps`).
     An id such as T1 or M4's
     H1 parses as a date too (year 1, day 1: "T" is ISO 8601's time designator) but has no separator."""
     if pd.api.types.is_datetime64_any_dtype(col):
@@ -136,7 +143,7 @@ def looks_like_times(col: pd.Series) -> bool:
     text = col.iloc[:200].astype(str).str.strip()          # a sample: the whole column is parsed later anyway
     if pd.to_numeric(text, errors="coerce").notna().any():
         return False
-    if quarter_stamps(text).notna().all():
+    if period_stamps(text).notna().all():
         return True
     dated = pd.to_datetime(text, errors="coerce", format="mixed", utc=True).notna()
     return bool((dated & text.str.contains(r"\d[-/:. ]|[-/:. ]\d")).all())
@@ -220,9 +227,9 @@ def parse_times(df: pd.DataFrame, col: str, path: str | Path) -> pd.Series:
     num = pd.to_numeric(s, errors="coerce")
     if num.notna().all():
         return num
-    quarters = quarter_stamps(s)
-    if quarters.notna().all():
-        return quarters
+    periods = period_stamps(s)
+    if periods.notna().all():
+        return periods
     t = pd.to_datetime(s, errors="coerce", format="mixed", dayfirst=day_first(s))
     if t.isna().any():
         pos = int(np.flatnonzero(t.isna().to_numpy())[0])
