@@ -791,3 +791,18 @@ def test_patience_counts_steps_on_a_panel_whose_epochs_are_long():
         warnings.simplefilter("ignore")
         prepare(cfg)
     assert cfg.patience == 30                                               # a single series keeps 30
+
+
+def test_a_panel_read_without_its_id_column_names_the_column(tmp_path):
+    """Three stores in one long table, --id-col not given: the duplicate-stamp error says which column would
+    make the rows one per series and time; a single series with a true repeat gets no such hint."""
+    from grukit.data.panel import load_panel
+    t = pd.date_range("2020-01-01", periods=30)
+    pd.concat([pd.DataFrame({"date": t, "store": k, "sales": np.arange(30.0) + k}) for k in (1, 2, 3)]).to_csv(
+        tmp_path / "stores.csv", index=False)
+    with pytest.raises(DataError, match=r"duplicate time stamp .*name their id column: --id-col store"):
+        load_panel(str(tmp_path / "stores.csv"), target=("sales",))
+    one = pd.DataFrame({"date": list(t) + [t[3]], "sales": np.arange(31.0)})
+    one.to_csv(tmp_path / "one.csv", index=False)
+    with pytest.raises(DataError, match=r"sum or last$"):
+        load_panel(str(tmp_path / "one.csv"))

@@ -97,6 +97,17 @@ def _mostly_numeric(df: pd.DataFrame, used: set) -> str:
     return ""
 
 
+def _id_candidates(df: pd.DataFrame, times: pd.Series, time_col: str) -> list[str]:
+    """Columns that would make (column, time) unique: a panel read without --id-col (store 1, store 2 ...)."""
+    out = []
+    for c in df.columns:
+        if c == time_col or df[c].nunique() > len(df) // 2 or df[c].nunique() < 2:
+            continue
+        if not pd.DataFrame({"i": df[c].astype(str).to_numpy(), "t": times.to_numpy()}).duplicated().any():
+            out.append(c)
+    return out
+
+
 def _combine_duplicates(df: pd.DataFrame, roles: dict, times: pd.Series, path: str, how: str) -> pd.DataFrame:
     """Raise on repeated (series, time) rows, or combine them with ``how`` (mean, sum, last)."""
     key = [df[roles["id_col"]].astype(str)] if roles["id_col"] else []
@@ -113,9 +124,11 @@ def _combine_duplicates(df: pd.DataFrame, roles: dict, times: pd.Series, path: s
         same = np.flatnonzero(dup & (frame["_t"] == stamp).to_numpy()
                               & ((frame["_id"] == frame["_id"].iloc[first]).to_numpy() if key else True))
         who = f"series {frame['_id'].iloc[first]!r}" if key else "the series"
+        ids = [] if key else _id_candidates(df, frame["_t"], roles["time_col"])
+        hint = (f"; if the file holds several series, name their id column: --id-col {ids[0]}" if ids else "")
         raise DataError(f"{who} has duplicate time stamp {stamp} (lines {', '.join(str(i + 2) for i in same[:3])}); "
                         "expected one row per series and time: drop the repeats or choose --duplicates mean, "
-                        "sum or last", path=path, column=roles["time_col"])
+                        f"sum or last{hint}", path=path, column=roles["time_col"])
     value_cols = [*roles["target"], *roles["known"], *roles["past"]]
     work = df.copy()
     work["_t"] = times.to_numpy()
