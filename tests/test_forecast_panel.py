@@ -806,3 +806,15 @@ def test_a_panel_read_without_its_id_column_names_the_column(tmp_path):
     one.to_csv(tmp_path / "one.csv", index=False)
     with pytest.raises(DataError, match=r"sum or last$"):
         load_panel(str(tmp_path / "one.csv"))
+
+
+def test_a_text_column_that_tells_the_series_apart_is_the_id(tmp_path):
+    """Store names in a long table, --id-col not given: the repeating stamps and the one text column that makes
+    them one per store and day give the id, with a note; the run trains on three series."""
+    from grukit.data.panel import load_panel
+    t = pd.date_range("2020-01-01", periods=40)
+    pd.concat([pd.DataFrame({"date": t, "store": f"S{k}", "sales": np.sin(np.arange(40.0)) + k})
+               for k in (1, 2, 3)]).to_csv(tmp_path / "stores.csv", index=False)
+    with pytest.warns(UserWarning, match=r"column 'store' tells 3 series apart: read as the series id"):
+        series, roles, _ = load_panel(str(tmp_path / "stores.csv"))
+    assert roles["id_col"] == "store" and roles["target"] == ["sales"] and [s.id for s in series] == ["S1", "S2", "S3"]

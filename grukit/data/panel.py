@@ -97,6 +97,23 @@ def _mostly_numeric(df: pd.DataFrame, used: set) -> str:
     return ""
 
 
+def _implied_id(df: pd.DataFrame, roles: dict, path: str) -> str:
+    """The id column of a long panel read without --id-col: where the time stamps repeat and exactly one text
+    column (store names, M5's item ids) makes them one per value and time, that column, with a note; else ""
+    (numbers that would do are only suggested, in the duplicate-stamp error: a 0/1 covariate could do too)."""
+    times = parse_times(df, roles["time_col"], path)
+    if not times.duplicated().any():
+        return ""
+    used = {roles["time_col"], *roles["target"], *roles["known"], *roles["past"]}
+    text = [c for c in _id_candidates(df.drop(columns=[c for c in used if c in df.columns]), times, "")
+            if not pd.api.types.is_numeric_dtype(df[c])]
+    if len(text) != 1:
+        return ""
+    warnings.warn(f"{path}: the time stamps repeat, and column {text[0]!r} tells {df[text[0]].nunique()} series "
+                  "apart: read as the series id (pass --id-col to choose another)", stacklevel=3)
+    return text[0]
+
+
 def _id_candidates(df: pd.DataFrame, times: pd.Series, time_col: str) -> list[str]:
     """Columns that would make (column, time) unique: a panel read without --id-col (store 1, store 2 ...)."""
     out = []
@@ -388,6 +405,8 @@ def load_panel(data: str, *, layout: str = "auto", duplicates: str = "error", al
                                      "layout": "wide"}, path
     if roles is None:
         roles = roles_for(df, path, defaults=defaults, **role_args)
+        if not roles["id_col"] and roles["time_col"]:
+            roles["id_col"] = _implied_id(df, roles, path)
     else:
         roles = {**roles, "layout": "long"}
         require_columns(df, [roles["time_col"], roles["id_col"], *roles["target"], *roles["known"],
