@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["acf", "seasonality_test", "season_from_values", "SEASON_CANDIDATES", "seasonal_indices", "seasonal_offsets", "seasonal_factors",
-           "seasonal_adjustment"]
+__all__ = ["acf", "seasonality_test", "season_from_values", "SEASON_CANDIDATES", "seasonal_indices",
+           "seasonal_offsets", "seasonal_factors", "seasonal_adjustment"]
 
 
 def acf(y: np.ndarray, k: int) -> float:
@@ -48,8 +48,9 @@ def season_from_values(series: list[np.ndarray], candidates: tuple[int, ...] = S
     table without a time column): the candidate period that most series long enough to test (3 periods of
     differences) have, where having it means that the autocorrelation of the first differences at that lag is
     above 0.25 and the 99.5% bound of M4's seasonality test and higher than at the lags either side (a peak: a
-    smooth cycle correlates at every short lag; weekly CO2's differences peak at 0.17 at lag 7, noise); (1, 0.0) when no candidate is had by more than half.
-    Differences, not levels: a trend makes the levels' autocorrelation high at every lag."""
+    smooth cycle correlates at every short lag; weekly CO2's differences peak at 0.17 at lag 7, noise); (1, 0.0)
+    when no candidate is had by more than half. Differences, not levels: a trend makes the levels'
+    autocorrelation high at every lag."""
     pick = np.unique(np.linspace(0, len(series) - 1, min(len(series), MAX_TESTED)).round().astype(int)) \
         if series else []
     diffs = [np.diff(np.asarray(series[i], dtype=float)) for i in pick]
