@@ -39,10 +39,11 @@ METHODS = ("grukit", "minirocket", "dtw_1nn", "majority_class")
 
 def ts_pairs(folder: Path) -> list[tuple[str, str, str]]:
     """(name, train file, test file) for every NAME_TRAIN.ts (or .npz: X, y, lengths; or the UCR 2018 archive's
-    .tsv rows; or .arff) with its NAME_TEST file of the same type under ``folder``; a set found in one format
-    is not taken again from another (the order above)."""
+    .tsv rows; or .arff; or .csv: a table with one series per row under a label header, UCR rows, or long
+    format) with its NAME_TEST file of the same type under ``folder``; a set found in one format is not taken
+    again from another (the order above)."""
     out, seen = [], set()
-    for suffix in (".ts", ".npz", ".tsv", ".arff"):
+    for suffix in (".ts", ".npz", ".tsv", ".arff", ".csv"):
         for train in sorted(folder.rglob(f"*_TRAIN{suffix}")):
             test = train.with_name(train.name.replace(f"_TRAIN{suffix}", f"_TEST{suffix}"))
             name = train.name[: -len(f"_TRAIN{suffix}")]

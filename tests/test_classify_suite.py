@@ -54,9 +54,11 @@ def test_suite_on_a_folder_of_ts_pairs(tmp_path):
         (ucr / f"Toy_{part}.tsv").write_text("1\t0.5\t0.25\n2\t1.5\t0.75\n")
         (ucr / f"Toy_{part}.ts").write_text("")
         (ucr / f"Gun_{part}.tsv").write_text("1\t0.5\t0.25\n")
+        (ucr / f"Ecg_{part}.csv").write_text("label,t0,t1\n1,0.5,0.25\n")
     assert suite.ts_pairs(tmp_path / "UCRArchive_2018") == [
         ("Toy", str(ucr / "Toy_TRAIN.ts"), str(ucr / "Toy_TEST.ts")),
-        ("Gun", str(ucr / "Gun_TRAIN.tsv"), str(ucr / "Gun_TEST.tsv"))]
+        ("Gun", str(ucr / "Gun_TRAIN.tsv"), str(ucr / "Gun_TEST.tsv")),
+        ("Ecg", str(ucr / "Ecg_TRAIN.csv"), str(ucr / "Ecg_TEST.csv"))]
     out = tmp_path / "out"
     rc = suite.main([str(tmp_path / "data"), "--no-packaged", "--out", str(out), "--set", "train_steps=20",
                      "--set", "ensemble=2", "--set", "hidden_size=8", "--set", "conv_channels=8"])
