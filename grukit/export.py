@@ -209,6 +209,10 @@ def export_run(run, out: str | os.PathLike | None = None, data: str | None = Non
     (default: the run's training data) and on random inputs of the same shapes.
     """
     model = run.models()[member]
+    if run.meta.get("combine"):
+        warnings.warn(f"{run.path}: the ONNX graph is the network alone; this run's forecasts average it with "
+                      f"{', '.join(run.meta['combine'])} fitted on each history (combine, in meta.json), which the "
+                      "graph does not do", stacklevel=2)
     cfg = run.config if data is None else run.config.replace(data=data)
     module = run.module()
     try:

@@ -94,3 +94,19 @@ def test_task_model_export_from_a_run(tmp_path):
     names = [i.name for i in onnx.load(str(res.path)).graph.input]
     assert names[:2] == ["x", "lengths"]
     assert main(["export", str(tmp_path / "run"), "--format", "tflite"]) == 2
+
+
+def test_exporting_a_combined_forecaster_says_the_graph_is_the_network_alone(tmp_path):
+    """A forecast run that averages the network with statistical forecasts (combine) exports the network: the
+    export says so, since the graph's forecasts then differ from grukit predict's."""
+    import warnings
+    from grukit.runs import open_run
+    from grukit.train import fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit("forecast", data="nile", max_epochs=1, hidden_size=8, out=tmp_path / "run", progress=False,
+            evaluate=False, combine=("theta",))
+    with pytest.warns(UserWarning, match=r"the ONNX graph is the network alone; this run's forecasts average it "
+                                         r"with theta"):
+        res = ex.export_run(open_run(tmp_path / "run"))
+    assert res.max_abs_diff < 1e-4
