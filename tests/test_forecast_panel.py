@@ -685,6 +685,8 @@ def test_year_and_quarter_columns_are_one_time_axis(tmp_path):
     assert name == "Year_Month" and list(out.columns) == ["Year_Month", "v"]
     assert out["Year_Month"].iloc[13] == pd.Timestamp("2001-02-01")
     assert period_column(monthly.assign(Month=monthly.Month + 1))[1] == ""               # month 13: not a period
+    names = monthly.assign(Month=pd.to_datetime(monthly.Month, format="%m").dt.strftime("%b"))   # Jan, Feb, ...
+    assert period_column(names)[0]["Year_Month"].iloc[13] == pd.Timestamp("2001-02-01")
     assert period_column(df, used=["quarter"])[1] == ""
     daily = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=60), "year": 2020, "month": 1, "v": 1.0})
     assert period_column(daily)[1] == ""                                            # the date is the time

@@ -168,12 +168,14 @@ def pick_time_col(df: pd.DataFrame, requested: str, path: str | Path, exclude: I
     return ""
 
 
+MONTH_NAMES = {m: i + 1 for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep",
+                                                "oct", "nov", "dec"))}
 PERIOD_PARTS = {"quarter": (4, 3), "qtr": (4, 3), "q": (4, 3), "month": (12, 1), "mon": (12, 1), "m": (12, 1)}
 
 
 def period_column(df: pd.DataFrame, used: Iterable[str] = ()) -> tuple[pd.DataFrame, str]:
     """Tables that give the time as a year column and a quarter or month column (statsmodels' macrodata: year,
-    quarter; many economic files: year, month): (``df`` with one column of the periods' first days in their
+    quarter; many economic files: year, month, as a number or a name such as Jan): (``df`` with one column of the periods' first days in their
     place, its name), so that the rows are one time axis and the season follows (quarterly 4, monthly 12);
     (``df``, "") where there is no such pair of whole numbers in range, a column of it is in ``used`` (named
     as a target, covariate, id or time column), or another column is a time column (a date beside them)."""
@@ -184,6 +186,8 @@ def period_column(df: pd.DataFrame, used: Iterable[str] = ()) -> tuple[pd.DataFr
         return df, ""                                  # (a date column beside them is the time column)
     y, q = pd.to_numeric(df[year], errors="coerce"), pd.to_numeric(df[part], errors="coerce")
     top, months = PERIOD_PARTS[part.lower()]
+    if top == 12 and q.isna().all():                    # month names: Jan, January, jan.
+        q = df[part].astype(str).str.strip().str[:3].str.lower().map(MONTH_NAMES)
     if y.isna().any() or q.isna().any() or (y % 1).any() or (q % 1).any() or not y.between(1, 9999).all() \
             or not q.between(1, top).all():
         return df, ""
