@@ -16,6 +16,10 @@ Writes ``OUT/results.csv`` (MASE per series: grukit, the mean over ``--seeds``, 
 ``OUT/scatter.png`` (grukit against the better of ETS and Theta), and prints the table, the geometric mean of
 grukit's MASE relative to that better baseline (below 1: grukit wins) and the count of series won. The better
 of the two is chosen after the fact, per series: a stronger reference than any one method a user could pick.
+
+Measured 2026-12-07, seeds 0,1: the defaults (``combine=auto``: the mix with SES, damped and Theta where the
+validation windows prefer it) 1.021 with 8 wins; ``--set combine=off`` (the network alone) 1.157 with 8;
+``--set combine=ets,theta`` (always mixed) 1.041 with 8.
 """
 from __future__ import annotations
 
