@@ -208,3 +208,14 @@ def test_ucr_archive_rows(tmp_path):
     run = fit("classify", data=str(tmp_path / "Toy_TRAIN.tsv"), test_data=str(tmp_path / "Toy_TEST.tsv"),
               out=tmp_path / "run", max_epochs=30, **TINY)
     assert run.evaluate()["grukit"]["accuracy"] >= 0.9
+
+
+def test_long_format_with_time_stamps(tmp_path):
+    """A long-format table whose time column holds time stamps (a sensor log), rows shuffled: each sequence is
+    read in time order (the column was refused as non-numeric before)."""
+    from grukit.data.sequences import read_labelled
+    rows = [{"id": f"r{i}", "time": str(pd.Timestamp("2024-03-01 10:00") + pd.Timedelta(minutes=i, seconds=k)),
+             "acc": float(k), "label": "a" if i % 2 else "b"} for i in range(4) for k in range(6)]
+    pd.DataFrame(rows).sample(frac=1, random_state=0).to_csv(tmp_path / "log.csv", index=False)
+    seqs, y = read_labelled(tmp_path / "log.csv")
+    assert len(seqs) == 4 and all(s[:, 0].tolist() == [0, 1, 2, 3, 4, 5] for s in seqs)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, nearest
-from .timeseries import numeric, read_table, require_columns
+from .timeseries import numeric, parse_times, read_table, require_columns
 
 __all__ = ["read_npz", "read_ts", "read_arff", "read_ucr", "is_ucr_rows", "read_long", "read_labelled",
            "check_features", "normalise_series", "stratified_split", "locate_ts_problem"]
@@ -361,7 +361,9 @@ def read_long(p: Path, id_col: str, time_col: str, label_col: str, need_labels: 
         r, c = np.argwhere(bad)[0]
         raise DataError("missing or infinite feature value; expected finite numbers", path=p, line=int(r) + 2,
                         column=feats[c])
-    t = numeric(df, time_col, p)
+    t = parse_times(df, time_col, p)                                  # steps, or time stamps (ordered)
+    t = t.astype("datetime64[ns]").astype(np.int64).to_numpy() if pd.api.types.is_datetime64_any_dtype(t) \
+        else t.to_numpy(dtype=np.float64)
     seqs, labels = [], []
     for sid, idx in df.groupby(id_col, sort=False).indices.items():
         idx = idx[np.argsort(t[idx], kind="stable")]
