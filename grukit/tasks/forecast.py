@@ -610,7 +610,7 @@ def _choose_combine(config: ForecastConfig, prepared: Prepared, members) -> dict
         return forecast_series(members(), prepared.meta, config, [wins[k][0] for k in pick],
                                ids=[s.id for s in chosen], covariates=[c[:index[k][1]] for c, k in zip(cov, pick)],
                                known_future=[s.known[index[k][1]:index[k][1] + H] for s, k in zip(chosen, pick)])
-    methods, scores = choose_on_validation(own, wins, H, m, n_jobs=config.n_jobs)
+    methods, scores = choose_on_validation(own, wins, H, m, n_jobs=config.n_jobs, series_of=[i for i, _ in index])
     return {"combine": methods, "combine_validation_mase": {k: round(v, 6) for k, v in scores.items()}}
 
 
