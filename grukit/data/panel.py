@@ -97,11 +97,11 @@ def _mostly_numeric(df: pd.DataFrame, used: set) -> str:
     return ""
 
 
-def _implied_id(df: pd.DataFrame, roles: dict, path: str) -> str:
-    """The id column of a long panel read without --id-col: where the time stamps repeat and exactly one text
-    column (store names, M5's item ids) makes them one per value and time, that column, with a note; else ""
-    (numbers that would do are only suggested, in the duplicate-stamp error: a 0/1 covariate could do too)."""
-    times = parse_times(df, roles["time_col"], path)
+def _implied_id(df: pd.DataFrame, roles: dict, times: pd.Series, path: str) -> str:
+    """The id column of a long panel read without --id-col: where the time stamps (``times``, parsed) repeat
+    and exactly one text column (store names, M5's item ids) makes them one per value and time, that column,
+    with a note; else "" (numbers that would do are only suggested, in the duplicate-stamp error: a 0/1
+    covariate could do too)."""
     if not times.duplicated().any():
         return ""
     used = {roles["time_col"], *roles["target"], *roles["known"], *roles["past"]}
@@ -175,18 +175,24 @@ def _fill_gaps(s: Series, grid: pd.Series, pos: np.ndarray) -> Series:
     return Series(s.id, grid, fill(s.y, s.n_obs), fill(s.known, len(pos)), fill(s.past, len(pos)), n_obs, filled)
 
 
+def _holes(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of ``col``'s finite values, positions of its empty (NaN) cells between the first and the last
+    of them)."""
+    ok = np.flatnonzero(np.isfinite(col))
+    if len(ok) < 2:
+        return ok, ok[:0]
+    return ok, np.flatnonzero(np.isnan(col[ok[0]:ok[-1]])) + ok[0]
+
+
 def _interpolate_inside(a: np.ndarray, pos: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """``a`` (n, C) with each column's empty (NaN) cells among its first ``rows`` rows that lie between two of its
-    finite values filled by linear interpolation at the rows' positions ``pos`` (time-grid places, or row
-    numbers); cells before a column's first or after its last value stay empty. Returns (a copy, the mask (n,)
-    of rows where a cell was filled)."""
+    """``a`` (n, C) with each column's empty cells among its first ``rows`` rows that lie between two of its
+    finite values (:func:`_holes`) filled by linear interpolation at the rows' positions ``pos`` (time-grid
+    places, or row numbers); cells before a column's first or after its last value stay empty. Returns (a copy,
+    the mask (n,) of rows where a cell was filled)."""
     a, mask = a.astype(np.float64, copy=True), np.zeros(len(a), bool)
     for j in range(a.shape[1]):
         col = a[:rows, j]
-        ok = np.flatnonzero(np.isfinite(col))
-        if len(ok) < 2:
-            continue
-        hole = np.flatnonzero(np.isnan(col[ok[0]:ok[-1]])) + ok[0]
+        ok, hole = _holes(col)
         if len(hole):
             col[hole] = np.interp(pos[hole], pos[ok], col[ok])
             mask[hole] = True
@@ -194,12 +200,10 @@ def _interpolate_inside(a: np.ndarray, pos: np.ndarray, rows: int) -> tuple[np.n
 
 
 def _empty_inside(y: np.ndarray, rows: int) -> np.ndarray:
-    """The mask (n,) of the first ``rows`` rows with an empty target cell between two values of its column."""
+    """The mask (n,) of the first ``rows`` rows with an empty cell between two values of its column."""
     mask = np.zeros(len(y), bool)
     for j in range(y.shape[1]):
-        ok = np.flatnonzero(np.isfinite(y[:rows, j]))
-        if len(ok) >= 2:
-            mask[ok[0]:ok[-1]] |= np.isnan(y[ok[0]:ok[-1], j])
+        mask[_holes(y[:rows, j])[1]] = True
     return mask
 
 
@@ -219,18 +223,20 @@ def _values_note(path: str, found: list[str], gaps: str) -> None:
 
 
 def read_series(df: pd.DataFrame, roles: dict[str, Any], path: str, allow_future: bool = False,
-                duplicates: str = "error", gaps: str = "interpolate") -> list[Series]:
+                duplicates: str = "error", gaps: str = "interpolate", times: pd.Series | None = None
+                ) -> list[Series]:
     """Split a long table into series, checking every value; future rows (all targets empty) only at the end,
     rows before a series' first target value (a series that starts later) dropped. ``gaps``: time steps a
     series skips (days left out of daily data) and empty cells between a column's values (a sensor's missing
     reading) are filled by linear interpolation in time (``interpolate``), read as consecutive rows (``keep``:
     rows with an empty target dropped) or refused (``error``); a warning names them, and each series' ``filled``
-    mask keeps which targets were interpolated (the evaluation says when it scores them)."""
+    mask keeps which targets were interpolated (the evaluation says when it scores them). ``times``: the time
+    column already parsed, when the caller has it."""
     df = df.reset_index(drop=True)
     for c in [*roles["target"], *roles["known"], *roles["past"]]:
         numeric(df, c, path)                                   # a non-numeric cell: its line and column
     if roles["time_col"]:
-        times = parse_times(df, roles["time_col"], path)
+        times = parse_times(df, roles["time_col"], path) if times is None else times
         combined = _combine_duplicates(df, roles, times, path, duplicates)
         if combined is not df:
             df = combined.reset_index(drop=True)
@@ -402,16 +408,19 @@ def load_panel(data: str, *, layout: str = "auto", duplicates: str = "error", al
     if want == "wide" or (want == "auto" and not roles and not role_args.get("id_col")
                           and is_wide(df, role_args.get("time_col", ""))):
         return read_wide(df, path, gaps), {"time_col": "", "target": ["y"], "known": [], "past": [], "id_col": "id",
-                                     "layout": "wide"}, path
+                                           "layout": "wide"}, path
+    times = None                                        # parsed once, where the id is looked for already
     if roles is None:
         roles = roles_for(df, path, defaults=defaults, **role_args)
         if not roles["id_col"] and roles["time_col"]:
-            roles["id_col"] = _implied_id(df, roles, path)
+            times = parse_times(df.reset_index(drop=True), roles["time_col"], path)
+            roles["id_col"] = _implied_id(df, roles, times, path)
     else:
         roles = {**roles, "layout": "long"}
         require_columns(df, [roles["time_col"], roles["id_col"], *roles["target"], *roles["known"],
                              *roles["past"]], path)
-    return read_series(df, roles, path, allow_future=allow_future, duplicates=duplicates, gaps=gaps), roles, path
+    return read_series(df, roles, path, allow_future=allow_future, duplicates=duplicates, gaps=gaps,
+                       times=times), roles, path
 
 
 def drop_short(series: list[Series], need: int, why: str, path: str) -> list[Series]:

@@ -215,15 +215,17 @@ def read_ucr(p: Path) -> tuple[list[np.ndarray], np.ndarray]:
     return _row_series(labels, values.to_numpy(np.float64), p, first_line=1)
 
 
-def _row_series(labels: pd.Series, X: np.ndarray, p: Path, first_line: int
-                ) -> tuple[list[np.ndarray], np.ndarray]:
+def _row_series(labels: pd.Series | None, X: np.ndarray, p: Path, first_line: int
+                ) -> tuple[list[np.ndarray], np.ndarray | None]:
     """One univariate series per row of ``X`` (UCR rows, or a table with a label column and value columns):
     NaN after a row's last value is the padding of a shorter series, NaN inside it a gap filled by linear
-    interpolation (with a warning), an infinite value refused with its line (``first_line``: the first row's)."""
+    interpolation (with a warning), an infinite value refused with its line (``first_line``: the first row's);
+    ``labels`` None (a file to predict on) gives None back."""
     import warnings
-    num = pd.to_numeric(labels, errors="coerce")
-    if num.notna().all() and np.all(np.mod(num, 1) == 0):
-        labels = num.astype(np.int64).astype(str)
+    if labels is not None:
+        num = pd.to_numeric(labels, errors="coerce")
+        if num.notna().all() and np.all(np.mod(num, 1) == 0):
+            labels = num.astype(np.int64).astype(str)
     seqs, gaps = [], []
     for i, row in enumerate(X):
         if np.isinf(row).any():                      # checked on the whole row: one at the end is no padding
@@ -241,7 +243,7 @@ def _row_series(labels: pd.Series, X: np.ndarray, p: Path, first_line: int
     if gaps:
         warnings.warn(f"{p}: {len(gaps)} series have gaps (NaN inside the series), filled by linear "
                       f"interpolation (first at line {gaps[0]})", stacklevel=4)
-    return seqs, labels.to_numpy().astype(str)
+    return seqs, None if labels is None else labels.to_numpy().astype(str)
 
 
 LABEL_NAMES = ("label", "class", "target", "y")   # a one-row-per-series table's label column, by name
@@ -346,7 +348,7 @@ def read_long(p: Path, id_col: str, time_col: str, label_col: str, need_labels: 
         if wide:
             return read_wide_labelled(df, wide, p)
         if not need_labels and df.shape[1] >= 2 and all(pd.api.types.is_numeric_dtype(df[c]) for c in df.columns):
-            return _row_series(pd.Series(["?"] * len(df)), df.to_numpy(np.float64), p, first_line=2)[0], None
+            return _row_series(None, df.to_numpy(np.float64), p, first_line=2)
     has_label = label_col in df.columns
     require_columns(df, [id_col], p, "sequence-id column", "--id-col")
     require_columns(df, [time_col], p, "time column", "--time-col")

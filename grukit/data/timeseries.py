@@ -108,6 +108,12 @@ def finite(values: np.ndarray, df: pd.DataFrame | None, col: str, path: str | Pa
                         line=(pos + offset + 2) if df is not None else None, column=col)
 
 
+def month_starts(year: pd.Series, month: pd.Series) -> pd.Series:
+    """The first days of the given months (whole numbers, as numbers or text)."""
+    return pd.to_datetime(pd.DataFrame({"year": year.astype(float).astype(int),
+                                        "month": month.astype(float).astype(int), "day": 1}))
+
+
 def period_stamps(text: pd.Series) -> pd.Series:
     """Periods that pandas does not read as dates, as their first days: quarters (``1970 Q1``, ``1970Q1``,
     ``1970-Q1``, ``Q1 1970``), months in the statistics offices' form (``1949M01``, ``1949-M1``) and ISO weeks
@@ -121,8 +127,7 @@ def period_stamps(text: pd.Series) -> pd.Series:
     month = ((a[1].fillna(b[0]).astype(float) - 1) * 3 + 1).fillna(m[1].astype(float))
     ok = year.notna() & month.between(1, 12)
     if ok.any():
-        out[ok] = pd.to_datetime(pd.DataFrame({"year": year[ok].astype(int), "month": month[ok].astype(int),
-                                               "day": 1}))
+        out[ok] = month_starts(year[ok], month[ok])
     w = t.str.extract(r"^(\d{4})-?W(\d{2})$")
     wk = w[0].notna() & ~ok
     if wk.any():
@@ -175,15 +180,17 @@ PERIOD_PARTS = {"quarter": (4, 3), "qtr": (4, 3), "q": (4, 3), "month": (12, 1),
 
 def period_column(df: pd.DataFrame, used: Iterable[str] = ()) -> tuple[pd.DataFrame, str]:
     """Tables that give the time as a year column and a quarter or month column (statsmodels' macrodata: year,
-    quarter; many economic files: year, month, as a number or a name such as Jan): (``df`` with one column of the periods' first days in their
-    place, its name), so that the rows are one time axis and the season follows (quarterly 4, monthly 12);
-    (``df``, "") where there is no such pair of whole numbers in range, a column of it is in ``used`` (named
-    as a target, covariate, id or time column), or another column is a time column (a date beside them)."""
+    quarter; many economic files: year, month, as a number or a name such as Jan): (``df`` with one column of
+    the periods' first days in their place, its name), so that the rows are one time axis and the season
+    follows (quarterly 4, monthly 12); (``df``, "") where there is no such pair of whole numbers in range, a
+    column of it is in ``used`` (named as a target, covariate, id or time column), or another column is a time
+    column (a date beside them)."""
     lower = {c.lower(): c for c in df.columns if isinstance(c, str)}
     year = lower.get("year")
     part = next((lower[k] for k in PERIOD_PARTS if k in lower), None)
-    if year is None or part is None or {year, part} & set(used) or pick_time_col(df.drop(columns=[year, part]), "", ""):
-        return df, ""                                  # (a date column beside them is the time column)
+    if year is None or part is None or {year, part} & set(used) \
+            or pick_time_col(df.drop(columns=[year, part]), "", ""):     # a date beside them is the time column
+        return df, ""
     y, q = pd.to_numeric(df[year], errors="coerce"), pd.to_numeric(df[part], errors="coerce")
     top, months = PERIOD_PARTS[part.lower()]
     if top == 12 and q.isna().all():                    # month names: Jan, January, jan.
@@ -192,8 +199,7 @@ def period_column(df: pd.DataFrame, used: Iterable[str] = ()) -> tuple[pd.DataFr
             or not q.between(1, top).all():
         return df, ""
     name = f"{year}_{part}"
-    stamps = pd.to_datetime(pd.DataFrame({"year": y.astype(int), "month": (q.astype(int) - 1) * months + 1,
-                                          "day": 1}))
+    stamps = month_starts(y, (q.astype(int) - 1) * months + 1)
     out = df.drop(columns=[year, part])
     out.insert(list(df.columns).index(year), name, stamps)
     return out, name
