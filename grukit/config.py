@@ -221,6 +221,11 @@ class ClassifyConfig(TaskConfig):
                                    "lengths input, so streams have it; left out where all lengths are equal); "
                                    "off by default: it lost 0.046 on spoken digits of an unseen speaker, "
                                    "whose speaking rate differs, and gained 0-0.02 elsewhere, see README")
+    value_quantiles: int = opt(0, "the distribution of each series' values joins the features the head "
+                                  "reads: this many evenly spaced quantiles (0% to 100%) of every "
+                                  "normalised feature and of its first difference, standardised over the "
+                                  "training series (order-free: appliance load profiles differ in how long "
+                                  "they spend at each level); 0 = off")
     augment: tuple[str, ...] = opt((), "training-time augmentations, comma separated: jitter, scaling, "
                                        "window_slice, window_warp (off by default: window_slice,window_warp "
                                        "left the 5-model accuracy unchanged on ArrowHead/ItalyPowerDemand, "
@@ -355,6 +360,9 @@ class ClassifyConfig(TaskConfig):
             choice(p, "baselines", b, ["minirocket", "dtw"])
         if not (self.mixup >= 0 and math.isfinite(self.mixup)):
             p.append(f"mixup={self.mixup}: expected a Beta parameter > 0 (0.2 or 0.4), or 0 for off")
+        if self.value_quantiles < 0 or self.value_quantiles == 1:
+            p.append(f"value_quantiles={self.value_quantiles}: expected 0 (off) or an integer >= 2 (the "
+                     "minimum and maximum at least)")
         if self.dba_augment < 0:
             p.append(f"dba_augment={self.dba_augment}: expected an integer >= 0 (0 = off)")
         if not 0 <= self.label_smoothing < 1:

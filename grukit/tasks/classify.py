@@ -126,15 +126,48 @@ def length_scaling(lengths) -> dict:
     return {"length_stat": [float(log_n.mean()), float(log_n.std())]} if log_n.std() > 0.01 else {}
 
 
-def _stats(seqs, meta, raw: np.ndarray | None = None) -> np.ndarray | None:
-    """(N, S) float32 standardised statistics the head reads, or None (series_stats off or none kept);
-    ``raw`` is :func:`raw_stats` of ``seqs`` when the caller has it."""
+def raw_quantiles(norm, n: int) -> np.ndarray:
+    """(N, 2*F*n) float64: ``n`` evenly spaced quantiles (0% to 100%) of each normalised (T, F) series per
+    feature, then those of its first difference scaled to unit root-mean-square (as ``with_difference``
+    scales it): the distribution of the values the model reads, whatever their order (value_quantiles)."""
+    q = np.linspace(0.0, 1.0, n)
+    out = []
+    for s in norm:
+        a = np.asarray(s, np.float64)                                          # (T, F)
+        d = np.diff(a, axis=0) if len(a) > 1 else np.zeros_like(a)
+        d = d / np.maximum(np.sqrt((d ** 2).mean(0)), 1e-6)                   # (T-1, F) unit RMS per feature
+        out.append(np.concatenate([np.quantile(a, q, axis=0).T.ravel(), np.quantile(d, q, axis=0).T.ravel()]))
+    return np.array(out).reshape(len(norm), -1)
+
+
+def quantile_scaling(quantiles: np.ndarray, n: int) -> dict:
+    """Centre and scale of :func:`raw_quantiles` over the training series (value_quantiles)."""
+    scale = quantiles.std(0)
+    return {"quantiles": n, "quantile_center": quantiles.mean(0).tolist(),
+            "quantile_scale": np.where(scale > 1e-8, scale, 1.0).tolist()}
+
+
+def stats_width(meta: dict) -> int:
+    """How many standardised statistics the head reads beside the pooled features (the ``stats`` input)."""
+    return len(meta.get("stats_columns") or []) + len(meta.get("quantile_center") or [])
+
+
+def _stats(seqs, meta, raw: np.ndarray | None = None, norm=None) -> np.ndarray | None:
+    """(N, S) float32 standardised statistics the head reads, or None (none kept): the series_stats columns,
+    then the value_quantiles; ``raw`` is :func:`raw_stats` of ``seqs``, ``norm`` the normalised ``seqs``,
+    when the caller has them."""
+    parts = []
     cols = meta.get("stats_columns") or []
-    if not cols:
+    if cols:
+        raw = raw_stats(seqs) if raw is None else raw
+        parts.append(((raw - np.asarray(meta["stats_center"])) / np.asarray(meta["stats_scale"]))[:, cols])
+    if meta.get("quantiles"):
+        norm = _normalise(seqs, meta) if norm is None else norm
+        parts.append((raw_quantiles(norm, int(meta["quantiles"])) - np.asarray(meta["quantile_center"]))
+                     / np.asarray(meta["quantile_scale"]))
+    if not parts:
         return None
-    raw = raw_stats(seqs) if raw is None else raw
-    z = (raw - np.asarray(meta["stats_center"])) / np.asarray(meta["stats_scale"])
-    return np.clip(z[:, cols], -STATS_CLIP, STATS_CLIP).astype(np.float32)
+    return np.clip(np.concatenate(parts, axis=1), -STATS_CLIP, STATS_CLIP).astype(np.float32)
 
 
 def _dataset(seqs, y_idx, stats=None):
@@ -197,7 +230,11 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
         meta.update(stats_scaling(raw[train]))
     if cfg.length_stat:
         meta.update(length_scaling([len(seqs[i]) for i in train]))
-    norm, stats = _normalise(seqs, meta), _stats(seqs, meta, raw)
+    norm = _normalise(seqs, meta)
+    if cfg.value_quantiles:
+        meta.update(quantile_scaling(raw_quantiles([norm[i] for i in train], cfg.value_quantiles),
+                                     cfg.value_quantiles))
+    stats = _stats(seqs, meta, raw, norm)
     fit_seqs, fit_y = [norm[i] for i in train], y_idx[train]
     fit_stats = None if stats is None else stats[train]
     if cfg.dba_augment > 0:                                            # synthetic series of the training part
@@ -277,7 +314,7 @@ class ClassifyTask(SequenceTask):
         c = self.config
         self.pool = Pooling(c.pooling, self.encoder_size, c.bidirectional)
         size = self.encoder_size + (self.fcn.out_size if self.fcn is not None else 0)
-        size += len(self.meta.get("stats_columns") or []) + ("length_stat" in self.meta)   # series_stats
+        size += stats_width(self.meta) + ("length_stat" in self.meta)      # series_stats, value_quantiles
         return ClassificationHead(size, len(self.meta["classes"]), c.head_dropout)
 
     def build_metrics(self):
@@ -351,7 +388,7 @@ class ClassifyTask(SequenceTask):
         feats = self.pool(seq, h_n, lengths)                                           # (B, D*H)
         if fcn is not None:
             feats = torch.cat([feats, fcn], dim=-1)                                    # (B, D*H + C)
-        if self.meta.get("stats_columns"):
+        if stats_width(self.meta):
             feats = torch.cat([feats, inputs["stats"].to(feats.dtype)], dim=-1)        # (B, E + S)
         if "length_stat" in self.meta:                                                 # steps read so far
             x, n = inputs["x"], inputs.get("lengths")
@@ -371,7 +408,7 @@ class ClassifyTask(SequenceTask):
         training-set feature scaling; the convolutional parts and per-series scaling need the whole series."""
         c = self.config
         return (self.fcn is None and self.patch is None and self.pool_stride == 1 and not c.bidirectional
-                and not self.difference
+                and not self.difference and not self.meta.get("quantiles")
                 and self.meta.get("normalize", "feature") in ("feature", "none"))
 
     def loss(self, logits, y, inputs):
@@ -406,7 +443,8 @@ def classify_sequences(models, meta: dict, sequences, batch_size: int = 256) -> 
     K = len(meta["classes"])
     if not seqs:
         return np.zeros((0, K), dtype=np.float32)
-    batches = loader(_dataset(_normalise(seqs, meta), np.zeros(len(seqs)), _stats(seqs, meta)), batch_size, False)
+    norm = _normalise(seqs, meta)
+    batches = loader(_dataset(norm, np.zeros(len(seqs)), _stats(seqs, meta, norm=norm)), batch_size, False)
     return torch.cat(infer(models, batches)).numpy()                           # (N, K)
 
 
