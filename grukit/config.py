@@ -226,6 +226,9 @@ class ClassifyConfig(TaskConfig):
                                   "normalised feature and of its first difference, standardised over the "
                                   "training series (order-free: appliance load profiles differ in how long "
                                   "they spend at each level); 0 = off")
+    quantile_dropout: float = opt(0.5, "value_quantiles in training: each series' quantiles are withheld "
+                                       "from the head with this probability (the rest scaled by 1/(1-p)), "
+                                       "so the convolutional features learn to classify alone too")
     augment: tuple[str, ...] = opt((), "training-time augmentations, comma separated: jitter, scaling, "
                                        "window_slice, window_warp (off by default: window_slice,window_warp "
                                        "left the 5-model accuracy unchanged on ArrowHead/ItalyPowerDemand, "
@@ -363,6 +366,8 @@ class ClassifyConfig(TaskConfig):
         if self.value_quantiles < 0 or self.value_quantiles == 1:
             p.append(f"value_quantiles={self.value_quantiles}: expected 0 (off) or an integer >= 2 (the "
                      "minimum and maximum at least)")
+        if not 0 <= self.quantile_dropout < 1:
+            p.append(f"quantile_dropout={self.quantile_dropout}: expected a probability in [0, 1)")
         if self.dba_augment < 0:
             p.append(f"dba_augment={self.dba_augment}: expected an integer >= 0 (0 = off)")
         if not 0 <= self.label_smoothing < 1:

@@ -8,12 +8,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from grukit.config import ClassifyConfig
 from grukit.errors import ConfigError
 from grukit.runs import Run
-from grukit.tasks.classify import (STATS_CLIP, _stats, prepare, quantile_scaling, raw_quantiles, stats_width)
+from grukit.tasks.classify import (STATS_CLIP, _stats, prepare, quantile_dropout, quantile_scaling, raw_quantiles,
+                                   stats_width)
 from grukit.train import fit
+from tests.conftest import tiny_classifier
 
 QUICK = dict(hidden_size=8, conv_channels=8, batch_size=8, progress=False, train_steps=150, ensemble=1,
              baselines=(), lr=1e-2)
@@ -61,10 +64,36 @@ def test_prepare_records_and_batches_the_quantiles(tmp_path):
     assert "quantiles" not in off.meta and "stats" not in next(iter(off.train))   # off by default
 
 
-@pytest.mark.parametrize("n", [-1, 1])
-def test_bad_value_quantiles(n):
-    with pytest.raises(ConfigError, match="value_quantiles"):
-        ClassifyConfig(data="gunpoint", value_quantiles=n).validate()
+@pytest.mark.parametrize("field,value", [("value_quantiles", -1), ("value_quantiles", 1),
+                                         ("quantile_dropout", 1.0), ("quantile_dropout", -0.1)])
+def test_bad_quantile_settings(field, value):
+    with pytest.raises(ConfigError, match=field):
+        ClassifyConfig(data="gunpoint", **{field: value}).validate()
+
+
+def test_quantile_dropout_withholds_whole_rows_of_the_quantiles_only():
+    stats = torch.arange(1.0, 1001.0).reshape(200, 5)                 # 2 series stats, then 3 quantiles
+    torch.manual_seed(0)
+    out = quantile_dropout(stats, 3, 0.5)
+    torch.testing.assert_close(out[:, :2], stats[:, :2])              # series_stats untouched
+    dropped = (out[:, 2:] == 0).all(1)
+    kept = ~dropped
+    torch.testing.assert_close(out[kept, 2:], 2 * stats[kept, 2:])    # the rest scaled by 1 / (1 - p)
+    assert 70 < int(dropped.sum()) < 130                              # about half of 200
+    torch.manual_seed(0)
+    torch.testing.assert_close(quantile_dropout(stats, 3, 0.5), out)  # seeded: the same rows
+
+
+def test_model_drops_quantiles_in_training_only():
+    m = tiny_classifier(quantile_dropout=0.5)
+    m.meta = dict(m.meta, quantiles=2, quantile_center=[0.0] * 4, quantile_scale=[1.0] * 4)
+    batch = {"x": torch.randn(64, 30, 2), "stats": torch.ones(64, 4), "y": torch.zeros(64, dtype=torch.long)}
+    m.train()
+    inputs, _ = m.batch_to_inputs(batch)
+    assert set(inputs["stats"][:, 0].tolist()) == {0.0, 2.0}
+    m.eval()
+    inputs, _ = m.batch_to_inputs(batch)
+    assert torch.equal(inputs["stats"], batch["stats"])
 
 
 def duty(n, T, seed):

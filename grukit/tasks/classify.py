@@ -147,6 +147,13 @@ def quantile_scaling(quantiles: np.ndarray, n: int) -> dict:
             "quantile_scale": np.where(scale > 1e-8, scale, 1.0).tolist()}
 
 
+def quantile_dropout(stats: torch.Tensor, width: int, p: float) -> torch.Tensor:
+    """(B, S) -> (B, S): the last ``width`` columns (the value quantiles) of each row zeroed with probability
+    ``p`` (0 is the training mean: a typical series), kept rows scaled by 1/(1-p)."""
+    keep = (torch.rand(stats.shape[0], 1, device=stats.device) >= p).to(stats.dtype) / (1 - p)   # (B, 1)
+    return torch.cat([stats[:, :stats.shape[1] - width], stats[:, stats.shape[1] - width:] * keep], dim=1)
+
+
 def stats_width(meta: dict) -> int:
     """How many standardised statistics the head reads beside the pooled features (the ``stats`` input)."""
     return len(meta.get("stats_columns") or []) + len(meta.get("quantile_center") or [])
@@ -327,6 +334,9 @@ class ClassifyTask(SequenceTask):
         """In training: the augmentations, then mixup, whose target is (B, K) class probabilities."""
         if self.training and self.config.augment:
             batch = dict(batch, x=augment(batch["x"], batch.get("lengths"), self.config.augment))
+        if self.training and self.meta.get("quantiles") and self.config.quantile_dropout > 0 and "stats" in batch:
+            batch = dict(batch, stats=quantile_dropout(batch["stats"], len(self.meta["quantile_center"]),
+                                                       self.config.quantile_dropout))
         if self.training and self.config.mixup > 0 and batch.get("y") is not None:
             lam = float(torch.distributions.Beta(self.config.mixup, self.config.mixup).sample())
             perm = torch.randperm(batch["x"].shape[0]).to(batch["x"].device)     # drawn here: stats mix alike
