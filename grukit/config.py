@@ -330,13 +330,18 @@ class ClassifyConfig(TaskConfig):
 
     loss_fields: ClassVar[tuple[str, ...]] = ("label_smoothing",)
     tune_space: ClassVar[dict[str, Any]] = {   # `grukit tune classify` search space
-        "hidden_size": [32, 64, 128],
-        "num_layers": [1, 2],
+        # the convolutional branch carries most of the work, so its width and inputs are searched beside the
+        # GRU's; the member families (conv_branch) are not: a trial trains one model, the first member, and
+        # the refit's ensemble cycles through the families whatever the first is
+        "conv_channels": [16, 32, 64],
+        "first_difference": ["off,on", "on"],
+        "value_quantiles": [0, 11],            # helps where the value distribution carries the class (ACSF1)
+        "hidden_size": [16, 32, 64],
         "bidirectional": [False, True],
-        "pooling": ["last", "mean", "attention"],
-        "dropout": {"low": 0.0, "high": 0.3},
+        "pooling": ["mean", "attention", "last"],
+        "head_dropout": {"low": 0.0, "high": 0.3},
         "lr": {"low": 3e-4, "high": 1e-2, "log": True},
-        "batch_size": [16, 32, 64],
+        "batch_size": [8, 16, 32],
         "schedule": "validated",               # fixed: every trial needs a validation split to be scored on
     }
     # fields a search fixes only so that trials can be scored (above: schedule=validated, one model with a
