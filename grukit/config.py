@@ -225,7 +225,9 @@ class ClassifyConfig(TaskConfig):
                                   "reads: this many evenly spaced quantiles (0% to 100%) of every "
                                   "normalised feature and of its first difference, standardised over the "
                                   "training series (order-free: appliance load profiles differ in how long "
-                                  "they spend at each level); 0 = off")
+                                  "they spend at each level); 0 = off, the default: 11 raised ACSF1 "
+                                  "0.85 -> 0.87-0.88 with 5 models but lowered ArrowHead 0.874 -> 0.70-0.83 "
+                                  "however it was regularised, see README; grukit tune searches it")
     quantile_dropout: float = opt(0.5, "value_quantiles in training: each series' quantiles are withheld "
                                        "from the head with this probability (the rest scaled by 1/(1-p)), "
                                        "so the convolutional features learn to classify alone too")

@@ -219,3 +219,22 @@ def test_long_format_with_time_stamps(tmp_path):
     pd.DataFrame(rows).sample(frac=1, random_state=0).to_csv(tmp_path / "log.csv", index=False)
     seqs, y = read_labelled(tmp_path / "log.csv")
     assert len(seqs) == 4 and all(s[:, 0].tolist() == [0, 1, 2, 3, 4, 5] for s in seqs)
+
+
+def test_a_folder_named_like_a_builtin_does_not_hide_it(tmp_path, monkeypatch):
+    """`grukit tune classify --data japanese_vowels --out japanese_vowels` made that folder in the working
+    directory, and every trial then failed reading it ("is a directory"): a folder without audio in it is
+    never a classification file, so the built-in set is meant, for training and for its test split."""
+    pytest.importorskip("aeon")
+    from grukit.config import ClassifyConfig
+    from grukit.tasks.classify import _eval_data, read_sequences
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "italy_power_demand" / "trials").mkdir(parents=True)
+    cfg = ClassifyConfig(data="italy_power_demand")
+    seqs, y, name = read_sequences("italy_power_demand", cfg)
+    assert name == "italy_power_demand" and len(seqs) == 67 and len(y) == 67
+    test, _, _ = _eval_data(type("R", (), {"config": cfg})(), None)
+    assert len(test) == 1029                                          # its official test split
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(DataError, match="is a directory"):
+        read_sequences("mine", cfg)

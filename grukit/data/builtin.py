@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["Builtin", "DATASETS", "get", "available", "is_builtin"]
+__all__ = ["Builtin", "DATASETS", "get", "available", "is_builtin", "means_builtin"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,14 @@ def available() -> list[Builtin]:
 
 def is_builtin(name: str) -> bool:
     return name in DATASETS
+
+
+def means_builtin(data: str) -> bool:
+    """``data`` names a built-in set and no file: nothing there, or a folder of that name (the output of
+    ``grukit tune ... --data nile --out nile`` run in the same place), which is no data file."""
+    from pathlib import Path
+    p = Path(data)
+    return is_builtin(data) and (not p.exists() or p.is_dir())
 
 
 def get(name: str, task: str | None = None) -> Builtin:

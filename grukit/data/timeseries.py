@@ -347,7 +347,7 @@ def load_table_or_builtin(data: str, task: str) -> tuple[pd.DataFrame, dict[str,
     """A DataFrame from a file or a built-in set, with the set's defaults (column roles) and display name."""
     from . import builtin
     p = Path(data)
-    if (not p.exists() or p.is_dir()) and builtin.is_builtin(data):   # a folder named nile is no table: the set
+    if builtin.means_builtin(data):                     # a folder named nile is no table: the set
         df, defaults = builtin.get(data, task).loader()
         return df, defaults, data
     if not p.exists() and p.suffix == "":

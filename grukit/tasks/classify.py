@@ -68,12 +68,12 @@ LARGE_ENSEMBLE = 3          # ... and 3 from 300 on (a member's budget is train_
 def read_sequences(data: str, cfg: ClassifyConfig, split: str = "train", need_labels: bool = True
                    ) -> tuple[list[np.ndarray], np.ndarray | None, str]:
     """(sequences (T_i, F) float32, labels as strings or None, display name) from a file or built-in set."""
+    if builtin.means_builtin(data) and not audio.is_audio_source(data):   # a folder of runs named gunpoint too
+        seqs, y = builtin.get(data, "classify").loader(split)
+        return seqs, y, data
     if audio.is_audio_source(data):              # audio folder or manifest: log-mel features (grukit.data.audio)
         return audio.labelled_features(data, split)
     p = Path(data)
-    if not p.exists() and builtin.is_builtin(data):
-        seqs, y = builtin.get(data, "classify").loader(split)
-        return seqs, y, data
     if not p.exists() and p.suffix == "":
         builtin.get(data, "classify")            # unknown name: the error lists the built-in sets
     seqs, y = read_labelled(p, need_labels, cfg.id_col, cfg.time_col, cfg.label_col)
@@ -462,7 +462,7 @@ def _eval_data(run, data):
     cfg = run.config
     if data is not None:
         return read_sequences(data, cfg, "test")
-    if (builtin.is_builtin(cfg.data) and not Path(cfg.data).exists()) or audio.has_split(cfg.data):
+    if (builtin.means_builtin(cfg.data) and not audio.is_audio_source(cfg.data)) or audio.has_split(cfg.data):
         return read_sequences(cfg.data, cfg, "test")
     if cfg.test_data:
         return read_sequences(cfg.test_data, cfg, "test")
