@@ -126,3 +126,22 @@ def test_classes_that_differ_in_their_value_distribution(tmp_path):
     probs = Run(run.path).predict(test, tmp_path / "p.csv")             # the one inference path
     hits = pd.read_csv(probs[0])["predicted"] == np.where(np.arange(40) % 2, "quarter", "half")
     assert hits.mean() == acc
+
+
+def test_export_and_streaming_with_quantiles(tmp_path):
+    """The quantiles reach an exported graph through its stats input (verified in onnxruntime); a model that
+    reads them needs the whole series, so it is not served frame by frame."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from grukit.export import export_run
+    X, y = duty(24, 30, 0)
+    np.savez(tmp_path / "d.npz", X=X, y=y.astype(str))
+    run = fit("classify", data=str(tmp_path / "d.npz"), out=tmp_path / "run", evaluate=False, value_quantiles=3,
+              **dict(QUICK, train_steps=20, conv_channels=0, gru_steps=0, conv_steps=0, normalize="feature"))
+    res = export_run(Run(run.path))
+    assert res.max_abs_diff < 1e-4
+    assert [i.name for i in onnx.load(str(res.path)).graph.input] == ["x", "lengths", "stats"]
+    assert not run.models()[0].streamable                             # a plain GRU otherwise would be
+    plain = fit("classify", data=str(tmp_path / "d.npz"), out=tmp_path / "plain", evaluate=False,
+                **dict(QUICK, train_steps=5, conv_channels=0, gru_steps=0, conv_steps=0, normalize="feature"))
+    assert plain.models()[0].streamable
