@@ -128,8 +128,8 @@ def length_scaling(lengths) -> dict:
 
 def raw_quantiles(norm, n: int) -> np.ndarray:
     """(N, 2*F*n) float64: ``n`` evenly spaced quantiles (0% to 100%) of each normalised (T, F) series per
-    feature, then those of its first difference scaled to unit root-mean-square (as ``with_difference``
-    scales it): the distribution of the values the model reads, whatever their order (value_quantiles)."""
+    feature, then those of its first difference scaled to unit root-mean-square per feature (one step: zeros):
+    the distribution of the values the model reads, whatever their order (value_quantiles)."""
     q = np.linspace(0.0, 1.0, n)
     out = []
     for s in norm:
