@@ -341,6 +341,11 @@ class _Objective:
             remove_checkpoints(run_dir)                   # the trained weights stay in model.safetensors
         if not math.isfinite(prune.best):
             no_val = (run_dir / "meta.json").is_file() and not read_json(run_dir / "meta.json").get("has_val", True)
+            if no_val and j:       # this setting (a longer lookback) leaves an earlier fold no validation windows
+                _mark(run_dir, "pruned")
+                trial.set_user_attr("pruned_at", f"fold {j}: no validation windows left with this setting "
+                                                 "(the series ends earlier there)")
+                raise optuna.TrialPruned(f"fold {j} has no validation windows with this setting")
             why = (" (the run had no validation split: set val_fraction > 0, or for classify schedule=validated)"
                    if no_val else "")
             fold = f" fold {j}" if j else ""

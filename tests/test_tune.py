@@ -333,3 +333,21 @@ def test_a_tune_section_fixing_the_ensemble_for_cheap_trials_is_undone_by_the_re
     assert all(len(list(d.glob("model*.safetensors"))) == 1 for d in (tmp_path / "st" / "trials").iterdir())
     assert load_config_file(tmp_path / "st" / "best.yaml", "forecast")["ensemble"] == 2
     assert summary["test_metrics"]["grukit"]["MAE"] > 0
+
+
+def test_a_setting_that_leaves_an_earlier_fold_no_validation_windows_is_pruned_with_the_reason(tmp_path):
+    """lynx (114 points) with a searched lookback of 47 or 48 (the folds follow the automatic one): the first
+    fold trains and validates, the second (the series 18 points shorter) has no validation window. The search used to fail that trial with
+    a traceback and a hint to set val_fraction; the setting just does not fit there: pruned, reason recorded."""
+    pytest.importorskip("aeon")
+    import optuna
+
+    from grukit.errors import TrainingError
+    with pytest.raises(TrainingError, match="no trial of study .* completed .*'pruned': 2"):
+        tune("forecast", data="lynx", trials=2, out=tmp_path / "st", verbose=False, pruner="none",
+             space={"hidden_size": 8, "lookback": [47, 48]}, max_epochs=2)   # searched: the folds follow
+    study = optuna.load_study(study_name="forecast-lynx", storage=f"sqlite:///{tmp_path / 'st' / 'study.db'}")
+    for t in study.trials:
+        assert t.state == optuna.trial.TrialState.PRUNED, t.state
+        assert t.user_attrs["pruned_at"].startswith("fold 1: no validation windows"), t.user_attrs
+        assert t.params["lookback"] in (47, 48) and len(t.user_attrs["fold_values"]) == 1   # fold 0 validated
