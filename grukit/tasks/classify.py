@@ -65,10 +65,16 @@ LARGE_ENSEMBLE = 3          # ... and 3 from 300 on (a member's budget is train_
 
 
 # ====================================================================== data
+def names_builtin(data: str) -> bool:
+    """``data`` is a built-in set: its name with no file there, or a folder of that name without audio in it
+    (``grukit tune classify --data gunpoint --out gunpoint`` makes one)."""
+    return builtin.means_builtin(data) and not audio.is_audio_source(data)
+
+
 def read_sequences(data: str, cfg: ClassifyConfig, split: str = "train", need_labels: bool = True
                    ) -> tuple[list[np.ndarray], np.ndarray | None, str]:
     """(sequences (T_i, F) float32, labels as strings or None, display name) from a file or built-in set."""
-    if builtin.means_builtin(data) and not audio.is_audio_source(data):   # a folder of runs named gunpoint too
+    if names_builtin(data):
         seqs, y = builtin.get(data, "classify").loader(split)
         return seqs, y, data
     if audio.is_audio_source(data):              # audio folder or manifest: log-mel features (grukit.data.audio)
@@ -462,7 +468,7 @@ def _eval_data(run, data):
     cfg = run.config
     if data is not None:
         return read_sequences(data, cfg, "test")
-    if (builtin.means_builtin(cfg.data) and not audio.is_audio_source(cfg.data)) or audio.has_split(cfg.data):
+    if names_builtin(cfg.data) or audio.has_split(cfg.data):
         return read_sequences(cfg.data, cfg, "test")
     if cfg.test_data:
         return read_sequences(cfg.test_data, cfg, "test")
