@@ -337,8 +337,9 @@ def test_a_tune_section_fixing_the_ensemble_for_cheap_trials_is_undone_by_the_re
 
 def test_a_setting_that_leaves_an_earlier_fold_no_validation_windows_is_pruned_with_the_reason(tmp_path):
     """lynx (114 points) with a searched lookback of 47 or 48 (the folds follow the automatic one): the first
-    fold trains and validates, the second (the series 18 points shorter) has no validation window. The search used to fail that trial with
-    a traceback and a hint to set val_fraction; the setting just does not fit there: pruned, reason recorded."""
+    fold trains and validates, the second (the series 18 points shorter) has no validation window. The search
+    used to fail that trial with a traceback and a hint to set val_fraction; the setting just does not fit
+    there: pruned, reason recorded."""
     pytest.importorskip("aeon")
     import optuna
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -112,7 +113,6 @@ def is_builtin(name: str) -> bool:
 def means_builtin(data: str) -> bool:
     """``data`` names a built-in set and no file: nothing there, or a folder of that name (the output of
     ``grukit tune ... --data nile --out nile`` run in the same place), which is no data file."""
-    from pathlib import Path
     p = Path(data)
     return is_builtin(data) and (not p.exists() or p.is_dir())
 
