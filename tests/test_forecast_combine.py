@@ -54,7 +54,6 @@ def test_auto_asks_the_validation_windows_and_keeps_the_better():
     assert choose_on_validation(perfect, [], 4, 1) == ([], {})
 
 
-
 def test_every_series_weighs_alike_in_the_choice():
     """A long series has many more validation windows than a short one; the choice reads the latest windows of
     every series, the same number each, and averages per series first (as the test and M4 weigh series):
@@ -79,6 +78,7 @@ def test_every_series_weighs_alike_in_the_choice():
     net = lambda pick: [{"point": wins[i][1] + (50.0 if series_of[i] == 0 else 0.0)} for i in pick]  # noqa: E731
     assert choose_on_validation(net, wins, 4, 1, series_of=series_of)[1]["network"] == pytest.approx(
         np.mean([np.mean([50 / np.abs(np.diff(wins[i][0][:, 0])).mean() for i in range(40)]), 0.0]))
+
 
 def test_a_trained_run_records_the_choice_and_forecast_series_applies_it(tmp_path):
     """A run records the validation scores behind auto's choice; a run told to combine with ets and theta
