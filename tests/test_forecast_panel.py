@@ -415,6 +415,45 @@ def test_skip_decay_penalises_only_the_skips_departure_from_its_start_in_trainin
     assert _model(linear_skip=False, skip_decay=1.0).head.skip_departure() == 0
 
 
+def test_a_single_short_series_fills_its_windows_and_a_long_one_does_not():
+    """prepare records padded_fill: lynx (90 training points, lookback 36, horizon 24) trains on 35 windows, the
+    earliest padded, instead of its one full window; sunspots keeps its full windows only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lynx = prepare(ForecastConfig(data="lynx")).meta
+        sun = prepare(ForecastConfig(data="sunspots")).meta
+    assert lynx["padded_fill"] is True and lynx["n_train_windows"] == 35 and lynx["n_val_windows"] == 8
+    assert sun["padded_fill"] is False and sun["n_train_windows"] == 157
+
+
+def test_skip_prior_weighs_the_skips_departure_by_lookback_over_training_windows_where_data_are_scarce():
+    """skip_prior=p adds p * lookback / training windows (meta's n_train_windows) to skip_decay's weight where
+    the run filled its windows (meta's padded_fill: fewer full windows than lookback steps), nothing where it
+    did not; 0 leaves skip_decay alone, and a run whose meta has neither (an old run) gets skip_decay only; a
+    negative value is refused by name."""
+    for n, fill, prior, decay, want in [(24, True, 2.0, 0.0, 1.0), (24, True, 2.0, 0.25, 1.25),
+                                        (24, False, 2.0, 0.25, 0.25), (24, True, 0.0, 0.5, 0.5)]:
+        model = _model(skip_prior=prior, skip_decay=decay)
+        model.meta.update(n_train_windows=n, padded_fill=fill)
+        assert model.skip_weight == pytest.approx(want)
+        window = torch.randn(2, 12) + 3.0
+        batch, y = _batch(window), torch.randn(2, 6, 1)
+        plain = _model(skip_prior=0.0)
+        plain.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            model.head.skip.weight[1, 2] += 0.3
+        plain.load_state_dict(model.state_dict())
+        model.train(), plain.train()
+        out, _ = model(batch)
+        torch.testing.assert_close(model.loss(out, y, batch) - plain.loss(out, y, batch),
+                                   torch.tensor(want * 0.3 ** 2))
+    assert _model(skip_prior=3.0).skip_weight == 0.0                     # no window count in meta: no prior
+    assert ForecastConfig().skip_prior == 1.0
+    for bad in ({"skip_prior": -1.0}, {"skip_decay": -0.1}):
+        with pytest.raises(ConfigError, match="skip_decay=.*skip_prior=.*expected >= 0"):
+            ForecastConfig(**bad).validate()
+
+
 def test_patches_feed_one_gru_step_per_patch():
     """patch=p: the GRU reads (B, L/p, p*F), zeros padding the oldest patch; 0 picks a season >= 24 when the
     lookback holds two of them."""

@@ -336,19 +336,20 @@ def test_a_tune_section_fixing_the_ensemble_for_cheap_trials_is_undone_by_the_re
 
 
 def test_a_setting_that_leaves_an_earlier_fold_no_validation_windows_is_pruned_with_the_reason(tmp_path):
-    """lynx (114 points) with a searched lookback of 47 or 48 (the folds follow the automatic one): the first
-    fold trains and validates, the second (the series 18 points shorter) has no validation window. The search
-    used to fail that trial with a traceback and a hint to set val_fraction; the setting just does not fit
-    there: pruned, reason recorded."""
-    pytest.importorskip("aeon")
+    """A 40-point series, horizon 12 (28 points before the test part; folds ending 0, 1 and 2 points earlier,
+    planned for the automatic lookback 8) with a searched lookback of 12 or 13: the first two folds train and
+    validate, the third has no validation window. The search used to fail such a trial with a traceback and a
+    hint to set val_fraction (lynx with lookback 47-48 before its windows were filled); the setting just does
+    not fit there: pruned, reason recorded."""
     import optuna
 
     from grukit.errors import TrainingError
+    data = sine_csv(tmp_path / "s.csv", n=40)
     with pytest.raises(TrainingError, match="no trial of study .* completed .*'pruned': 2"):
-        tune("forecast", data="lynx", trials=2, out=tmp_path / "st", verbose=False, pruner="none",
-             space={"hidden_size": 8, "lookback": [47, 48]}, max_epochs=2)   # searched: the folds follow
-    study = optuna.load_study(study_name="forecast-lynx", storage=f"sqlite:///{tmp_path / 'st' / 'study.db'}")
+        tune("forecast", data=str(data), trials=2, out=tmp_path / "st", verbose=False, pruner="none", study="s",
+             space={"hidden_size": 8, "lookback": [12, 13]}, max_epochs=2, horizon=12)   # searched: folds follow
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'st' / 'study.db'}")
     for t in study.trials:
         assert t.state == optuna.trial.TrialState.PRUNED, t.state
-        assert t.user_attrs["pruned_at"].startswith("fold 1: no validation windows"), t.user_attrs
-        assert t.params["lookback"] in (47, 48) and len(t.user_attrs["fold_values"]) == 1   # fold 0 validated
+        assert t.user_attrs["pruned_at"].startswith("fold 2: no validation windows"), t.user_attrs
+        assert t.params["lookback"] in (12, 13) and len(t.user_attrs["fold_values"]) == 2   # folds 0, 1 validated

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from grukit.data.windows import fold_shifts, split_origins, train_origins
+from grukit.data.windows import fold_shifts, needs_fill, split_origins, train_origins
 from grukit.errors import ConfigError
 
 
@@ -21,6 +21,40 @@ def test_short_series_train_on_padded_lookbacks_before_validation():
     train, val = split_origins(76, 36, 24, 0, 0.2)      # nile: 100 years, 24 held out
     assert list(val) == [49, 50, 51, 52]
     assert list(train) == list(range(1, 26))            # lookback shorter than 36 points: padded and masked
+
+
+def test_scarce_data_fills_each_series_to_a_lookback_of_windows():
+    """fill: a series just long enough for a few full lookbacks keeps at least L windows (the earliest padded)
+    instead of those few alone; the count never falls as the series grows. Lynx at the defaults (90 points,
+    lookback 36, horizon 24) once trained on one window."""
+    counts = [len(train_origins(end, 36, 24, fill=True)) for end in range(25, 200)]
+    assert counts == sorted(counts) and counts[0] == 1
+    assert all(c >= min(36, end - 24) for c, end in zip(counts, range(25, 200)))
+    assert list(train_origins(200, 36, 24, fill=True)) == list(range(36, 177))     # long: full lookbacks only
+    assert list(train_origins(95, 36, 24, fill=True)) == list(range(36, 72))       # exactly 36 full ones
+    assert list(train_origins(90, 36, 24, fill=True)) == list(range(31, 67))       # 31 full, 5 padded
+    assert list(train_origins(90, 36, 24)) == list(range(36, 67))                  # without: the 31 full ones
+    train, val = split_origins(90, 36, 24, 0, 0.2)                                  # lynx's training part
+    assert list(train) == [36] and list(val) == list(range(60, 67))               # one window without fill
+    train, val = split_origins(90, 36, 24, 0, 0.2, fill=True)
+    assert list(train) == list(range(1, 36)) and list(val) == list(range(59, 67))
+    seen = {t for o in train for t in range(o, o + 24)}
+    assert not seen & {t for o in val for t in range(o, o + 24)}
+    train, val = split_origins(76, 36, 24, 0, 0.2, fill=True)                       # nile: 17 full origins
+    assert list(val) == list(range(45, 53)) and list(train) == list(range(1, 22))
+
+
+def test_fill_only_where_all_the_series_together_lack_full_windows():
+    """needs_fill counts full-lookback training windows over every series (after the validation split): a
+    single short series fills, a panel with windows to spare (M4 Weekly's short series among long ones) does
+    not, and neither does one long series."""
+    assert needs_fill([90], 36, 24, 0, 0.2)                    # lynx: 1 full window < 36
+    assert needs_fill([120], 36, 24, 0, 0.2)                   # airline: 25 full windows before validation
+    assert not needs_fill([285], 36, 24, 0, 0.2)               # sunspots: 157
+    assert not needs_fill([90] * 40, 36, 24, 0, 0.2)           # 40 such series: 40 full windows
+    assert not needs_fill([80] + [900] * 5, 52, 13, 150, 0.1)  # a short weekly series beside long ones
+    assert fold_shifts(90, 36, 24, 3) == [0, 18, 36]           # lynx's folds without and with fill
+    assert fold_shifts(90, 36, 24, 3, fill=True) == [0, 8, 16]
 
 
 def test_too_short_for_both_trains_on_everything():

@@ -87,6 +87,10 @@ class ForecastConfig(TaskConfig):
                                   "smoothed level)")
     skip_decay: float = opt(0.0, "L2 penalty on the linear skip's departure from its start (the naive or mean "
                                  "forecast), added to the training loss: a prior for short, noisy series")
+    skip_prior: float = opt(1.0, "where the data are scarce (fewer full-lookback training windows than lookback "
+                                 "steps, all series together: a single short series such as lynx or airline), "
+                                 "add skip_prior x lookback / training windows to skip_decay, holding the skip's "
+                                 "weights near their start; 0 = none (see README)")
     mase_loss: bool = opt(True, "weight each series' training and validation loss by 1 / its in-sample mean "
                                 "absolute seasonal difference (encoded units), as MASE scales errors, instead of "
                                 "equally; a single series' weight is 1, so this changes panels only (M4 Weekly "
@@ -165,6 +169,8 @@ class ForecastConfig(TaskConfig):
             p.append(f"patience_steps={self.patience_steps}: expected an integer >= 0 (0 = patience in epochs only)")
         choice(p, "head_init", self.head_init, ["auto", "baseline", "random"])
         choice(p, "calibrate", self.calibrate, ["auto", "on", "off"])
+        if self.skip_decay < 0 or self.skip_prior < 0:
+            p.append(f"skip_decay={self.skip_decay}, skip_prior={self.skip_prior}: expected >= 0 (0 = none)")
         if not 0 <= self.patch <= self.lookback:
             p.append(f"patch={self.patch}: expected 0 (the season) or a length between 1 and lookback={self.lookback}")
         for b in self.baselines:
