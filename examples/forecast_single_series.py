@@ -19,7 +19,9 @@ of the two is chosen after the fact, per series: a stronger reference than any o
 
 Measured 2026-12-07, seeds 0,1: the defaults (``combine=auto``: the mix with SES, damped and Theta where the
 validation windows prefer it) 1.021 with 8 wins; ``--set combine=off`` (the network alone) 1.157 with 8;
-``--set combine=ets,theta`` (always mixed) 1.041 with 8.
+``--set combine=ets,theta`` (always mixed) 1.041 with 8. Later the same day, with scarce data filling their
+training windows and the skip's prior (the defaults since; README): **0.984** with 8 wins (``--set
+skip_prior=0`` drops the prior, not the fill).
 """
 from __future__ import annotations
 
