@@ -438,12 +438,12 @@ def test_skip_prior_weighs_the_skips_departure_by_lookback_over_training_windows
         assert model.skip_weight == pytest.approx(want)
         window = torch.randn(2, 12) + 3.0
         batch, y = _batch(window), torch.randn(2, 6, 1)
+        with torch.no_grad():
+            model.head.skip.weight[1, 2] += 0.3                         # 0.3 from its start
         plain = _model(skip_prior=0.0)
         plain.load_state_dict(model.state_dict())
-        with torch.no_grad():
-            model.head.skip.weight[1, 2] += 0.3
-        plain.load_state_dict(model.state_dict())
-        model.train(), plain.train()
+        model.train()
+        plain.train()
         out, _ = model(batch)
         torch.testing.assert_close(model.loss(out, y, batch) - plain.loss(out, y, batch),
                                    torch.tensor(want * 0.3 ** 2))
