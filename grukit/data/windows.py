@@ -127,8 +127,12 @@ def needs_fill(ends: list[int], L: int, H: int, max_windows: int = 0, val_fracti
     (``fill``). A single series just long enough for a few full lookbacks (lynx at the defaults: 90 points,
     lookback 36, horizon 24) otherwise trained on those few alone, one window for lynx; a panel with data to
     spare keeps its full windows only (M4 Weekly: filling its short series with padded windows lost 0.018 OWA)."""
-    full = sum(int((split_origins(e, L, H, max_windows, val_fraction)[0] >= L).sum()) for e in ends)
-    return full < L
+    full = 0
+    for e in ends:                                     # stops at the first L windows (a large panel: a few series)
+        full += int((split_origins(e, L, H, max_windows, val_fraction)[0] >= L).sum())
+        if full >= L:
+            return False
+    return True
 
 
 def _need(end: int, n: int) -> str:
