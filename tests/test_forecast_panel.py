@@ -418,6 +418,8 @@ def test_skip_decay_penalises_only_the_skips_departure_from_its_start_in_trainin
 def test_a_single_short_series_fills_its_windows_and_a_long_one_does_not():
     """prepare records padded_fill: lynx (90 training points, lookback 36, horizon 24) trains on 35 windows, the
     earliest padded, instead of its one full window; sunspots keeps its full windows only."""
+    pytest.importorskip("aeon", reason="lynx is aeon's (grukit[timeseries])")
+    pytest.importorskip("statsmodels", reason="sunspots is statsmodels' (grukit[timeseries])")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lynx = prepare(ForecastConfig(data="lynx")).meta

@@ -440,7 +440,8 @@ class ForecastTask(SequenceTask):
         if c.window_scale:                                  # errors in each window's local units, as MASE
             sc = self.local_scale(inputs)                   # (B, 1, C)
             per = per / (sc.unsqueeze(-1) if per.dim() == 4 else sc ** 2)
-        reg = self.skip_weight * self.head.skip_departure() if self.skip_weight and self.training else 0.0
+        w = self.skip_weight if self.training else 0.0      # the property once per step
+        reg = w * self.head.skip_departure() if w else 0.0
         if self.series_w is None:
             return per.mean() + reg
         sid = inputs["sid"]
