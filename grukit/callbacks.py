@@ -269,6 +269,58 @@ class StartScore(Callback):
                 cb.wait_count = 0
 
 
+SWA_START = 0.5      # weight_average=swa: the average starts halfway through the planned optimiser steps
+EMA_DECAY = 0.99     # weight_average=ema: the average's decay per step (a memory of about 100 steps)
+
+
+def weight_averaging(kind: str) -> Callback:
+    """Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging` for ``weight_average`` ``swa`` or ``ema``.
+
+    Lightning's callback swaps the average in for validation, writes it as the checkpoints' ``state_dict`` (the
+    current weights beside it, so a resumed run continues both) and copies it into the model when training
+    ends. Before its first update the average is a copy of the untrained model, so here it takes no part
+    until it has averaged at least one step: ``swa`` updates from ``SWA_START`` of the planned steps on, and a
+    run that stops earlier (early stopping, a time budget) keeps its own weights."""
+    from lightning.pytorch.callbacks import WeightAveraging
+    from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+    class StepAverage(WeightAveraging):
+        def __init__(self):
+            super().__init__(**({"multi_avg_fn": get_ema_multi_avg_fn(EMA_DECAY)} if kind == "ema" else {}))
+            self.start = 0
+
+        def started(self) -> bool:
+            return self._average_model is not None and int(self._average_model.n_averaged) > 0
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            if kind == "swa":
+                self.start = int(trainer.estimated_stepping_batches * SWA_START)
+
+        def should_update(self, step_idx=None, epoch_idx=None) -> bool:
+            return step_idx is not None and step_idx >= self.start
+
+        def on_validation_epoch_start(self, trainer, pl_module) -> None:
+            if self.started():
+                super().on_validation_epoch_start(trainer, pl_module)
+
+        def on_validation_epoch_end(self, trainer, pl_module) -> None:
+            if self.started():
+                super().on_validation_epoch_end(trainer, pl_module)
+
+        def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+            if self.started():
+                super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+        def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+            if "current_model_state" in checkpoint:      # else saved before the first update: nothing averaged
+                super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            if self.started():
+                super().on_train_end(trainer, pl_module)
+    return StepAverage()
+
+
 class _AtomicWriter(ExperimentWriter):
     """Lightning's CSV experiment writer that never leaves a broken file: the first save (and any save that brings
     a new column) rewrites the whole file atomically, keeping the rows of a run being resumed for the epochs

@@ -54,6 +54,12 @@ class TaskConfig:
     lr: float = opt(3e-3, "AdamW learning rate")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     lr_schedule: str = opt("plateau", "learning-rate schedule: none, plateau (halve when val loss stalls), cosine")
+    weight_average: str = opt("none", "keep an average of the weights along training instead of the last ones: "
+                                      "none, swa (the equal average of every step's weights over the second "
+                                      "half of the planned steps; stochastic weight averaging, Izmailov et al. "
+                                      "2018) or ema (an exponential moving average, decay 0.99 a step); "
+                                      "validation and checkpoints see the average (Lightning's "
+                                      "WeightAveraging)")
     gradient_clip_val: float = opt(1.0, "clip the gradient norm to this value (0 = off)")
     patience: int = opt(10, "early stopping: epochs without validation-loss improvement before stopping")
     val_fraction: float = opt(0.2, "fraction of the training data held out for validation / early stopping")
@@ -150,6 +156,9 @@ class TaskConfig:
         if self.lr_schedule not in ("none", "plateau", "cosine"):
             p.append(f"lr_schedule={self.lr_schedule!r}: expected none, plateau or cosine"
                      f"{nearest(self.lr_schedule, ['none', 'plateau', 'cosine'])}")
+        if self.weight_average not in ("none", "swa", "ema"):
+            p.append(f"weight_average={self.weight_average!r}: expected none, swa or ema"
+                     f"{nearest(self.weight_average, ['none', 'swa', 'ema'])}")
         if self.patience < 0 or self.gradient_clip_val < 0:
             p.append("patience and gradient_clip_val must be >= 0")
         if self.checkpoint_every < 0:

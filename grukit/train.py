@@ -122,6 +122,9 @@ def build_trainer(cfg: TaskConfig, run_dir: Path | None, monitor: str = "val_los
         callbacks = [best, LastCheckpoint(ckpt_dir / "last.ckpt", cfg.checkpoint_every)] + callbacks
         if getattr(cfg, "validate_start", False):
             callbacks.append(StartScore())
+    if getattr(cfg, "weight_average", "none") != "none":
+        from .callbacks import weight_averaging
+        callbacks.append(weight_averaging(cfg.weight_average))
     if cfg.patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=cfg.patience))
     if cfg.progress:
@@ -303,7 +306,8 @@ def _train(task: str, entry, cfg: TaskConfig, previous: Run | None, *, out, resu
             from .callbacks import flush_deferred
             flush_deferred(trainer)                      # a best.ckpt still in memory reaches the disk
             best = ckpt_dir / "best.ckpt"
-            if best.is_file():
+            averaged = cfg.weight_average != "none" and model.monitor == "train_loss"
+            if best.is_file() and not averaged:     # with no validation, a weight average is kept as it ends
                 from .runs import load_checkpoint
                 run.verify(best)
                 kept = load_checkpoint(best, task)
