@@ -543,6 +543,8 @@ def test_auto_lookback_is_36_unless_the_median_series_is_short_then_half_its_roo
     given stays; the built-in single series keep 36; a lookbacks ensemble longer than the automatic lookback
     is refused by name."""
     from grukit.tasks.forecast import resolve_lookback
+    pytest.importorskip("aeon", reason="airline and lynx are aeon's (grukit[timeseries])")
+    pytest.importorskip("statsmodels", reason="nile and sunspots are statsmodels' (grukit[timeseries])")
     assert ForecastConfig().lookback == 0
     for name in ("airline", "nile", "lynx", "sunspots"):
         cfg = ForecastConfig(data=name)
