@@ -53,17 +53,21 @@ def tune_command(
         pruner: str = typer.Option("median", "--pruner", help="median, hyperband or none"),
         seed: int = typer.Option(0, "--seed", help="sampler seed"),
         no_eval: bool = typer.Option(False, "--no-eval", help="do not score the best trial on the test split"),
+        top: int = typer.Option(10, "--top", help="forecast: the final model averages the TOP best trials' "
+                                "models (STUDY/top, no retraining; 1 = the best trial alone); tasks with a "
+                                "refit (classify) train the best setting again instead"),
         start: bool = typer.Option(True, "--start/--no-start", help="a new study's first trial is the starting "
                                    "configuration (defaults, or the config file's values) wherever the space "
                                    "holds its values: the best is never worse on validation than it")) -> None:
     """Search TASK's hyperparameters with Optuna (TPE, pruning) on the validation split; every trial is a run.
 
-    The study is kept in a database, so running the same command again resumes it. At the end the best
-    trial is scored once on the test split, and best.yaml, trials.csv, summary.json and plots/ are written.
+    The study is kept in a database, so running the same command again resumes it. At the end the final
+    model (forecast: the mean of the --top best trials; classify: the best setting trained again; otherwise the
+    best trial) is scored once on the test split, and best.yaml, trials.csv, summary.json and plots/ are written.
     """
     from .tune import tune
     summary = tune(task, config, data=data, trials=trials, timeout=timeout, storage=storage, study=study,
-                   n_jobs=n_jobs, out=out, pruner=pruner, seed=seed, evaluate=not no_eval, start=start,
+                   n_jobs=n_jobs, out=out, pruner=pruner, seed=seed, evaluate=not no_eval, start=start, top=top,
                    **_parse_sets(sets))
     from rich.console import Console
     con = Console()
@@ -78,6 +82,10 @@ def tune_command(
         if isinstance(metrics, dict):
             con.print(f"  test {row}: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                   for k, v in metrics.items()))
+    if summary.get("ensemble_run"):
+        con.print(f"the test rows score the mean of the {len(summary['ensemble_trials'])} best trials "
+                  f"({', '.join('#' + str(n) for n in summary['ensemble_trials'])}): "
+                  f"[bold]{summary['ensemble_run']}[/bold]")
     con.print(f"best run: [bold]{summary['best_run']}[/bold]\nretrain: grukit train {task} -c {summary['best_yaml']}")
 
 

@@ -213,7 +213,8 @@ def export_run(run, out: str | os.PathLike | None = None, data: str | None = Non
         warnings.warn(f"{run.path}: the ONNX graph is the network alone; this run's forecasts average it with "
                       f"{', '.join(run.meta['combine'])} fitted on each history (combine, in meta.json), which the "
                       "graph does not do", stacklevel=2)
-    cfg = run.config if data is None else run.config.replace(data=data)
+    own = model.config                  # the member's own setting (an assembled ensemble's members differ)
+    cfg = own if data is None else own.replace(data=data)
     module = run.module()
     try:
         prepared = module.prepare(cfg)

@@ -35,7 +35,14 @@ def finish(study, spec: dict, dims: dict, cls, evaluate: bool = True, seconds: f
     write_yaml(out / "best.yaml", best_cfg.to_dict())
     best_dir = out / best.user_attrs["run_dir"]
     _link(out / "best", best_dir)
-    test = _refit(spec["task"], best_cfg, out / "refit", evaluate) if refit else _score_once(best_dir, evaluate)
+    top = int(spec.get("top", 1))
+    members = None
+    if refit:
+        test = _refit(spec["task"], best_cfg, out / "refit", evaluate)
+    elif top > 1 and len(done) > 1 and hasattr(_module(spec["task"]), "assemble_config"):
+        test, members = _top_ensemble(spec, done, top, out / "top", evaluate)
+    else:
+        test = _score_once(best_dir, evaluate)
     write_plots(study, out / "plots")
     start = next((t for t in trials if t.user_attrs.get("start")), None)
     summary = {"task": spec["task"], "study": spec["study"], "storage": spec["storage"], "trials": counts,
@@ -44,9 +51,77 @@ def finish(study, spec: dict, dims: dict, cls, evaluate: bool = True, seconds: f
                "start_value": start.value if start is not None and start.state == TrialState.COMPLETE else None,
                "best_run": str(best_dir), "best_yaml": str(out / "best.yaml"), "test_metrics": test,
                "refit_run": str(out / "refit") if refit else None, "refit": refit,
+               "ensemble_run": str(out / "top") if members else None, "ensemble_trials": members,
                "seconds": round(seconds, 1), "searched": [d.describe() for d in dims.values()]}
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _module(task: str):
+    from .tasks import registry
+    return registry.get(task).load()
+
+
+# meta.json entries that differ between runs of one data set with different settings without changing how a
+# trained model reads the data (window counts, the series shorter than a window), or that are learnt after
+# training (learnt again for the ensemble)
+TRAINING_META = frozenset({"n_train_windows", "n_val_windows", "padded_fill", "short_series", "after_fit_pending",
+                           "combine", "combine_validation_mase", "interval_scale"})
+
+
+def _top_ensemble(spec: dict, done: list, top: int, folder: Path, evaluate: bool) -> tuple[dict | None, list[int]]:
+    """Average the ``top`` best complete trials (their trained models, no retraining) as one run in ``folder``
+    and score it once on the test split; returns its test metrics and the trial numbers it holds.
+
+    A trial whose data state (meta.json, window counts aside) differs from the best trial's (a searched field
+    that changes the encoding, such as ``transform``) is left out. The run's config is the best trial's as the
+    task assembles it (``assemble_config``: forecasting takes the longest lookback); meta.json's
+    ``member_configs`` hold the fields in which each member's setting differs, its ``ensemble_rule`` is the mean
+    (settings that err differently average better than their median; README), and what the task learns from
+    trained members (forecast: the statistical combination's choice, interval calibration) is learnt for the
+    ensemble before the test score. A finished ensemble of the same trials is read back, not rebuilt."""
+    import shutil
+
+    from .runs import load_weights, save_weights, start_run, update_info
+    out = Path(spec["out"])
+    ranked = sorted(done, key=lambda t: t.value)[:top]
+    runs = [Run(out / t.user_attrs["run_dir"]) for t in ranked]
+    ref = runs[0].meta
+
+    def same_data(meta: dict) -> bool:
+        return all(meta.get(k) == ref.get(k) for k in set(meta) | set(ref) if k not in TRAINING_META)
+    kept = [(t, r) for t, r in zip(ranked, runs) if same_data(r.meta)]
+    numbers = [t.number for t, _ in kept]
+    info = folder / "run.json"
+    if info.is_file() and read_json(info).get("status") == "trained":
+        old = Run(folder).meta.get("assembled_from") or []
+        if [a.get("trial") for a in old] == numbers:
+            return _score_once(folder, evaluate), numbers
+    cfg = _module(spec["task"]).assemble_config([r.config for _, r in kept])
+    weights, over = [], []
+    for _, r in kept:
+        diff = {f: getattr(r.config, f) for f in cfg.field_names()
+                if f != "ensemble" and getattr(r.config, f) != getattr(cfg, f)}
+        files = r.weight_files()
+        weights += files
+        over += [diff] * len(files)
+    if hasattr(cfg, "ensemble"):
+        cfg = cfg.replace(ensemble=len(weights))
+    meta = {k: v for k, v in ref.items() if k not in TRAINING_META}
+    meta.update(member_configs=over, ensemble_rule="mean", after_fit_pending=True,
+                assembled_from=[{"trial": t.number, "value": t.value, "run": t.user_attrs["run_dir"]} for t, _ in kept])
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    start_run(tmp, spec["task"], cfg, meta)
+    for i, w in enumerate(weights):
+        save_weights(load_weights(w), tmp / ("model.safetensors" if i == 0 else f"model-{i}.safetensors"),
+                     metadata={"task": spec["task"], "member": str(i)}, run_dir=tmp)
+    update_info(tmp, status="trained")
+    if folder.exists():                # an ensemble of other trials (the study grew since): rebuilt from them
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return _score_once(folder, evaluate), numbers
 
 
 def _score_once(run_dir: Path, evaluate: bool) -> dict | None:

@@ -28,17 +28,23 @@ def sine_csv(path, n=120):
     return path
 
 
-def test_search_finds_planted_setting_and_scores_test_once(tmp_path, monkeypatch):
+def scores_of_test(monkeypatch) -> list:
+    """The run directories scored on the test split from now on (forecast's evaluate, counted)."""
     import grukit.tasks.forecast as forecast
-    data = sine_csv(tmp_path / "s.csv")
-    scored = []
-    real_evaluate = forecast.evaluate
+    scored, real_evaluate = [], forecast.evaluate
 
     def counting_evaluate(run, models, data=None):
         scored.append(run.path.resolve())
         return real_evaluate(run, models, data)
 
     monkeypatch.setattr(forecast, "evaluate", counting_evaluate)
+    return scored
+
+
+def test_search_finds_planted_setting_and_scores_test_once(tmp_path, monkeypatch):
+    import grukit.tasks.forecast as forecast
+    data = sine_csv(tmp_path / "s.csv")
+    scored = scores_of_test(monkeypatch)
     windows = []                                    # (origin, horizon) of every window a trial trains or validates on
 
     class RecordingWindows(forecast.WindowDataset):
@@ -48,7 +54,7 @@ def test_search_finds_planted_setting_and_scores_test_once(tmp_path, monkeypatch
 
     monkeypatch.setattr(forecast, "WindowDataset", RecordingWindows)
     # lr=1e-7 cannot move the weights in 4 epochs; lr=3e-2 fits the sine: the planted better setting
-    summary = tune("forecast", data=str(data), trials=5, out=tmp_path / "study", pruner="none", seed=1,
+    summary = tune("forecast", data=str(data), trials=5, out=tmp_path / "study", pruner="none", seed=1, top=1,
                    space={**SPACE, "lr": [1e-7, 3e-2]}, verbose=False, **FIXED)
     df = pd.read_csv(tmp_path / "study" / "trials.csv")
     assert len(df) == 5 and set(df["state"]) == {"COMPLETE"} and sorted(df["number"]) == list(range(5))
@@ -76,9 +82,51 @@ def test_search_finds_planted_setting_and_scores_test_once(tmp_path, monkeypatch
     for name in ("optimization_history", "param_importances", "parallel_coordinate"):
         assert (tmp_path / "study" / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     # the same call again: the study is complete, nothing is trained or scored again
-    again = tune("forecast", data=str(data), trials=5, out=tmp_path / "study", pruner="none", seed=1,
+    again = tune("forecast", data=str(data), trials=5, out=tmp_path / "study", pruner="none", seed=1, top=1,
                  space={**SPACE, "lr": [1e-7, 3e-2]}, verbose=False, **FIXED)
     assert again["best_trial"] == summary["best_trial"] and again["trials"]["complete"] == 5 and len(scored) == 1
+
+
+def test_the_best_trials_are_averaged_as_one_run_and_only_it_is_scored(tmp_path, monkeypatch):
+    """--top K (forecast): the K best complete trials' models, of different lookbacks and sizes, become one run
+    (no retraining); each member forecasts in it exactly as in its own trial (a shorter lookback reads the end of
+    the run's longer window), the run's forecast is their mean, and the test split is read once, for it."""
+    import grukit.tasks.forecast as forecast
+    from grukit.io import read_json
+    from grukit.runs import Run
+    data = sine_csv(tmp_path / "s.csv")
+    scored = scores_of_test(monkeypatch)
+    args = dict(data=str(data), trials=6, out=tmp_path / "study", pruner="none", seed=3, top=6, verbose=False,
+                space={**SPACE, "lookback": [8, 12], "hidden_size": [8, 12], "lr": [1e-2, 3e-2]}, **FIXED)
+    summary = tune("forecast", **args)
+    df = pd.read_csv(tmp_path / "study" / "trials.csv").sort_values(["value", "number"])
+    assert summary["ensemble_trials"] == list(df["number"])           # every trial, lowest validation value first
+    top = Run(tmp_path / "study" / "top")
+    assert scored == [top.path.resolve()] and not list((tmp_path / "study" / "trials").glob("*/metrics.json"))
+    assert summary["test_metrics"] == read_json(top.path / "metrics.json")
+    lookbacks = [m.config.lookback for m in top.models()]
+    assert sorted(set(lookbacks)) == [8, 12] and top.config.lookback == 12 and top.config.ensemble == 6
+    assert top.meta["ensemble_rule"] == "mean" and len(top.meta["member_configs"]) == 6
+    y = pd.read_csv(data)["y"].to_numpy()[:100]
+    meta = {**top.meta, "combine": []}                   # the network alone (the combination is checked elsewhere)
+    points = []
+    for m, a in zip(top.models(), top.meta["assembled_from"]):
+        trial = Run(tmp_path / "study" / a["run"])
+        own = forecast.forecast_series(trial.models(), {**trial.meta, "combine": []}, trial.config, [y])[0]["point"]
+        here = forecast.forecast_series([m], meta, top.config, [y])[0]["point"]
+        np.testing.assert_allclose(here, own, rtol=1e-5, atol=1e-5)
+        points.append(here)
+    both = forecast.forecast_series(top.models(), meta, top.config, [y])[0]["point"]
+    np.testing.assert_allclose(both, np.mean(points, 0), rtol=1e-5, atol=1e-5)
+    # the same call again: the same trials, so the ensemble is read back, not rebuilt or scored again
+    stamp = (top.path / "model.safetensors").stat().st_mtime_ns
+    again = tune("forecast", **args)
+    assert again["ensemble_trials"] == summary["ensemble_trials"] and len(scored) == 1
+    assert (top.path / "model.safetensors").stat().st_mtime_ns == stamp
+    pytest.importorskip("onnxruntime", reason="the export check needs grukit[export]")
+    from grukit.export import export_run
+    res = export_run(top, tmp_path / "short.onnx", member=lookbacks.index(8))   # checked on its own 8-step windows
+    assert (tmp_path / "short.onnx").is_file() and res is not None
 
 
 def test_config_file_tune_section_and_train_ignores_it(tmp_path):

@@ -63,7 +63,15 @@ from ..errors import ConfigError
 from ..io import atomic_write
 from ..nn import GRU
 
-__all__ = ["SequenceTask", "infer", "combine", "write_predictions"]
+__all__ = ["SequenceTask", "member_config", "infer", "combine", "write_predictions"]
+
+
+def member_config(config, meta: dict[str, Any], member: int):
+    """The config of ensemble member ``member``: the run's, with that member's entry of ``meta["member_configs"]``
+    applied where there is one (an ensemble assembled from runs of different settings, such as the best trials
+    of a ``grukit tune`` search: each entry holds the fields in which that member's setting differs)."""
+    over = meta.get("member_configs") or []
+    return config.replace(**over[member]) if member < len(over) and over[member] else config
 
 
 class SequenceTask(L.LightningModule):
@@ -75,9 +83,11 @@ class SequenceTask(L.LightningModule):
 
     def __init__(self, config, meta: dict[str, Any], member: int = 0):
         super().__init__()
-        self.config = config
+        self.config = member_config(config, meta, member)
         self.meta = dict(meta)
         self.member = member                # index in the run's ensemble (members may differ in architecture)
+        if meta.get("ensemble_rule"):       # an assembled ensemble may say how its members combine
+            self.ensemble_rule = meta["ensemble_rule"]
         self.encoder = self.build_encoder()
         self.head = self.build_head()
         metrics = self.build_metrics()

@@ -45,7 +45,7 @@ from .heads import DirectForecastHead
 __all__ = ["ForecastTask", "prepare", "prepare_series", "held_out", "skip_season", "ses_alpha", "resolve_lookback",
            "resolve_max_windows", "resolve_patience", "resolve_plan",
            "forecast_series", "after_fit", "evaluate", "predict", "Series", "choose_transform", "season_of",
-           "mase_weights", "validation_folds", "SHORT_SERIES"]
+           "mase_weights", "validation_folds", "assemble_config", "SHORT_SERIES"]
 
 SHORT_SERIES = 1000       # a single series shorter than this is validated over 3 rolling-origin folds by tune
 
@@ -294,6 +294,13 @@ def validation_folds(cfg: ForecastConfig) -> list[int]:
     return fold_shifts(end, lookback, cfg.horizon, k, cfg.val_step, windows, cfg.val_fraction, name, fill)
 
 
+def assemble_config(configs: list[ForecastConfig]) -> ForecastConfig:
+    """The run config of an ensemble assembled from runs of different settings (``grukit tune``'s best trials,
+    best first): the first's, with the longest lookback of them all, so that each window holds what every
+    member reads (a member with a shorter lookback reads the end of it, :class:`_CropView`)."""
+    return configs[0].replace(lookback=max(int(c.lookback) for c in configs))
+
+
 # ====================================================================== model
 SCALE_FLOOR = 1e-2   # window_scale: the least local scale (encoded units; a series' scaler gives it std 1)
 
@@ -503,6 +510,36 @@ class _LookbackView:
         return self.model.predict_step({**batch, "mask": mask, "x": x, "window": window}, batch_idx)
 
 
+class _CropView(_LookbackView):
+    """An ensemble member trained on a shorter lookback than the run's windows (an ensemble assembled from runs
+    of different settings, ``member_configs`` in meta.json): it reads each window's last ``lookback`` steps,
+    sliced off, exactly the window :func:`window_at` cuts for that lookback."""
+
+    def predict_step(self, batch, batch_idx):
+        cut = batch["window"].shape[1] - self.lookback
+        if cut > 0:
+            batch = {**batch, "x": batch["x"][:, cut:], "window": batch["window"][:, cut:],
+                     "mask": batch["mask"][:, cut:]}
+            if "phase" in batch:                                               # the window's first step
+                batch["phase"] = batch["phase"] + cut
+        return self.model.predict_step(batch, batch_idx)
+
+
+def _views(members: list[ForecastTask], cfg: ForecastConfig) -> list:
+    """What reads each window: the ``lookbacks`` views of each member, else each member as it is or, where it
+    was trained on a shorter lookback than the run's, cropped to it."""
+    if cfg.lookbacks:
+        return [_LookbackView(mdl, lb) for mdl in members for lb in cfg.lookbacks]
+    views = []
+    for mdl in members:
+        own = int(mdl.config.lookback)
+        if own > cfg.lookback:
+            raise ConfigError(f"ensemble member {mdl.member} reads {own} steps, more than the run's lookback of "
+                              f"{cfg.lookback}; meta.json's member_configs do not fit config.yaml")
+        views.append(_CropView(mdl, own) if own < cfg.lookback else mdl)
+    return views
+
+
 def forecast_series(models: ForecastTask | Sequence[ForecastTask], meta: dict, config: ForecastConfig,
                     series: Sequence[np.ndarray], *, known_future: Sequence[np.ndarray] | None = None,
                     covariates: Sequence[np.ndarray] | None = None, ids: Sequence[str] | None = None,
@@ -594,8 +631,7 @@ def forecast_series(models: ForecastTask | Sequence[ForecastTask], meta: dict, c
 def _run(members: list[ForecastTask], cfg: ForecastConfig, batches) -> dict[str, np.ndarray]:
     """Every member (and its ``lookbacks`` views) over ``batches`` through :func:`infer`, combined by the median;
     the decoded outputs concatenated, encoded units."""
-    views = [_LookbackView(mdl, lb) for mdl in members for lb in cfg.lookbacks] or members
-    outs = infer(views, batches, rule=members[0].ensemble_rule)
+    outs = infer(_views(members, cfg), batches, rule=members[0].ensemble_rule)
     return {k: torch.cat([o[k] for o in outs]).numpy().astype(np.float64) for k in outs[0]} if outs else {}
 
 
