@@ -113,14 +113,17 @@ def _top_ensemble(spec: dict, done: list, top: int, folder: Path, evaluate: bool
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    start_run(tmp, spec["task"], cfg, meta)
-    for i, w in enumerate(weights):
-        save_weights(load_weights(w), tmp / ("model.safetensors" if i == 0 else f"model-{i}.safetensors"),
-                     metadata={"task": spec["task"], "member": str(i)}, run_dir=tmp)
-    update_info(tmp, status="trained")
-    if folder.exists():                # an ensemble of other trials (the study grew since): rebuilt from them
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    try:
+        start_run(tmp, spec["task"], cfg, meta)
+        for i, w in enumerate(weights):
+            save_weights(load_weights(w), tmp / ("model.safetensors" if i == 0 else f"model-{i}.safetensors"),
+                         metadata={"task": spec["task"], "member": str(i)}, run_dir=tmp)
+        update_info(tmp, status="trained")
+        if folder.exists():            # an ensemble of other trials (the study grew since): rebuilt from them
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)          # a half-built copy never stays behind
     return _score_once(folder, evaluate), numbers
 
 
