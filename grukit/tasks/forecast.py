@@ -561,8 +561,8 @@ def forecast_series(models: ForecastTask | Sequence[ForecastTask], meta: dict, c
     Returns:
         One dict per series with ``"point"`` ``(horizon, C)``, and when the run has intervals ``"lo"`` / ``"hi"``
         ``(horizon, C)`` and, for quantile outputs, ``"quantiles"`` ``(horizon, C, Q)``; original units. Ensemble
-        members (and the ``lookbacks`` views of each) are combined by their median in
-        :func:`grukit.tasks.base.infer`.
+        members (and the ``lookbacks`` views of each) are combined in :func:`grukit.tasks.base.infer`, in
+        encoded units, by their median (by their mean for an ensemble that ``grukit tune`` assembled).
     """
     members = [models] if isinstance(models, ForecastTask) else list(models)
     cfg = config
@@ -629,8 +629,9 @@ def forecast_series(models: ForecastTask | Sequence[ForecastTask], meta: dict, c
 
 
 def _run(members: list[ForecastTask], cfg: ForecastConfig, batches) -> dict[str, np.ndarray]:
-    """Every member (and its ``lookbacks`` views) over ``batches`` through :func:`infer`, combined by the median;
-    the decoded outputs concatenated, encoded units."""
+    """Every member (and its ``lookbacks`` views, or its crop to a shorter lookback) over ``batches`` through
+    :func:`infer`, combined by the members' rule (the median; the mean for an ensemble that ``grukit tune``
+    assembled); the decoded outputs concatenated, encoded units."""
     outs = infer(_views(members, cfg), batches, rule=members[0].ensemble_rule)
     return {k: torch.cat([o[k] for o in outs]).numpy().astype(np.float64) for k in outs[0]} if outs else {}
 
