@@ -56,8 +56,9 @@ class TaskConfig:
     lr_schedule: str = opt("plateau", "learning-rate schedule: none, plateau (halve when val loss stalls), cosine")
     weight_average: str = opt("none", "keep an average of the weights along training instead of the last ones: "
                                       "none, swa (the equal average of every step's weights over the second "
-                                      "half of the planned steps; stochastic weight averaging, Izmailov et al. "
-                                      "2018) or ema (an exponential moving average, decay 0.99 a step); "
+                                      "half of the planned steps, where a cosine learning rate then stays at "
+                                      "its halfway value; stochastic weight averaging, Izmailov et al. 2018) "
+                                      "or ema (an exponential moving average, decay 0.99 a step); "
                                       "validation and checkpoints see the average (Lightning's "
                                       "WeightAveraging)")
     gradient_clip_val: float = opt(1.0, "clip the gradient norm to this value (0 = off)")

@@ -52,6 +52,7 @@ Checkpoints carry ``checkpoint["grukit"] = {"version", "task", "config", "meta"}
 """
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import lightning as L
@@ -219,6 +220,12 @@ class SequenceTask(L.LightningModule):
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 opt, factor=getattr(c, "lr_decay", 0.5), patience=getattr(c, "lr_patience", max(1, c.patience // 3)))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
+        if c.lr_schedule == "cosine" and getattr(c, "weight_average", "none") == "swa":
+            from ..callbacks import SWA_START                 # the cosine until the average starts, then flat
+            T, hold = max(1, c.max_epochs), int(max(1, c.max_epochs) * SWA_START)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda e: 0.5 * (1 + math.cos(math.pi * min(e, hold) / T)))
+            return {"optimizer": opt, "lr_scheduler": sched}
         if c.lr_schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, c.max_epochs))
             return {"optimizer": opt, "lr_scheduler": sched}
