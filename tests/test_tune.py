@@ -205,6 +205,13 @@ def test_durations_and_names():
     assert default_study_name("forecast", "data/my sales.csv") == "forecast-my_sales"
 
 
+def test_top_below_one_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ConfigError, match="--top 0: each must be >= 1"):
+        tune("forecast", data=str(sine_csv(tmp_path / "s.csv")), trials=2, out=tmp_path / "study", top=0,
+             verbose=False, **FIXED)
+    assert not (tmp_path / "study").exists()
+
+
 def test_pruning_callback_reports_each_epoch_and_stops_the_run(tmp_path):
     import math
 
