@@ -205,6 +205,19 @@ def test_durations_and_names():
     assert default_study_name("forecast", "data/my sales.csv") == "forecast-my_sales"
 
 
+def test_the_ensemble_passes_over_trials_that_encode_the_data_differently(tmp_path):
+    """A searched field that changes the run's data state (here the season, which sets the seasonal scale and
+    the skip's season in meta.json) keeps that trial out of the best trials' ensemble."""
+    from grukit.runs import Run
+    summary = tune("forecast", data=str(sine_csv(tmp_path / "s.csv")), trials=5, out=tmp_path / "study",
+                   pruner="none", seed=0, top=5, verbose=False, space={**SPACE, "season_length": [1, 12]}, **FIXED)
+    df = pd.read_csv(tmp_path / "study" / "trials.csv").sort_values(["value", "number"])
+    best_season = df["params_season_length"].iloc[0]
+    same = df[df["params_season_length"] == best_season]["number"].tolist()
+    assert len(same) < 5 and summary["ensemble_trials"] == same
+    assert Run(tmp_path / "study" / "top").meta["season_length"] == best_season
+
+
 def test_top_below_one_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match="--top 0: each must be >= 1"):
         tune("forecast", data=str(sine_csv(tmp_path / "s.csv")), trials=2, out=tmp_path / "study", top=0,
