@@ -1,5 +1,6 @@
-"""grukit tune in one process: a planted better setting is found, the test split is scored once (for the best
-trial only), outputs are usable (best.yaml retrains), and bad search spaces fail in one line naming the field."""
+"""grukit tune in one process: a planted better setting is found, the test split is scored once (for the final
+model only: the best trial, its refit, or the best trials' ensemble), outputs are usable (best.yaml retrains, the
+ensemble forecasts as its members' mean), and bad search spaces fail in one line naming the field."""
 from __future__ import annotations
 
 import numpy as np
@@ -123,9 +124,16 @@ def test_the_best_trials_are_averaged_as_one_run_and_only_it_is_scored(tmp_path,
     again = tune("forecast", **args)
     assert again["ensemble_trials"] == summary["ensemble_trials"] and len(scored) == 1
     assert (top.path / "model.safetensors").stat().st_mtime_ns == stamp
+    # other trials (here --top 5, then 6 again): the ensemble is rebuilt from them and scored once more each time
+    fewer = tune("forecast", **{**args, "top": 5})
+    assert fewer["ensemble_trials"] == list(df["number"][:5]) and len(scored) == 2
+    assert [a["trial"] for a in Run(top.path).meta["assembled_from"]] == fewer["ensemble_trials"]
+    assert tune("forecast", **args)["ensemble_trials"] == summary["ensemble_trials"] and len(scored) == 3
+    assert not list((tmp_path / "study").glob(".top.*"))                # no half-built copy left beside it
     pytest.importorskip("onnxruntime", reason="the export check needs grukit[export]")
     from grukit.export import export_run
-    res = export_run(top, tmp_path / "short.onnx", member=lookbacks.index(8))   # checked on its own 8-step windows
+    top = Run(top.path)
+    res = export_run(top, tmp_path / "short.onnx", member=lookbacks.index(8))   # on its own 8-step windows
     assert (tmp_path / "short.onnx").is_file() and res is not None
 
 
