@@ -96,8 +96,8 @@ def tune(task: str, config: TaskConfig | str | Path | dict | None = None, *, dat
             worse on validation than the configuration it started from; the sampler picks the others.
         top: for a task that can average runs of different settings (forecasting: ``assemble_config``) and has
             no refit, the final model is the mean of the ``top`` best complete trials' models (``STUDY/top``,
-            no retraining), and that is what the test split scores; 1: the best trial alone. Averaging the 10
-            best beat the best trial alone and the defaults' 10 seeds on the four built-in single series (README).
+            no retraining), and that is what the test split scores; 1: the best trial alone. On the four built-in
+            single series the 10 best averaged beat the best trial alone and the defaults (README).
 
     Returns a dict: study, storage, trials (complete/pruned/failed/running counts), best_trial, best_value,
     best_params, best_run, best_yaml, test_metrics (the final model's: the refit, the top-trials ensemble or the best
