@@ -74,7 +74,7 @@ def _top_ensemble(spec: dict, done: list, top: int, folder: Path, evaluate: bool
     and score it once on the test split; returns its test metrics and the trial numbers it holds.
 
     A trial whose data state (meta.json, window counts aside) differs from the best trial's (a searched field
-    that changes the encoding, such as ``transform``) is passed over for the next best. The run's config is the
+    that changes the encoding, such as ``season_length``) is passed over for the next best. The run's config is the
     best trial's as the task assembles it (``assemble_config``: forecasting takes the longest lookback);
     meta.json's ``member_configs`` hold the fields in which each member's setting differs, its ``ensemble_rule``
     is the mean (settings that err differently average better than their median; README), and what the task
@@ -85,14 +85,16 @@ def _top_ensemble(spec: dict, done: list, top: int, folder: Path, evaluate: bool
 
     from .runs import load_weights, save_weights, start_run, update_info
     out = Path(spec["out"])
-    kept: list = []
-    for t in sorted(done, key=lambda t: t.value):        # the best first; then the next that share its encoding
-        r = Run(out / t.user_attrs["run_dir"])
-        ref = kept[0][1].meta if kept else r.meta
-        if all(r.meta.get(k) == ref.get(k) for k in set(r.meta) | set(ref) if k not in TRAINING_META):
-            kept.append((t, r))
+    ranked = sorted(done, key=lambda t: t.value)
+    best = Run(out / ranked[0].user_attrs["run_dir"])
+    ref = best.meta                                      # the best trial's data state; the others must share it
+    kept: list = [(ranked[0], best)]
+    for t in ranked[1:]:
         if len(kept) == top:
             break
+        r = Run(out / t.user_attrs["run_dir"])
+        if all(r.meta.get(k) == ref.get(k) for k in set(r.meta) | set(ref) if k not in TRAINING_META):
+            kept.append((t, r))
     numbers = [t.number for t, _ in kept]
     info = folder / "run.json"
     if info.is_file() and read_json(info).get("status") == "trained":
