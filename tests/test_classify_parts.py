@@ -11,7 +11,7 @@ import torch
 from grukit.config import ClassifyConfig
 from grukit.data.augment import augment, jitter, scaling, window_slice, window_warp
 from grukit.data.sequences import normalise_series, stratified_split
-from grukit.errors import ShapeError
+from grukit.errors import ConfigError, ShapeError
 from grukit.tasks import classify_baselines as cb
 from grukit.tasks.base import infer
 from grukit.tasks.classify import ClassifyTask, classify_sequences, resolve_schedule
@@ -226,6 +226,14 @@ def test_auto_schedule_from_training_set_size():
     assert chosen.ensemble == 2
     n_fit = 800 - 160                                            # 40 batches: no repetition
     assert big.max_epochs == math.ceil(big.train_steps / math.ceil(n_fit / big.batch_size))
+    passes = ClassifyConfig(train_passes=200)                   # a floor in passes over the series
+    info = resolve_schedule(passes, 390)                         # 25 batches an epoch, 1,000 steps = 40 passes
+    assert passes.max_epochs == math.ceil(math.ceil(200 * 390 / 16) / 25) == 195 and info["steps"] == 195 * 25
+    few = ClassifyConfig(train_passes=200)
+    resolve_schedule(few, 50)                                    # 625 steps < train_steps: the steps decide
+    assert few.max_epochs == small.max_epochs
+    with pytest.raises(ConfigError, match="train_passes=-1: expected an integer >= 0"):
+        ClassifyConfig(train_passes=-1).validate()
     manual = ClassifyConfig(schedule="manual", max_epochs=7, val_fraction=0.1)
     resolve_schedule(manual, 50)
     assert (manual.max_epochs, manual.val_fraction, manual.ensemble) == (7, 0.1, 1)

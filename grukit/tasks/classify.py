@@ -8,6 +8,8 @@ log-mel frames by :func:`grukit.data.audio.labelled_features`. The readers live 
 
 The model (defaults chosen to hold up on UCR/UEA data it was not tuned on; see :class:`ClassifyConfig`)::
 
+    (mean_series: one-length series nearly alike, such as spectra, become their z-normalised values less the
+     training series' mean, so the model reads each one's departure from the typical one; see centred)
     x (B, T, F) z-normalised ──series longer than conv_steps in windows of s steps──> (B, T/s, F')
         │   (downsample=mixed: the FCN branch reads pool_time (F' = F), the GRU branch fold_time (F' = s*F);
         │    fold: fold_time for both; conv: a learned linear strided Conv1d, F' = C; mean: pool_time for both)
@@ -101,6 +103,42 @@ def _normalise(seqs, meta):
         return [np.asarray(s, np.float32) for s in seqs]
     mean, std = np.asarray(meta["feature_mean"], np.float32), np.asarray(meta["feature_std"], np.float32)
     return [((s - mean) / std).astype(np.float32) for s in seqs]
+
+
+MEAN_SERIES_RATIO = 0.05   # mean_series=auto: centre where series depart from their mean by under 5% of their size
+
+
+def mean_series_plan(cfg: ClassifyConfig, seqs) -> dict:
+    """meta entries of ``mean_series`` for the training series (raw, (T, F)): the mean of their z-normalised
+    values step by step, ``{"mean_series": [...]}``, or nothing. auto centres one-feature series of one length
+    whose mean absolute departure from that mean is under MEAN_SERIES_RATIO of their mean absolute value."""
+    if cfg.mean_series == "off":
+        return {}
+    lengths, n_feat = {len(s) for s in seqs}, seqs[0].shape[1]
+    if len(lengths) > 1 or (cfg.mean_series == "auto" and n_feat > 1):
+        if cfg.mean_series == "on":
+            raise DataError(f"mean_series=on needs training series of one length; they have {min(lengths)} to "
+                            f"{max(lengths)} steps (use mean_series=auto or off)", path=cfg.data)
+        return {}
+    z = np.stack([normalise_series(s) for s in seqs]).astype(np.float64)        # (N, T, F)
+    mean = z.mean(0)
+    ratio = float(np.abs(z - mean).mean() / max(np.abs(z).mean(), 1e-12))
+    if cfg.mean_series == "auto" and ratio >= MEAN_SERIES_RATIO:
+        return {}
+    return {"mean_series": mean.tolist(), "mean_series_ratio": round(ratio, 4)}
+
+
+def centred(seqs, meta):
+    """The series as the model reads them: with ``mean_series`` in meta, each one's z-normalised values less
+    the training mean series (a series of another length is refused); else ``seqs`` unchanged."""
+    if "mean_series" not in meta:
+        return seqs
+    mean = np.asarray(meta["mean_series"], np.float32)                         # (T, F)
+    for i, s in enumerate(seqs):
+        if len(s) != len(mean):
+            raise ShapeError(f"sequence {i} has {len(s)} steps; this model subtracts the training series' mean "
+                             f"(mean_series), so every series needs {len(mean)} steps")
+    return [normalise_series(s) - mean for s in seqs]
 
 
 STATS_CLIP = 5.0           # series_stats: standardised statistics are clipped to +-this
@@ -205,7 +243,8 @@ def resolve_schedule(cfg: ClassifyConfig, n: int, synthetic: int = 0) -> dict:
     n_fit = n - int(round(cfg.val_fraction * n)) + synthetic
     repeat = max(1, MIN_BATCHES // max(1, math.ceil(n_fit / cfg.batch_size)))   # fewer, longer epochs: less
     batches = max(1, math.ceil(n_fit * repeat / cfg.batch_size))               # per-epoch overhead
-    cfg.max_epochs = max(1, min(cfg.max_epochs, math.ceil(cfg.train_steps / batches)))
+    steps = max(cfg.train_steps, math.ceil(cfg.train_passes * n_fit / cfg.batch_size))   # larger sets: passes
+    cfg.max_epochs = max(1, min(cfg.max_epochs, math.ceil(steps / batches)))
     if cfg.ensemble == 0:
         cfg.ensemble = 1 if validated else SMALL_ENSEMBLE[1] if n < SMALL_ENSEMBLE[0] else LARGE_ENSEMBLE
     why = ("schedule=validated: stratified validation split, early stopping on val_loss" if use_val and validated
@@ -213,7 +252,7 @@ def resolve_schedule(cfg: ClassifyConfig, n: int, synthetic: int = 0) -> dict:
            else f"{n} series < {VAL_MIN_SERIES}: no validation split, fixed budget, the weights with the "
                 "lowest training loss are kept")
     return {"rule": why, "val_fraction": cfg.val_fraction, "max_epochs": cfg.max_epochs, "patience": cfg.patience,
-            "ensemble": cfg.ensemble, "batches_per_epoch": batches, "repeat": repeat}
+            "ensemble": cfg.ensemble, "batches_per_epoch": batches, "repeat": repeat, "steps": cfg.max_epochs * batches}
 
 
 def prepare(cfg: ClassifyConfig) -> Prepared:
@@ -226,6 +265,8 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
     y_idx = np.array([idx[c] for c in y])
     schedule = resolve_schedule(cfg, len(seqs))
     train, val = stratified_split(y_idx, cfg.val_fraction, cfg.seed)
+    centring = mean_series_plan(cfg, [seqs[i] for i in train])          # the training part's mean series
+    seqs = centred(seqs, centring)
     kind = normalisation(cfg, n_feat)
     cat = np.concatenate([seqs[i] for i in train])
     std = np.where(cat.std(0) > 1e-8, cat.std(0), 1)
@@ -238,6 +279,7 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
             "patch_stride": r, "pool_strides": s_all, "patch_strides": r_all, "downsample": cfg.downsample,
             "conv_branch": cfg.conv_branch, "first_difference": cfg.first_difference, "schedule": schedule,
             "class_counts": np.bincount(y_idx[train], minlength=len(classes)).tolist()}
+    meta.update(centring)
     raw = raw_stats(seqs) if kind == "series" and cfg.series_stats else None   # what series scaling removes
     if raw is not None:
         meta.update(stats_scaling(raw[train]))
@@ -424,7 +466,7 @@ class ClassifyTask(SequenceTask):
         training-set feature scaling; the convolutional parts and per-series scaling need the whole series."""
         c = self.config
         return (self.fcn is None and self.patch is None and self.pool_stride == 1 and not c.bidirectional
-                and not self.difference and not self.meta.get("quantiles")
+                and not self.difference and not self.meta.get("quantiles") and "mean_series" not in self.meta
                 and self.meta.get("normalize", "feature") in ("feature", "none"))
 
     def loss(self, logits, y, inputs):
@@ -459,6 +501,7 @@ def classify_sequences(models, meta: dict, sequences, batch_size: int = 256) -> 
     K = len(meta["classes"])
     if not seqs:
         return np.zeros((0, K), dtype=np.float32)
+    seqs = centred(seqs, meta)
     norm = _normalise(seqs, meta)
     batches = loader(_dataset(norm, np.zeros(len(seqs)), _stats(seqs, meta, norm=norm)), batch_size, False)
     return torch.cat(infer(models, batches)).numpy()                           # (N, K)
