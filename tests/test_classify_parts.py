@@ -226,14 +226,25 @@ def test_auto_schedule_from_training_set_size():
     assert chosen.ensemble == 2
     n_fit = 800 - 160                                            # 40 batches: no repetition
     assert big.max_epochs == math.ceil(big.train_steps / math.ceil(n_fit / big.batch_size))
-    passes = ClassifyConfig(train_passes=200)                   # a floor in passes over the series
-    info = resolve_schedule(passes, 390)                         # 25 batches an epoch, 1,000 steps = 40 passes
-    assert passes.max_epochs == math.ceil(math.ceil(200 * 390 / 16) / 25) == 195 and info["steps"] == 195 * 25
-    few = ClassifyConfig(train_passes=200)
-    resolve_schedule(few, 50)                                    # 625 steps < train_steps: the steps decide
-    assert few.max_epochs == small.max_epochs
+    many = ClassifyConfig()                                      # 37 classes of about 10 series (Adiac)
+    info = resolve_schedule(many, 390, classes=37)               # 25 batches an epoch
+    assert many.max_epochs == math.ceil(math.ceil(100 * 390 / 16) / 25) == 98 and info["steps"] == 98 * 25
+    cricket = ClassifyConfig()                                   # 12 classes of 32: the class draws decide
+    resolve_schedule(cricket, 390, classes=12)
+    assert cricket.max_epochs == math.ceil(math.ceil(2000 * 12 / 16) / 25) == 60
+    acsf = ClassifyConfig()                                      # 100 series: 1,000 steps are 160 passes
+    resolve_schedule(acsf, 100, classes=10)
+    assert acsf.max_epochs == math.ceil(1000 / math.ceil(100 * 5 / 16)) == 32     # repeated 5 times an epoch
+    few = ClassifyConfig()                                       # 6 classes of 400 series: train_steps
+    resolve_schedule(few, 400, classes=6)
+    assert few.max_epochs == math.ceil(1000 / 25) == 40
+    off = ClassifyConfig(train_class_samples=0)
+    resolve_schedule(off, 390, classes=37)
+    assert off.max_epochs == 40
     with pytest.raises(ConfigError, match="train_passes=-1: expected an integer >= 0"):
         ClassifyConfig(train_passes=-1).validate()
+    with pytest.raises(ConfigError, match="train_class_samples=-5: expected an integer >= 0"):
+        ClassifyConfig(train_class_samples=-5).validate()
     manual = ClassifyConfig(schedule="manual", max_epochs=7, val_fraction=0.1)
     resolve_schedule(manual, 50)
     assert (manual.max_epochs, manual.val_fraction, manual.ensemble) == (7, 0.1, 1)

@@ -227,7 +227,16 @@ def _dataset(seqs, y_idx, stats=None):
                        **extra)
 
 
-def resolve_schedule(cfg: ClassifyConfig, n: int, synthetic: int = 0) -> dict:
+def train_budget(cfg: ClassifyConfig, n_fit: int, classes: int) -> int:
+    """Optimiser steps beyond train_steps that a set of ``n_fit`` training series in ``classes`` classes asks
+    for: enough for train_class_samples series drawn per class, but no more than train_passes passes over
+    the series (0 in either: none)."""
+    if not cfg.train_passes or not cfg.train_class_samples:
+        return 0
+    return math.ceil(min(cfg.train_passes * n_fit, cfg.train_class_samples * classes) / cfg.batch_size)
+
+
+def resolve_schedule(cfg: ClassifyConfig, n: int, synthetic: int = 0, classes: int = 2) -> dict:
     """Fill in the training schedule for ``n`` labelled series (schedule=auto) and say why; changes ``cfg``
     in place (so the run's config.yaml records the values used) and returns the choices for meta.json.
     ``synthetic`` series (dba_augment) join the training part, so an epoch has more batches, not more steps."""
@@ -243,7 +252,7 @@ def resolve_schedule(cfg: ClassifyConfig, n: int, synthetic: int = 0) -> dict:
     n_fit = n - int(round(cfg.val_fraction * n)) + synthetic
     repeat = max(1, MIN_BATCHES // max(1, math.ceil(n_fit / cfg.batch_size)))   # fewer, longer epochs: less
     batches = max(1, math.ceil(n_fit * repeat / cfg.batch_size))               # per-epoch overhead
-    steps = max(cfg.train_steps, math.ceil(cfg.train_passes * n_fit / cfg.batch_size))   # larger sets: passes
+    steps = max(cfg.train_steps, train_budget(cfg, n_fit, classes))
     cfg.max_epochs = max(1, min(cfg.max_epochs, math.ceil(steps / batches)))
     if cfg.ensemble == 0:
         cfg.ensemble = 1 if validated else SMALL_ENSEMBLE[1] if n < SMALL_ENSEMBLE[0] else LARGE_ENSEMBLE
@@ -263,7 +272,7 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
         raise DataError(f"only one class ({classes[0]!r}); classification needs at least two", path=name)
     idx = {c: i for i, c in enumerate(classes)}
     y_idx = np.array([idx[c] for c in y])
-    schedule = resolve_schedule(cfg, len(seqs))
+    schedule = resolve_schedule(cfg, len(seqs), classes=len(classes))
     train, val = stratified_split(y_idx, cfg.val_fraction, cfg.seed)
     centring = mean_series_plan(cfg, [seqs[i] for i in train])          # the training part's mean series
     seqs = centred(seqs, centring)
@@ -301,7 +310,7 @@ def prepare(cfg: ClassifyConfig) -> Prepared:
             class_stats = {k: fit_stats[fit_y == k].mean(0) for k in set(extra_y.tolist())}
             fit_stats = np.concatenate([fit_stats, np.stack([class_stats[k] for k in extra_y])])
         fit_seqs, fit_y = fit_seqs + extra, np.concatenate([fit_y, extra_y])
-        meta["schedule"] = schedule = resolve_schedule(cfg, len(seqs), len(extra))
+        meta["schedule"] = schedule = resolve_schedule(cfg, len(seqs), len(extra), len(classes))
         meta["synthetic"] = len(extra)
     fit_idx = np.tile(np.arange(len(fit_seqs)), int(schedule.get("repeat", 1)))   # small sets: r times an epoch
     tr = _dataset([fit_seqs[i] for i in fit_idx], fit_y[fit_idx], None if stats is None else fit_stats[fit_idx])
