@@ -234,7 +234,7 @@ class ClassifyConfig(TaskConfig):
                                    "length and depart from their mean by under 5% of their size (spectra "
                                    "such as OliveOil, Wine, Meat, where the shapes are nearly identical and "
                                    "most members did not fit their training series: Wine 0.57 -> 0.69, "
-                                   "OliveOil 0.70 -> 0.77 with 5 models, Meat 0.95 either way, see README); "
+                                   "OliveOil 0.70 -> 0.77 with 5 models, Meat 0.95 -> 0.93, see README); "
                                    "series_stats then describe the departure; a series to classify needs the "
                                    "training length")
     length_stat: bool = opt(False, "each series' log length joins the features the head reads (read from the "
