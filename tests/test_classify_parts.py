@@ -229,6 +229,7 @@ def test_auto_schedule_from_training_set_size():
     many = ClassifyConfig()                                      # 37 classes of about 10 series (Adiac)
     info = resolve_schedule(many, 390, classes=37)               # 25 batches an epoch
     assert many.max_epochs == math.ceil(math.ceil(100 * 390 / 16) / 25) == 98 and info["steps"] == 98 * 25
+    assert "37 classes: 2438 steps" in info["rule"]                # meta.json says why it trains longer
     cricket = ClassifyConfig()                                   # 12 classes of 32: the class draws decide
     resolve_schedule(cricket, 390, classes=12)
     assert cricket.max_epochs == math.ceil(math.ceil(2000 * 12 / 16) / 25) == 60
@@ -236,7 +237,7 @@ def test_auto_schedule_from_training_set_size():
     resolve_schedule(acsf, 100, classes=10)
     assert acsf.max_epochs == math.ceil(1000 / math.ceil(100 * 5 / 16)) == 32     # repeated 5 times an epoch
     few = ClassifyConfig()                                       # 6 classes of 400 series: train_steps
-    resolve_schedule(few, 400, classes=6)
+    assert "classes" not in resolve_schedule(few, 400, classes=6)["rule"]
     assert few.max_epochs == math.ceil(1000 / 25) == 40
     off = ClassifyConfig(train_class_samples=0)
     resolve_schedule(off, 390, classes=37)

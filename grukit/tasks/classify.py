@@ -63,7 +63,7 @@ __all__ = ["ClassifyTask", "prepare", "evaluate", "predict", "read_sequences", "
 VAL_MIN_SERIES = 500        # schedule=auto: a validation split from this many training series on
 MIN_BATCHES = 40            # schedule=auto: small training sets are repeated so an epoch has this many batches
 SMALL_ENSEMBLE = (300, 5)   # schedule=auto with ensemble=0: 5 members below 300 training series ...
-LARGE_ENSEMBLE = 3          # ... and 3 from 300 on (a member's budget is train_steps, whatever the set's size)
+LARGE_ENSEMBLE = 3          # ... and 3 from 300 on (a member's budget: train_steps, or train_budget for many classes)
 
 
 # ====================================================================== data
@@ -228,9 +228,9 @@ def _dataset(seqs, y_idx, stats=None):
 
 
 def train_budget(cfg: ClassifyConfig, n_fit: int, classes: int) -> int:
-    """Optimiser steps beyond train_steps that a set of ``n_fit`` training series in ``classes`` classes asks
-    for: enough for train_class_samples series drawn per class, but no more than train_passes passes over
-    the series (0 in either: none)."""
+    """Optimiser steps that a set of ``n_fit`` training series in ``classes`` classes asks for (a member trains
+    for the larger of this and train_steps): enough to draw train_class_samples series per class, but no more
+    than train_passes passes over the series (0 in either: 0)."""
     if not cfg.train_passes or not cfg.train_class_samples:
         return 0
     return math.ceil(min(cfg.train_passes * n_fit, cfg.train_class_samples * classes) / cfg.batch_size)
@@ -252,7 +252,8 @@ def resolve_schedule(cfg: ClassifyConfig, n: int, synthetic: int = 0, classes: i
     n_fit = n - int(round(cfg.val_fraction * n)) + synthetic
     repeat = max(1, MIN_BATCHES // max(1, math.ceil(n_fit / cfg.batch_size)))   # fewer, longer epochs: less
     batches = max(1, math.ceil(n_fit * repeat / cfg.batch_size))               # per-epoch overhead
-    steps = max(cfg.train_steps, train_budget(cfg, n_fit, classes))
+    budget = train_budget(cfg, n_fit, classes)
+    steps = max(cfg.train_steps, budget)
     cfg.max_epochs = max(1, min(cfg.max_epochs, math.ceil(steps / batches)))
     if cfg.ensemble == 0:
         cfg.ensemble = 1 if validated else SMALL_ENSEMBLE[1] if n < SMALL_ENSEMBLE[0] else LARGE_ENSEMBLE
@@ -260,6 +261,9 @@ def resolve_schedule(cfg: ClassifyConfig, n: int, synthetic: int = 0, classes: i
            else f"{n} series >= {VAL_MIN_SERIES}: stratified validation split, early stopping on val_loss" if use_val
            else f"{n} series < {VAL_MIN_SERIES}: no validation split, fixed budget, the weights with the "
                 "lowest training loss are kept")
+    if budget > cfg.train_steps:
+        why += (f"; {classes} classes: {budget} steps to draw {cfg.train_class_samples} series per class (at most "
+                f"{cfg.train_passes} passes) instead of train_steps={cfg.train_steps}")
     return {"rule": why, "val_fraction": cfg.val_fraction, "max_epochs": cfg.max_epochs, "patience": cfg.patience,
             "ensemble": cfg.ensemble, "batches_per_epoch": batches, "repeat": repeat, "steps": cfg.max_epochs * batches}
 
